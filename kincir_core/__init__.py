@@ -1,0 +1,64 @@
+"""kincir's engine: the compiled hot path, or its pure-Python twin.
+
+An implementation package: users import ``kincir``, never this. ``IMPLEMENTATION`` says which
+engine was loaded: ``"cython"`` when the extension modules import, ``"python"`` when they are
+missing or ``KINCIR_NO_EXTENSIONS`` is set to a non-empty value other than ``0``.
+"""
+
+import os as _os
+
+if _os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
+    _compiled = False
+else:
+    try:
+        from . import _broker, _message  # noqa: F401  (probe: are the extensions built?)
+    except ImportError:
+        _compiled = False
+    else:
+        _compiled = True
+
+if _compiled:
+    from ._broker import (
+        MESSAGE_OVERHEAD,
+        TOPIC_OVERHEAD,
+        BrokerCore,
+        PublisherCore,
+        SubscriberCore,
+        check_count,
+        check_timeout,
+        set_error_types,
+        validate_topic_name,
+    )
+    from ._message import Message, restore_message
+
+    IMPLEMENTATION = "cython"
+else:
+    from ._broker_py import (  # type: ignore[assignment]
+        MESSAGE_OVERHEAD,
+        TOPIC_OVERHEAD,
+        BrokerCore,
+        PublisherCore,
+        SubscriberCore,
+        check_count,
+        check_timeout,
+        set_error_types,
+        validate_topic_name,
+    )
+    from ._message_py import Message, restore_message  # type: ignore[assignment]
+
+    IMPLEMENTATION = "python"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "MESSAGE_OVERHEAD",
+    "TOPIC_OVERHEAD",
+    "BrokerCore",
+    "Message",
+    "PublisherCore",
+    "SubscriberCore",
+    "check_count",
+    "check_timeout",
+    "restore_message",
+    "set_error_types",
+    "validate_topic_name",
+]

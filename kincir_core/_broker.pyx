@@ -1,0 +1,1155 @@
+# cython: language_level=3, embedsignature=True
+"""Topic logs, cursors, waiting, and the broker core: kincir's hot path.
+
+A topic is a ring of message slots addressed by sequence number (slot = seq & mask), with a head
+(the next sequence to assign) and a tail (the oldest sequence still held). Every reader owns a
+cursor, the sequence it reads next; publishing writes each slot once whatever the number of
+readers, and a slot is released once every cursor has passed it. ``at_tail`` counts the cursors
+sitting on the tail, so the O(readers) minimum scan runs once per tail advance, not per read.
+
+Ownership: a ring slot holds one strong reference to a stamped Message, taken when the slot is
+written and dropped when it is released. Freeing a Message never runs Python code (see
+_message.pyx), so slots may be released while the topic lock is held.
+
+Locks: each TopicLog has a ``cython.pymutex`` guarding its ring, cursors, waiter list and
+counters; the broker's mutex guards its topic table; a subscriber's mutex guards its set of
+cursors. Order: subscriber, then broker, then topic. While a topic lock is held nothing
+allocates a GC-tracked object or calls Python code, so no finalizer can re-enter the engine.
+
+Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a PyThread lock
+used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
+asyncio receive registers an AsyncWaiter (a future on its loop). A publish takes the topic's
+waiter list under the lock and wakes each waiter after unlocking: the thread-safe wake-up is paid
+only when someone waits. Only waiting releases the GIL; the ``nogil`` helpers below are pure C
+(cursor and expiry scans) and run with the GIL held, since dropping it costs more than they do.
+"""
+
+cimport cython
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.object cimport PyObject
+from cpython.pythread cimport (
+    PY_LOCK_ACQUIRED,
+    PyLockStatus,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_get_thread_ident,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.time cimport PyTime_MonotonicRaw, PyTime_TimeRaw
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+
+from ._message cimport Message, stamp_all
+
+import re
+
+cdef extern from "Python.h":
+    Py_ssize_t PyBytes_GET_SIZE(object)
+
+cdef extern from "pythread.h":
+    PyLockStatus PyThread_acquire_lock_timed(
+        PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
+
+cdef enum:
+    RUNNING = 0
+    DRAINING = 1
+    STOPPED = 2
+    MIN_RING = 16
+    WAIT_SLICE_US = 50000
+
+# Estimated bytes a held message costs beyond its payload: its slot, the message object and the
+# bytes object header. Used by the memory estimate, which is kept incrementally.
+MESSAGE_OVERHEAD = 8 + 80 + 33
+TOPIC_OVERHEAD = 512
+MAX_TOPIC_LENGTH = 255
+cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
+_INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
+
+cdef dict _errors = {}
+
+
+def set_error_types(**types):
+    """Install the public exception classes the engine raises (called once by ``kincir``)."""
+    _errors.update(types)
+
+
+def _error(name, *args):
+    return _errors[name](*args)
+
+
+def validate_topic_name(name):
+    """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
+    if type(name) is not str:
+        raise TypeError(f"topic must be str, not {type(name).__name__}")
+    if not name:
+        raise _error("InvalidTopicName", name, "it is empty")
+    if len(<str>name) > MAX_TOPIC_LENGTH:
+        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
+    bad = _INVALID_TOPIC_CHAR.search(name)
+    if bad is not None:
+        raise _error(
+            "InvalidTopicName", name,
+            f"it contains {bad.group()!r}; "
+            "whitespace, control characters, '*' and '>' are not allowed",
+        )
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+    return name
+
+
+cdef inline double _monotonic() noexcept nogil:
+    return <double>PyTime_MonotonicRaw() * 1e-9
+
+
+cdef inline double _wall() noexcept nogil:
+    return <double>PyTime_TimeRaw() * 1e-9
+
+
+cdef inline int64_t _now_ms() noexcept nogil:
+    return PyTime_TimeRaw() // 1000000
+
+
+cdef double _check_timeout_c(object timeout) except? -2.0:
+    """Seconds as a double, -1.0 for None (wait forever)."""
+    if timeout is None:
+        return -1.0
+    if hasattr(timeout, "total_seconds"):
+        timeout = timeout.total_seconds()
+    if type(timeout) is bool or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    cdef double seconds = float(timeout)
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
+    return seconds
+
+
+def check_timeout(timeout):
+    """Validate a timeout (seconds as int/float or a timedelta; None waits forever)."""
+    cdef double seconds = _check_timeout_c(timeout)
+    return None if seconds < 0 else seconds
+
+
+cdef Py_ssize_t _check_count(object value, str name) except -1:
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value if value < (1 << 62) else (1 << 62)
+
+
+def check_count(value, name):
+    """Validate a positive count argument."""
+    return _check_count(value, name)
+
+
+# -- waiting ----------------------------------------------------------------------------------
+
+cdef class Waiter:
+    """Something blocked in a receive, woken once by a publish, unsubscribe or shutdown."""
+
+    cdef void wake(self) noexcept:
+        pass
+
+
+@cython.final
+cdef class SyncWaiter(Waiter):
+    """A thread blocked in a receive: a PyThread lock used as a one-shot semaphore."""
+
+    cdef PyThread_type_lock sem
+    cdef bint woken
+
+    def __cinit__(self):
+        self.sem = PyThread_allocate_lock()
+        if self.sem == NULL:
+            raise MemoryError("cannot allocate a lock")
+        PyThread_acquire_lock(self.sem, 1)
+
+    def __dealloc__(self):
+        if self.sem != NULL:
+            if not self.woken:
+                PyThread_release_lock(self.sem)
+            PyThread_free_lock(self.sem)
+
+    cdef void wake(self) noexcept:
+        if not self.woken:
+            self.woken = True
+            PyThread_release_lock(self.sem)
+
+    cdef int wait(self, double deadline) except -1:
+        """Block until woken (1) or ``deadline`` passes (0); -1.0 waits forever."""
+        cdef PyLockStatus status
+        cdef long long slice_us
+        cdef double remaining
+        while True:
+            slice_us = WAIT_SLICE_US
+            if deadline >= 0:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return 0
+                if remaining * 1e6 < slice_us:
+                    slice_us = <long long>(remaining * 1e6) + 1
+            with nogil:
+                status = PyThread_acquire_lock_timed(self.sem, slice_us, 1)
+            if status == PY_LOCK_ACQUIRED:
+                self.woken = True
+                return 1
+            PyErr_CheckSignals()
+
+
+cdef object _resolve_future(object future):
+    if not future.done():
+        future.set_result(None)
+
+
+def _resolve(future):
+    _resolve_future(future)
+
+
+@cython.final
+cdef class AsyncWaiter(Waiter):
+    """A task awaiting a receive on an event loop: woken by resolving its future."""
+
+    cdef object loop
+    cdef object future
+    cdef unsigned long thread
+
+    def __cinit__(self, loop, future):
+        self.loop = loop
+        self.future = future
+        self.thread = PyThread_get_thread_ident()
+
+    cdef void wake(self) noexcept:
+        if PyThread_get_thread_ident() == self.thread:
+            _resolve_future(self.future)
+            return
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+        except RuntimeError:  # the loop is closed: nobody is left to wake
+            pass
+
+
+cdef inline void _wake_all(list waiters) noexcept:
+    cdef object waiter
+    if waiters:
+        for waiter in waiters:
+            (<Waiter>waiter).wake()
+
+
+# -- pure C helpers ---------------------------------------------------------------------------
+
+cdef uint64_t _min_position(uint64_t** positions, Py_ssize_t count, Py_ssize_t* at_min) noexcept nogil:
+    cdef uint64_t low = positions[0][0]
+    cdef Py_ssize_t i, n = 1
+    for i in range(1, count):
+        if positions[i][0] < low:
+            low = positions[i][0]
+            n = 1
+        elif positions[i][0] == low:
+            n += 1
+    at_min[0] = n
+    return low
+
+
+cdef uint64_t _first_live(const double* stamps, uint64_t mask, uint64_t pos, uint64_t head,
+                          double deadline) noexcept nogil:
+    while pos < head and stamps[pos & mask] < deadline:
+        pos += 1
+    return pos
+
+
+# -- cursors and topic logs -------------------------------------------------------------------
+
+@cython.final
+cdef class Cursor:
+    """One reader's position in a topic log: the sequence number it reads next."""
+
+    cdef readonly TopicLog log
+    cdef uint64_t pos
+    cdef Py_ssize_t members
+    cdef uint64_t delivered
+    cdef uint64_t expired
+    cdef uint64_t dropped
+    cdef readonly bint attached
+
+    def __cinit__(self, TopicLog log, Py_ssize_t members):
+        self.log = log
+        self.members = members
+        self.attached = True
+
+    def pending(self):
+        """Messages this reader has not read yet (0 once detached)."""
+        cdef uint64_t n = 0
+        with self.log.lock:
+            if self.attached:
+                n = self.log.head - self.pos
+        return n
+
+    def stats(self):
+        """(delivered, expired, dropped, pending) for this reader."""
+        return (self.delivered, self.expired, self.dropped, self.pending())
+
+
+@cython.final
+cdef class TopicLog:
+    """A topic: a ring of message slots addressed by sequence number, read through cursors."""
+
+    cdef readonly str name
+    cdef Py_ssize_t capacity          # -1: unbounded
+    cdef double ttl                   # < 0: no TTL
+    cdef bint persistence
+    cdef bint ordered
+    cdef cython.pymutex lock
+    cdef PyObject** ring
+    cdef double* stamps
+    cdef uint64_t mask
+    cdef uint64_t head
+    cdef uint64_t tail
+    cdef list cursors
+    cdef uint64_t** positions
+    cdef Py_ssize_t positions_cap
+    cdef Py_ssize_t at_tail
+    cdef list waiters
+    cdef uint64_t published
+    cdef uint64_t delivered
+    cdef uint64_t expired
+    cdef uint64_t dropped
+    cdef uint64_t queue_full
+    cdef int64_t held_bytes
+    cdef double created_at
+    cdef double last_activity
+    cdef bint closed
+
+    def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence, bint ordered):
+        self.name = name
+        self.capacity = capacity
+        self.ttl = ttl
+        self.persistence = persistence
+        self.ordered = ordered
+        self.ring = <PyObject**>calloc(MIN_RING, sizeof(PyObject*))
+        self.stamps = <double*>calloc(MIN_RING, sizeof(double)) if ttl >= 0 else NULL
+        self.positions = <uint64_t**>malloc(4 * sizeof(uint64_t*))
+        if self.ring == NULL or self.positions == NULL or (ttl >= 0 and self.stamps == NULL):
+            raise MemoryError("cannot allocate a topic log")
+        self.positions_cap = 4
+        self.mask = MIN_RING - 1
+        self.head = 1
+        self.tail = 1
+        self.cursors = []
+        self.waiters = []
+        self.created_at = _wall()
+        self.last_activity = _monotonic()
+
+    def __dealloc__(self):
+        cdef uint64_t seq
+        if self.ring != NULL:
+            for seq in range(self.tail, self.head):
+                Py_XDECREF(self.ring[seq & self.mask])
+            free(self.ring)
+        free(self.stamps)
+        free(self.positions)
+
+    # -- ring management (lock held) ------------------------------------------------------------
+
+    cdef int _resize(self, uint64_t size) except -1 nogil:
+        cdef PyObject** ring = <PyObject**>calloc(size, sizeof(PyObject*))
+        cdef double* stamps = NULL
+        cdef uint64_t seq, mask = size - 1
+        if ring == NULL:
+            with gil:
+                raise MemoryError("cannot grow the topic log")
+        if self.stamps != NULL:
+            stamps = <double*>calloc(size, sizeof(double))
+            if stamps == NULL:
+                free(ring)
+                with gil:
+                    raise MemoryError("cannot grow the topic log")
+        for seq in range(self.tail, self.head):
+            ring[seq & mask] = self.ring[seq & self.mask]
+            if stamps != NULL:
+                stamps[seq & mask] = self.stamps[seq & self.mask]
+        free(self.ring)
+        free(self.stamps)
+        self.ring = ring
+        self.stamps = stamps
+        self.mask = mask
+        return 0
+
+    cdef void _release_to(self, uint64_t new_tail) noexcept:
+        """Drop the log's references to the slots before ``new_tail``."""
+        cdef uint64_t seq
+        cdef PyObject* slot
+        cdef int64_t freed = 0
+        cdef uint64_t size
+        for seq in range(self.tail, new_tail):
+            slot = self.ring[seq & self.mask]
+            self.ring[seq & self.mask] = NULL
+            if slot != NULL:
+                freed += PyBytes_GET_SIZE((<Message>slot).payload)
+                Py_XDECREF(slot)
+        self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
+        self.tail = new_tail
+        size = self.mask + 1
+        if size > 1024 and (self.head - self.tail) * 8 < size:
+            self._resize(size // 2)  # shrinking cannot fail for want of memory it keeps
+
+    cdef void _recompute_tail(self) noexcept:
+        cdef Py_ssize_t count = len(self.cursors)
+        cdef uint64_t low
+        if count == 0:
+            self.at_tail = 0
+            return
+        low = _min_position(self.positions, count, &self.at_tail)
+        if low != self.tail:
+            self._release_to(low)
+
+    cdef inline void _moved(self, uint64_t old_pos) noexcept:
+        """A cursor advanced from ``old_pos``: release slots every reader has passed."""
+        if old_pos == self.tail:
+            self.at_tail -= 1
+            if self.at_tail == 0:
+                self._recompute_tail()
+
+    cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
+        cdef uint64_t old = cursor.pos
+        cdef uint64_t pos = _first_live(self.stamps, self.mask, old, self.head, now - self.ttl)
+        if pos != old:
+            cursor.pos = pos
+            cursor.expired += pos - old
+            self.expired += pos - old
+            self._moved(old)
+
+    cdef uint64_t _expire(self, double now) noexcept:
+        """The cleanup pass: move every reader past expired messages; reclaim orphans."""
+        cdef uint64_t before = self.expired
+        cdef uint64_t pos
+        cdef Cursor cursor
+        if self.ttl < 0:
+            return 0
+        if self.cursors:
+            for cursor in self.cursors:
+                self._skip_expired(cursor, now)
+        else:
+            pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
+            self.expired += pos - self.tail
+            self._release_to(pos)
+        return self.expired - before
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    cdef int append(self, object items) except -1:
+        """Append a batch atomically: all of it gets consecutive sequence numbers, or none does."""
+        cdef list stamped = stamp_all(items, self.name, _now_ms(), self.ordered)
+        cdef Py_ssize_t i, count = len(stamped)
+        cdef list waiters = None
+        cdef list fresh
+        cdef double now
+        cdef uint64_t held, size, seq
+        cdef int64_t added = 0
+        cdef Message msg
+        cdef int outcome = 0    # 1: dropped on arrival, 2: queue full, 3: topic closed
+        if count == 0:
+            return 0
+        fresh = []
+        now = _monotonic()
+        with self.lock:
+            if self.closed:
+                outcome = 3
+            elif not self.cursors and not self.persistence:
+                self.dropped += count
+                self.last_activity = now
+                outcome = 1
+            else:
+                self.last_activity = now
+                held = self.head - self.tail
+                if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
+                    if self.ttl >= 0:
+                        self._expire(now)
+                        held = self.head - self.tail
+                    if held + count > <uint64_t>self.capacity:
+                        self.queue_full += 1
+                        outcome = 2
+                if outcome == 0:
+                    if held + count > self.mask + 1:
+                        size = self.mask + 1
+                        while size < held + count:
+                            size *= 2
+                        self._resize(size)
+                    seq = self.head
+                    for i in range(count):
+                        msg = <Message>stamped[i]
+                        msg._sequence = <int64_t>seq
+                        Py_INCREF(msg)
+                        self.ring[seq & self.mask] = <PyObject*>msg
+                        if self.stamps != NULL:
+                            self.stamps[seq & self.mask] = now
+                        added += PyBytes_GET_SIZE(msg.payload)
+                        seq += 1
+                    self.head = seq
+                    self.published += count
+                    self.held_bytes += added + count * _MESSAGE_OVERHEAD
+                    if self.waiters:
+                        waiters = self.waiters
+                        self.waiters = fresh
+        if outcome == 2:
+            raise _error("QueueFull", self.name, self.capacity)
+        if outcome == 3:
+            raise _error("TopicNotFound", self.name)
+        _wake_all(waiters)
+        return 0
+
+    # -- reading --------------------------------------------------------------------------------
+
+    cdef Message take_one(self, Cursor cursor):
+        """The next message for ``cursor``, or None."""
+        cdef PyObject* slot = NULL
+        cdef uint64_t old
+        cdef double now
+        if cursor.pos == self.head:  # racy pre-check; re-checked under the lock
+            return None
+        now = _monotonic()
+        with self.lock:
+            if cursor.attached:
+                if self.ttl >= 0:
+                    self._skip_expired(cursor, now)
+                old = cursor.pos
+                if old != self.head:
+                    slot = self.ring[old & self.mask]
+                    Py_INCREF(<object>slot)
+                    cursor.pos = old + 1
+                    cursor.delivered += 1
+                    self.delivered += 1
+                    self.last_activity = now
+                    self._moved(old)
+        cdef Message result
+        if slot == NULL:
+            return None
+        result = <Message>slot
+        Py_XDECREF(slot)
+        return result
+
+    cdef list take_many(self, Cursor cursor, Py_ssize_t limit):
+        """Up to ``limit`` messages for ``cursor``, in sequence order (maybe none)."""
+        cdef uint64_t available = self.head - cursor.pos  # racy estimate, bounds the buffer
+        cdef Py_ssize_t n = 0, i
+        cdef PyObject** buffer
+        cdef uint64_t old, end
+        cdef double now
+        if available == 0 or not cursor.attached:
+            return []
+        if <uint64_t>limit > available:
+            limit = <Py_ssize_t>available
+        buffer = <PyObject**>malloc(limit * sizeof(PyObject*))
+        if buffer == NULL:
+            raise MemoryError("cannot allocate a receive buffer")
+        now = _monotonic()
+        with self.lock:
+            if cursor.attached:
+                if self.ttl >= 0:
+                    self._skip_expired(cursor, now)
+                old = cursor.pos
+                end = self.head
+                if end - old > <uint64_t>limit:
+                    end = old + limit
+                n = <Py_ssize_t>(end - old)
+                for i in range(n):
+                    buffer[i] = self.ring[(old + i) & self.mask]
+                    Py_INCREF(<object>buffer[i])
+                if n:
+                    cursor.pos = end
+                    cursor.delivered += n
+                    self.delivered += n
+                    self.last_activity = now
+                    self._moved(old)
+        cdef list out = [None] * n
+        for i in range(n):
+            out[i] = <object>buffer[i]
+            Py_XDECREF(buffer[i])
+        free(buffer)
+        return out
+
+    # -- readers joining and leaving ------------------------------------------------------------
+
+    cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
+        """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
+
+        Returns 1 if ``limit`` subscribers are already attached (nothing changed), else 0.
+        """
+        cdef Py_ssize_t count
+        cdef uint64_t** grown
+        cdef int full = 0
+        with self.lock:
+            if limit >= 0 and cursor.members and self._subscriber_count() >= limit:
+                full = 1
+            elif len(self.cursors) + 1 > self.positions_cap:
+                grown = <uint64_t**>realloc(self.positions,
+                                            2 * self.positions_cap * sizeof(uint64_t*))
+                if grown == NULL:
+                    full = 2
+                else:
+                    self.positions = grown
+                    self.positions_cap *= 2
+            if full == 0:
+                count = len(self.cursors)
+                cursor.pos = self.tail if count == 0 else self.head
+                self.cursors.append(cursor)
+                self.positions[count] = &cursor.pos
+                if cursor.pos == self.tail:
+                    self.at_tail += 1
+                self.last_activity = _monotonic()
+        if full == 2:
+            raise MemoryError("cannot add a reader")
+        return full
+
+    cdef int detach(self, Cursor cursor) except -1:
+        """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
+        cdef list waiters = None
+        cdef list fresh = []
+        cdef Py_ssize_t i, count
+        with self.lock:
+            if cursor.attached:
+                cursor.attached = False
+                count = len(self.cursors)
+                for i in range(count):
+                    if self.cursors[i] is cursor:
+                        # swap-remove, keeping positions[] aligned with cursors[]
+                        self.positions[i] = self.positions[count - 1]
+                        self.cursors[i] = self.cursors[count - 1]
+                        del self.cursors[count - 1]
+                        break
+                self.last_activity = _monotonic()
+                if self.cursors:
+                    self._moved(cursor.pos)
+                else:
+                    self.at_tail = 0
+                    if not self.persistence:
+                        self.dropped += self.head - self.tail
+                        self._release_to(self.head)
+                waiters = self.waiters
+                self.waiters = fresh
+        _wake_all(waiters)
+        return 0
+
+    cdef Py_ssize_t _subscriber_count(self) noexcept:
+        cdef Py_ssize_t total = 0
+        cdef Cursor cursor
+        for cursor in self.cursors:
+            total += cursor.members
+        return total
+
+    def add_waiter(self, Waiter waiter):
+        with self.lock:
+            self.waiters.append(waiter)
+
+    def remove_waiter(self, Waiter waiter):
+        cdef Py_ssize_t i
+        with self.lock:
+            for i in range(len(self.waiters) - 1, -1, -1):
+                if self.waiters[i] is waiter:
+                    del self.waiters[i]
+                    break
+
+    def wake_waiters(self):
+        cdef list waiters
+        cdef list fresh = []
+        with self.lock:
+            waiters = self.waiters
+            self.waiters = fresh
+        _wake_all(waiters)
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def expire(self):
+        """Run the TTL cleanup pass now; return how many (reader, message) pairs expired."""
+        cdef uint64_t n
+        if self.ttl < 0:
+            return 0
+        with self.lock:
+            n = self._expire(_monotonic())
+        return n
+
+    def clear(self):
+        """Drop every held message (each reader's unread ones counted as dropped)."""
+        cdef uint64_t held, lost
+        cdef Cursor cursor
+        with self.lock:
+            held = self.head - self.tail
+            for cursor in self.cursors:
+                lost = self.head - cursor.pos
+                cursor.dropped += lost
+                self.dropped += lost
+                cursor.pos = self.head
+            if not self.cursors:
+                self.dropped += held
+            self._release_to(self.head)
+            self.at_tail = len(self.cursors)
+            self.last_activity = _monotonic()
+        return held
+
+    def close(self):
+        """Detach every reader and drop everything held (the topic is being deleted)."""
+        cdef list waiters
+        cdef list fresh = []
+        cdef list no_cursors = []
+        cdef Cursor cursor
+        held = self.clear()
+        with self.lock:
+            self.closed = True
+            for cursor in self.cursors:
+                cursor.attached = False
+            self.cursors = no_cursors
+            self.at_tail = 0
+            waiters = self.waiters
+            self.waiters = fresh
+        _wake_all(waiters)
+        return held
+
+    def drained(self):
+        """True when every reader with an attached subscriber has read everything."""
+        cdef Cursor cursor
+        cdef bint done = True
+        with self.lock:
+            for cursor in self.cursors:
+                if cursor.members and cursor.pos != self.head:
+                    done = False
+                    break
+        return done
+
+    def subscriber_count(self):
+        cdef Py_ssize_t n
+        with self.lock:
+            n = self._subscriber_count()
+        return n
+
+    def snapshot(self):
+        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+        cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
+        cdef Py_ssize_t subscribers
+        cdef int64_t held_bytes
+        cdef double mono, wall, last
+        with self.lock:
+            mono = _monotonic()
+            wall = _wall()
+            queued = self.head - self.tail
+            subscribers = self._subscriber_count()
+            published = self.published
+            delivered = self.delivered
+            expired = self.expired
+            dropped = self.dropped
+            queue_full = self.queue_full
+            head = self.head
+            held_bytes = self.held_bytes
+            last = self.last_activity
+        return (self.name, queued, subscribers, published, delivered, expired, dropped,
+                queue_full, self.created_at, wall - (mono - last), head, held_bytes, mono - last)
+
+
+# -- the broker -------------------------------------------------------------------------------
+
+cdef class BrokerCore:
+    """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
+
+    cdef object __weakref__
+    cdef Py_ssize_t max_queue_size
+    cdef Py_ssize_t max_topics
+    cdef Py_ssize_t max_subscribers
+    cdef bint persistence
+    cdef bint ordered
+    cdef double ttl
+    cdef dict topics
+    cdef dict pull
+    cdef cython.pymutex lock
+    cdef int state
+    cdef double started
+    cdef uint64_t retired[5]   # published, delivered, expired, dropped, queue_full
+
+    def __init__(self, *, max_queue_size, max_topics, persistence, ordered, ttl, max_subscribers):
+        self.max_queue_size = -1 if max_queue_size is None else max_queue_size
+        self.max_topics = -1 if max_topics is None else max_topics
+        self.max_subscribers = -1 if max_subscribers is None else max_subscribers
+        self.persistence = persistence
+        self.ordered = ordered
+        self.ttl = -1.0 if ttl is None else ttl
+        self.topics = {}
+        self.pull = {}
+        self.state = RUNNING
+        self.started = _monotonic()
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    cdef TopicLog log_for(self, object name):
+        """The log of topic ``name``, created if needed (publish and subscribe)."""
+        cdef object found = self.topics.get(name) if type(name) is str else None
+        cdef TopicLog log
+        cdef int refused = 0
+        if found is not None:
+            return <TopicLog>found
+        validate_topic_name(name)
+        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered)
+        with self.lock:
+            found = self.topics.get(name)
+            if self.state != RUNNING:
+                refused = 1
+            elif found is None:
+                if self.max_topics >= 0 and len(self.topics) >= self.max_topics:
+                    refused = 2
+                else:
+                    self.topics[name] = log
+                    found = log
+        if refused == 1:
+            raise _error("BrokerShutdown")
+        if refused == 2:
+            raise _error("MaxTopicsReached", self.max_topics)
+        return <TopicLog>found
+
+    def _existing(self, name):
+        if type(name) is not str:
+            raise TypeError(f"topic must be str, not {type(name).__name__}")
+        log = self.topics.get(name)
+        if log is None:
+            raise _error("TopicNotFound", name)
+        return log
+
+    cdef TopicLog _remove(self, str name):
+        cdef object log
+        with self.lock:
+            log = self.topics.pop(name, None)
+            self.pull.pop(name, None)
+        if log is None:
+            return None
+        (<TopicLog>log).close()
+        with self.lock:
+            self.retired[0] += (<TopicLog>log).published
+            self.retired[1] += (<TopicLog>log).delivered
+            self.retired[2] += (<TopicLog>log).expired
+            self.retired[3] += (<TopicLog>log).dropped
+            self.retired[4] += (<TopicLog>log).queue_full
+        return <TopicLog>log
+
+    def list_topics(self):
+        """The names of the existing topics, oldest first."""
+        return list(self.topics)
+
+    def topic_count(self):
+        """How many topics exist."""
+        return len(self.topics)
+
+    def delete_topic(self, name):
+        """Delete a topic: its held messages are dropped and its subscriptions end."""
+        self._existing(name)
+        if self._remove(name) is None:
+            raise _error("TopicNotFound", name)
+
+    def clear_topic(self, name):
+        """Drop every message a topic holds; return how many were held."""
+        return self._existing(name).clear()
+
+    def cleanup_idle_topics(self, idle):
+        """Remove topics with no attached subscriber and no activity for ``idle`` seconds."""
+        if idle is None:
+            raise TypeError("idle must be a number of seconds, not None")
+        cdef double threshold = _check_timeout_c(idle)
+        cdef list removed = []
+        for name, log in list(self.topics.items()):
+            snap = (<TopicLog>log).snapshot()
+            if snap[2] == 0 and snap[12] > threshold and self._remove(name) is not None:
+                removed.append(name)
+        return removed
+
+    def consume(self, name):
+        """Pull one message through the topic's built-in pull group, or None if none is ready."""
+        cdef TopicLog log = self._existing(name)
+        cdef object found = self.pull.get(name)
+        cdef Cursor cursor
+        if found is None:
+            cursor = Cursor(log, 0)
+            with self.lock:
+                found = self.pull.get(name)
+                if found is None:
+                    self.pull[name] = cursor
+            if found is None:
+                log.attach(cursor, -1)
+                found = cursor
+        cdef Message got = log.take_one(<Cursor>found)
+        if got is None and self.state == STOPPED:
+            raise _error("BrokerShutdown")
+        return got
+
+    def expire_all(self):
+        """Run the TTL cleanup pass over every topic."""
+        cdef uint64_t total = 0
+        for log in list(self.topics.values()):
+            total += (<TopicLog>log).expire()
+        return total
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def is_shutdown(self):
+        """True once shutdown() or force_shutdown() was called."""
+        return self.state != RUNNING
+
+    def _begin_shutdown(self):
+        with self.lock:
+            if self.state == RUNNING:
+                self.state = DRAINING
+        for log in list(self.topics.values()):
+            (<TopicLog>log).wake_waiters()
+
+    def _drained(self):
+        for log in list(self.topics.values()):
+            if not (<TopicLog>log).drained():
+                return False
+        return True
+
+    def force_shutdown(self):
+        """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
+        with self.lock:
+            self.state = STOPPED
+        for log in list(self.topics.values()):
+            (<TopicLog>log).clear()
+            (<TopicLog>log).wake_waiters()
+
+    def _snapshot(self):
+        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+        logs = list(self.topics.values())
+        retired = (self.retired[0], self.retired[1], self.retired[2], self.retired[3],
+                   self.retired[4])
+        return (self.state, _monotonic() - self.started, retired,
+                [(<TopicLog>log).snapshot() for log in logs])
+
+
+cdef class PublisherCore:
+    """The engine behind ``InMemoryPublisher``."""
+
+    cdef readonly BrokerCore broker
+
+    def __init__(self, broker):
+        if not isinstance(broker, BrokerCore):
+            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        self.broker = broker
+
+    def publish_nowait(self, topic, messages):
+        """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
+        cdef BrokerCore broker = self.broker
+        if broker.state != RUNNING:
+            raise _error("BrokerShutdown")
+        broker.log_for(topic).append(messages)
+
+
+cdef class SubscriberCore:
+    """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
+
+    cdef readonly BrokerCore broker
+    cdef tuple cursors
+    cdef dict by_topic
+    cdef Py_ssize_t next_index
+    cdef readonly bint _closed
+    cdef cython.pymutex lock
+
+    def __init__(self, broker):
+        if not isinstance(broker, BrokerCore):
+            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        self.broker = broker
+        self.cursors = ()
+        self.by_topic = {}
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def _subscribe(self, topic):
+        cdef BrokerCore broker = self.broker
+        if self._closed:
+            raise _error("NotSubscribed", "this subscriber is closed")
+        if broker.state != RUNNING:
+            raise _error("BrokerShutdown")
+        cdef TopicLog log = broker.log_for(topic)
+        current = self.by_topic.get(topic)
+        if current is not None and (<Cursor>current).attached:
+            return
+        cdef Cursor cursor = Cursor(log, 1)
+        if log.attach(cursor, broker.max_subscribers):
+            raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+        cdef Cursor displaced = None
+        with self.lock:
+            current = self.by_topic.get(topic)
+            if current is not None and (<Cursor>current).attached:
+                displaced = cursor   # a concurrent subscribe won: undo ours
+            else:
+                self.by_topic[topic] = cursor
+        if displaced is not None:
+            log.detach(displaced)
+        self._refresh()
+
+    cdef void _refresh(self) noexcept:
+        self.cursors = tuple([c for c in self.by_topic.values() if (<Cursor>c).attached])
+
+    def _unsubscribe(self, topic):
+        if topic is not None and type(topic) is not str:
+            raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
+        cdef list leaving
+        cdef bint missing = False
+        with self.lock:
+            if topic is None:
+                leaving = list(self.by_topic.values())
+                self.by_topic.clear()
+            else:
+                found = self.by_topic.pop(topic, None)
+                if found is None:
+                    missing = True
+                    leaving = []
+                else:
+                    leaving = [found]
+        if missing:
+            raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+        self._refresh()
+        for cursor in leaving:
+            (<Cursor>cursor).log.detach(<Cursor>cursor)
+
+    def _close(self):
+        self._closed = True
+        self._unsubscribe(None)
+
+    def is_subscribed(self):
+        """True while at least one subscription is live."""
+        for cursor in self.cursors:
+            if (<Cursor>cursor).attached:
+                return True
+        return False
+
+    def subscribed_topics(self):
+        """The topics this subscriber reads, in subscription order."""
+        return [(<Cursor>c).log.name for c in self.cursors if (<Cursor>c).attached]
+
+    def subscribed_topic(self):
+        """The first subscribed topic, or None (the seed's single-topic query)."""
+        topics = self.subscribed_topics()
+        return topics[0] if topics else None
+
+    def _reader_stats(self):
+        cdef uint64_t delivered = 0, expired = 0, dropped = 0, pending = 0
+        for cursor in self.cursors:
+            d, e, r, p = (<Cursor>cursor).stats()
+            delivered += d
+            expired += e
+            dropped += r
+            pending += p
+        return (delivered, expired, dropped, pending)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    cdef object _nothing(self):
+        """No message is ready: raise if none can come, else return None."""
+        if self.broker.state != RUNNING:
+            raise _error("BrokerShutdown")
+        for cursor in self.cursors:
+            if (<Cursor>cursor).attached:
+                return None
+        if self._closed:
+            raise _error("NotSubscribed", "this subscriber is closed")
+        raise _error("NotSubscribed", "subscribe to a topic before receiving")
+
+    cdef Message _take_one(self):
+        cdef tuple cursors = self.cursors
+        cdef Py_ssize_t i, start, count = len(cursors)
+        cdef Cursor cursor
+        cdef Message got
+        if count == 1:
+            cursor = <Cursor>cursors[0]
+            got = cursor.log.take_one(cursor)
+            if got is not None:
+                return got
+        elif count:
+            start = self.next_index
+            self.next_index = (start + 1) % count
+            for i in range(count):
+                cursor = <Cursor>cursors[(start + i) % count]
+                got = cursor.log.take_one(cursor)
+                if got is not None:
+                    return got
+        self._nothing()
+        return None
+
+    cdef list _take_many(self, Py_ssize_t limit):
+        cdef tuple cursors = self.cursors
+        cdef Py_ssize_t i, start, count = len(cursors)
+        cdef Cursor cursor
+        cdef list got
+        if count == 1:
+            cursor = <Cursor>cursors[0]
+            got = cursor.log.take_many(cursor, limit)
+            if got:
+                return got
+        elif count:
+            start = self.next_index
+            self.next_index = (start + 1) % count
+            for i in range(count):
+                cursor = <Cursor>cursors[(start + i) % count]
+                got = cursor.log.take_many(cursor, limit)
+                if got:
+                    return got
+        self._nothing()
+        return []
+
+    def try_receive(self):
+        """The next message if one is ready, else None."""
+        return self._take_one()
+
+    def try_receive_batch(self, max_messages):
+        """Up to ``max_messages`` ready messages (possibly none)."""
+        return self._take_many(_check_count(max_messages, "max_messages"))
+
+    def _register(self, Waiter waiter):
+        cdef tuple cursors = self.cursors
+        for cursor in cursors:
+            (<Cursor>cursor).log.add_waiter(waiter)
+        return cursors
+
+    def _unregister(self, Waiter waiter, tuple cursors):
+        for cursor in cursors:
+            (<Cursor>cursor).log.remove_waiter(waiter)
+
+    cdef list _receive_blocking(self, Py_ssize_t limit, object timeout):
+        cdef double seconds = _check_timeout_c(timeout)
+        cdef double deadline = -1.0
+        cdef list got = self._take_many(limit) if limit > 1 else None
+        cdef Message one
+        cdef SyncWaiter waiter
+        cdef tuple cursors
+        if limit == 1:
+            one = self._take_one()
+            if one is not None:
+                return [one]
+        elif got:
+            return got
+        if seconds >= 0:
+            deadline = _monotonic() + seconds
+        while True:
+            waiter = SyncWaiter()
+            cursors = self._register(waiter)
+            try:
+                got = self._take_many(limit)
+                if got:
+                    return got
+                if not waiter.wait(deadline):
+                    raise TimeoutError(f"no message arrived within {seconds} seconds")
+            finally:
+                self._unregister(waiter, cursors)
+            got = self._take_many(limit)
+            if got:
+                return got
+
+    def receive_sync(self, timeout=None):
+        """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
+        cdef Message got = self._take_one()
+        if got is not None:
+            return got
+        return self._receive_blocking(1, timeout)[0]
+
+    def receive_batch_sync(self, max_messages, timeout=None):
+        """Block until at least one message is ready, then return up to ``max_messages``."""
+        return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
+
+    def _async_waiter(self, loop, future):
+        cdef AsyncWaiter waiter = AsyncWaiter(loop, future)
+        return waiter, self._register(waiter)

@@ -1,0 +1,820 @@
+"""Pure-Python twin of ``_broker.pyx``: topic logs, cursors, waiting, and the broker core.
+
+Same names, behaviour and errors as the compiled engine; read that file's header for the design.
+In short: a topic is a ring of message slots addressed by sequence number; every reader owns a
+cursor (a sequence number) into it; a slot is released once every cursor has passed it. One lock
+per topic guards its ring, cursors and counters; the broker's lock guards the topic table.
+Waiters are one-shot: a publish takes the topic's waiter list and wakes each one after unlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._message_py import Message, payload_size, stamp_all
+
+RUNNING = 0
+DRAINING = 1
+STOPPED = 2
+
+# Estimated bytes a held message costs beyond its payload: its slot, the message object and the
+# bytes object header. Used by the memory estimate, which is kept incrementally.
+MESSAGE_OVERHEAD = 8 + 80 + 33
+TOPIC_OVERHEAD = 512
+MAX_TOPIC_LENGTH = 255
+_MIN_RING = 16
+_INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
+
+_errors: dict[str, Callable[..., Exception]] = {}
+
+
+def set_error_types(**types: Callable[..., Exception]) -> None:
+    """Install the public exception classes the engine raises (called once by ``kincir``)."""
+    _errors.update(types)
+
+
+def _error(name: str, *args: Any) -> Exception:
+    return _errors[name](*args)
+
+
+def validate_topic_name(name: Any) -> str:
+    """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
+    if type(name) is not str:
+        raise TypeError(f"topic must be str, not {type(name).__name__}")
+    if not name:
+        raise _error("InvalidTopicName", name, "it is empty")
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
+    bad = _INVALID_TOPIC_CHAR.search(name)
+    if bad is not None:
+        raise _error(
+            "InvalidTopicName", name,
+            f"it contains {bad.group()!r}; "
+            "whitespace, control characters, '*' and '>' are not allowed",
+        )
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+    return name
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if hasattr(timeout, "total_seconds"):
+        timeout = timeout.total_seconds()
+    if type(timeout) is bool or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    seconds = float(timeout)
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
+    return seconds
+
+
+def _check_count(value: Any, name: str) -> int:
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+class SyncWaiter:
+    """A thread blocked in a receive: woken once by a release of its lock."""
+
+    __slots__ = ("_lock", "_woken")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._woken = False
+
+    def wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            try:
+                self._lock.release()
+            except RuntimeError:  # a concurrent waker released it first
+                pass
+
+    def wait(self, timeout: float | None) -> None:
+        # Lock.acquire is interruptible by signals on POSIX, so Ctrl-C reaches the waiter.
+        self._lock.acquire(timeout=-1 if timeout is None else timeout)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class AsyncWaiter:
+    """A task awaiting a receive on an event loop: woken by resolving its future."""
+
+    __slots__ = ("_future", "_loop", "_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        self._loop = loop
+        self._future = future
+        self._thread = threading.get_ident()
+
+    def wake(self) -> None:
+        if threading.get_ident() == self._thread:
+            _resolve(self._future)
+            return
+        try:
+            self._loop.call_soon_threadsafe(_resolve, self._future)
+        except RuntimeError:  # the loop is closed: nobody is left to wake
+            pass
+
+
+def _wake_all(waiters: list[Any]) -> None:
+    for waiter in waiters:
+        waiter.wake()
+
+
+class Cursor:
+    """One reader's position in a topic log: the sequence number it reads next."""
+
+    __slots__ = ("attached", "delivered", "dropped", "expired", "log", "members", "pos")
+
+    def __init__(self, log: TopicLog, members: int) -> None:
+        self.log = log
+        self.pos = 0
+        self.members = members
+        self.delivered = 0
+        self.expired = 0
+        self.dropped = 0
+        self.attached = True
+
+    def pending(self) -> int:
+        """Messages this reader has not read yet (0 once detached)."""
+        if not self.attached:
+            return 0
+        log = self.log
+        with log.lock:
+            return log.head - self.pos if self.attached else 0
+
+    def stats(self) -> tuple[int, int, int, int]:
+        """(delivered, expired, dropped, pending) for this reader."""
+        return (self.delivered, self.expired, self.dropped, self.pending())
+
+
+class TopicLog:
+    """A topic: a ring of message slots addressed by sequence number, read through cursors."""
+
+    def __init__(
+        self, name: str, capacity: int | None, ttl: float | None, persistence: bool,
+        ordered: bool,
+    ) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.ttl = ttl
+        self.persistence = persistence
+        self.ordered = ordered
+        self.lock = threading.Lock()
+        self.ring: list[Message | None] = [None] * _MIN_RING
+        self.mask = _MIN_RING - 1
+        self.stamps: list[float] | None = [0.0] * _MIN_RING if ttl is not None else None
+        self.head = 1
+        self.tail = 1
+        self.cursors: list[Cursor] = []
+        self.at_tail = 0
+        self.waiters: list[Any] = []
+        self.published = 0
+        self.delivered = 0
+        self.expired = 0
+        self.dropped = 0
+        self.queue_full = 0
+        self.held_bytes = 0
+        self.created_at = time.time()
+        self.last_activity = time.monotonic()
+        self.closed = False
+
+    # -- ring management (lock held) ------------------------------------------------------------
+
+    def _resize(self, size: int) -> None:
+        ring: list[Message | None] = [None] * size
+        stamps = [0.0] * size if self.stamps is not None else None
+        mask = size - 1
+        for seq in range(self.tail, self.head):
+            ring[seq & mask] = self.ring[seq & self.mask]
+            if stamps is not None and self.stamps is not None:
+                stamps[seq & mask] = self.stamps[seq & self.mask]
+        self.ring = ring
+        self.stamps = stamps
+        self.mask = mask
+
+    def _release_to(self, new_tail: int) -> None:
+        """Drop the log's references to the slots before ``new_tail``."""
+        ring = self.ring
+        mask = self.mask
+        freed = 0
+        for seq in range(self.tail, new_tail):
+            msg = ring[seq & mask]
+            ring[seq & mask] = None
+            if msg is not None:
+                freed += payload_size(msg)
+        self.held_bytes -= freed + (new_tail - self.tail) * MESSAGE_OVERHEAD
+        self.tail = new_tail
+        size = self.mask + 1
+        if size > 1024 and (self.head - self.tail) * 8 < size:
+            self._resize(size // 2)
+
+    def _recompute_tail(self) -> None:
+        cursors = self.cursors
+        if not cursors:
+            self.at_tail = 0
+            return
+        low = min(c.pos for c in cursors)
+        self.at_tail = sum(1 for c in cursors if c.pos == low)
+        if low != self.tail:
+            self._release_to(low)
+
+    def _moved(self, old_pos: int) -> None:
+        """A cursor advanced from ``old_pos``: release slots every reader has passed."""
+        if old_pos == self.tail:
+            self.at_tail -= 1
+            if self.at_tail == 0:
+                self._recompute_tail()
+
+    def _skip_expired(self, cursor: Cursor, now: float) -> None:
+        assert self.ttl is not None and self.stamps is not None
+        deadline = now - self.ttl
+        pos = old = cursor.pos
+        head = self.head
+        stamps = self.stamps
+        mask = self.mask
+        while pos < head and stamps[pos & mask] < deadline:
+            pos += 1
+        if pos != old:
+            cursor.pos = pos
+            cursor.expired += pos - old
+            self.expired += pos - old
+            self._moved(old)
+
+    def _expire(self, now: float) -> int:
+        """The cleanup pass: move every reader past expired messages; reclaim orphans."""
+        before = self.expired
+        if self.cursors:
+            for cursor in list(self.cursors):
+                self._skip_expired(cursor, now)
+        elif self.stamps is not None and self.ttl is not None:
+            deadline = now - self.ttl
+            pos = self.tail
+            while pos < self.head and self.stamps[pos & self.mask] < deadline:
+                pos += 1
+            self.expired += pos - self.tail
+            self._release_to(pos)
+        return self.expired - before
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def append(self, items: Any) -> None:
+        """Append a batch atomically: all of it gets consecutive sequence numbers, or none does."""
+        stamped = stamp_all(items, self.name, _now_ms(), self.ordered)
+        count = len(stamped)
+        if not count:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if self.closed:
+                raise _error("TopicNotFound", self.name)
+            self.last_activity = now
+            if not self.cursors and not self.persistence:
+                self.dropped += count
+                return
+            held = self.head - self.tail
+            if self.capacity is not None and held + count > self.capacity:
+                if self.ttl is not None:
+                    self._expire(now)
+                    held = self.head - self.tail
+                if held + count > self.capacity:
+                    self.queue_full += 1
+                    raise _error("QueueFull", self.name, self.capacity)
+            if held + count > self.mask + 1:
+                size = self.mask + 1
+                while size < held + count:
+                    size *= 2
+                self._resize(size)
+            ring = self.ring
+            mask = self.mask
+            seq = self.head
+            added = 0
+            for msg in stamped:
+                msg._sequence = seq
+                ring[seq & mask] = msg
+                if self.stamps is not None:
+                    self.stamps[seq & mask] = now
+                added += payload_size(msg)
+                seq += 1
+            self.head = seq
+            self.published += count
+            self.held_bytes += added + count * MESSAGE_OVERHEAD
+            waiters = self.waiters
+            if waiters:
+                self.waiters = []
+        if waiters:
+            _wake_all(waiters)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def take(self, cursor: Cursor, limit: int) -> list[Message]:
+        """Up to ``limit`` messages for ``cursor``, in sequence order."""
+        with self.lock:
+            if not cursor.attached or cursor.pos == self.head:
+                return []
+            now = time.monotonic()
+            if self.ttl is not None:
+                self._skip_expired(cursor, now)
+            old = cursor.pos
+            end = min(self.head, old + limit)
+            if end == old:
+                return []
+            ring = self.ring
+            mask = self.mask
+            out: list[Message] = [ring[seq & mask] for seq in range(old, end)]  # type: ignore[misc]
+            cursor.pos = end
+            cursor.delivered += end - old
+            self.delivered += end - old
+            self.last_activity = now
+            self._moved(old)
+            return out
+
+    # -- readers joining and leaving ------------------------------------------------------------
+
+    def attach(self, cursor: Cursor, limit: int | None) -> bool:
+        """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
+
+        Returns True, changing nothing, if ``limit`` subscribers are already attached.
+        """
+        with self.lock:
+            if limit is not None and cursor.members and self.subscriber_count() >= limit:
+                return True
+            cursor.pos = self.tail if not self.cursors else self.head
+            self.cursors.append(cursor)
+            if cursor.pos == self.tail:
+                self.at_tail += 1
+            self.last_activity = time.monotonic()
+            return False
+
+    def detach(self, cursor: Cursor) -> None:
+        """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
+        with self.lock:
+            if not cursor.attached:
+                return
+            cursor.attached = False
+            self.cursors.remove(cursor)
+            self.last_activity = time.monotonic()
+            if self.cursors:
+                self._moved(cursor.pos)
+            else:
+                self.at_tail = 0
+                if not self.persistence:
+                    self.dropped += self.head - self.tail
+                    self._release_to(self.head)
+            waiters = self.waiters
+            self.waiters = []
+        _wake_all(waiters)
+
+    def add_waiter(self, waiter: Any) -> None:
+        with self.lock:
+            self.waiters.append(waiter)
+
+    def remove_waiter(self, waiter: Any) -> None:
+        with self.lock:
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def wake_waiters(self) -> None:
+        with self.lock:
+            waiters = self.waiters
+            self.waiters = []
+        _wake_all(waiters)
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def expire(self) -> int:
+        """Run the TTL cleanup pass now; return how many (reader, message) pairs expired."""
+        if self.ttl is None:
+            return 0
+        with self.lock:
+            return self._expire(time.monotonic())
+
+    def clear(self) -> int:
+        """Drop every held message (each reader's unread ones counted as dropped)."""
+        with self.lock:
+            held = self.head - self.tail
+            for cursor in self.cursors:
+                lost = self.head - cursor.pos
+                cursor.dropped += lost
+                self.dropped += lost
+                cursor.pos = self.head
+            if not self.cursors:
+                self.dropped += held
+            self._release_to(self.head)
+            self.at_tail = len(self.cursors)
+            self.last_activity = time.monotonic()
+            return held
+
+    def close(self) -> int:
+        """Detach every reader and drop everything held (the topic is being deleted)."""
+        held = self.clear()
+        with self.lock:
+            self.closed = True
+            for cursor in self.cursors:
+                cursor.attached = False
+            self.cursors = []
+            self.at_tail = 0
+            waiters = self.waiters
+            self.waiters = []
+        _wake_all(waiters)
+        return held
+
+    def drained(self) -> bool:
+        """True when every reader with an attached subscriber has read everything."""
+        with self.lock:
+            return all(c.pos == self.head for c in self.cursors if c.members)
+
+    def subscriber_count(self) -> int:
+        return sum(c.members for c in self.cursors)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+        with self.lock:
+            mono = time.monotonic()
+            wall = time.time()
+            return (
+                self.name,
+                self.head - self.tail,
+                self.subscriber_count(),
+                self.published,
+                self.delivered,
+                self.expired,
+                self.dropped,
+                self.queue_full,
+                self.created_at,
+                wall - (mono - self.last_activity),
+                self.head,
+                self.held_bytes,
+                mono - self.last_activity,
+            )
+
+
+class BrokerCore:
+    """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
+
+    def __init__(
+        self, *, max_queue_size: int | None, max_topics: int | None, persistence: bool,
+        ordered: bool, ttl: float | None, max_subscribers: int | None,
+    ) -> None:
+        self._max_queue_size = max_queue_size
+        self._max_topics = max_topics
+        self._persistence = persistence
+        self._ordered = ordered
+        self._ttl = ttl
+        self._max_subscribers = max_subscribers
+        self._topics: dict[str, TopicLog] = {}
+        self._pull: dict[str, Cursor] = {}
+        self._lock = threading.Lock()
+        self._state = RUNNING
+        self._started = time.monotonic()
+        self._retired = [0, 0, 0, 0, 0]  # published, delivered, expired, dropped, queue_full
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def _log_for(self, name: Any) -> TopicLog:
+        """The log of topic ``name``, created if needed (publish and subscribe)."""
+        log = self._topics.get(name) if type(name) is str else None
+        if log is not None:
+            return log
+        validate_topic_name(name)
+        with self._lock:
+            if self._state != RUNNING:
+                raise _error("BrokerShutdown")
+            log = self._topics.get(name)
+            if log is None:
+                if self._max_topics is not None and len(self._topics) >= self._max_topics:
+                    raise _error("MaxTopicsReached", self._max_topics)
+                log = TopicLog(
+                    name, self._max_queue_size, self._ttl, self._persistence, self._ordered
+                )
+                self._topics[name] = log
+            return log
+
+    def _existing(self, name: Any) -> TopicLog:
+        if type(name) is not str:
+            raise TypeError(f"topic must be str, not {type(name).__name__}")
+        log = self._topics.get(name)
+        if log is None:
+            raise _error("TopicNotFound", name)
+        return log
+
+    def _retire(self, log: TopicLog) -> None:
+        r = self._retired
+        r[0] += log.published
+        r[1] += log.delivered
+        r[2] += log.expired
+        r[3] += log.dropped
+        r[4] += log.queue_full
+
+    def _remove(self, name: str) -> TopicLog | None:
+        with self._lock:
+            log = self._topics.pop(name, None)
+            self._pull.pop(name, None)
+            if log is not None:
+                log.close()
+                self._retire(log)
+            return log
+
+    def list_topics(self) -> list[str]:
+        """The names of the existing topics, oldest first."""
+        return list(self._topics)
+
+    def topic_count(self) -> int:
+        """How many topics exist."""
+        return len(self._topics)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic: its held messages are dropped and its subscriptions end."""
+        self._existing(name)
+        if self._remove(name) is None:
+            raise _error("TopicNotFound", name)
+
+    def clear_topic(self, name: str) -> int:
+        """Drop every message a topic holds; return how many were held."""
+        return self._existing(name).clear()
+
+    def cleanup_idle_topics(self, idle: Any) -> list[str]:
+        """Remove topics with no attached subscriber and no activity for ``idle`` seconds."""
+        threshold = _check_timeout(idle)
+        if threshold is None:
+            raise TypeError("idle must be a number of seconds, not None")
+        removed = []
+        for name, log in list(self._topics.items()):
+            snap = log.snapshot()
+            if snap[2] == 0 and snap[12] > threshold and self._remove(name) is not None:
+                removed.append(name)
+        return removed
+
+    def consume(self, name: str) -> Message | None:
+        """Pull one message through the topic's built-in pull group, or None if none is ready."""
+        log = self._existing(name)
+        cursor = self._pull.get(name)
+        if cursor is None:
+            with self._lock:
+                cursor = self._pull.get(name)
+                if cursor is None:
+                    cursor = Cursor(log, 0)
+                    log.attach(cursor, None)
+                    self._pull[name] = cursor
+        got = log.take(cursor, 1)
+        if got:
+            return got[0]
+        if self._state == STOPPED:
+            raise _error("BrokerShutdown")
+        return None
+
+    def expire_all(self) -> int:
+        """Run the TTL cleanup pass over every topic."""
+        return sum(log.expire() for log in list(self._topics.values()))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def is_shutdown(self) -> bool:
+        """True once shutdown() or force_shutdown() was called."""
+        return self._state != RUNNING
+
+    def _begin_shutdown(self) -> None:
+        with self._lock:
+            if self._state == RUNNING:
+                self._state = DRAINING
+            logs = list(self._topics.values())
+        for log in logs:
+            log.wake_waiters()
+
+    def _drained(self) -> bool:
+        return all(log.drained() for log in list(self._topics.values()))
+
+    def force_shutdown(self) -> None:
+        """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
+        with self._lock:
+            self._state = STOPPED
+            logs = list(self._topics.values())
+        for log in logs:
+            log.clear()
+            log.wake_waiters()
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+        logs = list(self._topics.values())
+        return (
+            self._state,
+            time.monotonic() - self._started,
+            tuple(self._retired),
+            [log.snapshot() for log in logs],
+        )
+
+
+class PublisherCore:
+    """The engine behind ``InMemoryPublisher``."""
+
+    def __init__(self, broker: BrokerCore) -> None:
+        if not isinstance(broker, BrokerCore):
+            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        self.broker = broker
+
+    def publish_nowait(self, topic: str, messages: Any) -> None:
+        """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
+        broker = self.broker
+        if broker._state != RUNNING:
+            raise _error("BrokerShutdown")
+        broker._log_for(topic).append(messages)
+
+
+class SubscriberCore:
+    """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
+
+    def __init__(self, broker: BrokerCore) -> None:
+        if not isinstance(broker, BrokerCore):
+            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        self.broker = broker
+        self._cursors: tuple[Cursor, ...] = ()
+        self._topics: dict[str, Cursor] = {}
+        self._next = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def _subscribe(self, topic: str) -> None:
+        broker = self.broker
+        if self._closed:
+            raise _error("NotSubscribed", "this subscriber is closed")
+        if broker._state != RUNNING:
+            raise _error("BrokerShutdown")
+        log = broker._log_for(topic)
+        current = self._topics.get(topic)
+        if current is not None and current.attached:
+            return
+        cursor = Cursor(log, 1)
+        if log.attach(cursor, broker._max_subscribers):
+            raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
+        displaced = None
+        with self._lock:
+            current = self._topics.get(topic)
+            if current is not None and current.attached:
+                displaced = cursor  # a concurrent subscribe won: undo ours
+            else:
+                self._topics[topic] = cursor
+            self._cursors = tuple(c for c in self._topics.values() if c.attached)
+        if displaced is not None:
+            log.detach(displaced)
+
+    def _unsubscribe(self, topic: str | None) -> None:
+        if topic is not None and type(topic) is not str:
+            raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
+        with self._lock:
+            if topic is None:
+                dropped = list(self._topics.values())
+                self._topics.clear()
+            else:
+                cursor = self._topics.pop(topic, None)
+                if cursor is None:
+                    raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+                dropped = [cursor]
+            self._cursors = tuple(self._topics.values())
+        for cursor in dropped:
+            cursor.log.detach(cursor)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._unsubscribe(None)
+
+    def is_subscribed(self) -> bool:
+        """True while at least one subscription is live."""
+        return any(c.attached for c in self._cursors)
+
+    def subscribed_topics(self) -> list[str]:
+        """The topics this subscriber reads, in subscription order."""
+        return [c.log.name for c in self._cursors if c.attached]
+
+    def subscribed_topic(self) -> str | None:
+        """The first subscribed topic, or None (the seed's single-topic query)."""
+        topics = self.subscribed_topics()
+        return topics[0] if topics else None
+
+    def _reader_stats(self) -> tuple[int, int, int, int]:
+        totals = [0, 0, 0, 0]
+        for cursor in self._cursors:
+            for i, value in enumerate(cursor.stats()):
+                totals[i] += value
+        return (totals[0], totals[1], totals[2], totals[3])
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def _take(self, limit: int) -> list[Message]:
+        cursors = self._cursors
+        count = len(cursors)
+        if count == 1:
+            got = cursors[0].log.take(cursors[0], limit)
+            if got:
+                return got
+        elif count:
+            start = self._next
+            self._next = (start + 1) % count
+            for i in range(count):
+                cursor = cursors[(start + i) % count]
+                got = cursor.log.take(cursor, limit)
+                if got:
+                    return got
+        return self._nothing()
+
+    def _nothing(self) -> list[Message]:
+        """No message is ready: raise if none can come, else return an empty batch."""
+        if self.broker._state != RUNNING:
+            raise _error("BrokerShutdown")
+        if not self._cursors or not any(c.attached for c in self._cursors):
+            if self._closed:
+                raise _error("NotSubscribed", "this subscriber is closed")
+            raise _error("NotSubscribed", "subscribe to a topic before receiving")
+        return []
+
+    def try_receive(self) -> Message | None:
+        """The next message if one is ready, else None."""
+        got = self._take(1)
+        return got[0] if got else None
+
+    def try_receive_batch(self, max_messages: int) -> list[Message]:
+        """Up to ``max_messages`` ready messages (possibly none)."""
+        return self._take(_check_count(max_messages, "max_messages"))
+
+    def _register(self, waiter: Any) -> tuple[Cursor, ...]:
+        cursors = self._cursors
+        for cursor in cursors:
+            cursor.log.add_waiter(waiter)
+        return cursors
+
+    def _unregister(self, waiter: Any, cursors: tuple[Cursor, ...]) -> None:
+        for cursor in cursors:
+            cursor.log.remove_waiter(waiter)
+
+    def _receive_blocking(self, limit: int, timeout: Any) -> list[Message]:
+        seconds = _check_timeout(timeout)
+        got = self._take(limit)
+        if got:
+            return got
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            waiter = SyncWaiter()
+            cursors = self._register(waiter)
+            try:
+                got = self._take(limit)
+                if got:
+                    return got
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no message arrived within {seconds} seconds")
+                waiter.wait(remaining)
+            finally:
+                self._unregister(waiter, cursors)
+            got = self._take(limit)
+            if got:
+                return got
+
+    def receive_sync(self, timeout: Any = None) -> Message:
+        """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
+        return self._receive_blocking(1, timeout)[0]
+
+    def receive_batch_sync(self, max_messages: int, timeout: Any = None) -> list[Message]:
+        """Block until at least one message is ready, then return up to ``max_messages``."""
+        return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
+
+    def _async_waiter(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None],
+    ) -> tuple[Any, tuple[Cursor, ...]]:
+        waiter = AsyncWaiter(loop, future)
+        return waiter, self._register(waiter)
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """Validate a timeout (seconds as int/float or a timedelta; None waits forever)."""
+    return _check_timeout(timeout)
+
+
+def check_count(value: Any, name: str) -> int:
+    """Validate a positive count argument."""
+    return _check_count(value, name)

@@ -1,0 +1,269 @@
+# cython: language_level=3, embedsignature=True
+"""The message type and its delivered (stamped) copies.
+
+Ownership: a Message owns its payload (exact ``bytes``), its metadata dict (exact ``str`` keys and
+values, never mutated after construction, so copies share it) and its topic string. Freeing a
+Message therefore never runs Python code, which lets the topic log release slots while holding
+its lock. The type is excluded from the cyclic GC (it cannot form cycles) and has a freelist.
+
+The uuid is 128 random bits from a xoshiro256** generator seeded from ``os.urandom`` (and
+re-seeded in a forked child), stored as two integers and formatted only when ``uuid`` is read.
+Nothing here waits or locks.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_CheckExact
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.stdint cimport int64_t, uint64_t
+
+import os
+from types import MappingProxyType
+
+cdef extern from "Python.h":
+    object PyDictProxy_New(object mapping)
+    bint PyObject_CheckBuffer(object obj)
+    void PyType_Modified(PyTypeObject* tp)
+
+cdef dict _EMPTY = {}
+cdef object _EMPTY_VIEW = MappingProxyType(_EMPTY)
+
+# -- uuid4 generation -------------------------------------------------------------------------
+
+cdef uint64_t _rng[4]
+
+
+cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef inline uint64_t _next_random() noexcept nogil:
+    cdef uint64_t result = _rotl(_rng[1] * 5, 7) * 9
+    cdef uint64_t t = _rng[1] << 17
+    _rng[2] ^= _rng[0]
+    _rng[3] ^= _rng[1]
+    _rng[1] ^= _rng[2]
+    _rng[0] ^= _rng[3]
+    _rng[2] ^= t
+    _rng[3] = _rotl(_rng[3], 45)
+    return result
+
+
+def _reseed():
+    """Seed the uuid generator from the OS (at import and in a forked child)."""
+    cdef bytes seed = os.urandom(32)
+    cdef const unsigned char* raw = seed
+    cdef int i, j
+    for i in range(4):
+        _rng[i] = 0
+        for j in range(8):
+            _rng[i] = (_rng[i] << 8) | raw[i * 8 + j]
+    if _rng[0] == 0 and _rng[1] == 0 and _rng[2] == 0 and _rng[3] == 0:
+        _rng[0] = 1
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+cdef inline void _new_id(Message msg) noexcept:
+    msg._id_hi = (_next_random() & ~(<uint64_t>0xF000)) | (<uint64_t>0x4000)
+    msg._id_lo = (_next_random() & ~(<uint64_t>0xC000000000000000)) | (<uint64_t>0x8000000000000000)
+
+
+cdef str _format_uuid(uint64_t hi, uint64_t lo):
+    cdef char buf[36]
+    cdef const char* digits = b"0123456789abcdef"
+    cdef int i, out = 0
+    cdef uint64_t word
+    for i in range(32):
+        if i == 8 or i == 12 or i == 16 or i == 20:
+            buf[out] = b'-'
+            out += 1
+        word = hi if i < 16 else lo
+        buf[out] = digits[(word >> (60 - 4 * (i % 16))) & 0xF]
+        out += 1
+    return PyUnicode_DecodeASCII(buf, 36, NULL)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+cdef bytes _to_bytes(object value, str what):
+    if PyBytes_CheckExact(value):
+        return <bytes>value
+    if isinstance(value, str) or not PyObject_CheckBuffer(value):
+        raise TypeError(f"{what} must be bytes or a bytes-like object, not {type(value).__name__}")
+    return bytes(value)
+
+
+cdef dict _copy_metadata(object metadata):
+    if metadata is None:
+        return _EMPTY
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping of str to str, not {type(metadata).__name__}")
+    cdef dict copied = {}
+    for key, value in metadata.items():
+        if type(key) is not str or type(value) is not str:
+            raise TypeError(
+                "metadata keys and values must be str, "
+                f"got {type(key).__name__} -> {type(value).__name__} for key {key!r}"
+            )
+        copied[key] = value
+    return copied if copied else _EMPTY
+
+
+from collections.abc import Mapping
+
+
+# -- the message type -------------------------------------------------------------------------
+
+@cython.final
+@cython.no_gc
+@cython.freelist(256)
+cdef class Message:
+    """A message: a bytes payload, read-only str->str metadata and a uuid4 identifier.
+
+    Messages handed out by a subscriber also carry ``topic`` and ``sequence``, and the metadata
+    keys ``_sequence`` (when the broker maintains order) and ``_enqueued_at`` (Unix milliseconds).
+    """
+
+    def __init__(self, payload, metadata=None):
+        self.payload = _to_bytes(payload, "payload")
+        self._meta = _copy_metadata(metadata)
+        _new_id(self)
+        self._topic = None
+
+    @classmethod
+    def new(cls, payload):
+        """Build a message with no metadata (the seed's ``Message::new``)."""
+        return Message(payload)
+
+    @property
+    def uuid(self):
+        """The message's uuid4, kept by every copy the broker delivers."""
+        return _format_uuid(self._id_hi, self._id_lo)
+
+    @property
+    def metadata(self):
+        """Read-only str->str metadata, with the delivery keys on a delivered message."""
+        if self._topic is None:
+            return PyDictProxy_New(self._meta) if self._meta else _EMPTY_VIEW
+        cdef dict merged = dict(self._meta)
+        if self._ordered:
+            merged["_sequence"] = str(self._sequence)
+        merged["_enqueued_at"] = str(self._enqueued_at)
+        return PyDictProxy_New(merged)
+
+    @property
+    def topic(self):
+        """The topic a delivered message was published to; None before publishing."""
+        return self._topic
+
+    @property
+    def sequence(self):
+        """The per-topic sequence number of a delivered message; None before publishing."""
+        return self._sequence if self._topic is not None else None
+
+    @property
+    def enqueued_at(self):
+        """Unix milliseconds at which a delivered message entered its topic; None before."""
+        return self._enqueued_at if self._topic is not None else None
+
+    def with_metadata(self, key, value):
+        """Return a new message with the same uuid and payload and one metadata entry set."""
+        if type(key) is not str:
+            raise TypeError(f"metadata key must be str, not {type(key).__name__}")
+        if type(value) is not str:
+            raise TypeError(f"metadata value must be str, not {type(value).__name__}")
+        cdef Message copy = Message.__new__(Message)
+        copy.payload = self.payload
+        copy._meta = dict(self._meta)
+        copy._meta[key] = value
+        copy._id_hi = self._id_hi
+        copy._id_lo = self._id_lo
+        copy._topic = None
+        return copy
+
+    def __repr__(self):
+        cdef bytes p = self.payload
+        shown = repr(p) if len(p) <= 32 else f"{p[:32]!r}...({len(p)} bytes)"
+        where = "" if self._topic is None else f", topic={self._topic!r}, sequence={self._sequence}"
+        return f"Message(uuid={self.uuid!r}, payload={shown}{where})"
+
+    def __reduce__(self):
+        return (
+            restore_message,
+            (self.payload, self._meta, (<object>self._id_hi << 64) | self._id_lo, self._topic,
+             self._sequence, self._enqueued_at, self._ordered),
+        )
+
+
+# Public name: the type is re-exported as kincir.Message, and its repr, pickles and tracebacks
+# should say so.
+cdef const char* _PUBLIC_NAME = "kincir.Message"
+(<PyTypeObject*>Message).tp_name = _PUBLIC_NAME
+PyType_Modified(<PyTypeObject*>Message)
+
+
+def restore_message(payload, meta, ident, topic, sequence, enqueued_at, ordered):
+    """Rebuild a message from its pickled state."""
+    cdef Message msg = Message.__new__(Message)
+    msg.payload = _to_bytes(payload, "payload")
+    msg._meta = _copy_metadata(meta)
+    msg._id_hi = (ident >> 64) & 0xFFFFFFFFFFFFFFFF
+    msg._id_lo = ident & 0xFFFFFFFFFFFFFFFF
+    if topic is not None and type(topic) is not str:
+        raise TypeError("topic must be str or None")
+    msg._topic = topic
+    msg._sequence = sequence
+    msg._enqueued_at = enqueued_at
+    msg._ordered = ordered
+    return msg
+
+
+cdef list stamp_all(object items, str topic, int64_t enqueued_at, bint ordered):
+    """The copies of ``items`` (Messages or bytes-like payloads) that a topic log stores.
+
+    Raises TypeError naming the first bad item, before anything is published. The log writes
+    the sequence numbers, under its lock, when it appends the copies.
+    """
+    if type(items) is not list and type(items) is not tuple:
+        raise TypeError(
+            f"messages must be a list of Message objects or bytes-like payloads, "
+            f"not {type(items).__name__}"
+        )
+    cdef Py_ssize_t index, count = len(items)
+    cdef list stamped = [None] * count
+    cdef Message copy, source
+    cdef object item
+    for index in range(count):
+        item = items[index]
+        copy = Message.__new__(Message)
+        if type(item) is Message:
+            source = <Message>item
+            copy.payload = source.payload
+            copy._meta = source._meta
+            copy._id_hi = source._id_hi
+            copy._id_lo = source._id_lo
+        else:
+            if PyBytes_CheckExact(item):
+                copy.payload = <bytes>item
+            elif isinstance(item, str) or not PyObject_CheckBuffer(item):
+                raise TypeError(
+                    f"messages[{index}] must be a Message or a bytes-like payload, "
+                    f"not {type(item).__name__}"
+                )
+            else:
+                copy.payload = bytes(item)
+            copy._meta = _EMPTY
+            _new_id(copy)
+        copy._topic = topic
+        copy._enqueued_at = enqueued_at
+        copy._ordered = ordered
+        stamped[index] = copy
+    return stamped
+
+
+def payload_size(Message msg):
+    """The number of payload bytes a stored message holds."""
+    return len(msg.payload)

@@ -1,0 +1,25 @@
+"""kincir: an in-process message broker for Python.
+
+Topics, fan-out to many subscribers, per-topic sequence numbers, TTL, bounded queues, health and
+statistics, from threads and from asyncio. Start with ``kincir.memory.InMemoryBroker``.
+"""
+
+from kincir_core import IMPLEMENTATION as IMPLEMENTATION
+from kincir_core import Message as Message
+
+from ._awaitable import Completed as Completed
+from .errors import KincirError as KincirError
+from .protocols import Publisher as Publisher
+from .protocols import Subscriber as Subscriber
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Completed",
+    "KincirError",
+    "Message",
+    "Publisher",
+    "Subscriber",
+    "__version__",
+]

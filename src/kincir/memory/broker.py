@@ -1,0 +1,292 @@
+"""The in-memory broker and its publisher and subscriber.
+
+The hot methods (``publish_nowait``, ``try_receive``, ``receive_sync`` …) are the engine's,
+inherited from ``kincir_core``; this layer adds configuration, the asyncio methods, snapshots and
+the lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any
+
+import kincir_core
+from kincir_core import BrokerCore, Message, PublisherCore, SubscriberCore
+
+from .._awaitable import DONE, Completed
+from .config import InMemoryConfig
+from .errors import BrokerShutdown, NotSubscribed
+from .health import (
+    BrokerHealth,
+    StatsSnapshot,
+    TopicInfo,
+    broker_health,
+    stats_snapshot,
+    topic_info,
+)
+
+__all__ = ["InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
+
+_MODULE = "kincir.memory"
+
+
+def _run_cleanup(broker_ref: weakref.ref[InMemoryBroker], stop: threading.Event,
+                 interval: float) -> None:
+    while not stop.wait(interval):
+        broker = broker_ref()
+        if broker is None or broker.is_shutdown():
+            return
+        broker.expire_all()
+        del broker
+
+
+class InMemoryBroker(BrokerCore):
+    """An in-process message broker: topics, fan-out, sequence numbers, TTL, bounded queues.
+
+    Every method is safe to call from any thread and from any event loop. ``with`` and
+    ``async with`` shut the broker down on exit.
+    """
+
+    __slots__ = ("_cleaner_stop", "_config")
+
+    def __init__(self, config: InMemoryConfig | None = None) -> None:
+        if config is None:
+            config = InMemoryConfig()
+        elif not isinstance(config, InMemoryConfig):
+            raise TypeError(
+                f"config must be an InMemoryConfig or None, not {type(config).__name__}"
+            )
+        super().__init__(
+            max_queue_size=config.max_queue_size,
+            max_topics=config.max_topics,
+            persistence=config.enable_persistence,
+            ordered=config.maintain_order,
+            ttl=config.default_message_ttl,
+            max_subscribers=config.max_subscribers_per_topic,
+        )
+        self._config = config
+        self._cleaner_stop = threading.Event()
+        if config.default_message_ttl is not None:
+            weakref.finalize(self, self._cleaner_stop.set)
+            threading.Thread(
+                target=_run_cleanup,
+                args=(weakref.ref(self), self._cleaner_stop, config.cleanup_interval),
+                name="kincir-ttl-cleanup",
+                daemon=True,
+            ).start()
+
+    @classmethod
+    def with_default_config(cls) -> InMemoryBroker:
+        """A broker with ``InMemoryConfig.default()``."""
+        return cls(InMemoryConfig.default())
+
+    @property
+    def config(self) -> InMemoryConfig:
+        """The configuration the broker was created with."""
+        return self._config
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def health_check(self) -> BrokerHealth:
+        """The broker's health now; costs O(topics)."""
+        return broker_health(self._snapshot(), kincir_core.TOPIC_OVERHEAD)
+
+    def list_topic_info(self) -> list[TopicInfo]:
+        """A TopicInfo for every topic, oldest first."""
+        return [topic_info(row) for row in self._snapshot()[3]]
+
+    def topic_info(self, name: str) -> TopicInfo:
+        """The TopicInfo of one topic; raises TopicNotFound."""
+        return topic_info(self._existing(name).snapshot())
+
+    def stats(self) -> StatsSnapshot | None:
+        """A statistics snapshot, or None when ``enable_stats`` is off."""
+        if not self._config.enable_stats:
+            return None
+        return stats_snapshot(self._snapshot())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop new publishes and subscribes; subscribers drain what is queued, then end.
+
+        Returns at once, or with ``timeout`` waits up to that many seconds for subscribers to
+        drain (call it from a thread other than the ones draining). Returns True if every
+        subscriber has read everything it was due. Idempotent.
+        """
+        seconds = kincir_core.check_timeout(timeout)
+        self._begin_shutdown()
+        self._cleaner_stop.set()
+        if seconds is None:
+            return self._drained()
+        deadline = time.monotonic() + seconds
+        pause = 0.0005
+        while not self._drained():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+        return True
+
+    def force_shutdown(self) -> None:
+        """Stop at once: drop every queued message and wake every waiter with BrokerShutdown."""
+        super().force_shutdown()
+        self._cleaner_stop.set()
+
+    def __enter__(self) -> InMemoryBroker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> InMemoryBroker:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self.is_shutdown() else "running"
+        return f"<InMemoryBroker {state}, {self.topic_count()} topics>"
+
+
+class InMemoryPublisher(PublisherCore):
+    """Publishes batches of messages (Message objects or bytes-like payloads) to topics."""
+
+    __slots__ = ()
+
+    async def publish(self, topic: str, messages: list[Any], timeout: float | None = None) -> None:
+        """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
+
+        Under the ``error`` overflow policy a publish never waits, so ``timeout`` is only
+        validated.
+        """
+        kincir_core.check_timeout(timeout)
+        self.publish_nowait(topic, messages)
+
+    def publish_sync(self, topic: str, messages: list[Any], timeout: float | None = None) -> None:
+        """Publish a batch from a thread (same rules as ``publish``)."""
+        kincir_core.check_timeout(timeout)
+        self.publish_nowait(topic, messages)
+
+    def stats(self) -> StatsSnapshot | None:
+        """The broker's statistics snapshot, or None when stats are off."""
+        return self.broker.stats()  # type: ignore[no-any-return]
+
+    def is_connected(self) -> bool:
+        """True while the broker accepts publishes."""
+        return not self.broker.is_shutdown()
+
+    def __repr__(self) -> str:
+        return f"<InMemoryPublisher connected={self.is_connected()}>"
+
+
+class InMemorySubscriber(SubscriberCore):
+    """Receives the messages of one or more topics, in sequence order per topic.
+
+    Use it from threads (``receive_sync``, ``for msg in sub``) or from asyncio (``await
+    receive()``, ``async for msg in sub``). Iteration ends when the broker shuts down or the
+    subscriber is closed.
+    """
+
+    __slots__ = ()
+
+    def subscribe(self, topic: str) -> Completed[None]:
+        """Subscribe to ``topic`` (created if needed), now; may also be awaited.
+
+        The topic's first reader receives the messages it holds; a later one starts at the end.
+        Subscribing twice to one topic is a no-op.
+        """
+        self._subscribe(topic)
+        return DONE
+
+    def unsubscribe(self, topic: str | None = None) -> Completed[None]:
+        """Leave ``topic``, or every topic when None, now; may also be awaited."""
+        self._unsubscribe(topic)
+        return DONE
+
+    def close(self) -> Completed[None]:
+        """Leave every topic for good; later receives raise NotSubscribed."""
+        self._close()
+        return DONE
+
+    async def _receive_async(self, limit: int, timeout: float | None) -> list[Message]:
+        got = self.try_receive_batch(limit)
+        if got:
+            return got
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while True:
+                future: asyncio.Future[None] = loop.create_future()
+                waiter, cursors = self._async_waiter(loop, future)
+                try:
+                    got = self.try_receive_batch(limit)
+                    if got:
+                        return got
+                    await future
+                finally:
+                    self._unregister(waiter, cursors)
+                got = self.try_receive_batch(limit)
+                if got:
+                    return got
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
+        got = self.try_receive()
+        if got is not None:
+            return got
+        return (await self._receive_async(1, kincir_core.check_timeout(timeout)))[0]
+
+    async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
+        """Wait for at least one message, then return up to ``max_messages`` without waiting."""
+        limit = kincir_core.check_count(max_messages, "max_messages")
+        return await self._receive_async(limit, kincir_core.check_timeout(timeout))
+
+    def stats(self) -> StatsSnapshot | None:
+        """The broker's statistics snapshot, or None when stats are off."""
+        return self.broker.stats()  # type: ignore[no-any-return]
+
+    def is_connected(self) -> bool:
+        """True while the broker is running and this subscriber is not closed."""
+        return not self.broker.is_shutdown() and not self._closed
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        try:
+            return self.receive_sync()
+        except BrokerShutdown:
+            raise StopIteration from None
+        except NotSubscribed:
+            if self._closed:
+                raise StopIteration from None
+            raise
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except BrokerShutdown:
+            raise StopAsyncIteration from None
+        except NotSubscribed:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+
+    def __repr__(self) -> str:
+        return f"<InMemorySubscriber topics={self.subscribed_topics()!r}>"
+
+
+for _cls in (InMemoryBroker, InMemoryPublisher, InMemorySubscriber):
+    _cls.__module__ = _MODULE

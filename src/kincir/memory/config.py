@@ -1,0 +1,173 @@
+"""``InMemoryConfig``: a frozen configuration with the seed's builder and profiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import timedelta
+from typing import Any, Literal
+
+from .errors import InvalidConfig
+
+__all__ = ["OVERFLOW_POLICIES", "InMemoryConfig", "Overflow"]
+
+Overflow = Literal["error"]
+#: The overflow policies this release implements (what happens when a bounded topic is full).
+OVERFLOW_POLICIES: tuple[str, ...] = ("error",)
+
+
+def _limit(field: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{field} must be int or None, not {type(value).__name__}")
+    if value < 1:
+        raise InvalidConfig(field, value, "must be >= 1, or None for no limit")
+    return int(value)
+
+
+def _seconds(field: str, value: Any, *, optional: bool) -> float | None:
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{field} must be a number of seconds or a timedelta, not None")
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif type(value) is bool or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{field} must be a number of seconds or a timedelta, not {type(value).__name__}"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidConfig(field, seconds, "must be a finite number of seconds > 0")
+    return seconds
+
+
+def _flag(field: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"{field} must be bool, not {type(value).__name__}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InMemoryConfig:
+    """Settings of an ``InMemoryBroker``; frozen, every ``with_*`` returns a new config.
+
+    Durations are seconds (int or float) or ``datetime.timedelta``; they are stored as float
+    seconds. ``None`` means "no limit" for the limits and "never" for the TTL.
+    """
+
+    #: Most messages a topic holds (published, not yet read by every reader); None = no bound.
+    max_queue_size: int | None = None
+    #: Most topics the broker holds at once; None = no bound.
+    max_topics: int | None = None
+    #: Hold messages for a topic with no reader (and a last reader's unread ones).
+    enable_persistence: bool = True
+    #: Add the ``_sequence`` metadata key to delivered messages.
+    maintain_order: bool = True
+    #: Make ``stats()`` return snapshots (None when off).
+    enable_stats: bool = False
+    #: Age after which a message is never delivered; None = messages never expire.
+    default_message_ttl: float | None = None
+    #: How often the TTL cleanup pass reclaims expired messages, in seconds.
+    cleanup_interval: float = 60.0
+    #: Most subscribers a topic may have at once; None = no bound.
+    max_subscribers_per_topic: int | None = None
+    #: What a publish to a full topic does: "error" raises QueueFull, publishing nothing.
+    overflow: Overflow = "error"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "max_queue_size", _limit("max_queue_size", self.max_queue_size))
+        set_(self, "max_topics", _limit("max_topics", self.max_topics))
+        set_(self, "max_subscribers_per_topic",
+             _limit("max_subscribers_per_topic", self.max_subscribers_per_topic))
+        set_(self, "enable_persistence", _flag("enable_persistence", self.enable_persistence))
+        set_(self, "maintain_order", _flag("maintain_order", self.maintain_order))
+        set_(self, "enable_stats", _flag("enable_stats", self.enable_stats))
+        set_(self, "default_message_ttl",
+             _seconds("default_message_ttl", self.default_message_ttl, optional=True))
+        set_(self, "cleanup_interval",
+             _seconds("cleanup_interval", self.cleanup_interval, optional=False))
+        if type(self.overflow) is not str:
+            raise TypeError(f"overflow must be str, not {type(self.overflow).__name__}")
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise InvalidConfig(
+                "overflow", self.overflow, f"must be one of {', '.join(OVERFLOW_POLICIES)}"
+            )
+
+    # -- profiles -------------------------------------------------------------------------------
+
+    @classmethod
+    def new(cls) -> InMemoryConfig:
+        """The default configuration (the seed's ``InMemoryConfig::new()``)."""
+        return cls()
+
+    @classmethod
+    def default(cls) -> InMemoryConfig:
+        """The default configuration: no limits, persistence and ordering on, stats off."""
+        return cls()
+
+    @classmethod
+    def for_testing(cls) -> InMemoryConfig:
+        """Small limits that surface mistakes early, with stats on."""
+        return cls(max_queue_size=100, max_topics=10, max_subscribers_per_topic=5,
+                   enable_stats=True)
+
+    @classmethod
+    def high_performance(cls) -> InMemoryConfig:
+        """No limits, no ordering metadata, no stats: the least work per message."""
+        return cls(maintain_order=False, enable_stats=False, cleanup_interval=300.0)
+
+    @classmethod
+    def for_high_performance(cls) -> InMemoryConfig:
+        """Alias of ``high_performance()`` (the seed's name)."""
+        return cls.high_performance()
+
+    # -- builder --------------------------------------------------------------------------------
+
+    def _with(self, **changes: Any) -> InMemoryConfig:
+        return dataclasses.replace(self, **changes)
+
+    def with_max_queue_size(self, size: int | None) -> InMemoryConfig:
+        """Bound what a topic holds (None = unbounded)."""
+        return self._with(max_queue_size=size)
+
+    def with_max_topics(self, limit: int | None) -> InMemoryConfig:
+        """Bound the number of topics (None = unbounded)."""
+        return self._with(max_topics=limit)
+
+    def with_stats(self, enabled: bool) -> InMemoryConfig:
+        """Turn statistics snapshots on or off."""
+        return self._with(enable_stats=enabled)
+
+    def with_maintain_order(self, enabled: bool) -> InMemoryConfig:
+        """Turn the ``_sequence`` metadata key on or off."""
+        return self._with(maintain_order=enabled)
+
+    def with_ordering(self, enabled: bool) -> InMemoryConfig:
+        """Alias of ``with_maintain_order`` (the seed's other name)."""
+        return self.with_maintain_order(enabled)
+
+    def with_message_ttl(self, ttl: float | timedelta | None) -> InMemoryConfig:
+        """Set the message time-to-live (None = messages never expire)."""
+        return self._with(default_message_ttl=ttl)
+
+    def with_cleanup_interval(self, interval: float | timedelta) -> InMemoryConfig:
+        """Set how often expired messages are reclaimed."""
+        return self._with(cleanup_interval=interval)
+
+    def with_persistence(self, enabled: bool) -> InMemoryConfig:
+        """Hold (True) or drop (False) messages published while a topic has no reader."""
+        return self._with(enable_persistence=enabled)
+
+    def with_max_subscribers_per_topic(self, limit: int | None) -> InMemoryConfig:
+        """Bound the subscribers per topic (None = unbounded)."""
+        return self._with(max_subscribers_per_topic=limit)
+
+    def with_overflow(self, policy: Overflow) -> InMemoryConfig:
+        """Choose what a publish to a full topic does."""
+        return self._with(overflow=policy)
+
+
+InMemoryConfig.__module__ = "kincir.memory"

@@ -1,0 +1,203 @@
+"""Frozen snapshots of a broker: ``BrokerHealth``, ``TopicInfo`` and ``StatsSnapshot``.
+
+Each is built from one engine call (``BrokerCore._snapshot``), costs O(topics) whatever the
+number of queued messages, and never changes after it is taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+__all__ = ["BrokerHealth", "StatsSnapshot", "TopicInfo"]
+
+_MODULE = "kincir.memory"
+_MB = 1024.0 * 1024.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """One topic at the moment it was read."""
+
+    #: The topic's name.
+    name: str
+    #: Messages the topic holds: published and not yet read by every reader that must see them.
+    queue_size: int
+    #: Subscribers attached to the topic.
+    subscriber_count: int
+    #: Messages written to the topic's log since it was created.
+    total_published: int
+    #: Deliveries from the topic (a message read by three subscribers counts three times).
+    total_consumed: int
+    #: Unix time (seconds) at which the topic was created.
+    created_at: float
+    #: Unix time (seconds) of the last publish, receive, subscribe or unsubscribe.
+    last_activity: float
+    #: The sequence number the next published message will get.
+    next_sequence: int
+    #: (reader, message) pairs that expired before they were read.
+    total_expired: int = 0
+    #: Messages dropped: on arrival with no reader and persistence off, or by clear/leave.
+    total_dropped: int = 0
+    #: Publishes refused with QueueFull.
+    queue_full_errors: int = 0
+    #: Estimated bytes the held messages occupy.
+    memory_usage_estimate: int = 0
+
+    def age(self) -> float:
+        """Seconds since the topic was created."""
+        return max(0.0, time.time() - self.created_at)
+
+    def idle_time(self) -> float:
+        """Seconds since the topic's last activity."""
+        return max(0.0, time.time() - self.last_activity)
+
+    def is_active(self) -> bool:
+        """True if the topic has a subscriber or holds messages."""
+        return self.subscriber_count > 0 or self.queue_size > 0
+
+    def throughput_rate(self) -> float:
+        """Messages published per second over the topic's lifetime."""
+        age = self.age()
+        return self.total_published / age if age > 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerHealth:
+    """The broker's health at the moment it was read."""
+
+    #: False once the broker is shut down.
+    is_healthy: bool
+    #: Topics that exist.
+    topic_count: int
+    #: Messages held over all topics.
+    total_queued_messages: int
+    #: Subscribers attached over all topics.
+    total_subscribers: int
+    #: Seconds since the broker was created.
+    uptime: float
+    #: Estimated bytes held by queued messages and topics, kept incrementally.
+    memory_usage_estimate: int
+
+    def is_overloaded(self, max_topics: int, max_messages: int) -> bool:
+        """True if there are more than ``max_topics`` topics or ``max_messages`` queued."""
+        return self.topic_count > max_topics or self.total_queued_messages > max_messages
+
+    def memory_usage_mb(self) -> float:
+        """``memory_usage_estimate`` in mebibytes."""
+        return self.memory_usage_estimate / _MB
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsSnapshot:
+    """Broker counters at the moment they were read; methods use the seed's spelling.
+
+    Delivery counters count (reader, message) events: a message read by three subscribers is
+    consumed three times. Over each reader, published = consumed + dropped + expired + queued.
+    """
+
+    published: int
+    consumed: int
+    dropped: int
+    expired: int
+    lagged: int
+    redelivered: int
+    dead_lettered: int
+    queue_full: int
+    topics: int
+    subscribers: int
+    queued: int
+    uptime_seconds: float
+
+    def messages_published(self) -> int:
+        """Messages written to topic logs."""
+        return self.published
+
+    def messages_consumed(self) -> int:
+        """Deliveries to readers."""
+        return self.consumed
+
+    def messages_dropped(self) -> int:
+        """Messages dropped (no reader with persistence off, cleared, or orphaned)."""
+        return self.dropped
+
+    def messages_expired(self) -> int:
+        """(reader, message) pairs whose TTL ran out before the read."""
+        return self.expired
+
+    def messages_lagged(self) -> int:
+        """Messages readers lost to the drop_oldest policy (0 under the error policy)."""
+        return self.lagged
+
+    def messages_redelivered(self) -> int:
+        """Redeliveries by acknowledgement (0 without ack subscribers)."""
+        return self.redelivered
+
+    def messages_dead_lettered(self) -> int:
+        """Messages sent to a dead-letter topic (0 without ack subscribers)."""
+        return self.dead_lettered
+
+    def queue_full_errors(self) -> int:
+        """Publishes refused with QueueFull."""
+        return self.queue_full
+
+    def active_topics(self) -> int:
+        """Topics that exist."""
+        return self.topics
+
+    def active_subscribers(self) -> int:
+        """Subscribers attached over all topics."""
+        return self.subscribers
+
+    def messages_pending(self) -> int:
+        """Messages held over all topics."""
+        return self.queued
+
+    def uptime(self) -> float:
+        """Seconds since the broker was created."""
+        return self.uptime_seconds
+
+
+for _cls in (TopicInfo, BrokerHealth, StatsSnapshot):
+    _cls.__module__ = _MODULE
+
+
+def topic_info(row: tuple[Any, ...]) -> TopicInfo:
+    """Build a TopicInfo from one row of the engine's snapshot."""
+    (name, queued, subscribers, published, delivered, expired, dropped, queue_full,
+     created_at, last_activity, next_sequence, held_bytes, _idle) = row
+    return TopicInfo(name, queued, subscribers, published, delivered, created_at, last_activity,
+                     next_sequence, expired, dropped, queue_full, held_bytes)
+
+
+def broker_health(snapshot: tuple[Any, ...], topic_overhead: int) -> BrokerHealth:
+    """Build a BrokerHealth from the engine's snapshot."""
+    state, uptime, _retired, rows = snapshot
+    return BrokerHealth(
+        is_healthy=state == 0,
+        topic_count=len(rows),
+        total_queued_messages=sum(r[1] for r in rows),
+        total_subscribers=sum(r[2] for r in rows),
+        uptime=uptime,
+        memory_usage_estimate=sum(r[11] for r in rows) + topic_overhead * len(rows),
+    )
+
+
+def stats_snapshot(snapshot: tuple[Any, ...]) -> StatsSnapshot:
+    """Build a StatsSnapshot from the engine's snapshot (retired topics included)."""
+    _state, uptime, retired, rows = snapshot
+    return StatsSnapshot(
+        published=retired[0] + sum(r[3] for r in rows),
+        consumed=retired[1] + sum(r[4] for r in rows),
+        expired=retired[2] + sum(r[5] for r in rows),
+        dropped=retired[3] + sum(r[6] for r in rows),
+        queue_full=retired[4] + sum(r[7] for r in rows),
+        lagged=0,
+        redelivered=0,
+        dead_lettered=0,
+        topics=len(rows),
+        subscribers=sum(r[2] for r in rows),
+        queued=sum(r[1] for r in rows),
+        uptime_seconds=uptime,
+    )

@@ -1,0 +1,210 @@
+"""Run every behaviour test against both engines, through the public package only.
+
+``kincir`` binds to one engine when it is imported (``kincir.IMPLEMENTATION``). To test both, this
+file imports the package normally and then loads a second, private copy of it bound to the
+pure-Python twin (``KINCIR_NO_EXTENSIONS=1``). The copies have distinct classes, so behaviour tests
+never import public names directly: they use the ``k`` fixture, a namespace holding every public
+name of ``kincir`` and ``kincir.memory`` of one copy (``k.InMemoryBroker``, ``k.QueueFull`` ...).
+
+The ``cython`` parameter is skipped when ``KINCIR_NO_EXTENSIONS`` asks for the twin, and fails
+when the compiled engine is missing without being asked for (an unbuilt extension must not pass
+silently as "tested").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import types
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+import kincir
+import kincir.memory
+
+_ENV = "KINCIR_NO_EXTENSIONS"
+IMPLEMENTATIONS = ("cython", "python")
+
+
+def _is_ours(name: str) -> bool:
+    return name == "kincir" or name.startswith("kincir.") or name.startswith("kincir_core")
+
+
+def _env_asks_for_twin() -> bool:
+    # The same rule as kincir_core's selector: set to anything but "" or "0".
+    return os.environ.get(_ENV, "") not in ("", "0")
+
+
+def _capture() -> dict[str, types.ModuleType]:
+    return {name: mod for name, mod in sys.modules.items() if _is_ours(name)}
+
+
+def _load_twin() -> tuple[types.ModuleType, types.ModuleType, dict[str, types.ModuleType]]:
+    """Import a second copy of kincir bound to the pure-Python engine; leave sys.modules as found."""
+    saved = _capture()
+    for name in saved:
+        del sys.modules[name]
+    old_env = os.environ.get(_ENV)
+    os.environ[_ENV] = "1"
+    try:
+        import kincir as twin_kincir
+        import kincir.memory as twin_memory
+
+        modules = _capture()
+    finally:
+        for name in [n for n in sys.modules if _is_ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        if old_env is None:
+            del os.environ[_ENV]
+        else:
+            os.environ[_ENV] = old_env
+    return twin_kincir, twin_memory, modules
+
+
+_MAIN_MODULES = _capture()
+COPIES: dict[str, tuple[types.ModuleType, types.ModuleType, dict[str, types.ModuleType]]] = {}
+if kincir.IMPLEMENTATION == "cython":
+    COPIES["cython"] = (kincir, kincir.memory, _MAIN_MODULES)
+    COPIES["python"] = _load_twin()
+    assert COPIES["python"][0].IMPLEMENTATION == "python"
+else:
+    COPIES["python"] = (kincir, kincir.memory, _MAIN_MODULES)
+
+
+class Worker:
+    """A daemon thread running ``fn``; ``join`` returns its result or re-raises its error."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self._fn = fn
+        self._args = args
+        self._kwargs = kwargs
+        self.thread = threading.Thread(target=self._run, daemon=True, name="kincir-test-worker")
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.started.set()
+        try:
+            self.value = self._fn(*self._args, **self._kwargs)
+        except BaseException as exc:  # handed to the test thread by join()
+            self.error = exc
+
+    def join(self, timeout: float = 5.0) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"worker thread still running after {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
+    """Run a coroutine on a fresh event loop, failing instead of hanging after ``timeout``."""
+
+    async def guarded() -> Any:
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise AssertionError(f"coroutine still running after {timeout} s")
+        return task.result()
+
+    return asyncio.run(guarded())
+
+
+def _namespace(impl: str) -> types.SimpleNamespace:
+    pkg, memory, modules = COPIES[impl]
+    ns = types.SimpleNamespace()
+    for module in (pkg, memory):
+        for name in module.__all__:
+            setattr(ns, name, getattr(module, name))
+    ns.impl = impl
+    ns.kincir = pkg
+    ns.memory = memory
+    ns.core = modules["kincir_core"]
+    ns.modules = modules
+    ns.run = run
+
+    @contextlib.contextmanager
+    def activated() -> Iterator[None]:
+        """Make this copy the one ``sys.modules`` resolves (pickle looks classes up there)."""
+        saved = _capture()
+        for name in saved:
+            del sys.modules[name]
+        sys.modules.update(modules)
+        try:
+            yield
+        finally:
+            for name in [n for n in sys.modules if _is_ours(n)]:
+                del sys.modules[name]
+            sys.modules.update(saved)
+
+    ns.activated = activated
+    return ns
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
+    """Every public name of ``kincir`` and ``kincir.memory``, from one engine's copy.
+
+    Extras: ``k.impl`` (the parameter id), ``k.new_broker(config=None, **config_fields)``
+    (shut down at teardown), ``k.spawn(fn, *args)`` (a ``Worker`` joined at teardown),
+    ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling), ``k.core``.
+    """
+    impl = request.param
+    if impl not in COPIES:
+        if _env_asks_for_twin():
+            pytest.skip(f"{_ENV} is set: only the pure-Python engine is loaded")
+        pytest.fail(
+            "the compiled engine is not built: kincir_core._broker / kincir_core._message did "
+            "not import, so kincir fell back to the pure-Python twin. Build it "
+            "(pip install -e . or python setup.py build_ext --inplace), or set "
+            f"{_ENV}=1 to test the twin only.",
+            pytrace=False,
+        )
+    ns = _namespace(impl)
+    brokers: list[Any] = []
+    workers: list[Worker] = []
+
+    def new_broker(config: Any = None, **fields: Any) -> Any:
+        if fields:
+            assert config is None, "pass a config or config fields, not both"
+            config = ns.InMemoryConfig(**fields)
+        broker = ns.InMemoryBroker(config)
+        brokers.append(broker)
+        return broker
+
+    def track(broker: Any) -> Any:
+        brokers.append(broker)
+        return broker
+
+    def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Worker:
+        worker = Worker(fn, *args, **kwargs)
+        workers.append(worker)
+        return worker
+
+    ns.new_broker = new_broker
+    ns.track = track
+    ns.spawn = spawn
+    yield ns
+    # Shutting the brokers down first wakes any receive a failed test left blocked.
+    for broker in brokers:
+        broker.force_shutdown()
+    hung = []
+    for worker in workers:
+        worker.thread.join(5.0)
+        if worker.thread.is_alive():
+            hung.append(worker.thread.name)
+    assert not hung, f"threads still running at teardown: {hung}"

@@ -1,0 +1,44 @@
+"""The command line: ``kincir demo`` runs the pipeline end to end and checks what it moved."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import kincir
+from kincir.__main__ import main
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+def test_demo_moves_every_message_on_each_engine(engine: str) -> None:
+    env = dict(os.environ)
+    if engine == "python":
+        env["KINCIR_NO_EXTENSIONS"] = "1"
+    elif kincir.IMPLEMENTATION != "cython":
+        pytest.skip("the compiled engine is not loaded in this run")
+    result = subprocess.run(
+        [sys.executable, "-m", "kincir", "demo", "--messages", "20000", "--producers", "3"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"engine: {engine}" in out
+    assert "20,000 of 20,000 received, sequences 1..20,000" in out
+    assert "[FAIL]" not in out
+    assert "messages_published      20,000" in out
+    assert "messages_consumed       40,000" in out
+
+
+def test_version_names_the_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert kincir.__version__ in out
+    assert kincir.IMPLEMENTATION in out
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-command"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -154,12 +154,9 @@ cdef class Waiter:
         pass
 
 
-@cython.final
 cdef class SyncWaiter(Waiter):
     """A thread blocked in a receive: a PyThread lock used as a one-shot semaphore."""
 
-    cdef PyThread_type_lock sem
-    cdef bint woken
 
     def __cinit__(self):
         self.sem = PyThread_allocate_lock()
@@ -208,13 +205,9 @@ def _resolve(future):
     _resolve_future(future)
 
 
-@cython.final
 cdef class AsyncWaiter(Waiter):
     """A task awaiting a receive on an event loop: woken by resolving its future."""
 
-    cdef object loop
-    cdef object future
-    cdef unsigned long thread
 
     def __cinit__(self, loop, future):
         self.loop = loop
@@ -262,17 +255,9 @@ cdef uint64_t _first_live(const double* stamps, uint64_t mask, uint64_t pos, uin
 
 # -- cursors and topic logs -------------------------------------------------------------------
 
-@cython.final
 cdef class Cursor:
     """One reader's position in a topic log: the sequence number it reads next."""
 
-    cdef readonly TopicLog log
-    cdef uint64_t pos
-    cdef Py_ssize_t members
-    cdef uint64_t delivered
-    cdef uint64_t expired
-    cdef uint64_t dropped
-    cdef readonly bint attached
 
     def __cinit__(self, TopicLog log, Py_ssize_t members):
         self.log = log
@@ -292,35 +277,9 @@ cdef class Cursor:
         return (self.delivered, self.expired, self.dropped, self.pending())
 
 
-@cython.final
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
-    cdef readonly str name
-    cdef Py_ssize_t capacity          # -1: unbounded
-    cdef double ttl                   # < 0: no TTL
-    cdef bint persistence
-    cdef bint ordered
-    cdef cython.pymutex lock
-    cdef PyObject** ring
-    cdef double* stamps
-    cdef uint64_t mask
-    cdef uint64_t head
-    cdef uint64_t tail
-    cdef list cursors
-    cdef uint64_t** positions
-    cdef Py_ssize_t positions_cap
-    cdef Py_ssize_t at_tail
-    cdef list waiters
-    cdef uint64_t published
-    cdef uint64_t delivered
-    cdef uint64_t expired
-    cdef uint64_t dropped
-    cdef uint64_t queue_full
-    cdef int64_t held_bytes
-    cdef double created_at
-    cdef double last_activity
-    cdef bint closed
 
     def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence, bint ordered):
         self.name = name
@@ -405,7 +364,7 @@ cdef class TopicLog:
         if low != self.tail:
             self._release_to(low)
 
-    cdef inline void _moved(self, uint64_t old_pos) noexcept:
+    cdef void _moved(self, uint64_t old_pos) noexcept:
         """A cursor advanced from ``old_pos``: release slots every reader has passed."""
         if old_pos == self.tail:
             self.at_tail -= 1
@@ -751,19 +710,6 @@ cdef class TopicLog:
 cdef class BrokerCore:
     """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
 
-    cdef object __weakref__
-    cdef Py_ssize_t max_queue_size
-    cdef Py_ssize_t max_topics
-    cdef Py_ssize_t max_subscribers
-    cdef bint persistence
-    cdef bint ordered
-    cdef double ttl
-    cdef dict topics
-    cdef dict pull
-    cdef cython.pymutex lock
-    cdef int state
-    cdef double started
-    cdef uint64_t retired[5]   # published, delivered, expired, dropped, queue_full
 
     def __init__(self, *, max_queue_size, max_topics, persistence, ordered, ttl, max_subscribers):
         self.max_queue_size = -1 if max_queue_size is None else max_queue_size
@@ -923,7 +869,6 @@ cdef class BrokerCore:
 cdef class PublisherCore:
     """The engine behind ``InMemoryPublisher``."""
 
-    cdef readonly BrokerCore broker
 
     def __init__(self, broker):
         if not isinstance(broker, BrokerCore):
@@ -941,12 +886,6 @@ cdef class PublisherCore:
 cdef class SubscriberCore:
     """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
 
-    cdef readonly BrokerCore broker
-    cdef tuple cursors
-    cdef dict by_topic
-    cdef Py_ssize_t next_index
-    cdef readonly bint _closed
-    cdef cython.pymutex lock
 
     def __init__(self, broker):
         if not isinstance(broker, BrokerCore):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from kincir.__main__ import main
 
 
 @pytest.mark.parametrize("engine", ["cython", "python"])
-def test_demo_moves_every_message_on_each_engine(engine: str) -> None:
+def test_demo_moves_every_message_on_each_engine(engine: str, tmp_path: Path) -> None:
     env = dict(os.environ)
     if engine == "python":
         env["KINCIR_NO_EXTENSIONS"] = "1"
@@ -21,7 +22,8 @@ def test_demo_moves_every_message_on_each_engine(engine: str) -> None:
         pytest.skip("the compiled engine is not loaded in this run")
     result = subprocess.run(
         [sys.executable, "-m", "kincir", "demo", "--messages", "20000", "--producers", "3"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        # outside the checkout, so that `-m` imports the installed engine, not the source tree
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

@@ -1,0 +1,115 @@
+# What other Cython modules may cimport from _broker: the engine's classes and their C-level
+# fields and methods. See _broker.pyx for the design, ownership and locking rules.
+
+cimport cython
+from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_type_lock
+from libc.stdint cimport int64_t, uint64_t
+
+from ._message cimport Message
+
+
+cdef class TopicLog
+
+cdef class Waiter:
+    cdef void wake(self) noexcept
+
+
+@cython.final
+cdef class SyncWaiter(Waiter):
+    cdef PyThread_type_lock sem
+    cdef bint woken
+    cdef int wait(self, double deadline) except -1
+
+@cython.final
+cdef class AsyncWaiter(Waiter):
+    cdef object loop
+    cdef object future
+    cdef unsigned long thread
+
+
+@cython.final
+cdef class Cursor:
+    cdef readonly TopicLog log
+    cdef uint64_t pos
+    cdef Py_ssize_t members
+    cdef uint64_t delivered
+    cdef uint64_t expired
+    cdef uint64_t dropped
+    cdef readonly bint attached
+
+@cython.final
+cdef class TopicLog:
+    cdef readonly str name
+    cdef Py_ssize_t capacity          # -1: unbounded
+    cdef double ttl                   # < 0: no TTL
+    cdef bint persistence
+    cdef bint ordered
+    cdef cython.pymutex lock
+    cdef PyObject** ring
+    cdef double* stamps
+    cdef uint64_t mask
+    cdef uint64_t head
+    cdef uint64_t tail
+    cdef list cursors
+    cdef uint64_t** positions
+    cdef Py_ssize_t positions_cap
+    cdef Py_ssize_t at_tail
+    cdef list waiters
+    cdef uint64_t published
+    cdef uint64_t delivered
+    cdef uint64_t expired
+    cdef uint64_t dropped
+    cdef uint64_t queue_full
+    cdef int64_t held_bytes
+    cdef double created_at
+    cdef double last_activity
+    cdef bint closed
+    cdef int _resize(self, uint64_t size) except -1 nogil
+    cdef void _release_to(self, uint64_t new_tail) noexcept
+    cdef void _recompute_tail(self) noexcept
+    cdef void _moved(self, uint64_t old_pos) noexcept
+    cdef void _skip_expired(self, Cursor cursor, double now) noexcept
+    cdef uint64_t _expire(self, double now) noexcept
+    cdef int append(self, object items) except -1
+    cdef Message take_one(self, Cursor cursor)
+    cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
+    cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
+    cdef int detach(self, Cursor cursor) except -1
+    cdef Py_ssize_t _subscriber_count(self) noexcept
+
+
+cdef class BrokerCore:
+    cdef object __weakref__
+    cdef Py_ssize_t max_queue_size
+    cdef Py_ssize_t max_topics
+    cdef Py_ssize_t max_subscribers
+    cdef bint persistence
+    cdef bint ordered
+    cdef double ttl
+    cdef dict topics
+    cdef dict pull
+    cdef cython.pymutex lock
+    cdef int state
+    cdef double started
+    cdef uint64_t retired[5]   # published, delivered, expired, dropped, queue_full
+    cdef TopicLog log_for(self, object name)
+    cdef TopicLog _remove(self, str name)
+
+
+cdef class PublisherCore:
+    cdef readonly BrokerCore broker
+
+
+cdef class SubscriberCore:
+    cdef readonly BrokerCore broker
+    cdef tuple cursors
+    cdef dict by_topic
+    cdef Py_ssize_t next_index
+    cdef readonly bint _closed
+    cdef cython.pymutex lock
+    cdef void _refresh(self) noexcept
+    cdef object _nothing(self)
+    cdef Message _take_one(self)
+    cdef list _take_many(self, Py_ssize_t limit)
+    cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)

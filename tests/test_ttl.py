@@ -1,0 +1,149 @@
+"""Message time-to-live: expired messages are never delivered, are counted, and are reclaimed."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+
+def setup(k, config=None, **fields):
+    broker = k.new_broker(config, **fields)
+    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
+
+
+def wait_until(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_expired_message_is_never_delivered_and_is_counted(k):
+    broker, pub, sub = setup(k, default_message_ttl=0.05, enable_stats=True)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"old"])
+    time.sleep(0.15)
+    assert sub.try_receive() is None
+    with pytest.raises(TimeoutError):
+        sub.receive_sync(timeout=0.02)
+    info = broker.topic_info("t")
+    assert info.total_expired == 1
+    assert info.queue_size == 0
+    assert broker.stats().messages_expired() == 1
+    assert broker.stats().messages_consumed() == 0
+
+
+def test_fresh_messages_are_delivered(k):
+    _, pub, sub = setup(k, default_message_ttl=5.0)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"fresh"])
+    assert sub.receive_sync(timeout=1).payload == b"fresh"
+
+
+def test_only_the_expired_part_is_skipped(k):
+    broker, pub, sub = setup(k, default_message_ttl=0.2, enable_stats=True)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"old1", b"old2"])
+    time.sleep(0.4)
+    pub.publish_nowait("t", [b"new"])
+    got = sub.receive_sync(timeout=1)
+    assert got.payload == b"new"
+    assert got.sequence == 3  # expiry does not renumber
+    assert broker.stats().messages_expired() == 2
+    assert broker.topic_info("t").queue_size == 0
+
+
+def test_expired_messages_are_skipped_by_async_receive(k):
+    _, pub, sub = setup(k, default_message_ttl=0.05)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"old"])
+    time.sleep(0.15)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await sub.receive(timeout=0.02)
+        await pub.publish("t", [b"new"])
+        return await sub.receive(timeout=1)
+
+    assert k.run(main()).payload == b"new"
+
+
+def test_held_messages_expire_before_the_first_subscriber(k):
+    broker, pub, sub = setup(k, default_message_ttl=0.05, enable_stats=True)
+    pub.publish_nowait("t", [b"old"])
+    time.sleep(0.15)
+    sub.subscribe("t")
+    assert sub.try_receive() is None
+    assert broker.stats().messages_expired() == 1
+
+
+def test_ttl_accepts_timedelta(k):
+    broker, pub, sub = setup(k, default_message_ttl=timedelta(milliseconds=50))
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"old"])
+    time.sleep(0.15)
+    assert sub.try_receive() is None
+    assert broker.topic_info("t").total_expired == 1
+
+
+def test_cleanup_pass_reclaims_expired_messages_without_a_receive(k):
+    broker, pub, sub = setup(k, default_message_ttl=0.05, cleanup_interval=0.05, enable_stats=True)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2", b"3", b"4", b"5"])
+    assert broker.topic_info("t").queue_size == 5
+    assert wait_until(lambda: broker.topic_info("t").queue_size == 0), broker.topic_info("t")
+    assert broker.health_check().total_queued_messages == 0
+    assert broker.topic_info("t").total_expired == 5
+    assert broker.stats().messages_expired() == 5
+    assert sub.try_receive() is None
+
+
+def test_cleanup_pass_reclaims_messages_held_without_readers(k):
+    broker, pub, _ = setup(k, default_message_ttl=0.05, cleanup_interval=0.05)
+    pub.publish_nowait("orphan", [b"1", b"2"])
+    assert wait_until(lambda: broker.topic_info("orphan").queue_size == 0)
+    assert broker.topic_info("orphan").total_expired == 2
+
+
+def test_cleanup_pass_frees_memory_estimate(k):
+    broker, pub, sub = setup(k, default_message_ttl=0.05, cleanup_interval=0.05)
+    sub.subscribe("t")
+    empty = broker.health_check().memory_usage_estimate
+    pub.publish_nowait("t", [b"x" * 50_000])
+    assert broker.health_check().memory_usage_estimate >= empty + 50_000
+    assert wait_until(lambda: broker.health_check().memory_usage_estimate < empty + 50_000)
+
+
+def test_expired_messages_free_capacity(k):
+    broker, pub, sub = setup(k, default_message_ttl=0.05, max_queue_size=2)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    time.sleep(0.15)
+    pub.publish_nowait("t", [b"3", b"4"])  # the expired ones no longer take room
+    assert [m.payload for m in sub.try_receive_batch(10)] == [b"3", b"4"]
+
+
+def test_without_ttl_messages_never_expire(k):
+    broker, pub, sub = setup(k, cleanup_interval=0.01)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"kept"])
+    time.sleep(0.1)
+    assert sub.try_receive().payload == b"kept"
+    assert broker.topic_info("t").total_expired == 0
+
+
+def test_expiry_counts_per_reader(k):
+    broker, pub, a = setup(k, default_message_ttl=0.05, enable_stats=True)
+    b = k.InMemorySubscriber(broker)
+    a.subscribe("t")
+    b.subscribe("t")
+    pub.publish_nowait("t", [b"old"])
+    time.sleep(0.15)
+    assert a.try_receive() is None
+    assert b.try_receive() is None
+    assert broker.stats().messages_expired() == 2
+    assert broker.topic_info("t").queue_size == 0

@@ -403,7 +403,6 @@ cdef class TopicLog:
         cdef list stamped = stamp_all(items, self.name, _now_ms(), self.ordered)
         cdef Py_ssize_t i, count = len(stamped)
         cdef list waiters = None
-        cdef list fresh
         cdef double now
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
@@ -411,7 +410,6 @@ cdef class TopicLog:
         cdef int outcome = 0    # 1: dropped on arrival, 2: queue full, 3: topic closed
         if count == 0:
             return 0
-        fresh = []
         now = _monotonic()
         with self.lock:
             if self.closed:
@@ -449,9 +447,9 @@ cdef class TopicLog:
                     self.head = seq
                     self.published += count
                     self.held_bytes += added + count * _MESSAGE_OVERHEAD
-                    if self.waiters:
-                        waiters = self.waiters
-                        self.waiters = fresh
+                    # take the one-shot waiters; add_waiter brings a new list when needed
+                    waiters = self.waiters
+                    self.waiters = None
         if outcome == 2:
             raise _error("QueueFull", self.name, self.capacity)
         if outcome == 3:
@@ -565,7 +563,6 @@ cdef class TopicLog:
     cdef int detach(self, Cursor cursor) except -1:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
         cdef list waiters = None
-        cdef list fresh = []
         cdef Py_ssize_t i, count
         with self.lock:
             if cursor.attached:
@@ -587,7 +584,7 @@ cdef class TopicLog:
                         self.dropped += self.head - self.tail
                         self._release_to(self.head)
                 waiters = self.waiters
-                self.waiters = fresh
+                self.waiters = None
         _wake_all(waiters)
         return 0
 
@@ -599,12 +596,17 @@ cdef class TopicLog:
         return total
 
     def add_waiter(self, Waiter waiter):
+        cdef list fresh = []   # allocated before locking: nothing GC-tracked is made under it
         with self.lock:
+            if self.waiters is None:
+                self.waiters = fresh
             self.waiters.append(waiter)
 
     def remove_waiter(self, Waiter waiter):
         cdef Py_ssize_t i
         with self.lock:
+            if self.waiters is None:
+                return
             for i in range(len(self.waiters) - 1, -1, -1):
                 if self.waiters[i] is waiter:
                     del self.waiters[i]
@@ -612,10 +614,9 @@ cdef class TopicLog:
 
     def wake_waiters(self):
         cdef list waiters
-        cdef list fresh = []
         with self.lock:
             waiters = self.waiters
-            self.waiters = fresh
+            self.waiters = None
         _wake_all(waiters)
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -650,7 +651,6 @@ cdef class TopicLog:
     def close(self):
         """Detach every reader and drop everything held (the topic is being deleted)."""
         cdef list waiters
-        cdef list fresh = []
         cdef list no_cursors = []
         cdef Cursor cursor
         held = self.clear()
@@ -661,7 +661,7 @@ cdef class TopicLog:
             self.cursors = no_cursors
             self.at_tail = 0
             waiters = self.waiters
-            self.waiters = fresh
+            self.waiters = None
         _wake_all(waiters)
         return held
 

@@ -1,4 +1,4 @@
-"""Ctrl-C reaches a thread blocked in receive_sync, on both engines, within a fraction of a second."""
+"""Ctrl-C reaches a thread blocked in receive_sync, on both engines, promptly."""
 
 from __future__ import annotations
 

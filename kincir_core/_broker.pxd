@@ -44,7 +44,6 @@ cdef class TopicLog:
     cdef Py_ssize_t capacity          # -1: unbounded
     cdef double ttl                   # < 0: no TTL
     cdef bint persistence
-    cdef bint ordered
     cdef cython.pymutex lock
     cdef PyObject** ring
     cdef double* stamps
@@ -71,7 +70,7 @@ cdef class TopicLog:
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept
     cdef uint64_t _expire(self, double now) noexcept
-    cdef int append(self, object items) except -1
+    cdef int append(self, list stamped) except -1
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1

@@ -281,12 +281,11 @@ cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
 
-    def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence, bint ordered):
+    def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence):
         self.name = name
         self.capacity = capacity
         self.ttl = ttl
         self.persistence = persistence
-        self.ordered = ordered
         self.ring = <PyObject**>calloc(MIN_RING, sizeof(PyObject*))
         self.stamps = <double*>calloc(MIN_RING, sizeof(double)) if ttl >= 0 else NULL
         self.positions = <uint64_t**>malloc(4 * sizeof(uint64_t*))
@@ -398,9 +397,9 @@ cdef class TopicLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    cdef int append(self, object items) except -1:
-        """Append a batch atomically: all of it gets consecutive sequence numbers, or none does."""
-        cdef list stamped = stamp_all(items, self.name, _now_ms(), self.ordered)
+    cdef int append(self, list stamped) except -1:
+        """Append a stamped batch atomically: all of it gets consecutive sequence numbers, or
+        none does."""
         cdef Py_ssize_t i, count = len(stamped)
         cdef list waiters = None
         cdef double now
@@ -733,7 +732,7 @@ cdef class BrokerCore:
         if found is not None:
             return <TopicLog>found
         validate_topic_name(name)
-        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered)
+        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence)
         with self.lock:
             found = self.topics.get(name)
             if self.state != RUNNING:
@@ -819,7 +818,7 @@ cdef class BrokerCore:
                 log.attach(cursor, -1)
                 found = cursor
         cdef Message got = log.take_one(<Cursor>found)
-        if got is None and self.state == STOPPED:
+        if got is None and self.state != RUNNING:
             raise _error("BrokerShutdown")
         return got
 
@@ -878,9 +877,20 @@ cdef class PublisherCore:
     def publish_nowait(self, topic, messages):
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
         cdef BrokerCore broker = self.broker
+        cdef object log
+        cdef list stamped
         if broker.state != RUNNING:
             raise _error("BrokerShutdown")
-        broker.log_for(topic).append(messages)
+        log = broker.topics.get(topic) if type(topic) is str else None
+        if log is None:
+            validate_topic_name(topic)
+        # every item is checked before the topic is created or anything is written
+        stamped = stamp_all(messages, topic, _now_ms(), broker.ordered)
+        if not stamped:
+            return
+        if log is None:
+            log = broker.log_for(topic)
+        (<TopicLog>log).append(stamped)
 
 
 cdef class SubscriberCore:
@@ -1080,6 +1090,8 @@ cdef class SubscriberCore:
 
     def receive_sync(self, timeout=None):
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
+        if timeout is not None:
+            _check_timeout_c(timeout)  # bad input is refused before anything is taken
         cdef Message got = self._take_one()
         if got is not None:
             return got

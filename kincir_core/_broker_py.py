@@ -173,14 +173,12 @@ class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
     def __init__(
-        self, name: str, capacity: int | None, ttl: float | None, persistence: bool,
-        ordered: bool,
+        self, name: str, capacity: int | None, ttl: float | None, persistence: bool
     ) -> None:
         self.name = name
         self.capacity = capacity
         self.ttl = ttl
         self.persistence = persistence
-        self.ordered = ordered
         self.lock = threading.Lock()
         self.ring: list[Message | None] = [None] * _MIN_RING
         self.mask = _MIN_RING - 1
@@ -279,9 +277,9 @@ class TopicLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def append(self, items: Any) -> None:
-        """Append a batch atomically: all of it gets consecutive sequence numbers, or none does."""
-        stamped = stamp_all(items, self.name, _now_ms(), self.ordered)
+    def append(self, stamped: list[Message]) -> None:
+        """Append a stamped batch atomically: all of it gets consecutive sequence numbers, or
+        none does."""
         count = len(stamped)
         if not count:
             return
@@ -507,9 +505,7 @@ class BrokerCore:
             if log is None:
                 if self._max_topics is not None and len(self._topics) >= self._max_topics:
                     raise _error("MaxTopicsReached", self._max_topics)
-                log = TopicLog(
-                    name, self._max_queue_size, self._ttl, self._persistence, self._ordered
-                )
+                log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence)
                 self._topics[name] = log
             return log
 
@@ -582,7 +578,7 @@ class BrokerCore:
         got = log.take(cursor, 1)
         if got:
             return got[0]
-        if self._state == STOPPED:
+        if self._state != RUNNING:
             raise _error("BrokerShutdown")
         return None
 
@@ -640,7 +636,16 @@ class PublisherCore:
         broker = self.broker
         if broker._state != RUNNING:
             raise _error("BrokerShutdown")
-        broker._log_for(topic).append(messages)
+        log = broker._topics.get(topic) if type(topic) is str else None
+        if log is None:
+            validate_topic_name(topic)
+        # every item is checked before the topic is created or anything is written
+        stamped = stamp_all(messages, topic, _now_ms(), broker._ordered)
+        if not stamped:
+            return
+        if log is None:
+            log = broker._log_for(topic)
+        log.append(stamped)
 
 
 class SubscriberCore:

@@ -240,10 +240,11 @@ class InMemorySubscriber(SubscriberCore):
 
     async def receive(self, timeout: float | None = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
+        seconds = kincir_core.check_timeout(timeout)  # bad input is refused before any take
         got = self.try_receive()
         if got is not None:
             return got
-        return (await self._receive_async(1, kincir_core.check_timeout(timeout)))[0]
+        return (await self._receive_async(1, seconds))[0]
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for at least one message, then return up to ``max_messages`` without waiting."""

@@ -37,6 +37,7 @@ cdef class Cursor:
     cdef uint64_t expired
     cdef uint64_t dropped
     cdef readonly bint attached
+    cdef bint pending_now(self) noexcept
 
 @cython.final
 cdef class TopicLog:
@@ -64,6 +65,7 @@ cdef class TopicLog:
     cdef double created_at
     cdef double last_activity
     cdef bint closed
+    cdef readonly bint accepting
     cdef int _resize(self, uint64_t size) except -1 nogil
     cdef void _release_to(self, uint64_t new_tail) noexcept
     cdef void _recompute_tail(self) noexcept
@@ -107,7 +109,9 @@ cdef class SubscriberCore:
     cdef Py_ssize_t next_index
     cdef readonly bint _closed
     cdef cython.pymutex lock
+    cdef list waiting
     cdef void _refresh(self) noexcept
+    cdef void _subscriptions_changed(self) noexcept
     cdef object _nothing(self)
     cdef Message _take_one(self)
     cdef list _take_many(self, Py_ssize_t limit)

@@ -262,7 +262,13 @@ cdef class Cursor:
     def __cinit__(self, TopicLog log, Py_ssize_t members):
         self.log = log
         self.members = members
-        self.attached = True
+
+    cdef bint pending_now(self) noexcept:
+        """True if this reader has unread messages."""
+        cdef bint pending
+        with self.log.lock:
+            pending = self.attached and self.pos != self.log.head
+        return pending
 
     def pending(self):
         """Messages this reader has not read yet (0 once detached)."""
@@ -297,6 +303,7 @@ cdef class TopicLog:
         self.tail = 1
         self.cursors = []
         self.waiters = []
+        self.accepting = True
         self.created_at = _wall()
         self.last_activity = _monotonic()
 
@@ -413,6 +420,8 @@ cdef class TopicLog:
         with self.lock:
             if self.closed:
                 outcome = 3
+            elif not self.accepting:
+                outcome = 4
             elif not self.cursors and not self.persistence:
                 self.dropped += count
                 self.last_activity = now
@@ -453,6 +462,8 @@ cdef class TopicLog:
             raise _error("QueueFull", self.name, self.capacity)
         if outcome == 3:
             raise _error("TopicNotFound", self.name)
+        if outcome == 4:
+            raise _error("BrokerShutdown")
         _wake_all(waiters)
         return 0
 
@@ -531,13 +542,16 @@ cdef class TopicLog:
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached (nothing changed), else 0.
+        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
+        (nothing changed in either case), else 0.
         """
         cdef Py_ssize_t count
         cdef uint64_t** grown
         cdef int full = 0
         with self.lock:
-            if limit >= 0 and cursor.members and self._subscriber_count() >= limit:
+            if self.closed:
+                full = 3
+            elif limit >= 0 and cursor.members and self._subscriber_count() >= limit:
                 full = 1
             elif len(self.cursors) + 1 > self.positions_cap:
                 grown = <uint64_t**>realloc(self.positions,
@@ -552,6 +566,7 @@ cdef class TopicLog:
                 cursor.pos = self.tail if count == 0 else self.head
                 self.cursors.append(cursor)
                 self.positions[count] = &cursor.pos
+                cursor.attached = True
                 if cursor.pos == self.tail:
                     self.at_tail += 1
                 self.last_activity = _monotonic()
@@ -614,6 +629,15 @@ cdef class TopicLog:
     def wake_waiters(self):
         cdef list waiters
         with self.lock:
+            waiters = self.waiters
+            self.waiters = None
+        _wake_all(waiters)
+
+    def stop_accepting(self):
+        """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
+        cdef list waiters
+        with self.lock:
+            self.accepting = False
             waiters = self.waiters
             self.waiters = None
         _wake_all(waiters)
@@ -810,13 +834,16 @@ cdef class BrokerCore:
         cdef Cursor cursor
         if found is None:
             cursor = Cursor(log, 0)
+            if log.attach(cursor, -1):
+                raise _error("TopicNotFound", name)
             with self.lock:
                 found = self.pull.get(name)
                 if found is None:
                     self.pull[name] = cursor
             if found is None:
-                log.attach(cursor, -1)
                 found = cursor
+            else:
+                log.detach(cursor)  # a concurrent consume made the pull group first
         cdef Message got = log.take_one(<Cursor>found)
         if got is None and self.state != RUNNING:
             raise _error("BrokerShutdown")
@@ -840,7 +867,7 @@ cdef class BrokerCore:
             if self.state == RUNNING:
                 self.state = DRAINING
         for log in list(self.topics.values()):
-            (<TopicLog>log).wake_waiters()
+            (<TopicLog>log).stop_accepting()
 
     def _drained(self):
         for log in list(self.topics.values()):
@@ -853,8 +880,8 @@ cdef class BrokerCore:
         with self.lock:
             self.state = STOPPED
         for log in list(self.topics.values()):
+            (<TopicLog>log).stop_accepting()
             (<TopicLog>log).clear()
-            (<TopicLog>log).wake_waiters()
 
     def _snapshot(self):
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
@@ -903,6 +930,7 @@ cdef class SubscriberCore:
         self.broker = broker
         self.cursors = ()
         self.by_topic = {}
+        self.waiting = []
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -912,12 +940,17 @@ cdef class SubscriberCore:
             raise _error("NotSubscribed", "this subscriber is closed")
         if broker.state != RUNNING:
             raise _error("BrokerShutdown")
-        cdef TopicLog log = broker.log_for(topic)
         current = self.by_topic.get(topic)
         if current is not None and (<Cursor>current).attached:
             return
-        cdef Cursor cursor = Cursor(log, 1)
-        if log.attach(cursor, broker.max_subscribers):
+        cdef TopicLog log
+        cdef Cursor cursor
+        cdef int refused = 3
+        while refused == 3:  # the topic was deleted between lookup and attach: look again
+            log = broker.log_for(topic)
+            cursor = Cursor(log, 1)
+            refused = log.attach(cursor, broker.max_subscribers)
+        if refused:
             raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
         cdef Cursor displaced = None
         with self.lock:
@@ -928,7 +961,7 @@ cdef class SubscriberCore:
                 self.by_topic[topic] = cursor
         if displaced is not None:
             log.detach(displaced)
-        self._refresh()
+        self._subscriptions_changed()
 
     cdef void _refresh(self) noexcept:
         self.cursors = tuple([c for c in self.by_topic.values() if (<Cursor>c).attached])
@@ -951,7 +984,7 @@ cdef class SubscriberCore:
                     leaving = [found]
         if missing:
             raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
-        self._refresh()
+        self._subscriptions_changed()
         for cursor in leaving:
             (<Cursor>cursor).log.detach(<Cursor>cursor)
 
@@ -989,7 +1022,16 @@ cdef class SubscriberCore:
 
     cdef object _nothing(self):
         """No message is ready: raise if none can come, else return None."""
-        if self.broker.state != RUNNING:
+        cdef Cursor cursor_
+        if self.broker.state == STOPPED:
+            raise _error("BrokerShutdown")
+        if self.broker.state == DRAINING:
+            # Ended only once every topic refuses publishes (so none can still land) and
+            # nothing is left for this reader; else the caller looks again.
+            for cursor in self.cursors:
+                cursor_ = <Cursor>cursor
+                if cursor_.attached and (cursor_.log.accepting or cursor_.pending_now()):
+                    return None
             raise _error("BrokerShutdown")
         for cursor in self.cursors:
             if (<Cursor>cursor).attached:
@@ -1050,6 +1092,7 @@ cdef class SubscriberCore:
 
     def _register(self, Waiter waiter):
         cdef tuple cursors = self.cursors
+        self.waiting.append(waiter)
         for cursor in cursors:
             (<Cursor>cursor).log.add_waiter(waiter)
         return cursors
@@ -1057,6 +1100,15 @@ cdef class SubscriberCore:
     def _unregister(self, Waiter waiter, tuple cursors):
         for cursor in cursors:
             (<Cursor>cursor).log.remove_waiter(waiter)
+        try:
+            self.waiting.remove(waiter)
+        except ValueError:
+            pass
+
+    cdef void _subscriptions_changed(self) noexcept:
+        """Wake this subscriber's waiting receives so they wait on the new set of topics."""
+        self._refresh()
+        _wake_all(list(self.waiting))
 
     cdef list _receive_blocking(self, Py_ssize_t limit, object timeout):
         cdef double seconds = _check_timeout_c(timeout)
@@ -1065,6 +1117,7 @@ cdef class SubscriberCore:
         cdef Message one
         cdef SyncWaiter waiter
         cdef tuple cursors
+        cdef int woken
         if limit == 1:
             one = self._take_one()
             if one is not None:
@@ -1080,13 +1133,14 @@ cdef class SubscriberCore:
                 got = self._take_many(limit)
                 if got:
                     return got
-                if not waiter.wait(deadline):
-                    raise TimeoutError(f"no message arrived within {seconds} seconds")
+                woken = waiter.wait(deadline)
             finally:
                 self._unregister(waiter, cursors)
             got = self._take_many(limit)
             if got:
                 return got
+            if not woken:
+                raise TimeoutError(f"no message arrived within {seconds} seconds")
 
     def receive_sync(self, timeout=None):
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""

@@ -109,7 +109,7 @@ class SyncWaiter:
 
     def wait(self, timeout: float | None) -> None:
         # Lock.acquire is interruptible by signals on POSIX, so Ctrl-C reaches the waiter.
-        self._lock.acquire(timeout=-1 if timeout is None else timeout)
+        self._lock.acquire(timeout=-1 if timeout is None else min(timeout, threading.TIMEOUT_MAX))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -154,7 +154,7 @@ class Cursor:
         self.delivered = 0
         self.expired = 0
         self.dropped = 0
-        self.attached = True
+        self.attached = False
 
     def pending(self) -> int:
         """Messages this reader has not read yet (0 once detached)."""
@@ -197,6 +197,7 @@ class TopicLog:
         self.created_at = time.time()
         self.last_activity = time.monotonic()
         self.closed = False
+        self.accepting = True
 
     # -- ring management (lock held) ------------------------------------------------------------
 
@@ -287,6 +288,8 @@ class TopicLog:
         with self.lock:
             if self.closed:
                 raise _error("TopicNotFound", self.name)
+            if not self.accepting:
+                raise _error("BrokerShutdown")
             self.last_activity = now
             if not self.cursors and not self.persistence:
                 self.dropped += count
@@ -350,20 +353,24 @@ class TopicLog:
 
     # -- readers joining and leaving ------------------------------------------------------------
 
-    def attach(self, cursor: Cursor, limit: int | None) -> bool:
+    def attach(self, cursor: Cursor, limit: int | None) -> int:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns True, changing nothing, if ``limit`` subscribers are already attached.
+        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
+        (nothing changed in either case), else 0.
         """
         with self.lock:
+            if self.closed:
+                return 3
             if limit is not None and cursor.members and self.subscriber_count() >= limit:
-                return True
+                return 1
             cursor.pos = self.tail if not self.cursors else self.head
             self.cursors.append(cursor)
+            cursor.attached = True
             if cursor.pos == self.tail:
                 self.at_tail += 1
             self.last_activity = time.monotonic()
-            return False
+            return 0
 
     def detach(self, cursor: Cursor) -> None:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
@@ -397,6 +404,14 @@ class TopicLog:
 
     def wake_waiters(self) -> None:
         with self.lock:
+            waiters = self.waiters
+            self.waiters = []
+        _wake_all(waiters)
+
+    def stop_accepting(self) -> None:
+        """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
+        with self.lock:
+            self.accepting = False
             waiters = self.waiters
             self.waiters = []
         _wake_all(waiters)
@@ -573,7 +588,8 @@ class BrokerCore:
                 cursor = self._pull.get(name)
                 if cursor is None:
                     cursor = Cursor(log, 0)
-                    log.attach(cursor, None)
+                    if log.attach(cursor, None):
+                        raise _error("TopicNotFound", name)
                     self._pull[name] = cursor
         got = log.take(cursor, 1)
         if got:
@@ -598,7 +614,7 @@ class BrokerCore:
                 self._state = DRAINING
             logs = list(self._topics.values())
         for log in logs:
-            log.wake_waiters()
+            log.stop_accepting()
 
     def _drained(self) -> bool:
         return all(log.drained() for log in list(self._topics.values()))
@@ -609,8 +625,8 @@ class BrokerCore:
             self._state = STOPPED
             logs = list(self._topics.values())
         for log in logs:
+            log.stop_accepting()
             log.clear()
-            log.wake_waiters()
 
     def _snapshot(self) -> tuple[Any, ...]:
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
@@ -660,6 +676,7 @@ class SubscriberCore:
         self._next = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._waiting: list[Any] = []
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -669,12 +686,15 @@ class SubscriberCore:
             raise _error("NotSubscribed", "this subscriber is closed")
         if broker._state != RUNNING:
             raise _error("BrokerShutdown")
-        log = broker._log_for(topic)
         current = self._topics.get(topic)
         if current is not None and current.attached:
             return
-        cursor = Cursor(log, 1)
-        if log.attach(cursor, broker._max_subscribers):
+        refused = 3
+        while refused == 3:  # the topic was deleted between lookup and attach: look again
+            log = broker._log_for(topic)
+            cursor = Cursor(log, 1)
+            refused = log.attach(cursor, broker._max_subscribers)
+        if refused:
             raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
         displaced = None
         with self._lock:
@@ -686,6 +706,7 @@ class SubscriberCore:
             self._cursors = tuple(c for c in self._topics.values() if c.attached)
         if displaced is not None:
             log.detach(displaced)
+        self._subscriptions_changed()
 
     def _unsubscribe(self, topic: str | None) -> None:
         if topic is not None and type(topic) is not str:
@@ -699,7 +720,8 @@ class SubscriberCore:
                 if cursor is None:
                     raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
                 dropped = [cursor]
-            self._cursors = tuple(self._topics.values())
+            self._cursors = tuple(c for c in self._topics.values() if c.attached)
+        self._subscriptions_changed()
         for cursor in dropped:
             cursor.log.detach(cursor)
 
@@ -748,7 +770,15 @@ class SubscriberCore:
 
     def _nothing(self) -> list[Message]:
         """No message is ready: raise if none can come, else return an empty batch."""
-        if self.broker._state != RUNNING:
+        state = self.broker._state
+        if state == STOPPED:
+            raise _error("BrokerShutdown")
+        if state == DRAINING:
+            # Ended only once every topic refuses publishes (so none can still land) and
+            # nothing is left for this reader; else the caller looks again.
+            for cursor in self._cursors:
+                if cursor.attached and (cursor.log.accepting or cursor.pending()):
+                    return []
             raise _error("BrokerShutdown")
         if not self._cursors or not any(c.attached for c in self._cursors):
             if self._closed:
@@ -767,6 +797,7 @@ class SubscriberCore:
 
     def _register(self, waiter: Any) -> tuple[Cursor, ...]:
         cursors = self._cursors
+        self._waiting.append(waiter)
         for cursor in cursors:
             cursor.log.add_waiter(waiter)
         return cursors
@@ -774,6 +805,14 @@ class SubscriberCore:
     def _unregister(self, waiter: Any, cursors: tuple[Cursor, ...]) -> None:
         for cursor in cursors:
             cursor.log.remove_waiter(waiter)
+        try:
+            self._waiting.remove(waiter)
+        except ValueError:
+            pass
+
+    def _subscriptions_changed(self) -> None:
+        """Wake this subscriber's waiting receives so they wait on the new set of topics."""
+        _wake_all(list(self._waiting))
 
     def _receive_blocking(self, limit: int, timeout: Any) -> list[Message]:
         seconds = _check_timeout(timeout)

@@ -128,6 +128,8 @@ cdef class Message:
     """
 
     def __init__(self, payload, metadata=None):
+        if self.payload is not None:
+            raise TypeError("a Message is immutable: build a new one instead of re-initialising")
         self.payload = _to_bytes(payload, "payload")
         self._meta = _copy_metadata(metadata)
         _new_id(self)

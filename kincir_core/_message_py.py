@@ -85,6 +85,8 @@ class Message:
     _ordered: bool
 
     def __init__(self, payload: Any, metadata: Mapping[str, str] | None = None) -> None:
+        if hasattr(self, "_payload"):
+            raise TypeError("a Message is immutable: build a new one instead of re-initialising")
         self._payload = to_payload(payload)
         self._meta = _copy_metadata(metadata)
         self._id = _new_id()
@@ -171,8 +173,10 @@ def restore_message(
     enqueued_at: int, ordered: bool,
 ) -> Message:
     """Rebuild a message from its pickled state."""
+    if topic is not None and type(topic) is not str:
+        raise TypeError("topic must be str or None")
     msg = Message.__new__(Message)
-    msg._payload = payload
+    msg._payload = to_payload(payload)
     msg._meta = _copy_metadata(meta)
     msg._id = ident
     msg._topic = topic

@@ -259,6 +259,13 @@ class InMemorySubscriber(SubscriberCore):
         """True while the broker is running and this subscriber is not closed."""
         return not self.broker.is_shutdown() and not self._closed
 
+    def __del__(self) -> None:
+        # A subscriber dropped without close() must not hold its topics' messages forever.
+        try:
+            self._unsubscribe(None)
+        except Exception:
+            pass
+
     def __iter__(self) -> Iterator[Message]:
         return self
 

@@ -45,7 +45,7 @@ def _capture() -> dict[str, types.ModuleType]:
 
 
 def _load_twin() -> tuple[types.ModuleType, types.ModuleType, dict[str, types.ModuleType]]:
-    """Import a second copy of kincir bound to the pure-Python engine; leave sys.modules as found."""
+    """Import a second copy of kincir bound to the pure-Python twin; leave sys.modules as found."""
     saved = _capture()
     for name in saved:
         del sys.modules[name]
@@ -65,6 +65,22 @@ def _load_twin() -> tuple[types.ModuleType, types.ModuleType, dict[str, types.Mo
         else:
             os.environ[_ENV] = old_env
     return twin_kincir, twin_memory, modules
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis' pytest plugin touches mypy_extensions' deprecated TypedDict while it reports a
+    # falsifying example; under filterwarnings=error that turns a test failure into an
+    # INTERNALERROR that hides the example.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )
+
+
+class Kincir(types.SimpleNamespace):
+    """The public names of one copy of kincir (short repr: it shows up in failure reports)."""
+
+    def __repr__(self) -> str:
+        return f"<kincir names, {self.impl} engine>"
 
 
 _MAIN_MODULES = _capture()
@@ -126,7 +142,7 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
 
 def _namespace(impl: str) -> types.SimpleNamespace:
     pkg, memory, modules = COPIES[impl]
-    ns = types.SimpleNamespace()
+    ns = Kincir()
     for module in (pkg, memory):
         for name in module.__all__:
             setattr(ns, name, getattr(module, name))

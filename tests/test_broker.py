@@ -446,7 +446,7 @@ def test_stats_snapshot(k):
 
 
 def test_stats_gauges_never_go_negative(k):
-    broker, pub, sub = setup(k, enable_stats=True)
+    broker, _, sub = setup(k, enable_stats=True)
     sub.subscribe("a")
     sub.unsubscribe("a")
     sub.unsubscribe()

@@ -140,7 +140,7 @@ def test_the_slowest_of_two_subscribers_holds_messages(k):
 
 
 def test_capacity_holds_messages_without_readers(k):
-    broker, pub, sub = setup(k, max_queue_size=2)
+    _, pub, sub = setup(k, max_queue_size=2)
     pub.publish_nowait("t", [b"1", b"2"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"3"])
@@ -151,7 +151,7 @@ def test_capacity_holds_messages_without_readers(k):
 
 
 def test_capacity_is_per_topic(k):
-    broker, pub, _ = setup(k, max_queue_size=1)
+    _, pub, _ = setup(k, max_queue_size=1)
     pub.publish_nowait("a", [b"1"])
     pub.publish_nowait("b", [b"1"])
     with pytest.raises(k.QueueFull) as info:

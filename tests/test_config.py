@@ -113,7 +113,9 @@ BUILDER = [
 ]
 
 
-@pytest.mark.parametrize("method,arg,field,expected", BUILDER, ids=[f"{b[0]}({b[1]!r})" for b in BUILDER])
+@pytest.mark.parametrize(
+    "method,arg,field,expected", BUILDER, ids=[f"{b[0]}({b[1]!r})" for b in BUILDER]
+)
 def test_builder_returns_a_new_config_and_leaves_the_original(k, method, arg, field, expected):
     base = k.InMemoryConfig(max_queue_size=50, default_message_ttl=10)
     before = fields_of(base)
@@ -247,7 +249,9 @@ BUILDER_INVALID = [
 ]
 
 
-@pytest.mark.parametrize("method,value,field", BUILDER_INVALID, ids=[f"{m}({v!r})" for m, v, _ in BUILDER_INVALID])
+@pytest.mark.parametrize(
+    "method,value,field", BUILDER_INVALID, ids=[f"{m}({v!r})" for m, v, _ in BUILDER_INVALID]
+)
 def test_builder_validates_too(k, method, value, field):
     base = k.InMemoryConfig()
     with pytest.raises(k.InvalidConfig) as info:
@@ -299,8 +303,11 @@ def test_unknown_keyword_raises_type_error(k):
 
 def test_valid_edge_values_are_accepted(k):
     config = k.InMemoryConfig(
-        max_queue_size=1, max_topics=1, max_subscribers_per_topic=1,
-        default_message_ttl=0.001, cleanup_interval=0.001,
+        max_queue_size=1,
+        max_topics=1,
+        max_subscribers_per_topic=1,
+        default_message_ttl=0.001,
+        cleanup_interval=0.001,
     )
     assert config.max_queue_size == 1
     assert config.default_message_ttl == 0.001

@@ -165,7 +165,7 @@ def test_bytearray_payload_in_a_batch_is_copied(k):
 
 
 def test_empty_batch_publishes_nothing(k):
-    broker, pub, sub = setup(k)
+    _, pub, sub = setup(k)
     sub.subscribe("t")
     pub.publish_nowait("t", [])
     assert sub.try_receive() is None
@@ -295,7 +295,7 @@ def test_unsubscribe_all(k):
 
 
 def test_close_ends_every_subscription(k):
-    broker, pub, sub = setup(k)
+    broker, _, sub = setup(k)
     sub.subscribe("a")
     sub.subscribe("b")
     assert sub.is_connected() is True

@@ -119,7 +119,7 @@ def test_cleanup_pass_frees_memory_estimate(k):
 
 
 def test_expired_messages_free_capacity(k):
-    broker, pub, sub = setup(k, default_message_ttl=0.05, max_queue_size=2)
+    _, pub, sub = setup(k, default_message_ttl=0.05, max_queue_size=2)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     time.sleep(0.15)

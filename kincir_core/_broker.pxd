@@ -9,6 +9,13 @@ from libc.stdint cimport int64_t, uint64_t
 from ._message cimport Message
 
 
+cdef extern from "_lock.h":
+    ctypedef struct kincir_mutex:
+        pass
+    void kincir_mutex_lock(kincir_mutex* m) noexcept nogil
+    void kincir_mutex_unlock(kincir_mutex* m) noexcept nogil
+
+
 cdef class TopicLog
 
 cdef class Waiter:
@@ -45,7 +52,7 @@ cdef class TopicLog:
     cdef Py_ssize_t capacity          # -1: unbounded
     cdef double ttl                   # < 0: no TTL
     cdef bint persistence
-    cdef cython.pymutex lock
+    cdef kincir_mutex lock
     cdef PyObject** ring
     cdef double* stamps
     cdef uint64_t mask
@@ -63,6 +70,8 @@ cdef class TopicLog:
     cdef uint64_t queue_full
     cdef int64_t held_bytes
     cdef double created_at
+    # wall-clock seconds of the last publish, subscribe, unsubscribe, pull or clear; a
+    # subscriber's receive is not stamped (the clock read would cost more than the receive)
     cdef double last_activity
     cdef bint closed
     cdef readonly bint accepting
@@ -72,7 +81,7 @@ cdef class TopicLog:
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept
     cdef uint64_t _expire(self, double now) noexcept
-    cdef int append(self, list stamped) except -1
+    cdef int append(self, list batch, Message single, int64_t now_ms) except -1
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
@@ -90,7 +99,7 @@ cdef class BrokerCore:
     cdef double ttl
     cdef dict topics
     cdef dict pull
-    cdef cython.pymutex lock
+    cdef kincir_mutex lock
     cdef int state
     cdef double started
     cdef uint64_t retired[5]   # published, delivered, expired, dropped, queue_full
@@ -108,7 +117,7 @@ cdef class SubscriberCore:
     cdef dict by_topic
     cdef Py_ssize_t next_index
     cdef readonly bint _closed
-    cdef cython.pymutex lock
+    cdef kincir_mutex lock
     cdef list waiting
     cdef void _refresh(self) noexcept
     cdef void _subscriptions_changed(self) noexcept

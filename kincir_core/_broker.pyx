@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, binding=False
 """Topic logs, cursors, waiting, and the broker core: kincir's hot path.
 
 A topic is a ring of message slots addressed by sequence number (slot = seq & mask), with a head
@@ -11,9 +11,9 @@ Ownership: a ring slot holds one strong reference to a stamped Message, taken wh
 written and dropped when it is released. Freeing a Message never runs Python code (see
 _message.pyx), so slots may be released while the topic lock is held.
 
-Locks: each TopicLog has a ``cython.pymutex`` guarding its ring, cursors, waiter list and
-counters; the broker's mutex guards its topic table; a subscriber's mutex guards its set of
-cursors. Order: subscriber, then broker, then topic. While a topic lock is held nothing
+Locks: each TopicLog has a mutex (_lock.h: PyMutex, or the GIL itself on 3.11/3.12) guarding
+its ring, cursors, waiter list and counters; the broker's mutex guards its topic table; a
+subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then topic. While a topic lock is held nothing
 allocates a GC-tracked object or calls Python code, so no finalizer can re-enter the engine.
 
 Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a PyThread lock
@@ -42,7 +42,7 @@ from cpython.time cimport PyTime_MonotonicRaw, PyTime_TimeRaw
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 
-from ._message cimport Message, stamp_all
+from ._message cimport Message, check_batch, stamp_all, stamp_one
 
 import re
 
@@ -266,16 +266,22 @@ cdef class Cursor:
     cdef bint pending_now(self) noexcept:
         """True if this reader has unread messages."""
         cdef bint pending
-        with self.log.lock:
+        kincir_mutex_lock(&self.log.lock)
+        try:
             pending = self.attached and self.pos != self.log.head
+        finally:
+            kincir_mutex_unlock(&self.log.lock)
         return pending
 
     def pending(self):
         """Messages this reader has not read yet (0 once detached)."""
         cdef uint64_t n = 0
-        with self.log.lock:
+        kincir_mutex_lock(&self.log.lock)
+        try:
             if self.attached:
                 n = self.log.head - self.pos
+        finally:
+            kincir_mutex_unlock(&self.log.lock)
         return n
 
     def stats(self):
@@ -305,7 +311,7 @@ cdef class TopicLog:
         self.waiters = []
         self.accepting = True
         self.created_at = _wall()
-        self.last_activity = _monotonic()
+        self.last_activity = _wall()
 
     def __dealloc__(self):
         cdef uint64_t seq
@@ -404,30 +410,31 @@ cdef class TopicLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    cdef int append(self, list stamped) except -1:
-        """Append a stamped batch atomically: all of it gets consecutive sequence numbers, or
-        none does."""
-        cdef Py_ssize_t i, count = len(stamped)
+    cdef int append(self, list batch, Message single, int64_t now_ms) except -1:
+        """Append stamped messages atomically, ``single`` or else ``batch``: all of them get
+        consecutive sequence numbers, or none does."""
+        cdef Py_ssize_t i, count = 1 if single is not None else len(batch)
         cdef list waiters = None
-        cdef double now
+        cdef double now = _monotonic() if self.ttl >= 0 else 0.0
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
         cdef Message msg
-        cdef int outcome = 0    # 1: dropped on arrival, 2: queue full, 3: topic closed
+        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down
+        cdef int outcome = 0
         if count == 0:
             return 0
-        now = _monotonic()
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if self.closed:
                 outcome = 3
             elif not self.accepting:
                 outcome = 4
             elif not self.cursors and not self.persistence:
                 self.dropped += count
-                self.last_activity = now
+                self.last_activity = now_ms * 1e-3
                 outcome = 1
             else:
-                self.last_activity = now
+                self.last_activity = now_ms * 1e-3
                 held = self.head - self.tail
                 if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
                     if self.ttl >= 0:
@@ -444,7 +451,7 @@ cdef class TopicLog:
                         self._resize(size)
                     seq = self.head
                     for i in range(count):
-                        msg = <Message>stamped[i]
+                        msg = single if single is not None else <Message>batch[i]
                         msg._sequence = <int64_t>seq
                         Py_INCREF(msg)
                         self.ring[seq & self.mask] = <PyObject*>msg
@@ -458,6 +465,8 @@ cdef class TopicLog:
                     # take the one-shot waiters; add_waiter brings a new list when needed
                     waiters = self.waiters
                     self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
         if outcome == 2:
             raise _error("QueueFull", self.name, self.capacity)
         if outcome == 3:
@@ -476,8 +485,9 @@ cdef class TopicLog:
         cdef double now
         if cursor.pos == self.head:  # racy pre-check; re-checked under the lock
             return None
-        now = _monotonic()
-        with self.lock:
+        now = _monotonic() if self.ttl >= 0 else 0.0
+        kincir_mutex_lock(&self.lock)
+        try:
             if cursor.attached:
                 if self.ttl >= 0:
                     self._skip_expired(cursor, now)
@@ -488,8 +498,9 @@ cdef class TopicLog:
                     cursor.pos = old + 1
                     cursor.delivered += 1
                     self.delivered += 1
-                    self.last_activity = now
                     self._moved(old)
+        finally:
+            kincir_mutex_unlock(&self.lock)
         cdef Message result
         if slot == NULL:
             return None
@@ -511,8 +522,9 @@ cdef class TopicLog:
         buffer = <PyObject**>malloc(limit * sizeof(PyObject*))
         if buffer == NULL:
             raise MemoryError("cannot allocate a receive buffer")
-        now = _monotonic()
-        with self.lock:
+        now = _monotonic() if self.ttl >= 0 else 0.0
+        kincir_mutex_lock(&self.lock)
+        try:
             if cursor.attached:
                 if self.ttl >= 0:
                     self._skip_expired(cursor, now)
@@ -528,8 +540,9 @@ cdef class TopicLog:
                     cursor.pos = end
                     cursor.delivered += n
                     self.delivered += n
-                    self.last_activity = now
                     self._moved(old)
+        finally:
+            kincir_mutex_unlock(&self.lock)
         cdef list out = [None] * n
         for i in range(n):
             out[i] = <object>buffer[i]
@@ -548,7 +561,8 @@ cdef class TopicLog:
         cdef Py_ssize_t count
         cdef uint64_t** grown
         cdef int full = 0
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if self.closed:
                 full = 3
             elif limit >= 0 and cursor.members and self._subscriber_count() >= limit:
@@ -569,7 +583,9 @@ cdef class TopicLog:
                 cursor.attached = True
                 if cursor.pos == self.tail:
                     self.at_tail += 1
-                self.last_activity = _monotonic()
+                self.last_activity = _wall()
+        finally:
+            kincir_mutex_unlock(&self.lock)
         if full == 2:
             raise MemoryError("cannot add a reader")
         return full
@@ -578,7 +594,8 @@ cdef class TopicLog:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
         cdef list waiters = None
         cdef Py_ssize_t i, count
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if cursor.attached:
                 cursor.attached = False
                 count = len(self.cursors)
@@ -589,7 +606,7 @@ cdef class TopicLog:
                         self.cursors[i] = self.cursors[count - 1]
                         del self.cursors[count - 1]
                         break
-                self.last_activity = _monotonic()
+                self.last_activity = _wall()
                 if self.cursors:
                     self._moved(cursor.pos)
                 else:
@@ -599,6 +616,8 @@ cdef class TopicLog:
                         self._release_to(self.head)
                 waiters = self.waiters
                 self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
         return 0
 
@@ -611,35 +630,47 @@ cdef class TopicLog:
 
     def add_waiter(self, Waiter waiter):
         cdef list fresh = []   # allocated before locking: nothing GC-tracked is made under it
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if self.waiters is None:
                 self.waiters = fresh
             self.waiters.append(waiter)
+        finally:
+            kincir_mutex_unlock(&self.lock)
 
     def remove_waiter(self, Waiter waiter):
         cdef Py_ssize_t i
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if self.waiters is None:
                 return
             for i in range(len(self.waiters) - 1, -1, -1):
                 if self.waiters[i] is waiter:
                     del self.waiters[i]
                     break
+        finally:
+            kincir_mutex_unlock(&self.lock)
 
     def wake_waiters(self):
         cdef list waiters
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             waiters = self.waiters
             self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
 
     def stop_accepting(self):
         """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
         cdef list waiters
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             self.accepting = False
             waiters = self.waiters
             self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -649,15 +680,19 @@ cdef class TopicLog:
         cdef uint64_t n
         if self.ttl < 0:
             return 0
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             n = self._expire(_monotonic())
+        finally:
+            kincir_mutex_unlock(&self.lock)
         return n
 
     def clear(self):
         """Drop every held message (each reader's unread ones counted as dropped)."""
         cdef uint64_t held, lost
         cdef Cursor cursor
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             held = self.head - self.tail
             for cursor in self.cursors:
                 lost = self.head - cursor.pos
@@ -668,7 +703,9 @@ cdef class TopicLog:
                 self.dropped += held
             self._release_to(self.head)
             self.at_tail = len(self.cursors)
-            self.last_activity = _monotonic()
+            self.last_activity = _wall()
+        finally:
+            kincir_mutex_unlock(&self.lock)
         return held
 
     def close(self):
@@ -677,7 +714,8 @@ cdef class TopicLog:
         cdef list no_cursors = []
         cdef Cursor cursor
         held = self.clear()
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             self.closed = True
             for cursor in self.cursors:
                 cursor.attached = False
@@ -685,6 +723,8 @@ cdef class TopicLog:
             self.at_tail = 0
             waiters = self.waiters
             self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
         return held
 
@@ -692,17 +732,23 @@ cdef class TopicLog:
         """True when every reader with an attached subscriber has read everything."""
         cdef Cursor cursor
         cdef bint done = True
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             for cursor in self.cursors:
                 if cursor.members and cursor.pos != self.head:
                     done = False
                     break
+        finally:
+            kincir_mutex_unlock(&self.lock)
         return done
 
     def subscriber_count(self):
         cdef Py_ssize_t n
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             n = self._subscriber_count()
+        finally:
+            kincir_mutex_unlock(&self.lock)
         return n
 
     def snapshot(self):
@@ -710,9 +756,9 @@ cdef class TopicLog:
         cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
         cdef Py_ssize_t subscribers
         cdef int64_t held_bytes
-        cdef double mono, wall, last
-        with self.lock:
-            mono = _monotonic()
+        cdef double wall, last
+        kincir_mutex_lock(&self.lock)
+        try:
             wall = _wall()
             queued = self.head - self.tail
             subscribers = self._subscriber_count()
@@ -724,8 +770,10 @@ cdef class TopicLog:
             head = self.head
             held_bytes = self.held_bytes
             last = self.last_activity
+        finally:
+            kincir_mutex_unlock(&self.lock)
         return (self.name, queued, subscribers, published, delivered, expired, dropped,
-                queue_full, self.created_at, wall - (mono - last), head, held_bytes, mono - last)
+                queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last))
 
 
 # -- the broker -------------------------------------------------------------------------------
@@ -757,7 +805,8 @@ cdef class BrokerCore:
             return <TopicLog>found
         validate_topic_name(name)
         log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence)
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             found = self.topics.get(name)
             if self.state != RUNNING:
                 refused = 1
@@ -767,6 +816,8 @@ cdef class BrokerCore:
                 else:
                     self.topics[name] = log
                     found = log
+        finally:
+            kincir_mutex_unlock(&self.lock)
         if refused == 1:
             raise _error("BrokerShutdown")
         if refused == 2:
@@ -783,18 +834,24 @@ cdef class BrokerCore:
 
     cdef TopicLog _remove(self, str name):
         cdef object log
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             log = self.topics.pop(name, None)
             self.pull.pop(name, None)
+        finally:
+            kincir_mutex_unlock(&self.lock)
         if log is None:
             return None
         (<TopicLog>log).close()
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             self.retired[0] += (<TopicLog>log).published
             self.retired[1] += (<TopicLog>log).delivered
             self.retired[2] += (<TopicLog>log).expired
             self.retired[3] += (<TopicLog>log).dropped
             self.retired[4] += (<TopicLog>log).queue_full
+        finally:
+            kincir_mutex_unlock(&self.lock)
         return <TopicLog>log
 
     def list_topics(self):
@@ -836,15 +893,19 @@ cdef class BrokerCore:
             cursor = Cursor(log, 0)
             if log.attach(cursor, -1):
                 raise _error("TopicNotFound", name)
-            with self.lock:
+            kincir_mutex_lock(&self.lock)
+            try:
                 found = self.pull.get(name)
                 if found is None:
                     self.pull[name] = cursor
+            finally:
+                kincir_mutex_unlock(&self.lock)
             if found is None:
                 found = cursor
             else:
                 log.detach(cursor)  # a concurrent consume made the pull group first
         cdef Message got = log.take_one(<Cursor>found)
+        log.last_activity = _wall()
         if got is None and self.state != RUNNING:
             raise _error("BrokerShutdown")
         return got
@@ -863,9 +924,12 @@ cdef class BrokerCore:
         return self.state != RUNNING
 
     def _begin_shutdown(self):
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if self.state == RUNNING:
                 self.state = DRAINING
+        finally:
+            kincir_mutex_unlock(&self.lock)
         for log in list(self.topics.values()):
             (<TopicLog>log).stop_accepting()
 
@@ -877,8 +941,11 @@ cdef class BrokerCore:
 
     def force_shutdown(self):
         """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             self.state = STOPPED
+        finally:
+            kincir_mutex_unlock(&self.lock)
         for log in list(self.topics.values()):
             (<TopicLog>log).stop_accepting()
             (<TopicLog>log).clear()
@@ -905,19 +972,26 @@ cdef class PublisherCore:
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
         cdef BrokerCore broker = self.broker
         cdef object log
-        cdef list stamped
+        cdef list batch = None
+        cdef Message single = None
+        cdef int64_t now_ms
         if broker.state != RUNNING:
             raise _error("BrokerShutdown")
         log = broker.topics.get(topic) if type(topic) is str else None
         if log is None:
             validate_topic_name(topic)
         # every item is checked before the topic is created or anything is written
-        stamped = stamp_all(messages, topic, _now_ms(), broker.ordered)
-        if not stamped:
-            return
+        check_batch(messages)
+        now_ms = _now_ms()
+        if len(messages) == 1:  # the common case needs no list of copies
+            single = stamp_one(messages[0], 0, topic, now_ms, broker.ordered)
+        else:
+            batch = stamp_all(messages, topic, now_ms, broker.ordered)
+            if not batch:
+                return
         if log is None:
             log = broker.log_for(topic)
-        (<TopicLog>log).append(stamped)
+        (<TopicLog>log).append(batch, single, now_ms)
 
 
 cdef class SubscriberCore:
@@ -953,12 +1027,15 @@ cdef class SubscriberCore:
         if refused:
             raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
         cdef Cursor displaced = None
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             current = self.by_topic.get(topic)
             if current is not None and (<Cursor>current).attached:
                 displaced = cursor   # a concurrent subscribe won: undo ours
             else:
                 self.by_topic[topic] = cursor
+        finally:
+            kincir_mutex_unlock(&self.lock)
         if displaced is not None:
             log.detach(displaced)
         self._subscriptions_changed()
@@ -971,7 +1048,8 @@ cdef class SubscriberCore:
             raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
         cdef list leaving
         cdef bint missing = False
-        with self.lock:
+        kincir_mutex_lock(&self.lock)
+        try:
             if topic is None:
                 leaving = list(self.by_topic.values())
                 self.by_topic.clear()
@@ -982,6 +1060,8 @@ cdef class SubscriberCore:
                     leaving = []
                 else:
                     leaving = [found]
+        finally:
+            kincir_mutex_unlock(&self.lock)
         if missing:
             raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
         self._subscriptions_changed()

@@ -195,7 +195,9 @@ class TopicLog:
         self.queue_full = 0
         self.held_bytes = 0
         self.created_at = time.time()
-        self.last_activity = time.monotonic()
+        # wall-clock seconds of the last publish, subscribe, unsubscribe, pull or clear; a
+        # subscriber's receive is not stamped (the clock read would cost more than the receive)
+        self.last_activity = self.created_at
         self.closed = False
         self.accepting = True
 
@@ -290,7 +292,7 @@ class TopicLog:
                 raise _error("TopicNotFound", self.name)
             if not self.accepting:
                 raise _error("BrokerShutdown")
-            self.last_activity = now
+            self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
                 self.dropped += count
                 return
@@ -347,7 +349,6 @@ class TopicLog:
             cursor.pos = end
             cursor.delivered += end - old
             self.delivered += end - old
-            self.last_activity = now
             self._moved(old)
             return out
 
@@ -369,7 +370,7 @@ class TopicLog:
             cursor.attached = True
             if cursor.pos == self.tail:
                 self.at_tail += 1
-            self.last_activity = time.monotonic()
+            self.last_activity = time.time()
             return 0
 
     def detach(self, cursor: Cursor) -> None:
@@ -379,7 +380,7 @@ class TopicLog:
                 return
             cursor.attached = False
             self.cursors.remove(cursor)
-            self.last_activity = time.monotonic()
+            self.last_activity = time.time()
             if self.cursors:
                 self._moved(cursor.pos)
             else:
@@ -438,7 +439,7 @@ class TopicLog:
                 self.dropped += held
             self._release_to(self.head)
             self.at_tail = len(self.cursors)
-            self.last_activity = time.monotonic()
+            self.last_activity = time.time()
             return held
 
     def close(self) -> int:
@@ -466,7 +467,6 @@ class TopicLog:
     def snapshot(self) -> tuple[Any, ...]:
         """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
         with self.lock:
-            mono = time.monotonic()
             wall = time.time()
             return (
                 self.name,
@@ -478,10 +478,10 @@ class TopicLog:
                 self.dropped,
                 self.queue_full,
                 self.created_at,
-                wall - (mono - self.last_activity),
+                self.last_activity,
                 self.head,
                 self.held_bytes,
-                mono - self.last_activity,
+                max(0.0, wall - self.last_activity),
             )
 
 
@@ -592,6 +592,7 @@ class BrokerCore:
                         raise _error("TopicNotFound", name)
                     self._pull[name] = cursor
         got = log.take(cursor, 1)
+        log.last_activity = time.time()
         if got:
             return got[0]
         if self._state != RUNNING:

@@ -12,4 +12,7 @@ cdef class Message:
     cdef bint _ordered
 
 
+cdef Message stamp_one(object item, Py_ssize_t index, str topic, int64_t enqueued_at,
+                       bint ordered)
+cdef int check_batch(object items) except -1
 cdef list stamp_all(object items, str topic, int64_t enqueued_at, bint ordered)

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, binding=False
 """The message type and its delivered (stamped) copies.
 
 Ownership: a Message owns its payload (exact ``bytes``), its metadata dict (exact ``str`` keys and
@@ -223,46 +223,57 @@ def restore_message(payload, meta, ident, topic, sequence, enqueued_at, ordered)
     return msg
 
 
-cdef list stamp_all(object items, str topic, int64_t enqueued_at, bint ordered):
-    """The copies of ``items`` (Messages or bytes-like payloads) that a topic log stores.
+cdef Message stamp_one(object item, Py_ssize_t index, str topic, int64_t enqueued_at,
+                       bint ordered):
+    """The copy of ``item`` (a Message or a bytes-like payload) that a topic log stores.
 
-    Raises TypeError naming the first bad item, before anything is published. The log writes
-    the sequence numbers, under its lock, when it appends the copies.
+    Raises TypeError naming ``messages[index]`` for anything else. The log writes the sequence
+    number, under its lock, when it appends the copy.
     """
+    cdef Message copy = Message.__new__(Message)
+    cdef Message source
+    if type(item) is Message:
+        source = <Message>item
+        copy.payload = source.payload
+        copy._meta = source._meta
+        copy._id_hi = source._id_hi
+        copy._id_lo = source._id_lo
+    else:
+        if PyBytes_CheckExact(item):
+            copy.payload = <bytes>item
+        elif isinstance(item, str) or not PyObject_CheckBuffer(item):
+            raise TypeError(
+                f"messages[{index}] must be a Message or a bytes-like payload, "
+                f"not {type(item).__name__}"
+            )
+        else:
+            copy.payload = bytes(item)
+        copy._meta = _EMPTY
+        _new_id(copy)
+    copy._topic = topic
+    copy._enqueued_at = enqueued_at
+    copy._ordered = ordered
+    return copy
+
+
+cdef int check_batch(object items) except -1:
+    """Refuse anything but a list or tuple of messages."""
     if type(items) is not list and type(items) is not tuple:
         raise TypeError(
             f"messages must be a list of Message objects or bytes-like payloads, "
             f"not {type(items).__name__}"
         )
+    return 0
+
+
+cdef list stamp_all(object items, str topic, int64_t enqueued_at, bint ordered):
+    """The stamped copies of a batch, in order (see ``stamp_one``); checks every item before
+    anything is published."""
+    check_batch(items)
     cdef Py_ssize_t index, count = len(items)
     cdef list stamped = [None] * count
-    cdef Message copy, source
-    cdef object item
     for index in range(count):
-        item = items[index]
-        copy = Message.__new__(Message)
-        if type(item) is Message:
-            source = <Message>item
-            copy.payload = source.payload
-            copy._meta = source._meta
-            copy._id_hi = source._id_hi
-            copy._id_lo = source._id_lo
-        else:
-            if PyBytes_CheckExact(item):
-                copy.payload = <bytes>item
-            elif isinstance(item, str) or not PyObject_CheckBuffer(item):
-                raise TypeError(
-                    f"messages[{index}] must be a Message or a bytes-like payload, "
-                    f"not {type(item).__name__}"
-                )
-            else:
-                copy.payload = bytes(item)
-            copy._meta = _EMPTY
-            _new_id(copy)
-        copy._topic = topic
-        copy._enqueued_at = enqueued_at
-        copy._ordered = ordered
-        stamped[index] = copy
+        stamped[index] = stamp_one(items[index], index, topic, enqueued_at, ordered)
     return stamped
 
 

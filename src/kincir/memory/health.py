@@ -32,7 +32,7 @@ class TopicInfo:
     total_consumed: int
     #: Unix time (seconds) at which the topic was created.
     created_at: float
-    #: Unix time (seconds) of the last publish, receive, subscribe or unsubscribe.
+    #: Unix time (seconds) of the last publish, subscribe, unsubscribe, consume() or clear.
     last_activity: float
     #: The sequence number the next published message will get.
     next_sequence: int

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import kincir
-from kincir import demo
+from kincir import bench, demo
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -39,6 +39,7 @@ class Command:
 #: The subcommands, in the order ``kincir --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("demo", demo.HELP, demo.configure_parser, demo.run, demo.DESCRIPTION),
+    Command("bench", bench.HELP, bench.configure_parser, bench.run, bench.DESCRIPTION),
 )
 
 

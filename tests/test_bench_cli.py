@@ -1,0 +1,217 @@
+"""``kincir bench``: the benchmark instrument runs, prints every selected workload and writes JSON.
+
+These are smoke tests, never timing tests: ``--scale`` (a documented knob of ``kincir bench``)
+multiplies every workload size, so each run here moves a few hundred messages at most and the
+numbers it prints are noise. What is checked is that every selected workload ran, that its rows
+carry numbers, and that the options behave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import queue
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+import kincir
+from kincir import bench
+from kincir.__main__ import main
+
+#: The rows each workload prints, by workload key.
+ROWS = {
+    "W1": ["W1"],
+    "W2": ["W2"],
+    "W3": ["W3", "W3/Queue"],
+    "W4": ["W4", "W4/fanout"],
+    "W5": ["W5"],
+    "W6": ["W6/threads", "W6/asyncio"],
+    "W7": ["W7"],
+    "M": ["M"],
+    "H": ["H/health", "H/stats"],
+}
+NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
+
+
+def _table_rows(out: str) -> dict[str, str]:
+    """The table's data lines (after the header's rule, up to the first blank line), by id."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("----"))
+    rows: dict[str, str] = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows[line.split()[0]] = line
+    return rows
+
+
+def _check_json(path: Path, keys: list[str], repeat: int) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    machine = data["machine"]
+    assert machine["kincir_implementation"] == kincir.IMPLEMENTATION
+    assert machine["python_version"]
+    assert machine["platform"]
+    assert "cpu_count" in machine
+    assert data["settings"]["repeat"] == repeat
+    assert [w["id"] for w in data["workloads"]] == keys
+    for workload in data["workloads"]:
+        assert workload["error"] is None, workload
+        assert [row["id"] for row in workload["rows"]] == ROWS[workload["id"]]
+        for row in workload["rows"]:
+            for measurement in row["measurements"]:
+                assert math.isfinite(measurement["median"]) and measurement["median"] > 0
+                assert len(measurement["values"]) == repeat
+                assert len(measurement["repetitions"]) == repeat
+                for raw in measurement["repetitions"]:
+                    assert raw and all(isinstance(v, int | float) for v in raw.values())
+            if row["id"] != "M":
+                assert isinstance(row["ratio"], float) and row["ratio"] > 0
+            assert row["met"] in (True, False)
+    return data
+
+
+def test_quick_run_prints_and_writes_the_selected_workloads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--repeat", "1", "--only", "W1,W2,H", "--scale", "0.01",
+                 "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    rows = _table_rows(out)
+    assert sorted(rows) == sorted(ROWS["W1"] + ROWS["W2"] + ROWS["H"])
+    for row_id, line in rows.items():
+        assert NUMBER.search(line), f"{row_id} has no number: {line}"
+        assert re.search(r"\d\.\d\dx", line), f"{row_id} has no ratio: {line}"
+        assert re.search(r"\bmet\b|NOT MET", line), line
+    assert f"engine: {kincir.IMPLEMENTATION}" in out
+    assert "goals met:" in out
+    assert "W1" in err and "repetition 1/1" in err  # progress goes to stderr
+    _check_json(path, ["W1", "W2", "H"], repeat=1)
+
+
+def test_every_workload_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--repeat", "2", "--scale", "0.002", "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert sorted(_table_rows(out)) == sorted(r for rows in ROWS.values() for r in rows)
+    data = _check_json(path, list(ROWS), repeat=2)
+    assert data["goals_total"] == 13
+
+
+def test_library_returns_results_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
+    report = bench.run_bench(bench.BenchSettings(quick=True, repeat=1, scale=0.01,
+                                                 only=("W1", "M")))
+    assert capsys.readouterr() == ("", "")
+    assert [w.key for w in report.workloads] == ["W1", "M"]
+    w1, m = report.rows()
+    assert w1.reference is not None and w1.ratio is not None and w1.ratio > 0
+    assert m.reference is None and m.subject.unit == "B/msg" and m.subject.median > 0
+    assert report.ok
+
+
+class _FakeJanusQueue:
+    """Just enough of ``janus.Queue`` for the bench: created on a running loop, two faces."""
+
+    def __init__(self) -> None:
+        asyncio.get_running_loop()  # janus refuses to be created without one
+        self._items: queue.Queue[bytes] = queue.Queue()
+        self.sync_q = self._items
+        self.async_q = types.SimpleNamespace(get=self._get)
+
+    async def _get(self) -> bytes:
+        while True:
+            try:
+                return self._items.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.0005)
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+def test_janus_is_an_extra_column_when_installed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("janus")
+    fake.Queue = _FakeJanusQueue  # type: ignore[attr-defined]
+    fake.__version__ = "0-fake"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "janus", fake)
+    path = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--repeat", "1", "--only", "W3,W7", "--scale", "0.01",
+                 "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "vs janus" in out
+    data = _check_json(path, ["W3", "W7"], repeat=1)
+    assert data["machine"]["janus_version"] == "0-fake"
+    for workload in data["workloads"]:
+        first = workload["rows"][0]
+        assert [m["role"] for m in first["measurements"]] == ["kincir", "baseline", "extra"]
+        assert all(v > 0 for v in first["extra_ratios"].values())
+
+
+def test_plot_without_matplotlib_is_a_clear_error(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code = main(["bench", "--only", "W1", "--plot", str(tmp_path / "ratios.png")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "matplotlib" in err and "not installed" in err
+    assert out == ""  # refused before running anything
+    assert not (tmp_path / "ratios.png").exists()
+
+
+def test_plot_draws_with_matplotlib(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    # A stand-in for matplotlib: records the calls; savefig writes the file.
+    figure, axes = mock.MagicMock(), mock.MagicMock()
+    figure.savefig.side_effect = lambda path, **kw: Path(path).write_bytes(b"\x89PNG\r\n")
+    pyplot = types.ModuleType("matplotlib.pyplot")
+    pyplot.subplots = mock.MagicMock(return_value=(figure, axes))  # type: ignore[attr-defined]
+    pyplot.close = mock.MagicMock()  # type: ignore[attr-defined]
+    matplotlib = types.ModuleType("matplotlib")
+    matplotlib.use = mock.MagicMock()  # type: ignore[attr-defined]
+    matplotlib.pyplot = pyplot  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", pyplot)
+    target = tmp_path / "ratios.png"
+    code = main(["bench", "--quick", "--repeat", "1", "--only", "W1,H", "--scale", "0.01",
+                 "--plot", str(target)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert target.read_bytes().startswith(b"\x89PNG")
+    ratios = axes.barh.call_args.args[1]
+    assert len(ratios) == 3 and all(r > 0 for r in ratios)  # W1, H/health, H/stats
+    matplotlib.use.assert_called_with("Agg")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "W9"], "unknown workload W9"),
+    (["--only", ","], "at least one workload"),
+    (["--repeat", "0"], "must be at least 1"),
+    (["--scale", "-1"], "must be a positive number"),
+])
+def test_bad_options_are_usage_errors(argv: list[str], message: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_json_into_a_missing_directory_is_refused_before_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--json", str(tmp_path / "no" / "such.json")]) == 2
+    out, err = capsys.readouterr()
+    assert "no such directory" in err and out == ""

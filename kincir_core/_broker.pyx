@@ -1072,6 +1072,18 @@ cdef class SubscriberCore:
         self._closed = True
         self._unsubscribe(None)
 
+    def _release_on_gc(self):
+        """Leave every topic; called by the finalizer of a subscriber dropped without close().
+
+        The compiled engine never allocates a GC-tracked object or calls Python code while it
+        holds a lock, so a collection (and this finalizer) cannot run inside a locked section:
+        detaching at once is safe.
+        """
+        try:
+            self._unsubscribe(None)
+        except Exception:
+            pass
+
     def is_subscribed(self):
         """True while at least one subscription is live."""
         for cursor in self.cursors:

@@ -504,11 +504,24 @@ class BrokerCore:
         self._state = RUNNING
         self._started = time.monotonic()
         self._retired = [0, 0, 0, 0, 0]  # published, delivered, expired, dropped, queue_full
+        self._orphans: list[Cursor] = []  # cursors of subscribers freed by the GC
 
     # -- topics ---------------------------------------------------------------------------------
 
+    def _detach_orphans(self) -> None:
+        """Detach the cursors of subscribers the GC freed (see SubscriberCore._release_on_gc)."""
+        orphans = self._orphans
+        while orphans:
+            try:
+                cursor = orphans.pop()
+            except IndexError:  # another thread took the last one
+                return
+            cursor.log.detach(cursor)
+
     def _log_for(self, name: Any) -> TopicLog:
         """The log of topic ``name``, created if needed (publish and subscribe)."""
+        if self._orphans:
+            self._detach_orphans()
         log = self._topics.get(name) if type(name) is str else None
         if log is not None:
             return log
@@ -525,6 +538,8 @@ class BrokerCore:
             return log
 
     def _existing(self, name: Any) -> TopicLog:
+        if self._orphans:
+            self._detach_orphans()
         if type(name) is not str:
             raise TypeError(f"topic must be str, not {type(name).__name__}")
         log = self._topics.get(name)
@@ -631,6 +646,8 @@ class BrokerCore:
 
     def _snapshot(self) -> tuple[Any, ...]:
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+        if self._orphans:
+            self._detach_orphans()
         logs = list(self._topics.values())
         return (
             self._state,
@@ -653,6 +670,8 @@ class PublisherCore:
         broker = self.broker
         if broker._state != RUNNING:
             raise _error("BrokerShutdown")
+        if broker._orphans:
+            broker._detach_orphans()
         log = broker._topics.get(topic) if type(topic) is str else None
         if log is None:
             validate_topic_name(topic)
@@ -729,6 +748,18 @@ class SubscriberCore:
     def _close(self) -> None:
         self._closed = True
         self._unsubscribe(None)
+
+    def _release_on_gc(self) -> None:
+        """Leave every topic; called by the finalizer of a subscriber dropped without close().
+
+        Python code allocates everywhere, so a collection can run this finalizer while this
+        very thread holds a topic lock: detaching here could deadlock. The cursors are handed
+        to the broker, which detaches them at its next call (before anything could observe
+        them).
+        """
+        broker = getattr(self, "broker", None)
+        if broker is not None:  # None when the constructor refused its arguments
+            broker._orphans.extend(self._topics.values())
 
     def is_subscribed(self) -> bool:
         """True while at least one subscription is live."""

@@ -222,21 +222,26 @@ class InMemorySubscriber(SubscriberCore):
         got = self.try_receive_batch(limit)
         if got:
             return got
-        loop = asyncio.get_running_loop()
+        if timeout is None:  # asyncio.timeout costs microseconds; only pay it when asked to
+            return await self._wait_async(limit)
         async with asyncio.timeout(timeout):
-            while True:
-                future: asyncio.Future[None] = loop.create_future()
-                waiter, cursors = self._async_waiter(loop, future)
-                try:
-                    got = self.try_receive_batch(limit)
-                    if got:
-                        return got
-                    await future
-                finally:
-                    self._unregister(waiter, cursors)
+            return await self._wait_async(limit)
+
+    async def _wait_async(self, limit: int) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            waiter, cursors = self._async_waiter(loop, future)
+            try:
                 got = self.try_receive_batch(limit)
                 if got:
                     return got
+                await future
+            finally:
+                self._unregister(waiter, cursors)
+            got = self.try_receive_batch(limit)
+            if got:
+                return got
 
     async def receive(self, timeout: float | None = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
@@ -261,10 +266,7 @@ class InMemorySubscriber(SubscriberCore):
 
     def __del__(self) -> None:
         # A subscriber dropped without close() must not hold its topics' messages forever.
-        try:
-            self._unsubscribe(None)
-        except Exception:
-            pass
+        self._release_on_gc()
 
     def __iter__(self) -> Iterator[Message]:
         return self

@@ -26,6 +26,7 @@ cdef class Waiter:
 cdef class SyncWaiter(Waiter):
     cdef PyThread_type_lock sem
     cdef bint woken
+    cdef void rearm(self) noexcept
     cdef int wait(self, double deadline) except -1
 
 @cython.final
@@ -119,6 +120,7 @@ cdef class SubscriberCore:
     cdef readonly bint _closed
     cdef kincir_mutex lock
     cdef list waiting
+    cdef SyncWaiter spare_waiter
     cdef void _refresh(self) noexcept
     cdef void _subscriptions_changed(self) noexcept
     cdef object _nothing(self)

@@ -166,9 +166,14 @@ cdef class SyncWaiter(Waiter):
 
     def __dealloc__(self):
         if self.sem != NULL:
-            if not self.woken:
-                PyThread_release_lock(self.sem)
+            PyThread_acquire_lock(self.sem, 0)  # held or not, hold it, then hand it back
+            PyThread_release_lock(self.sem)
             PyThread_free_lock(self.sem)
+
+    cdef void rearm(self) noexcept:
+        """Make a used waiter ready to wait again (subscribers reuse theirs)."""
+        PyThread_acquire_lock(self.sem, 0)  # swallow a wake that came after the last wait
+        self.woken = False
 
     cdef void wake(self) noexcept:
         if not self.woken:
@@ -1218,21 +1223,31 @@ cdef class SubscriberCore:
             return got
         if seconds >= 0:
             deadline = _monotonic() + seconds
-        while True:
+        # reuse the subscriber's waiter: allocating an OS lock per wait costs more than the wait
+        kincir_mutex_lock(&self.lock)
+        waiter = self.spare_waiter
+        self.spare_waiter = None
+        kincir_mutex_unlock(&self.lock)
+        if waiter is None:
             waiter = SyncWaiter()
-            cursors = self._register(waiter)
-            try:
+        try:
+            while True:
+                waiter.rearm()
+                cursors = self._register(waiter)
+                try:
+                    got = self._take_many(limit)
+                    if got:
+                        return got
+                    woken = waiter.wait(deadline)
+                finally:
+                    self._unregister(waiter, cursors)
                 got = self._take_many(limit)
                 if got:
                     return got
-                woken = waiter.wait(deadline)
-            finally:
-                self._unregister(waiter, cursors)
-            got = self._take_many(limit)
-            if got:
-                return got
-            if not woken:
-                raise TimeoutError(f"no message arrived within {seconds} seconds")
+                if not woken:
+                    raise TimeoutError(f"no message arrived within {seconds} seconds")
+        finally:
+            self.spare_waiter = waiter
 
     def receive_sync(self, timeout=None):
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""

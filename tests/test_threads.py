@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+
+import pytest
 
 PRODUCERS = 4
 PER_PRODUCER = 2000
@@ -192,3 +197,80 @@ def test_publish_racing_shutdown_is_never_lost(k):
         assert published == sent
         assert received == sent, f"{sent - received} accepted messages never reached the consumer"
         assert drained is True
+
+
+GC_SCRIPT = """
+import gc, sys, threading, time
+import kincir
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+
+assert kincir.IMPLEMENTATION == sys.argv[1], kincir.IMPLEMENTATION
+broker = InMemoryBroker()
+pub = InMemoryPublisher(broker)
+keep = InMemorySubscriber(broker)
+keep.subscribe("t")
+stop = threading.Event()
+received = [0]
+
+def read():
+    while not stop.is_set():
+        try:
+            received[0] += len(keep.receive_batch_sync(100, timeout=0.5))
+        except TimeoutError:
+            pass
+
+def forgotten_subscriber():
+    # Unreachable only through a reference cycle: the cyclic GC frees it, at whatever
+    # allocation happens to trigger a collection, possibly inside an engine call.
+    sub = InMemorySubscriber(broker)
+    sub.subscribe("t")
+    cycle = [sub]
+    cycle.append(cycle)
+
+reader = threading.Thread(target=read, daemon=True)
+reader.start()
+gc.set_threshold(10, 1, 1)
+sent = 0
+deadline = time.monotonic() + 1.0
+while time.monotonic() < deadline:
+    forgotten_subscriber()
+    pub.publish_nowait("t", [b"x"])
+    sent += 1
+    if sent % 50 == 0:
+        time.sleep(0.0005)
+stop.set()
+reader.join(5)
+assert not reader.is_alive()
+gc.collect()
+assert received[0] == sent, (received[0], sent)
+assert broker.topic_info("t").subscriber_count == 1
+print("ok", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_subscribers_freed_by_the_garbage_collector_never_deadlock(k):
+    """A subscriber dropped in a reference cycle is finalized by the cyclic GC, which may run
+    inside any allocation, including one made while the engine holds a topic's lock. Whatever
+    the subscriber's finalizer does must not need that lock again (it is not reentrant).
+    Run in a child process: a deadlock there cannot hang this test run."""
+    env = dict(os.environ)
+    env.pop("KINCIR_NO_EXTENSIONS", None)
+    if k.impl == "python":
+        env["KINCIR_NO_EXTENSIONS"] = "1"
+    roots = {
+        os.path.dirname(os.path.dirname(os.path.abspath(k.kincir.__file__))),
+        os.path.dirname(os.path.dirname(os.path.abspath(k.core.__file__))),
+    }
+    env["PYTHONPATH"] = os.pathsep.join([*sorted(roots), env.get("PYTHONPATH", "")])
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", GC_SCRIPT, k.impl],
+            env=env, capture_output=True, text=True, timeout=15, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        result = None
+    if result is None:
+        pytest.fail("deadlock: the child process hung while the GC freed subscribers")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"

@@ -249,7 +249,23 @@ class InMemorySubscriber(SubscriberCore):
         got = self.try_receive()
         if got is not None:
             return got
-        return (await self._receive_async(1, seconds))[0]
+        if seconds is not None:
+            return (await self._receive_async(1, seconds))[0]
+        # the common wait, written out here: one coroutine instead of three
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            waiter, cursors = self._async_waiter(loop, future)
+            try:
+                got = self.try_receive()
+                if got is not None:
+                    return got
+                await future
+            finally:
+                self._unregister(waiter, cursors)
+            got = self.try_receive()
+            if got is not None:
+                return got
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for at least one message, then return up to ``max_messages`` without waiting."""

@@ -110,6 +110,7 @@ cdef class BrokerCore:
 
 cdef class PublisherCore:
     cdef readonly BrokerCore broker
+    cdef int _publish(self, object topic, object messages) except -1
 
 
 cdef class SubscriberCore:

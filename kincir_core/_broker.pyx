@@ -45,6 +45,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from ._message cimport Message, check_batch, stamp_all, stamp_one
 
 import re
+from asyncio import get_running_loop as _get_running_loop
+from asyncio import timeout as _asyncio_timeout
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
@@ -975,6 +977,25 @@ cdef class PublisherCore:
 
     def publish_nowait(self, topic, messages):
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
+        self._publish(topic, messages)
+
+    def publish_sync(self, topic, messages, timeout=None):
+        """Publish a batch from a thread (same rules as ``publish``)."""
+        if timeout is not None:
+            _check_timeout_c(timeout)
+        self._publish(topic, messages)
+
+    async def publish(self, topic, messages, timeout=None):
+        """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
+
+        Under the ``error`` overflow policy a publish never waits, so ``timeout`` is only
+        validated.
+        """
+        if timeout is not None:
+            _check_timeout_c(timeout)
+        self._publish(topic, messages)
+
+    cdef int _publish(self, object topic, object messages) except -1:
         cdef BrokerCore broker = self.broker
         cdef object log
         cdef list batch = None
@@ -993,10 +1014,10 @@ cdef class PublisherCore:
         else:
             batch = stamp_all(messages, topic, now_ms, broker.ordered)
             if not batch:
-                return
+                return 0
         if log is None:
             log = broker.log_for(topic)
-        (<TopicLog>log).append(batch, single, now_ms)
+        return (<TopicLog>log).append(batch, single, now_ms)
 
 
 cdef class SubscriberCore:
@@ -1248,6 +1269,42 @@ cdef class SubscriberCore:
                     raise TimeoutError(f"no message arrived within {seconds} seconds")
         finally:
             self.spare_waiter = waiter
+
+    async def receive(self, timeout=None):
+        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
+        cdef double seconds = -1.0
+        if timeout is not None:
+            seconds = _check_timeout_c(timeout)  # bad input is refused before any take
+        cdef Message got = self._take_one()
+        if got is not None:
+            return got
+        if seconds >= 0:
+            async with _asyncio_timeout(seconds):
+                return await self._wait_async(0)
+        return await self._wait_async(0)
+
+    async def _wait_async(self, Py_ssize_t limit):
+        """Wait on the running loop until a message is ready; return it (``limit`` 0) or a
+        batch of up to ``limit``."""
+        cdef object loop = _get_running_loop()
+        cdef object future
+        cdef AsyncWaiter waiter
+        cdef tuple cursors
+        cdef object got
+        while True:
+            future = loop.create_future()
+            waiter = AsyncWaiter(loop, future)
+            cursors = self._register(waiter)
+            try:
+                got = self._take_one() if limit == 0 else self._take_many(limit)
+                if got:
+                    return got
+                await future
+            finally:
+                self._unregister(waiter, cursors)
+            got = self._take_one() if limit == 0 else self._take_many(limit)
+            if got:
+                return got
 
     def receive_sync(self, timeout=None):
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""

@@ -667,6 +667,25 @@ class PublisherCore:
 
     def publish_nowait(self, topic: str, messages: Any) -> None:
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
+        self._publish(topic, messages)
+
+    def publish_sync(self, topic: str, messages: Any, timeout: Any = None) -> None:
+        """Publish a batch from a thread (same rules as ``publish``)."""
+        if timeout is not None:
+            _check_timeout(timeout)
+        self._publish(topic, messages)
+
+    async def publish(self, topic: str, messages: Any, timeout: Any = None) -> None:
+        """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
+
+        Under the ``error`` overflow policy a publish never waits, so ``timeout`` is only
+        validated.
+        """
+        if timeout is not None:
+            _check_timeout(timeout)
+        self._publish(topic, messages)
+
+    def _publish(self, topic: Any, messages: Any) -> None:
         broker = self.broker
         if broker._state != RUNNING:
             raise _error("BrokerShutdown")
@@ -865,6 +884,35 @@ class SubscriberCore:
                     if remaining <= 0:
                         raise TimeoutError(f"no message arrived within {seconds} seconds")
                 waiter.wait(remaining)
+            finally:
+                self._unregister(waiter, cursors)
+            got = self._take(limit)
+            if got:
+                return got
+
+    async def receive(self, timeout: Any = None) -> Message:
+        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
+        seconds = _check_timeout(timeout)  # bad input is refused before any take
+        got = self._take(1)
+        if got:
+            return got[0]
+        if seconds is not None:
+            async with asyncio.timeout(seconds):
+                return (await self._wait_async(1))[0]
+        return (await self._wait_async(1))[0]
+
+    async def _wait_async(self, limit: int) -> list[Message]:
+        """Wait on the running loop until up to ``limit`` messages are ready; return them."""
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            waiter = AsyncWaiter(loop, future)
+            cursors = self._register(waiter)
+            try:
+                got = self._take(limit)
+                if got:
+                    return got
+                await future
             finally:
                 self._unregister(waiter, cursors)
             got = self._take(limit)

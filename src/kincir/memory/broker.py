@@ -13,7 +13,6 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Any
 
 import kincir_core
 from kincir_core import BrokerCore, Message, PublisherCore, SubscriberCore
@@ -163,20 +162,6 @@ class InMemoryPublisher(PublisherCore):
 
     __slots__ = ()
 
-    async def publish(self, topic: str, messages: list[Any], timeout: float | None = None) -> None:
-        """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
-
-        Under the ``error`` overflow policy a publish never waits, so ``timeout`` is only
-        validated.
-        """
-        kincir_core.check_timeout(timeout)
-        self.publish_nowait(topic, messages)
-
-    def publish_sync(self, topic: str, messages: list[Any], timeout: float | None = None) -> None:
-        """Publish a batch from a thread (same rules as ``publish``)."""
-        kincir_core.check_timeout(timeout)
-        self.publish_nowait(topic, messages)
-
     def stats(self) -> StatsSnapshot | None:
         """The broker's statistics snapshot, or None when stats are off."""
         return self.broker.stats()  # type: ignore[no-any-return]
@@ -226,46 +211,6 @@ class InMemorySubscriber(SubscriberCore):
             return await self._wait_async(limit)
         async with asyncio.timeout(timeout):
             return await self._wait_async(limit)
-
-    async def _wait_async(self, limit: int) -> list[Message]:
-        loop = asyncio.get_running_loop()
-        while True:
-            future: asyncio.Future[None] = loop.create_future()
-            waiter, cursors = self._async_waiter(loop, future)
-            try:
-                got = self.try_receive_batch(limit)
-                if got:
-                    return got
-                await future
-            finally:
-                self._unregister(waiter, cursors)
-            got = self.try_receive_batch(limit)
-            if got:
-                return got
-
-    async def receive(self, timeout: float | None = None) -> Message:
-        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
-        seconds = kincir_core.check_timeout(timeout)  # bad input is refused before any take
-        got = self.try_receive()
-        if got is not None:
-            return got
-        if seconds is not None:
-            return (await self._receive_async(1, seconds))[0]
-        # the common wait, written out here: one coroutine instead of three
-        loop = asyncio.get_running_loop()
-        while True:
-            future: asyncio.Future[None] = loop.create_future()
-            waiter, cursors = self._async_waiter(loop, future)
-            try:
-                got = self.try_receive()
-                if got is not None:
-                    return got
-                await future
-            finally:
-                self._unregister(waiter, cursors)
-            got = self.try_receive()
-            if got is not None:
-                return got
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for at least one message, then return up to ``max_messages`` without waiting."""

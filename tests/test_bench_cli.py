@@ -28,7 +28,7 @@ from kincir.__main__ import main
 #: The rows each workload prints, by workload key.
 ROWS = {
     "W1": ["W1"],
-    "W2": ["W2"],
+    "W2": ["W2", "W2/backlog"],
     "W3": ["W3", "W3/Queue"],
     "W4": ["W4", "W4/fanout"],
     "W5": ["W5"],

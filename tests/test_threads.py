@@ -249,7 +249,7 @@ print("ok", flush=True)
 
 
 @pytest.mark.slow
-def test_subscribers_freed_by_the_garbage_collector_never_deadlock(k):
+def test_subscribers_freed_by_the_garbage_collector_never_deadlock(k, tmp_path):
     """A subscriber dropped in a reference cycle is finalized by the cyclic GC, which may run
     inside any allocation, including one made while the engine holds a topic's lock. Whatever
     the subscriber's finalizer does must not need that lock again (it is not reentrant).
@@ -266,7 +266,8 @@ def test_subscribers_freed_by_the_garbage_collector_never_deadlock(k):
     try:
         result = subprocess.run(
             [sys.executable, "-c", GC_SCRIPT, k.impl],
-            env=env, capture_output=True, text=True, timeout=15, check=False,
+            # outside the checkout: `-c` puts the working directory first on sys.path
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=15, check=False,
         )
     except subprocess.TimeoutExpired:
         result = None

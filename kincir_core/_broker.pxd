@@ -88,6 +88,8 @@ cdef class TopicLog:
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
     cdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
+    cdef int add_waiter(self, Waiter waiter) except -1
+    cdef void remove_waiter(self, Waiter waiter) noexcept
 
 
 cdef class BrokerCore:
@@ -128,3 +130,5 @@ cdef class SubscriberCore:
     cdef Message _take_one(self)
     cdef list _take_many(self, Py_ssize_t limit)
     cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)
+    cdef tuple _register(self, Waiter waiter)
+    cdef int _unregister(self, Waiter waiter, tuple cursors) except -1

@@ -635,28 +635,29 @@ cdef class TopicLog:
             total += cursor.members
         return total
 
-    def add_waiter(self, Waiter waiter):
-        cdef list fresh = []   # allocated before locking: nothing GC-tracked is made under it
+    cdef int add_waiter(self, Waiter waiter) except -1:
+        # allocated before locking: nothing GC-tracked is made under it
+        cdef list fresh = [] if self.waiters is None else None
         kincir_mutex_lock(&self.lock)
         try:
             if self.waiters is None:
+                if fresh is None:  # another thread took the list meanwhile; rare
+                    fresh = []
                 self.waiters = fresh
             self.waiters.append(waiter)
         finally:
             kincir_mutex_unlock(&self.lock)
+        return 0
 
-    def remove_waiter(self, Waiter waiter):
+    cdef void remove_waiter(self, Waiter waiter) noexcept:
         cdef Py_ssize_t i
         kincir_mutex_lock(&self.lock)
-        try:
-            if self.waiters is None:
-                return
+        if self.waiters is not None:
             for i in range(len(self.waiters) - 1, -1, -1):
                 if self.waiters[i] is waiter:
                     del self.waiters[i]
                     break
-        finally:
-            kincir_mutex_unlock(&self.lock)
+        kincir_mutex_unlock(&self.lock)
 
     def wake_waiters(self):
         cdef list waiters
@@ -1208,20 +1209,22 @@ cdef class SubscriberCore:
         """Up to ``max_messages`` ready messages (possibly none)."""
         return self._take_many(_check_count(max_messages, "max_messages"))
 
-    def _register(self, Waiter waiter):
+    cdef tuple _register(self, Waiter waiter):
+        """Wait on every subscribed topic; returns the cursors to unregister from."""
         cdef tuple cursors = self.cursors
         self.waiting.append(waiter)
         for cursor in cursors:
             (<Cursor>cursor).log.add_waiter(waiter)
         return cursors
 
-    def _unregister(self, Waiter waiter, tuple cursors):
+    cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
         for cursor in cursors:
             (<Cursor>cursor).log.remove_waiter(waiter)
         try:
             self.waiting.remove(waiter)
         except ValueError:
             pass
+        return 0
 
     cdef void _subscriptions_changed(self) noexcept:
         """Wake this subscriber's waiting receives so they wait on the new set of topics."""
@@ -1318,7 +1321,3 @@ cdef class SubscriberCore:
     def receive_batch_sync(self, max_messages, timeout=None):
         """Block until at least one message is ready, then return up to ``max_messages``."""
         return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
-
-    def _async_waiter(self, loop, future):
-        cdef AsyncWaiter waiter = AsyncWaiter(loop, future)
-        return waiter, self._register(waiter)

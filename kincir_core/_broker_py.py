@@ -927,12 +927,6 @@ class SubscriberCore:
         """Block until at least one message is ready, then return up to ``max_messages``."""
         return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
 
-    def _async_waiter(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None],
-    ) -> tuple[Any, tuple[Cursor, ...]]:
-        waiter = AsyncWaiter(loop, future)
-        return waiter, self._register(waiter)
-
 
 def check_timeout(timeout: Any) -> float | None:
     """Validate a timeout (seconds as int/float or a timedelta; None waits forever)."""

@@ -986,15 +986,18 @@ cdef class PublisherCore:
             _check_timeout_c(timeout)
         self._publish(topic, messages)
 
-    async def publish(self, topic, messages, timeout=None):
+    def publish(self, topic, messages, timeout=None):
         """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
 
-        Under the ``error`` overflow policy a publish never waits, so ``timeout`` is only
-        validated.
+        Returns a coroutine (as asyncio sees it) that publishes when awaited. Under the
+        ``error`` overflow policy a publish never waits, so ``timeout`` is only validated.
         """
-        if timeout is not None:
-            _check_timeout_c(timeout)
-        self._publish(topic, messages)
+        cdef PublishOp op = PublishOp.__new__(PublishOp)
+        op.publisher = self
+        op.topic = topic
+        op.messages = messages
+        op.timeout = timeout
+        return op
 
     cdef int _publish(self, object topic, object messages) except -1:
         cdef BrokerCore broker = self.broker
@@ -1273,18 +1276,26 @@ cdef class SubscriberCore:
         finally:
             self.spare_waiter = waiter
 
-    async def receive(self, timeout=None):
-        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
-        cdef double seconds = -1.0
+    def receive(self, timeout=None):
+        """Wait for the next message (TimeoutError after ``timeout`` seconds).
+
+        Returns a coroutine (as asyncio sees it) that takes the message when awaited, so a
+        receive that is never awaited, or cancelled, consumes nothing.
+        """
+        cdef ReceiveOp op
         if timeout is not None:
-            seconds = _check_timeout_c(timeout)  # bad input is refused before any take
+            _check_timeout_c(timeout)  # bad input is refused at once
+            return self._receive_within(timeout)
+        op = ReceiveOp.__new__(ReceiveOp)
+        op.subscriber = self
+        return op
+
+    async def _receive_within(self, timeout):
         cdef Message got = self._take_one()
         if got is not None:
             return got
-        if seconds >= 0:
-            async with _asyncio_timeout(seconds):
-                return await self._wait_async(0)
-        return await self._wait_async(0)
+        async with _asyncio_timeout(_check_timeout_c(timeout)):
+            return await self._wait_async(0)
 
     async def _wait_async(self, Py_ssize_t limit):
         """Wait on the running loop until a message is ready; return it (``limit`` 0) or a
@@ -1321,3 +1332,170 @@ cdef class SubscriberCore:
     def receive_batch_sync(self, max_messages, timeout=None):
         """Block until at least one message is ready, then return up to ``max_messages``."""
         return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
+
+
+# -- awaitables without a coroutine frame -----------------------------------------------------
+#
+# ``publish()`` and ``receive()`` are called once per message; a Cython coroutine costs two
+# GC-tracked allocations (the coroutine and its closure) per call. These one-shot awaitables do
+# the same work with one small object: they act only when awaited (sent to), like a coroutine,
+# and asyncio accepts them wherever it accepts a coroutine (they are registered as
+# collections.abc.Coroutine), create_task included. The interpreter and asyncio's Task drive
+# them through ``am_send`` (PyIter_Send), which hands back the result without raising
+# StopIteration; ``send``/``__next__`` serve everyone else.
+
+cdef extern from "Python.h":
+    """
+    #define KINCIR_SET_AM_SEND(type, fn) (((PyTypeObject *)(type))->tp_as_async->am_send = (sendfunc)(fn))
+    """
+    enum:
+        PYGEN_RETURN
+        PYGEN_NEXT
+    void KINCIR_SET_AM_SEND(object type, void* fn)
+
+
+@cython.final
+@cython.freelist(16)
+cdef class PublishOp:
+    """``await publisher.publish(...)``: publishes when first sent to."""
+
+    cdef PublisherCore publisher
+    cdef object topic
+    cdef object messages
+    cdef object timeout
+    cdef bint done
+
+    cdef int _step(self) except -1:
+        if self.done:
+            raise RuntimeError("cannot reuse an already awaited publish")
+        self.done = True
+        topic, messages, timeout = self.topic, self.messages, self.timeout
+        self.topic = self.messages = self.timeout = None
+        if timeout is not None:
+            _check_timeout_c(timeout)
+        self.publisher._publish(topic, messages)
+        return 0
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self._step()
+        raise StopIteration
+
+    def send(self, value):
+        self._step()
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        self.close()
+        if val is None:
+            raise typ
+        raise val
+
+    def close(self):
+        self.done = True
+        self.topic = self.messages = self.timeout = None
+
+
+cdef int _publish_am_send(PyObject* op, PyObject* arg, PyObject** result) except -1:
+    (<PublishOp>op)._step()
+    Py_INCREF(None)
+    result[0] = <PyObject*>None
+    return PYGEN_RETURN
+
+
+@cython.final
+@cython.freelist(16)
+cdef class ReceiveOp:
+    """``await subscriber.receive()``: takes the next message when sent to, yielding a future
+    to the event loop while none is ready."""
+
+    cdef SubscriberCore subscriber
+    cdef AsyncWaiter waiter
+    cdef tuple cursors
+    cdef bint done
+
+    cdef void _stop_waiting(self) noexcept:
+        cdef AsyncWaiter waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            try:
+                self.subscriber._unregister(waiter, self.cursors)
+            except BaseException:
+                pass
+            self.cursors = None
+
+    cdef object _step(self):
+        """The message (and ``done`` set), or a future to wait on."""
+        cdef Message got
+        cdef object loop, future
+        if self.done:
+            raise RuntimeError("cannot reuse an already awaited receive")
+        try:
+            self._stop_waiting()  # woken, or first step
+            got = self.subscriber._take_one()
+            if got is None:
+                loop = _get_running_loop()
+                future = loop.create_future()
+                self.waiter = AsyncWaiter(loop, future)
+                self.cursors = self.subscriber._register(self.waiter)
+                got = self.subscriber._take_one()  # a publish may have come before we registered
+                if got is None:
+                    future._asyncio_future_blocking = True
+                    return future
+                self._stop_waiting()
+        except BaseException:
+            self.done = True
+            self._stop_waiting()
+            raise
+        self.done = True
+        return got
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        value = self._step()
+        if self.done:
+            raise StopIteration(value)
+        return value
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        self.close()
+        if val is None:
+            raise typ
+        raise val
+
+    def close(self):
+        self.done = True
+        self._stop_waiting()
+
+    def __dealloc__(self):
+        if self.waiter is not None and self.subscriber is not None:
+            self._stop_waiting()
+
+
+cdef int _receive_am_send(PyObject* op, PyObject* arg, PyObject** result) except -1:
+    cdef object value = (<ReceiveOp>op)._step()
+    Py_INCREF(value)
+    result[0] = <PyObject*>value
+    return PYGEN_RETURN if (<ReceiveOp>op).done else PYGEN_NEXT
+
+
+KINCIR_SET_AM_SEND(PublishOp, <void*>_publish_am_send)
+KINCIR_SET_AM_SEND(ReceiveOp, <void*>_receive_am_send)
+
+from collections.abc import Coroutine as _Coroutine
+
+_Coroutine.register(PublishOp)
+_Coroutine.register(ReceiveOp)

@@ -1,0 +1,114 @@
+"""``publish()`` and ``receive()`` behave as coroutines do, on both engines: they act only when
+awaited, asyncio accepts them anywhere it takes a coroutine, and cancelling one loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+
+def setup(k):
+    broker = k.new_broker()
+    pub, sub = k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
+    sub.subscribe("t")
+    return broker, pub, sub
+
+
+def test_a_publish_acts_only_when_awaited(k):
+    broker, pub, sub = setup(k)
+    pending = pub.publish("t", [b"never"])
+    assert asyncio.iscoroutine(pending)
+    pending.close()  # dropped without being awaited
+    assert sub.try_receive() is None
+    assert broker.topic_info("t").total_published == 0
+
+
+def test_a_receive_acts_only_when_awaited(k):
+    _, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"kept"])
+    pending = sub.receive()
+    assert asyncio.iscoroutine(pending)
+    pending.close()
+    assert sub.try_receive().payload == b"kept"
+
+
+def test_create_task_and_gather_take_them(k):
+    _, pub, sub = setup(k)
+
+    async def main():
+        receiving = asyncio.create_task(sub.receive())
+        await asyncio.sleep(0)
+        await asyncio.gather(pub.publish("t", [b"a"]), pub.publish("t", [b"b"]))
+        first = await receiving
+        second = await asyncio.ensure_future(sub.receive())
+        return first.payload, second.payload
+
+    assert k.run(main()) == (b"a", b"b")
+
+
+def test_a_receive_task_cancelled_while_waiting_loses_nothing(k):
+    broker, pub, sub = setup(k)
+
+    async def main():
+        for _ in range(50):  # many cancelled waits must not leave waiters behind
+            task = asyncio.create_task(sub.receive())
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await pub.publish("t", [b"after"])
+        return await sub.receive()
+
+    assert k.run(main()).payload == b"after"
+    assert broker.topic_info("t").total_consumed == 1
+
+
+def test_a_receive_task_cancelled_before_it_ran_consumes_nothing(k):
+    _, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"still here"])
+
+    async def main():
+        task = asyncio.create_task(sub.receive())
+        task.cancel()  # before its first step
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return sub.try_receive()
+
+    assert k.run(main()).payload == b"still here"
+
+
+def test_awaiting_the_same_receive_twice_is_an_error(k):
+    _, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"x"])
+
+    async def main():
+        pending = sub.receive()
+        await pending
+        with pytest.raises(RuntimeError):
+            await pending
+
+    k.run(main())
+
+
+def test_wait_for_times_out_and_the_next_receive_works(k):
+    _, pub, sub = setup(k)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sub.receive(), 0.05)
+        await pub.publish("t", [b"late"])
+        return await asyncio.wait_for(sub.receive(), 1.0)
+
+    assert k.run(main()).payload == b"late"
+
+
+def test_a_failing_publish_raises_when_awaited(k):
+    _, pub, _ = setup(k)
+
+    async def main():
+        pending = pub.publish("t", [123])
+        with pytest.raises(TypeError, match=r"messages\[0\]"):
+            await pending
+
+    k.run(main())

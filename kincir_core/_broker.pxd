@@ -18,6 +18,19 @@ cdef extern from "_lock.h":
 
 cdef class TopicLog
 
+
+# One message in a topic log. The log holds the parts of a message (strong references to the
+# payload and metadata) rather than a Message object: publishing writes a slot in place, and the
+# Message readers receive is built by the first reader and kept in the slot for the others.
+cdef struct Slot:
+    PyObject* message     # the delivered copy, made by the first reader; NULL until then
+    PyObject* payload     # bytes
+    PyObject* meta        # dict, never mutated
+    uint64_t id_hi
+    uint64_t id_lo
+    int64_t enqueued_at   # Unix milliseconds
+    double stamp          # monotonic publish time, for the TTL
+
 cdef class Waiter:
     cdef void wake(self) noexcept
 
@@ -54,8 +67,8 @@ cdef class TopicLog:
     cdef double ttl                   # < 0: no TTL
     cdef bint persistence
     cdef kincir_mutex lock
-    cdef PyObject** ring
-    cdef double* stamps
+    cdef bint ordered
+    cdef Slot* ring
     cdef uint64_t mask
     cdef uint64_t head
     cdef uint64_t tail
@@ -82,7 +95,8 @@ cdef class TopicLog:
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept
     cdef uint64_t _expire(self, double now) noexcept
-    cdef int append(self, list batch, Message single, int64_t now_ms) except -1
+    cdef int append(self, Slot* batch, Py_ssize_t count) except -1
+    cdef Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1

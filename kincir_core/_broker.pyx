@@ -7,9 +7,13 @@ cursor, the sequence it reads next; publishing writes each slot once whatever th
 readers, and a slot is released once every cursor has passed it. ``at_tail`` counts the cursors
 sitting on the tail, so the O(readers) minimum scan runs once per tail advance, not per read.
 
-Ownership: a ring slot holds one strong reference to a stamped Message, taken when the slot is
-written and dropped when it is released. Freeing a Message never runs Python code (see
-_message.pyx), so slots may be released while the topic lock is held.
+Ownership: a ring slot (see Slot in _broker.pxd) holds strong references to a message's payload
+and metadata, taken when the slot is written, and to the Message readers receive, built by the
+first reader that reaches the slot and shared by the others; all are dropped when the slot is
+released. Publishing therefore writes the ring sequentially and allocates no object, and a
+message nobody reads never becomes one. Freeing a Message, bytes or a dict of str never runs
+Python code, and building a Message allocates only an object the GC does not track, so both may
+happen while the topic lock is held.
 
 Locks: each TopicLog has a mutex (_lock.h: PyMutex, or the GIL itself on 3.11/3.12) guarding
 its ring, cursors, waiter list and counters; the broker's mutex guards its topic table; a
@@ -37,12 +41,17 @@ from cpython.pythread cimport (
     PyThread_release_lock,
     PyThread_type_lock,
 )
+from cpython.bytes cimport PyBytes_CheckExact
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_TimeRaw
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+# PyMem_Raw*: the C allocator, but seen by tracemalloc, so memory measurements include the rings
+from cpython.mem cimport PyMem_RawCalloc as calloc
+from cpython.mem cimport PyMem_RawFree as free
+from cpython.mem cimport PyMem_RawMalloc as malloc
+from cpython.mem cimport PyMem_RawRealloc as realloc
 
-from ._message cimport Message, check_batch, stamp_all, stamp_one
+from ._message cimport Message, check_batch, delivered_copy, new_id
 
 import re
 from asyncio import get_running_loop as _get_running_loop
@@ -50,6 +59,7 @@ from asyncio import timeout as _asyncio_timeout
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
+    bint PyObject_CheckBuffer(object obj)
 
 cdef extern from "pythread.h":
     PyLockStatus PyThread_acquire_lock_timed(
@@ -62,9 +72,9 @@ cdef enum:
     MIN_RING = 16
     WAIT_SLICE_US = 50000
 
-# Estimated bytes a held message costs beyond its payload: its slot, the message object and the
-# bytes object header. Used by the memory estimate, which is kept incrementally.
-MESSAGE_OVERHEAD = 8 + 80 + 33
+# Estimated bytes a held message costs beyond its payload: its slot and the bytes object header;
+# the Message readers share adds 80 once read. Used by the memory estimate, kept incrementally.
+MESSAGE_OVERHEAD = 56 + 33  # the slot and the bytes object header (a read adds a Message)
 TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
@@ -253,11 +263,66 @@ cdef uint64_t _min_position(uint64_t** positions, Py_ssize_t count, Py_ssize_t* 
     return low
 
 
-cdef uint64_t _first_live(const double* stamps, uint64_t mask, uint64_t pos, uint64_t head,
+cdef uint64_t _first_live(const Slot* ring, uint64_t mask, uint64_t pos, uint64_t head,
                           double deadline) noexcept nogil:
-    while pos < head and stamps[pos & mask] < deadline:
+    while pos < head and ring[pos & mask].stamp < deadline:
         pos += 1
     return pos
+
+
+cdef inline Py_ssize_t _payload_size(PyObject* payload) noexcept:
+    return PyBytes_GET_SIZE(<object>payload)
+
+
+cdef inline void _clear_slot(Slot* slot) noexcept:
+    """Drop a slot's references. Frees only bytes, dicts of str and Messages: no Python code."""
+    Py_XDECREF(slot.message)
+    Py_XDECREF(slot.payload)
+    Py_XDECREF(slot.meta)
+    slot.message = slot.payload = slot.meta = NULL
+
+
+cdef dict _NO_METADATA = {}
+
+
+cdef int _fill_slot(Slot* slot, object item, Py_ssize_t index) except -1:
+    """Write ``item`` (a Message or a bytes-like payload) into ``slot``, taking references.
+
+    Raises TypeError naming ``messages[index]`` for anything else, leaving the slot empty.
+    """
+    cdef Message source
+    cdef object payload
+    cdef object meta
+    if type(item) is Message:
+        source = <Message>item
+        payload = source.payload
+        meta = source._meta
+        slot.id_hi = source._id_hi
+        slot.id_lo = source._id_lo
+    else:
+        if PyBytes_CheckExact(item):
+            payload = item
+        elif isinstance(item, str) or not PyObject_CheckBuffer(item):
+            raise TypeError(
+                f"messages[{index}] must be a Message or a bytes-like payload, "
+                f"not {type(item).__name__}"
+            )
+        else:
+            payload = bytes(item)
+        meta = _NO_METADATA
+        new_id(&slot.id_hi, &slot.id_lo)
+    Py_INCREF(payload)
+    Py_INCREF(meta)
+    slot.payload = <PyObject*>payload
+    slot.meta = <PyObject*>meta
+    slot.message = NULL
+    return 0
+
+
+cdef void _clear_slots(Slot* slots, Py_ssize_t count) noexcept:
+    cdef Py_ssize_t i
+    for i in range(count):
+        _clear_slot(&slots[i])
 
 
 # -- cursors and topic logs -------------------------------------------------------------------
@@ -300,15 +365,16 @@ cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
 
-    def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence):
+    def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence,
+                  bint ordered):
         self.name = name
         self.capacity = capacity
         self.ttl = ttl
         self.persistence = persistence
-        self.ring = <PyObject**>calloc(MIN_RING, sizeof(PyObject*))
-        self.stamps = <double*>calloc(MIN_RING, sizeof(double)) if ttl >= 0 else NULL
+        self.ordered = ordered
+        self.ring = <Slot*>calloc(MIN_RING, sizeof(Slot))
         self.positions = <uint64_t**>malloc(4 * sizeof(uint64_t*))
-        if self.ring == NULL or self.positions == NULL or (ttl >= 0 and self.stamps == NULL):
+        if self.ring == NULL or self.positions == NULL:
             raise MemoryError("cannot allocate a topic log")
         self.positions_cap = 4
         self.mask = MIN_RING - 1
@@ -324,49 +390,35 @@ cdef class TopicLog:
         cdef uint64_t seq
         if self.ring != NULL:
             for seq in range(self.tail, self.head):
-                Py_XDECREF(self.ring[seq & self.mask])
+                _clear_slot(&self.ring[seq & self.mask])
             free(self.ring)
-        free(self.stamps)
         free(self.positions)
 
     # -- ring management (lock held) ------------------------------------------------------------
 
     cdef int _resize(self, uint64_t size) except -1 nogil:
-        cdef PyObject** ring = <PyObject**>calloc(size, sizeof(PyObject*))
-        cdef double* stamps = NULL
+        cdef Slot* ring = <Slot*>calloc(size, sizeof(Slot))
         cdef uint64_t seq, mask = size - 1
         if ring == NULL:
             with gil:
                 raise MemoryError("cannot grow the topic log")
-        if self.stamps != NULL:
-            stamps = <double*>calloc(size, sizeof(double))
-            if stamps == NULL:
-                free(ring)
-                with gil:
-                    raise MemoryError("cannot grow the topic log")
         for seq in range(self.tail, self.head):
             ring[seq & mask] = self.ring[seq & self.mask]
-            if stamps != NULL:
-                stamps[seq & mask] = self.stamps[seq & self.mask]
         free(self.ring)
-        free(self.stamps)
         self.ring = ring
-        self.stamps = stamps
         self.mask = mask
         return 0
 
     cdef void _release_to(self, uint64_t new_tail) noexcept:
         """Drop the log's references to the slots before ``new_tail``."""
         cdef uint64_t seq
-        cdef PyObject* slot
+        cdef Slot* slot
         cdef int64_t freed = 0
         cdef uint64_t size
         for seq in range(self.tail, new_tail):
-            slot = self.ring[seq & self.mask]
-            self.ring[seq & self.mask] = NULL
-            if slot != NULL:
-                freed += PyBytes_GET_SIZE((<Message>slot).payload)
-                Py_XDECREF(slot)
+            slot = &self.ring[seq & self.mask]
+            freed += _payload_size(slot.payload)
+            _clear_slot(slot)
         self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
         self.tail = new_tail
         size = self.mask + 1
@@ -392,7 +444,7 @@ cdef class TopicLog:
 
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
         cdef uint64_t old = cursor.pos
-        cdef uint64_t pos = _first_live(self.stamps, self.mask, old, self.head, now - self.ttl)
+        cdef uint64_t pos = _first_live(self.ring, self.mask, old, self.head, now - self.ttl)
         if pos != old:
             cursor.pos = pos
             cursor.expired += pos - old
@@ -410,22 +462,22 @@ cdef class TopicLog:
             for cursor in self.cursors:
                 self._skip_expired(cursor, now)
         else:
-            pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
+            pos = _first_live(self.ring, self.mask, self.tail, self.head, now - self.ttl)
             self.expired += pos - self.tail
             self._release_to(pos)
         return self.expired - before
 
     # -- publishing -----------------------------------------------------------------------------
 
-    cdef int append(self, list batch, Message single, int64_t now_ms) except -1:
-        """Append stamped messages atomically, ``single`` or else ``batch``: all of them get
-        consecutive sequence numbers, or none does."""
-        cdef Py_ssize_t i, count = 1 if single is not None else len(batch)
+    cdef int append(self, Slot* batch, Py_ssize_t count) except -1:
+        """Append ``count`` filled slots atomically: all of them get consecutive sequence
+        numbers, or none does. Takes over the slots' references in every case."""
+        cdef Py_ssize_t i
         cdef list waiters = None
         cdef double now = _monotonic() if self.ttl >= 0 else 0.0
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
-        cdef Message msg
+        cdef Slot* slot
         # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down
         cdef int outcome = 0
         if count == 0:
@@ -438,10 +490,10 @@ cdef class TopicLog:
                 outcome = 4
             elif not self.cursors and not self.persistence:
                 self.dropped += count
-                self.last_activity = now_ms * 1e-3
+                self.last_activity = batch[0].enqueued_at * 1e-3
                 outcome = 1
             else:
-                self.last_activity = now_ms * 1e-3
+                self.last_activity = batch[0].enqueued_at * 1e-3
                 held = self.head - self.tail
                 if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
                     if self.ttl >= 0:
@@ -458,13 +510,10 @@ cdef class TopicLog:
                         self._resize(size)
                     seq = self.head
                     for i in range(count):
-                        msg = single if single is not None else <Message>batch[i]
-                        msg._sequence = <int64_t>seq
-                        Py_INCREF(msg)
-                        self.ring[seq & self.mask] = <PyObject*>msg
-                        if self.stamps != NULL:
-                            self.stamps[seq & self.mask] = now
-                        added += PyBytes_GET_SIZE(msg.payload)
+                        slot = &self.ring[seq & self.mask]
+                        slot[0] = batch[i]
+                        slot.stamp = now
+                        added += _payload_size(slot.payload)
                         seq += 1
                     self.head = seq
                     self.published += count
@@ -474,20 +523,35 @@ cdef class TopicLog:
                     self.waiters = None
         finally:
             kincir_mutex_unlock(&self.lock)
-        if outcome == 2:
-            raise _error("QueueFull", self.name, self.capacity)
-        if outcome == 3:
-            raise _error("TopicNotFound", self.name)
-        if outcome == 4:
-            raise _error("BrokerShutdown")
+        if outcome:
+            _clear_slots(batch, count)  # not written: give the references back
+            if outcome == 2:
+                raise _error("QueueFull", self.name, self.capacity)
+            if outcome == 3:
+                raise _error("TopicNotFound", self.name)
+            if outcome == 4:
+                raise _error("BrokerShutdown")
+            return 0
         _wake_all(waiters)
         return 0
 
     # -- reading --------------------------------------------------------------------------------
 
+    cdef Message _delivered(self, uint64_t seq):
+        """The Message readers receive for ``seq``, built by the first reader (lock held)."""
+        cdef Slot* slot = &self.ring[seq & self.mask]
+        cdef Message msg
+        if slot.message == NULL:
+            msg = delivered_copy(slot.payload, slot.meta, slot.id_hi, slot.id_lo, self.name,
+                                 <int64_t>seq, slot.enqueued_at, self.ordered)
+            Py_INCREF(msg)
+            slot.message = <PyObject*>msg
+            return msg
+        return <Message>slot.message
+
     cdef Message take_one(self, Cursor cursor):
         """The next message for ``cursor``, or None."""
-        cdef PyObject* slot = NULL
+        cdef Message got = None
         cdef uint64_t old
         cdef double now
         if cursor.pos == self.head:  # racy pre-check; re-checked under the lock
@@ -500,20 +564,14 @@ cdef class TopicLog:
                     self._skip_expired(cursor, now)
                 old = cursor.pos
                 if old != self.head:
-                    slot = self.ring[old & self.mask]
-                    Py_INCREF(<object>slot)
+                    got = self._delivered(old)
                     cursor.pos = old + 1
                     cursor.delivered += 1
                     self.delivered += 1
                     self._moved(old)
         finally:
             kincir_mutex_unlock(&self.lock)
-        cdef Message result
-        if slot == NULL:
-            return None
-        result = <Message>slot
-        Py_XDECREF(slot)
-        return result
+        return got
 
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit):
         """Up to ``limit`` messages for ``cursor``, in sequence order (maybe none)."""
@@ -522,6 +580,7 @@ cdef class TopicLog:
         cdef PyObject** buffer
         cdef uint64_t old, end
         cdef double now
+        cdef Message msg
         if available == 0 or not cursor.attached:
             return []
         if <uint64_t>limit > available:
@@ -539,10 +598,11 @@ cdef class TopicLog:
                 end = self.head
                 if end - old > <uint64_t>limit:
                     end = old + limit
-                n = <Py_ssize_t>(end - old)
-                for i in range(n):
-                    buffer[i] = self.ring[(old + i) & self.mask]
-                    Py_INCREF(<object>buffer[i])
+                while old + <uint64_t>n < end:
+                    msg = self._delivered(old + n)
+                    Py_INCREF(msg)
+                    buffer[n] = <PyObject*>msg
+                    n += 1
                 if n:
                     cursor.pos = end
                     cursor.delivered += n
@@ -812,7 +872,7 @@ cdef class BrokerCore:
         if found is not None:
             return <TopicLog>found
         validate_topic_name(name)
-        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence)
+        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered)
         kincir_mutex_lock(&self.lock)
         try:
             found = self.topics.get(name)
@@ -1002,8 +1062,9 @@ cdef class PublisherCore:
     cdef int _publish(self, object topic, object messages) except -1:
         cdef BrokerCore broker = self.broker
         cdef object log
-        cdef list batch = None
-        cdef Message single = None
+        cdef Slot one
+        cdef Slot* batch
+        cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
         if broker.state != RUNNING:
             raise _error("BrokerShutdown")
@@ -1012,16 +1073,34 @@ cdef class PublisherCore:
             validate_topic_name(topic)
         # every item is checked before the topic is created or anything is written
         check_batch(messages)
+        count = len(messages)
+        if count == 0:
+            return 0
         now_ms = _now_ms()
-        if len(messages) == 1:  # the common case needs no list of copies
-            single = stamp_one(messages[0], 0, topic, now_ms, broker.ordered)
+        if count == 1:  # the common case needs no buffer
+            batch = &one
         else:
-            batch = stamp_all(messages, topic, now_ms, broker.ordered)
-            if not batch:
-                return 0
-        if log is None:
-            log = broker.log_for(topic)
-        return (<TopicLog>log).append(batch, single, now_ms)
+            batch = <Slot*>malloc(count * sizeof(Slot))
+            if batch == NULL:
+                raise MemoryError("cannot allocate a publish buffer")
+        try:
+            for i in range(count):
+                _fill_slot(&batch[i], messages[i], i)
+                batch[i].enqueued_at = now_ms
+                filled += 1
+            if log is None:
+                log = broker.log_for(topic)
+        except BaseException:
+            _clear_slots(batch, filled)
+            if batch != &one:
+                free(batch)
+            raise
+        try:
+            (<TopicLog>log).append(batch, count)  # takes over the references, whatever happens
+        finally:
+            if batch != &one:
+                free(batch)
+        return 0
 
 
 cdef class SubscriberCore:

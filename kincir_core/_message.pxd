@@ -1,3 +1,4 @@
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
 
@@ -12,7 +13,7 @@ cdef class Message:
     cdef bint _ordered
 
 
-cdef Message stamp_one(object item, Py_ssize_t index, str topic, int64_t enqueued_at,
-                       bint ordered)
 cdef int check_batch(object items) except -1
-cdef list stamp_all(object items, str topic, int64_t enqueued_at, bint ordered)
+cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept
+cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
+                            str topic, int64_t sequence, int64_t enqueued_at, bint ordered)

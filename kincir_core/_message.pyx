@@ -71,6 +71,28 @@ cdef inline void _new_id(Message msg) noexcept:
     msg._id_lo = (_next_random() & ~(<uint64_t>0xC000000000000000)) | (<uint64_t>0x8000000000000000)
 
 
+cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept:
+    """128 fresh random bits with the uuid4 version and variant bits set."""
+    hi[0] = (_next_random() & ~(<uint64_t>0xF000)) | (<uint64_t>0x4000)
+    lo[0] = (_next_random() & ~(<uint64_t>0xC000000000000000)) | (<uint64_t>0x8000000000000000)
+
+
+cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
+                            str topic, int64_t sequence, int64_t enqueued_at, bint ordered):
+    """The message readers receive, built from a topic log slot. Allocates only a Message (no
+    GC tracking, no Python code runs), so the log may call it under its lock."""
+    cdef Message msg = Message.__new__(Message)
+    msg.payload = <bytes>payload
+    msg._meta = <dict>meta
+    msg._id_hi = id_hi
+    msg._id_lo = id_lo
+    msg._topic = topic
+    msg._sequence = sequence
+    msg._enqueued_at = enqueued_at
+    msg._ordered = ordered
+    return msg
+
+
 cdef str _format_uuid(uint64_t hi, uint64_t lo):
     cdef char buf[36]
     cdef const char* digits = b"0123456789abcdef"
@@ -223,39 +245,6 @@ def restore_message(payload, meta, ident, topic, sequence, enqueued_at, ordered)
     return msg
 
 
-cdef Message stamp_one(object item, Py_ssize_t index, str topic, int64_t enqueued_at,
-                       bint ordered):
-    """The copy of ``item`` (a Message or a bytes-like payload) that a topic log stores.
-
-    Raises TypeError naming ``messages[index]`` for anything else. The log writes the sequence
-    number, under its lock, when it appends the copy.
-    """
-    cdef Message copy = Message.__new__(Message)
-    cdef Message source
-    if type(item) is Message:
-        source = <Message>item
-        copy.payload = source.payload
-        copy._meta = source._meta
-        copy._id_hi = source._id_hi
-        copy._id_lo = source._id_lo
-    else:
-        if PyBytes_CheckExact(item):
-            copy.payload = <bytes>item
-        elif isinstance(item, str) or not PyObject_CheckBuffer(item):
-            raise TypeError(
-                f"messages[{index}] must be a Message or a bytes-like payload, "
-                f"not {type(item).__name__}"
-            )
-        else:
-            copy.payload = bytes(item)
-        copy._meta = _EMPTY
-        _new_id(copy)
-    copy._topic = topic
-    copy._enqueued_at = enqueued_at
-    copy._ordered = ordered
-    return copy
-
-
 cdef int check_batch(object items) except -1:
     """Refuse anything but a list or tuple of messages."""
     if type(items) is not list and type(items) is not tuple:
@@ -264,19 +253,3 @@ cdef int check_batch(object items) except -1:
             f"not {type(items).__name__}"
         )
     return 0
-
-
-cdef list stamp_all(object items, str topic, int64_t enqueued_at, bint ordered):
-    """The stamped copies of a batch, in order (see ``stamp_one``); checks every item before
-    anything is published."""
-    check_batch(items)
-    cdef Py_ssize_t index, count = len(items)
-    cdef list stamped = [None] * count
-    for index in range(count):
-        stamped[index] = stamp_one(items[index], index, topic, enqueued_at, ordered)
-    return stamped
-
-
-def payload_size(Message msg):
-    """The number of payload bytes a stored message holds."""
-    return len(msg.payload)

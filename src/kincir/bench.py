@@ -76,6 +76,8 @@ import kincir
 from kincir import Message
 from kincir.memory import InMemoryBroker, InMemoryConfig, InMemoryPublisher, InMemorySubscriber
 
+from ._argtypes import positive_float, positive_int
+
 __all__ = [
     "DESCRIPTION",
     "HELP",
@@ -1722,26 +1724,6 @@ def plot_ratios(report: BenchReport, path: str | os.PathLike[str]) -> None:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def _workload_list(text: str) -> tuple[str, ...]:
     keys = tuple(dict.fromkeys(part.strip().upper() for part in text.split(",") if part.strip()))
     if not keys:
@@ -1756,7 +1738,7 @@ def _workload_list(text: str) -> tuple[str, ...]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to its subparser."""
-    parser.add_argument("--repeat", type=_positive_int, default=5, metavar="N",
+    parser.add_argument("--repeat", type=positive_int, default=5, metavar="N",
                         help="timed repetitions per side, median reported (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller workloads: the whole run takes well under 30 s")
@@ -1767,7 +1749,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "description to PATH as JSON")
     parser.add_argument("--plot", metavar="PATH", default=None,
                         help="also draw the ratios as a bar chart PNG at PATH (needs matplotlib)")
-    parser.add_argument("--scale", type=_positive_float, default=1.0, metavar="FACTOR",
+    parser.add_argument("--scale", type=positive_float, default=1.0, metavar="FACTOR",
                         help="multiply every workload size by FACTOR, after --quick; meant for "
                              "tests (tiny sizes measure noise) (default: %(default)s)")
 

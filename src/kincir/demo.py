@@ -37,6 +37,8 @@ from kincir.memory import (
     TopicInfo,
 )
 
+from ._argtypes import positive_float, positive_int
+
 __all__ = [
     "DESCRIPTION",
     "HELP",
@@ -591,45 +593,25 @@ def format_report(report: DemoReport) -> str:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to its subparser."""
     defaults = DemoSettings()
-    parser.add_argument("--producers", type=_positive_int, default=defaults.producers,
+    parser.add_argument("--producers", type=positive_int, default=defaults.producers,
                         metavar="N", help="producer threads (default: %(default)s)")
-    parser.add_argument("--messages", type=_positive_int, default=defaults.messages,
+    parser.add_argument("--messages", type=positive_int, default=defaults.messages,
                         metavar="M",
                         help="messages in total, split among the producers (default: %(default)s)")
-    parser.add_argument("--batch", type=_positive_int, default=defaults.batch, metavar="B",
+    parser.add_argument("--batch", type=positive_int, default=defaults.batch, metavar="B",
                         help="messages per publish (default: %(default)s)")
-    parser.add_argument("--payload-size", type=_positive_int, default=defaults.payload_size,
+    parser.add_argument("--payload-size", type=positive_int, default=defaults.payload_size,
                         metavar="BYTES",
                         help=f"bytes per payload, at least {_HEADER.size} (default: %(default)s)")
-    parser.add_argument("--queue-size", type=_positive_int, default=defaults.queue_size,
+    parser.add_argument("--queue-size", type=positive_int, default=defaults.queue_size,
                         metavar="N", help="the topic's max_queue_size (default: %(default)s)")
-    parser.add_argument("--receive-batch", type=_positive_int, default=defaults.receive_batch,
+    parser.add_argument("--receive-batch", type=positive_int, default=defaults.receive_batch,
                         metavar="N",
                         help="most messages a subscriber takes per receive (default: %(default)s)")
-    parser.add_argument("--drain-timeout", type=_positive_seconds,
+    parser.add_argument("--drain-timeout", type=positive_float,
                         default=defaults.drain_timeout, metavar="SECONDS",
                         help="how long shutdown waits for the subscribers to drain "
                              "(default: %(default)s)")

@@ -75,6 +75,7 @@ cdef class TopicLog:
     cdef list cursors
     cdef uint64_t** positions
     cdef Py_ssize_t positions_cap
+    cdef Py_ssize_t positions_count   # = len(cursors), readable without touching the list
     cdef Py_ssize_t at_tail
     cdef list waiters
     cdef uint64_t published
@@ -141,7 +142,8 @@ cdef class SubscriberCore:
     cdef void _refresh(self) noexcept
     cdef void _subscriptions_changed(self) noexcept
     cdef object _nothing(self)
-    cdef Message _take_one(self)
+    cdef inline Message _take_one(self)
+    cdef Message _take_round_robin(self, tuple cursors, Py_ssize_t count)
     cdef list _take_many(self, Py_ssize_t limit)
     cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)
     cdef tuple _register(self, Waiter waiter)

@@ -440,7 +440,11 @@ cdef class TopicLog:
         if old_pos == self.tail:
             self.at_tail -= 1
             if self.at_tail == 0:
-                self._recompute_tail()
+                if self.positions_count == 1:  # one reader: it is the new tail
+                    self.at_tail = 1
+                    self._release_to(self.positions[0][0])
+                else:
+                    self._recompute_tail()
 
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
         cdef uint64_t old = cursor.pos
@@ -647,6 +651,7 @@ cdef class TopicLog:
                 cursor.pos = self.tail if count == 0 else self.head
                 self.cursors.append(cursor)
                 self.positions[count] = &cursor.pos
+                self.positions_count = count + 1
                 cursor.attached = True
                 if cursor.pos == self.tail:
                     self.at_tail += 1
@@ -672,6 +677,7 @@ cdef class TopicLog:
                         self.positions[i] = self.positions[count - 1]
                         self.cursors[i] = self.cursors[count - 1]
                         del self.cursors[count - 1]
+                        self.positions_count = count - 1
                         break
                 self.last_activity = _wall()
                 if self.cursors:
@@ -788,6 +794,7 @@ cdef class TopicLog:
             for cursor in self.cursors:
                 cursor.attached = False
             self.cursors = no_cursors
+            self.positions_count = 0
             self.at_tail = 0
             waiters = self.waiters
             self.waiters = None
@@ -1241,17 +1248,24 @@ cdef class SubscriberCore:
             raise _error("NotSubscribed", "this subscriber is closed")
         raise _error("NotSubscribed", "subscribe to a topic before receiving")
 
-    cdef Message _take_one(self):
+    cdef inline Message _take_one(self):
         cdef tuple cursors = self.cursors
-        cdef Py_ssize_t i, start, count = len(cursors)
+        cdef Py_ssize_t count = len(cursors)
         cdef Cursor cursor
         cdef Message got
-        if count == 1:
+        if count == 1:  # the common case, inlined into the callers
             cursor = <Cursor>cursors[0]
             got = cursor.log.take_one(cursor)
             if got is not None:
                 return got
-        elif count:
+        return self._take_round_robin(cursors, count)
+
+    cdef Message _take_round_robin(self, tuple cursors, Py_ssize_t count):
+        """Take from several topics in turn (one topic was tried by _take_one already)."""
+        cdef Py_ssize_t i, start
+        cdef Cursor cursor
+        cdef Message got
+        if count > 1:
             start = self.next_index
             self.next_index = (start + 1) % count
             for i in range(count):

@@ -229,6 +229,41 @@ cdef const char* _PUBLIC_NAME = "kincir.Message"
 PyType_Modified(<PyTypeObject*>Message)
 
 
+# ``Message(payload)``, one per send in a typical loop, skips argument parsing: the type's
+# vectorcall handles the one-positional-argument call itself and passes anything else on to the
+# vectorcall Cython generated (which parses arguments and runs __init__).
+ctypedef object (*_vectorcall)(PyObject* callable, PyObject** args, size_t nargsf,
+                               PyObject* kwnames)
+
+cdef extern from "Python.h":
+    """
+    #define KINCIR_GET_VECTORCALL(type) ((void *)((PyTypeObject *)(type))->tp_vectorcall)
+    #define KINCIR_SET_VECTORCALL(type, fn) \
+        (((PyTypeObject *)(type))->tp_vectorcall = (vectorcallfunc)(fn))
+    """
+    void* KINCIR_GET_VECTORCALL(object type)
+    void KINCIR_SET_VECTORCALL(object type, void* fn)
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+
+cdef _vectorcall _generated_vectorcall = <_vectorcall>KINCIR_GET_VECTORCALL(Message)
+
+
+cdef object _message_vectorcall(PyObject* callable, PyObject** args, size_t nargsf,
+                                PyObject* kwnames):
+    cdef Message msg
+    if PyVectorcall_NARGS(nargsf) != 1 or kwnames != NULL:
+        return _generated_vectorcall(callable, args, nargsf, kwnames)
+    msg = Message.__new__(Message)
+    msg.payload = _to_bytes(<object>args[0], "payload")
+    msg._meta = _EMPTY
+    _new_id(msg)
+    return msg
+
+
+if _generated_vectorcall != NULL:
+    KINCIR_SET_VECTORCALL(Message, <void*>_message_vectorcall)
+
+
 def restore_message(payload, meta, ident, topic, sequence, enqueued_at, ordered):
     """Rebuild a message from its pickled state."""
     cdef Message msg = Message.__new__(Message)

@@ -409,6 +409,22 @@ cdef class TopicLog:
         self.mask = mask
         return 0
 
+    cdef int _grow(self, uint64_t size) except -1 nogil:
+        """Enlarge the ring in place where the allocator can (realloc keeps the pages already
+        touched), then move each held slot to its index under the new mask: only into the new
+        upper part, which holds nothing yet."""
+        cdef Slot* ring = <Slot*>realloc(self.ring, size * sizeof(Slot))
+        cdef uint64_t seq, old_mask = self.mask, mask = size - 1
+        if ring == NULL:
+            with gil:
+                raise MemoryError("cannot grow the topic log")
+        for seq in range(self.tail, self.head):
+            if (seq & mask) != (seq & old_mask):
+                ring[seq & mask] = ring[seq & old_mask]
+        self.ring = ring
+        self.mask = mask
+        return 0
+
     cdef void _release_to(self, uint64_t new_tail) noexcept:
         """Drop the log's references to the slots before ``new_tail``."""
         cdef uint64_t seq
@@ -511,7 +527,7 @@ cdef class TopicLog:
                         size = self.mask + 1
                         while size < held + count:
                             size *= 2
-                        self._resize(size)
+                        self._grow(size)
                     seq = self.head
                     for i in range(count):
                         slot = &self.ring[seq & self.mask]

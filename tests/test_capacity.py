@@ -187,3 +187,23 @@ def test_queue_full_is_picklable(k):
         err = pickle.loads(pickle.dumps(k.QueueFull("orders", 5)))
     assert type(err) is k.QueueFull
     assert (err.topic, err.limit) == ("orders", 5)
+
+
+def test_a_ring_that_wraps_and_then_grows_keeps_every_message_in_order(k):
+    """Held messages that wrapped around the ring's end are still in order after it grows."""
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    slow, fast = k.InMemorySubscriber(broker), k.InMemorySubscriber(broker)
+    slow.subscribe("t")
+    fast.subscribe("t")
+    expected = []
+    for round_ in range(6):
+        batch = [b"%d-%d" % (round_, i) for i in range(5 + 7 * round_)]
+        pub.publish_nowait("t", batch)
+        expected += batch
+        assert [m.payload for m in fast.try_receive_batch(1000)] == batch
+        for _ in range(3):  # the slow reader keeps the tail moving, so the held run wraps
+            assert slow.try_receive().payload == expected.pop(0)
+    got = [m.payload for m in slow.try_receive_batch(10_000)]
+    assert got == expected
+    assert broker.topic_info("t").queue_size == 0

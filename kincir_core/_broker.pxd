@@ -91,7 +91,7 @@ cdef class TopicLog:
     cdef bint closed
     cdef readonly bint accepting
     cdef int _resize(self, uint64_t size) except -1 nogil
-    cdef int _grow(self, uint64_t size) except -1 nogil
+    cdef int _grow(self, uint64_t size) noexcept nogil
     cdef void _release_to(self, uint64_t new_tail) noexcept
     cdef void _recompute_tail(self) noexcept
     cdef void _moved(self, uint64_t old_pos) noexcept

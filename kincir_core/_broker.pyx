@@ -409,15 +409,14 @@ cdef class TopicLog:
         self.mask = mask
         return 0
 
-    cdef int _grow(self, uint64_t size) except -1 nogil:
+    cdef int _grow(self, uint64_t size) noexcept nogil:
         """Enlarge the ring in place where the allocator can (realloc keeps the pages already
         touched), then move each held slot to its index under the new mask: only into the new
-        upper part, which holds nothing yet."""
+        upper part, which holds nothing yet. Returns -1, changing nothing, without memory."""
         cdef Slot* ring = <Slot*>realloc(self.ring, size * sizeof(Slot))
         cdef uint64_t seq, old_mask = self.mask, mask = size - 1
         if ring == NULL:
-            with gil:
-                raise MemoryError("cannot grow the topic log")
+            return -1
         for seq in range(self.tail, self.head):
             if (seq & mask) != (seq & old_mask):
                 ring[seq & mask] = ring[seq & old_mask]
@@ -498,7 +497,7 @@ cdef class TopicLog:
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
         cdef Slot* slot
-        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down
+        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down, 5: no memory
         cdef int outcome = 0
         if count == 0:
             return 0
@@ -522,12 +521,13 @@ cdef class TopicLog:
                     if held + count > <uint64_t>self.capacity:
                         self.queue_full += 1
                         outcome = 2
+                if outcome == 0 and held + count > self.mask + 1:
+                    size = self.mask + 1
+                    while size < held + count:
+                        size *= 2
+                    if self._grow(size) < 0:
+                        outcome = 5
                 if outcome == 0:
-                    if held + count > self.mask + 1:
-                        size = self.mask + 1
-                        while size < held + count:
-                            size *= 2
-                        self._grow(size)
                     seq = self.head
                     for i in range(count):
                         slot = &self.ring[seq & self.mask]
@@ -551,6 +551,8 @@ cdef class TopicLog:
                 raise _error("TopicNotFound", self.name)
             if outcome == 4:
                 raise _error("BrokerShutdown")
+            if outcome == 5:
+                raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
         _wake_all(waiters)
         return 0
@@ -618,11 +620,17 @@ cdef class TopicLog:
                 end = self.head
                 if end - old > <uint64_t>limit:
                     end = old + limit
-                while old + <uint64_t>n < end:
-                    msg = self._delivered(old + n)
-                    Py_INCREF(msg)
-                    buffer[n] = <PyObject*>msg
-                    n += 1
+                try:
+                    while old + <uint64_t>n < end:
+                        msg = self._delivered(old + n)
+                        Py_INCREF(msg)
+                        buffer[n] = <PyObject*>msg
+                        n += 1
+                except BaseException:  # no memory for a Message: nothing was taken
+                    for i in range(n):
+                        Py_XDECREF(buffer[i])
+                    free(buffer)
+                    raise
                 if n:
                     cursor.pos = end
                     cursor.delivered += n
@@ -718,16 +726,17 @@ cdef class TopicLog:
         return total
 
     cdef int add_waiter(self, Waiter waiter) except -1:
-        # allocated before locking: nothing GC-tracked is made under it
-        cdef list fresh = [] if self.waiters is None else None
-        kincir_mutex_lock(&self.lock)
-        try:
+        cdef list fresh
+        cdef bint added = False
+        while not added:
+            # a new list is made before locking: nothing GC-tracked is allocated under the lock
+            fresh = [] if self.waiters is None else None
+            kincir_mutex_lock(&self.lock)
             if self.waiters is None:
-                if fresh is None:  # another thread took the list meanwhile; rare
-                    fresh = []
-                self.waiters = fresh
-            self.waiters.append(waiter)
-        finally:
+                self.waiters = fresh  # None if a publish took the list meanwhile: try again
+            if self.waiters is not None:
+                self.waiters.append(waiter)
+                added = True
             kincir_mutex_unlock(&self.lock)
         return 0
 
@@ -1208,8 +1217,9 @@ cdef class SubscriberCore:
         """Leave every topic; called by the finalizer of a subscriber dropped without close().
 
         The compiled engine never allocates a GC-tracked object or calls Python code while it
-        holds a lock, so a collection (and this finalizer) cannot run inside a locked section:
-        detaching at once is safe.
+        holds a topic or broker lock, so a collection (and this finalizer) cannot run inside
+        one; the only lock taken under a collection is a subscriber's own, and a subscriber is
+        not finalized while one of its methods runs. Detaching at once is safe.
         """
         try:
             self._unsubscribe(None)
@@ -1393,17 +1403,17 @@ cdef class SubscriberCore:
         """
         cdef ReceiveOp op
         if timeout is not None:
-            _check_timeout_c(timeout)  # bad input is refused at once
             return self._receive_within(timeout)
         op = ReceiveOp.__new__(ReceiveOp)
         op.subscriber = self
         return op
 
     async def _receive_within(self, timeout):
+        cdef double seconds = _check_timeout_c(timeout)  # bad input is refused before any take
         cdef Message got = self._take_one()
         if got is not None:
             return got
-        async with _asyncio_timeout(_check_timeout_c(timeout)):
+        async with _asyncio_timeout(seconds):
             return await self._wait_async(0)
 
     async def _wait_async(self, Py_ssize_t limit):
@@ -1453,6 +1463,21 @@ cdef class SubscriberCore:
 # them through ``am_send`` (PyIter_Send), which hands back the result without raising
 # StopIteration; ``send``/``__next__`` serve everyone else.
 
+cdef object _thrown(object typ, object val, object tb):
+    """The exception ``coroutine.throw(typ, val, tb)`` raises, normalised as generators do."""
+    if isinstance(typ, BaseException):
+        exc = typ
+    elif isinstance(val, BaseException):
+        exc = val
+    elif val is None:
+        exc = typ()
+    elif type(val) is tuple:
+        exc = typ(*val)
+    else:
+        exc = typ(val)
+    return exc.with_traceback(tb) if tb is not None else exc
+
+
 cdef extern from "Python.h":
     """
     #define KINCIR_SET_AM_SEND(type, fn) (((PyTypeObject *)(type))->tp_as_async->am_send = (sendfunc)(fn))
@@ -1501,9 +1526,7 @@ cdef class PublishOp:
 
     def throw(self, typ, val=None, tb=None):
         self.close()
-        if val is None:
-            raise typ
-        raise val
+        raise _thrown(typ, val, tb)
 
     def close(self):
         self.done = True
@@ -1581,9 +1604,7 @@ cdef class ReceiveOp:
 
     def throw(self, typ, val=None, tb=None):
         self.close()
-        if val is None:
-            raise typ
-        raise val
+        raise _thrown(typ, val, tb)
 
     def close(self):
         self.done = True

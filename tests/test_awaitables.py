@@ -4,6 +4,7 @@ awaited, asyncio accepts them anywhere it takes a coroutine, and cancelling one 
 from __future__ import annotations
 
 import asyncio
+import warnings
 
 import pytest
 
@@ -112,3 +113,36 @@ def test_a_failing_publish_raises_when_awaited(k):
             await pending
 
     k.run(main())
+
+
+def test_throw_normalises_its_arguments_like_a_coroutine(k):
+    _, _, sub = setup(k)
+
+    async def main():
+        for args, expected in (
+            ((ValueError, "boom"), ValueError("boom")),
+            ((ValueError,), ValueError()),
+            ((KeyError("k"),), KeyError("k")),
+        ):
+            pending = sub.receive()
+            pending.send(None)  # now waiting: nothing is queued
+            with pytest.raises(type(expected)) as raised, warnings.catch_warnings():
+                # throw(type, value) is deprecated from 3.12 on; it still has to work
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pending.throw(*args)
+            assert raised.value.args == expected.args
+
+    k.run(main())
+
+
+def test_a_bad_receive_timeout_raises_when_awaited(k):
+    _, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"kept"])
+
+    async def main():
+        pending = sub.receive(timeout=-1)
+        with pytest.raises(ValueError):
+            await pending
+        return await sub.receive(timeout=1)
+
+    assert k.run(main()).payload == b"kept"

@@ -595,21 +595,22 @@ cdef class TopicLog:
             kincir_mutex_unlock(&self.lock)
         return got
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit):
         """Up to ``limit`` messages for ``cursor``, in sequence order (maybe none)."""
-        cdef uint64_t available = self.head - cursor.pos  # racy estimate, bounds the buffer
-        cdef Py_ssize_t n = 0, i
-        cdef PyObject** buffer
+        cdef uint64_t available = self.head - cursor.pos  # racy estimate, sizes the list
+        cdef Py_ssize_t n = 0
         cdef uint64_t old, end
         cdef double now
-        cdef Message msg
+        cdef list out
         if available == 0 or not cursor.attached:
             return []
         if <uint64_t>limit > available:
             limit = <Py_ssize_t>available
-        buffer = <PyObject**>malloc(limit * sizeof(PyObject*))
-        if buffer == NULL:
-            raise MemoryError("cannot allocate a receive buffer")
+        # made before locking (a list is GC-tracked); filled under the lock, which only
+        # replaces its None items (n < limit stays in range: audited, so no bounds checks)
+        out = [None] * limit
         now = _monotonic() if self.ttl >= 0 else 0.0
         kincir_mutex_lock(&self.lock)
         try:
@@ -620,17 +621,9 @@ cdef class TopicLog:
                 end = self.head
                 if end - old > <uint64_t>limit:
                     end = old + limit
-                try:
-                    while old + <uint64_t>n < end:
-                        msg = self._delivered(old + n)
-                        Py_INCREF(msg)
-                        buffer[n] = <PyObject*>msg
-                        n += 1
-                except BaseException:  # no memory for a Message: nothing was taken
-                    for i in range(n):
-                        Py_XDECREF(buffer[i])
-                    free(buffer)
-                    raise
+                while old + <uint64_t>n < end:
+                    out[n] = self._delivered(old + n)
+                    n += 1
                 if n:
                     cursor.pos = end
                     cursor.delivered += n
@@ -638,11 +631,8 @@ cdef class TopicLog:
                     self._moved(old)
         finally:
             kincir_mutex_unlock(&self.lock)
-        cdef list out = [None] * n
-        for i in range(n):
-            out[i] = <object>buffer[i]
-            Py_XDECREF(buffer[i])
-        free(buffer)
+        if n < limit:
+            del out[n:]
         return out
 
     # -- readers joining and leaving ------------------------------------------------------------

@@ -29,7 +29,6 @@ cdef struct Slot:
     uint64_t id_hi
     uint64_t id_lo
     int64_t enqueued_at   # Unix milliseconds
-    double stamp          # monotonic publish time, for the TTL
 
 cdef class Waiter:
     cdef void wake(self) noexcept
@@ -69,6 +68,7 @@ cdef class TopicLog:
     cdef kincir_mutex lock
     cdef bint ordered
     cdef Slot* ring
+    cdef double* stamps         # monotonic publish times by slot; NULL unless a TTL is set
     cdef uint64_t mask
     cdef uint64_t head
     cdef uint64_t tail
@@ -90,7 +90,7 @@ cdef class TopicLog:
     cdef double last_activity
     cdef bint closed
     cdef readonly bint accepting
-    cdef int _resize(self, uint64_t size) except -1 nogil
+    cdef void _shrink(self, uint64_t size) noexcept nogil
     cdef int _grow(self, uint64_t size) noexcept nogil
     cdef void _release_to(self, uint64_t new_tail) noexcept
     cdef void _recompute_tail(self) noexcept

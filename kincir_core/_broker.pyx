@@ -74,7 +74,7 @@ cdef enum:
 
 # Estimated bytes a held message costs beyond its payload: its slot and the bytes object header;
 # the Message readers share adds 80 once read. Used by the memory estimate, kept incrementally.
-MESSAGE_OVERHEAD = 56 + 33  # the slot and the bytes object header (a read adds a Message)
+MESSAGE_OVERHEAD = 48 + 33  # the slot and the bytes object header (a read adds a Message)
 TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
@@ -263,9 +263,9 @@ cdef uint64_t _min_position(uint64_t** positions, Py_ssize_t count, Py_ssize_t* 
     return low
 
 
-cdef uint64_t _first_live(const Slot* ring, uint64_t mask, uint64_t pos, uint64_t head,
+cdef uint64_t _first_live(const double* stamps, uint64_t mask, uint64_t pos, uint64_t head,
                           double deadline) noexcept nogil:
-    while pos < head and ring[pos & mask].stamp < deadline:
+    while pos < head and stamps[pos & mask] < deadline:
         pos += 1
     return pos
 
@@ -373,6 +373,10 @@ cdef class TopicLog:
         self.persistence = persistence
         self.ordered = ordered
         self.ring = <Slot*>calloc(MIN_RING, sizeof(Slot))
+        if ttl >= 0:  # publish times, kept only for a topic with a TTL
+            self.stamps = <double*>calloc(MIN_RING, sizeof(double))
+            if self.stamps == NULL:
+                raise MemoryError("cannot allocate a topic log")
         self.positions = <uint64_t**>malloc(4 * sizeof(uint64_t*))
         if self.ring == NULL or self.positions == NULL:
             raise MemoryError("cannot allocate a topic log")
@@ -392,35 +396,53 @@ cdef class TopicLog:
             for seq in range(self.tail, self.head):
                 _clear_slot(&self.ring[seq & self.mask])
             free(self.ring)
+        free(self.stamps)
         free(self.positions)
 
     # -- ring management (lock held) ------------------------------------------------------------
 
-    cdef int _resize(self, uint64_t size) except -1 nogil:
+    cdef void _shrink(self, uint64_t size) noexcept nogil:
+        """Move the held slots into a smaller ring; without memory, keep the larger one."""
         cdef Slot* ring = <Slot*>calloc(size, sizeof(Slot))
+        cdef double* stamps = NULL
         cdef uint64_t seq, mask = size - 1
         if ring == NULL:
-            with gil:
-                raise MemoryError("cannot grow the topic log")
+            return
+        if self.stamps != NULL:
+            stamps = <double*>calloc(size, sizeof(double))
+            if stamps == NULL:
+                free(ring)
+                return
         for seq in range(self.tail, self.head):
             ring[seq & mask] = self.ring[seq & self.mask]
+            if stamps != NULL:
+                stamps[seq & mask] = self.stamps[seq & self.mask]
         free(self.ring)
+        free(self.stamps)
         self.ring = ring
+        self.stamps = stamps
         self.mask = mask
-        return 0
 
     cdef int _grow(self, uint64_t size) noexcept nogil:
         """Enlarge the ring in place where the allocator can (realloc keeps the pages already
         touched), then move each held slot to its index under the new mask: only into the new
         upper part, which holds nothing yet. Returns -1, changing nothing, without memory."""
         cdef Slot* ring = <Slot*>realloc(self.ring, size * sizeof(Slot))
+        cdef double* stamps = self.stamps
         cdef uint64_t seq, old_mask = self.mask, mask = size - 1
         if ring == NULL:
             return -1
+        self.ring = ring  # larger, still consistent under the old mask
+        if stamps != NULL:
+            stamps = <double*>realloc(stamps, size * sizeof(double))
+            if stamps == NULL:
+                return -1
+            self.stamps = stamps
         for seq in range(self.tail, self.head):
             if (seq & mask) != (seq & old_mask):
                 ring[seq & mask] = ring[seq & old_mask]
-        self.ring = ring
+                if stamps != NULL:
+                    stamps[seq & mask] = stamps[seq & old_mask]
         self.mask = mask
         return 0
 
@@ -438,7 +460,7 @@ cdef class TopicLog:
         self.tail = new_tail
         size = self.mask + 1
         if size > 1024 and (self.head - self.tail) * 8 < size:
-            self._resize(size // 2)  # shrinking cannot fail for want of memory it keeps
+            self._shrink(size // 2)
 
     cdef void _recompute_tail(self) noexcept:
         cdef Py_ssize_t count = len(self.cursors)
@@ -463,7 +485,7 @@ cdef class TopicLog:
 
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
         cdef uint64_t old = cursor.pos
-        cdef uint64_t pos = _first_live(self.ring, self.mask, old, self.head, now - self.ttl)
+        cdef uint64_t pos = _first_live(self.stamps, self.mask, old, self.head, now - self.ttl)
         if pos != old:
             cursor.pos = pos
             cursor.expired += pos - old
@@ -481,7 +503,7 @@ cdef class TopicLog:
             for cursor in self.cursors:
                 self._skip_expired(cursor, now)
         else:
-            pos = _first_live(self.ring, self.mask, self.tail, self.head, now - self.ttl)
+            pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
             self.expired += pos - self.tail
             self._release_to(pos)
         return self.expired - before
@@ -532,7 +554,8 @@ cdef class TopicLog:
                     for i in range(count):
                         slot = &self.ring[seq & self.mask]
                         slot[0] = batch[i]
-                        slot.stamp = now
+                        if self.stamps != NULL:
+                            self.stamps[seq & self.mask] = now
                         added += _payload_size(slot.payload)
                         seq += 1
                     self.head = seq

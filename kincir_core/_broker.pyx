@@ -356,10 +356,6 @@ cdef class Cursor:
             kincir_mutex_unlock(&self.log.lock)
         return n
 
-    def stats(self):
-        """(delivered, expired, dropped, pending) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.pending())
-
 
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
@@ -1254,16 +1250,6 @@ cdef class SubscriberCore:
         """The first subscribed topic, or None (the seed's single-topic query)."""
         topics = self.subscribed_topics()
         return topics[0] if topics else None
-
-    def _reader_stats(self):
-        cdef uint64_t delivered = 0, expired = 0, dropped = 0, pending = 0
-        for cursor in self.cursors:
-            d, e, r, p = (<Cursor>cursor).stats()
-            delivered += d
-            expired += e
-            dropped += r
-            pending += p
-        return (delivered, expired, dropped, pending)
 
     # -- receiving ------------------------------------------------------------------------------
 

@@ -164,10 +164,6 @@ class Cursor:
         with log.lock:
             return log.head - self.pos if self.attached else 0
 
-    def stats(self) -> tuple[int, int, int, int]:
-        """(delivered, expired, dropped, pending) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.pending())
-
 
 class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
@@ -792,13 +788,6 @@ class SubscriberCore:
         """The first subscribed topic, or None (the seed's single-topic query)."""
         topics = self.subscribed_topics()
         return topics[0] if topics else None
-
-    def _reader_stats(self) -> tuple[int, int, int, int]:
-        totals = [0, 0, 0, 0]
-        for cursor in self._cursors:
-            for i, value in enumerate(cursor.stats()):
-                totals[i] += value
-        return (totals[0], totals[1], totals[2], totals[3])
 
     # -- receiving ------------------------------------------------------------------------------
 

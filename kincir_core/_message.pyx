@@ -18,6 +18,7 @@ from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint64_t
 
 import os
+from collections.abc import Mapping
 from types import MappingProxyType
 
 cdef extern from "Python.h":
@@ -134,7 +135,6 @@ cdef dict _copy_metadata(object metadata):
     return copied if copied else _EMPTY
 
 
-from collections.abc import Mapping
 
 
 # -- the message type -------------------------------------------------------------------------

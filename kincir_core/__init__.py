@@ -20,6 +20,7 @@ else:
 if _compiled:
     from ._broker import (
         MESSAGE_OVERHEAD,
+        OVERFLOW_POLICIES,
         TOPIC_OVERHEAD,
         BrokerCore,
         PublisherCore,
@@ -27,6 +28,7 @@ if _compiled:
         check_count,
         check_timeout,
         set_error_types,
+        validate_group_name,
         validate_topic_name,
     )
     from ._message import Message, restore_message
@@ -35,6 +37,7 @@ if _compiled:
 else:
     from ._broker_py import (  # type: ignore[assignment]
         MESSAGE_OVERHEAD,
+        OVERFLOW_POLICIES,
         TOPIC_OVERHEAD,
         BrokerCore,
         PublisherCore,
@@ -42,6 +45,7 @@ else:
         check_count,
         check_timeout,
         set_error_types,
+        validate_group_name,
         validate_topic_name,
     )
     from ._message_py import Message, restore_message  # type: ignore[assignment]
@@ -51,6 +55,7 @@ else:
 __all__ = [
     "IMPLEMENTATION",
     "MESSAGE_OVERHEAD",
+    "OVERFLOW_POLICIES",
     "TOPIC_OVERHEAD",
     "BrokerCore",
     "Message",
@@ -60,5 +65,6 @@ __all__ = [
     "check_timeout",
     "restore_message",
     "set_error_types",
+    "validate_group_name",
     "validate_topic_name",
 ]

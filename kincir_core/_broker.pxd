@@ -52,17 +52,25 @@ cdef class AsyncWaiter(Waiter):
 cdef class Cursor:
     cdef readonly TopicLog log
     cdef uint64_t pos
-    cdef Py_ssize_t members
+    # acknowledging readers only: the oldest sequence not yet settled (<= pos); the log holds
+    # slots from here, so in-flight messages keep their slot. positions[] points here for them.
+    cdef uint64_t floor
+    cdef readonly bint acking
+    cdef readonly object group        # the consumer group's name, or None for a plain reader
+    cdef public object ack            # the acknowledgement state shared by a group's members
+    cdef readonly Py_ssize_t members  # attached subscribers (0: the pull group, or a durable group)
     cdef uint64_t delivered
     cdef uint64_t expired
     cdef uint64_t dropped
+    cdef uint64_t lagged
     cdef readonly bint attached
     cdef bint pending_now(self) noexcept
 
 @cython.final
 cdef class TopicLog:
     cdef readonly str name
-    cdef Py_ssize_t capacity          # -1: unbounded
+    cdef readonly Py_ssize_t capacity   # -1: unbounded
+    cdef readonly int overflow          # what a publish to a full topic does (OVERFLOW_*)
     cdef double ttl                   # < 0: no TTL
     cdef bint persistence
     cdef kincir_mutex lock
@@ -78,11 +86,17 @@ cdef class TopicLog:
     cdef Py_ssize_t positions_count   # = len(cursors), readable without touching the list
     cdef Py_ssize_t at_tail
     cdef list waiters
+    cdef list room_waiters            # publishers blocked until the topic has room
+    cdef bint room_freed              # slots were released while room_waiters was non-empty
     cdef uint64_t published
     cdef uint64_t delivered
     cdef uint64_t expired
     cdef uint64_t dropped
     cdef uint64_t queue_full
+    cdef uint64_t lagged
+    cdef uint64_t redelivered
+    cdef uint64_t dead_lettered
+    cdef int64_t in_flight
     cdef int64_t held_bytes
     cdef double created_at
     # wall-clock seconds of the last publish, subscribe, unsubscribe, pull or clear; a
@@ -97,11 +111,15 @@ cdef class TopicLog:
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept
     cdef uint64_t _expire(self, double now) noexcept
+    cdef void _drop_oldest(self, uint64_t count) noexcept
+    cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count) except -1
+    cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1
     cdef Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
+    cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
     cdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
     cdef int add_waiter(self, Waiter waiter) except -1
@@ -113,26 +131,35 @@ cdef class BrokerCore:
     cdef Py_ssize_t max_queue_size
     cdef Py_ssize_t max_topics
     cdef Py_ssize_t max_subscribers
+    cdef int overflow
     cdef bint persistence
     cdef bint ordered
     cdef double ttl
     cdef dict topics
     cdef dict pull
+    cdef dict groups                  # (topic, group name) -> the group's Cursor
+    cdef public object _on_new_topic    # called with a topic's name after it is created
     cdef kincir_mutex lock
     cdef int state
     cdef double started
-    cdef uint64_t retired[5]   # published, delivered, expired, dropped, queue_full
+    cdef uint64_t retired[8]   # published, delivered, expired, dropped, queue_full, lagged,
+                               # redelivered, dead_lettered
     cdef TopicLog log_for(self, object name)
+    cdef Cursor join_group(self, str topic, str name, bint acking)
     cdef TopicLog _remove(self, str name)
 
 
 cdef class PublisherCore:
     cdef readonly BrokerCore broker
-    cdef int _publish(self, object topic, object messages) except -1
+    cdef object _publish(self, object topic, object messages, TopicLog target=*)
+    cdef int _publish_waiting(self, object topic, object messages, double deadline) except -1
 
 
 cdef class SubscriberCore:
+    cdef object __weakref__
     cdef readonly BrokerCore broker
+    cdef readonly object group
+    cdef readonly bint acking
     cdef tuple cursors
     cdef dict by_topic
     cdef Py_ssize_t next_index

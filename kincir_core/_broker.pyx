@@ -71,6 +71,13 @@ cdef enum:
     STOPPED = 2
     MIN_RING = 16
     WAIT_SLICE_US = 50000
+    OVERFLOW_ERROR = 0
+    OVERFLOW_BLOCK = 1
+    OVERFLOW_DROP_OLDEST = 2
+    OVERFLOW_DROP_NEWEST = 3
+
+#: The overflow policies, indexed by the code the engine stores per topic.
+OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
 
 # Estimated bytes a held message costs beyond its payload: its slot and the bytes object header;
 # the Message readers share adds 80 once read. Used by the memory estimate, kept incrementally.
@@ -79,6 +86,7 @@ TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
+_INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
 cdef dict _errors = {}
 
@@ -109,6 +117,20 @@ def validate_topic_name(name):
         )
     if name.startswith(".") or name.endswith(".") or ".." in name:
         raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+    return name
+
+
+def validate_group_name(name):
+    """Return ``name`` (None, or a valid consumer group name), else raise TypeError/ValueError."""
+    if name is None:
+        return None
+    if type(name) is not str:
+        raise TypeError(f"group must be str or None, not {type(name).__name__}")
+    if not name or len(<str>name) > MAX_TOPIC_LENGTH or _INVALID_GROUP_CHAR.search(name):
+        raise ValueError(
+            f"invalid group name {name!r}: 1-{MAX_TOPIC_LENGTH} characters, "
+            "no whitespace or control characters"
+        )
     return name
 
 
@@ -331,9 +353,11 @@ cdef class Cursor:
     """One reader's position in a topic log: the sequence number it reads next."""
 
 
-    def __cinit__(self, TopicLog log, Py_ssize_t members):
+    def __cinit__(self, TopicLog log, Py_ssize_t members, object group=None, bint acking=False):
         self.log = log
         self.members = members
+        self.group = group
+        self.acking = acking
 
     cdef bint pending_now(self) noexcept:
         """True if this reader has unread messages."""
@@ -356,15 +380,35 @@ cdef class Cursor:
             kincir_mutex_unlock(&self.log.lock)
         return n
 
+    def take(self, Py_ssize_t limit):
+        """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
+        return self.log.take_many(self, limit)
+
+    def settle(self, uint64_t floor):
+        """An acknowledging reader settled messages: ``floor`` is its oldest unsettled sequence
+        (0: none is left). The log releases the slots every reader has settled."""
+        self.log.settle(self, floor)
+
+    def counts(self):
+        """(delivered, expired, dropped, lagged) for this reader."""
+        return (self.delivered, self.expired, self.dropped, self.lagged)
+
+
+cdef inline uint64_t* _tracked(Cursor cursor) noexcept:
+    """The position that holds this reader's slots: the floor of an acknowledging reader."""
+    return &cursor.floor if cursor.acking else &cursor.pos
+
 
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
 
     def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence,
-                  bint ordered):
+                  bint ordered, int overflow):
         self.name = name
         self.capacity = capacity
+        self.overflow = overflow
+        self.room_waiters = []
         self.ttl = ttl
         self.persistence = persistence
         self.ordered = ordered
@@ -454,6 +498,8 @@ cdef class TopicLog:
             _clear_slot(slot)
         self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
         self.tail = new_tail
+        if self.room_waiters:
+            self.room_freed = True
         size = self.mask + 1
         if size > 1024 and (self.head - self.tail) * 8 < size:
             self._shrink(size // 2)
@@ -486,7 +532,48 @@ cdef class TopicLog:
             cursor.pos = pos
             cursor.expired += pos - old
             self.expired += pos - old
-            self._moved(old)
+            if not cursor.acking:
+                self._moved(old)
+            elif cursor.floor == old:  # nothing in flight below: the floor follows
+                cursor.floor = pos
+                self._moved(old)
+
+    cdef void _drop_oldest(self, uint64_t count) noexcept:
+        """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
+        them lose them, counted as lagged. Lock held."""
+        cdef uint64_t new_tail = self.tail + count
+        cdef uint64_t lost
+        cdef Cursor cursor
+        if count == 0:
+            return
+        if new_tail > self.head:
+            new_tail = self.head
+        if not self.cursors:
+            self.dropped += new_tail - self.tail
+        for cursor in self.cursors:
+            if cursor.pos < new_tail:
+                lost = new_tail - cursor.pos
+                cursor.lagged += lost
+                cursor.dropped += lost
+                self.lagged += lost
+                self.dropped += lost
+                cursor.pos = new_tail
+            if cursor.floor < new_tail:
+                cursor.floor = new_tail
+        self._release_to(new_tail)
+        if self.positions_count:
+            _min_position(self.positions, self.positions_count, &self.at_tail)
+
+    cdef void _wake_room(self) noexcept:
+        """Wake the publishers waiting for room (after the lock is released)."""
+        cdef list fresh = []
+        cdef list waiters
+        kincir_mutex_lock(&self.lock)
+        waiters = self.room_waiters
+        self.room_waiters = fresh
+        self.room_freed = False
+        kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
 
     cdef uint64_t _expire(self, double now) noexcept:
         """The cleanup pass: move every reader past expired messages; reclaim orphans."""
@@ -515,8 +602,12 @@ cdef class TopicLog:
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
         cdef Slot* slot
-        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down, 5: no memory
+        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down, 5: no memory,
+        # 6: full under the block policy (the caller waits for room and retries)
         cdef int outcome = 0
+        # the part of the batch written: drop_newest cuts its end, drop_oldest its start
+        cdef Py_ssize_t first = 0, last = count
+        cdef uint64_t keep
         if count == 0:
             return 0
         kincir_mutex_lock(&self.lock)
@@ -537,17 +628,32 @@ cdef class TopicLog:
                         self._expire(now)
                         held = self.head - self.tail
                     if held + count > <uint64_t>self.capacity:
-                        self.queue_full += 1
-                        outcome = 2
-                if outcome == 0 and held + count > self.mask + 1:
+                        if self.overflow == OVERFLOW_DROP_NEWEST:
+                            keep = <uint64_t>self.capacity - held if held < <uint64_t>self.capacity else 0
+                            last = <Py_ssize_t>keep
+                            self.dropped += count - last
+                            if last == 0:
+                                outcome = 1
+                        elif self.overflow == OVERFLOW_DROP_OLDEST:
+                            if count > self.capacity:  # the batch alone overflows: its start goes
+                                first = count - self.capacity
+                                self.dropped += first
+                            self._drop_oldest(held + (last - first) - <uint64_t>self.capacity)
+                            held = self.head - self.tail
+                        elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
+                            outcome = 6
+                        else:
+                            self.queue_full += 1
+                            outcome = 2
+                if outcome == 0 and held + (last - first) > self.mask + 1:
                     size = self.mask + 1
-                    while size < held + count:
+                    while size < held + (last - first):
                         size *= 2
                     if self._grow(size) < 0:
                         outcome = 5
                 if outcome == 0:
                     seq = self.head
-                    for i in range(count):
+                    for i in range(first, last):
                         slot = &self.ring[seq & self.mask]
                         slot[0] = batch[i]
                         if self.stamps != NULL:
@@ -555,15 +661,19 @@ cdef class TopicLog:
                         added += _payload_size(slot.payload)
                         seq += 1
                     self.head = seq
-                    self.published += count
-                    self.held_bytes += added + count * _MESSAGE_OVERHEAD
+                    self.published += last - first
+                    self.held_bytes += added + (last - first) * _MESSAGE_OVERHEAD
                     # take the one-shot waiters; add_waiter brings a new list when needed
                     waiters = self.waiters
                     self.waiters = None
         finally:
             kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
         if outcome:
             _clear_slots(batch, count)  # not written: give the references back
+            if outcome == 6:
+                return 1
             if outcome == 2:
                 raise _error("QueueFull", self.name, self.capacity)
             if outcome == 3:
@@ -573,8 +683,83 @@ cdef class TopicLog:
             if outcome == 5:
                 raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
+        if first:
+            _clear_slots(batch, first)  # dropped by drop_oldest before they were written
+        if last < count:
+            _clear_slots(batch + last, count - last)  # dropped by drop_newest
         _wake_all(waiters)
         return 0
+
+    cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1:
+        """Register ``waiter`` to be woken when ``count`` messages fit: 1 if registered, 0 if
+        the publisher should retry now (room, a policy change, deletion or shutdown)."""
+        cdef int waiting = 0
+        cdef double now = _monotonic() if self.ttl >= 0 else 0.0
+        kincir_mutex_lock(&self.lock)
+        try:
+            if self.ttl >= 0:
+                self._expire(now)
+            if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
+                    and self.capacity >= 0
+                    and self.head - self.tail + count > <uint64_t>self.capacity):
+                self.room_waiters.append(waiter)
+                waiting = 1
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        return waiting
+
+    def remove_room_waiter(self, Waiter waiter):
+        cdef Py_ssize_t i
+        kincir_mutex_lock(&self.lock)
+        for i in range(len(self.room_waiters) - 1, -1, -1):
+            if self.room_waiters[i] is waiter:
+                del self.room_waiters[i]
+                break
+        kincir_mutex_unlock(&self.lock)
+
+    def note_queue_full(self):
+        """Count a publish refused for want of room (a block-policy timeout or nowait)."""
+        kincir_mutex_lock(&self.lock)
+        self.queue_full += 1
+        kincir_mutex_unlock(&self.lock)
+
+    def configure(self, int overflow, Py_ssize_t capacity):
+        """Change the topic's overflow policy and capacity (-1: unbounded); wakes blocked
+        publishers to look again."""
+        kincir_mutex_lock(&self.lock)
+        self.overflow = overflow
+        self.capacity = capacity
+        kincir_mutex_unlock(&self.lock)
+        self._wake_room()
+
+    def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
+                   int64_t in_flight):
+        """Add the acknowledgement layer's events to the topic's counters."""
+        kincir_mutex_lock(&self.lock)
+        self.redelivered += redelivered
+        self.dead_lettered += dead_lettered
+        self.dropped += dropped
+        self.in_flight += in_flight
+        if self.in_flight < 0:
+            self.in_flight = 0
+        kincir_mutex_unlock(&self.lock)
+
+    def settle(self, Cursor cursor, uint64_t floor):
+        cdef uint64_t old, new
+        kincir_mutex_lock(&self.lock)
+        try:
+            if cursor.attached and cursor.acking:
+                new = floor if floor and floor < cursor.pos else cursor.pos
+                if new > cursor.floor:
+                    old = cursor.floor
+                    cursor.floor = new
+                    self._moved(old)
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -609,9 +794,12 @@ cdef class TopicLog:
                     cursor.pos = old + 1
                     cursor.delivered += 1
                     self.delivered += 1
-                    self._moved(old)
+                    if not cursor.acking:  # an acknowledging reader's floor stays: in flight
+                        self._moved(old)
         finally:
             kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
         return got
 
     @cython.boundscheck(False)
@@ -647,9 +835,12 @@ cdef class TopicLog:
                     cursor.pos = end
                     cursor.delivered += n
                     self.delivered += n
-                    self._moved(old)
+                    if not cursor.acking:
+                        self._moved(old)
         finally:
             kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
         if n < limit:
             del out[n:]
         return out
@@ -682,8 +873,9 @@ cdef class TopicLog:
             if full == 0:
                 count = len(self.cursors)
                 cursor.pos = self.tail if count == 0 else self.head
+                cursor.floor = cursor.pos
                 self.cursors.append(cursor)
-                self.positions[count] = &cursor.pos
+                self.positions[count] = _tracked(cursor)
                 self.positions_count = count + 1
                 cursor.attached = True
                 if cursor.pos == self.tail:
@@ -694,6 +886,35 @@ cdef class TopicLog:
         if full == 2:
             raise MemoryError("cannot add a reader")
         return full
+
+    cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
+        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
+        are already attached, or 3 if the group or topic is gone (nothing changed)."""
+        cdef int refused = 0
+        kincir_mutex_lock(&self.lock)
+        if self.closed or not cursor.attached:
+            refused = 3
+        elif limit >= 0 and self._subscriber_count() >= limit:
+            refused = 1
+        else:
+            cursor.members += 1
+            self.last_activity = _wall()
+        kincir_mutex_unlock(&self.lock)
+        return refused
+
+    def leave(self, Cursor cursor):
+        """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
+        cdef list waiters = None
+        kincir_mutex_lock(&self.lock)
+        try:
+            if cursor.members > 0:
+                cursor.members -= 1
+            self.last_activity = _wall()
+            waiters = self.waiters
+            self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
 
     cdef int detach(self, Cursor cursor) except -1:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
@@ -714,7 +935,7 @@ cdef class TopicLog:
                         break
                 self.last_activity = _wall()
                 if self.cursors:
-                    self._moved(cursor.pos)
+                    self._moved(_tracked(cursor)[0])
                 else:
                     self.at_tail = 0
                     if not self.persistence:
@@ -724,6 +945,8 @@ cdef class TopicLog:
                 self.waiters = None
         finally:
             kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
         _wake_all(waiters)
         return 0
 
@@ -780,6 +1003,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -793,6 +1017,8 @@ cdef class TopicLog:
             n = self._expire(_monotonic())
         finally:
             kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
         return n
 
     def clear(self):
@@ -807,6 +1033,7 @@ cdef class TopicLog:
                 cursor.dropped += lost
                 self.dropped += lost
                 cursor.pos = self.head
+                cursor.floor = self.head
             if not self.cursors:
                 self.dropped += held
             self._release_to(self.head)
@@ -814,6 +1041,8 @@ cdef class TopicLog:
             self.last_activity = _wall()
         finally:
             kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
         return held
 
     def close(self):
@@ -835,6 +1064,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
 
     def drained(self):
@@ -844,7 +1074,8 @@ cdef class TopicLog:
         kincir_mutex_lock(&self.lock)
         try:
             for cursor in self.cursors:
-                if cursor.members and cursor.pos != self.head:
+                if cursor.members and (cursor.pos != self.head or cursor.floor < cursor.pos
+                                       and cursor.acking):
                     done = False
                     break
         finally:
@@ -863,6 +1094,8 @@ cdef class TopicLog:
     def snapshot(self):
         """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
         cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
+        cdef uint64_t lagged, redelivered, dead_lettered
+        cdef int64_t in_flight
         cdef Py_ssize_t subscribers
         cdef int64_t held_bytes
         cdef double wall, last
@@ -879,10 +1112,16 @@ cdef class TopicLog:
             head = self.head
             held_bytes = self.held_bytes
             last = self.last_activity
+            lagged = self.lagged
+            redelivered = self.redelivered
+            dead_lettered = self.dead_lettered
+            in_flight = self.in_flight
         finally:
             kincir_mutex_unlock(&self.lock)
         return (self.name, queued, subscribers, published, delivered, expired, dropped,
-                queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last))
+                queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last),
+                lagged, redelivered, dead_lettered, in_flight, OVERFLOW_POLICIES[self.overflow],
+                None if self.capacity < 0 else self.capacity)
 
 
 # -- the broker -------------------------------------------------------------------------------
@@ -891,7 +1130,9 @@ cdef class BrokerCore:
     """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
 
 
-    def __init__(self, *, max_queue_size, max_topics, persistence, ordered, ttl, max_subscribers):
+    def __init__(self, *, max_queue_size, max_topics, persistence, ordered, ttl, max_subscribers,
+                 overflow="error"):
+        self.overflow = OVERFLOW_POLICIES.index(overflow)
         self.max_queue_size = -1 if max_queue_size is None else max_queue_size
         self.max_topics = -1 if max_topics is None else max_topics
         self.max_subscribers = -1 if max_subscribers is None else max_subscribers
@@ -900,6 +1141,7 @@ cdef class BrokerCore:
         self.ttl = -1.0 if ttl is None else ttl
         self.topics = {}
         self.pull = {}
+        self.groups = {}
         self.state = RUNNING
         self.started = _monotonic()
 
@@ -913,7 +1155,8 @@ cdef class BrokerCore:
         if found is not None:
             return <TopicLog>found
         validate_topic_name(name)
-        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered)
+        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered,
+                       self.overflow)
         kincir_mutex_lock(&self.lock)
         try:
             found = self.topics.get(name)
@@ -931,7 +1174,81 @@ cdef class BrokerCore:
             raise _error("BrokerShutdown")
         if refused == 2:
             raise _error("MaxTopicsReached", self.max_topics)
+        if found is log and self._on_new_topic is not None:
+            self._on_new_topic(name)  # pattern subscriptions join the new topic
         return <TopicLog>found
+
+    def _topic(self, name):
+        """The log of topic ``name``, created if needed."""
+        return self.log_for(name)
+
+    cdef Cursor join_group(self, str topic, str name, bint acking):
+        """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
+        first use, with one more member."""
+        cdef TopicLog log
+        cdef Cursor cursor, made
+        cdef object found
+        cdef int refused
+        cdef tuple key = (topic, name)
+        while True:
+            log = self.log_for(topic)
+            found = self.groups.get(key)
+            if found is None or (<Cursor>found).log is not log or not (<Cursor>found).attached:
+                made = Cursor(log, 0, name, acking)
+                if log.attach(made, -1) == 3:
+                    continue  # the topic was deleted meanwhile
+                kincir_mutex_lock(&self.lock)
+                current = self.groups.get(key)
+                if current is found and self.topics.get(topic) is log:
+                    self.groups[key] = made
+                    current = made
+                kincir_mutex_unlock(&self.lock)
+                if current is not made:  # a concurrent join made it first
+                    log.detach(made)
+                    continue
+                found = made
+            cursor = <Cursor>found
+            if cursor.acking != acking:
+                kind = "an acknowledging" if cursor.acking else "a plain"
+                raise _error(
+                    "InvalidConfig", "group", name,
+                    f"{kind} group on topic {topic!r}: join it with "
+                    f"{'InMemoryAckSubscriber' if cursor.acking else 'InMemorySubscriber'}",
+                )
+            refused = log.join(cursor, self.max_subscribers)
+            if refused == 1:
+                raise _error("MaxSubscribersReached", topic, self.max_subscribers)
+            if refused == 0:
+                return cursor
+
+    def delete_group(self, topic, name):
+        """Delete consumer group ``name`` of ``topic``: its cursor goes, and with it the
+        messages only it still held; its members' subscriptions to the topic end."""
+        if type(topic) is not str:
+            raise TypeError(f"topic must be str, not {type(topic).__name__}")
+        if type(name) is not str:
+            raise TypeError(f"group must be str, not {type(name).__name__}")
+        kincir_mutex_lock(&self.lock)
+        found = self.groups.pop((topic, name), None)
+        kincir_mutex_unlock(&self.lock)
+        if found is None:
+            if topic not in self.topics:
+                raise _error("TopicNotFound", topic)
+            raise _error("GroupNotFound", topic, name)
+        (<Cursor>found).log.detach(<Cursor>found)
+
+    def list_groups(self, topic):
+        """The names of ``topic``'s consumer groups (with or without members)."""
+        self._existing(topic)
+        return [key[1] for key in list(self.groups) if key[0] == topic]
+
+    def _group_cursor(self, topic, name):
+        return self.groups.get((topic, name))
+
+    def _configure_topic(self, name, int overflow, Py_ssize_t capacity):
+        cdef TopicLog log = self.log_for(name)
+        log.configure(overflow, capacity)
+        return log
 
     def _existing(self, name):
         if type(name) is not str:
@@ -947,6 +1264,8 @@ cdef class BrokerCore:
         try:
             log = self.topics.pop(name, None)
             self.pull.pop(name, None)
+            for key in [key for key in self.groups if key[0] == name]:
+                del self.groups[key]
         finally:
             kincir_mutex_unlock(&self.lock)
         if log is None:
@@ -959,6 +1278,9 @@ cdef class BrokerCore:
             self.retired[2] += (<TopicLog>log).expired
             self.retired[3] += (<TopicLog>log).dropped
             self.retired[4] += (<TopicLog>log).queue_full
+            self.retired[5] += (<TopicLog>log).lagged
+            self.retired[6] += (<TopicLog>log).redelivered
+            self.retired[7] += (<TopicLog>log).dead_lettered
         finally:
             kincir_mutex_unlock(&self.lock)
         return <TopicLog>log
@@ -1062,8 +1384,7 @@ cdef class BrokerCore:
     def _snapshot(self):
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
         logs = list(self.topics.values())
-        retired = (self.retired[0], self.retired[1], self.retired[2], self.retired[3],
-                   self.retired[4])
+        retired = tuple([self.retired[i] for i in range(8)])
         return (self.state, _monotonic() - self.started, retired,
                 [(<TopicLog>log).snapshot() for log in logs])
 
@@ -1079,44 +1400,87 @@ cdef class PublisherCore:
 
     def publish_nowait(self, topic, messages):
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
-        self._publish(topic, messages)
+        cdef object blocked = self._publish(topic, messages)
+        if blocked is not None:
+            _refuse_full(<TopicLog>blocked)
 
     def publish_sync(self, topic, messages, timeout=None):
-        """Publish a batch from a thread (same rules as ``publish``)."""
-        if timeout is not None:
-            _check_timeout_c(timeout)
-        self._publish(topic, messages)
+        """Publish a batch from a thread (same rules as ``publish``); under the ``block``
+        policy waits for room, up to ``timeout`` seconds, then raises QueueFull."""
+        cdef double seconds = _check_timeout_c(timeout)
+        cdef object blocked = self._publish(topic, messages)
+        if blocked is not None:
+            self._publish_waiting(topic, messages,
+                                  -1.0 if seconds < 0 else _monotonic() + seconds)
+
+    cdef int _publish_waiting(self, object topic, object messages, double deadline) except -1:
+        """Wait for room and retry until the batch is published or ``deadline`` passes."""
+        cdef SyncWaiter waiter = SyncWaiter()
+        cdef object blocked = None
+        cdef int woken
+        while True:
+            blocked = self._publish(topic, messages, blocked)
+            if blocked is None:
+                return 0
+            waiter.rearm()
+            if (<TopicLog>blocked).wait_room(waiter, len(messages)):
+                try:
+                    woken = waiter.wait(deadline)
+                finally:
+                    (<TopicLog>blocked).remove_room_waiter(waiter)
+                if not woken:
+                    _refuse_full(<TopicLog>blocked)
 
     def publish(self, topic, messages, timeout=None):
         """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
 
         Returns a coroutine (as asyncio sees it) that publishes when awaited. Under the
-        ``error`` overflow policy a publish never waits, so ``timeout`` is only validated.
+        ``block`` overflow policy it waits for room, up to ``timeout`` seconds (then
+        QueueFull); other policies never wait.
         """
+        if timeout is not None:
+            return self._publish_within(topic, messages, timeout)
         cdef PublishOp op = PublishOp.__new__(PublishOp)
         op.publisher = self
         op.topic = topic
         op.messages = messages
-        op.timeout = timeout
         return op
 
-    cdef int _publish(self, object topic, object messages) except -1:
+    async def _publish_within(self, topic, messages, timeout):
+        cdef double seconds = _check_timeout_c(timeout)
+        cdef PublishOp op = PublishOp.__new__(PublishOp)
+        op.publisher = self
+        op.topic = topic
+        op.messages = messages
+        try:
+            async with _asyncio_timeout(seconds):
+                await op
+        except TimeoutError:
+            if op.blocked is None:
+                raise
+            _refuse_full(op.blocked)
+
+    cdef object _publish(self, object topic, object messages, TopicLog target=None):
+        """Publish, or return the topic's log when it is full under the block policy (nothing
+        written: the caller waits for room and calls again with it as ``target``, so a topic
+        deleted meanwhile raises TopicNotFound); None once published."""
         cdef BrokerCore broker = self.broker
-        cdef object log
+        cdef object log = target
         cdef Slot one
         cdef Slot* batch
         cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
         if broker.state != RUNNING:
             raise _error("BrokerShutdown")
-        log = broker.topics.get(topic) if type(topic) is str else None
         if log is None:
-            validate_topic_name(topic)
+            log = broker.topics.get(topic) if type(topic) is str else None
+            if log is None:
+                validate_topic_name(topic)
         # every item is checked before the topic is created or anything is written
         check_batch(messages)
         count = len(messages)
         if count == 0:
-            return 0
+            return None
         now_ms = _now_ms()
         if count == 1:  # the common case needs no buffer
             batch = &one
@@ -1137,21 +1501,39 @@ cdef class PublisherCore:
                 free(batch)
             raise
         try:
-            (<TopicLog>log).append(batch, count)  # takes over the references, whatever happens
+            # takes over the references, whatever happens
+            if (<TopicLog>log).append(batch, count):
+                return log
         finally:
             if batch != &one:
                 free(batch)
-        return 0
+        return None
+
+
+cdef int _refuse_full(TopicLog log) except -1:
+    log.note_queue_full()
+    raise _error("QueueFull", log.name, None if log.capacity < 0 else log.capacity)
+
+
+cdef int _leave(Cursor cursor) except -1:
+    """A subscriber lets go of ``cursor``: a group member leaves, a plain reader detaches."""
+    if cursor.group is not None:
+        cursor.log.leave(cursor)
+    else:
+        cursor.log.detach(cursor)
+    return 0
 
 
 cdef class SubscriberCore:
     """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
 
 
-    def __init__(self, broker):
+    def __init__(self, broker, group=None, bint acking=False):
         if not isinstance(broker, BrokerCore):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        self.group = validate_group_name(group)
         self.broker = broker
+        self.acking = acking
         self.cursors = ()
         self.by_topic = {}
         self.waiting = []
@@ -1170,12 +1552,18 @@ cdef class SubscriberCore:
         cdef TopicLog log
         cdef Cursor cursor
         cdef int refused = 3
-        while refused == 3:  # the topic was deleted between lookup and attach: look again
-            log = broker.log_for(topic)
-            cursor = Cursor(log, 1)
-            refused = log.attach(cursor, broker.max_subscribers)
-        if refused:
-            raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+        if self.group is not None:
+            if type(topic) is not str:
+                validate_topic_name(topic)
+            cursor = broker.join_group(topic, self.group, self.acking)
+            log = cursor.log
+        else:
+            while refused == 3:  # the topic was deleted between lookup and attach: look again
+                log = broker.log_for(topic)
+                cursor = Cursor(log, 1, None, self.acking)
+                refused = log.attach(cursor, broker.max_subscribers)
+            if refused:
+                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
         cdef Cursor displaced = None
         kincir_mutex_lock(&self.lock)
         try:
@@ -1187,7 +1575,7 @@ cdef class SubscriberCore:
         finally:
             kincir_mutex_unlock(&self.lock)
         if displaced is not None:
-            log.detach(displaced)
+            _leave(displaced)
         self._subscriptions_changed()
 
     cdef void _refresh(self) noexcept:
@@ -1216,7 +1604,7 @@ cdef class SubscriberCore:
             raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
         self._subscriptions_changed()
         for cursor in leaving:
-            (<Cursor>cursor).log.detach(<Cursor>cursor)
+            _leave(<Cursor>cursor)
 
     def _close(self):
         self._closed = True
@@ -1234,6 +1622,48 @@ cdef class SubscriberCore:
             self._unsubscribe(None)
         except Exception:
             pass
+
+    def _attached_cursors(self):
+        """The cursors of the live subscriptions (the acknowledgement layer reads through
+        them)."""
+        return self.cursors
+
+    def _check_receivable(self):
+        """Raise what a receive with nothing ready raises: BrokerShutdown once drained,
+        NotSubscribed without a subscription."""
+        self._nothing()
+
+    def _wait_ready(self, timeout, ready):
+        """Block until a subscribed topic has something unread, ``ready()`` is true, or the
+        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
+        cdef double seconds = _check_timeout_c(timeout)
+        cdef SyncWaiter waiter = SyncWaiter()
+        cdef tuple cursors = self._register(waiter)
+        try:
+            for cursor in cursors:
+                if (<Cursor>cursor).pending_now():
+                    return True
+            if ready():
+                return True
+            return bool(waiter.wait(-1.0 if seconds < 0 else _monotonic() + seconds))
+        finally:
+            self._unregister(waiter, cursors)
+
+    async def _wait_ready_async(self, ready):
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+        cdef object loop = _get_running_loop()
+        cdef object future = loop.create_future()
+        cdef AsyncWaiter waiter = AsyncWaiter(loop, future)
+        cdef tuple cursors = self._register(waiter)
+        try:
+            for cursor in cursors:
+                if (<Cursor>cursor).pending_now():
+                    return
+            if ready():
+                return
+            await future
+        finally:
+            self._unregister(waiter, cursors)
 
     def is_subscribed(self):
         """True while at least one subscription is live."""
@@ -1495,19 +1925,42 @@ cdef class PublishOp:
     cdef PublisherCore publisher
     cdef object topic
     cdef object messages
-    cdef object timeout
+    cdef TopicLog blocked     # the full topic waited on under the block policy
+    cdef AsyncWaiter waiter
     cdef bint done
 
-    cdef int _step(self) except -1:
+    cdef void _stop_waiting(self) noexcept:
+        cdef AsyncWaiter waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            try:
+                self.blocked.remove_room_waiter(waiter)
+            except BaseException:
+                pass
+
+    cdef object _step(self):
+        """None once published (``done`` set), or a future to wait on for room."""
+        cdef object loop, future
         if self.done:
             raise RuntimeError("cannot reuse an already awaited publish")
-        self.done = True
-        topic, messages, timeout = self.topic, self.messages, self.timeout
-        self.topic = self.messages = self.timeout = None
-        if timeout is not None:
-            _check_timeout_c(timeout)
-        self.publisher._publish(topic, messages)
-        return 0
+        try:
+            self._stop_waiting()
+            while True:
+                self.blocked = self.publisher._publish(self.topic, self.messages, self.blocked)
+                if self.blocked is None:
+                    break
+                loop = _get_running_loop()
+                future = loop.create_future()
+                self.waiter = AsyncWaiter(loop, future)
+                if self.blocked.wait_room(self.waiter, len(self.messages)):
+                    future._asyncio_future_blocking = True
+                    return future
+                self.waiter = None
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        return None
 
     def __await__(self):
         return self
@@ -1516,12 +1969,13 @@ cdef class PublishOp:
         return self
 
     def __next__(self):
-        self._step()
-        raise StopIteration
+        value = self._step()
+        if self.done:
+            raise StopIteration
+        return value
 
     def send(self, value):
-        self._step()
-        raise StopIteration
+        return self.__next__()
 
     def throw(self, typ, val=None, tb=None):
         self.close()
@@ -1529,14 +1983,19 @@ cdef class PublishOp:
 
     def close(self):
         self.done = True
-        self.topic = self.messages = self.timeout = None
+        self._stop_waiting()
+        self.topic = self.messages = None
+
+    def __dealloc__(self):
+        if self.waiter is not None and self.blocked is not None:
+            self._stop_waiting()
 
 
 cdef int _publish_am_send(PyObject* op, PyObject* arg, PyObject** result) except -1:
-    (<PublishOp>op)._step()
-    Py_INCREF(None)
-    result[0] = <PyObject*>None
-    return PYGEN_RETURN
+    cdef object value = (<PublishOp>op)._step()
+    Py_INCREF(value)
+    result[0] = <PyObject*>value
+    return PYGEN_RETURN if (<PublishOp>op).done else PYGEN_NEXT
 
 
 @cython.final

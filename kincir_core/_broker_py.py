@@ -29,6 +29,11 @@ TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 _MIN_RING = 16
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
+_INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
+
+#: The overflow policies, indexed by the code the engine stores per topic.
+OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
+OVERFLOW_ERROR, OVERFLOW_BLOCK, OVERFLOW_DROP_OLDEST, OVERFLOW_DROP_NEWEST = range(4)
 
 _errors: dict[str, Callable[..., Exception]] = {}
 
@@ -59,6 +64,20 @@ def validate_topic_name(name: Any) -> str:
         )
     if name.startswith(".") or name.endswith(".") or ".." in name:
         raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+    return name
+
+
+def validate_group_name(name: Any) -> str | None:
+    """Return ``name`` (None, or a valid consumer group name), else raise TypeError/ValueError."""
+    if name is None:
+        return None
+    if type(name) is not str:
+        raise TypeError(f"group must be str or None, not {type(name).__name__}")
+    if not name or len(name) > MAX_TOPIC_LENGTH or _INVALID_GROUP_CHAR.search(name):
+        raise ValueError(
+            f"invalid group name {name!r}: 1-{MAX_TOPIC_LENGTH} characters, "
+            "no whitespace or control characters"
+        )
     return name
 
 
@@ -143,18 +162,46 @@ def _wake_all(waiters: list[Any]) -> None:
 
 
 class Cursor:
-    """One reader's position in a topic log: the sequence number it reads next."""
+    """One reader's position in a topic log: the sequence number it reads next.
 
-    __slots__ = ("attached", "delivered", "dropped", "expired", "log", "members", "pos")
+    An acknowledging reader also has a ``floor``, its oldest unsettled sequence: the log holds
+    slots from there, so in-flight messages keep their slot.
+    """
 
-    def __init__(self, log: TopicLog, members: int) -> None:
+    __slots__ = ("ack", "acking", "attached", "delivered", "dropped", "expired", "floor", "group",
+                 "lagged", "log", "members", "pos")
+
+    def __init__(self, log: TopicLog, members: int, group: str | None = None,
+                 acking: bool = False) -> None:
         self.log = log
         self.pos = 0
+        self.floor = 0
         self.members = members
+        self.group = group
+        self.acking = acking
+        self.ack: Any = None
         self.delivered = 0
         self.expired = 0
         self.dropped = 0
+        self.lagged = 0
         self.attached = False
+
+    def tracked(self) -> int:
+        """The position that holds this reader's slots."""
+        return self.floor if self.acking else self.pos
+
+    def take(self, limit: int) -> list[Message]:
+        """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
+        return self.log.take(self, limit)
+
+    def settle(self, floor: int) -> None:
+        """An acknowledging reader settled messages: ``floor`` is its oldest unsettled sequence
+        (0: none is left)."""
+        self.log.settle(self, floor)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(delivered, expired, dropped, lagged) for this reader."""
+        return (self.delivered, self.expired, self.dropped, self.lagged)
 
     def pending(self) -> int:
         """Messages this reader has not read yet (0 once detached)."""
@@ -169,10 +216,18 @@ class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
     def __init__(
-        self, name: str, capacity: int | None, ttl: float | None, persistence: bool
+        self, name: str, capacity: int | None, ttl: float | None, persistence: bool,
+        overflow: int = OVERFLOW_ERROR,
     ) -> None:
         self.name = name
         self.capacity = capacity
+        self.overflow = overflow
+        self.room_waiters: list[Any] = []
+        self.room_freed = False
+        self.lagged = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+        self.in_flight = 0
         self.ttl = ttl
         self.persistence = persistence
         self.lock = threading.Lock()
@@ -223,6 +278,8 @@ class TopicLog:
                 freed += payload_size(msg)
         self.held_bytes -= freed + (new_tail - self.tail) * MESSAGE_OVERHEAD
         self.tail = new_tail
+        if self.room_waiters:
+            self.room_freed = True
         size = self.mask + 1
         if size > 1024 and (self.head - self.tail) * 8 < size:
             self._resize(size // 2)
@@ -232,8 +289,8 @@ class TopicLog:
         if not cursors:
             self.at_tail = 0
             return
-        low = min(c.pos for c in cursors)
-        self.at_tail = sum(1 for c in cursors if c.pos == low)
+        low = min(c.tracked() for c in cursors)
+        self.at_tail = sum(1 for c in cursors if c.tracked() == low)
         if low != self.tail:
             self._release_to(low)
 
@@ -257,7 +314,42 @@ class TopicLog:
             cursor.pos = pos
             cursor.expired += pos - old
             self.expired += pos - old
-            self._moved(old)
+            if not cursor.acking:
+                self._moved(old)
+            elif cursor.floor == old:  # nothing in flight below: the floor follows
+                cursor.floor = pos
+                self._moved(old)
+
+    def _drop_oldest(self, count: int) -> None:
+        """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
+        them lose them, counted as lagged. Lock held."""
+        if count <= 0:
+            return
+        new_tail = min(self.tail + count, self.head)
+        if not self.cursors:
+            self.dropped += new_tail - self.tail
+        for cursor in self.cursors:
+            if cursor.pos < new_tail:
+                lost = new_tail - cursor.pos
+                cursor.lagged += lost
+                cursor.dropped += lost
+                self.lagged += lost
+                self.dropped += lost
+                cursor.pos = new_tail
+            if cursor.floor < new_tail:
+                cursor.floor = new_tail
+        self._release_to(new_tail)
+        if self.cursors:
+            low = min(c.tracked() for c in self.cursors)
+            self.at_tail = sum(1 for c in self.cursors if c.tracked() == low)
+
+    def _wake_room(self) -> None:
+        """Wake the publishers waiting for room (after the lock is released)."""
+        with self.lock:
+            waiters = self.room_waiters
+            self.room_waiters = []
+            self.room_freed = False
+        _wake_all(waiters)
 
     def _expire(self, now: float) -> int:
         """The cleanup pass: move every reader past expired messages; reclaim orphans."""
@@ -276,12 +368,20 @@ class TopicLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def append(self, stamped: list[Message]) -> None:
+    def append(self, stamped: list[Message]) -> bool:
         """Append a stamped batch atomically: all of it gets consecutive sequence numbers, or
-        none does."""
+        none does. Returns True, writing nothing, when the topic is full under the block policy
+        (the caller waits for room and retries)."""
+        try:
+            return self._append(stamped)
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def _append(self, stamped: list[Message]) -> bool:
         count = len(stamped)
         if not count:
-            return
+            return False
         now = time.monotonic()
         with self.lock:
             if self.closed:
@@ -291,15 +391,32 @@ class TopicLog:
             self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
                 self.dropped += count
-                return
+                return False
             held = self.head - self.tail
-            if self.capacity is not None and held + count > self.capacity:
+            capacity = self.capacity
+            if capacity is not None and held + count > capacity:
                 if self.ttl is not None:
                     self._expire(now)
                     held = self.head - self.tail
-                if held + count > self.capacity:
-                    self.queue_full += 1
-                    raise _error("QueueFull", self.name, self.capacity)
+                if held + count > capacity:
+                    if self.overflow == OVERFLOW_DROP_NEWEST:
+                        keep = max(0, capacity - held)
+                        self.dropped += count - keep
+                        if keep == 0:
+                            return False
+                        stamped = stamped[:keep]
+                    elif self.overflow == OVERFLOW_DROP_OLDEST:
+                        if count > capacity:  # the batch alone overflows: its start goes
+                            self.dropped += count - capacity
+                            stamped = stamped[count - capacity:]
+                        self._drop_oldest(held + len(stamped) - capacity)
+                        held = self.head - self.tail
+                    elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
+                        return True
+                    else:
+                        self.queue_full += 1
+                        raise _error("QueueFull", self.name, capacity)
+                    count = len(stamped)
             if held + count > self.mask + 1:
                 size = self.mask + 1
                 while size < held + count:
@@ -324,11 +441,76 @@ class TopicLog:
                 self.waiters = []
         if waiters:
             _wake_all(waiters)
+        return False
+
+    def wait_room(self, waiter: Any, count: int) -> bool:
+        """Register ``waiter`` to be woken when ``count`` messages fit: True if registered,
+        False if the publisher should retry now (room, a policy change, deletion, shutdown)."""
+        try:
+            with self.lock:
+                if self.ttl is not None:
+                    self._expire(time.monotonic())
+                if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
+                        and self.capacity is not None
+                        and self.head - self.tail + count > self.capacity):
+                    self.room_waiters.append(waiter)
+                    return True
+                return False
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def remove_room_waiter(self, waiter: Any) -> None:
+        with self.lock:
+            try:
+                self.room_waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def note_queue_full(self) -> None:
+        """Count a publish refused for want of room (a block-policy timeout or nowait)."""
+        with self.lock:
+            self.queue_full += 1
+
+    def configure(self, overflow: int, capacity: int) -> None:
+        """Change the topic's overflow policy and capacity (-1: unbounded); wakes blocked
+        publishers to look again."""
+        with self.lock:
+            self.overflow = overflow
+            self.capacity = None if capacity < 0 else capacity
+        self._wake_room()
+
+    def count_acks(self, redelivered: int, dead_lettered: int, dropped: int,
+                   in_flight: int) -> None:
+        """Add the acknowledgement layer's events to the topic's counters."""
+        with self.lock:
+            self.redelivered += redelivered
+            self.dead_lettered += dead_lettered
+            self.dropped += dropped
+            self.in_flight = max(0, self.in_flight + in_flight)
+
+    def settle(self, cursor: Cursor, floor: int) -> None:
+        with self.lock:
+            if cursor.attached and cursor.acking:
+                new = floor if floor and floor < cursor.pos else cursor.pos
+                if new > cursor.floor:
+                    old = cursor.floor
+                    cursor.floor = new
+                    self._moved(old)
+        if self.room_freed:
+            self._wake_room()
 
     # -- reading --------------------------------------------------------------------------------
 
     def take(self, cursor: Cursor, limit: int) -> list[Message]:
         """Up to ``limit`` messages for ``cursor``, in sequence order."""
+        try:
+            return self._take(cursor, limit)
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def _take(self, cursor: Cursor, limit: int) -> list[Message]:
         with self.lock:
             if not cursor.attached or cursor.pos == self.head:
                 return []
@@ -345,7 +527,8 @@ class TopicLog:
             cursor.pos = end
             cursor.delivered += end - old
             self.delivered += end - old
-            self._moved(old)
+            if not cursor.acking:  # an acknowledging reader's floor stays: in flight
+                self._moved(old)
             return out
 
     # -- readers joining and leaving ------------------------------------------------------------
@@ -362,6 +545,7 @@ class TopicLog:
             if limit is not None and cursor.members and self.subscriber_count() >= limit:
                 return 1
             cursor.pos = self.tail if not self.cursors else self.head
+            cursor.floor = cursor.pos
             self.cursors.append(cursor)
             cursor.attached = True
             if cursor.pos == self.tail:
@@ -369,8 +553,37 @@ class TopicLog:
             self.last_activity = time.time()
             return 0
 
+    def join(self, cursor: Cursor, limit: int | None) -> int:
+        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
+        are already attached, or 3 if the group or topic is gone (nothing changed)."""
+        with self.lock:
+            if self.closed or not cursor.attached:
+                return 3
+            if limit is not None and self.subscriber_count() >= limit:
+                return 1
+            cursor.members += 1
+            self.last_activity = time.time()
+            return 0
+
+    def leave(self, cursor: Cursor) -> None:
+        """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
+        with self.lock:
+            if cursor.members > 0:
+                cursor.members -= 1
+            self.last_activity = time.time()
+            waiters = self.waiters
+            self.waiters = []
+        _wake_all(waiters)
+
     def detach(self, cursor: Cursor) -> None:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
+        try:
+            self._detach(cursor)
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def _detach(self, cursor: Cursor) -> None:
         with self.lock:
             if not cursor.attached:
                 return
@@ -378,7 +591,7 @@ class TopicLog:
             self.cursors.remove(cursor)
             self.last_activity = time.time()
             if self.cursors:
-                self._moved(cursor.pos)
+                self._moved(cursor.tracked())
             else:
                 self.at_tail = 0
                 if not self.persistence:
@@ -412,6 +625,7 @@ class TopicLog:
             waiters = self.waiters
             self.waiters = []
         _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -420,7 +634,10 @@ class TopicLog:
         if self.ttl is None:
             return 0
         with self.lock:
-            return self._expire(time.monotonic())
+            n = self._expire(time.monotonic())
+        if self.room_freed:
+            self._wake_room()
+        return n
 
     def clear(self) -> int:
         """Drop every held message (each reader's unread ones counted as dropped)."""
@@ -431,12 +648,15 @@ class TopicLog:
                 cursor.dropped += lost
                 self.dropped += lost
                 cursor.pos = self.head
+                cursor.floor = self.head
             if not self.cursors:
                 self.dropped += held
             self._release_to(self.head)
             self.at_tail = len(self.cursors)
             self.last_activity = time.time()
-            return held
+        if self.room_freed:
+            self._wake_room()
+        return held
 
     def close(self) -> int:
         """Detach every reader and drop everything held (the topic is being deleted)."""
@@ -450,12 +670,14 @@ class TopicLog:
             waiters = self.waiters
             self.waiters = []
         _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
 
     def drained(self) -> bool:
         """True when every reader with an attached subscriber has read everything."""
         with self.lock:
-            return all(c.pos == self.head for c in self.cursors if c.members)
+            return all(c.pos == self.head and not (c.acking and c.floor < c.pos)
+                       for c in self.cursors if c.members)
 
     def subscriber_count(self) -> int:
         return sum(c.members for c in self.cursors)
@@ -478,6 +700,12 @@ class TopicLog:
                 self.head,
                 self.held_bytes,
                 max(0.0, wall - self.last_activity),
+                self.lagged,
+                self.redelivered,
+                self.dead_lettered,
+                self.in_flight,
+                OVERFLOW_POLICIES[self.overflow],
+                self.capacity,
             )
 
 
@@ -486,8 +714,11 @@ class BrokerCore:
 
     def __init__(
         self, *, max_queue_size: int | None, max_topics: int | None, persistence: bool,
-        ordered: bool, ttl: float | None, max_subscribers: int | None,
+        ordered: bool, ttl: float | None, max_subscribers: int | None, overflow: str = "error",
     ) -> None:
+        self._overflow = OVERFLOW_POLICIES.index(overflow)
+        self._on_new_topic: Callable[[str], Any] | None = None
+        self._groups: dict[tuple[str, str], Cursor] = {}
         self._max_queue_size = max_queue_size
         self._max_topics = max_topics
         self._persistence = persistence
@@ -499,7 +730,8 @@ class BrokerCore:
         self._lock = threading.Lock()
         self._state = RUNNING
         self._started = time.monotonic()
-        self._retired = [0, 0, 0, 0, 0]  # published, delivered, expired, dropped, queue_full
+        # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
+        self._retired = [0] * 8
         self._orphans: list[Cursor] = []  # cursors of subscribers freed by the GC
 
     # -- topics ---------------------------------------------------------------------------------
@@ -512,7 +744,7 @@ class BrokerCore:
                 cursor = orphans.pop()
             except IndexError:  # another thread took the last one
                 return
-            cursor.log.detach(cursor)
+            _leave(cursor)
 
     def _log_for(self, name: Any) -> TopicLog:
         """The log of topic ``name``, created if needed (publish and subscribe)."""
@@ -526,12 +758,79 @@ class BrokerCore:
             if self._state != RUNNING:
                 raise _error("BrokerShutdown")
             log = self._topics.get(name)
-            if log is None:
+            created = log is None
+            if created:
                 if self._max_topics is not None and len(self._topics) >= self._max_topics:
                     raise _error("MaxTopicsReached", self._max_topics)
-                log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence)
+                log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence,
+                               self._overflow)
                 self._topics[name] = log
-            return log
+        if created and self._on_new_topic is not None:
+            self._on_new_topic(name)  # pattern subscriptions join the new topic
+        return log
+
+    def _topic(self, name: Any) -> TopicLog:
+        """The log of topic ``name``, created if needed."""
+        return self._log_for(name)
+
+    def _join_group(self, topic: str, name: str, acking: bool) -> Cursor:
+        """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
+        first use, with one more member."""
+        key = (topic, name)
+        while True:
+            log = self._log_for(topic)
+            found = self._groups.get(key)
+            if found is None or found.log is not log or not found.attached:
+                made = Cursor(log, 0, name, acking)
+                if log.attach(made, None) == 3:
+                    continue  # the topic was deleted meanwhile
+                with self._lock:
+                    current = self._groups.get(key)
+                    if current is found and self._topics.get(topic) is log:
+                        self._groups[key] = made
+                        current = made
+                if current is not made:  # a concurrent join made it first
+                    log.detach(made)
+                    continue
+                found = made
+            if found.acking != acking:
+                kind = "an acknowledging" if found.acking else "a plain"
+                cls = "InMemoryAckSubscriber" if found.acking else "InMemorySubscriber"
+                raise _error("InvalidConfig", "group", name,
+                             f"{kind} group on topic {topic!r}: join it with {cls}")
+            refused = log.join(found, self._max_subscribers)
+            if refused == 1:
+                raise _error("MaxSubscribersReached", topic, self._max_subscribers)
+            if refused == 0:
+                return found
+
+    def delete_group(self, topic: Any, name: Any) -> None:
+        """Delete consumer group ``name`` of ``topic``: its cursor goes, and with it the
+        messages only it still held; its members' subscriptions to the topic end."""
+        if type(topic) is not str:
+            raise TypeError(f"topic must be str, not {type(topic).__name__}")
+        if type(name) is not str:
+            raise TypeError(f"group must be str, not {type(name).__name__}")
+        with self._lock:
+            found = self._groups.pop((topic, name), None)
+        if found is None:
+            if topic not in self._topics:
+                raise _error("TopicNotFound", topic)
+            raise _error("GroupNotFound", topic, name)
+        found.log.detach(found)
+
+    def list_groups(self, topic: Any) -> list[str]:
+        """The names of ``topic``'s consumer groups (with or without members)."""
+        self._existing(topic)
+        return [key[1] for key in list(self._groups) if key[0] == topic]
+
+    def _group_cursor(self, topic: str, name: str) -> Cursor | None:
+        return self._groups.get((topic, name))
+
+    def _configure_topic(self, name: Any, overflow: int, capacity: int) -> TopicLog:
+        log = self._log_for(name)
+        log.configure(overflow, capacity)
+        return log
 
     def _existing(self, name: Any) -> TopicLog:
         if self._orphans:
@@ -550,11 +849,16 @@ class BrokerCore:
         r[2] += log.expired
         r[3] += log.dropped
         r[4] += log.queue_full
+        r[5] += log.lagged
+        r[6] += log.redelivered
+        r[7] += log.dead_lettered
 
     def _remove(self, name: str) -> TopicLog | None:
         with self._lock:
             log = self._topics.pop(name, None)
             self._pull.pop(name, None)
+            for key in [key for key in self._groups if key[0] == name]:
+                del self._groups[key]
             if log is not None:
                 log.close()
                 self._retire(log)
@@ -663,49 +967,106 @@ class PublisherCore:
 
     def publish_nowait(self, topic: str, messages: Any) -> None:
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
-        self._publish(topic, messages)
+        blocked = self._publish(topic, messages)
+        if blocked is not None:
+            _refuse_full(blocked)
 
     def publish_sync(self, topic: str, messages: Any, timeout: Any = None) -> None:
-        """Publish a batch from a thread (same rules as ``publish``)."""
-        if timeout is not None:
-            _check_timeout(timeout)
-        self._publish(topic, messages)
+        """Publish a batch from a thread (same rules as ``publish``); under the ``block``
+        policy waits for room, up to ``timeout`` seconds, then raises QueueFull."""
+        seconds = _check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        blocked = None
+        while True:
+            blocked = self._publish(topic, messages, blocked)
+            if blocked is None:
+                return
+            waiter = SyncWaiter()
+            if blocked.wait_room(waiter, len(messages)):
+                try:
+                    remaining = None
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            _refuse_full(blocked)
+                    waiter.wait(remaining)
+                finally:
+                    blocked.remove_room_waiter(waiter)
+                if not waiter._woken and deadline is not None and time.monotonic() >= deadline:
+                    _refuse_full(blocked)
 
     async def publish(self, topic: str, messages: Any, timeout: Any = None) -> None:
         """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
 
-        Under the ``error`` overflow policy a publish never waits, so ``timeout`` is only
-        validated.
+        Under the ``block`` overflow policy waits for room, up to ``timeout`` seconds (then
+        QueueFull); other policies never wait.
         """
-        if timeout is not None:
-            _check_timeout(timeout)
-        self._publish(topic, messages)
+        seconds = _check_timeout(timeout)
+        blocked = self._publish(topic, messages)
+        if blocked is None:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                while blocked is not None:
+                    loop = asyncio.get_running_loop()
+                    future: asyncio.Future[None] = loop.create_future()
+                    waiter = AsyncWaiter(loop, future)
+                    if blocked.wait_room(waiter, len(messages)):
+                        try:
+                            await future
+                        finally:
+                            blocked.remove_room_waiter(waiter)
+                    log = blocked
+                    blocked = self._publish(topic, messages, blocked)
+        except TimeoutError:
+            _refuse_full(log if blocked is None else blocked)
 
-    def _publish(self, topic: Any, messages: Any) -> None:
+    def _publish(self, topic: Any, messages: Any,
+                 target: TopicLog | None = None) -> TopicLog | None:
+        """Publish, or return the topic's log when it is full under the block policy (nothing
+        written: the caller waits for room and calls again with it as ``target``, so a topic
+        deleted meanwhile raises TopicNotFound); None once published."""
         broker = self.broker
         if broker._state != RUNNING:
             raise _error("BrokerShutdown")
         if broker._orphans:
             broker._detach_orphans()
-        log = broker._topics.get(topic) if type(topic) is str else None
+        log = target
         if log is None:
-            validate_topic_name(topic)
+            log = broker._topics.get(topic) if type(topic) is str else None
+            if log is None:
+                validate_topic_name(topic)
         # every item is checked before the topic is created or anything is written
         stamped = stamp_all(messages, topic, _now_ms(), broker._ordered)
         if not stamped:
-            return
+            return None
         if log is None:
             log = broker._log_for(topic)
-        log.append(stamped)
+        return log if log.append(stamped) else None
+
+
+def _refuse_full(log: TopicLog) -> None:
+    log.note_queue_full()
+    raise _error("QueueFull", log.name, log.capacity)
+
+
+def _leave(cursor: Cursor) -> None:
+    """A subscriber lets go of ``cursor``: a group member leaves, a plain reader detaches."""
+    if cursor.group is not None:
+        cursor.log.leave(cursor)
+    else:
+        cursor.log.detach(cursor)
 
 
 class SubscriberCore:
     """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
 
-    def __init__(self, broker: BrokerCore) -> None:
+    def __init__(self, broker: BrokerCore, group: Any = None, acking: bool = False) -> None:
         if not isinstance(broker, BrokerCore):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        self.group = validate_group_name(group)
         self.broker = broker
+        self.acking = acking
         self._cursors: tuple[Cursor, ...] = ()
         self._topics: dict[str, Cursor] = {}
         self._next = 0
@@ -724,13 +1085,19 @@ class SubscriberCore:
         current = self._topics.get(topic)
         if current is not None and current.attached:
             return
-        refused = 3
-        while refused == 3:  # the topic was deleted between lookup and attach: look again
-            log = broker._log_for(topic)
-            cursor = Cursor(log, 1)
-            refused = log.attach(cursor, broker._max_subscribers)
-        if refused:
-            raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
+        if self.group is not None:
+            if type(topic) is not str:
+                validate_topic_name(topic)
+            cursor = broker._join_group(topic, self.group, self.acking)
+            log = cursor.log
+        else:
+            refused = 3
+            while refused == 3:  # the topic was deleted between lookup and attach: look again
+                log = broker._log_for(topic)
+                cursor = Cursor(log, 1, None, self.acking)
+                refused = log.attach(cursor, broker._max_subscribers)
+            if refused:
+                raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
         displaced = None
         with self._lock:
             current = self._topics.get(topic)
@@ -740,7 +1107,7 @@ class SubscriberCore:
                 self._topics[topic] = cursor
             self._cursors = tuple(c for c in self._topics.values() if c.attached)
         if displaced is not None:
-            log.detach(displaced)
+            _leave(displaced)
         self._subscriptions_changed()
 
     def _unsubscribe(self, topic: str | None) -> None:
@@ -758,7 +1125,7 @@ class SubscriberCore:
             self._cursors = tuple(c for c in self._topics.values() if c.attached)
         self._subscriptions_changed()
         for cursor in dropped:
-            cursor.log.detach(cursor)
+            _leave(cursor)
 
     def _close(self) -> None:
         self._closed = True
@@ -775,6 +1142,44 @@ class SubscriberCore:
         broker = getattr(self, "broker", None)
         if broker is not None:  # None when the constructor refused its arguments
             broker._orphans.extend(self._topics.values())
+            self._topics = {}
+
+    def _attached_cursors(self) -> tuple[Cursor, ...]:
+        """The cursors of the live subscriptions (the acknowledgement layer reads through
+        them)."""
+        return self._cursors
+
+    def _check_receivable(self) -> None:
+        """Raise what a receive with nothing ready raises: BrokerShutdown once drained,
+        NotSubscribed without a subscription."""
+        self._nothing()
+
+    def _wait_ready(self, timeout: Any, ready: Callable[[], bool]) -> bool:
+        """Block until a subscribed topic has something unread, ``ready()`` is true, or the
+        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
+        seconds = _check_timeout(timeout)
+        waiter = SyncWaiter()
+        cursors = self._register(waiter)
+        try:
+            if any(c.attached and c.log.head != c.pos for c in cursors) or ready():
+                return True
+            waiter.wait(seconds)
+            return waiter._woken
+        finally:
+            self._unregister(waiter, cursors)
+
+    async def _wait_ready_async(self, ready: Callable[[], bool]) -> None:
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = AsyncWaiter(loop, future)
+        cursors = self._register(waiter)
+        try:
+            if any(c.attached and c.log.head != c.pos for c in cursors) or ready():
+                return
+            await future
+        finally:
+            self._unregister(waiter, cursors)
 
     def is_subscribed(self) -> bool:
         """True while at least one subscription is live."""

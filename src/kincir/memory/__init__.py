@@ -7,6 +7,7 @@ from .config import OVERFLOW_POLICIES as OVERFLOW_POLICIES
 from .config import InMemoryConfig as InMemoryConfig
 from .errors import AckError as AckError
 from .errors import BrokerShutdown as BrokerShutdown
+from .errors import GroupNotFound as GroupNotFound
 from .errors import InMemoryError as InMemoryError
 from .errors import InvalidConfig as InvalidConfig
 from .errors import InvalidTopicName as InvalidTopicName
@@ -24,6 +25,7 @@ __all__ = [
     "AckError",
     "BrokerHealth",
     "BrokerShutdown",
+    "GroupNotFound",
     "InMemoryBroker",
     "InMemoryConfig",
     "InMemoryError",

@@ -18,7 +18,7 @@ import kincir_core
 from kincir_core import BrokerCore, Message, PublisherCore, SubscriberCore
 
 from .._awaitable import DONE, Completed
-from .config import InMemoryConfig
+from .config import OVERFLOW_POLICIES, InMemoryConfig, Overflow, check_overflow, check_queue_size
 from .errors import BrokerShutdown, NotSubscribed
 from .health import (
     BrokerHealth,
@@ -32,6 +32,18 @@ from .health import (
 __all__ = ["InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
 _MODULE = "kincir.memory"
+
+
+class _Unset:
+    """The default of an optional argument whose None means something."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
 
 
 def _run_cleanup(broker_ref: weakref.ref[InMemoryBroker], stop: threading.Event,
@@ -67,6 +79,7 @@ class InMemoryBroker(BrokerCore):
             ordered=config.maintain_order,
             ttl=config.default_message_ttl,
             max_subscribers=config.max_subscribers_per_topic,
+            overflow=config.overflow,
         )
         self._config = config
         self._cleaner_stop = threading.Event()
@@ -88,6 +101,27 @@ class InMemoryBroker(BrokerCore):
     def config(self) -> InMemoryConfig:
         """The configuration the broker was created with."""
         return self._config
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def configure_topic(self, topic: str, *, overflow: Overflow | None = None,
+                        max_queue_size: int | None | _Unset = _UNSET) -> TopicInfo:
+        """Override the broker's overflow policy and/or capacity for one topic (created if
+        needed); omitted settings keep their current value. ``max_queue_size=None`` makes the
+        topic unbounded. A smaller capacity than the topic holds refuses (or drops, or blocks)
+        new publishes until readers catch up; nothing held is dropped by the change itself.
+        Returns the topic's TopicInfo."""
+        if overflow is not None:
+            check_overflow(overflow)
+        if not isinstance(max_queue_size, _Unset):
+            max_queue_size = check_queue_size(max_queue_size)
+        kincir_core.validate_topic_name(topic)
+        current = self._topic(topic).snapshot()
+        policy = overflow if overflow is not None else current[17]
+        size = current[18] if isinstance(max_queue_size, _Unset) else max_queue_size
+        log = self._configure_topic(topic, OVERFLOW_POLICIES.index(policy),
+                                        -1 if size is None else size)
+        return topic_info(log.snapshot())
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -184,6 +218,11 @@ class InMemorySubscriber(SubscriberCore):
 
     __slots__ = ()
 
+    def __init__(self, broker: InMemoryBroker, group: str | None = None) -> None:
+        """A subscriber on ``broker``; with ``group``, a member of that consumer group on every
+        topic it subscribes to (members share one cursor: each message goes to one of them)."""
+        super().__init__(broker, group)
+
     def subscribe(self, topic: str) -> Completed[None]:
         """Subscribe to ``topic`` (created if needed), now; may also be awaited.
 
@@ -216,6 +255,11 @@ class InMemorySubscriber(SubscriberCore):
         """Wait for at least one message, then return up to ``max_messages`` without waiting."""
         limit = kincir_core.check_count(max_messages, "max_messages")
         return await self._receive_async(limit, kincir_core.check_timeout(timeout))
+
+    def messages_lagged(self) -> int:
+        """Messages this subscriber's live subscriptions lost to the drop_oldest policy while
+        it was behind (a group's count is shared by its members)."""
+        return sum(cursor.counts()[3] for cursor in self._attached_cursors())
 
     def stats(self) -> StatsSnapshot | None:
         """The broker's statistics snapshot, or None when stats are off."""

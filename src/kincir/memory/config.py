@@ -7,13 +7,17 @@ import math
 from datetime import timedelta
 from typing import Any, Literal
 
+import kincir_core
+
 from .errors import InvalidConfig
 
-__all__ = ["OVERFLOW_POLICIES", "InMemoryConfig", "Overflow"]
+__all__ = ["OVERFLOW_POLICIES", "InMemoryConfig", "Overflow", "check_overflow",
+           "check_queue_size"]
 
-Overflow = Literal["error"]
-#: The overflow policies this release implements (what happens when a bounded topic is full).
-OVERFLOW_POLICIES: tuple[str, ...] = ("error",)
+Overflow = Literal["error", "block", "drop_oldest", "drop_newest"]
+#: What a publish to a full topic can do: raise QueueFull, wait for room, drop the oldest held
+#: messages, or drop the new ones.
+OVERFLOW_POLICIES: tuple[str, ...] = kincir_core.OVERFLOW_POLICIES
 
 
 def _limit(field: str, value: Any) -> int | None:
@@ -41,6 +45,20 @@ def _seconds(field: str, value: Any, *, optional: bool) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidConfig(field, seconds, "must be a finite number of seconds > 0")
     return seconds
+
+
+def check_overflow(policy: Any) -> str:
+    """Return ``policy`` if it names an overflow policy, else raise TypeError/InvalidConfig."""
+    if type(policy) is not str:
+        raise TypeError(f"overflow must be str, not {type(policy).__name__}")
+    if policy not in OVERFLOW_POLICIES:
+        raise InvalidConfig("overflow", policy, f"must be one of {', '.join(OVERFLOW_POLICIES)}")
+    return policy
+
+
+def check_queue_size(value: Any) -> int | None:
+    """Return a valid ``max_queue_size`` (None = unbounded), else raise."""
+    return _limit("max_queue_size", value)
 
 
 def _flag(field: str, value: Any) -> bool:
@@ -73,7 +91,9 @@ class InMemoryConfig:
     cleanup_interval: float = 60.0
     #: Most subscribers a topic may have at once; None = no bound.
     max_subscribers_per_topic: int | None = None
-    #: What a publish to a full topic does: "error" raises QueueFull, publishing nothing.
+    #: What a publish to a full topic does: "error" raises QueueFull (nothing of the batch is
+    #: published), "block" waits for room, "drop_oldest" drops the oldest held messages (readers
+    #: behind lose them: lagged), "drop_newest" drops the new ones. Per topic: configure_topic.
     overflow: Overflow = "error"
 
     def __post_init__(self) -> None:
@@ -89,12 +109,7 @@ class InMemoryConfig:
              _seconds("default_message_ttl", self.default_message_ttl, optional=True))
         set_(self, "cleanup_interval",
              _seconds("cleanup_interval", self.cleanup_interval, optional=False))
-        if type(self.overflow) is not str:
-            raise TypeError(f"overflow must be str, not {type(self.overflow).__name__}")
-        if self.overflow not in OVERFLOW_POLICIES:
-            raise InvalidConfig(
-                "overflow", self.overflow, f"must be one of {', '.join(OVERFLOW_POLICIES)}"
-            )
+        check_overflow(self.overflow)
 
     # -- profiles -------------------------------------------------------------------------------
 

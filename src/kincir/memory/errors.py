@@ -9,6 +9,7 @@ from ..errors import KincirError
 __all__ = [
     "AckError",
     "BrokerShutdown",
+    "GroupNotFound",
     "InMemoryError",
     "InvalidConfig",
     "InvalidTopicName",
@@ -119,6 +120,22 @@ class TopicNotFound(InMemoryError, LookupError):
         return (type(self), (self.topic,))
 
 
+class GroupNotFound(InMemoryError, LookupError):
+    """The topic has no consumer group of that name."""
+
+    __module__ = _MODULE
+
+    def __init__(self, topic: str, group: str) -> None:
+        self.topic = topic
+        self.group = group
+        super().__init__(
+            f"topic {topic!r} has no consumer group {group!r}; subscribe with group= to create it"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.topic, self.group))
+
+
 class NotSubscribed(InMemoryError):
     """A receive or unsubscribe on a subscriber without that subscription."""
 
@@ -157,4 +174,6 @@ kincir_core.set_error_types(
     InvalidTopicName=InvalidTopicName,
     TopicNotFound=TopicNotFound,
     NotSubscribed=NotSubscribed,
+    GroupNotFound=GroupNotFound,
+    InvalidConfig=InvalidConfig,
 )

@@ -44,6 +44,18 @@ class TopicInfo:
     queue_full_errors: int = 0
     #: Estimated bytes the held messages occupy.
     memory_usage_estimate: int = 0
+    #: (reader, message) pairs lost by readers that were behind, to the drop_oldest policy.
+    total_lagged: int = 0
+    #: Redeliveries by acknowledgement (nack with requeue, missed ack deadline, closed reader).
+    total_redelivered: int = 0
+    #: Messages sent to a dead-letter topic.
+    total_dead_lettered: int = 0
+    #: Messages delivered to acknowledging readers and not yet settled.
+    in_flight: int = 0
+    #: The topic's overflow policy.
+    overflow: str = "error"
+    #: The topic's capacity (``max_queue_size``); None = unbounded.
+    max_queue_size: int | None = None
 
     def age(self) -> float:
         """Seconds since the topic was created."""
@@ -109,6 +121,7 @@ class StatsSnapshot:
     subscribers: int
     queued: int
     uptime_seconds: float
+    in_flight: int = 0
 
     def messages_published(self) -> int:
         """Messages written to topic logs."""
@@ -119,7 +132,8 @@ class StatsSnapshot:
         return self.consumed
 
     def messages_dropped(self) -> int:
-        """Messages dropped (no reader with persistence off, cleared, or orphaned)."""
+        """Messages dropped: on arrival (drop_newest, or no reader with persistence off), by
+        drop_oldest, clear or delete, and rejected messages without a dead-letter topic."""
         return self.dropped
 
     def messages_expired(self) -> int:
@@ -137,6 +151,10 @@ class StatsSnapshot:
     def messages_dead_lettered(self) -> int:
         """Messages sent to a dead-letter topic (0 without ack subscribers)."""
         return self.dead_lettered
+
+    def messages_in_flight(self) -> int:
+        """Messages delivered to acknowledging readers and not yet settled (a gauge)."""
+        return self.in_flight
 
     def queue_full_errors(self) -> int:
         """Publishes refused with QueueFull."""
@@ -166,9 +184,11 @@ for _cls in (TopicInfo, BrokerHealth, StatsSnapshot):
 def topic_info(row: tuple[Any, ...]) -> TopicInfo:
     """Build a TopicInfo from one row of the engine's snapshot."""
     (name, queued, subscribers, published, delivered, expired, dropped, queue_full,
-     created_at, last_activity, next_sequence, held_bytes, _idle) = row
+     created_at, last_activity, next_sequence, held_bytes, _idle, lagged, redelivered,
+     dead_lettered, in_flight, overflow, capacity) = row
     return TopicInfo(name, queued, subscribers, published, delivered, created_at, last_activity,
-                     next_sequence, expired, dropped, queue_full, held_bytes)
+                     next_sequence, expired, dropped, queue_full, held_bytes, lagged,
+                     redelivered, dead_lettered, in_flight, overflow, capacity)
 
 
 def broker_health(snapshot: tuple[Any, ...], topic_overhead: int) -> BrokerHealth:
@@ -193,11 +213,12 @@ def stats_snapshot(snapshot: tuple[Any, ...]) -> StatsSnapshot:
         expired=retired[2] + sum(r[5] for r in rows),
         dropped=retired[3] + sum(r[6] for r in rows),
         queue_full=retired[4] + sum(r[7] for r in rows),
-        lagged=0,
-        redelivered=0,
-        dead_lettered=0,
+        lagged=retired[5] + sum(r[13] for r in rows),
+        redelivered=retired[6] + sum(r[14] for r in rows),
+        dead_lettered=retired[7] + sum(r[15] for r in rows),
         topics=len(rows),
         subscribers=sum(r[2] for r in rows),
         queued=sum(r[1] for r in rows),
         uptime_seconds=uptime,
+        in_flight=sum(r[16] for r in rows),
     )

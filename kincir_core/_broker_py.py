@@ -767,6 +767,7 @@ class BrokerCore:
                 self._topics[name] = log
         if created and self._on_new_topic is not None:
             self._on_new_topic(name)  # pattern subscriptions join the new topic
+        assert log is not None
         return log
 
     def _topic(self, name: Any) -> TopicLog:

@@ -245,7 +245,7 @@ def test_asyncio_group_members_share_messages(k):
 
         tasks = [asyncio.create_task(work(m)) for m in members]
         pub = k.InMemoryPublisher(broker)
-        for i in range(30):
+        for _i in range(30):
             await pub.publish("t", [b"x"])
             await asyncio.sleep(0)
         broker.shutdown()

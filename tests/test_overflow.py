@@ -127,7 +127,7 @@ def test_block_nowait_raises_queue_full(k):
 
 
 def test_block_sync_timeout_raises_queue_full_and_writes_nothing(k):
-    broker, pub, sub = setup(k, "block")
+    _broker, pub, sub = setup(k, "block")
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     start = time.monotonic()
@@ -145,7 +145,7 @@ def test_block_batch_larger_than_capacity_fails_at_once(k):
 
 
 def test_block_sync_waits_for_a_reader_to_make_room(k):
-    broker, pub, sub = setup(k, "block", size=2)
+    _broker, pub, sub = setup(k, "block", size=2)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     done = threading.Event()
@@ -210,7 +210,7 @@ def test_block_async_publish_waits_then_times_out(k):
 
 
 def test_block_async_woken_by_a_thread_reader(k):
-    broker, pub, sub = setup(k, "block", size=1)
+    _broker, pub, sub = setup(k, "block", size=1)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
 

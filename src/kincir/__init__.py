@@ -9,6 +9,7 @@ from kincir_core import Message as Message
 
 from ._awaitable import Completed as Completed
 from .errors import KincirError as KincirError
+from .protocols import AckSubscriber as AckSubscriber
 from .protocols import Publisher as Publisher
 from .protocols import Subscriber as Subscriber
 
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IMPLEMENTATION",
+    "AckSubscriber",
     "Completed",
     "KincirError",
     "Message",

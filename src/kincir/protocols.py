@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from kincir_core import Message
 
-__all__ = ["Publisher", "Subscriber"]
+__all__ = ["AckSubscriber", "Publisher", "Subscriber"]
 
 
 @runtime_checkable
@@ -38,5 +38,30 @@ class Subscriber(Protocol):
         ...
 
 
-for _cls in (Publisher, Subscriber):
+@runtime_checkable
+class AckSubscriber(Subscriber, Protocol):
+    """A subscriber whose messages stay in flight until acknowledged."""
+
+    async def receive_with_ack(self, timeout: float | None = None) -> tuple[Message, Any]:
+        """Wait for the next message; return it with the handle to ack or nack it."""
+        ...
+
+    def ack(self, handle: Any) -> Awaitable[None]:
+        """Settle the message of ``handle`` as processed."""
+        ...
+
+    def nack(self, handle: Any, requeue: bool = True) -> Awaitable[None]:
+        """Settle the message of ``handle`` as failed: redeliver it, or reject it."""
+        ...
+
+    def ack_batch(self, handles: Sequence[Any]) -> Awaitable[None]:
+        """Ack several handles."""
+        ...
+
+    def nack_batch(self, handles: Sequence[Any], requeue: bool = True) -> Awaitable[None]:
+        """Nack several handles."""
+        ...
+
+
+for _cls in (Publisher, Subscriber, AckSubscriber):
     _cls.__module__ = "kincir"

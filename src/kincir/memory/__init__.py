@@ -1,5 +1,7 @@
 """kincir's in-memory broker: everything runs inside this process."""
 
+from .ack import AckHandle as AckHandle
+from .broker import InMemoryAckSubscriber as InMemoryAckSubscriber
 from .broker import InMemoryBroker as InMemoryBroker
 from .broker import InMemoryPublisher as InMemoryPublisher
 from .broker import InMemorySubscriber as InMemorySubscriber
@@ -23,9 +25,11 @@ from .health import TopicInfo as TopicInfo
 __all__ = [
     "OVERFLOW_POLICIES",
     "AckError",
+    "AckHandle",
     "BrokerHealth",
     "BrokerShutdown",
     "GroupNotFound",
+    "InMemoryAckSubscriber",
     "InMemoryBroker",
     "InMemoryConfig",
     "InMemoryError",

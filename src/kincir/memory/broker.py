@@ -18,6 +18,8 @@ import kincir_core
 from kincir_core import BrokerCore, Message, PublisherCore, SubscriberCore
 
 from .._awaitable import DONE, Completed
+from .ack import AckMixin
+from .ack import check_settings as check_ack_settings
 from .config import OVERFLOW_POLICIES, InMemoryConfig, Overflow, check_overflow, check_queue_size
 from .errors import BrokerShutdown, NotSubscribed
 from .health import (
@@ -29,7 +31,7 @@ from .health import (
     topic_info,
 )
 
-__all__ = ["InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
+__all__ = ["InMemoryAckSubscriber", "InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
 _MODULE = "kincir.memory"
 
@@ -105,7 +107,7 @@ class InMemoryBroker(BrokerCore):
     # -- topics ---------------------------------------------------------------------------------
 
     def configure_topic(self, topic: str, *, overflow: Overflow | None = None,
-                        max_queue_size: int | None | _Unset = _UNSET) -> TopicInfo:
+                        max_queue_size: int | _Unset | None = _UNSET) -> TopicInfo:
         """Override the broker's overflow policy and/or capacity for one topic (created if
         needed); omitted settings keep their current value. ``max_queue_size=None`` makes the
         topic unbounded. A smaller capacity than the topic holds refuses (or drops, or blocks)
@@ -136,6 +138,15 @@ class InMemoryBroker(BrokerCore):
     def topic_info(self, name: str) -> TopicInfo:
         """The TopicInfo of one topic; raises TopicNotFound."""
         return topic_info(self._existing(name).snapshot())
+
+    def delete_group(self, topic: str, group: str) -> None:
+        """Delete consumer group ``group`` of ``topic``: its unread and unsettled messages are
+        released (dropped, unless the topic keeps them for its next reader) and its members'
+        subscriptions to the topic end. Raises TopicNotFound / GroupNotFound."""
+        cursor = self._group_cursor(topic, group) if type(topic) is str else None
+        super().delete_group(topic, group)
+        if cursor is not None and cursor.ack is not None:
+            cursor.ack.abandon()
 
     def stats(self) -> StatsSnapshot | None:
         """A statistics snapshot, or None when ``enable_stats`` is off."""
@@ -303,5 +314,58 @@ class InMemorySubscriber(SubscriberCore):
         return f"<InMemorySubscriber topics={self.subscribed_topics()!r}>"
 
 
-for _cls in (InMemoryBroker, InMemoryPublisher, InMemorySubscriber):
+class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
+    """A subscriber that acknowledges: each message stays in flight (holding its slot) until
+    ``ack``; ``nack`` or a missed ack deadline redelivers it, up to ``max_deliveries`` (the
+    first delivery counts), then it goes to ``dead_letter_topic`` or is dropped.
+
+    ``receive_with_ack`` (and ``_sync``/``try_`` variants) hand out ``(Message, AckHandle)``;
+    the plain receive methods and iteration ack each message as they hand it out. With
+    ``group``, members share the group's messages and its redeliveries.
+    """
+
+    __slots__ = ("_ack_timeout", "_dead_letter_topic", "_max_deliveries", "_publisher",
+                 "_rotation")
+
+    def __init__(self, broker: InMemoryBroker, group: str | None = None, *,
+                 ack_timeout: float = 30.0, max_deliveries: int | None = 5,
+                 dead_letter_topic: str | None = None) -> None:
+        settings = check_ack_settings(ack_timeout, max_deliveries, dead_letter_topic)
+        SubscriberCore.__init__(self, broker, group, True)
+        self._ack_timeout, self._max_deliveries, self._dead_letter_topic = settings
+        self._publisher = InMemoryPublisher(broker)
+        self._rotation = -1
+
+    @property
+    def ack_timeout(self) -> float:
+        """Seconds a delivery may stay unacked before it is redelivered."""
+        return self._ack_timeout
+
+    @property
+    def max_deliveries(self) -> int | None:
+        """Deliveries (the first included) before a message is dead-lettered; None: no bound."""
+        return self._max_deliveries
+
+    @property
+    def dead_letter_topic(self) -> str | None:
+        """Where messages past ``max_deliveries`` or rejected go; None: they are dropped."""
+        return self._dead_letter_topic
+
+    def unsubscribe(self, topic: str | None = None) -> Completed[None]:
+        """Leave ``topic`` (or every topic); unsettled deliveries go back for redelivery."""
+        if topic is None or type(topic) is str:
+            self._release_deliveries(topic)
+        return super().unsubscribe(topic)
+
+    def close(self) -> Completed[None]:
+        """Leave every topic for good; unsettled deliveries go back for redelivery."""
+        self._release_deliveries()
+        return super().close()
+
+    def __repr__(self) -> str:
+        return (f"<InMemoryAckSubscriber topics={self.subscribed_topics()!r} "
+                f"group={self.group!r} in_flight={self.in_flight()}>")
+
+
+for _cls in (InMemoryBroker, InMemoryPublisher, InMemorySubscriber, InMemoryAckSubscriber):
     _cls.__module__ = _MODULE

@@ -1,0 +1,465 @@
+"""Acknowledgement: ``InMemoryAckSubscriber``, ``AckHandle`` and the in-flight bookkeeping.
+
+An acknowledging reader's cursor (``acking`` in the engine) keeps a *floor*, its oldest unsettled
+sequence; the topic log holds every slot from the lowest floor, so a message in flight keeps its
+slot (and counts against capacity) until it is acked or dead-lettered. The bookkeeping of one
+such cursor lives in an ``_AckState``, attached to the cursor and therefore shared by every
+member of a consumer group: a message nacked or timed out by one member is redelivered to any.
+
+Locks: a state's lock guards its records and is taken before the topic's (``cursor.take`` and
+``cursor.settle`` run under it, so a delivery and its registration are one step); the engine
+never calls back into this module while it holds a topic lock. Dead letters are published and
+waiters woken after the state's lock is released.
+
+Ack deadlines are enforced lazily: whenever a member of the state receives (a waiting receive
+wakes at the earliest deadline to do so) expired deliveries are redelivered or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from typing import Any
+
+import kincir_core
+from kincir_core import Message
+
+from .._awaitable import DONE, Completed
+from .errors import AckError, BrokerShutdown, InvalidConfig, QueueFull, TopicNotFound
+
+__all__ = ["AckHandle", "AckMixin", "check_settings"]
+
+_MODULE = "kincir.memory"
+_creating = threading.Lock()  # makes a cursor's state exactly once
+
+
+class AckHandle:
+    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
+
+    __slots__ = ("_owner", "_seq", "_state", "_token", "delivery_count", "is_retry",
+                 "message_id", "timestamp", "topic")
+
+    def __init__(self, state: _AckState, owner: Any, seq: int, token: int, message_id: str,
+                 topic: str, delivery_count: int) -> None:
+        self._state = state
+        self._owner = owner
+        self._seq = seq
+        self._token = token
+        #: The message's uuid.
+        self.message_id = message_id
+        #: The topic the message came from.
+        self.topic = topic
+        #: Unix time (seconds) of this delivery.
+        self.timestamp = time.time()
+        #: How many times the message has been delivered, this delivery included.
+        self.delivery_count = delivery_count
+        #: True when this is a redelivery.
+        self.is_retry = delivery_count > 1
+
+    @property
+    def sequence(self) -> int:
+        """The message's sequence number in its topic."""
+        return self._seq
+
+    def __repr__(self) -> str:
+        return (f"<AckHandle topic={self.topic!r} sequence={self._seq} "
+                f"delivery_count={self.delivery_count}>")
+
+
+class _Record:
+    """One unsettled message of a state: delivered (owned) or waiting for redelivery."""
+
+    __slots__ = ("dead_letter_topic", "deliveries", "max_deliveries", "message", "owner", "seq",
+                 "token")
+
+    def __init__(self, seq: int, message: Message) -> None:
+        self.seq = seq
+        self.message = message
+        self.deliveries = 0
+        self.owner: Any = None
+        self.token = 0
+        self.max_deliveries: int | None = None
+        self.dead_letter_topic: str | None = None
+
+
+class _AckState:
+    """The in-flight messages of one acknowledging cursor (one subscriber's, or a group's)."""
+
+    def __init__(self, cursor: Any, publisher: Any) -> None:
+        self.cursor = cursor
+        self.log = cursor.log
+        self.publisher = publisher  # publishes dead letters
+        self.lock = threading.Lock()
+        self.records: OrderedDict[int, _Record] = OrderedDict()  # by sequence = delivery order
+        self.ready: deque[_Record] = deque()  # waiting for redelivery
+        self.deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, token, seq)
+        self.tokens = itertools.count(1)
+
+    # -- under the lock -------------------------------------------------------------------------
+
+    def _settle(self, rec: _Record) -> None:
+        """Forget ``rec``; the log releases its slot once no reader holds it."""
+        first = next(iter(self.records)) == rec.seq
+        del self.records[rec.seq]
+        if first:
+            self.cursor.settle(next(iter(self.records), 0))
+
+    def _retry_or_dead(self, rec: _Record, reason: str, dead: list[tuple[_Record, str]]) -> None:
+        rec.owner = None
+        rec.token = 0
+        if rec.max_deliveries is not None and rec.deliveries >= rec.max_deliveries:
+            self._settle(rec)
+            dead.append((rec, reason))
+        else:
+            self.ready.append(rec)
+
+    def _expire(self, now: float, dead: list[tuple[_Record, str]]) -> None:
+        heap = self.deadlines
+        while heap and heap[0][0] <= now:
+            _, token, seq = heapq.heappop(heap)
+            rec = self.records.get(seq)
+            if rec is not None and rec.token == token:
+                self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
+
+    def _check(self, handle: Any, owner: Any) -> _Record:
+        if not isinstance(handle, AckHandle):
+            raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
+        if handle._state is not self or handle._owner is not owner:
+            raise AckError(
+                f"this AckHandle (topic {handle.topic!r}, sequence {handle._seq}) was handed "
+                "out by another subscriber; ack it with the subscriber that received it"
+            )
+        rec = self.records.get(handle._seq)
+        if rec is None or rec.token != handle._token:
+            raise AckError(
+                f"the message of this AckHandle (topic {handle.topic!r}, sequence "
+                f"{handle._seq}) is already settled, or was redelivered after its ack deadline"
+            )
+        return rec
+
+    # -- the operations -------------------------------------------------------------------------
+
+    def next(self, owner: AckMixin) -> tuple[Message, AckHandle] | None:
+        """Deliver a redelivery or the cursor's next message to ``owner``, or None."""
+        dead: list[tuple[_Record, str]] = []
+        redelivered = 0
+        now = time.monotonic()
+        with self.lock:
+            before = len(self.records)
+            self._expire(now, dead)
+            rec = self.ready.popleft() if self.ready else None
+            if rec is not None:
+                redelivered = 1
+            else:
+                got = self.cursor.take(1)
+                if got:
+                    msg = got[0]
+                    rec = _Record(msg.sequence, msg)
+                    self.records[rec.seq] = rec
+            if rec is not None:
+                rec.deliveries += 1
+                rec.owner = owner
+                rec.token = next(self.tokens)
+                rec.max_deliveries = owner._max_deliveries
+                rec.dead_letter_topic = owner._dead_letter_topic
+                heapq.heappush(self.deadlines, (now + owner._ack_timeout, rec.token, rec.seq))
+                handle = AckHandle(self, owner, rec.seq, rec.token, rec.message.uuid,
+                                   self.log.name, rec.deliveries)
+            change = len(self.records) - before
+        self._after(dead, redelivered, change)
+        return None if rec is None else (rec.message, handle)
+
+    def settle(self, handles: list[AckHandle], owner: Any, *, ack: bool, requeue: bool) -> None:
+        """Ack or nack ``handles`` (all checked first: one bad handle settles none)."""
+        dead: list[tuple[_Record, str]] = []
+        with self.lock:
+            before = len(self.records)
+            recs = [self._check(h, owner) for h in handles]
+            if len({id(r) for r in recs}) != len(recs):
+                raise AckError("the same AckHandle appears twice in one batch")
+            for rec in recs:
+                if ack:
+                    self._settle(rec)
+                elif requeue:
+                    self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
+                else:
+                    self._settle(rec)
+                    dead.append((rec, "rejected"))
+            change = len(self.records) - before
+        self._after(dead, 0, change)
+        if not ack and requeue:
+            self.log.wake_waiters()  # a waiting member takes the redelivery
+
+    def release(self, owner: Any) -> None:
+        """``owner`` is closing: its deliveries go back for redelivery, oldest first."""
+        with self.lock:
+            mine = [rec for rec in self.records.values() if rec.owner is owner]
+            for rec in reversed(mine):
+                rec.owner = None
+                rec.token = 0
+                self.ready.appendleft(rec)
+        if mine:
+            self.log.wake_waiters()
+
+    def abandon(self) -> None:
+        """The cursor is gone (its subscriber left, or its group was deleted): forget all."""
+        with self.lock:
+            count = len(self.records)
+            self.records.clear()
+            self.ready.clear()
+            self.deadlines.clear()
+        self.log.count_acks(0, 0, 0, -count)
+
+    def has_ready(self) -> bool:
+        return bool(self.ready)
+
+    def next_deadline(self) -> float | None:
+        heap = self.deadlines
+        return heap[0][0] if heap else None
+
+    # -- after the lock -------------------------------------------------------------------------
+
+    def _after(self, dead: list[tuple[_Record, str]], redelivered: int, change: int) -> None:
+        """Publish the dead letters and count: ``change`` is the change in unsettled records."""
+        lettered = dropped = 0
+        for rec, reason in dead:
+            if rec.dead_letter_topic is not None and self._dead_letter(rec, reason):
+                lettered += 1
+            else:
+                dropped += 1
+        if dead or redelivered or change:
+            self.log.count_acks(redelivered, lettered, dropped, change)
+
+    def _dead_letter(self, rec: _Record, reason: str) -> bool:
+        msg = rec.message
+        letter = (msg.with_metadata("_dead_letter_reason", reason)
+                  .with_metadata("_delivery_count", str(rec.deliveries))
+                  .with_metadata("_original_topic", self.log.name)
+                  .with_metadata("_original_sequence", str(rec.seq)))
+        try:
+            self.publisher.publish_nowait(rec.dead_letter_topic, [letter])
+        except (QueueFull, BrokerShutdown, TopicNotFound):
+            return False  # counted as dropped
+        return True
+
+
+def _state_of(cursor: Any, publisher: Any) -> _AckState:
+    state = cursor.ack
+    if state is None:
+        with _creating:
+            state = cursor.ack
+            if state is None:
+                state = cursor.ack = _AckState(cursor, publisher)
+    return state  # type: ignore[no-any-return]
+
+
+def check_settings(ack_timeout: Any, max_deliveries: Any,
+                    dead_letter_topic: Any) -> tuple[float, int | None, str | None]:
+    if hasattr(ack_timeout, "total_seconds"):
+        ack_timeout = ack_timeout.total_seconds()
+    if type(ack_timeout) is bool or not isinstance(ack_timeout, (int, float)):
+        raise TypeError(
+            f"ack_timeout must be a number of seconds, not {type(ack_timeout).__name__}"
+        )
+    if not ack_timeout > 0 or ack_timeout == float("inf"):
+        raise InvalidConfig("ack_timeout", ack_timeout, "must be a finite number of seconds > 0")
+    if max_deliveries is not None:
+        if type(max_deliveries) is bool or not isinstance(max_deliveries, int):
+            raise TypeError(
+                f"max_deliveries must be int or None, not {type(max_deliveries).__name__}"
+            )
+        if max_deliveries < 1:
+            raise InvalidConfig("max_deliveries", max_deliveries,
+                                "must be >= 1 (it counts the first delivery), or None")
+    if dead_letter_topic is not None:
+        kincir_core.validate_topic_name(dead_letter_topic)
+    return float(ack_timeout), max_deliveries, dead_letter_topic
+
+
+# InMemoryAckSubscriber itself is built in broker.py (it extends InMemorySubscriber, whose
+# slots hold ``_rotation`` and the settings); these are its methods.
+
+
+class AckMixin:
+    """The acknowledgement half of ``InMemoryAckSubscriber``."""
+
+    __slots__ = ()
+
+    _ack_timeout: float
+    _max_deliveries: int | None
+    _dead_letter_topic: str | None
+    _publisher: Any
+    _rotation: int
+
+    def _states(self) -> list[_AckState]:
+        publisher = self._publisher
+        return [_state_of(c, publisher) for c in self._attached_cursors()]  # type: ignore[attr-defined]
+
+    def _has_ready(self) -> bool:
+        return any(state.has_ready() for state in self._states())
+
+    def try_receive_with_ack(self) -> tuple[Message, AckHandle] | None:
+        """The next message and its AckHandle if one is ready (redeliveries first), else None."""
+        states = self._states()
+        count = len(states)
+        if count:
+            start = (self._rotation + 1) % count
+            self._rotation = start  # type: ignore[misc]
+            for i in range(count):
+                got = states[(start + i) % count].next(self)
+                if got is not None:
+                    return got
+            if any(state.has_ready() for state in states):
+                return None
+        self._check_receivable()  # type: ignore[attr-defined]
+        return None
+
+    def _wait_bound(self, deadline: float | None) -> float | None:
+        """How long a receive may wait: to its own deadline or the next ack deadline."""
+        now = time.monotonic()
+        bounds = [d - now for d in (s.next_deadline() for s in self._states()) if d is not None]
+        if deadline is not None:
+            remaining = deadline - now
+            if remaining <= 0:
+                raise TimeoutError("no message arrived within the timeout")
+            bounds.append(remaining)
+        return max(0.0, min(bounds)) if bounds else None
+
+    def receive_with_ack_sync(self, timeout: float | None = None) -> tuple[Message, AckHandle]:
+        """Block until a message arrives; return it with its AckHandle (TimeoutError after
+        ``timeout`` seconds)."""
+        seconds = kincir_core.check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            got = self.try_receive_with_ack()
+            if got is not None:
+                return got
+            self._wait_ready(self._wait_bound(deadline), self._has_ready)  # type: ignore[attr-defined]
+
+    async def receive_with_ack(self, timeout: float | None = None) -> tuple[Message, AckHandle]:
+        """Wait for a message; return it with its AckHandle (TimeoutError after ``timeout``)."""
+        seconds = kincir_core.check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            got = self.try_receive_with_ack()
+            if got is not None:
+                return got
+            bound = self._wait_bound(deadline)
+            try:
+                async with asyncio.timeout(bound):
+                    await self._wait_ready_async(self._has_ready)  # type: ignore[attr-defined]
+            except TimeoutError:
+                pass  # the loop looks again and raises if the receive's own deadline passed
+
+    def _settle(self, handles: Iterable[AckHandle], *, ack: bool, requeue: bool) -> None:
+        batch = list(handles)
+        by_state: dict[int, tuple[_AckState, list[AckHandle]]] = {}
+        for handle in batch:
+            if not isinstance(handle, AckHandle):
+                raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
+            by_state.setdefault(id(handle._state), (handle._state, []))[1].append(handle)
+        for state, handles_ in by_state.values():
+            state.settle(handles_, self, ack=ack, requeue=requeue)
+
+    def ack(self, handle: AckHandle) -> Completed[None]:
+        """The message is processed: settle it for good. AckError for a settled or foreign
+        handle."""
+        self._settle((handle,), ack=True, requeue=False)
+        return DONE
+
+    def nack(self, handle: AckHandle, requeue: bool = True) -> Completed[None]:
+        """The message failed: redeliver it (``requeue``; dead-lettered past
+        ``max_deliveries``), or reject it now (to the dead-letter topic, or dropped)."""
+        self._settle((handle,), ack=False, requeue=_flag(requeue))
+        return DONE
+
+    def ack_batch(self, handles: Iterable[AckHandle]) -> Completed[None]:
+        """Ack several handles; if one is settled or foreign, none of its topic's are acked."""
+        self._settle(handles, ack=True, requeue=False)
+        return DONE
+
+    def nack_batch(self, handles: Iterable[AckHandle], requeue: bool = True) -> Completed[None]:
+        """Nack several handles (see ``nack``)."""
+        self._settle(handles, ack=False, requeue=_flag(requeue))
+        return DONE
+
+    def in_flight(self) -> int:
+        """Messages this subscriber received and has not settled yet."""
+        return sum(
+            1 for state in self._states() for rec in list(state.records.values())
+            if rec.owner is self
+        )
+
+    # -- the plain subscriber API: each message is acked as it is handed out -------------------
+
+    def try_receive(self) -> Message | None:
+        """The next message if one is ready, else None (acked at once: at-most-once)."""
+        got = self.try_receive_with_ack()
+        if got is None:
+            return None
+        self.ack(got[1])
+        return got[0]
+
+    def receive_sync(self, timeout: float | None = None) -> Message:
+        """Block for the next message (acked at once)."""
+        msg, handle = self.receive_with_ack_sync(timeout)
+        self.ack(handle)
+        return msg
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """Wait for the next message (acked at once)."""
+        msg, handle = await self.receive_with_ack(timeout)
+        self.ack(handle)
+        return msg
+
+    def try_receive_batch(self, max_messages: int) -> list[Message]:
+        """Up to ``max_messages`` ready messages (acked at once)."""
+        limit = kincir_core.check_count(max_messages, "max_messages")
+        out: list[Message] = []
+        while len(out) < limit:
+            got = self.try_receive_with_ack()
+            if got is None:
+                break
+            self.ack(got[1])
+            out.append(got[0])
+        return out
+
+    def receive_batch_sync(self, max_messages: int, timeout: float | None = None) -> list[Message]:
+        """Block for at least one message, then return up to ``max_messages`` (acked)."""
+        limit = kincir_core.check_count(max_messages, "max_messages")
+        first = self.receive_sync(timeout)
+        return [first, *self.try_receive_batch(limit - 1)] if limit > 1 else [first]
+
+    async def receive_batch(self, max_messages: int,
+                            timeout: float | None = None) -> list[Message]:
+        """Wait for at least one message, then return up to ``max_messages`` (acked)."""
+        limit = kincir_core.check_count(max_messages, "max_messages")
+        first = await self.receive(timeout)
+        return [first, *self.try_receive_batch(limit - 1)] if limit > 1 else [first]
+
+    def _release_deliveries(self, topic: str | None = None) -> None:
+        """Hand this subscriber's unsettled deliveries back before it leaves ``topic`` (None:
+        every topic): a group redelivers them to its other members; a plain reader's go with
+        its cursor (held for the next reader when it was the last one and persistence is on)."""
+        for cursor in self._attached_cursors():  # type: ignore[attr-defined]
+            state = cursor.ack
+            if state is None or (topic is not None and cursor.log.name != topic):
+                continue
+            if cursor.group is not None:
+                state.release(self)
+            else:
+                state.abandon()
+
+
+def _flag(value: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"requeue must be bool, not {type(value).__name__}")
+    return value
+
+
+AckHandle.__module__ = _MODULE

@@ -164,6 +164,7 @@ cdef class SubscriberCore:
     cdef dict by_topic
     cdef Py_ssize_t next_index
     cdef readonly bint _closed
+    cdef public bint _patterned       # has pattern subscriptions: may gain topics later
     cdef kincir_mutex lock
     cdef list waiting
     cdef SyncWaiter spare_waiter

@@ -1623,6 +1623,10 @@ cdef class SubscriberCore:
         except Exception:
             pass
 
+    def _wake_receivers(self):
+        """Wake this subscriber's waiting receives to look at its subscriptions again."""
+        self._subscriptions_changed()
+
     def _attached_cursors(self):
         """The cursors of the live subscriptions (the acknowledgement layer reads through
         them)."""
@@ -1699,6 +1703,8 @@ cdef class SubscriberCore:
         for cursor in self.cursors:
             if (<Cursor>cursor).attached:
                 return None
+        if self._patterned:
+            return None  # waits for a topic its patterns match
         if self._closed:
             raise _error("NotSubscribed", "this subscriber is closed")
         raise _error("NotSubscribed", "subscribe to a topic before receiving")

@@ -1072,6 +1072,7 @@ class SubscriberCore:
         self._topics: dict[str, Cursor] = {}
         self._next = 0
         self._closed = False
+        self._patterned = False  # has pattern subscriptions: may gain topics later
         self._lock = threading.Lock()
         self._waiting: list[Any] = []
 
@@ -1144,6 +1145,10 @@ class SubscriberCore:
         if broker is not None:  # None when the constructor refused its arguments
             broker._orphans.extend(self._topics.values())
             self._topics = {}
+
+    def _wake_receivers(self) -> None:
+        """Wake this subscriber's waiting receives to look at its subscriptions again."""
+        self._subscriptions_changed()
 
     def _attached_cursors(self) -> tuple[Cursor, ...]:
         """The cursors of the live subscriptions (the acknowledgement layer reads through
@@ -1227,6 +1232,8 @@ class SubscriberCore:
                     return []
             raise _error("BrokerShutdown")
         if not self._cursors or not any(c.attached for c in self._cursors):
+            if self._patterned:
+                return []  # waits for a topic its patterns match
             if self._closed:
                 raise _error("NotSubscribed", "this subscriber is closed")
             raise _error("NotSubscribed", "subscribe to a topic before receiving")

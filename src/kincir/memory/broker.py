@@ -30,6 +30,7 @@ from .health import (
     stats_snapshot,
     topic_info,
 )
+from .patterns import PatternRegistry, compile_pattern, is_pattern, join_matching, matches
 
 __all__ = ["InMemoryAckSubscriber", "InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
@@ -65,7 +66,7 @@ class InMemoryBroker(BrokerCore):
     ``async with`` shut the broker down on exit.
     """
 
-    __slots__ = ("_cleaner_stop", "_config")
+    __slots__ = ("_cleaner_stop", "_config", "_patterns")
 
     def __init__(self, config: InMemoryConfig | None = None) -> None:
         if config is None:
@@ -84,6 +85,8 @@ class InMemoryBroker(BrokerCore):
             overflow=config.overflow,
         )
         self._config = config
+        self._patterns = PatternRegistry()
+        self._on_new_topic = self._patterns.topic_created
         self._cleaner_stop = threading.Event()
         if config.default_message_ttl is not None:
             weakref.finalize(self, self._cleaner_stop.set)
@@ -227,7 +230,7 @@ class InMemorySubscriber(SubscriberCore):
     subscriber is closed.
     """
 
-    __slots__ = ()
+    __slots__ = ("_by_pattern",)
 
     def __init__(self, broker: InMemoryBroker, group: str | None = None) -> None:
         """A subscriber on ``broker``; with ``group``, a member of that consumer group on every
@@ -238,18 +241,80 @@ class InMemorySubscriber(SubscriberCore):
         """Subscribe to ``topic`` (created if needed), now; may also be awaited.
 
         The topic's first reader receives the messages it holds; a later one starts at the end.
-        Subscribing twice to one topic is a no-op.
+        Subscribing twice to one topic is a no-op. A pattern (``orders.*``: one segment,
+        ``orders.>``: one or more trailing segments) subscribes to every matching topic, now
+        and as they are created.
         """
-        self._subscribe(topic)
+        if is_pattern(topic):
+            self._subscribe_pattern(topic)
+        else:
+            self._subscribe(topic)
         return DONE
 
+    _by_pattern: dict[str, set[str]]
+
+    def _patterns_map(self) -> dict[str, set[str]]:
+        """Pattern -> the topics it joined (made on first use: the ack subscriber's
+        constructor does not run this class's)."""
+        try:
+            return self._by_pattern
+        except AttributeError:
+            self._by_pattern = {}
+            return self._by_pattern
+
+    def _subscribe_pattern(self, pattern: str) -> None:
+        segments = compile_pattern(pattern)
+        if self._closed:
+            raise NotSubscribed("this subscriber is closed")
+        if self.broker.is_shutdown():
+            raise BrokerShutdown()
+        joined = self._patterns_map().setdefault(pattern, set())
+        self.broker._patterns.add(self, pattern, segments)  # first: no topic created now is missed
+        self._patterned = True
+        for name in self.broker.list_topics():
+            if matches(segments, name):
+                join_matching(self, pattern, name, joined)
+        self._wake_receivers()
+
+    def _join_by_pattern(self, pattern: str, topic: str) -> None:
+        """The broker created ``topic``, which ``pattern`` matches."""
+        joined = self._patterns_map().get(pattern)
+        if joined is not None:
+            join_matching(self, pattern, topic, joined)
+
+    def subscribed_patterns(self) -> list[str]:
+        """The patterns this subscriber subscribed to, in subscription order."""
+        return list(self._patterns_map())
+
     def unsubscribe(self, topic: str | None = None) -> Completed[None]:
-        """Leave ``topic``, or every topic when None, now; may also be awaited."""
-        self._unsubscribe(topic)
+        """Leave ``topic`` (a name or a pattern), or every topic and pattern when None, now;
+        may also be awaited. Leaving a pattern leaves the topics it joined."""
+        by_pattern = self._patterns_map()
+        if topic is None:
+            self.broker._patterns.remove(self, None)
+            by_pattern.clear()
+            self._patterned = False
+            self._unsubscribe(None)
+        elif is_pattern(topic):
+            joined = by_pattern.pop(topic, None)
+            if joined is None:
+                raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
+            self.broker._patterns.remove(self, topic)
+            self._patterned = bool(by_pattern)
+            still = set().union(*by_pattern.values()) if by_pattern else set()
+            for name in joined - still:
+                if name in self.subscribed_topics():
+                    self._unsubscribe(name)
+            self._wake_receivers()
+        else:
+            self._unsubscribe(topic)
         return DONE
 
     def close(self) -> Completed[None]:
         """Leave every topic for good; later receives raise NotSubscribed."""
+        self.broker._patterns.remove(self, None)
+        self._patterns_map().clear()
+        self._patterned = False
         self._close()
         return DONE
 
@@ -351,16 +416,11 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
         """Where messages past ``max_deliveries`` or rejected go; None: they are dropped."""
         return self._dead_letter_topic
 
-    def unsubscribe(self, topic: str | None = None) -> Completed[None]:
-        """Leave ``topic`` (or every topic); unsettled deliveries go back for redelivery."""
+    def _unsubscribe(self, topic: str | None) -> None:
+        # unsettled deliveries of the topics left go back for redelivery first
         if topic is None or type(topic) is str:
             self._release_deliveries(topic)
-        return super().unsubscribe(topic)
-
-    def close(self) -> Completed[None]:
-        """Leave every topic for good; unsettled deliveries go back for redelivery."""
-        self._release_deliveries()
-        return super().close()
+        super()._unsubscribe(topic)
 
     def __repr__(self) -> str:
         return (f"<InMemoryAckSubscriber topics={self.subscribed_topics()!r} "

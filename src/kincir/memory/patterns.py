@@ -1,0 +1,108 @@
+"""Wildcard subscriptions: NATS-style topic patterns and the broker's registry of them.
+
+Topics are dot-separated; in a pattern ``*`` matches exactly one segment and ``>`` (last segment
+only) matches one or more trailing segments: ``orders.*`` matches ``orders.eu`` but not
+``orders.eu.paid``; ``orders.>`` matches both, not ``orders``.
+
+A pattern subscription is a set of ordinary per-topic subscriptions: the subscriber joins every
+existing topic that matches when it subscribes, and the broker's registry joins it to each
+matching topic created later (the engine calls ``PatternRegistry.topic_created`` right after it
+creates a topic, before the publish that created it is written).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import kincir_core
+
+from .errors import (
+    BrokerShutdown,
+    InvalidConfig,
+    InvalidTopicName,
+    MaxSubscribersReached,
+    NotSubscribed,
+    TopicNotFound,
+)
+
+__all__ = ["PatternRegistry", "compile_pattern", "is_pattern", "join_matching", "matches"]
+
+
+def is_pattern(topic: Any) -> bool:
+    """True if ``topic`` is a str with a ``*`` or ``>`` in it (to be read as a pattern)."""
+    return type(topic) is str and ("*" in topic or ">" in topic)
+
+
+def compile_pattern(pattern: str) -> tuple[str, ...]:
+    """The segments of ``pattern``; InvalidTopicName if it is not a valid pattern."""
+    segments = tuple(pattern.split("."))
+    for i, segment in enumerate(segments):
+        if segment == ">" and i != len(segments) - 1:
+            raise InvalidTopicName(pattern, "'>' may only be the last segment")
+        if segment not in ("*", ">") and ("*" in segment or ">" in segment):
+            raise InvalidTopicName(pattern, "'*' and '>' must be whole segments")
+    # the rest of the rules are a topic's: check with each wildcard read as a plain segment
+    try:
+        kincir_core.validate_topic_name(".".join("x" if s in ("*", ">") else s for s in segments))
+    except InvalidTopicName as err:
+        raise InvalidTopicName(pattern, err.reason) from None
+    return segments
+
+
+def matches(segments: tuple[str, ...], topic: str) -> bool:
+    """True if ``topic`` matches the compiled pattern ``segments``."""
+    parts = topic.split(".")
+    for i, segment in enumerate(segments):
+        if segment == ">":
+            return len(parts) > i
+        if i >= len(parts) or (segment != "*" and segment != parts[i]):
+            return False
+    return len(parts) == len(segments)
+
+
+class PatternRegistry:
+    """The broker's live pattern subscriptions (weakly held: a dropped subscriber leaves)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (subscriber ref, pattern) -> segments
+        self._entries: dict[tuple[weakref.ref[Any], str], tuple[str, ...]] = {}
+
+    def add(self, subscriber: Any, pattern: str, segments: tuple[str, ...]) -> None:
+        with self._lock:
+            self._entries[(weakref.ref(subscriber), pattern)] = segments
+
+    def remove(self, subscriber: Any, pattern: str | None) -> None:
+        """Forget ``subscriber``'s ``pattern`` (every pattern of it when None)."""
+        with self._lock:
+            for key in list(self._entries):
+                ref, pat = key
+                if ref() is None or (ref() is subscriber and pattern in (None, pat)):
+                    del self._entries[key]
+
+    def topic_created(self, topic: str) -> None:
+        """Join every live pattern subscription that matches the new ``topic``."""
+        if not self._entries:
+            return
+        with self._lock:
+            entries = list(self._entries.items())
+        for (ref, pattern), segments in entries:
+            subscriber = ref()
+            if subscriber is not None and matches(segments, topic):
+                subscriber._join_by_pattern(pattern, topic)
+
+
+def join_matching(subscriber: Any, pattern: str, topic: str, joined: set[str]) -> None:
+    """Subscribe ``subscriber`` to ``topic`` for ``pattern``, recording it in ``joined`` if the
+    pattern made the subscription. A topic at its subscriber limit is skipped (the pattern
+    joins what it can); a subscription that fails otherwise is skipped too: it is not the
+    caller's publish that should fail."""
+    if topic in subscriber.subscribed_topics():
+        return
+    try:
+        subscriber._subscribe(topic)
+    except (MaxSubscribersReached, BrokerShutdown, TopicNotFound, NotSubscribed, InvalidConfig):
+        return
+    joined.add(topic)

@@ -1,0 +1,198 @@
+"""Wildcard subscriptions: ``*`` one segment, ``>`` one or more trailing segments."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        ("orders.*", "orders.eu", True),
+        ("orders.*", "orders.eu.paid", False),
+        ("orders.*", "orders", False),
+        ("orders.>", "orders.eu", True),
+        ("orders.>", "orders.eu.paid", True),
+        ("orders.>", "orders", False),
+        ("*.paid", "eu.paid", True),
+        ("*.paid", "eu.unpaid", False),
+        ("*.*", "a.b", True),
+        ("*.*", "a.b.c", False),
+        (">", "a", True),
+        (">", "a.b.c", True),
+        ("a.*.c.>", "a.b.c.d.e", True),
+        ("a.*.c.>", "a.b.c", False),
+        ("*", "abc", True),
+        ("*", "a.b", False),
+    ],
+)
+def test_matching_rules(k, pattern, topic, expected):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe(pattern)
+    k.InMemoryPublisher(broker).publish_nowait(topic, [b"x"])
+    got = sub.try_receive()
+    assert (got is not None) == expected
+    if expected:
+        assert got.topic == topic
+
+
+def test_pattern_joins_existing_and_later_topics(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    pub.publish_nowait("orders.eu", [b"held"])  # no reader yet: held for the first one
+    pub.publish_nowait("users.new", [b"other"])
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("orders.*")
+    assert sub.subscribed_topics() == ["orders.eu"]
+    assert sub.subscribed_patterns() == ["orders.*"]
+    pub.publish_nowait("orders.us", [b"new topic"])
+    assert sorted(sub.subscribed_topics()) == ["orders.eu", "orders.us"]
+    got = sorted(m.payload for m in sub.try_receive_batch(10) + sub.try_receive_batch(10))
+    assert got == [b"held", b"new topic"]
+    assert sub.try_receive() is None
+
+
+def test_a_receive_waiting_on_a_pattern_with_no_topic_yet_gets_the_first_message(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("sensors.>")
+    assert sub.try_receive() is None  # no topic yet: nothing, not NotSubscribed
+    waiting = k.spawn(sub.receive_sync, 5)
+    time.sleep(0.05)
+    k.InMemoryPublisher(broker).publish_nowait("sensors.kitchen.temp", [b"21"])
+    msg = waiting.join()
+    assert (msg.topic, msg.payload) == ("sensors.kitchen.temp", b"21")
+
+
+def test_async_receive_on_a_pattern_sees_topics_created_by_threads(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("jobs.*")
+    pub = k.InMemoryPublisher(broker)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: k.spawn(pub.publish_nowait, "jobs.a", [b"1"]))
+        first = await sub.receive(timeout=5)
+        loop.call_later(0.05, lambda: k.spawn(pub.publish_nowait, "jobs.b", [b"2"]))
+        second = await sub.receive(timeout=5)
+        return first.topic, second.topic
+
+    assert k.run(main()) == ("jobs.a", "jobs.b")
+
+
+def test_unsubscribe_pattern_leaves_only_the_topics_it_joined(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("a.x")
+    sub.subscribe("a.*")
+    pub.publish_nowait("a.y", [b"1"])
+    assert sorted(sub.subscribed_topics()) == ["a.x", "a.y"]
+    sub.unsubscribe("a.*")
+    assert sub.subscribed_topics() == ["a.x"]
+    assert sub.subscribed_patterns() == []
+    pub.publish_nowait("a.z", [b"2"])  # the pattern is gone: not joined
+    assert sub.subscribed_topics() == ["a.x"]
+    with pytest.raises(k.NotSubscribed):
+        sub.unsubscribe("a.*")
+
+
+def test_overlapping_patterns_keep_a_topic_until_the_last_one_leaves(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("a.*")
+    sub.subscribe("a.>")
+    k.InMemoryPublisher(broker).publish_nowait("a.b", [b"1"])
+    assert sub.subscribed_topics() == ["a.b"]
+    sub.unsubscribe("a.>")
+    assert sub.subscribed_topics() == ["a.b"]
+    sub.unsubscribe("a.*")
+    assert sub.subscribed_topics() == []
+    with pytest.raises(k.NotSubscribed):
+        sub.try_receive()
+
+
+def test_unsubscribe_all_and_close_drop_patterns(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("p.*")
+    sub.unsubscribe()
+    pub.publish_nowait("p.a", [b"1"])
+    assert sub.subscribed_topics() == []
+    sub.subscribe("p.*")
+    assert sub.subscribed_topics() == ["p.a"]
+    sub.close()
+    pub.publish_nowait("p.b", [b"1"])
+    assert sub.subscribed_topics() == []
+    with pytest.raises(k.NotSubscribed):
+        sub.subscribe("p.*")
+
+
+def test_a_dropped_pattern_subscriber_is_forgotten(k):
+    import gc
+
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("g.*")
+    del sub
+    gc.collect()
+    k.InMemoryPublisher(broker).publish_nowait("g.a", [b"1"])
+    assert broker.topic_info("g.a").subscriber_count == 0
+
+
+def test_pattern_with_a_group_spreads_each_topic_over_members(k):
+    broker = k.new_broker()
+    members = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
+    for m in members:
+        m.subscribe("q.*")
+    pub = k.InMemoryPublisher(broker)
+    pub.publish_nowait("q.a", [b"1", b"2", b"3", b"4"])
+    got = [members[0].try_receive(), members[1].try_receive()]
+    got += members[0].try_receive_batch(10) + members[1].try_receive_batch(10)
+    assert sorted(m.sequence for m in got) == [1, 2, 3, 4]
+    assert broker.topic_info("q.a").subscriber_count == 2
+
+
+def test_pattern_skips_topics_at_their_subscriber_limit(k):
+    broker = k.new_broker(max_subscribers_per_topic=1)
+    first = k.InMemorySubscriber(broker)
+    first.subscribe("full.a")
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("full.*")
+    assert sub.subscribed_topics() == []
+    k.InMemoryPublisher(broker).publish_nowait("full.b", [b"1"])
+    assert sub.subscribed_topics() == ["full.b"]
+    assert first.subscribed_topics() == ["full.a"]
+
+
+def test_pattern_subscription_after_shutdown_is_refused(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    broker.shutdown()
+    with pytest.raises(k.BrokerShutdown):
+        sub.subscribe("a.*")
+
+
+def test_pattern_receive_ends_at_shutdown(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("z.*")
+    k.InMemoryPublisher(broker).publish_nowait("z.a", [b"1"])
+    broker.shutdown()
+    assert [m.payload for m in sub] == [b"1"]
+
+
+def test_pattern_with_ack_subscriber(k):
+    broker = k.new_broker()
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("acks.>")
+    k.InMemoryPublisher(broker).publish_nowait("acks.one.two", [b"1"])
+    msg, handle = sub.receive_with_ack_sync(timeout=2)
+    assert msg.topic == "acks.one.two"
+    sub.ack(handle)

@@ -12,16 +12,24 @@ from .errors import KincirError as KincirError
 from .protocols import AckSubscriber as AckSubscriber
 from .protocols import Publisher as Publisher
 from .protocols import Subscriber as Subscriber
+from .router import AckStrategy as AckStrategy
+from .router import Delivery as Delivery
+from .router import Router as Router
+from .router import RouterStats as RouterStats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IMPLEMENTATION",
+    "AckStrategy",
     "AckSubscriber",
     "Completed",
+    "Delivery",
     "KincirError",
     "Message",
     "Publisher",
+    "Router",
+    "RouterStats",
     "Subscriber",
     "__version__",
 ]

@@ -1,0 +1,442 @@
+"""``Router``: kincir's pipeline stage — consume a topic, handle each message, publish the results.
+
+A router reads its input topic through a consumer group of acknowledging subscribers (one per
+worker, so ``concurrency`` workers share the stream and several routers with the same group
+scale out), calls the handler with each message, publishes what the handler returns to the
+output topic, then settles the message according to its ``AckStrategy``. A handler exception or
+a processing timeout never stops the router: the message is nacked (redelivered, up to
+``max_deliveries``, then dead-lettered) and counted.
+
+Workers are threads for a plain handler (``start()``/``stop()``) and asyncio tasks for a
+coroutine handler (``await run()``; ``start()`` also works, running the tasks on a loop of its
+own thread). A plain handler under ``run()`` runs in the loop's default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import enum
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from kincir_core import Message, validate_topic_name
+
+from .memory.ack import AckHandle
+from .memory.broker import (
+    InMemoryAckSubscriber,
+    InMemoryBroker,
+    InMemoryPublisher,
+    InMemorySubscriber,
+)
+from .memory.errors import AckError, BrokerShutdown, NotSubscribed
+from .memory.patterns import compile_pattern, is_pattern
+
+__all__ = ["AckStrategy", "Delivery", "Router", "RouterStats"]
+
+_log = logging.getLogger("kincir.router")
+_POLL = 0.05  # how often an idle worker looks at the stop flag, in seconds
+
+
+class AckStrategy(enum.Enum):
+    """How a router settles each input message."""
+
+    #: Ack once the handler returned and its outputs were published; nack (retry) on failure.
+    AUTO_ACK_ON_SUCCESS = "auto_ack_on_success"
+    #: The handler settles: it is called as ``handler(message, delivery)`` and calls
+    #: ``delivery.ack()`` or ``delivery.nack()`` (unsettled ones are redelivered after the
+    #: ack timeout).
+    MANUAL = "manual"
+    #: Ack every message, failed or not: failures are counted, never retried.
+    ALWAYS_ACK = "always_ack"
+    #: Read without acknowledgement (at most once): nothing is held in flight, a failed message
+    #: is counted and not retried.
+    NEVER_ACK = "never_ack"
+
+    # the founding library's spelling
+    AutoAckOnSuccess = AUTO_ACK_ON_SUCCESS
+    Manual = MANUAL
+    AlwaysAck = ALWAYS_ACK
+    NeverAck = NEVER_ACK
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouterStats:
+    """A router's counters at the moment they were read."""
+
+    #: Messages the handler finished (successfully or not; timed-out ones excluded).
+    processed: int
+    #: Messages the handler finished without raising.
+    succeeded: int
+    #: Handler exceptions.
+    failed: int
+    #: Messages acked by the router (or by the handler, under MANUAL).
+    acked: int
+    #: Messages nacked by the router (or by the handler, under MANUAL).
+    nacked: int
+    #: Handlers that ran past ``processing_timeout``.
+    timed_out: int
+    #: Failures on a message's last allowed delivery (it went to the dead-letter topic or was
+    #: dropped).
+    retries_exhausted: int
+    #: Messages published to the output topic.
+    published: int
+    #: Mean handler time in seconds (0.0 before the first message).
+    mean_processing_time: float
+
+
+class Delivery:
+    """One input message under ``AckStrategy.MANUAL``: settle it with ``ack``/``nack``."""
+
+    __slots__ = ("_handle", "_router", "_subscriber", "message")
+
+    def __init__(self, router: Router, subscriber: InMemoryAckSubscriber, message: Message,
+                 handle: AckHandle) -> None:
+        self._router = router
+        self._subscriber = subscriber
+        self._handle = handle
+        #: The input message.
+        self.message = message
+
+    @property
+    def handle(self) -> AckHandle:
+        """The message's AckHandle (delivery count, retry flag)."""
+        return self._handle
+
+    def ack(self) -> None:
+        """The message is processed."""
+        self._subscriber.ack(self._handle)
+        self._router._count("acked")
+
+    def nack(self, requeue: bool = True) -> None:
+        """The message failed: redeliver it (``requeue``) or reject it."""
+        self._subscriber.nack(self._handle, requeue)
+        self._router._count("nacked")
+
+
+def _outputs(result: Any) -> list[Any]:
+    """The messages a handler returned: None, one Message or payload, or an iterable of them."""
+    if result is None:
+        return []
+    if isinstance(result, (Message, bytes, bytearray, memoryview)):
+        return [result]
+    if isinstance(result, Iterable) and not isinstance(result, str):
+        return list(result)
+    raise TypeError(
+        "a router handler must return None, a Message, a bytes-like payload, or an iterable "
+        f"of them, not {type(result).__name__}"
+    )
+
+
+class Router:
+    """A pipeline stage: input topic -> handler -> output topic, with retries and stats."""
+
+    def __init__(
+        self,
+        broker: InMemoryBroker,
+        input_topic: str,
+        output_topic: str | None,
+        handler: Callable[..., Any],
+        *,
+        concurrency: int = 1,
+        ack_strategy: AckStrategy = AckStrategy.AUTO_ACK_ON_SUCCESS,
+        processing_timeout: float | None = None,
+        max_deliveries: int | None = 5,
+        dead_letter_topic: str | None = None,
+        ack_timeout: float = 30.0,
+        group: str | None = None,
+    ) -> None:
+        if not isinstance(broker, InMemoryBroker):
+            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if type(concurrency) is not int or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if not isinstance(ack_strategy, AckStrategy):
+            raise TypeError(
+                f"ack_strategy must be an AckStrategy, not {type(ack_strategy).__name__}"
+            )
+        if processing_timeout is not None:
+            if type(processing_timeout) is bool or not isinstance(processing_timeout,
+                                                                     (int, float)):
+                raise TypeError("processing_timeout must be a number of seconds or None")
+            if not 0 < processing_timeout < float("inf"):
+                raise ValueError(f"processing_timeout must be > 0, got {processing_timeout}")
+        if is_pattern(input_topic):
+            compile_pattern(input_topic)
+        else:
+            validate_topic_name(input_topic)
+        if output_topic is not None:
+            validate_topic_name(output_topic)
+        self._broker = broker
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self._handler = handler
+        self._is_async = inspect.iscoroutinefunction(handler)
+        self.concurrency = concurrency
+        self.ack_strategy = ack_strategy
+        self.processing_timeout = processing_timeout
+        self.group = group if group is not None else f"router:{input_topic}"
+        acking = ack_strategy is not AckStrategy.NEVER_ACK
+        # Built now, so bad settings and topic names fail here, not in a worker.
+        self._subscribers = [
+            InMemoryAckSubscriber(broker, self.group, ack_timeout=ack_timeout,
+                                  max_deliveries=max_deliveries,
+                                  dead_letter_topic=dead_letter_topic)
+            for _ in range(concurrency)
+        ] if acking else [_PlainMember(broker, self.group) for _ in range(concurrency)]
+        self._max_deliveries = max_deliveries
+        self._publisher = InMemoryPublisher(broker)
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(
+            ("processed", "succeeded", "failed", "acked", "nacked", "timed_out",
+             "retries_exhausted", "published"), 0)
+        self._busy_time = 0.0
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _subscribe_all(self) -> None:
+        for sub in self._subscribers:
+            sub.subscribe(self.input_topic)
+
+    def start(self) -> Router:
+        """Start the workers in background threads; returns the router."""
+        if self._running:
+            raise RuntimeError("the router is already running")
+        self._subscribe_all()
+        self._running = True
+        self._stopping.clear()
+        if self._is_async:
+            thread = threading.Thread(target=lambda: asyncio.run(self._run_tasks()),
+                                      name="kincir-router", daemon=True)
+            self._threads = [thread]
+        else:
+            if self.processing_timeout is not None:
+                # a handler past its timeout keeps its thread until it returns (a thread
+                # cannot be stopped): room for some of those beside the working ones
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    2 * self.concurrency + 4, thread_name_prefix="kincir-router-handler")
+            self._threads = [
+                threading.Thread(target=self._work_sync, args=(sub,),
+                                 name=f"kincir-router-{i}", daemon=True)
+                for i, sub in enumerate(self._subscribers)
+            ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    async def run(self) -> None:
+        """Run the workers as tasks of the running loop until ``stop()`` is called."""
+        if self._running:
+            raise RuntimeError("the router is already running")
+        self._subscribe_all()
+        self._running = True
+        self._stopping.clear()
+        try:
+            await self._run_tasks()
+        finally:
+            self._running = False
+
+    async def _run_tasks(self) -> None:
+        await asyncio.gather(*(self._work_async(sub) for sub in self._subscribers))
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking messages; each worker finishes (publishes and settles) the message it is
+        handling, then ends. Waits up to ``timeout`` seconds for the threads started by
+        ``start()``; returns True if they all ended. Messages not yet taken stay in the input
+        topic for the router's group."""
+        self._stopping.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        stopped = not any(t.is_alive() for t in self._threads)
+        if stopped:
+            self._threads = []
+            self._running = False
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+        return stopped
+
+    def close(self) -> None:
+        """Stop, and leave the input topic (in-flight messages go back to the group)."""
+        self.stop()
+        for sub in self._subscribers:
+            sub.close()
+
+    def is_running(self) -> bool:
+        """True between start()/run() and the end of stop()."""
+        return self._running
+
+    def __enter__(self) -> Router:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- stats ----------------------------------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def stats(self) -> RouterStats:
+        """The router's counters now."""
+        with self._lock:
+            c = dict(self._counts)
+            busy = self._busy_time
+        timed = c["processed"]
+        return RouterStats(**c, mean_processing_time=busy / timed if timed else 0.0)
+
+    # -- one message ----------------------------------------------------------------------------
+
+    def _finish(self, sub: Any, msg: Message, handle: AckHandle | None, ok: bool,
+                timed_out: bool, elapsed: float) -> None:
+        """Count and settle one handled message (the handler's outputs are published)."""
+        with self._lock:
+            if timed_out:
+                self._counts["timed_out"] += 1
+            else:
+                self._counts["processed"] += 1
+                self._counts["succeeded" if ok else "failed"] += 1
+                self._busy_time += elapsed
+        strategy = self.ack_strategy
+        if handle is None or (strategy is AckStrategy.MANUAL and ok):
+            return
+        try:
+            if ok or strategy is AckStrategy.ALWAYS_ACK:
+                sub.ack(handle)
+                self._count("acked")
+                return
+            sub.nack(handle)
+        except AckError:
+            # settled meanwhile: by a MANUAL handler before it failed, or redelivered after
+            # its ack deadline passed while the handler ran
+            _log.debug("router: message %s was already settled", handle.message_id)
+            return
+        self._count("nacked")
+        if self._max_deliveries is not None and handle.delivery_count >= self._max_deliveries:
+            self._count("retries_exhausted")
+
+    def _args(self, sub: Any, msg: Message, handle: AckHandle | None) -> tuple[Any, ...]:
+        if self.ack_strategy is AckStrategy.MANUAL:
+            return (msg, Delivery(self, sub, msg, handle))  # type: ignore[arg-type]
+        return (msg,)
+
+    def _next_sync(self, sub: Any) -> tuple[Message, AckHandle | None] | None:
+        try:
+            return sub.receive_with_ack_sync(timeout=_POLL)  # type: ignore[no-any-return]
+        except TimeoutError:
+            return None
+
+    def _work_sync(self, sub: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                got = self._next_sync(sub)
+            except (BrokerShutdown, NotSubscribed):
+                return
+            if got is None:
+                continue
+            msg, handle = got
+            start = time.perf_counter()
+            ok = timed_out = False
+            try:
+                if self._executor is not None:
+                    future = self._executor.submit(self._handler, *self._args(sub, msg, handle))
+                    try:
+                        result = future.result(self.processing_timeout)
+                    except concurrent.futures.TimeoutError:
+                        timed_out = True
+                        result = None
+                else:
+                    result = self._handler(*self._args(sub, msg, handle))
+                if not timed_out:
+                    self._publish_sync(_outputs(result))
+                    ok = True
+            except Exception:
+                _log.exception("router handler failed on %s sequence %s", msg.topic,
+                               msg.sequence)
+            self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
+
+    def _publish_sync(self, outputs: list[Any]) -> None:
+        if not outputs:
+            return
+        if self.output_topic is None:
+            raise ValueError("the handler returned messages but the router has no output topic")
+        self._publisher.publish_sync(self.output_topic, outputs)
+        self._count("published", len(outputs))
+
+    async def _work_async(self, sub: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                got = await sub.receive_with_ack(timeout=_POLL)
+            except TimeoutError:
+                continue
+            except (BrokerShutdown, NotSubscribed):
+                return
+            msg, handle = got
+            start = time.perf_counter()
+            ok = timed_out = False
+            try:
+                call = (self._handler(*self._args(sub, msg, handle)) if self._is_async
+                        else asyncio.to_thread(self._handler, *self._args(sub, msg, handle)))
+                try:
+                    async with asyncio.timeout(self.processing_timeout):
+                        result = await call
+                except TimeoutError:
+                    timed_out = True
+                    result = None
+                if not timed_out:
+                    outputs = _outputs(result)
+                    if outputs:
+                        if self.output_topic is None:
+                            raise ValueError("the handler returned messages but the router "
+                                             "has no output topic")
+                        await self._publisher.publish(self.output_topic, outputs)
+                        self._count("published", len(outputs))
+                    ok = True
+            except Exception:
+                _log.exception("router handler failed on %s sequence %s", msg.topic,
+                               msg.sequence)
+            self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (f"<Router {self.input_topic!r} -> {self.output_topic!r} {state}, "
+                f"concurrency={self.concurrency}, {self.ack_strategy.name}>")
+
+
+class _PlainMember:
+    """A NEVER_ACK worker's subscriber: a plain group member behind the ack-shaped calls."""
+
+    __slots__ = ("_sub",)
+
+    def __init__(self, broker: InMemoryBroker, group: str) -> None:
+        self._sub = InMemorySubscriber(broker, group)
+
+    def subscribe(self, topic: str) -> None:
+        self._sub.subscribe(topic)
+
+    def close(self) -> None:
+        self._sub.close()
+
+    def receive_with_ack_sync(self, timeout: float) -> tuple[Message, None]:
+        return self._sub.receive_sync(timeout), None
+
+    async def receive_with_ack(self, timeout: float) -> tuple[Message, None]:
+        return await self._sub.receive(timeout), None
+
+
+for _cls in (AckStrategy, Delivery, Router, RouterStats):
+    _cls.__module__ = "kincir"

@@ -6,12 +6,19 @@ runs with ``pytest bench/ --benchmark-autosave`` then ``--benchmark-compare``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from kincir import Message
-from kincir.memory import InMemoryBroker, InMemoryConfig, InMemoryPublisher, InMemorySubscriber
+from kincir import Message, Router
+from kincir.memory import (
+    InMemoryAckSubscriber,
+    InMemoryBroker,
+    InMemoryConfig,
+    InMemoryPublisher,
+    InMemorySubscriber,
+)
 
 PAYLOAD = b"x" * 64
 N = 1000
@@ -97,3 +104,68 @@ def test_health_check_cost_ignores_queued_messages(benchmark, broker: InMemoryBr
     pub.publish_nowait("u", [PAYLOAD])
     health = benchmark(broker.health_check)
     assert health.total_queued_messages == queued + 1
+
+
+@pytest.mark.benchmark(group="delivery semantics")
+def test_group_of_four_worker_threads(benchmark, broker: InMemoryBroker) -> None:  # type: ignore[no-untyped-def]
+    """N messages published, then drained by a consumer group of 4 threads."""
+    pub = InMemoryPublisher(broker)
+    members = [InMemorySubscriber(broker, group="workers") for _ in range(4)]
+    for member in members:
+        member.subscribe("t")
+
+    def drain(member: InMemorySubscriber, counts: list[int]) -> None:
+        got = 0
+        while batch := member.try_receive_batch(100):
+            got += len(batch)
+        counts.append(got)
+
+    def run() -> None:
+        for _ in range(N):
+            pub.publish_nowait("t", [Message(PAYLOAD)])
+        counts: list[int] = []
+        threads = [threading.Thread(target=drain, args=(m, counts)) for m in members]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(counts) == N
+
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="delivery semantics")
+def test_receive_with_ack_and_ack(benchmark, broker: InMemoryBroker) -> None:  # type: ignore[no-untyped-def]
+    pub = InMemoryPublisher(broker)
+    sub = InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    receive, ack = sub.try_receive_with_ack, sub.ack
+
+    def run() -> None:
+        for _ in range(N):
+            pub.publish_nowait("t", [Message(PAYLOAD)])
+        for _ in range(N):
+            ack(receive()[1])  # type: ignore[index]
+
+    benchmark(run)
+    assert broker.topic_info("t").queue_size == 0
+
+
+@pytest.mark.benchmark(group="delivery semantics")
+def test_router_four_threads(benchmark, broker: InMemoryBroker) -> None:  # type: ignore[no-untyped-def]
+    """N messages through a Router with 4 worker threads (ack on success)."""
+    pub = InMemoryPublisher(broker)
+    out = InMemorySubscriber(broker)
+    out.subscribe("out")
+    router = Router(broker, "in", "out", lambda msg: msg, concurrency=4).start()
+
+    def run() -> None:
+        for _ in range(N):
+            pub.publish_nowait("in", [Message(PAYLOAD)])
+        for _ in range(N):
+            out.receive_sync(timeout=30)
+
+    try:
+        benchmark(run)
+    finally:
+        router.stop()

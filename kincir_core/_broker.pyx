@@ -384,10 +384,10 @@ cdef class Cursor:
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
         return self.log.take_many(self, limit)
 
-    def settle(self, uint64_t floor):
-        """An acknowledging reader settled messages: ``floor`` is its oldest unsettled sequence
-        (0: none is left). The log releases the slots every reader has settled."""
-        self.log.settle(self, floor)
+    def settle(self, uint64_t floor, int64_t count):
+        """An acknowledging reader settled ``count`` messages: ``floor`` is its oldest unsettled
+        sequence (0: none is left). The log releases the slots every reader has settled."""
+        self.log.settle(self, floor, count)
 
     def counts(self):
         """(delivered, expired, dropped, lagged) for this reader."""
@@ -746,10 +746,13 @@ cdef class TopicLog:
             self.in_flight = 0
         kincir_mutex_unlock(&self.lock)
 
-    def settle(self, Cursor cursor, uint64_t floor):
+    def settle(self, Cursor cursor, uint64_t floor, int64_t count):
         cdef uint64_t old, new
         kincir_mutex_lock(&self.lock)
         try:
+            self.in_flight -= count
+            if self.in_flight < 0:
+                self.in_flight = 0
             if cursor.attached and cursor.acking:
                 new = floor if floor and floor < cursor.pos else cursor.pos
                 if new > cursor.floor:
@@ -794,8 +797,10 @@ cdef class TopicLog:
                     cursor.pos = old + 1
                     cursor.delivered += 1
                     self.delivered += 1
-                    if not cursor.acking:  # an acknowledging reader's floor stays: in flight
+                    if not cursor.acking:
                         self._moved(old)
+                    else:  # its floor stays: the message is in flight until settled
+                        self.in_flight += 1
         finally:
             kincir_mutex_unlock(&self.lock)
         if self.room_freed:
@@ -837,6 +842,8 @@ cdef class TopicLog:
                     self.delivered += n
                     if not cursor.acking:
                         self._moved(old)
+                    else:
+                        self.in_flight += n
         finally:
             kincir_mutex_unlock(&self.lock)
         if self.room_freed:
@@ -1641,8 +1648,16 @@ cdef class SubscriberCore:
         """Block until a subscribed topic has something unread, ``ready()`` is true, or the
         subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
         cdef double seconds = _check_timeout_c(timeout)
-        cdef SyncWaiter waiter = SyncWaiter()
-        cdef tuple cursors = self._register(waiter)
+        cdef SyncWaiter waiter
+        cdef tuple cursors
+        kincir_mutex_lock(&self.lock)
+        waiter = self.spare_waiter  # reused, as in _receive_blocking
+        self.spare_waiter = None
+        kincir_mutex_unlock(&self.lock)
+        if waiter is None:
+            waiter = SyncWaiter()
+        waiter.rearm()
+        cursors = self._register(waiter)
         try:
             for cursor in cursors:
                 if (<Cursor>cursor).pending_now():
@@ -1652,6 +1667,7 @@ cdef class SubscriberCore:
             return bool(waiter.wait(-1.0 if seconds < 0 else _monotonic() + seconds))
         finally:
             self._unregister(waiter, cursors)
+            self.spare_waiter = waiter
 
     async def _wait_ready_async(self, ready):
         """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""

@@ -194,10 +194,10 @@ class Cursor:
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
         return self.log.take(self, limit)
 
-    def settle(self, floor: int) -> None:
-        """An acknowledging reader settled messages: ``floor`` is its oldest unsettled sequence
-        (0: none is left)."""
-        self.log.settle(self, floor)
+    def settle(self, floor: int, count: int) -> None:
+        """An acknowledging reader settled ``count`` messages: ``floor`` is its oldest unsettled
+        sequence (0: none is left)."""
+        self.log.settle(self, floor, count)
 
     def counts(self) -> tuple[int, int, int, int]:
         """(delivered, expired, dropped, lagged) for this reader."""
@@ -489,8 +489,9 @@ class TopicLog:
             self.dropped += dropped
             self.in_flight = max(0, self.in_flight + in_flight)
 
-    def settle(self, cursor: Cursor, floor: int) -> None:
+    def settle(self, cursor: Cursor, floor: int, count: int) -> None:
         with self.lock:
+            self.in_flight = max(0, self.in_flight - count)
             if cursor.attached and cursor.acking:
                 new = floor if floor and floor < cursor.pos else cursor.pos
                 if new > cursor.floor:
@@ -527,8 +528,10 @@ class TopicLog:
             cursor.pos = end
             cursor.delivered += end - old
             self.delivered += end - old
-            if not cursor.acking:  # an acknowledging reader's floor stays: in flight
+            if not cursor.acking:
                 self._moved(old)
+            else:  # its floor stays: the messages are in flight until settled
+                self.in_flight += end - old
             return out
 
     # -- readers joining and leaving ------------------------------------------------------------

@@ -74,7 +74,13 @@ from typing import Any, Literal
 
 import kincir
 from kincir import Message
-from kincir.memory import InMemoryBroker, InMemoryConfig, InMemoryPublisher, InMemorySubscriber
+from kincir.memory import (
+    InMemoryAckSubscriber,
+    InMemoryBroker,
+    InMemoryConfig,
+    InMemoryPublisher,
+    InMemorySubscriber,
+)
 
 from ._argtypes import positive_float, positive_int
 
@@ -165,6 +171,8 @@ class Sizes:
     m_messages: int = 100_000
     h_queued: int = 1_000_000
     h_calls: int = 20_000
+    g_messages: int = 100_000
+    r_messages: int = 40_000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -1431,6 +1439,249 @@ def _workload_h(ctx: _Context) -> tuple[Row, ...]:
     )
 
 
+# -- G: a consumer group of worker threads ----------------------------------------------------
+
+
+WORKERS = 4
+
+
+def _run_threads(targets: Sequence[Callable[[], None]], abort: Callable[[], None]) -> int:
+    """Run each target on a thread; nanoseconds until all of them returned."""
+    errors: list[BaseException] = []
+
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                errors.append(exc)
+                abort()
+        return run
+
+    threads = [threading.Thread(target=guarded(fn), name="kincir-bench-worker", daemon=True)
+               for fn in targets]
+    started = _now()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(STUCK_AFTER)
+    elapsed = _now() - started
+    if any(thread.is_alive() for thread in threads):
+        abort()
+        raise BenchError(f"worker threads still running after {STUCK_AFTER:g} s")
+    if errors:
+        raise BenchError(f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}") \
+            from errors[0]
+    return elapsed
+
+
+def _g_kincir(acking: bool) -> Callable[[Sizes], Sample]:
+    """A producer thread -> a group of WORKERS member threads (acking: each message acked)."""
+
+    def run(sizes: Sizes) -> Sample:
+        n = sizes.g_messages
+        broker = _fast_broker()
+        members: list[Any] = [
+            InMemoryAckSubscriber(broker, "workers") if acking
+            else InMemorySubscriber(broker, "workers")
+            for _ in range(WORKERS)
+        ]
+        for member in members:
+            member.subscribe(TOPIC)
+        pub = InMemoryPublisher(broker)
+        counts = [0] * WORKERS
+
+        def produce() -> None:
+            publish = pub.publish_nowait
+            payload = PAYLOAD
+            for _ in range(n):
+                publish(TOPIC, [Message(payload)])
+            broker.shutdown()  # members drain what is left, then their loops end
+
+        def work(i: int) -> Callable[[], None]:
+            member = members[i]
+
+            def loop() -> None:
+                got = 0
+                if acking:
+                    receive, ack = member.receive_with_ack_sync, member.ack
+                    while True:
+                        try:
+                            _, handle = receive()
+                        except Exception:  # BrokerShutdown: drained
+                            break
+                        ack(handle)
+                        got += 1
+                else:
+                    for _ in member:
+                        got += 1
+                counts[i] = got
+            return loop
+
+        elapsed = _run_threads([produce, *(work(i) for i in range(WORKERS))],
+                               broker.force_shutdown)
+        _check(sum(counts) == n, f"G: the group received {sum(counts)}, not {n}")
+        broker.force_shutdown()
+        sample = _throughput(n, elapsed)
+        sample.raw["workers"] = WORKERS
+        return sample
+
+    return run
+
+
+def _g_queue(factory: Callable[[], Any], task_done: bool) -> Callable[[Sizes], Sample]:
+    """A producer thread -> WORKERS threads sharing one stdlib queue (``task_done`` per item,
+    the stdlib's acknowledgement, with ``queue.Queue``)."""
+
+    def run(sizes: Sizes) -> Sample:
+        n = sizes.g_messages
+        q = factory()
+        counts = [0] * WORKERS
+
+        def produce() -> None:
+            put = q.put
+            payload = PAYLOAD
+            for _ in range(n):
+                put(payload)
+            for _ in range(WORKERS):
+                put(None)
+
+        def work(i: int) -> Callable[[], None]:
+            def loop() -> None:
+                get = q.get
+                done = q.task_done if task_done else None
+                got = 0
+                while get() is not None:
+                    got += 1
+                    if done is not None:
+                        done()
+                counts[i] = got
+            return loop
+
+        elapsed = _run_threads([produce, *(work(i) for i in range(WORKERS))], lambda: None)
+        _check(sum(counts) == n, f"G: the queue's workers got {sum(counts)}, not {n}")
+        return _throughput(n, elapsed)
+
+    return run
+
+
+def _workload_g(ctx: _Context) -> tuple[Row, ...]:
+    got = ctx.measure([
+        _one("kincir", _g_kincir(False)),
+        _one("kincir ack", _g_kincir(True)),
+        _one("SimpleQueue", _g_queue(queue.SimpleQueue, False)),
+        _one("queue.Queue", _g_queue(queue.Queue, True)),
+    ])
+    return (
+        Row("G", f"thread -> group of {WORKERS} threads",
+            _measurement(got, "kincir", "msg/s", True),
+            _measurement(got, "SimpleQueue", "msg/s", True), None),
+        Row("G/ack", f"same, each message acked ({WORKERS} ack subscribers)",
+            _measurement(got, "kincir ack", "msg/s", True, "kincir, ack"),
+            _measurement(got, "queue.Queue", "msg/s", True, "queue.Queue, task_done"), None),
+    )
+
+
+# -- R: a Router stage --------------------------------------------------------------------------
+
+
+def _r_kincir(workers: int) -> Callable[[Sizes], Sample]:
+    return lambda sizes: _r_kincir_run(sizes, workers)
+
+
+def _r_kincir_run(sizes: Sizes, workers: int) -> Sample:
+    n = sizes.r_messages
+    broker = _fast_broker()
+    out = _subscriber(broker, "bench.out")
+    router = kincir.Router(broker, TOPIC, "bench.out", lambda msg: msg, concurrency=workers)
+    router.start()
+    pub = InMemoryPublisher(broker)
+
+    def produce() -> None:
+        publish = pub.publish_nowait
+        payload = PAYLOAD
+        for _ in range(n):
+            publish(TOPIC, [Message(payload)])
+
+    def consume() -> None:
+        receive = out.receive_sync
+        for _ in range(n):
+            receive(STUCK_AFTER)
+
+    try:
+        elapsed = _thread_pair(produce, consume, broker.force_shutdown)
+    finally:
+        router.stop(STUCK_AFTER)
+        broker.force_shutdown()
+    stats = router.stats()
+    _check(stats.acked == n, f"R: the router acked {stats.acked}, not {n}")
+    sample = _throughput(n, elapsed)
+    sample.raw["workers"] = workers
+    return sample
+
+
+def _r_queues(workers: int) -> Callable[[Sizes], Sample]:
+    return lambda sizes: _r_queues_run(sizes, workers)
+
+
+def _r_queues_run(sizes: Sizes, workers: int) -> Sample:
+    """The same stage by hand: worker threads, queue.Queue in (task_done), queue.Queue out."""
+    n = sizes.r_messages
+    inbox: queue.Queue[bytes | None] = queue.Queue()
+    outbox: queue.Queue[bytes] = queue.Queue()
+
+    def handler(item: bytes) -> bytes:
+        return item
+
+    def stage() -> None:
+        get, put, done = inbox.get, outbox.put, inbox.task_done
+        while (item := get()) is not None:
+            put(handler(item))
+            done()
+
+    threads = [threading.Thread(target=stage, name="kincir-bench-stage", daemon=True)
+               for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+
+    def produce() -> None:
+        put = inbox.put
+        payload = PAYLOAD
+        for _ in range(n):
+            put(payload)
+
+    def consume() -> None:
+        get = outbox.get
+        for _ in range(n):
+            get()
+
+    try:
+        elapsed = _thread_pair(produce, consume, lambda: None)
+    finally:
+        for _ in threads:
+            inbox.put(None)
+        for thread in threads:
+            thread.join(STUCK_AFTER)
+    return _throughput(n, elapsed)
+
+
+def _workload_r(ctx: _Context) -> tuple[Row, ...]:
+    got = ctx.measure([
+        _one("kincir", _r_kincir(1)), _one("queue.Queue", _r_queues(1)),
+        _one(f"kincir x{WORKERS}", _r_kincir(WORKERS)),
+        _one(f"queue.Queue x{WORKERS}", _r_queues(WORKERS)),
+    ])
+    return (
+        Row("R", "Router, 1 worker thread, ack on success",
+            _measurement(got, "kincir", "msg/s", True, "kincir Router"),
+            _measurement(got, "queue.Queue", "msg/s", True, "queue.Queue stage"), None),
+        Row(f"R/{WORKERS}", f"Router, {WORKERS} worker threads",
+            _measurement(got, f"kincir x{WORKERS}", "msg/s", True, "kincir Router"),
+            _measurement(got, f"queue.Queue x{WORKERS}", "msg/s", True, "queue.Queue stage"),
+            None),
+    )
+
+
 def _count(n: int) -> str:
     """1000000 -> "1M", 20000 -> "20k"."""
     if n >= 1_000_000 and n % 100_000 == 0:
@@ -1451,6 +1702,8 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("W7", "thread -> asyncio task", _workload_w7),
     Workload("M", "memory per queued message", _workload_m),
     Workload("H", "health_check() and stats() cost", _workload_h),
+    Workload("G", "consumer group of worker threads", _workload_g),
+    Workload("R", "Router stage", _workload_r),
 )
 _BY_KEY = {w.key: w for w in WORKLOADS}
 

@@ -13,12 +13,14 @@ waiters woken after the state's lock is released.
 
 Ack deadlines are enforced lazily: whenever a member of the state receives (a waiting receive
 wakes at the earliest deadline to do so) expired deliveries are redelivered or dead-lettered.
+Deliveries are kept in one insertion-ordered dict per ack timeout, so each dict is in deadline
+order: expiry looks at the first entries only, and an ack removes its entry in O(1) (memory is
+bounded by what is in flight, whatever the timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import threading
 import time
@@ -41,25 +43,32 @@ _creating = threading.Lock()  # makes a cursor's state exactly once
 class AckHandle:
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
 
-    __slots__ = ("_owner", "_seq", "_state", "_token", "delivery_count", "is_retry",
-                 "message_id", "timestamp", "topic")
+    __slots__ = ("_message", "_owner", "_seq", "_state", "_token", "delivery_count", "timestamp",
+                 "topic")
 
-    def __init__(self, state: _AckState, owner: Any, seq: int, token: int, message_id: str,
+    def __init__(self, state: _AckState, owner: Any, message: Message, token: int,
                  topic: str, delivery_count: int) -> None:
         self._state = state
         self._owner = owner
-        self._seq = seq
+        self._message = message
+        self._seq: int = message.sequence  # type: ignore[assignment]
         self._token = token
-        #: The message's uuid.
-        self.message_id = message_id
         #: The topic the message came from.
         self.topic = topic
         #: Unix time (seconds) of this delivery.
         self.timestamp = time.time()
         #: How many times the message has been delivered, this delivery included.
         self.delivery_count = delivery_count
-        #: True when this is a redelivery.
-        self.is_retry = delivery_count > 1
+
+    @property
+    def message_id(self) -> str:
+        """The message's uuid."""
+        return self._message.uuid
+
+    @property
+    def is_retry(self) -> bool:
+        """True when this is a redelivery."""
+        return self.delivery_count > 1
 
     @property
     def sequence(self) -> int:
@@ -74,8 +83,8 @@ class AckHandle:
 class _Record:
     """One unsettled message of a state: delivered (owned) or waiting for redelivery."""
 
-    __slots__ = ("dead_letter_topic", "deliveries", "max_deliveries", "message", "owner", "seq",
-                 "token")
+    __slots__ = ("dead_letter_topic", "deadline", "deliveries", "max_deliveries", "message",
+                 "owner", "seq", "timeout", "token")
 
     def __init__(self, seq: int, message: Message) -> None:
         self.seq = seq
@@ -83,6 +92,8 @@ class _Record:
         self.deliveries = 0
         self.owner: Any = None
         self.token = 0
+        self.deadline = 0.0
+        self.timeout = 0.0
         self.max_deliveries: int | None = None
         self.dead_letter_topic: str | None = None
 
@@ -97,21 +108,27 @@ class _AckState:
         self.lock = threading.Lock()
         self.records: OrderedDict[int, _Record] = OrderedDict()  # by sequence = delivery order
         self.ready: deque[_Record] = deque()  # waiting for redelivery
-        self.deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, token, seq)
+        # ack timeout -> the owned deliveries with that timeout, by token: in deadline order
+        self.owned: dict[float, OrderedDict[int, _Record]] = {}
         self.tokens = itertools.count(1)
 
     # -- under the lock -------------------------------------------------------------------------
 
+    def _disown(self, rec: _Record) -> None:
+        """``rec``'s delivery ends (acked, nacked, expired or returned): its handle goes stale."""
+        if rec.owner is not None:
+            del self.owned[rec.timeout][rec.token]
+            rec.owner = None
+            rec.token = 0
+
     def _settle(self, rec: _Record) -> None:
         """Forget ``rec``; the log releases its slot once no reader holds it."""
-        first = next(iter(self.records)) == rec.seq
+        self._disown(rec)
         del self.records[rec.seq]
-        if first:
-            self.cursor.settle(next(iter(self.records), 0))
+        self.cursor.settle(next(iter(self.records), 0), 1)
 
     def _retry_or_dead(self, rec: _Record, reason: str, dead: list[tuple[_Record, str]]) -> None:
-        rec.owner = None
-        rec.token = 0
+        self._disown(rec)
         if rec.max_deliveries is not None and rec.deliveries >= rec.max_deliveries:
             self._settle(rec)
             dead.append((rec, reason))
@@ -119,11 +136,11 @@ class _AckState:
             self.ready.append(rec)
 
     def _expire(self, now: float, dead: list[tuple[_Record, str]]) -> None:
-        heap = self.deadlines
-        while heap and heap[0][0] <= now:
-            _, token, seq = heapq.heappop(heap)
-            rec = self.records.get(seq)
-            if rec is not None and rec.token == token:
+        for bucket in self.owned.values():
+            while bucket:
+                rec = next(iter(bucket.values()))
+                if rec.deadline > now:
+                    break
                 self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
 
     def _check(self, handle: Any, owner: Any) -> _Record:
@@ -135,7 +152,7 @@ class _AckState:
                 "out by another subscriber; ack it with the subscriber that received it"
             )
         rec = self.records.get(handle._seq)
-        if rec is None or rec.token != handle._token:
+        if rec is None or rec.token != handle._token or rec.owner is None:
             raise AckError(
                 f"the message of this AckHandle (topic {handle.topic!r}, sequence "
                 f"{handle._seq}) is already settled, or was redelivered after its ack deadline"
@@ -149,9 +166,10 @@ class _AckState:
         dead: list[tuple[_Record, str]] = []
         redelivered = 0
         now = time.monotonic()
+        timeout = owner._ack_timeout
         with self.lock:
-            before = len(self.records)
-            self._expire(now, dead)
+            if self.owned:
+                self._expire(now, dead)
             rec = self.ready.popleft() if self.ready else None
             if rec is not None:
                 redelivered = 1
@@ -164,21 +182,30 @@ class _AckState:
             if rec is not None:
                 rec.deliveries += 1
                 rec.owner = owner
-                rec.token = next(self.tokens)
+                rec.token = token = next(self.tokens)
                 rec.max_deliveries = owner._max_deliveries
                 rec.dead_letter_topic = owner._dead_letter_topic
-                heapq.heappush(self.deadlines, (now + owner._ack_timeout, rec.token, rec.seq))
-                handle = AckHandle(self, owner, rec.seq, rec.token, rec.message.uuid,
-                                   self.log.name, rec.deliveries)
-            change = len(self.records) - before
-        self._after(dead, redelivered, change)
+                rec.timeout = timeout
+                rec.deadline = now + timeout
+                bucket = self.owned.get(timeout)
+                if bucket is None:
+                    bucket = self.owned[timeout] = OrderedDict()
+                bucket[token] = rec
+                handle = AckHandle(self, owner, rec.message, token, self.log.name,
+                                   rec.deliveries)
+        if dead or redelivered:
+            self._after(dead, redelivered)
         return None if rec is None else (rec.message, handle)
+
+    def ack_one(self, handle: AckHandle, owner: Any) -> None:
+        """``ack`` of one handle (the common case, without the batch's bookkeeping)."""
+        with self.lock:
+            self._settle(self._check(handle, owner))
 
     def settle(self, handles: list[AckHandle], owner: Any, *, ack: bool, requeue: bool) -> None:
         """Ack or nack ``handles`` (all checked first: one bad handle settles none)."""
         dead: list[tuple[_Record, str]] = []
         with self.lock:
-            before = len(self.records)
             recs = [self._check(h, owner) for h in handles]
             if len({id(r) for r in recs}) != len(recs):
                 raise AckError("the same AckHandle appears twice in one batch")
@@ -190,8 +217,8 @@ class _AckState:
                 else:
                     self._settle(rec)
                     dead.append((rec, "rejected"))
-            change = len(self.records) - before
-        self._after(dead, 0, change)
+        if dead:
+            self._after(dead, 0)
         if not ack and requeue:
             self.log.wake_waiters()  # a waiting member takes the redelivery
 
@@ -200,8 +227,7 @@ class _AckState:
         with self.lock:
             mine = [rec for rec in self.records.values() if rec.owner is owner]
             for rec in reversed(mine):
-                rec.owner = None
-                rec.token = 0
+                self._disown(rec)
                 self.ready.appendleft(rec)
         if mine:
             self.log.wake_waiters()
@@ -212,28 +238,27 @@ class _AckState:
             count = len(self.records)
             self.records.clear()
             self.ready.clear()
-            self.deadlines.clear()
+            self.owned.clear()
         self.log.count_acks(0, 0, 0, -count)
 
     def has_ready(self) -> bool:
         return bool(self.ready)
 
     def next_deadline(self) -> float | None:
-        heap = self.deadlines
-        return heap[0][0] if heap else None
+        firsts = [next(iter(b.values())).deadline for b in list(self.owned.values()) if b]
+        return min(firsts) if firsts else None
 
     # -- after the lock -------------------------------------------------------------------------
 
-    def _after(self, dead: list[tuple[_Record, str]], redelivered: int, change: int) -> None:
-        """Publish the dead letters and count: ``change`` is the change in unsettled records."""
+    def _after(self, dead: list[tuple[_Record, str]], redelivered: int) -> None:
+        """Publish the dead letters and count them and the redeliveries."""
         lettered = dropped = 0
         for rec, reason in dead:
             if rec.dead_letter_topic is not None and self._dead_letter(rec, reason):
                 lettered += 1
             else:
                 dropped += 1
-        if dead or redelivered or change:
-            self.log.count_acks(redelivered, lettered, dropped, change)
+        self.log.count_acks(redelivered, lettered, dropped, 0)
 
     def _dead_letter(self, rec: _Record, reason: str) -> bool:
         msg = rec.message
@@ -295,10 +320,17 @@ class AckMixin:
     _dead_letter_topic: str | None
     _publisher: Any
     _rotation: int
+    _cache: tuple[Any, list[_AckState]]
 
     def _states(self) -> list[_AckState]:
+        cursors = self._attached_cursors()  # type: ignore[attr-defined]
+        cached = self._cache
+        if cached[0] is cursors:  # the engine keeps the tuple until the subscriptions change
+            return cached[1]
         publisher = self._publisher
-        return [_state_of(c, publisher) for c in self._attached_cursors()]  # type: ignore[attr-defined]
+        states = [_state_of(c, publisher) for c in cursors]
+        self._cache = (cursors, states)  # type: ignore[misc]
+        return states
 
     def _has_ready(self) -> bool:
         return any(state.has_ready() for state in self._states())
@@ -369,7 +401,9 @@ class AckMixin:
     def ack(self, handle: AckHandle) -> Completed[None]:
         """The message is processed: settle it for good. AckError for a settled or foreign
         handle."""
-        self._settle((handle,), ack=True, requeue=False)
+        if type(handle) is not AckHandle:
+            raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
+        handle._state.ack_one(handle, self)
         return DONE
 
     def nack(self, handle: AckHandle, requeue: bool = True) -> Completed[None]:

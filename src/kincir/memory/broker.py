@@ -389,8 +389,8 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
     ``group``, members share the group's messages and its redeliveries.
     """
 
-    __slots__ = ("_ack_timeout", "_dead_letter_topic", "_max_deliveries", "_publisher",
-                 "_rotation")
+    __slots__ = ("_ack_timeout", "_cache", "_dead_letter_topic", "_max_deliveries",
+                 "_publisher", "_rotation")
 
     def __init__(self, broker: InMemoryBroker, group: str | None = None, *,
                  ack_timeout: float = 30.0, max_deliveries: int | None = 5,
@@ -400,6 +400,7 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
         self._ack_timeout, self._max_deliveries, self._dead_letter_topic = settings
         self._publisher = InMemoryPublisher(broker)
         self._rotation = -1
+        self._cache = (None, [])
 
     @property
     def ack_timeout(self) -> float:

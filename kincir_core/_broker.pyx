@@ -134,8 +134,26 @@ def validate_group_name(name):
     return name
 
 
+# Added to every clock read of the engine's TTL and waiting logic; moved forward only by
+# _advance_clock, for tests that must step time (TTL, ack deadlines) without sleeping.
+cdef double _clock_offset = 0.0
+
+
 cdef inline double _monotonic() noexcept nogil:
-    return <double>PyTime_MonotonicRaw() * 1e-9
+    return <double>PyTime_MonotonicRaw() * 1e-9 + _clock_offset
+
+
+def monotonic():
+    """The engine's monotonic clock, in seconds (TTL and ack deadlines are measured on it)."""
+    return _monotonic()
+
+
+def _advance_clock(double seconds):
+    """Move the engine's clock forward by ``seconds`` (tests only: it is process-wide)."""
+    global _clock_offset
+    if not seconds >= 0:
+        raise ValueError("the clock only moves forward")
+    _clock_offset += seconds
 
 
 cdef inline double _wall() noexcept nogil:

@@ -81,6 +81,24 @@ def validate_group_name(name: Any) -> str | None:
     return name
 
 
+# Added to every clock read of the engine's TTL and waiting logic; moved forward only by
+# _advance_clock, for tests that must step time (TTL, ack deadlines) without sleeping.
+_clock_offset = 0.0
+
+
+def monotonic() -> float:
+    """The engine's monotonic clock, in seconds (TTL and ack deadlines are measured on it)."""
+    return time.monotonic() + _clock_offset
+
+
+def _advance_clock(seconds: float) -> None:
+    """Move the engine's clock forward by ``seconds`` (tests only: it is process-wide)."""
+    global _clock_offset
+    if not seconds >= 0:
+        raise ValueError("the clock only moves forward")
+    _clock_offset += seconds
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -382,7 +400,7 @@ class TopicLog:
         count = len(stamped)
         if not count:
             return False
-        now = time.monotonic()
+        now = monotonic()
         with self.lock:
             if self.closed:
                 raise _error("TopicNotFound", self.name)
@@ -449,7 +467,7 @@ class TopicLog:
         try:
             with self.lock:
                 if self.ttl is not None:
-                    self._expire(time.monotonic())
+                    self._expire(monotonic())
                 if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
                         and self.capacity is not None
                         and self.head - self.tail + count > self.capacity):
@@ -515,7 +533,7 @@ class TopicLog:
         with self.lock:
             if not cursor.attached or cursor.pos == self.head:
                 return []
-            now = time.monotonic()
+            now = monotonic()
             if self.ttl is not None:
                 self._skip_expired(cursor, now)
             old = cursor.pos
@@ -637,7 +655,7 @@ class TopicLog:
         if self.ttl is None:
             return 0
         with self.lock:
-            n = self._expire(time.monotonic())
+            n = self._expire(monotonic())
         if self.room_freed:
             self._wake_room()
         return n
@@ -732,7 +750,7 @@ class BrokerCore:
         self._pull: dict[str, Cursor] = {}
         self._lock = threading.Lock()
         self._state = RUNNING
-        self._started = time.monotonic()
+        self._started = monotonic()
         # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
         self._retired = [0] * 8
         self._orphans: list[Cursor] = []  # cursors of subscribers freed by the GC
@@ -955,7 +973,7 @@ class BrokerCore:
         logs = list(self._topics.values())
         return (
             self._state,
-            time.monotonic() - self._started,
+            monotonic() - self._started,
             tuple(self._retired),
             [log.snapshot() for log in logs],
         )
@@ -979,7 +997,7 @@ class PublisherCore:
         """Publish a batch from a thread (same rules as ``publish``); under the ``block``
         policy waits for room, up to ``timeout`` seconds, then raises QueueFull."""
         seconds = _check_timeout(timeout)
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = None if seconds is None else monotonic() + seconds
         blocked = None
         while True:
             blocked = self._publish(topic, messages, blocked)
@@ -990,13 +1008,13 @@ class PublisherCore:
                 try:
                     remaining = None
                     if deadline is not None:
-                        remaining = deadline - time.monotonic()
+                        remaining = deadline - monotonic()
                         if remaining <= 0:
                             _refuse_full(blocked)
                     waiter.wait(remaining)
                 finally:
                     blocked.remove_room_waiter(waiter)
-                if not waiter._woken and deadline is not None and time.monotonic() >= deadline:
+                if not waiter._woken and deadline is not None and monotonic() >= deadline:
                     _refuse_full(blocked)
 
     async def publish(self, topic: str, messages: Any, timeout: Any = None) -> None:
@@ -1275,7 +1293,7 @@ class SubscriberCore:
         got = self._take(limit)
         if got:
             return got
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = None if seconds is None else monotonic() + seconds
         while True:
             waiter = SyncWaiter()
             cursors = self._register(waiter)
@@ -1285,7 +1303,7 @@ class SubscriberCore:
                     return got
                 remaining = None
                 if deadline is not None:
-                    remaining = deadline - time.monotonic()
+                    remaining = deadline - monotonic()
                     if remaining <= 0:
                         raise TimeoutError(f"no message arrived within {seconds} seconds")
                 waiter.wait(remaining)

@@ -165,7 +165,7 @@ class _AckState:
         """Deliver a redelivery or the cursor's next message to ``owner``, or None."""
         dead: list[tuple[_Record, str]] = []
         redelivered = 0
-        now = time.monotonic()
+        now = kincir_core.monotonic()
         timeout = owner._ack_timeout
         with self.lock:
             if self.owned:
@@ -353,7 +353,7 @@ class AckMixin:
 
     def _wait_bound(self, deadline: float | None) -> float | None:
         """How long a receive may wait: to its own deadline or the next ack deadline."""
-        now = time.monotonic()
+        now = kincir_core.monotonic()
         bounds = [d - now for d in (s.next_deadline() for s in self._states()) if d is not None]
         if deadline is not None:
             remaining = deadline - now
@@ -366,7 +366,7 @@ class AckMixin:
         """Block until a message arrives; return it with its AckHandle (TimeoutError after
         ``timeout`` seconds)."""
         seconds = kincir_core.check_timeout(timeout)
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = None if seconds is None else kincir_core.monotonic() + seconds
         while True:
             got = self.try_receive_with_ack()
             if got is not None:
@@ -376,7 +376,7 @@ class AckMixin:
     async def receive_with_ack(self, timeout: float | None = None) -> tuple[Message, AckHandle]:
         """Wait for a message; return it with its AckHandle (TimeoutError after ``timeout``)."""
         seconds = kincir_core.check_timeout(timeout)
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = None if seconds is None else kincir_core.monotonic() + seconds
         while True:
             got = self.try_receive_with_ack()
             if got is not None:

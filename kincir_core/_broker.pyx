@@ -272,11 +272,11 @@ cdef class AsyncWaiter(Waiter):
         self.thread = PyThread_get_thread_ident()
 
     cdef void wake(self) noexcept:
-        if PyThread_get_thread_ident() == self.thread:
-            _resolve_future(self.future)
-            return
         try:
-            self.loop.call_soon_threadsafe(_resolve, self.future)
+            if PyThread_get_thread_ident() == self.thread:
+                _resolve_future(self.future)
+            else:
+                self.loop.call_soon_threadsafe(_resolve, self.future)
         except RuntimeError:  # the loop is closed: nobody is left to wake
             pass
 

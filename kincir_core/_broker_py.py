@@ -165,11 +165,11 @@ class AsyncWaiter:
         self._thread = threading.get_ident()
 
     def wake(self) -> None:
-        if threading.get_ident() == self._thread:
-            _resolve(self._future)
-            return
         try:
-            self._loop.call_soon_threadsafe(_resolve, self._future)
+            if threading.get_ident() == self._thread:
+                _resolve(self._future)
+            else:
+                self._loop.call_soon_threadsafe(_resolve, self._future)
         except RuntimeError:  # the loop is closed: nobody is left to wake
             pass
 

@@ -32,6 +32,7 @@ if _compiled:
         set_error_types,
         validate_group_name,
         validate_topic_name,
+        wall_ms,
     )
     from ._message import Message, restore_message
 
@@ -51,6 +52,7 @@ else:
         set_error_types,
         validate_group_name,
         validate_topic_name,
+        wall_ms,
     )
     from ._message_py import Message, restore_message  # type: ignore[assignment]
 
@@ -73,4 +75,5 @@ __all__ = [
     "set_error_types",
     "validate_group_name",
     "validate_topic_name",
+    "wall_ms",
 ]

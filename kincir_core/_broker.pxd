@@ -71,7 +71,7 @@ cdef class TopicLog:
     cdef readonly str name
     cdef readonly Py_ssize_t capacity   # -1: unbounded
     cdef readonly int overflow          # what a publish to a full topic does (OVERFLOW_*)
-    cdef double ttl                   # < 0: no TTL
+    cdef readonly double ttl          # < 0: no TTL
     cdef bint persistence
     cdef kincir_mutex lock
     cdef bint ordered

@@ -148,6 +148,12 @@ def monotonic():
     return _monotonic()
 
 
+def wall_ms():
+    """Unix time in milliseconds, moved by _advance_clock like the engine's monotonic clock
+    (the age of a delivered message is measured against its ``enqueued_at`` on it)."""
+    return _now_ms()
+
+
 def _advance_clock(double seconds):
     """Move the engine's clock forward by ``seconds`` (tests only: it is process-wide)."""
     global _clock_offset
@@ -161,7 +167,8 @@ cdef inline double _wall() noexcept nogil:
 
 
 cdef inline int64_t _now_ms() noexcept nogil:
-    return PyTime_TimeRaw() // 1000000
+    """Unix milliseconds, for ``enqueued_at`` (moved by _advance_clock too)."""
+    return PyTime_TimeRaw() // 1000000 + <int64_t>(_clock_offset * 1000)
 
 
 cdef double _check_timeout_c(object timeout) except? -2.0:
@@ -410,6 +417,14 @@ cdef class Cursor:
     def counts(self):
         """(delivered, expired, dropped, lagged) for this reader."""
         return (self.delivered, self.expired, self.dropped, self.lagged)
+
+    def floor_now(self):
+        """The oldest sequence the log still holds for this reader (its settled floor)."""
+        cdef uint64_t floor
+        kincir_mutex_lock(&self.log.lock)
+        floor = self.floor if self.acking else self.pos
+        kincir_mutex_unlock(&self.log.lock)
+        return floor
 
 
 cdef inline uint64_t* _tracked(Cursor cursor) noexcept:
@@ -753,12 +768,13 @@ cdef class TopicLog:
         self._wake_room()
 
     def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
-                   int64_t in_flight):
+                   int64_t in_flight, uint64_t expired=0):
         """Add the acknowledgement layer's events to the topic's counters."""
         kincir_mutex_lock(&self.lock)
         self.redelivered += redelivered
         self.dead_lettered += dead_lettered
         self.dropped += dropped
+        self.expired += expired
         self.in_flight += in_flight
         if self.in_flight < 0:
             self.in_flight = 0
@@ -1075,10 +1091,12 @@ cdef class TopicLog:
         cdef list waiters
         cdef list no_cursors = []
         cdef Cursor cursor
+        kincir_mutex_lock(&self.lock)
+        self.closed = True  # first: a publish racing the deletion is refused, not lost
+        kincir_mutex_unlock(&self.lock)
         held = self.clear()
         kincir_mutex_lock(&self.lock)
         try:
-            self.closed = True
             for cursor in self.cursors:
                 cursor.attached = False
             self.cursors = no_cursors

@@ -91,6 +91,12 @@ def monotonic() -> float:
     return time.monotonic() + _clock_offset
 
 
+def wall_ms() -> int:
+    """Unix time in milliseconds, moved by _advance_clock like the engine's monotonic clock
+    (the age of a delivered message is measured against its ``enqueued_at`` on it)."""
+    return _now_ms()
+
+
 def _advance_clock(seconds: float) -> None:
     """Move the engine's clock forward by ``seconds`` (tests only: it is process-wide)."""
     global _clock_offset
@@ -100,7 +106,8 @@ def _advance_clock(seconds: float) -> None:
 
 
 def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """Unix milliseconds, for ``enqueued_at`` (moved by _advance_clock too)."""
+    return time.time_ns() // 1_000_000 + int(_clock_offset * 1000)
 
 
 def _check_timeout(timeout: Any) -> float | None:
@@ -220,6 +227,11 @@ class Cursor:
     def counts(self) -> tuple[int, int, int, int]:
         """(delivered, expired, dropped, lagged) for this reader."""
         return (self.delivered, self.expired, self.dropped, self.lagged)
+
+    def floor_now(self) -> int:
+        """The oldest sequence the log still holds for this reader (its settled floor)."""
+        with self.log.lock:
+            return self.floor if self.acking else self.pos
 
     def pending(self) -> int:
         """Messages this reader has not read yet (0 once detached)."""
@@ -499,12 +511,13 @@ class TopicLog:
         self._wake_room()
 
     def count_acks(self, redelivered: int, dead_lettered: int, dropped: int,
-                   in_flight: int) -> None:
+                   in_flight: int, expired: int = 0) -> None:
         """Add the acknowledgement layer's events to the topic's counters."""
         with self.lock:
             self.redelivered += redelivered
             self.dead_lettered += dead_lettered
             self.dropped += dropped
+            self.expired += expired
             self.in_flight = max(0, self.in_flight + in_flight)
 
     def settle(self, cursor: Cursor, floor: int, count: int) -> None:
@@ -681,9 +694,10 @@ class TopicLog:
 
     def close(self) -> int:
         """Detach every reader and drop everything held (the topic is being deleted)."""
+        with self.lock:
+            self.closed = True  # first: a publish racing the deletion is refused, not lost
         held = self.clear()
         with self.lock:
-            self.closed = True
             for cursor in self.cursors:
                 cursor.attached = False
             self.cursors = []

@@ -418,3 +418,99 @@ def test_asyncio_iteration_over_an_ack_subscriber(k):
 
     assert k.run(main()) == [b"1", b"2"]
     assert asyncio.iscoroutinefunction(sub.receive_with_ack)
+
+
+def test_a_collected_group_member_returns_its_deliveries_without_deadlock(k):
+    import gc
+
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    a = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=0.05)
+    c = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=0.05)
+    a.subscribe("t")
+    c.subscribe("t")
+    pub.publish_nowait("t", [b"x"])
+    msg, handle = a.try_receive_with_ack()
+    del msg, handle, a
+    gc.collect()
+    got = k.spawn(c.receive_with_ack_sync, 5).join(10)  # a hang fails here, not forever
+    assert got[1].delivery_count == 2
+    c.ack(got[1])
+    assert broker.topic_info("t").queue_size == 0
+
+
+def test_a_dropped_plain_ack_subscriber_releases_its_in_flight_slots(k):
+    import gc
+    import weakref
+
+    broker = k.new_broker(max_queue_size=5)
+    pub = k.InMemoryPublisher(broker)
+    keep = k.InMemorySubscriber(broker)
+    keep.subscribe("t")
+    a = k.InMemoryAckSubscriber(broker)
+    a.subscribe("t")
+    pub.publish_nowait("t", [b"x"])
+    keep.try_receive()
+    msg, handle = a.try_receive_with_ack()
+    ref = weakref.ref(a)
+    del msg, handle, a
+    gc.collect()
+    assert ref() is None
+    for _ in range(10):  # the reader that keeps up never lets the topic fill
+        pub.publish_nowait("t", [b"y"])
+        keep.try_receive()
+    info = broker.topic_info("t")
+    assert (info.subscriber_count, info.queue_size, info.in_flight) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("how", ["force_shutdown", "delete_topic", "clear_topic"])
+def test_no_redelivery_after_the_log_dropped_the_message(k, how):
+    broker, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"x", b"y"])
+    _, h = sub.try_receive_with_ack()
+    sub.nack(h)
+    if how == "force_shutdown":
+        broker.force_shutdown()
+        with pytest.raises(k.BrokerShutdown):
+            sub.try_receive_with_ack()
+    elif how == "delete_topic":
+        broker.delete_topic("t")
+        with pytest.raises(k.NotSubscribed):
+            sub.try_receive_with_ack()
+    else:
+        broker.clear_topic("t")
+        assert sub.try_receive_with_ack() is None
+        info = broker.topic_info("t")
+        assert (info.queue_size, info.in_flight) == (0, 0)
+
+
+def test_drop_oldest_drops_in_flight_slots_and_they_are_not_redelivered(k):
+    broker = k.new_broker(max_queue_size=2, overflow="drop_oldest")
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    pub.publish_nowait("t", [b"3", b"4"])  # the in-flight 1 and 2 lose their slots
+    assert broker.topic_info("t").queue_size == 2
+    sub.nack(h1)
+    sub.ack(h2)  # a handle stays valid
+    msg, h3 = sub.try_receive_with_ack()
+    assert msg.payload == b"3" and h3.delivery_count == 1
+    sub.ack(h3)
+    assert broker.topic_info("t").in_flight == 0
+
+
+def test_a_redelivery_past_the_ttl_is_expired_not_delivered(k):
+    broker = k.new_broker(default_message_ttl=10.5, enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"x"])
+    _, h = sub.try_receive_with_ack()
+    k.core._advance_clock(11)
+    sub.nack(h)
+    assert sub.try_receive_with_ack() is None
+    info = broker.topic_info("t")
+    assert (info.total_expired, info.in_flight, info.queue_size) == (1, 0, 0)

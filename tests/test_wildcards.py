@@ -196,3 +196,15 @@ def test_pattern_with_ack_subscriber(k):
     msg, handle = sub.receive_with_ack_sync(timeout=2)
     assert msg.topic == "acks.one.two"
     sub.ack(handle)
+
+
+def test_leaving_a_pattern_keeps_topics_subscribed_by_name(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("a.*")
+    k.InMemoryPublisher(broker).publish_nowait("a.b", [b"1"])
+    sub.subscribe("a.b")  # already joined by the pattern; now also by name
+    sub.unsubscribe("a.*")
+    assert sub.subscribed_topics() == ["a.b"]
+    sub.unsubscribe("a.b")
+    assert sub.subscribed_topics() == []

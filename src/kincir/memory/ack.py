@@ -9,7 +9,16 @@ member of a consumer group: a message nacked or timed out by one member is redel
 Locks: a state's lock guards its records and is taken before the topic's (``cursor.take`` and
 ``cursor.settle`` run under it, so a delivery and its registration are one step); the engine
 never calls back into this module while it holds a topic lock. Dead letters are published and
-waiters woken after the state's lock is released.
+waiters woken after the state's lock is released. Records and handles name their subscriber by
+an owner token, never by the subscriber itself: a dropped subscriber is collected, and nothing
+freed under a state's lock can run a finalizer. A group member collected with deliveries in
+flight queues its token on the state (``orphaned``, no lock taken: a collection may run while
+this thread holds the lock); the next operation on the state returns those deliveries.
+
+A message's slot may be dropped by the log while it is in flight (``clear_topic``,
+``drop_oldest``, ``force_shutdown``); its handle can still be acked, but it is not redelivered:
+a nack (or deadline) settles it as dropped. A redelivery older than the topic's TTL is settled
+as expired instead of delivered.
 
 Ack deadlines are enforced lazily: whenever a member of the state receives (a waiting receive
 wakes at the earliest deadline to do so) expired deliveries are redelivered or dead-lettered.
@@ -111,6 +120,9 @@ class _AckState:
         # ack timeout -> the owned deliveries with that timeout, by token: in deadline order
         self.owned: dict[float, OrderedDict[int, _Record]] = {}
         self.tokens = itertools.count(1)
+        self.orphaned: deque[object] = deque()  # owner tokens of collected group members
+        ttl = cursor.log.ttl
+        self.ttl_ms = None if ttl is None or ttl < 0 else ttl * 1000.0
 
     # -- under the lock -------------------------------------------------------------------------
 
@@ -143,6 +155,23 @@ class _AckState:
                     break
                 self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
 
+    def _adopt_orphans(self) -> None:
+        """Return the deliveries of collected group members for redelivery."""
+        while self.orphaned:
+            token = self.orphaned.popleft()
+            mine = [rec for rec in self.records.values() if rec.owner is token]
+            for rec in reversed(mine):
+                self._disown(rec)
+                self.ready.appendleft(rec)
+
+    def _forget_all(self) -> int:
+        """The cursor is gone: drop every record (lock held); returns how many there were."""
+        count = len(self.records)
+        self.records = OrderedDict()
+        self.ready = deque()
+        self.owned = {}
+        return count
+
     def _check(self, handle: Any, owner: Any) -> _Record:
         if not isinstance(handle, AckHandle):
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
@@ -164,16 +193,37 @@ class _AckState:
     def next(self, owner: AckMixin) -> tuple[Message, AckHandle] | None:
         """Deliver a redelivery or the cursor's next message to ``owner``, or None."""
         dead: list[tuple[_Record, str]] = []
-        redelivered = 0
+        redelivered = dropped = expired = forgotten = 0
         now = kincir_core.monotonic()
         timeout = owner._ack_timeout
+        token_owner = owner._ack_owner
         with self.lock:
-            if self.owned:
-                self._expire(now, dead)
-            rec = self.ready.popleft() if self.ready else None
-            if rec is not None:
-                redelivered = 1
+            if not self.cursor.attached:  # the topic or group was deleted: nothing to deliver
+                forgotten = self._forget_all()
+                rec = None
             else:
+                if self.orphaned:
+                    self._adopt_orphans()
+                if self.owned:
+                    self._expire(now, dead)
+                rec = None
+                if self.ready:
+                    floor = self.cursor.floor_now()
+                    wall = kincir_core.wall_ms() if self.ttl_ms is not None else 0
+                    while self.ready:
+                        rec = self.ready.popleft()
+                        if rec.seq < floor:  # the log dropped its slot: not redelivered
+                            self._settle(rec)
+                            dropped += 1
+                        elif self.ttl_ms is not None and \
+                                wall - (rec.message.enqueued_at or 0) > self.ttl_ms:
+                            self._settle(rec)
+                            expired += 1
+                        else:
+                            redelivered = 1
+                            break
+                        rec = None
+            if rec is None and self.cursor.attached:
                 got = self.cursor.take(1)
                 if got:
                     msg = got[0]
@@ -181,7 +231,7 @@ class _AckState:
                     self.records[rec.seq] = rec
             if rec is not None:
                 rec.deliveries += 1
-                rec.owner = owner
+                rec.owner = token_owner
                 rec.token = token = next(self.tokens)
                 rec.max_deliveries = owner._max_deliveries
                 rec.dead_letter_topic = owner._dead_letter_topic
@@ -191,10 +241,10 @@ class _AckState:
                 if bucket is None:
                     bucket = self.owned[timeout] = OrderedDict()
                 bucket[token] = rec
-                handle = AckHandle(self, owner, rec.message, token, self.log.name,
+                handle = AckHandle(self, token_owner, rec.message, token, self.log.name,
                                    rec.deliveries)
-        if dead or redelivered:
-            self._after(dead, redelivered)
+        if dead or redelivered or dropped or expired or forgotten:
+            self._after(dead, redelivered, dropped, expired, forgotten)
         return None if rec is None else (rec.message, handle)
 
     def ack_one(self, handle: AckHandle, owner: Any) -> None:
@@ -223,7 +273,8 @@ class _AckState:
             self.log.wake_waiters()  # a waiting member takes the redelivery
 
     def release(self, owner: Any) -> None:
-        """``owner`` is closing: its deliveries go back for redelivery, oldest first."""
+        """``owner`` (a token) is closing: its deliveries go back for redelivery, oldest
+        first."""
         with self.lock:
             mine = [rec for rec in self.records.values() if rec.owner is owner]
             for rec in reversed(mine):
@@ -235,10 +286,7 @@ class _AckState:
     def abandon(self) -> None:
         """The cursor is gone (its subscriber left, or its group was deleted): forget all."""
         with self.lock:
-            count = len(self.records)
-            self.records.clear()
-            self.ready.clear()
-            self.owned.clear()
+            count = self._forget_all()
         self.log.count_acks(0, 0, 0, -count)
 
     def has_ready(self) -> bool:
@@ -250,15 +298,18 @@ class _AckState:
 
     # -- after the lock -------------------------------------------------------------------------
 
-    def _after(self, dead: list[tuple[_Record, str]], redelivered: int) -> None:
-        """Publish the dead letters and count them and the redeliveries."""
-        lettered = dropped = 0
+    def _after(self, dead: list[tuple[_Record, str]], redelivered: int, dropped: int = 0,
+               expired: int = 0, forgotten: int = 0) -> None:
+        """Publish the dead letters; count them, the redeliveries, and the records dropped,
+        expired or forgotten (these last leave the in-flight gauge here: ``_settle`` already
+        counted the others out)."""
+        lettered = 0
         for rec, reason in dead:
             if rec.dead_letter_topic is not None and self._dead_letter(rec, reason):
                 lettered += 1
             else:
                 dropped += 1
-        self.log.count_acks(redelivered, lettered, dropped, 0)
+        self.log.count_acks(redelivered, lettered, dropped, -forgotten, expired)
 
     def _dead_letter(self, rec: _Record, reason: str) -> bool:
         msg = rec.message
@@ -321,6 +372,8 @@ class AckMixin:
     _publisher: Any
     _rotation: int
     _cache: tuple[Any, list[_AckState]]
+
+    _ack_owner: object  # the token records and handles name this subscriber by
 
     def _states(self) -> list[_AckState]:
         cursors = self._attached_cursors()  # type: ignore[attr-defined]
@@ -396,14 +449,14 @@ class AckMixin:
                 raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
             by_state.setdefault(id(handle._state), (handle._state, []))[1].append(handle)
         for state, handles_ in by_state.values():
-            state.settle(handles_, self, ack=ack, requeue=requeue)
+            state.settle(handles_, self._ack_owner, ack=ack, requeue=requeue)
 
     def ack(self, handle: AckHandle) -> Completed[None]:
         """The message is processed: settle it for good. AckError for a settled or foreign
         handle."""
         if type(handle) is not AckHandle:
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
-        handle._state.ack_one(handle, self)
+        handle._state.ack_one(handle, self._ack_owner)
         return DONE
 
     def nack(self, handle: AckHandle, requeue: bool = True) -> Completed[None]:
@@ -424,9 +477,10 @@ class AckMixin:
 
     def in_flight(self) -> int:
         """Messages this subscriber received and has not settled yet."""
+        token = self._ack_owner
         return sum(
             1 for state in self._states() for rec in list(state.records.values())
-            if rec.owner is self
+            if rec.owner is token
         )
 
     # -- the plain subscriber API: each message is acked as it is handed out -------------------
@@ -485,7 +539,22 @@ class AckMixin:
             if state is None or (topic is not None and cursor.log.name != topic):
                 continue
             if cursor.group is not None:
-                state.release(self)
+                state.release(self._ack_owner)
+            else:
+                state.abandon()
+
+    def _release_on_gc_ack(self) -> None:
+        """The subscriber is being collected, maybe while this thread holds a group state's
+        lock: a group's deliveries are queued for return without locking; a plain reader's
+        state is private to the dying subscriber (no one else can hold its lock) and is
+        forgotten now."""
+        # None when the constructor refused its arguments
+        for cursor in self._attached_cursors() or ():  # type: ignore[attr-defined]
+            state = cursor.ack
+            if state is None:
+                continue
+            if cursor.group is not None:
+                state.orphaned.append(self._ack_owner)
             else:
                 state.abandon()
 

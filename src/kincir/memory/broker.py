@@ -230,7 +230,7 @@ class InMemorySubscriber(SubscriberCore):
     subscriber is closed.
     """
 
-    __slots__ = ("_by_pattern",)
+    __slots__ = ("_by_name", "_by_pattern")
 
     def __init__(self, broker: InMemoryBroker, group: str | None = None) -> None:
         """A subscriber on ``broker``; with ``group``, a member of that consumer group on every
@@ -249,9 +249,19 @@ class InMemorySubscriber(SubscriberCore):
             self._subscribe_pattern(topic)
         else:
             self._subscribe(topic)
+            self._names().add(topic)  # subscribed by name: a pattern leaving keeps it
         return DONE
 
     _by_pattern: dict[str, set[str]]
+    _by_name: set[str]
+
+    def _names(self) -> set[str]:
+        """The topics subscribed by name (made on first use, like ``_patterns_map``)."""
+        try:
+            return self._by_name
+        except AttributeError:
+            self._by_name = set()
+            return self._by_name
 
     def _patterns_map(self) -> dict[str, set[str]]:
         """Pattern -> the topics it joined (made on first use: the ack subscriber's
@@ -293,6 +303,7 @@ class InMemorySubscriber(SubscriberCore):
         if topic is None:
             self.broker._patterns.remove(self, None)
             by_pattern.clear()
+            self._names().clear()
             self._patterned = False
             self._unsubscribe(None)
         elif is_pattern(topic):
@@ -302,18 +313,20 @@ class InMemorySubscriber(SubscriberCore):
             self.broker._patterns.remove(self, topic)
             self._patterned = bool(by_pattern)
             still = set().union(*by_pattern.values()) if by_pattern else set()
-            for name in joined - still:
+            for name in joined - still - self._names():
                 if name in self.subscribed_topics():
                     self._unsubscribe(name)
             self._wake_receivers()
         else:
             self._unsubscribe(topic)
+            self._names().discard(topic)
         return DONE
 
     def close(self) -> Completed[None]:
         """Leave every topic for good; later receives raise NotSubscribed."""
         self.broker._patterns.remove(self, None)
         self._patterns_map().clear()
+        self._names().clear()
         self._patterned = False
         self._close()
         return DONE
@@ -389,8 +402,8 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
     ``group``, members share the group's messages and its redeliveries.
     """
 
-    __slots__ = ("_ack_timeout", "_cache", "_dead_letter_topic", "_max_deliveries",
-                 "_publisher", "_rotation")
+    __slots__ = ("_ack_owner", "_ack_timeout", "_cache", "_dead_letter_topic", "_finalizing",
+                 "_max_deliveries", "_publisher", "_rotation")
 
     def __init__(self, broker: InMemoryBroker, group: str | None = None, *,
                  ack_timeout: float = 30.0, max_deliveries: int | None = 5,
@@ -401,6 +414,8 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
         self._publisher = InMemoryPublisher(broker)
         self._rotation = -1
         self._cache = (None, [])
+        self._ack_owner = object()
+        self._finalizing = False
 
     @property
     def ack_timeout(self) -> float:
@@ -419,9 +434,17 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
 
     def _unsubscribe(self, topic: str | None) -> None:
         # unsettled deliveries of the topics left go back for redelivery first
-        if topic is None or type(topic) is str:
+        if (topic is None or type(topic) is str) and not self._finalizing:
             self._release_deliveries(topic)
         super()._unsubscribe(topic)
+
+    def _release_on_gc(self) -> None:
+        try:
+            self._finalizing = True
+            self._release_on_gc_ack()
+        except AttributeError:  # the constructor refused its arguments: nothing to release
+            return
+        super()._release_on_gc()
 
     def __repr__(self) -> str:
         return (f"<InMemoryAckSubscriber topics={self.subscribed_topics()!r} "

@@ -61,6 +61,32 @@ cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
     bint PyObject_CheckBuffer(object obj)
 
+cdef extern from "_debug.h":
+    bint KINCIR_DEBUG_BUILD
+    void KINCIR_LIVE(int kind, Py_ssize_t delta) noexcept nogil
+    Py_ssize_t kincir_live_count(int kind) noexcept nogil
+
+cdef enum:
+    LIVE_LOGS = 0
+    LIVE_CURSORS = 1
+    LIVE_SYNC_WAITERS = 2
+    LIVE_ASYNC_WAITERS = 3
+    LIVE_PUBLISH_OPS = 4
+    LIVE_RECEIVE_OPS = 5
+    LIVE_SLOTS = 6
+
+_LIVE_NAMES = ("topic_logs", "cursors", "sync_waiters", "async_waiters", "publish_ops",
+               "receive_ops", "held_slots")
+
+
+def _live_objects():
+    """Engine objects (and held ring slots) alive now, by kind, in a KINCIR_DEBUG=1 build;
+    None in a normal build."""
+    if not KINCIR_DEBUG_BUILD:
+        return None
+    return {name: kincir_live_count(i) for i, name in enumerate(_LIVE_NAMES)}
+
+
 cdef extern from "pythread.h":
     PyLockStatus PyThread_acquire_lock_timed(
         PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
@@ -222,8 +248,10 @@ cdef class SyncWaiter(Waiter):
         if self.sem == NULL:
             raise MemoryError("cannot allocate a lock")
         PyThread_acquire_lock(self.sem, 1)
+        KINCIR_LIVE(LIVE_SYNC_WAITERS, 1)
 
     def __dealloc__(self):
+        KINCIR_LIVE(LIVE_SYNC_WAITERS, -1 if self.sem != NULL else 0)
         if self.sem != NULL:
             PyThread_acquire_lock(self.sem, 0)  # held or not, hold it, then hand it back
             PyThread_release_lock(self.sem)
@@ -277,6 +305,10 @@ cdef class AsyncWaiter(Waiter):
         self.loop = loop
         self.future = future
         self.thread = PyThread_get_thread_ident()
+        KINCIR_LIVE(LIVE_ASYNC_WAITERS, 1)
+
+    def __dealloc__(self):
+        KINCIR_LIVE(LIVE_ASYNC_WAITERS, -1)
 
     cdef void wake(self) noexcept:
         try:
@@ -379,6 +411,7 @@ cdef class Cursor:
 
 
     def __cinit__(self, TopicLog log, Py_ssize_t members, object group=None, bint acking=False):
+        KINCIR_LIVE(LIVE_CURSORS, 1)
         self.log = log
         self.members = members
         self.group = group
@@ -404,6 +437,9 @@ cdef class Cursor:
         finally:
             kincir_mutex_unlock(&self.log.lock)
         return n
+
+    def __dealloc__(self):
+        KINCIR_LIVE(LIVE_CURSORS, -1)
 
     def take(self, Py_ssize_t limit):
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
@@ -438,6 +474,7 @@ cdef class TopicLog:
 
     def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence,
                   bint ordered, int overflow):
+        KINCIR_LIVE(LIVE_LOGS, 1)
         self.name = name
         self.capacity = capacity
         self.overflow = overflow
@@ -465,6 +502,8 @@ cdef class TopicLog:
 
     def __dealloc__(self):
         cdef uint64_t seq
+        KINCIR_LIVE(LIVE_LOGS, -1)
+        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(self.head - self.tail))
         if self.ring != NULL:
             for seq in range(self.tail, self.head):
                 _clear_slot(&self.ring[seq & self.mask])
@@ -530,6 +569,7 @@ cdef class TopicLog:
             freed += _payload_size(slot.payload)
             _clear_slot(slot)
         self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
+        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(new_tail - self.tail))
         self.tail = new_tail
         if self.room_waiters:
             self.room_freed = True
@@ -694,6 +734,7 @@ cdef class TopicLog:
                         added += _payload_size(slot.payload)
                         seq += 1
                     self.head = seq
+                    KINCIR_LIVE(LIVE_SLOTS, last - first)
                     self.published += last - first
                     self.held_bytes += added + (last - first) * _MESSAGE_OVERHEAD
                     # take the one-shot waiters; add_waiter brings a new list when needed
@@ -1987,6 +2028,9 @@ cdef class PublishOp:
     cdef AsyncWaiter waiter
     cdef bint done
 
+    def __cinit__(self):
+        KINCIR_LIVE(LIVE_PUBLISH_OPS, 1)
+
     cdef void _stop_waiting(self) noexcept:
         cdef AsyncWaiter waiter = self.waiter
         if waiter is not None:
@@ -2045,6 +2089,7 @@ cdef class PublishOp:
         self.topic = self.messages = None
 
     def __dealloc__(self):
+        KINCIR_LIVE(LIVE_PUBLISH_OPS, -1)
         if self.waiter is not None and self.blocked is not None:
             self._stop_waiting()
 
@@ -2066,6 +2111,9 @@ cdef class ReceiveOp:
     cdef AsyncWaiter waiter
     cdef tuple cursors
     cdef bint done
+
+    def __cinit__(self):
+        KINCIR_LIVE(LIVE_RECEIVE_OPS, 1)
 
     cdef void _stop_waiting(self) noexcept:
         cdef AsyncWaiter waiter = self.waiter
@@ -2127,6 +2175,7 @@ cdef class ReceiveOp:
         self._stop_waiting()
 
     def __dealloc__(self):
+        KINCIR_LIVE(LIVE_RECEIVE_OPS, -1)
         if self.waiter is not None and self.subscriber is not None:
             self._stop_waiting()
 

@@ -67,6 +67,11 @@ def _load_twin() -> tuple[types.ModuleType, types.ModuleType, dict[str, types.Mo
     return twin_kincir, twin_memory, modules
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--stress", action="store_true", default=False,
+                     help="run tests/test_stress.py at full size (1M messages per scenario)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Hypothesis' pytest plugin touches mypy_extensions' deprecated TypedDict while it reports a
     # falsifying example; under filterwarnings=error that turns a test failure into an

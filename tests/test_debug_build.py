@@ -71,7 +71,7 @@ print(json.dumps(engine._live_objects()))
 """
 
 
-@pytest.mark.skipif(os.name == "nt" or shutil.which("cc") is None and shutil.which("gcc") is None,
+@pytest.mark.skipif(os.name == "nt" or (shutil.which("cc") is None and shutil.which("gcc") is None),
                     reason="needs a C compiler")
 def test_debug_build_leaves_no_live_engine_objects(tmp_path: Path) -> None:
     pytest.importorskip("Cython")

@@ -27,6 +27,7 @@ from .health import (
     StatsSnapshot,
     TopicInfo,
     broker_health,
+    prometheus_text,
     stats_snapshot,
     topic_info,
 )
@@ -150,6 +151,11 @@ class InMemoryBroker(BrokerCore):
         super().delete_group(topic, group)
         if cursor is not None and cursor.ack is not None:
             cursor.ack.abandon()
+
+    def metrics(self) -> str:
+        """Every topic's counters and gauges in Prometheus text exposition format (serve it
+        at ``/metrics``); available whether or not ``enable_stats`` is on. Costs O(topics)."""
+        return prometheus_text(self._snapshot())
 
     def stats(self) -> StatsSnapshot | None:
         """A statistics snapshot, or None when ``enable_stats`` is off."""

@@ -222,3 +222,51 @@ def stats_snapshot(snapshot: tuple[Any, ...]) -> StatsSnapshot:
         uptime_seconds=uptime,
         in_flight=sum(r[16] for r in rows),
     )
+
+
+# -- Prometheus text exposition -----------------------------------------------------------------
+
+#: (metric, type, help, index in a topic row of the engine's snapshot)
+_TOPIC_METRICS: tuple[tuple[str, str, str, int], ...] = (
+    ("kincir_messages_published_total", "counter", "Messages written to the topic's log.", 3),
+    ("kincir_messages_consumed_total", "counter", "Deliveries to readers.", 4),
+    ("kincir_messages_expired_total", "counter",
+     "(reader, message) pairs whose TTL ran out before the read.", 5),
+    ("kincir_messages_dropped_total", "counter", "Messages dropped.", 6),
+    ("kincir_queue_full_errors_total", "counter", "Publishes refused for want of room.", 7),
+    ("kincir_messages_lagged_total", "counter",
+     "(reader, message) pairs lost to the drop_oldest policy.", 13),
+    ("kincir_messages_redelivered_total", "counter", "Redeliveries by acknowledgement.", 14),
+    ("kincir_messages_dead_lettered_total", "counter",
+     "Messages sent to a dead-letter topic.", 15),
+    ("kincir_queue_size", "gauge", "Messages the topic holds.", 1),
+    ("kincir_subscribers", "gauge", "Subscribers attached to the topic.", 2),
+    ("kincir_in_flight", "gauge",
+     "Messages delivered to acknowledging readers and not yet settled.", 16),
+    ("kincir_memory_usage_bytes", "gauge", "Estimated bytes the held messages occupy.", 11),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(snapshot: tuple[Any, ...]) -> str:
+    """The engine's snapshot in Prometheus text exposition format (version 0.0.4)."""
+    state, uptime, _retired, rows = snapshot
+    lines = [
+        "# HELP kincir_up 1 while the broker runs, 0 once it is shut down.",
+        "# TYPE kincir_up gauge",
+        f"kincir_up {1 if state == 0 else 0}",
+        "# HELP kincir_uptime_seconds Seconds since the broker was created.",
+        "# TYPE kincir_uptime_seconds gauge",
+        f"kincir_uptime_seconds {uptime:.6f}",
+        "# HELP kincir_topics Topics that exist.",
+        "# TYPE kincir_topics gauge",
+        f"kincir_topics {len(rows)}",
+    ]
+    for name, kind, text, index in _TOPIC_METRICS:
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f'{name}{{topic="{_label(row[0])}"}} {row[index]}' for row in rows)
+    return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import weakref
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -113,7 +114,9 @@ class _AckState:
     def __init__(self, cursor: Any, publisher: Any) -> None:
         self.cursor = cursor
         self.log = cursor.log
-        self.publisher = publisher  # publishes dead letters
+        # publishes dead letters; held weakly: the broker holds its topics, which hold this
+        self._broker = weakref.ref(publisher.broker)
+        self._publisher_type = type(publisher)
         self.lock = threading.Lock()
         self.records: OrderedDict[int, _Record] = OrderedDict()  # by sequence = delivery order
         self.ready: deque[_Record] = deque()  # waiting for redelivery
@@ -288,6 +291,8 @@ class _AckState:
         with self.lock:
             count = self._forget_all()
         self.log.count_acks(0, 0, 0, -count)
+        if not self.cursor.attached:
+            self.cursor.ack = None  # nothing can use this state again: no cycle left behind
 
     def has_ready(self) -> bool:
         return bool(self.ready)
@@ -317,8 +322,11 @@ class _AckState:
                   .with_metadata("_delivery_count", str(rec.deliveries))
                   .with_metadata("_original_topic", self.log.name)
                   .with_metadata("_original_sequence", str(rec.seq)))
+        broker = self._broker()
+        if broker is None:
+            return False
         try:
-            self.publisher.publish_nowait(rec.dead_letter_topic, [letter])
+            self._publisher_type(broker).publish_nowait(rec.dead_letter_topic, [letter])
         except (QueueFull, BrokerShutdown, TopicNotFound):
             return False  # counted as dropped
         return True

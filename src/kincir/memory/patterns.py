@@ -69,10 +69,25 @@ class PatternRegistry:
         self._lock = threading.Lock()
         # (subscriber ref, pattern) -> segments
         self._entries: dict[tuple[weakref.ref[Any], str], tuple[str, ...]] = {}
+        # refs of collected subscribers, queued by the weakref callback (which may run during a
+        # collection while this thread holds the lock: it only appends) and purged under it
+        self._dead: list[weakref.ref[Any]] = []
+
+    def _purge(self) -> None:
+        while self._dead:
+            ref = self._dead.pop()
+            for key in [key for key in self._entries if key[0] is ref]:
+                del self._entries[key]
 
     def add(self, subscriber: Any, pattern: str, segments: tuple[str, ...]) -> None:
         with self._lock:
-            self._entries[(weakref.ref(subscriber), pattern)] = segments
+            self._purge()
+            for ref, _ in self._entries:  # one ref per subscriber: its callback purges all
+                if ref() is subscriber:
+                    break
+            else:
+                ref = weakref.ref(subscriber, self._dead.append)
+            self._entries[(ref, pattern)] = segments
 
     def remove(self, subscriber: Any, pattern: str | None) -> None:
         """Forget ``subscriber``'s ``pattern`` (every pattern of it when None)."""
@@ -87,6 +102,7 @@ class PatternRegistry:
         if not self._entries:
             return
         with self._lock:
+            self._purge()
             entries = list(self._entries.items())
         for (ref, pattern), segments in entries:
             subscriber = ref()

@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import weakref
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any

@@ -180,6 +180,13 @@ def wall_ms():
     return _now_ms()
 
 
+def _reset_clock():
+    """Undo every _advance_clock (tests only: call it when no broker that saw the stepped
+    clock is still in use)."""
+    global _clock_offset
+    _clock_offset = 0.0
+
+
 def _advance_clock(double seconds):
     """Move the engine's clock forward by ``seconds`` (tests only: it is process-wide)."""
     global _clock_offset

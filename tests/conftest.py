@@ -176,6 +176,14 @@ def _namespace(impl: str) -> types.SimpleNamespace:
     return ns
 
 
+@pytest.fixture(autouse=True)
+def _engine_clock() -> Iterator[None]:
+    """Tests may step the engines' clocks (TTL, ack deadlines); every test starts on real time."""
+    yield
+    for _, _, modules in COPIES.values():
+        modules["kincir_core"]._reset_clock()
+
+
 @pytest.fixture(params=IMPLEMENTATIONS)
 def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
     """Every public name of ``kincir`` and ``kincir.memory``, from one engine's copy.

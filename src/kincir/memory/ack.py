@@ -298,7 +298,8 @@ class _AckState:
         return bool(self.ready)
 
     def next_deadline(self) -> float | None:
-        firsts = [next(iter(b.values())).deadline for b in list(self.owned.values()) if b]
+        with self.lock:  # the buckets change under other members' deliveries and acks
+            firsts = [next(iter(b.values())).deadline for b in self.owned.values() if b]
         return min(firsts) if firsts else None
 
     # -- after the lock -------------------------------------------------------------------------

@@ -20,6 +20,10 @@ Overflow = Literal["error", "block", "drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: tuple[str, ...] = kincir_core.OVERFLOW_POLICIES
 
 
+#: The largest finite limit (the engine stores limits as signed 64-bit counts).
+MAX_LIMIT = 2**62
+
+
 def _limit(field: str, value: Any) -> int | None:
     if value is None:
         return None
@@ -27,6 +31,8 @@ def _limit(field: str, value: Any) -> int | None:
         raise TypeError(f"{field} must be int or None, not {type(value).__name__}")
     if value < 1:
         raise InvalidConfig(field, value, "must be >= 1, or None for no limit")
+    if value > MAX_LIMIT:
+        raise InvalidConfig(field, value, f"must be <= {MAX_LIMIT}, or None for no limit")
     return int(value)
 
 

@@ -306,6 +306,11 @@ class BrokerMachine(RuleBasedStateMachine):
             self.expect_error(self.k.BrokerShutdown if self.shut else self.k.NotSubscribed,
                               self.acker.try_receive_with_ack)
             return
+        while reader.ready and t.is_expired(reader.ready[0], self.clock()):
+            # a redelivery past the TTL is settled as expired, not delivered
+            del reader.inflight[reader.ready.pop(0)]
+            t.expired += 1
+            t.release()
         if reader.ready:
             seq = reader.ready.pop(0)
             t.redelivered += 1

@@ -54,8 +54,11 @@ def test_config_construction(k, fields):
 
 
 def _bounded(timeout):
-    """A valid waiting time cut to 10 ms (a full topic under ``block`` would wait it out);
+    """A valid waiting time (None: forever) cut to 10 ms (a full topic under ``block`` would
+    wait it out);
     anything else unchanged, so its refusal is still checked."""
+    if timeout is None:  # wait forever
+        return 0.01
     if type(timeout) in (int, float) and timeout == timeout and timeout > 0.01:
         return 0.01
     return timeout

@@ -65,8 +65,11 @@ def test_publish_receive_batches(benchmark, broker: InMemoryBroker) -> None:  # 
 
 @pytest.mark.parametrize("subscribers", [1, 8, 64])
 @pytest.mark.benchmark(group="fan-out publish")
-def test_publish_cost_by_subscriber_count(benchmark, broker: InMemoryBroker,  # type: ignore[no-untyped-def]
-                                          subscribers: int) -> None:
+def test_publish_cost_by_subscriber_count(
+    benchmark,
+    broker: InMemoryBroker,  # type: ignore[no-untyped-def]
+    subscribers: int,
+) -> None:
     pub = InMemoryPublisher(broker)
     subs = [InMemorySubscriber(broker) for _ in range(subscribers)]
     for sub in subs:
@@ -96,8 +99,11 @@ def test_topic_creation(benchmark) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("queued", [0, 100_000])
 @pytest.mark.benchmark(group="health")
-def test_health_check_cost_ignores_queued_messages(benchmark, broker: InMemoryBroker,  # type: ignore[no-untyped-def]
-                                                   queued: int) -> None:
+def test_health_check_cost_ignores_queued_messages(
+    benchmark,
+    broker: InMemoryBroker,  # type: ignore[no-untyped-def]
+    queued: int,
+) -> None:
     pub = InMemoryPublisher(broker)
     for _ in range(queued // 1000):
         pub.publish_nowait("t", [PAYLOAD] * 1000)

@@ -41,6 +41,7 @@ cdef class SyncWaiter(Waiter):
     cdef void rearm(self) noexcept
     cdef int wait(self, double deadline) except -1
 
+
 @cython.final
 cdef class AsyncWaiter(Waiter):
     cdef object loop
@@ -65,6 +66,7 @@ cdef class Cursor:
     cdef uint64_t lagged
     cdef readonly bint attached
     cdef bint pending_now(self) noexcept
+
 
 @cython.final
 cdef class TopicLog:
@@ -142,8 +144,8 @@ cdef class BrokerCore:
     cdef kincir_mutex lock
     cdef int state
     cdef double started
-    cdef uint64_t retired[8]   # published, delivered, expired, dropped, queue_full, lagged,
-                               # redelivered, dead_lettered
+    # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
+    cdef uint64_t retired[8]
     cdef TopicLog log_for(self, object name)
     cdef Cursor join_group(self, str topic, str name, bint acking)
     cdef TopicLog _remove(self, str name)

@@ -17,8 +17,9 @@ happen while the topic lock is held.
 
 Locks: each TopicLog has a mutex (_lock.h: PyMutex, or the GIL itself on 3.11/3.12) guarding
 its ring, cursors, waiter list and counters; the broker's mutex guards its topic table; a
-subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then topic. While a topic lock is held nothing
-allocates a GC-tracked object or calls Python code, so no finalizer can re-enter the engine.
+subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then topic. While a
+topic lock is held nothing allocates a GC-tracked object or calls Python code, so no finalizer can
+re-enter the engine.
 
 Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a PyThread lock
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
@@ -211,7 +212,9 @@ cdef double _check_timeout_c(object timeout) except? -2.0:
     if hasattr(timeout, "total_seconds"):
         timeout = timeout.total_seconds()
     if type(timeout) is bool or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
     cdef double seconds = float(timeout)
     if seconds != seconds or seconds < 0:
         raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
@@ -248,7 +251,6 @@ cdef class Waiter:
 
 cdef class SyncWaiter(Waiter):
     """A thread blocked in a receive: a PyThread lock used as a one-shot semaphore."""
-
 
     def __cinit__(self):
         self.sem = PyThread_allocate_lock()
@@ -307,7 +309,6 @@ def _resolve(future):
 cdef class AsyncWaiter(Waiter):
     """A task awaiting a receive on an event loop: woken by resolving its future."""
 
-
     def __cinit__(self, loop, future):
         self.loop = loop
         self.future = future
@@ -336,7 +337,9 @@ cdef inline void _wake_all(list waiters) noexcept:
 
 # -- pure C helpers ---------------------------------------------------------------------------
 
-cdef uint64_t _min_position(uint64_t** positions, Py_ssize_t count, Py_ssize_t* at_min) noexcept nogil:
+cdef uint64_t _min_position(
+    uint64_t** positions, Py_ssize_t count, Py_ssize_t* at_min
+) noexcept nogil:
     cdef uint64_t low = positions[0][0]
     cdef Py_ssize_t i, n = 1
     for i in range(1, count):
@@ -416,7 +419,6 @@ cdef void _clear_slots(Slot* slots, Py_ssize_t count) noexcept:
 cdef class Cursor:
     """One reader's position in a topic log: the sequence number it reads next."""
 
-
     def __cinit__(self, TopicLog log, Py_ssize_t members, object group=None, bint acking=False):
         KINCIR_LIVE(LIVE_CURSORS, 1)
         self.log = log
@@ -477,7 +479,6 @@ cdef inline uint64_t* _tracked(Cursor cursor) noexcept:
 
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
-
 
     def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence,
                   bint ordered, int overflow):
@@ -709,7 +710,9 @@ cdef class TopicLog:
                         held = self.head - self.tail
                     if held + count > <uint64_t>self.capacity:
                         if self.overflow == OVERFLOW_DROP_NEWEST:
-                            keep = <uint64_t>self.capacity - held if held < <uint64_t>self.capacity else 0
+                            keep = 0
+                            if held < <uint64_t>self.capacity:
+                                keep = <uint64_t>self.capacity - held
                             last = <Py_ssize_t>keep
                             self.dropped += count - last
                             if last == 0:
@@ -1220,7 +1223,6 @@ cdef class TopicLog:
 cdef class BrokerCore:
     """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
 
-
     def __init__(self, *, max_queue_size, max_topics, persistence, ordered, ttl, max_subscribers,
                  overflow="error"):
         self.overflow = OVERFLOW_POLICIES.index(overflow)
@@ -1483,7 +1485,6 @@ cdef class BrokerCore:
 cdef class PublisherCore:
     """The engine behind ``InMemoryPublisher``."""
 
-
     def __init__(self, broker):
         if not isinstance(broker, BrokerCore):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
@@ -1617,7 +1618,6 @@ cdef int _leave(Cursor cursor) except -1:
 
 cdef class SubscriberCore:
     """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
-
 
     def __init__(self, broker, group=None, bint acking=False):
         if not isinstance(broker, BrokerCore):
@@ -2015,7 +2015,8 @@ cdef object _thrown(object typ, object val, object tb):
 
 cdef extern from "Python.h":
     """
-    #define KINCIR_SET_AM_SEND(type, fn) (((PyTypeObject *)(type))->tp_as_async->am_send = (sendfunc)(fn))
+    #define KINCIR_SET_AM_SEND(type, fn) \
+        (((PyTypeObject *)(type))->tp_as_async->am_send = (sendfunc)(fn))
     """
     enum:
         PYGEN_RETURN

@@ -58,7 +58,8 @@ def validate_topic_name(name: Any) -> str:
     bad = _INVALID_TOPIC_CHAR.search(name)
     if bad is not None:
         raise _error(
-            "InvalidTopicName", name,
+            "InvalidTopicName",
+            name,
             f"it contains {bad.group()!r}; "
             "whitespace, control characters, '*' and '>' are not allowed",
         )
@@ -200,11 +201,24 @@ class Cursor:
     slots from there, so in-flight messages keep their slot.
     """
 
-    __slots__ = ("ack", "acking", "attached", "delivered", "dropped", "expired", "floor", "group",
-                 "lagged", "log", "members", "pos")
+    __slots__ = (
+        "ack",
+        "acking",
+        "attached",
+        "delivered",
+        "dropped",
+        "expired",
+        "floor",
+        "group",
+        "lagged",
+        "log",
+        "members",
+        "pos",
+    )
 
-    def __init__(self, log: TopicLog, members: int, group: str | None = None,
-                 acking: bool = False) -> None:
+    def __init__(
+        self, log: TopicLog, members: int, group: str | None = None, acking: bool = False
+    ) -> None:
         self.log = log
         self.pos = 0
         self.floor = 0
@@ -253,7 +267,11 @@ class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
     def __init__(
-        self, name: str, capacity: int | None, ttl: float | None, persistence: bool,
+        self,
+        name: str,
+        capacity: int | None,
+        ttl: float | None,
+        persistence: bool,
         overflow: int = OVERFLOW_ERROR,
     ) -> None:
         self.name = name
@@ -445,7 +463,7 @@ class TopicLog:
                     elif self.overflow == OVERFLOW_DROP_OLDEST:
                         if count > capacity:  # the batch alone overflows: its start goes
                             self.dropped += count - capacity
-                            stamped = stamped[count - capacity:]
+                            stamped = stamped[count - capacity :]
                         self._drop_oldest(held + len(stamped) - capacity)
                         held = self.head - self.tail
                     elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
@@ -487,9 +505,13 @@ class TopicLog:
             with self.lock:
                 if self.ttl is not None:
                     self._expire(monotonic())
-                if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
-                        and self.capacity is not None
-                        and self.head - self.tail + count > self.capacity):
+                if (
+                    not self.closed
+                    and self.accepting
+                    and self.overflow == OVERFLOW_BLOCK
+                    and self.capacity is not None
+                    and self.head - self.tail + count > self.capacity
+                ):
                     self.room_waiters.append(waiter)
                     return True
                 return False
@@ -517,8 +539,9 @@ class TopicLog:
             self.capacity = None if capacity < 0 else capacity
         self._wake_room()
 
-    def count_acks(self, redelivered: int, dead_lettered: int, dropped: int,
-                   in_flight: int, expired: int = 0) -> None:
+    def count_acks(
+        self, redelivered: int, dead_lettered: int, dropped: int, in_flight: int, expired: int = 0
+    ) -> None:
         """Add the acknowledgement layer's events to the topic's counters."""
         with self.lock:
             self.redelivered += redelivered
@@ -718,8 +741,11 @@ class TopicLog:
     def drained(self) -> bool:
         """True when every reader with an attached subscriber has read everything."""
         with self.lock:
-            return all(c.pos == self.head and not (c.acking and c.floor < c.pos)
-                       for c in self.cursors if c.members)
+            return all(
+                c.pos == self.head and not (c.acking and c.floor < c.pos)
+                for c in self.cursors
+                if c.members
+            )
 
     def subscriber_count(self) -> int:
         return sum(c.members for c in self.cursors)
@@ -755,8 +781,15 @@ class BrokerCore:
     """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
 
     def __init__(
-        self, *, max_queue_size: int | None, max_topics: int | None, persistence: bool,
-        ordered: bool, ttl: float | None, max_subscribers: int | None, overflow: str = "error",
+        self,
+        *,
+        max_queue_size: int | None,
+        max_topics: int | None,
+        persistence: bool,
+        ordered: bool,
+        ttl: float | None,
+        max_subscribers: int | None,
+        overflow: str = "error",
     ) -> None:
         self._overflow = OVERFLOW_POLICIES.index(overflow)
         self._on_new_topic: Callable[[str], Any] | None = None
@@ -804,8 +837,9 @@ class BrokerCore:
             if created:
                 if self._max_topics is not None and len(self._topics) >= self._max_topics:
                     raise _error("MaxTopicsReached", self._max_topics)
-                log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence,
-                               self._overflow)
+                log = TopicLog(
+                    name, self._max_queue_size, self._ttl, self._persistence, self._overflow
+                )
                 self._topics[name] = log
         if created and self._on_new_topic is not None:
             self._on_new_topic(name)  # pattern subscriptions join the new topic
@@ -839,8 +873,12 @@ class BrokerCore:
             if found.acking != acking:
                 kind = "an acknowledging" if found.acking else "a plain"
                 cls = "InMemoryAckSubscriber" if found.acking else "InMemorySubscriber"
-                raise _error("InvalidConfig", "group", name,
-                             f"{kind} group on topic {topic!r}: join it with {cls}")
+                raise _error(
+                    "InvalidConfig",
+                    "group",
+                    name,
+                    f"{kind} group on topic {topic!r}: join it with {cls}",
+                )
             refused = log.join(found, self._max_subscribers)
             if refused == 1:
                 raise _error("MaxSubscribersReached", topic, self._max_subscribers)
@@ -1064,8 +1102,9 @@ class PublisherCore:
         except TimeoutError:
             _refuse_full(log if blocked is None else blocked)
 
-    def _publish(self, topic: Any, messages: Any,
-                 target: TopicLog | None = None) -> TopicLog | None:
+    def _publish(
+        self, topic: Any, messages: Any, target: TopicLog | None = None
+    ) -> TopicLog | None:
         """Publish, or return the topic's log when it is full under the block policy (nothing
         written: the caller waits for room and calls again with it as ``target``, so a topic
         deleted meanwhile raises TopicNotFound); None once published."""

@@ -135,8 +135,6 @@ cdef dict _copy_metadata(object metadata):
     return copied if copied else _EMPTY
 
 
-
-
 # -- the message type -------------------------------------------------------------------------
 
 @cython.final

@@ -159,8 +159,15 @@ class Message:
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             restore_message,
-            (self._payload, self._meta, self._id, self._topic, self._sequence,
-             self._enqueued_at, self._ordered),
+            (
+                self._payload,
+                self._meta,
+                self._id,
+                self._topic,
+                self._sequence,
+                self._enqueued_at,
+                self._ordered,
+            ),
         )
 
 
@@ -169,8 +176,13 @@ def _short(payload: bytes) -> str:
 
 
 def restore_message(
-    payload: bytes, meta: dict[str, str], ident: int, topic: str | None, sequence: int,
-    enqueued_at: int, ordered: bool,
+    payload: bytes,
+    meta: dict[str, str],
+    ident: int,
+    topic: str | None,
+    sequence: int,
+    enqueued_at: int,
+    ordered: bool,
 ) -> Message:
     """Rebuild a message from its pickled state."""
     if topic is not None and type(topic) is not str:

@@ -68,8 +68,12 @@ def _load_twin() -> tuple[types.ModuleType, types.ModuleType, dict[str, types.Mo
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--stress", action="store_true", default=False,
-                     help="run tests/test_stress.py at full size (1M messages per scenario)")
+    parser.addoption(
+        "--stress",
+        action="store_true",
+        default=False,
+        help="run tests/test_stress.py at full size (1M messages per scenario)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

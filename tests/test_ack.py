@@ -377,8 +377,7 @@ def test_worker_pool_with_random_failures_processes_every_message(k):
     n = 600
     done: list[int] = []
     lock = threading.Lock()
-    members = [k.InMemoryAckSubscriber(broker, group="pool", max_deliveries=None)
-               for _ in range(4)]
+    members = [k.InMemoryAckSubscriber(broker, group="pool", max_deliveries=None) for _ in range(4)]
     for m in members:
         m.subscribe("jobs")
 

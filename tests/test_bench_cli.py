@@ -49,7 +49,7 @@ def _table_rows(out: str) -> dict[str, str]:
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("----"))
     rows: dict[str, str] = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         rows[line.split()[0]] = line
@@ -82,10 +82,23 @@ def _check_json(path: Path, keys: list[str], repeat: int) -> dict[str, Any]:
 
 
 def test_quick_run_prints_and_writes_the_selected_workloads(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bench.json"
-    code = main(["bench", "--quick", "--repeat", "1", "--only", "W1,W2,H", "--scale", "0.01",
-                 "--json", str(path)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--only",
+            "W1,W2,H",
+            "--scale",
+            "0.01",
+            "--json",
+            str(path),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, out + err
     rows = _table_rows(out)
@@ -112,8 +125,9 @@ def test_every_workload_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_library_returns_results_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
-    report = bench.run_bench(bench.BenchSettings(quick=True, repeat=1, scale=0.01,
-                                                 only=("W1", "M")))
+    report = bench.run_bench(
+        bench.BenchSettings(quick=True, repeat=1, scale=0.01, only=("W1", "M"))
+    )
     assert capsys.readouterr() == ("", "")
     assert [w.key for w in report.workloads] == ["W1", "M"]
     w1, m = report.rows()
@@ -146,15 +160,27 @@ class _FakeJanusQueue:
 
 
 def test_janus_is_an_extra_column_when_installed(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = types.ModuleType("janus")
     fake.Queue = _FakeJanusQueue  # type: ignore[attr-defined]
     fake.__version__ = "0-fake"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "janus", fake)
     path = tmp_path / "bench.json"
-    code = main(["bench", "--quick", "--repeat", "1", "--only", "W3,W7", "--scale", "0.01",
-                 "--json", str(path)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--only",
+            "W3,W7",
+            "--scale",
+            "0.01",
+            "--json",
+            str(path),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert "vs janus" in out
@@ -167,8 +193,8 @@ def test_janus_is_an_extra_column_when_installed(
 
 
 def test_plot_without_matplotlib_is_a_clear_error(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     code = main(["bench", "--only", "W1", "--plot", str(tmp_path / "ratios.png")])
     out, err = capsys.readouterr()
@@ -179,8 +205,8 @@ def test_plot_without_matplotlib_is_a_clear_error(
 
 
 def test_plot_draws_with_matplotlib(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # A stand-in for matplotlib: records the calls; savefig writes the file.
     figure, axes = mock.MagicMock(), mock.MagicMock()
     figure.savefig.side_effect = lambda path, **kw: Path(path).write_bytes(b"\x89PNG\r\n")
@@ -193,8 +219,20 @@ def test_plot_draws_with_matplotlib(
     monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", pyplot)
     target = tmp_path / "ratios.png"
-    code = main(["bench", "--quick", "--repeat", "1", "--only", "W1,H", "--scale", "0.01",
-                 "--plot", str(target)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--only",
+            "W1,H",
+            "--scale",
+            "0.01",
+            "--plot",
+            str(target),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert target.read_bytes().startswith(b"\x89PNG")
@@ -203,20 +241,25 @@ def test_plot_draws_with_matplotlib(
     matplotlib.use.assert_called_with("Agg")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--only", "W9"], "unknown workload W9"),
-    (["--only", ","], "at least one workload"),
-    (["--repeat", "0"], "must be at least 1"),
-    (["--scale", "-1"], "must be a positive number"),
-])
-def test_bad_options_are_usage_errors(argv: list[str], message: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "W9"], "unknown workload W9"),
+        (["--only", ","], "at least one workload"),
+        (["--repeat", "0"], "must be at least 1"),
+        (["--scale", "-1"], "must be a positive number"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_json_into_a_missing_directory_is_refused_before_running(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["bench", "--json", str(tmp_path / "no" / "such.json")]) == 2
     out, err = capsys.readouterr()
     assert "no such directory" in err and out == ""

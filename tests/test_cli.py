@@ -23,7 +23,12 @@ def test_demo_moves_every_message_on_each_engine(engine: str, tmp_path: Path) ->
     result = subprocess.run(
         [sys.executable, "-m", "kincir", "demo", "--messages", "20000", "--producers", "3"],
         # outside the checkout, so that `-m` imports the installed engine, not the source tree
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

@@ -13,19 +13,37 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FUZZ = settings(max_examples=300, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 anything = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
-    st.text(max_size=20), st.binary(max_size=20), st.lists(st.integers(), max_size=3),
-    st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers()),
-                    max_size=3),
-    st.just(math.inf), st.just(float("nan")), st.just(object()),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers()), max_size=3),
+    st.just(math.inf),
+    st.just(float("nan")),
+    st.just(object()),
 )
-CONFIG_FIELDS = ["max_queue_size", "max_topics", "enable_persistence", "maintain_order",
-                 "enable_stats", "default_message_ttl", "cleanup_interval",
-                 "max_subscribers_per_topic", "overflow"]
+CONFIG_FIELDS = [
+    "max_queue_size",
+    "max_topics",
+    "enable_persistence",
+    "maintain_order",
+    "enable_stats",
+    "default_message_ttl",
+    "cleanup_interval",
+    "max_subscribers_per_topic",
+    "overflow",
+]
 
 
 @FUZZ
@@ -65,10 +83,15 @@ def _bounded(timeout):
 
 
 @FUZZ
-@given(topic=anything, overflow=anything, size=anything, group=anything, timeout=anything,
-       count=anything)
-def test_newer_calls_refuse_bad_arguments_cleanly(k, topic, overflow, size, group, timeout,
-                                                  count):
+@given(
+    topic=anything,
+    overflow=anything,
+    size=anything,
+    group=anything,
+    timeout=anything,
+    count=anything,
+)
+def test_newer_calls_refuse_bad_arguments_cleanly(k, topic, overflow, size, group, timeout, count):
     broker = k.InMemoryBroker(k.InMemoryConfig(max_queue_size=4, overflow="block"))
     try:
         pub = k.InMemoryPublisher(broker)
@@ -92,8 +115,7 @@ def test_newer_calls_refuse_bad_arguments_cleanly(k, topic, overflow, size, grou
         ):
             try:
                 call()
-            except (TypeError, ValueError, LookupError, k.QueueFull, TimeoutError,
-                    k.NotSubscribed):
+            except (TypeError, ValueError, LookupError, k.QueueFull, TimeoutError, k.NotSubscribed):
                 pass
         assert broker.health_check().is_healthy
         info = broker.topic_info("t")

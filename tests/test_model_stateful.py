@@ -113,13 +113,15 @@ class BrokerMachine(RuleBasedStateMachine):
     @initialize(capacity=st.one_of(st.none(), st.integers(2, 6)))
     def start(self, capacity: int | None) -> None:
         k = self.k
-        self.broker = k.InMemoryBroker(k.InMemoryConfig(
-            max_queue_size=capacity, default_message_ttl=TTL, enable_stats=True))
+        self.broker = k.InMemoryBroker(
+            k.InMemoryConfig(max_queue_size=capacity, default_message_ttl=TTL, enable_stats=True)
+        )
         self.pub = k.InMemoryPublisher(self.broker)
         self.plain = {name: k.InMemorySubscriber(self.broker) for name in PLAIN}
         self.members = {name: k.InMemorySubscriber(self.broker, group="g") for name in MEMBERS}
-        self.acker = k.InMemoryAckSubscriber(self.broker, ack_timeout=1e6,
-                                             max_deliveries=MAX_DELIVERIES)
+        self.acker = k.InMemoryAckSubscriber(
+            self.broker, ack_timeout=1e6, max_deliveries=MAX_DELIVERIES
+        )
         for name in ("a", "b"):
             self.broker.configure_topic(name)
         self.topics = {name: Topic(capacity) for name in ("a", "b")}
@@ -217,16 +219,21 @@ class BrokerMachine(RuleBasedStateMachine):
             t.release()
         return seqs
 
-    def _receive(self, sub: Any, t: Topic, reader: Reader | None, limit: int, single: bool,
-                 name: str) -> None:
+    def _receive(
+        self, sub: Any, t: Topic, reader: Reader | None, limit: int, single: bool, name: str
+    ) -> None:
         if reader is None:  # after shutdown, the shutdown is what a receive reports
-            self.expect_error(self.k.BrokerShutdown if self.shut else self.k.NotSubscribed,
-                              lambda: sub.try_receive() if single else sub.try_receive_batch(1))
+            self.expect_error(
+                self.k.BrokerShutdown if self.shut else self.k.NotSubscribed,
+                lambda: sub.try_receive() if single else sub.try_receive_batch(1),
+            )
             return
         seqs = self._take(t, reader, limit)
         if not seqs and self.shut:
-            self.expect_error(self.k.BrokerShutdown,
-                              lambda: sub.try_receive() if single else sub.try_receive_batch(1))
+            self.expect_error(
+                self.k.BrokerShutdown,
+                lambda: sub.try_receive() if single else sub.try_receive_batch(1),
+            )
             return
         if single:
             got = sub.try_receive()
@@ -237,8 +244,9 @@ class BrokerMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(sorted(PLAIN)), limit=st.integers(1, 4), single=st.booleans())
     def receive(self, name: str, limit: int, single: bool) -> None:
         t = self.topics[PLAIN[name]]
-        self._receive(self.plain[name], t, t.readers.get(name), 1 if single else limit, single,
-                      name)
+        self._receive(
+            self.plain[name], t, t.readers.get(name), 1 if single else limit, single, name
+        )
 
     # -- the consumer group ---------------------------------------------------------------------
 
@@ -246,8 +254,9 @@ class BrokerMachine(RuleBasedStateMachine):
     def join_group(self, member: str) -> None:
         t = self.topics[GROUP_TOPIC]
         if self.shut:
-            self.expect_error(self.k.BrokerShutdown,
-                              lambda: self.members[member].subscribe(GROUP_TOPIC))
+            self.expect_error(
+                self.k.BrokerShutdown, lambda: self.members[member].subscribe(GROUP_TOPIC)
+            )
             return
         self.members[member].subscribe(GROUP_TOPIC)
         if member in self.joined:
@@ -261,8 +270,9 @@ class BrokerMachine(RuleBasedStateMachine):
     def leave_group(self, member: str) -> None:
         t = self.topics[GROUP_TOPIC]
         if member not in self.joined:
-            self.expect_error(self.k.NotSubscribed,
-                              lambda: self.members[member].unsubscribe(GROUP_TOPIC))
+            self.expect_error(
+                self.k.NotSubscribed, lambda: self.members[member].unsubscribe(GROUP_TOPIC)
+            )
             return
         self.members[member].unsubscribe(GROUP_TOPIC)
         self.joined.discard(member)
@@ -303,8 +313,10 @@ class BrokerMachine(RuleBasedStateMachine):
         t = self.topics[ACK_TOPIC]
         reader = t.readers.get("k")
         if reader is None:
-            self.expect_error(self.k.BrokerShutdown if self.shut else self.k.NotSubscribed,
-                              self.acker.try_receive_with_ack)
+            self.expect_error(
+                self.k.BrokerShutdown if self.shut else self.k.NotSubscribed,
+                self.acker.try_receive_with_ack,
+            )
             return
         while reader.ready and t.is_expired(reader.ready[0], self.clock()):
             # a redelivery past the TTL is settled as expired, not delivered
@@ -333,9 +345,13 @@ class BrokerMachine(RuleBasedStateMachine):
         assert handle.is_retry == (reader.inflight[seq] > 1)
         self.handles[seq] = handle
 
-    @precondition(lambda self: any(
-        self.topics[ACK_TOPIC].readers.get("k") and s in self.topics[ACK_TOPIC].readers["k"].owned
-        for s in self.handles))
+    @precondition(
+        lambda self: any(
+            self.topics[ACK_TOPIC].readers.get("k")
+            and s in self.topics[ACK_TOPIC].readers["k"].owned
+            for s in self.handles
+        )
+    )
     @rule(data=st.data(), requeue=st.booleans())
     def settle(self, data: st.DataObject, requeue: bool) -> None:
         t = self.topics[ACK_TOPIC]
@@ -406,7 +422,6 @@ def test_broker_matches_the_model(k):
             stateful_step_count=40,
             deadline=None,
             database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                   HealthCheck.too_slow],
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )

@@ -138,7 +138,9 @@ def test_accounting_invariant_per_reader(k):
     stats = broker.stats()
     offered = 5
     assert (
-        stats.messages_consumed() + stats.messages_dropped() + stats.messages_expired()
+        stats.messages_consumed()
+        + stats.messages_dropped()
+        + stats.messages_expired()
         + broker.topic_info("t").queue_size
     ) == offered
     assert stats.messages_published() == 4

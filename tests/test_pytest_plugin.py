@@ -7,7 +7,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-TESTS = '''
+TESTS = """
 import pytest
 from kincir.memory import InMemoryConfig, InMemoryPublisher, InMemorySubscriber
 
@@ -35,7 +35,7 @@ class TestOverride:
 
 def test_broker_is_fresh_and_shut_down_after(kincir_broker):
     assert kincir_broker.topic_count() == 0
-'''
+"""
 
 
 def _installed() -> bool:

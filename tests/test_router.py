@@ -62,7 +62,8 @@ def test_handler_returning_nothing_publishes_nothing(k, result):
 
 def test_handler_returning_one_message_or_payload(k):
     _broker, pub, out, router = pipeline(
-        k, lambda m: k.Message(b"msg") if m.payload == b"1" else b"raw")
+        k, lambda m: k.Message(b"msg") if m.payload == b"1" else b"raw"
+    )
     with router:
         pub.publish_nowait("in", [b"1", b"2"])
         assert [m.payload for m in collect(out, 2)] == [b"msg", b"raw"]

@@ -85,8 +85,11 @@ def test_pre_configured_profiles(k):
     # Default configuration
     config = k.InMemoryConfig.default()
     assert config == k.InMemoryConfig()
-    for profile in (k.InMemoryConfig.high_performance(), k.InMemoryConfig.for_testing(),
-                    k.InMemoryConfig.default()):
+    for profile in (
+        k.InMemoryConfig.high_performance(),
+        k.InMemoryConfig.for_testing(),
+        k.InMemoryConfig.default(),
+    ):
         broker = k.new_broker(profile)
         sub = k.InMemorySubscriber(broker)
         sub.subscribe("t")

@@ -48,8 +48,9 @@ sys.exit(1)
 @pytest.mark.parametrize("engine", ["cython", "python"])
 @pytest.mark.parametrize("timeout", ["None", "30"])
 @pytest.mark.parametrize("call", ["receive_sync", "publish_sync"])
-def test_ctrl_c_interrupts_a_blocked_call(engine: str, timeout: str, call: str,
-                                          tmp_path: Path) -> None:
+def test_ctrl_c_interrupts_a_blocked_call(
+    engine: str, timeout: str, call: str, tmp_path: Path
+) -> None:
     env = dict(os.environ)
     if engine == "python":
         env["KINCIR_NO_EXTENSIONS"] = "1"
@@ -57,7 +58,11 @@ def test_ctrl_c_interrupts_a_blocked_call(engine: str, timeout: str, call: str,
         pytest.skip("the compiled engine is not loaded in this run")
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT.format(timeout=timeout, call=call)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -141,8 +141,9 @@ class History:
         """The list producer ``producer`` extends with (topic, index) once a publish returned."""
         return self.published[producer]
 
-    def reader(self, name: str, topics: tuple[str, ...], group: str | None = None,
-               acking: bool = False) -> Reader:
+    def reader(
+        self, name: str, topics: tuple[str, ...], group: str | None = None, acking: bool = False
+    ) -> Reader:
         unit = f"group {group}" if group is not None else name
         reader = Reader(name, unit, topics, acking)
         with self._lock:
@@ -181,10 +182,16 @@ class History:
             for reader in readers:
                 if reader.acking:
                     # redeliveries come before new messages: order holds for first deliveries
-                    self._check_order(reader, [m for m, c in reader.deliveries if c == 1],
-                                      identity, problems)
-                    self._check_order(reader, [m for m, c in reader.deliveries if c > 1],
-                                      identity, problems, order=False)
+                    self._check_order(
+                        reader, [m for m, c in reader.deliveries if c == 1], identity, problems
+                    )
+                    self._check_order(
+                        reader,
+                        [m for m, c in reader.deliveries if c > 1],
+                        identity,
+                        problems,
+                        order=False,
+                    )
                     records = reader.acked
                 else:
                     self._check_order(reader, reader.got, identity, problems)
@@ -200,11 +207,13 @@ class History:
                         problems.append(f"lost: {unit} never {what} {topic} {producer}:{index}")
                     elif count > 1:
                         problems.append(
-                            f"duplicated: {unit} {what} {topic} {producer}:{index} {count} times")
+                            f"duplicated: {unit} {what} {topic} {producer}:{index} {count} times"
+                        )
             for (topic, producer, index), count in sorted(received.items()):
                 problems.append(
                     f"unexpected: {unit} {what} {topic} {producer}:{index} ({count}x), "
-                    "which no producer published (to that topic)")
+                    "which no producer published (to that topic)"
+                )
             if readers[0].acking:
                 self._check_redeliveries(unit, readers, problems)
         # Every reader joined before the first publish: together they saw sequences 1..N.
@@ -216,16 +225,22 @@ class History:
             for seq in sorted(set(range(1, len(sent) + 1)) - seen):
                 problems.append(f"sequence: no reader got {topic} sequence {seq}")
             for seq in sorted(n for n in seen if not 1 <= n <= len(sent)):
-                problems.append(f"sequence: {topic} sequence {seq} is outside 1..{len(sent)}, "
-                                f"the {len(sent)} messages published")
+                problems.append(
+                    f"sequence: {topic} sequence {seq} is outside 1..{len(sent)}, "
+                    f"the {len(sent)} messages published"
+                )
         if broker is not None:
             self._check_accounting(broker, expected, problems)
         return problems
 
     @staticmethod
-    def _check_order(reader: Reader, messages: list[Any],
-                     identity: dict[tuple[str, int], tuple[int, int, str]],
-                     problems: list[str], order: bool = True) -> None:
+    def _check_order(
+        reader: Reader,
+        messages: list[Any],
+        identity: dict[tuple[str, int], tuple[int, int, str]],
+        problems: list[str],
+        order: bool = True,
+    ) -> None:
         """Each (topic, sequence) is one message for every reader; with ``order``, per topic
         the sequences strictly increase and, per producer, so do the indices."""
         last_seq: dict[str, int] = {}
@@ -235,19 +250,24 @@ class History:
             producer, index = parse(msg)
             seen = identity.setdefault((topic, seq), (producer, index, reader.name))
             if seen[:2] != (producer, index):
-                problems.append(f"inconsistent: {topic} sequence {seq} is {producer}:{index} "
-                                f"for {reader.name} but {seen[0]}:{seen[1]} for {seen[2]}")
+                problems.append(
+                    f"inconsistent: {topic} sequence {seq} is {producer}:{index} "
+                    f"for {reader.name} but {seen[0]}:{seen[1]} for {seen[2]}"
+                )
             if not order:
                 continue
             before = last_seq.get(topic, 0)
             if seq <= before:
-                problems.append(f"out of sequence: {reader.name} got {topic} sequence {seq} "
-                                f"after {before}")
+                problems.append(
+                    f"out of sequence: {reader.name} got {topic} sequence {seq} after {before}"
+                )
             last_seq[topic] = seq
             previous = last_index.get((topic, producer), -1)
             if index <= previous:
-                problems.append(f"reordered: {reader.name} got {topic} {producer}:{index} "
-                                f"after {producer}:{previous}")
+                problems.append(
+                    f"reordered: {reader.name} got {topic} {producer}:{index} "
+                    f"after {producer}:{previous}"
+                )
             last_index[(topic, producer)] = index
 
     @staticmethod
@@ -258,10 +278,12 @@ class History:
         if redelivered != nacks + expired:
             problems.append(
                 f"redelivery: {unit} nacked {nacks} and let {expired} deadlines pass, but got "
-                f"{redelivered} redeliveries (each must be redelivered once)")
+                f"{redelivered} redeliveries (each must be redelivered once)"
+            )
 
-    def _check_accounting(self, broker: Any, expected: dict[str, set[tuple[int, int]]],
-                          problems: list[str]) -> None:
+    def _check_accounting(
+        self, broker: Any, expected: dict[str, set[tuple[int, int]]], problems: list[str]
+    ) -> None:
         units = self.units()
         totals = Counter[str]()
         for info in broker.list_topic_info():
@@ -269,48 +291,75 @@ class History:
             readers = [rs for rs in units.values() if topic in rs[0].topics]
             published = len(expected.get(topic, ()))
             first = sum(
-                sum(1 for m, c in r.deliveries if c == 1 and m.topic == topic) if r.acking
+                sum(1 for m, c in r.deliveries if c == 1 and m.topic == topic)
+                if r.acking
                 else sum(1 for m in r.got if m.topic == topic)
-                for rs in readers for r in rs)
-            redelivered = sum(1 for rs in readers for r in rs for m, c in r.deliveries
-                              if c > 1 and m.topic == topic)
+                for rs in readers
+                for r in rs
+            )
+            redelivered = sum(
+                1
+                for rs in readers
+                for r in rs
+                for m, c in r.deliveries
+                if c > 1 and m.topic == topic
+            )
             where = f"accounting of {topic}:"
             if info.next_sequence != published + 1:
-                problems.append(f"{where} next_sequence={info.next_sequence} after {published} "
-                                "messages")
+                problems.append(
+                    f"{where} next_sequence={info.next_sequence} after {published} messages"
+                )
             if info.total_published != published:
-                problems.append(f"{where} total_published={info.total_published}, producers "
-                                f"published {published}")
+                problems.append(
+                    f"{where} total_published={info.total_published}, producers "
+                    f"published {published}"
+                )
             if info.total_consumed != first:
-                problems.append(f"{where} total_consumed={info.total_consumed}, readers "
-                                f"recorded {first} deliveries (redeliveries aside)")
+                problems.append(
+                    f"{where} total_consumed={info.total_consumed}, readers "
+                    f"recorded {first} deliveries (redeliveries aside)"
+                )
             if info.total_redelivered != redelivered:
-                problems.append(f"{where} total_redelivered={info.total_redelivered}, readers "
-                                f"recorded {redelivered} redeliveries")
+                problems.append(
+                    f"{where} total_redelivered={info.total_redelivered}, readers "
+                    f"recorded {redelivered} redeliveries"
+                )
             # The check runs once every reader drained its topics: nothing is still queued
             # or in flight, so published = delivered + dropped + expired for every reader.
             if info.queue_size or info.in_flight:
-                problems.append(f"{where} queue_size={info.queue_size} in_flight="
-                                f"{info.in_flight} after every reader drained the topic")
+                problems.append(
+                    f"{where} queue_size={info.queue_size} in_flight="
+                    f"{info.in_flight} after every reader drained the topic"
+                )
             accounted = info.total_consumed + info.total_dropped + info.total_expired
             if accounted != len(readers) * published:
                 problems.append(
                     f"{where} {len(readers)} readers x {published} published != consumed "
                     f"{info.total_consumed} + dropped {info.total_dropped} + expired "
-                    f"{info.total_expired} (+ queued 0)")
-            for name in ("total_published", "total_consumed", "total_dropped", "total_expired",
-                         "total_redelivered"):
+                    f"{info.total_expired} (+ queued 0)"
+                )
+            for name in (
+                "total_published",
+                "total_consumed",
+                "total_dropped",
+                "total_expired",
+                "total_redelivered",
+            ):
                 totals[name] += getattr(info, name)
         stats = broker.stats()
         if stats is not None:
-            for name, value in (("total_published", stats.messages_published()),
-                                ("total_consumed", stats.messages_consumed()),
-                                ("total_dropped", stats.messages_dropped()),
-                                ("total_expired", stats.messages_expired()),
-                                ("total_redelivered", stats.messages_redelivered())):
+            for name, value in (
+                ("total_published", stats.messages_published()),
+                ("total_consumed", stats.messages_consumed()),
+                ("total_dropped", stats.messages_dropped()),
+                ("total_expired", stats.messages_expired()),
+                ("total_redelivered", stats.messages_redelivered()),
+            ):
                 if value != totals[name]:
-                    problems.append(f"accounting: stats() says {value} for {name}, the topics "
-                                    f"sum to {totals[name]}")
+                    problems.append(
+                        f"accounting: stats() says {value} for {name}, the topics "
+                        f"sum to {totals[name]}"
+                    )
             if stats.messages_in_flight():
                 problems.append(f"accounting: stats() in flight {stats.messages_in_flight()}")
 
@@ -321,8 +370,10 @@ class History:
             summary = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common())
             shown = "\n  ".join(first_of_each_kind(problems, SHOW))
             more = f"\n  ... and {len(problems) - SHOW} more" if len(problems) > SHOW else ""
-            pytest.fail(f"{len(problems)} problems (seed {self.seed}; {summary}):\n  "
-                        f"{shown}{more}", pytrace=False)
+            pytest.fail(
+                f"{len(problems)} problems (seed {self.seed}; {summary}):\n  {shown}{more}",
+                pytrace=False,
+            )
 
     # -- waiting --
 
@@ -331,9 +382,11 @@ class History:
         topics = "; ".join(
             f"{i.name}: published={i.total_published} consumed={i.total_consumed} "
             f"queue_size={i.queue_size} in_flight={i.in_flight}"
-            for i in broker.list_topic_info())
+            for i in broker.list_topic_info()
+        )
         readers = ", ".join(
-            f"{r.name}: {len(r.acked) if r.acking else len(r.got)}" for r in self.readers)
+            f"{r.name}: {len(r.acked) if r.acking else len(r.got)}" for r in self.readers
+        )
         sent = sum(len(p) for p in self.published.values())
         return f"{sent} published; topics: {topics}; readers (got or acked) {readers}"
 
@@ -360,8 +413,14 @@ class History:
     # -- sampling while the run goes on --
 
     @contextlib.contextmanager
-    def sampling(self, k: Any, broker: Any, topics: tuple[str, ...], readers: dict[str, int],
-                 capacity: int | None) -> Iterator[None]:
+    def sampling(
+        self,
+        k: Any,
+        broker: Any,
+        topics: tuple[str, ...],
+        readers: dict[str, int],
+        capacity: int | None,
+    ) -> Iterator[None]:
         """While the block runs, a thread snapshots each topic and checks that its counters
         never go back, capacity holds, and no reader got more than was published."""
         stop = threading.Event()
@@ -372,8 +431,14 @@ class History:
             stop.set()
             worker.join(60)
 
-    def _sampler(self, broker: Any, topics: tuple[str, ...], readers: dict[str, int],
-                 capacity: int | None, stop: threading.Event) -> Callable[[], int]:
+    def _sampler(
+        self,
+        broker: Any,
+        topics: tuple[str, ...],
+        readers: dict[str, int],
+        capacity: int | None,
+        stop: threading.Event,
+    ) -> Callable[[], int]:
         def run() -> int:
             last: dict[str, tuple[int, ...]] = {}
             samples = 0
@@ -384,22 +449,33 @@ class History:
                     except LookupError:  # not created yet
                         continue
                     samples += 1
-                    now = (info.total_published, info.total_consumed, info.total_dropped,
-                           info.total_expired, info.total_redelivered)
+                    now = (
+                        info.total_published,
+                        info.total_consumed,
+                        info.total_dropped,
+                        info.total_expired,
+                        info.total_redelivered,
+                    )
                     before = last.get(topic, now)
                     if any(a < b for a, b in zip(now, before, strict=True)):
                         self.note(f"sampled: {topic} counters went back from {before} to {now}")
                     last[topic] = now
                     if capacity is not None and info.queue_size > capacity:
-                        self.note(f"sampled: {topic} queue_size {info.queue_size} over the "
-                                  f"capacity {capacity}")
+                        self.note(
+                            f"sampled: {topic} queue_size {info.queue_size} over the "
+                            f"capacity {capacity}"
+                        )
                     if info.in_flight > info.queue_size:
-                        self.note(f"sampled: {topic} in_flight {info.in_flight} > queue_size "
-                                  f"{info.queue_size}")
+                        self.note(
+                            f"sampled: {topic} in_flight {info.in_flight} > queue_size "
+                            f"{info.queue_size}"
+                        )
                     delivered = info.total_consumed + info.total_dropped + info.total_expired
                     if delivered > readers[topic] * info.total_published:
-                        self.note(f"sampled: {topic} consumed+dropped+expired {delivered} > "
-                                  f"{readers[topic]} readers x {info.total_published} published")
+                        self.note(
+                            f"sampled: {topic} consumed+dropped+expired {delivered} > "
+                            f"{readers[topic]} readers x {info.total_published} published"
+                        )
                 time.sleep(0.002)
             return samples
 
@@ -443,8 +519,16 @@ class Countdown:
 # -- producers and consumers --------------------------------------------------------------------
 
 
-def produce_sync(k: Any, broker: Any, history: History, producer: int, topics: tuple[str, ...],
-                 count: int, size: Size, start: threading.Barrier | None = None) -> None:
+def produce_sync(
+    k: Any,
+    broker: Any,
+    history: History,
+    producer: int,
+    topics: tuple[str, ...],
+    count: int,
+    size: Size,
+    start: threading.Barrier | None = None,
+) -> None:
     """Publish ``count`` stamped messages from this thread, in random batches of 1..8 spread
     over ``topics``; a publish that returned is recorded."""
     rng = random.Random(size.seed * 1000 + producer)
@@ -464,8 +548,15 @@ def produce_sync(k: Any, broker: Any, history: History, producer: int, topics: t
         index += n
 
 
-async def produce_async(k: Any, broker: Any, history: History, producer: int,
-                        topics: tuple[str, ...], count: int, size: Size) -> int:
+async def produce_async(
+    k: Any,
+    broker: Any,
+    history: History,
+    producer: int,
+    topics: tuple[str, ...],
+    count: int,
+    size: Size,
+) -> int:
     """Publish from a task; each publish is raced by a random short ``wait_for`` timeout, and a
     timed-out (cancelled) publish must have written nothing, so it is simply retried."""
     rng = random.Random(size.seed * 1000 + producer)
@@ -479,8 +570,9 @@ async def produce_async(k: Any, broker: Any, history: History, producer: int,
         batch = [stamp(producer, i) for i in range(index, index + n)]
         if rng.random() < 0.3:
             try:
-                await asyncio.wait_for(pub.publish(topic, batch, timeout=size.hang),
-                                       rng.choice((0, 1e-5, 1e-4, 1e-3)))
+                await asyncio.wait_for(
+                    pub.publish(topic, batch, timeout=size.hang), rng.choice((0, 1e-5, 1e-4, 1e-3))
+                )
             except TimeoutError:
                 timeouts += 1
                 continue
@@ -579,11 +671,15 @@ def test_threads_fan_out_and_group_under_block(k: Any, size: Size, shaky: None) 
         sub.subscribe(topic)
         consumers.append((sub, history.reader(f"workers member {i}", (topic,), "workers")))
     with history.sampling(k, broker, (topic,), {topic: 3}, capacity):
-        readers = [k.spawn(consume_sync, sub, reader, done, size.seed + i)
-                   for i, (sub, reader) in enumerate(consumers)]
+        readers = [
+            k.spawn(consume_sync, sub, reader, done, size.seed + i)
+            for i, (sub, reader) in enumerate(consumers)
+        ]
         start = threading.Barrier(4, timeout=size.hang)
-        producers = [k.spawn(produce_sync, k, broker, history, p, (topic,), n, size, start)
-                     for p, n in enumerate(split(size.total, 4))]
+        producers = [
+            k.spawn(produce_sync, k, broker, history, p, (topic,), n, size, start)
+            for p, n in enumerate(split(size.total, 4))
+        ]
         try:
             history.join(broker, producers, size.hang)
         finally:
@@ -611,12 +707,17 @@ def test_asyncio_tasks_with_timeouts_and_cancellation(k: Any, size: Size, shaky:
         consumers.append((sub, history.reader(f"workers member {i}", (topic,), "workers")))
 
     async def main() -> Counter[str]:
-        readers = [asyncio.ensure_future(consume_async(sub, reader, done, size.seed + i))
-                   for i, (sub, reader) in enumerate(consumers)]
+        readers = [
+            asyncio.ensure_future(consume_async(sub, reader, done, size.seed + i))
+            for i, (sub, reader) in enumerate(consumers)
+        ]
         try:
-            timeouts = await asyncio.gather(*(
-                produce_async(k, broker, history, p, (topic,), n, size)
-                for p, n in enumerate(split(size.total, 4))))
+            timeouts = await asyncio.gather(
+                *(
+                    produce_async(k, broker, history, p, (topic,), n, size)
+                    for p, n in enumerate(split(size.total, 4))
+                )
+            )
         finally:
             done.set()
         outcomes = sum((await asyncio.gather(*readers)), Counter())
@@ -654,9 +755,12 @@ def test_threads_and_two_event_loops(k: Any, size: Size, shaky: None) -> None:
     counts = split(size.total, 4)
 
     async def loop_main(name: str, produce: bool) -> None:
-        tasks = [consume_async(sub, reader, done, size.seed + 10 * int(name[-1]) + i)
-                 for i, (sub, reader) in enumerate(loop_consumers[name])]
+        tasks = [
+            consume_async(sub, reader, done, size.seed + 10 * int(name[-1]) + i)
+            for i, (sub, reader) in enumerate(loop_consumers[name])
+        ]
         if produce:
+
             async def producer() -> None:
                 try:
                     await produce_async(k, broker, history, 3, topics, counts[3], size)
@@ -673,10 +777,14 @@ def test_threads_and_two_event_loops(k: Any, size: Size, shaky: None) -> None:
             producers_left.arrive()
 
     with history.sampling(k, broker, topics, dict.fromkeys(topics, 4), capacity):
-        loops = [k.spawn(k.run, loop_main("loop 1", True), size.hang),
-                 k.spawn(k.run, loop_main("loop 2", False), size.hang)]
-        blocking = [k.spawn(consume_sync, sub, reader, done, size.seed + 50 + i)
-                    for i, (sub, reader) in enumerate(thread_consumers)]
+        loops = [
+            k.spawn(k.run, loop_main("loop 1", True), size.hang),
+            k.spawn(k.run, loop_main("loop 2", False), size.hang),
+        ]
+        blocking = [
+            k.spawn(consume_sync, sub, reader, done, size.seed + 50 + i)
+            for i, (sub, reader) in enumerate(thread_consumers)
+        ]
         producers = [k.spawn(producer_thread, p) for p in range(3)]
         history.join(broker, [*producers, *loops, *blocking], size.hang)
     history.check(broker)
@@ -698,16 +806,18 @@ def test_acknowledging_group_with_random_nacks(k: Any, size: Size, shaky: None) 
     abandon = 6 / total
     members = []
     for i in range(3):
-        sub = k.InMemoryAckSubscriber(broker, group="ackers", ack_timeout=ack_timeout,
-                                      max_deliveries=None)
+        sub = k.InMemoryAckSubscriber(
+            broker, group="ackers", ack_timeout=ack_timeout, max_deliveries=None
+        )
         sub.subscribe(topic)
         members.append((sub, history.reader(f"ackers member {i}", (topic,), "ackers", True)))
     lock = threading.Lock()
     acked_keys: set[tuple[int, int]] = set()
     all_acked = threading.Event()
 
-    def settle_some(sub: Any, reader: Reader, pairs: list[tuple[Any, Any]], ack: bool,
-                    rng: random.Random) -> list[tuple[Any, Any]]:
+    def settle_some(
+        sub: Any, reader: Reader, pairs: list[tuple[Any, Any]], ack: bool, rng: random.Random
+    ) -> list[tuple[Any, Any]]:
         """Settle ``pairs`` in a batch or one by one; return those settled. A handle held past
         its deadline whose message was redelivered meanwhile is stale: AckError, counted."""
         if not pairs:
@@ -728,8 +838,13 @@ def test_acknowledging_group_with_random_nacks(k: Any, size: Size, shaky: None) 
                 settled.append(pair)
         return settled
 
-    def settle(sub: Any, reader: Reader, held: list[tuple[Any, Any]], rng: random.Random,
-               final: bool = False) -> None:
+    def settle(
+        sub: Any,
+        reader: Reader,
+        held: list[tuple[Any, Any]],
+        rng: random.Random,
+        final: bool = False,
+    ) -> None:
         acks, nacks = [], []
         for pair in held:
             roll = 1.0 if final else rng.random()
@@ -778,8 +893,9 @@ def test_acknowledging_group_with_random_nacks(k: Any, size: Size, shaky: None) 
                 settle(sub, reader, held, rng)
                 try:
                     if rng.random() < 0.5:
-                        got = await asyncio.wait_for(sub.receive_with_ack(),
-                                                     rng.choice((0, 1e-4, 1e-3, 1e-2)))
+                        got = await asyncio.wait_for(
+                            sub.receive_with_ack(), rng.choice((0, 1e-4, 1e-3, 1e-2))
+                        )
                     else:
                         got = await sub.receive_with_ack(timeout=0.05)
                 except TimeoutError:
@@ -792,11 +908,15 @@ def test_acknowledging_group_with_random_nacks(k: Any, size: Size, shaky: None) 
         settle(sub, reader, held, rng, final=True)
 
     with history.sampling(k, broker, (topic,), {topic: 1}, capacity):
-        workers = [k.spawn(member_thread, *members[0], size.seed + 1),
-                   k.spawn(member_thread, *members[1], size.seed + 2),
-                   k.spawn(k.run, member_task(*members[2], size.seed + 3), size.hang)]
-        producers = [k.spawn(produce_sync, k, broker, history, p, (topic,), n, size)
-                     for p, n in enumerate(split(total, 2))]
+        workers = [
+            k.spawn(member_thread, *members[0], size.seed + 1),
+            k.spawn(member_thread, *members[1], size.seed + 2),
+            k.spawn(k.run, member_task(*members[2], size.seed + 3), size.hang),
+        ]
+        producers = [
+            k.spawn(produce_sync, k, broker, history, p, (topic,), n, size)
+            for p, n in enumerate(split(total, 2))
+        ]
         try:
             history.join(broker, producers, size.hang)
             all_acked.wait(size.hang)  # on a hang the checker says what is missing
@@ -806,8 +926,10 @@ def test_acknowledging_group_with_random_nacks(k: Any, size: Size, shaky: None) 
     for sub, reader in members:
         left = sub.try_receive_with_ack()
         if left is not None:
-            history.note(f"left over: {reader.name} could still receive {left[0].topic} "
-                         f"{left[0].sequence} (delivery {left[1].delivery_count})")
+            history.note(
+                f"left over: {reader.name} could still receive {left[0].topic} "
+                f"{left[0].sequence} (delivery {left[1].delivery_count})"
+            )
     history.check(broker)
 
 
@@ -837,15 +959,21 @@ def test_the_checker_names_every_kind_of_problem() -> None:
     bad = history.reader("bad", ("t",))
     # lost 0:3; 1:0 twice; 0:2 before 0:1 (so sequence 4 before 2); 1:1 claims sequence 6;
     # 7:7 was never published (and has a sequence number beyond the 6 published)
-    bad.got.extend([msg(0, 0), msg(1, 0), msg(1, 0), msg(0, 2), msg(0, 1), msg(1, 1, 6),
-                    msg(7, 7)])
+    bad.got.extend([msg(0, 0), msg(1, 0), msg(1, 0), msg(0, 2), msg(0, 1), msg(1, 1, 6), msg(7, 7)])
     members = [history.reader(f"m{i}", ("t",), group="g") for i in range(2)]
     members[0].got.extend([msg(0, 0), msg(1, 0), msg(0, 3)])
     members[1].got.extend([msg(0, 1), msg(0, 2), msg(1, 1), msg(0, 3)])  # 0:3 twice in the group
     problems = history.find_problems()
     kinds = Counter(p.split(":", 1)[0] for p in problems)
-    assert kinds == {"lost": 1, "duplicated": 2, "out of sequence": 2, "reordered": 2,
-                     "inconsistent": 1, "unexpected": 1, "sequence": 1}, problems
+    assert kinds == {
+        "lost": 1,
+        "duplicated": 2,
+        "out of sequence": 2,
+        "reordered": 2,
+        "inconsistent": 1,
+        "unexpected": 1,
+        "sequence": 1,
+    }, problems
     assert "duplicated: group g received t 0:3 2 times" in problems
     assert "inconsistent: t sequence 6 is 1:1 for bad but 0:3 for good" in problems
     assert not [p for p in problems if p.split(": ", 1)[1].startswith(("good", "m0", "m1"))]

@@ -86,7 +86,7 @@ def test_batches_from_many_threads_are_contiguous(k):
         w.join(10)
     assert [m.sequence for m in got] == list(range(1, len(got) + 1))
     for start in range(0, len(got), batch):
-        chunk = [m.payload.decode().rsplit(":", 1) for m in got[start:start + batch]]
+        chunk = [m.payload.decode().rsplit(":", 1) for m in got[start : start + batch]]
         assert len({prefix for prefix, _ in chunk}) == 1, "a batch was interleaved with another"
         assert [int(j) for _, j in chunk] == list(range(batch))
 
@@ -267,7 +267,12 @@ def test_subscribers_freed_by_the_garbage_collector_never_deadlock(k, tmp_path):
         result = subprocess.run(
             [sys.executable, "-c", GC_SCRIPT, k.impl],
             # outside the checkout: `-c` puts the working directory first on sys.path
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=15, check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         result = None

@@ -56,7 +56,10 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
     )
     parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(
-        title="commands", dest="command", metavar="COMMAND", required=True,
+        title="commands",
+        dest="command",
+        metavar="COMMAND",
+        required=True,
     )
     for command in commands:
         sub = subparsers.add_parser(

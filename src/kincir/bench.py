@@ -178,8 +178,12 @@ class Sizes:
     def quick(cls) -> Sizes:
         """The sizes of ``--quick``: a quarter of most, the full million queued for H."""
         return dataclasses.replace(
-            cls().scaled(0.25), w6_thread_trips=2_000, w6_async_trips=4_000, m_messages=20_000,
-            h_queued=1_000_000, h_calls=2_000,
+            cls().scaled(0.25),
+            w6_thread_trips=2_000,
+            w6_async_trips=4_000,
+            m_messages=20_000,
+            h_queued=1_000_000,
+            h_calls=2_000,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -352,8 +356,10 @@ class Row:
         """The ratio of each repetition's pair (the sides ran back to back)."""
         if self.reference is None:
             return ()
-        return tuple(_ratio(s, r, self.inverted)
-                     for s, r in zip(self.subject.values, self.reference.values, strict=False))
+        return tuple(
+            _ratio(s, r, self.inverted)
+            for s, r in zip(self.subject.values, self.reference.values, strict=False)
+        )
 
     @property
     def met(self) -> bool | None:
@@ -472,8 +478,12 @@ class _Side:
 class _Context:
     """What a workload needs from the run: sizes, repetitions, progress, optional baselines."""
 
-    def __init__(self, settings: BenchSettings, progress: Callable[[str], None] | None,
-                 janus: ModuleType | None) -> None:
+    def __init__(
+        self,
+        settings: BenchSettings,
+        progress: Callable[[str], None] | None,
+        janus: ModuleType | None,
+    ) -> None:
         self.settings = settings
         self.sizes = settings.sizes()
         self.repeat = settings.repeat
@@ -545,18 +555,31 @@ def _latency(times: list[int]) -> Sample:
         return times[min(n - 1, int(q * n))]
 
     p50 = float(statistics.median(times))
-    return Sample(p50 / 1000, {
-        "round_trips": n, "p50_ns": p50, "p90_ns": pct(0.9), "p99_ns": pct(0.99),
-        "min_ns": times[0], "max_ns": times[-1], "mean_ns": sum(times) / n,
-    })
+    return Sample(
+        p50 / 1000,
+        {
+            "round_trips": n,
+            "p50_ns": p50,
+            "p90_ns": pct(0.9),
+            "p99_ns": pct(0.99),
+            "min_ns": times[0],
+            "max_ns": times[-1],
+            "mean_ns": sum(times) / n,
+        },
+    )
 
 
 def _one(label: str, run: Callable[[Sizes], Sample], optional: bool = False) -> _Side:
     return _Side(label, lambda sizes: {label: run(sizes)}, optional)
 
 
-def _measurement(samples: dict[str, list[Sample]], label: str, unit: str,
-                 higher_is_better: bool, name: str | None = None) -> Measurement:
+def _measurement(
+    samples: dict[str, list[Sample]],
+    label: str,
+    unit: str,
+    higher_is_better: bool,
+    name: str | None = None,
+) -> Measurement:
     return Measurement(name or label, unit, higher_is_better, tuple(samples[label]))
 
 
@@ -575,8 +598,9 @@ def _check(condition: bool, what: str) -> None:
         raise BenchError(what)
 
 
-def _thread_pair(produce: Callable[[], None], consume: Callable[[], None],
-                 abort: Callable[[], None]) -> int:
+def _thread_pair(
+    produce: Callable[[], None], consume: Callable[[], None], abort: Callable[[], None]
+) -> int:
     """Run ``consume`` and ``produce`` on two threads; nanoseconds from go until consumed.
 
     The consumer starts first (it waits); the clock starts as the producer is released. A
@@ -601,8 +625,10 @@ def _thread_pair(produce: Callable[[], None], consume: Callable[[], None],
             errors.append(exc)
             abort()
 
-    threads = [threading.Thread(target=consumer, name="kincir-bench-consumer", daemon=True),
-               threading.Thread(target=producer, name="kincir-bench-producer", daemon=True)]
+    threads = [
+        threading.Thread(target=consumer, name="kincir-bench-consumer", daemon=True),
+        threading.Thread(target=producer, name="kincir-bench-producer", daemon=True),
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -618,13 +644,15 @@ def _thread_pair(produce: Callable[[], None], consume: Callable[[], None],
         abort()
         raise BenchError(f"producer/consumer threads still running after {STUCK_AFTER:g} s")
     if errors:
-        raise BenchError(f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}") \
-            from errors[0]
+        raise BenchError(
+            f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}"
+        ) from errors[0]
     return finished[0] - started
 
 
-def _ping_pong_threads(ping: Callable[[], list[int]], pong: Callable[[], None],
-                       abort: Callable[[], None]) -> Sample:
+def _ping_pong_threads(
+    ping: Callable[[], list[int]], pong: Callable[[], None], abort: Callable[[], None]
+) -> Sample:
     """``pong`` answers on a thread while ``ping`` times round trips on this one."""
     errors: list[BaseException] = []
 
@@ -643,8 +671,9 @@ def _ping_pong_threads(ping: Callable[[], list[int]], pong: Callable[[], None],
         abort()
         thread.join(5.0)
         if errors:
-            raise BenchError(f"the pong thread failed: {type(errors[0]).__name__}: "
-                             f"{errors[0]}") from errors[0]
+            raise BenchError(
+                f"the pong thread failed: {type(errors[0]).__name__}: {errors[0]}"
+            ) from errors[0]
         raise
     thread.join(STUCK_AFTER)
     _check(not thread.is_alive(), "the pong thread did not finish")
@@ -653,8 +682,9 @@ def _ping_pong_threads(ping: Callable[[], list[int]], pong: Callable[[], None],
     return _latency(times)
 
 
-async def _together(first: Coroutine[Any, Any, Any],
-                    second: Coroutine[Any, Any, Any]) -> tuple[Any, Any]:
+async def _together(
+    first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]
+) -> tuple[Any, Any]:
     """Run two coroutines as tasks (``first`` created, so started, first); both results.
 
     If either fails, the other is cancelled and the failure raised.
@@ -674,8 +704,7 @@ async def _together(first: Coroutine[Any, Any, Any],
     return tasks[0].result(), tasks[1].result()
 
 
-async def _thread_to_loop(produce: Callable[[], None],
-                          consume: Coroutine[Any, Any, int]) -> int:
+async def _thread_to_loop(produce: Callable[[], None], consume: Coroutine[Any, Any, int]) -> int:
     """``produce`` on a thread feeds ``consume`` (a task on this loop, returning its end time).
 
     Nanoseconds from releasing the producer until the consumer finished.
@@ -754,12 +783,15 @@ def _w1_simple_queue(sizes: Sizes) -> Sample:
 
 def _workload_w1(ctx: _Context) -> tuple[Row, ...]:
     got = ctx.measure([_one("kincir", _w1_kincir), _one("SimpleQueue", _w1_simple_queue)])
-    return (Row(
-        "W1", "1 thread, a Message per publish",
-        _measurement(got, "kincir", "msg/s", True),
-        _measurement(got, "SimpleQueue", "msg/s", True),
-        Goal(">=", 0.5),
-    ),)
+    return (
+        Row(
+            "W1",
+            "1 thread, a Message per publish",
+            _measurement(got, "kincir", "msg/s", True),
+            _measurement(got, "SimpleQueue", "msg/s", True),
+            Goal(">=", 0.5),
+        ),
+    )
 
 
 # -- W2: one thread, batches of raw payloads ------------------------------------------------------
@@ -797,19 +829,24 @@ def _workload_w2(ctx: _Context) -> tuple[Row, ...]:
     def backlog(sizes: Sizes) -> Sample:
         return _w2_kincir(sizes, backlog=True)
 
-    got = ctx.measure([
-        _one("kincir", _w2_kincir), _one("kincir backlog", backlog),
-        _one("SimpleQueue", simple_queue),
-    ])
+    got = ctx.measure(
+        [
+            _one("kincir", _w2_kincir),
+            _one("kincir backlog", backlog),
+            _one("SimpleQueue", simple_queue),
+        ]
+    )
     return (
         Row(
-            "W2", f"1 thread, batches of {BATCH}",
+            "W2",
+            f"1 thread, batches of {BATCH}",
             _measurement(got, "kincir", "msg/s", True),
             _measurement(got, "SimpleQueue", "msg/s", True),
             Goal(">=", 2.0),
         ),
         Row(
-            "W2/backlog", f"batches of {BATCH}, all held first",
+            "W2/backlog",
+            f"batches of {BATCH}, all held first",
             _measurement(got, "kincir backlog", "msg/s", True),
             _measurement(got, "SimpleQueue", "msg/s", True),
             Goal(">=", 2.0),
@@ -843,8 +880,9 @@ def _w3_kincir(sizes: Sizes) -> Sample:
     return _throughput(n, elapsed)
 
 
-def _w3_queue(factory: Callable[[], queue.SimpleQueue[bytes] | queue.Queue[bytes]]
-              ) -> Callable[[Sizes], Sample]:
+def _w3_queue(
+    factory: Callable[[], queue.SimpleQueue[bytes] | queue.Queue[bytes]],
+) -> Callable[[Sizes], Sample]:
     def run(sizes: Sizes) -> Sample:
         n = sizes.w3_messages
         q = factory()
@@ -880,10 +918,12 @@ def _w3_janus(janus: ModuleType) -> Callable[[Sizes], Sample]:
     def run(sizes: Sizes) -> Sample:
         n = sizes.w3_messages
         loop = asyncio.new_event_loop()
-        runner = threading.Thread(target=loop.run_forever, name="kincir-bench-janus-loop",
-                                  daemon=True)
+        runner = threading.Thread(
+            target=loop.run_forever, name="kincir-bench-janus-loop", daemon=True
+        )
         runner.start()
         try:
+
             async def make() -> Any:
                 return janus.Queue()
 
@@ -922,13 +962,25 @@ def _workload_w3(ctx: _Context) -> tuple[Row, ...]:
         sides.append(_one("janus", _w3_janus(ctx.janus), optional=True))
     got = ctx.measure(sides)
     kincir_side = _measurement(got, "kincir", "msg/s", True)
-    extras = (_measurement(got, "janus", "msg/s", True, "janus (sync_q)"),) \
-        if "janus" in got else ()
+    extras = (
+        (_measurement(got, "janus", "msg/s", True, "janus (sync_q)"),) if "janus" in got else ()
+    )
     return (
-        Row("W3", "thread -> thread", kincir_side,
-            _measurement(got, "SimpleQueue", "msg/s", True), Goal(">=", 0.5), extras=extras),
-        Row("W3/Queue", "thread -> thread", kincir_side,
-            _measurement(got, "queue.Queue", "msg/s", True), Goal(">=", 10.0)),
+        Row(
+            "W3",
+            "thread -> thread",
+            kincir_side,
+            _measurement(got, "SimpleQueue", "msg/s", True),
+            Goal(">=", 0.5),
+            extras=extras,
+        ),
+        Row(
+            "W3/Queue",
+            "thread -> thread",
+            kincir_side,
+            _measurement(got, "queue.Queue", "msg/s", True),
+            Goal(">=", 10.0),
+        ),
     )
 
 
@@ -1003,21 +1055,30 @@ def _w4_publish_cost(subscribers: int) -> Callable[[Sizes], Sample]:
 
 def _workload_w4(ctx: _Context) -> tuple[Row, ...]:
     many, one = f"{FANOUT_MANY} subs", "1 sub"
-    got = ctx.measure([
-        _one("kincir", _w4_kincir),
-        _one(f"{FANOUT} SimpleQueues", _w4_simple_queues),
-        _one(many, _w4_publish_cost(FANOUT_MANY)),
-        _one(one, _w4_publish_cost(1)),
-    ])
+    got = ctx.measure(
+        [
+            _one("kincir", _w4_kincir),
+            _one(f"{FANOUT} SimpleQueues", _w4_simple_queues),
+            _one(many, _w4_publish_cost(FANOUT_MANY)),
+            _one(one, _w4_publish_cost(1)),
+        ]
+    )
     return (
-        Row("W4", f"fan-out to {FANOUT} subs, 1 thread",
+        Row(
+            "W4",
+            f"fan-out to {FANOUT} subs, 1 thread",
             _measurement(got, "kincir", "deliveries/s", True),
             _measurement(got, f"{FANOUT} SimpleQueues", "deliveries/s", True),
-            Goal(">=", 1.5)),
-        Row("W4/fanout", f"publish cost, {FANOUT_MANY} vs 1 sub",
+            Goal(">=", 1.5),
+        ),
+        Row(
+            "W4/fanout",
+            f"publish cost, {FANOUT_MANY} vs 1 sub",
             _measurement(got, many, "us/publish", False, f"kincir, {many}"),
             _measurement(got, one, "us/publish", False, f"kincir, {one}"),
-            Goal("<=", 1.25), ratio_definition=f"{many}/{one}"),
+            Goal("<=", 1.25),
+            ratio_definition=f"{many}/{one}",
+        ),
     )
 
 
@@ -1079,12 +1140,15 @@ def _w5_asyncio_queue(sizes: Sizes) -> Sample:
 
 def _workload_w5(ctx: _Context) -> tuple[Row, ...]:
     got = ctx.measure([_one("kincir", _w5_kincir), _one("asyncio.Queue", _w5_asyncio_queue)])
-    return (Row(
-        "W5", "asyncio task -> task",
-        _measurement(got, "kincir", "msg/s", True),
-        _measurement(got, "asyncio.Queue", "msg/s", True),
-        Goal(">=", 2.0),
-    ),)
+    return (
+        Row(
+            "W5",
+            "asyncio task -> task",
+            _measurement(got, "kincir", "msg/s", True),
+            _measurement(got, "asyncio.Queue", "msg/s", True),
+            Goal(">=", 2.0),
+        ),
+    )
 
 
 # -- W6: ping-pong latency ------------------------------------------------------------------------
@@ -1222,21 +1286,33 @@ def _w6_async_queue(sizes: Sizes) -> Sample:
 
 
 def _workload_w6(ctx: _Context) -> tuple[Row, ...]:
-    got = ctx.measure([
-        _one("kincir threads", _w6_threads_kincir),
-        _one("2 SimpleQueues", _w6_threads_simple_queue),
-        _one("kincir asyncio", _w6_async_kincir),
-        _one("2 asyncio.Queues", _w6_async_queue),
-    ])
+    got = ctx.measure(
+        [
+            _one("kincir threads", _w6_threads_kincir),
+            _one("2 SimpleQueues", _w6_threads_simple_queue),
+            _one("kincir asyncio", _w6_async_kincir),
+            _one("2 asyncio.Queues", _w6_async_queue),
+        ]
+    )
     return (
-        Row("W6/threads", "ping-pong p50, 2 threads",
+        Row(
+            "W6/threads",
+            "ping-pong p50, 2 threads",
             _measurement(got, "kincir threads", "us", False, "kincir"),
             _measurement(got, "2 SimpleQueues", "us", False),
-            Goal(">=", 1.0), ratio_definition="base/kincir", inverted=True),
-        Row("W6/asyncio", "ping-pong p50, 2 tasks",
+            Goal(">=", 1.0),
+            ratio_definition="base/kincir",
+            inverted=True,
+        ),
+        Row(
+            "W6/asyncio",
+            "ping-pong p50, 2 tasks",
             _measurement(got, "kincir asyncio", "us", False, "kincir"),
             _measurement(got, "2 asyncio.Queues", "us", False),
-            Goal(">=", 1.0), ratio_definition="base/kincir", inverted=True),
+            Goal(">=", 1.0),
+            ratio_definition="base/kincir",
+            inverted=True,
+        ),
     )
 
 
@@ -1303,6 +1379,7 @@ def _w7_janus(janus: ModuleType) -> Callable[[Sizes], Sample]:
         async def main() -> int:
             q = janus.Queue()
             try:
+
                 def produce() -> None:
                     put = q.sync_q.put
                     payload = PAYLOAD
@@ -1329,16 +1406,25 @@ def _workload_w7(ctx: _Context) -> tuple[Row, ...]:
     if ctx.janus is not None:
         sides.append(_one("janus", _w7_janus(ctx.janus), optional=True))
     got = ctx.measure(sides)
-    extras = (_measurement(got, "janus", "msg/s", True, "janus (sync_q -> async_q)"),) \
-        if "janus" in got else ()
-    return (Row(
-        "W7", "thread -> asyncio task",
-        _measurement(got, "kincir", "msg/s", True),
-        _measurement(got, "asyncio.Queue", "msg/s", True, "asyncio.Queue (threadsafe)"),
-        Goal(">=", 6.0), extras=extras,
-        notes=("W7: the baseline's producer thread calls "
-               "loop.call_soon_threadsafe(q.put_nowait, payload) per message.",),
-    ),)
+    extras = (
+        (_measurement(got, "janus", "msg/s", True, "janus (sync_q -> async_q)"),)
+        if "janus" in got
+        else ()
+    )
+    return (
+        Row(
+            "W7",
+            "thread -> asyncio task",
+            _measurement(got, "kincir", "msg/s", True),
+            _measurement(got, "asyncio.Queue", "msg/s", True, "asyncio.Queue (threadsafe)"),
+            Goal(">=", 6.0),
+            extras=extras,
+            notes=(
+                "W7: the baseline's producer thread calls "
+                "loop.call_soon_threadsafe(q.put_nowait, payload) per message.",
+            ),
+        ),
+    )
 
 
 # -- M: memory per queued message -----------------------------------------------------------------
@@ -1363,35 +1449,44 @@ def _m_kincir(sizes: Sizes) -> Sample:
         if not already:
             tracemalloc.stop()
     health = broker.health_check()
-    _check(health.total_queued_messages == n,
-           f"M: {health.total_queued_messages} queued, not {n}")
+    _check(health.total_queued_messages == n, f"M: {health.total_queued_messages} queued, not {n}")
     _check(sub.is_subscribed(), "M: the subscriber left")
     broker.force_shutdown()
     traced = after - before
-    return Sample(traced / n, {
-        "messages": n, "traced_bytes": traced,
-        "memory_usage_estimate": health.memory_usage_estimate,
-    })
+    return Sample(
+        traced / n,
+        {
+            "messages": n,
+            "traced_bytes": traced,
+            "memory_usage_estimate": health.memory_usage_estimate,
+        },
+    )
 
 
 def _workload_m(ctx: _Context) -> tuple[Row, ...]:
     got = ctx.measure([_one("kincir", _m_kincir)])
     samples = got["kincir"]
-    estimate = statistics.median(s.raw["memory_usage_estimate"] / s.raw["messages"]
-                                 for s in samples)
+    estimate = statistics.median(
+        s.raw["memory_usage_estimate"] / s.raw["messages"] for s in samples
+    )
     payload_alone = sys.getsizeof(bytes(PAYLOAD_SIZE))
-    return (Row(
-        "M", "memory per queued message",
-        _measurement(got, "kincir", "B/msg", False),
-        None, Goal("<=", 200, on="value", unit="B"), ratio_definition="",
-        notes=(
-            f"M: tracemalloc's delta over {ctx.sizes.m_messages:,} queued messages (default "
-            f"config, 1 subscriber not reading), each payload object ({payload_alone} B) "
-            "included. tracemalloc sees only memory allocated through Python's allocators, "
-            "not C malloc/calloc. The broker's own memory_usage_estimate says "
-            f"{estimate:,.0f} B/msg.",
+    return (
+        Row(
+            "M",
+            "memory per queued message",
+            _measurement(got, "kincir", "B/msg", False),
+            None,
+            Goal("<=", 200, on="value", unit="B"),
+            ratio_definition="",
+            notes=(
+                f"M: tracemalloc's delta over {ctx.sizes.m_messages:,} queued messages (default "
+                f"config, 1 subscriber not reading), each payload object ({payload_alone} B) "
+                "included. tracemalloc sees only memory allocated through Python's allocators, "
+                "not C malloc/calloc. The broker's own memory_usage_estimate says "
+                f"{estimate:,.0f} B/msg.",
+            ),
         ),
-    ),)
+    )
 
 
 # -- H: health and stats cost vs queued messages --------------------------------------------------
@@ -1431,10 +1526,14 @@ def _workload_h(ctx: _Context) -> tuple[Row, ...]:
     full = f"{ctx.sizes.h_queued:,} queued"
     many = _count(ctx.sizes.h_queued)
     return tuple(
-        Row(f"H/{key}", f"{call}(), {many} vs 0 queued",
+        Row(
+            f"H/{key}",
+            f"{call}(), {many} vs 0 queued",
             _measurement(got, f"{key} full", "us/call", False, f"kincir, {full}"),
             _measurement(got, f"{key} empty", "us/call", False, "kincir, 0 queued"),
-            Goal("<=", 1.5), ratio_definition=f"{many}/empty")
+            Goal("<=", 1.5),
+            ratio_definition=f"{many}/empty",
+        )
         for key, call in (("health", "health_check"), ("stats", "stats"))
     )
 
@@ -1456,10 +1555,13 @@ def _run_threads(targets: Sequence[Callable[[], None]], abort: Callable[[], None
             except BaseException as exc:
                 errors.append(exc)
                 abort()
+
         return run
 
-    threads = [threading.Thread(target=guarded(fn), name="kincir-bench-worker", daemon=True)
-               for fn in targets]
+    threads = [
+        threading.Thread(target=guarded(fn), name="kincir-bench-worker", daemon=True)
+        for fn in targets
+    ]
     started = _now()
     for thread in threads:
         thread.start()
@@ -1470,8 +1572,9 @@ def _run_threads(targets: Sequence[Callable[[], None]], abort: Callable[[], None
         abort()
         raise BenchError(f"worker threads still running after {STUCK_AFTER:g} s")
     if errors:
-        raise BenchError(f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}") \
-            from errors[0]
+        raise BenchError(
+            f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}"
+        ) from errors[0]
     return elapsed
 
 
@@ -1482,7 +1585,8 @@ def _g_kincir(acking: bool) -> Callable[[Sizes], Sample]:
         n = sizes.g_messages
         broker = _fast_broker()
         members: list[Any] = [
-            InMemoryAckSubscriber(broker, "workers") if acking
+            InMemoryAckSubscriber(broker, "workers")
+            if acking
             else InMemorySubscriber(broker, "workers")
             for _ in range(WORKERS)
         ]
@@ -1516,10 +1620,10 @@ def _g_kincir(acking: bool) -> Callable[[Sizes], Sample]:
                     for _ in member:
                         got += 1
                 counts[i] = got
+
             return loop
 
-        elapsed = _run_threads([produce, *(work(i) for i in range(WORKERS))],
-                               broker.force_shutdown)
+        elapsed = _run_threads([produce, *(work(i) for i in range(WORKERS))], broker.force_shutdown)
         _check(sum(counts) == n, f"G: the group received {sum(counts)}, not {n}")
         broker.force_shutdown()
         sample = _throughput(n, elapsed)
@@ -1556,6 +1660,7 @@ def _g_queue(factory: Callable[[], Any], task_done: bool) -> Callable[[Sizes], S
                     if done is not None:
                         done()
                 counts[i] = got
+
             return loop
 
         elapsed = _run_threads([produce, *(work(i) for i in range(WORKERS))], lambda: None)
@@ -1566,19 +1671,29 @@ def _g_queue(factory: Callable[[], Any], task_done: bool) -> Callable[[Sizes], S
 
 
 def _workload_g(ctx: _Context) -> tuple[Row, ...]:
-    got = ctx.measure([
-        _one("kincir", _g_kincir(False)),
-        _one("kincir ack", _g_kincir(True)),
-        _one("SimpleQueue", _g_queue(queue.SimpleQueue, False)),
-        _one("queue.Queue", _g_queue(queue.Queue, True)),
-    ])
+    got = ctx.measure(
+        [
+            _one("kincir", _g_kincir(False)),
+            _one("kincir ack", _g_kincir(True)),
+            _one("SimpleQueue", _g_queue(queue.SimpleQueue, False)),
+            _one("queue.Queue", _g_queue(queue.Queue, True)),
+        ]
+    )
     return (
-        Row("G", f"thread -> group of {WORKERS} threads",
+        Row(
+            "G",
+            f"thread -> group of {WORKERS} threads",
             _measurement(got, "kincir", "msg/s", True),
-            _measurement(got, "SimpleQueue", "msg/s", True), None),
-        Row("G/ack", f"same, each message acked ({WORKERS} ack subscribers)",
+            _measurement(got, "SimpleQueue", "msg/s", True),
+            None,
+        ),
+        Row(
+            "G/ack",
+            f"same, each message acked ({WORKERS} ack subscribers)",
             _measurement(got, "kincir ack", "msg/s", True, "kincir, ack"),
-            _measurement(got, "queue.Queue", "msg/s", True, "queue.Queue, task_done"), None),
+            _measurement(got, "queue.Queue", "msg/s", True, "queue.Queue, task_done"),
+            None,
+        ),
     )
 
 
@@ -1639,8 +1754,10 @@ def _r_queues_run(sizes: Sizes, workers: int) -> Sample:
             put(handler(item))
             done()
 
-    threads = [threading.Thread(target=stage, name="kincir-bench-stage", daemon=True)
-               for _ in range(workers)]
+    threads = [
+        threading.Thread(target=stage, name="kincir-bench-stage", daemon=True)
+        for _ in range(workers)
+    ]
     for thread in threads:
         thread.start()
 
@@ -1666,19 +1783,29 @@ def _r_queues_run(sizes: Sizes, workers: int) -> Sample:
 
 
 def _workload_r(ctx: _Context) -> tuple[Row, ...]:
-    got = ctx.measure([
-        _one("kincir", _r_kincir(1)), _one("queue.Queue", _r_queues(1)),
-        _one(f"kincir x{WORKERS}", _r_kincir(WORKERS)),
-        _one(f"queue.Queue x{WORKERS}", _r_queues(WORKERS)),
-    ])
+    got = ctx.measure(
+        [
+            _one("kincir", _r_kincir(1)),
+            _one("queue.Queue", _r_queues(1)),
+            _one(f"kincir x{WORKERS}", _r_kincir(WORKERS)),
+            _one(f"queue.Queue x{WORKERS}", _r_queues(WORKERS)),
+        ]
+    )
     return (
-        Row("R", "Router, 1 worker thread, ack on success",
+        Row(
+            "R",
+            "Router, 1 worker thread, ack on success",
             _measurement(got, "kincir", "msg/s", True, "kincir Router"),
-            _measurement(got, "queue.Queue", "msg/s", True, "queue.Queue stage"), None),
-        Row(f"R/{WORKERS}", f"Router, {WORKERS} worker threads",
+            _measurement(got, "queue.Queue", "msg/s", True, "queue.Queue stage"),
+            None,
+        ),
+        Row(
+            f"R/{WORKERS}",
+            f"Router, {WORKERS} worker threads",
             _measurement(got, f"kincir x{WORKERS}", "msg/s", True, "kincir Router"),
             _measurement(got, f"queue.Queue x{WORKERS}", "msg/s", True, "queue.Queue stage"),
-            None),
+            None,
+        ),
     )
 
 
@@ -1715,8 +1842,9 @@ def _import_janus() -> ModuleType | None:
         return None
 
 
-def run_bench(settings: BenchSettings | None = None,
-              progress: Callable[[str], None] | None = None) -> BenchReport:
+def run_bench(
+    settings: BenchSettings | None = None, progress: Callable[[str], None] | None = None
+) -> BenchReport:
     """Run the selected workloads and return what they measured; prints nothing.
 
     ``progress`` is called with a line of text before each warm-up and repetition. A workload
@@ -1738,9 +1866,16 @@ def run_bench(settings: BenchSettings | None = None,
         except Exception as exc:
             rows = ()
             error = f"{type(exc).__name__}: {exc}"
-        results.append(WorkloadResult(
-            workload.key, workload.title, rows, (_now() - began) / 1e9, error, tuple(ctx.notes),
-        ))
+        results.append(
+            WorkloadResult(
+                workload.key,
+                workload.title,
+                rows,
+                (_now() - began) / 1e9,
+                error,
+                tuple(ctx.notes),
+            )
+        )
         gc.collect()
     return BenchReport(
         settings=settings,
@@ -1781,18 +1916,32 @@ def _verdict(row: Row) -> str:
 
 
 def _machine_line(m: MachineInfo) -> str:
-    cpus = f"{m.cpu_count} CPUs" if m.usable_cpus in (None, m.cpu_count) \
+    cpus = (
+        f"{m.cpu_count} CPUs"
+        if m.usable_cpus in (None, m.cpu_count)
         else f"{m.usable_cpus} of {m.cpu_count} CPUs usable"
-    return (f"kincir {m.kincir_version} (engine: {m.kincir_implementation}), "
-            f"{m.python_implementation} {m.python_version}, {m.platform}, {cpus}")
+    )
+    return (
+        f"kincir {m.kincir_version} (engine: {m.kincir_implementation}), "
+        f"{m.python_implementation} {m.python_version}, {m.platform}, {cpus}"
+    )
 
 
 def format_table(report: BenchReport) -> str:
     """The table of medians, ratios and goals, with its legend and notes."""
     s = report.settings
     has_extras = any(row.extras for row in report.rows())
-    header = ["id", "workload", "kincir", "baseline", "ratio", "ratio =", "goal", "result",
-              "spread"]
+    header = [
+        "id",
+        "workload",
+        "kincir",
+        "baseline",
+        "ratio",
+        "ratio =",
+        "goal",
+        "result",
+        "spread",
+    ]
     if has_extras:
         header[5:5] = ["janus", "vs janus"]
     table: list[list[str]] = [header]
@@ -1819,9 +1968,12 @@ def format_table(report: BenchReport) -> str:
             if has_extras:
                 extra = row.extras[0] if row.extras else None
                 line[5:5] = (
-                    ["-", "-"] if extra is None else
-                    [_format_value(extra.median, extra.unit),
-                     _format_ratio(row.extra_ratio(extra))]
+                    ["-", "-"]
+                    if extra is None
+                    else [
+                        _format_value(extra.median, extra.unit),
+                        _format_ratio(row.extra_ratio(extra)),
+                    ]
                 )
             table.append(line)
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
@@ -1834,8 +1986,9 @@ def format_table(report: BenchReport) -> str:
         "",
     ]
     for i, line in enumerate(table):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths,
-                                                                          strict=True)).rstrip())
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
         if i == 0:
             lines.append("  ".join("-" * width for width in widths))
     lines += errors
@@ -1887,8 +2040,12 @@ def _row_json(row: Row) -> dict[str, Any]:
         "ratio_definition": row.ratio_definition or None,
         "paired_ratios": list(row.paired_ratios()),
         "extra_ratios": {extra.label: row.extra_ratio(extra) for extra in row.extras},
-        "goal": None if row.goal is None else {
-            "op": row.goal.op, "threshold": row.goal.threshold, "on": row.goal.on,
+        "goal": None
+        if row.goal is None
+        else {
+            "op": row.goal.op,
+            "threshold": row.goal.threshold,
+            "on": row.goal.on,
             "text": row.goal.text(),
         },
         "met": row.met,
@@ -1963,12 +2120,16 @@ def plot_ratios(report: BenchReport, path: str | os.PathLike[str]) -> None:
     axes.invert_yaxis()
     if ratios and max(ratios) / max(min(ratios), 1e-9) > 20:
         axes.set_xscale("log")
-    axes.set_xlabel("ratio (black tick: goal; green met, red not met; W4/fanout and H: "
-                    "lower is better)")
+    axes.set_xlabel(
+        "ratio (black tick: goal; green met, red not met; W4/fanout and H: lower is better)"
+    )
     m = report.machine
-    axes.set_title(f"kincir bench: kincir {m.kincir_version} ({m.kincir_implementation}), "
-                   f"Python {m.python_version}, {m.cpu_count} CPUs, "
-                   f"median of {report.settings.repeat}", fontsize=10)
+    axes.set_title(
+        f"kincir bench: kincir {m.kincir_version} ({m.kincir_implementation}), "
+        f"Python {m.python_version}, {m.cpu_count} CPUs, "
+        f"median of {report.settings.repeat}",
+        fontsize=10,
+    )
     figure.tight_layout()
     figure.savefig(os.fspath(path), dpi=120)
     pyplot.close(figure)
@@ -1991,20 +2152,46 @@ def _workload_list(text: str) -> tuple[str, ...]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to its subparser."""
-    parser.add_argument("--repeat", type=positive_int, default=5, metavar="N",
-                        help="timed repetitions per side, median reported (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller workloads: the whole run takes well under 30 s")
-    parser.add_argument("--only", type=_workload_list, default=None, metavar="W1,W3,...",
-                        help=f"run only these workloads ({','.join(_BY_KEY)})")
-    parser.add_argument("--json", metavar="PATH", default=None,
-                        help="also write every repetition's raw numbers and the machine's "
-                             "description to PATH as JSON")
-    parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="also draw the ratios as a bar chart PNG at PATH (needs matplotlib)")
-    parser.add_argument("--scale", type=positive_float, default=1.0, metavar="FACTOR",
-                        help="multiply every workload size by FACTOR, after --quick; meant for "
-                             "tests (tiny sizes measure noise) (default: %(default)s)")
+    parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="timed repetitions per side, median reported (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller workloads: the whole run takes well under 30 s",
+    )
+    parser.add_argument(
+        "--only",
+        type=_workload_list,
+        default=None,
+        metavar="W1,W3,...",
+        help=f"run only these workloads ({','.join(_BY_KEY)})",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="also write every repetition's raw numbers and the machine's "
+        "description to PATH as JSON",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="also draw the ratios as a bar chart PNG at PATH (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=positive_float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply every workload size by FACTOR, after --quick; meant for "
+        "tests (tiny sizes measure noise) (default: %(default)s)",
+    )
 
 
 class _StderrProgress:
@@ -2032,8 +2219,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``kincir bench`` with parsed options; print the table; 0 when every workload ran."""
     prog = "kincir bench"
     try:
-        settings = BenchSettings(repeat=args.repeat, quick=args.quick, scale=args.scale,
-                                 only=args.only)
+        settings = BenchSettings(
+            repeat=args.repeat, quick=args.quick, scale=args.scale, only=args.only
+        )
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -2045,8 +2233,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
     for option, target in (("--json", args.json), ("--plot", args.plot)):
         if target is not None and not Path(target).resolve().parent.is_dir():
-            print(f"{prog}: error: {option}: no such directory: {Path(target).parent}",
-                  file=sys.stderr)
+            print(
+                f"{prog}: error: {option}: no such directory: {Path(target).parent}",
+                file=sys.stderr,
+            )
             return 2
     progress = _StderrProgress()
     try:
@@ -2057,8 +2247,9 @@ def run(args: argparse.Namespace) -> int:
     status = 0 if report.ok else 1
     if args.json is not None:
         try:
-            Path(args.json).write_text(json.dumps(report_json(report), indent=2) + "\n",
-                                       encoding="utf-8")
+            Path(args.json).write_text(
+                json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8"
+            )
         except OSError as exc:
             print(f"{prog}: error: cannot write {args.json}: {exc}", file=sys.stderr)
             status = 1

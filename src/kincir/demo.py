@@ -198,7 +198,8 @@ class StreamCheck:
         """The verdicts for this stream once it has ended."""
         label = self.label
         gapless = (
-            self._sequence_problems == 0 and self.received == total
+            self._sequence_problems == 0
+            and self.received == total
             and self._next_sequence == total + 1
         )
         complete = self._next_index == self.plan
@@ -207,22 +208,26 @@ class StreamCheck:
                 f"{label}: every message, sequences gapless",
                 gapless,
                 f"{self.received:,} of {total:,} received, sequences 1..{self._next_sequence - 1:,}"
-                + (f", {self._sequence_problems:,} out of place" if self._sequence_problems
-                   else ", in order"),
+                + (
+                    f", {self._sequence_problems:,} out of place"
+                    if self._sequence_problems
+                    else ", in order"
+                ),
             ),
             Check(
                 f"{label}: per-producer order",
                 self._order_problems == 0 and complete,
                 f"{len(self.plan)} producers, each in publish order and complete"
-                if self._order_problems == 0 and complete else
-                f"{self._order_problems:,} out of order; per producer got up to index "
+                if self._order_problems == 0 and complete
+                else f"{self._order_problems:,} out of order; per producer got up to index "
                 f"{[i - 1 for i in self._next_index]} of {[n - 1 for n in self.plan]}",
             ),
             Check(
                 f"{label}: payloads and metadata",
                 self._payload_problems == 0,
                 f"{self.payload_size}-byte payloads, topic and _sequence metadata as published"
-                if self._payload_problems == 0 else f"{self._payload_problems:,} bad messages",
+                if self._payload_problems == 0
+                else f"{self._payload_problems:,} bad messages",
             ),
         ]
 
@@ -285,8 +290,9 @@ class _Run:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def guarded(self, name: str, work: Callable[[], None],
-                on_error: Callable[[], object] | None = None) -> Callable[[], None]:
+    def guarded(
+        self, name: str, work: Callable[[], None], on_error: Callable[[], object] | None = None
+    ) -> Callable[[], None]:
         """``work`` wrapped so that a failure is recorded and stops the producers."""
 
         def target() -> None:
@@ -305,8 +311,14 @@ class _Run:
 class _Producer:
     """Publishes one producer's share of messages in batches, retrying when the topic is full."""
 
-    def __init__(self, run: _Run, broker: InMemoryBroker, producer_id: int, count: int,
-                 settings: DemoSettings) -> None:
+    def __init__(
+        self,
+        run: _Run,
+        broker: InMemoryBroker,
+        producer_id: int,
+        count: int,
+        settings: DemoSettings,
+    ) -> None:
         self._run = run
         self._publisher = InMemoryPublisher(broker)
         self.producer_id = producer_id
@@ -339,8 +351,7 @@ class _Producer:
             index = end
 
 
-def _consume_blocking(run: _Run, sub: InMemorySubscriber, stream: StreamCheck,
-                      limit: int) -> None:
+def _consume_blocking(run: _Run, sub: InMemorySubscriber, stream: StreamCheck, limit: int) -> None:
     """Subscriber B: a thread blocked in ``receive_batch_sync`` until the broker shuts down."""
     while True:
         try:
@@ -351,8 +362,9 @@ def _consume_blocking(run: _Run, sub: InMemorySubscriber, stream: StreamCheck,
         stream.last_message_at = run.elapsed()
 
 
-async def _consume_async(run: _Run, sub: InMemorySubscriber, stream: StreamCheck,
-                         limit: int) -> None:
+async def _consume_async(
+    run: _Run, sub: InMemorySubscriber, stream: StreamCheck, limit: int
+) -> None:
     """Subscriber A: an asyncio task awaiting ``receive_batch`` until the broker shuts down."""
     while True:
         try:
@@ -363,21 +375,23 @@ async def _consume_async(run: _Run, sub: InMemorySubscriber, stream: StreamCheck
         stream.last_message_at = run.elapsed()
 
 
-def _stats_checks(stats: StatsSnapshot | None, published: int, delivered: int,
-                  retries: int) -> list[Check]:
+def _stats_checks(
+    stats: StatsSnapshot | None, published: int, delivered: int, retries: int
+) -> list[Check]:
     if stats is None:
         return [Check("broker stats", False, "stats() returned None with enable_stats on")]
-    counted = (stats.messages_published(), stats.messages_consumed(),
-               stats.queue_full_errors())
+    counted = (stats.messages_published(), stats.messages_consumed(), stats.queue_full_errors())
     lost = stats.messages_dropped() + stats.messages_expired() + stats.messages_lagged()
     ok = counted == (published, delivered, retries) and lost == 0
-    return [Check(
-        "broker stats agree",
-        ok,
-        f"published {counted[0]:,}, consumed {counted[1]:,}, queue_full {counted[2]:,}, "
-        f"lost {lost:,}" + ("" if ok else
-                            f" (expected {published:,}, {delivered:,}, {retries:,}, 0)"),
-    )]
+    return [
+        Check(
+            "broker stats agree",
+            ok,
+            f"published {counted[0]:,}, consumed {counted[1]:,}, queue_full {counted[2]:,}, "
+            f"lost {lost:,}"
+            + ("" if ok else f" (expected {published:,}, {delivered:,}, {retries:,}, 0)"),
+        )
+    ]
 
 
 def run_demo(settings: DemoSettings | None = None) -> DemoReport:
@@ -425,8 +439,11 @@ def run_demo(settings: DemoSettings | None = None) -> DemoReport:
     ]
     producers = [_Producer(run, broker, pid, count, settings) for pid, count in enumerate(plan)]
     producer_threads = [
-        threading.Thread(target=run.guarded(f"producer {p.producer_id}", p),
-                         name=f"kincir-demo-producer-{p.producer_id}", daemon=True)
+        threading.Thread(
+            target=run.guarded(f"producer {p.producer_id}", p),
+            name=f"kincir-demo-producer-{p.producer_id}",
+            daemon=True,
+        )
         for p in producers
     ]
 
@@ -457,16 +474,25 @@ def run_demo(settings: DemoSettings | None = None) -> DemoReport:
     delivered = sum(s.received for s in streams)
     stats = broker.stats()
     checks = [
-        Check("producers published everything", published == total,
-              f"{published:,} of {total:,} by {len(plan)} producers"),
+        Check(
+            "producers published everything",
+            published == total,
+            f"{published:,} of {total:,} by {len(plan)} producers",
+        ),
         *stream_a.checks(total),
         *stream_b.checks(total),
-        Check("subscribers drained on shutdown", drained,
-              "shutdown(timeout) returned True" if drained
-              else f"not drained within {settings.drain_timeout:g} s"),
-        Check("subscribers ended on BrokerShutdown",
-              not any(t.is_alive() for t in consumers),
-              "both receive loops returned"),
+        Check(
+            "subscribers drained on shutdown",
+            drained,
+            "shutdown(timeout) returned True"
+            if drained
+            else f"not drained within {settings.drain_timeout:g} s",
+        ),
+        Check(
+            "subscribers ended on BrokerShutdown",
+            not any(t.is_alive() for t in consumers),
+            "both receive loops returned",
+        ),
         *_stats_checks(stats, published, delivered, retries),
     ]
     try:
@@ -529,16 +555,27 @@ def format_report(report: DemoReport) -> str:
         "          -> subscriber B: thread, receive_batch_sync()",
         "",
     ]
-    lines += _table("throughput", [
-        ("published", f"{report.published:,} messages in {report.publish_seconds:.3f} s "
-                      f"({_rate(report.published, report.publish_seconds)} msg/s)"),
-        ("backpressure", f"{report.retries:,} publishes refused with QueueFull and retried"),
-        *((f"subscriber {stream.label}",
-           f"{stream.received:,} delivered in {stream.batches:,} batches, "
-           f"caught up at {stream.last_message_at:.3f} s") for stream in report.streams),
-        ("wall time", f"{report.elapsed:.3f} s until both subscribers ended"),
-        ("deliveries", f"{report.delivered:,} ({_rate(report.delivered, report.elapsed)}/s)"),
-    ])
+    lines += _table(
+        "throughput",
+        [
+            (
+                "published",
+                f"{report.published:,} messages in {report.publish_seconds:.3f} s "
+                f"({_rate(report.published, report.publish_seconds)} msg/s)",
+            ),
+            ("backpressure", f"{report.retries:,} publishes refused with QueueFull and retried"),
+            *(
+                (
+                    f"subscriber {stream.label}",
+                    f"{stream.received:,} delivered in {stream.batches:,} batches, "
+                    f"caught up at {stream.last_message_at:.3f} s",
+                )
+                for stream in report.streams
+            ),
+            ("wall time", f"{report.elapsed:.3f} s until both subscribers ended"),
+            ("deliveries", f"{report.delivered:,} ({_rate(report.delivered, report.elapsed)}/s)"),
+        ],
+    )
     lines.append("")
     lines.append("checks")
     lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in report.checks]
@@ -547,44 +584,55 @@ def format_report(report: DemoReport) -> str:
         lines += [f"         {stream.label}: {problem}" for problem in stream.problems()]
     lines.append("")
     h = report.health
-    lines += _table("health_check()  (taken after shutdown)", [
-        ("is_healthy", f"{h.is_healthy}" + ("" if h.is_healthy else " (shut down)")),
-        ("topic_count", f"{h.topic_count:,}"),
-        ("total_queued_messages", f"{h.total_queued_messages:,}"),
-        ("total_subscribers", f"{h.total_subscribers:,}"),
-        ("uptime", f"{h.uptime:.3f} s"),
-        ("memory_usage_estimate", f"{h.memory_usage_estimate:,} bytes "
-                                  f"({h.memory_usage_mb():.3f} MiB)"),
-    ])
+    lines += _table(
+        "health_check()  (taken after shutdown)",
+        [
+            ("is_healthy", f"{h.is_healthy}" + ("" if h.is_healthy else " (shut down)")),
+            ("topic_count", f"{h.topic_count:,}"),
+            ("total_queued_messages", f"{h.total_queued_messages:,}"),
+            ("total_subscribers", f"{h.total_subscribers:,}"),
+            ("uptime", f"{h.uptime:.3f} s"),
+            (
+                "memory_usage_estimate",
+                f"{h.memory_usage_estimate:,} bytes ({h.memory_usage_mb():.3f} MiB)",
+            ),
+        ],
+    )
     lines.append("")
     st = report.stats
     if st is None:
         lines.append("stats()  None (stats disabled)")
     else:
-        lines += _table("stats()", [
-            ("messages_published", f"{st.messages_published():,}"),
-            ("messages_consumed", f"{st.messages_consumed():,}"),
-            ("messages_dropped", f"{st.messages_dropped():,}"),
-            ("messages_expired", f"{st.messages_expired():,}"),
-            ("messages_lagged", f"{st.messages_lagged():,}"),
-            ("messages_redelivered", f"{st.messages_redelivered():,}"),
-            ("messages_dead_lettered", f"{st.messages_dead_lettered():,}"),
-            ("queue_full_errors", f"{st.queue_full_errors():,}"),
-            ("active_topics", f"{st.active_topics():,}"),
-            ("active_subscribers", f"{st.active_subscribers():,}"),
-            ("uptime", f"{st.uptime():.3f} s"),
-        ])
+        lines += _table(
+            "stats()",
+            [
+                ("messages_published", f"{st.messages_published():,}"),
+                ("messages_consumed", f"{st.messages_consumed():,}"),
+                ("messages_dropped", f"{st.messages_dropped():,}"),
+                ("messages_expired", f"{st.messages_expired():,}"),
+                ("messages_lagged", f"{st.messages_lagged():,}"),
+                ("messages_redelivered", f"{st.messages_redelivered():,}"),
+                ("messages_dead_lettered", f"{st.messages_dead_lettered():,}"),
+                ("queue_full_errors", f"{st.queue_full_errors():,}"),
+                ("active_topics", f"{st.active_topics():,}"),
+                ("active_subscribers", f"{st.active_subscribers():,}"),
+                ("uptime", f"{st.uptime():.3f} s"),
+            ],
+        )
     t = report.topic
     if t is not None:
         lines.append("")
-        lines += _table(f"topic_info({t.name!r})", [
-            ("total_published", f"{t.total_published:,}"),
-            ("total_consumed", f"{t.total_consumed:,}"),
-            ("next_sequence", f"{t.next_sequence:,}"),
-            ("queue_size", f"{t.queue_size:,}"),
-            ("subscriber_count", f"{t.subscriber_count:,}"),
-            ("age", f"{t.age():.3f} s"),
-        ])
+        lines += _table(
+            f"topic_info({t.name!r})",
+            [
+                ("total_published", f"{t.total_published:,}"),
+                ("total_consumed", f"{t.total_consumed:,}"),
+                ("next_sequence", f"{t.next_sequence:,}"),
+                ("queue_size", f"{t.queue_size:,}"),
+                ("subscriber_count", f"{t.subscriber_count:,}"),
+                ("age", f"{t.age():.3f} s"),
+            ],
+        )
     lines.append("")
     lines.append(summary_line(report))
     return "\n".join(lines)
@@ -596,27 +644,56 @@ def format_report(report: DemoReport) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to its subparser."""
     defaults = DemoSettings()
-    parser.add_argument("--producers", type=positive_int, default=defaults.producers,
-                        metavar="N", help="producer threads (default: %(default)s)")
-    parser.add_argument("--messages", type=positive_int, default=defaults.messages,
-                        metavar="M",
-                        help="messages in total, split among the producers (default: %(default)s)")
-    parser.add_argument("--batch", type=positive_int, default=defaults.batch, metavar="B",
-                        help="messages per publish (default: %(default)s)")
-    parser.add_argument("--payload-size", type=positive_int, default=defaults.payload_size,
-                        metavar="BYTES",
-                        help=f"bytes per payload, at least {_HEADER.size} (default: %(default)s)")
-    parser.add_argument("--queue-size", type=positive_int, default=defaults.queue_size,
-                        metavar="N", help="the topic's max_queue_size (default: %(default)s)")
-    parser.add_argument("--receive-batch", type=positive_int, default=defaults.receive_batch,
-                        metavar="N",
-                        help="most messages a subscriber takes per receive (default: %(default)s)")
-    parser.add_argument("--drain-timeout", type=positive_float,
-                        default=defaults.drain_timeout, metavar="SECONDS",
-                        help="how long shutdown waits for the subscribers to drain "
-                             "(default: %(default)s)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="print only the summary line")
+    parser.add_argument(
+        "--producers",
+        type=positive_int,
+        default=defaults.producers,
+        metavar="N",
+        help="producer threads (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--messages",
+        type=positive_int,
+        default=defaults.messages,
+        metavar="M",
+        help="messages in total, split among the producers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=positive_int,
+        default=defaults.batch,
+        metavar="B",
+        help="messages per publish (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--payload-size",
+        type=positive_int,
+        default=defaults.payload_size,
+        metavar="BYTES",
+        help=f"bytes per payload, at least {_HEADER.size} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=positive_int,
+        default=defaults.queue_size,
+        metavar="N",
+        help="the topic's max_queue_size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--receive-batch",
+        type=positive_int,
+        default=defaults.receive_batch,
+        metavar="N",
+        help="most messages a subscriber takes per receive (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=positive_float,
+        default=defaults.drain_timeout,
+        metavar="SECONDS",
+        help="how long shutdown waits for the subscribers to drain (default: %(default)s)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
 
 
 def run(args: argparse.Namespace) -> int:

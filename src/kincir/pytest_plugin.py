@@ -35,15 +35,15 @@ def kincir_config() -> InMemoryConfig:
 
 
 @pytest.fixture
-def kincir_broker(request: pytest.FixtureRequest,
-                  kincir_config: InMemoryConfig) -> Iterator[InMemoryBroker]:
+def kincir_broker(
+    request: pytest.FixtureRequest, kincir_config: InMemoryConfig
+) -> Iterator[InMemoryBroker]:
     """A fresh broker, shut down after the test; fails the test if messages were left
     undelivered (unless marked ``kincir_allow_undelivered``)."""
     broker = InMemoryBroker(kincir_config)
     try:
         yield broker
-        left = {info.name: info.queue_size for info in broker.list_topic_info()
-                if info.queue_size}
+        left = {info.name: info.queue_size for info in broker.list_topic_info() if info.queue_size}
     finally:
         broker.force_shutdown()
     if left and request.node.get_closest_marker(_MARKER) is None:

@@ -11,8 +11,7 @@ import kincir_core
 
 from .errors import InvalidConfig
 
-__all__ = ["OVERFLOW_POLICIES", "InMemoryConfig", "Overflow", "check_overflow",
-           "check_queue_size"]
+__all__ = ["OVERFLOW_POLICIES", "InMemoryConfig", "Overflow", "check_overflow", "check_queue_size"]
 
 Overflow = Literal["error", "block", "drop_oldest", "drop_newest"]
 #: What a publish to a full topic can do: raise QueueFull, wait for room, drop the oldest held
@@ -106,15 +105,24 @@ class InMemoryConfig:
         set_ = object.__setattr__
         set_(self, "max_queue_size", _limit("max_queue_size", self.max_queue_size))
         set_(self, "max_topics", _limit("max_topics", self.max_topics))
-        set_(self, "max_subscribers_per_topic",
-             _limit("max_subscribers_per_topic", self.max_subscribers_per_topic))
+        set_(
+            self,
+            "max_subscribers_per_topic",
+            _limit("max_subscribers_per_topic", self.max_subscribers_per_topic),
+        )
         set_(self, "enable_persistence", _flag("enable_persistence", self.enable_persistence))
         set_(self, "maintain_order", _flag("maintain_order", self.maintain_order))
         set_(self, "enable_stats", _flag("enable_stats", self.enable_stats))
-        set_(self, "default_message_ttl",
-             _seconds("default_message_ttl", self.default_message_ttl, optional=True))
-        set_(self, "cleanup_interval",
-             _seconds("cleanup_interval", self.cleanup_interval, optional=False))
+        set_(
+            self,
+            "default_message_ttl",
+            _seconds("default_message_ttl", self.default_message_ttl, optional=True),
+        )
+        set_(
+            self,
+            "cleanup_interval",
+            _seconds("cleanup_interval", self.cleanup_interval, optional=False),
+        )
         check_overflow(self.overflow)
 
     # -- profiles -------------------------------------------------------------------------------
@@ -132,8 +140,9 @@ class InMemoryConfig:
     @classmethod
     def for_testing(cls) -> InMemoryConfig:
         """Small limits that surface mistakes early, with stats on."""
-        return cls(max_queue_size=100, max_topics=10, max_subscribers_per_topic=5,
-                   enable_stats=True)
+        return cls(
+            max_queue_size=100, max_topics=10, max_subscribers_per_topic=5, enable_stats=True
+        )
 
     @classmethod
     def high_performance(cls) -> InMemoryConfig:

@@ -8,7 +8,12 @@ from kincir_core import IMPLEMENTATION as IMPLEMENTATION
 from kincir_core import Message as Message
 
 from ._awaitable import Completed as Completed
+from .errors import AckError as AckError
+from .errors import BackendError as BackendError
+from .errors import BrokerShutdown as BrokerShutdown
+from .errors import ConnectionFailed as ConnectionFailed
 from .errors import KincirError as KincirError
+from .errors import NotSubscribed as NotSubscribed
 from .protocols import AckSubscriber as AckSubscriber
 from .protocols import Publisher as Publisher
 from .protocols import Subscriber as Subscriber
@@ -21,12 +26,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IMPLEMENTATION",
+    "AckError",
     "AckStrategy",
     "AckSubscriber",
+    "BackendError",
+    "BrokerShutdown",
     "Completed",
+    "ConnectionFailed",
     "Delivery",
     "KincirError",
     "Message",
+    "NotSubscribed",
     "Publisher",
     "Router",
     "RouterStats",

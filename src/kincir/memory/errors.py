@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import kincir_core
 
+from .. import errors as _common
 from ..errors import KincirError
 
 __all__ = [
@@ -80,7 +81,7 @@ class MaxSubscribersReached(InMemoryError):
         return (type(self), (self.topic, self.limit))
 
 
-class BrokerShutdown(InMemoryError):
+class BrokerShutdown(InMemoryError, _common.BrokerShutdown):
     """The broker was shut down: no more publishing or subscribing, and receives have ended."""
 
     __module__ = _MODULE
@@ -136,7 +137,7 @@ class GroupNotFound(InMemoryError, LookupError):
         return (type(self), (self.topic, self.group))
 
 
-class NotSubscribed(InMemoryError):
+class NotSubscribed(InMemoryError, _common.NotSubscribed):
     """A receive or unsubscribe on a subscriber without that subscription."""
 
     __module__ = _MODULE
@@ -160,7 +161,7 @@ class InvalidConfig(InMemoryError, ValueError):
         return (type(self), (self.field, self.value, reason))
 
 
-class AckError(InMemoryError):
+class AckError(InMemoryError, _common.AckError):
     """An acknowledgement that cannot be applied (settled, unknown or foreign handle)."""
 
     __module__ = _MODULE

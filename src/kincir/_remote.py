@@ -1,0 +1,662 @@
+"""What the backends on distributed engines (Redis, RabbitMQ, Kafka) share.
+
+A backend provides a broker (owns the connection), a publisher, a subscriber and an acknowledging
+subscriber with the in-memory broker's async API. The classes here keep everything that does not
+depend on the engine: argument checks, the message envelope (payload, metadata, uuid, enqueue
+time), the local receive buffer and its timeouts, ack handles and the dead-letter decision. A
+backend subclasses them and implements the ``_``-prefixed hooks.
+
+Delivery rules shared by every backend (the conformance suite checks them):
+- ``receive(timeout)`` raises ``TimeoutError`` when nothing arrives in time and
+  ``BrokerShutdown`` once the broker is closed; a network failure raises ``ConnectionFailed``.
+- A handle's ``delivery_count`` counts deliveries of the message to the group (1 first); past
+  ``max_deliveries`` the message goes to ``dead_letter_topic`` with the metadata keys
+  ``_dead_letter_reason``, ``_delivery_count``, ``_original_topic``, ``_original_sequence``
+  (as the in-memory broker does), or is dropped.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import math
+import time
+import uuid as uuid_module
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import kincir_core
+from kincir_core import Message
+
+from .errors import (
+    AckError,
+    BackendError,
+    BrokerShutdown,
+    ConnectionFailed,
+    KincirError,
+    NotSubscribed,
+)
+
+__all__ = [
+    "RemoteAckHandle",
+    "RemoteAckSubscriber",
+    "RemoteBroker",
+    "RemotePublisher",
+    "RemoteSubscriber",
+    "check_ack_settings",
+    "check_timeout",
+    "decode_message",
+    "encode_message",
+]
+
+#: Metadata keys the envelope of a message uses on the wire (besides the user's metadata).
+UUID_KEY = "kincir-uuid"
+ENQUEUED_KEY = "kincir-enqueued-at"
+
+B = TypeVar("B", bound="RemoteBroker")
+T = TypeVar("T")
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """``timeout`` (seconds, a timedelta, or None) as float seconds; TypeError/ValueError."""
+    if timeout is None:
+        return None
+    if hasattr(timeout, "total_seconds"):
+        timeout = timeout.total_seconds()
+    if type(timeout) is bool or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    seconds = float(timeout)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+    return seconds
+
+
+def check_ack_settings(
+    ack_timeout: Any, max_deliveries: Any, dead_letter_topic: Any
+) -> tuple[float, int | None, str | None]:
+    """The acknowledging subscriber's options, checked as the in-memory broker checks them."""
+    from .memory.ack import check_settings
+
+    return check_settings(ack_timeout, max_deliveries, dead_letter_topic)
+
+
+def to_messages(messages: Any) -> list[Message]:
+    """``messages`` (Messages or bytes-like payloads) as Messages; TypeError names a bad item."""
+    if type(messages) is not list and type(messages) is not tuple:
+        raise TypeError(
+            f"messages must be a list of Message objects or bytes-like payloads, "
+            f"not {type(messages).__name__}"
+        )
+    out = []
+    for index, item in enumerate(messages):
+        if type(item) is Message:
+            out.append(item)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            out.append(Message(item))
+        else:
+            raise TypeError(
+                f"messages[{index}] must be a Message or a bytes-like payload, "
+                f"not {type(item).__name__}"
+            )
+    return out
+
+
+def encode_message(msg: Message) -> tuple[bytes, dict[str, str]]:
+    """A message's payload and its headers: the user's metadata plus uuid and enqueue time."""
+    headers = dict(msg.metadata)
+    headers.pop("_sequence", None)  # a delivered message's stamps: the new topic stamps anew
+    headers.pop("_enqueued_at", None)
+    headers[UUID_KEY] = msg.uuid
+    headers[ENQUEUED_KEY] = str(time.time_ns() // 1_000_000)
+    return msg.payload, headers
+
+
+def decode_message(
+    payload: bytes, headers: dict[str, str], topic: str, sequence: int | None
+) -> Message:
+    """The Message a subscriber hands out, rebuilt from the wire (uuid and metadata kept)."""
+    meta = dict(headers)
+    ident = meta.pop(UUID_KEY, None)
+    enqueued = meta.pop(ENQUEUED_KEY, None)
+    try:
+        value = uuid_module.UUID(ident).int if ident is not None else uuid_module.uuid4().int
+    except ValueError:
+        value = uuid_module.uuid4().int
+    try:
+        enqueued_ms = int(enqueued) if enqueued is not None else time.time_ns() // 1_000_000
+    except ValueError:
+        enqueued_ms = time.time_ns() // 1_000_000
+    return kincir_core.restore_message(
+        payload,
+        meta,
+        value,
+        topic,
+        sequence if sequence is not None else 0,
+        enqueued_ms,
+        sequence is not None,
+    )
+
+
+def dead_letter_copy(msg: Message, reason: str, count: int) -> Message:
+    """The copy of ``msg`` published to a dead-letter topic."""
+    return (
+        msg.with_metadata("_dead_letter_reason", reason)
+        .with_metadata("_delivery_count", str(count))
+        .with_metadata("_original_topic", msg.topic or "")
+        .with_metadata("_original_sequence", str(msg.sequence or 0))
+    )
+
+
+class RemoteBroker(abc.ABC):
+    """Owns one connection to a distributed engine. Subclasses implement the hooks."""
+
+    backend: ClassVar[str] = "remote"
+
+    def __init__(self, url: str, *, reconnect_timeout: float = 30.0) -> None:
+        if not isinstance(url, str) or not url:
+            raise TypeError(f"url must be a non-empty str, not {url!r}")
+        seconds = check_timeout(reconnect_timeout)
+        if seconds is None:
+            raise TypeError("reconnect_timeout must be a number of seconds")
+        self.url = url
+        #: How long a receive keeps retrying a lost connection before ConnectionFailed.
+        self.reconnect_timeout = seconds
+        self._closed = False
+        self._connected = False
+        self._connecting: asyncio.Lock | None = None
+
+    def translate(self, exc: Exception) -> KincirError:
+        """The kincir error for a client library's exception (backends refine this)."""
+        if isinstance(exc, (OSError, ConnectionError)):
+            return ConnectionFailed(self.backend, self.url, exc)
+        return BackendError(self.backend, exc)
+
+    def is_shutdown(self) -> bool:
+        """True once ``close()``/``shutdown()`` was called."""
+        return self._closed
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise BrokerShutdown(f"the {self.backend} broker is closed")
+
+    async def connect(self) -> None:
+        """Connect now (calls connect on first use anyway); ConnectionFailed if it cannot."""
+        self.check_open()
+        if self._connected:
+            return
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._connected:
+                return
+            try:
+                await self._connect()
+            except KincirError:
+                raise
+            except (TimeoutError, OSError) as exc:
+                raise ConnectionFailed(self.backend, self.url, exc) from exc
+            self._connected = True
+
+    async def shutdown(self) -> None:
+        """Close the connection; later calls raise BrokerShutdown. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._connected:
+            self._connected = False
+            await self._close()
+
+    close = shutdown
+
+    async def __aenter__(self: B) -> B:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self.url!r}, {state})"
+
+    # -- what a backend implements -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """Open the connection (OSError/TimeoutError become ConnectionFailed)."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Close the connection and whatever the broker's objects hold on the server."""
+
+    @abc.abstractmethod
+    async def _publish(self, topic: str, messages: list[Message]) -> None:
+        """Append ``messages`` to ``topic`` (one batch; atomic where the engine allows)."""
+
+
+def resolve_broker(broker_cls: type[B], broker_or_url: Any) -> tuple[B, bool]:
+    """A broker and whether this object owns it (built from a URL)."""
+    if isinstance(broker_or_url, broker_cls):
+        return broker_or_url, False
+    if isinstance(broker_or_url, str):
+        return broker_cls(broker_or_url), True
+    raise TypeError(
+        f"expected a {broker_cls.__name__} or a URL string, not {type(broker_or_url).__name__}"
+    )
+
+
+#: Longest single wait on the server: a receive re-checks close/unsubscribe at least this often.
+POLL_SECONDS = 0.5
+
+
+async def guarded(broker: RemoteBroker, awaitable: Awaitable[T]) -> T:
+    """Await a client-library call, translating its errors into kincir's."""
+    try:
+        return await awaitable
+    except (KincirError, TimeoutError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        if broker.is_shutdown():
+            raise BrokerShutdown(f"the {broker.backend} broker is closed") from exc
+        raise broker.translate(exc) from exc
+
+
+class RemotePublisher(Generic[B]):
+    """Publishes batches to a backend's topics; built on a broker or on a URL (its own broker)."""
+
+    broker_type: ClassVar[type[RemoteBroker]]
+
+    def __init__(self, broker_or_url: B | str) -> None:
+        self.broker: B
+        self.broker, self._owns_broker = resolve_broker(self.broker_type, broker_or_url)  # type: ignore[arg-type]
+
+    async def publish(
+        self, topic: str, messages: Sequence[Any], timeout: float | None = None
+    ) -> None:
+        """Publish ``messages`` (Messages or bytes-like payloads) to ``topic``, in order."""
+        kincir_core.validate_topic_name(topic)
+        batch = to_messages(messages)
+        seconds = check_timeout(timeout)
+        broker = self.broker
+        await broker.connect()
+        if batch:
+            await guarded(broker, asyncio.wait_for(broker._publish(topic, batch), seconds))
+
+    def is_connected(self) -> bool:
+        """True while the broker is open."""
+        return not self.broker.is_shutdown()
+
+    async def close(self) -> None:
+        """Close the broker if this publisher built it from a URL."""
+        if self._owns_broker:
+            await self.broker.shutdown()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.broker!r})"
+
+
+class RemoteSubscriber(abc.ABC, Generic[B]):
+    """Receives the topics it subscribed to; ``group`` shares each message among its members.
+
+    Messages are fetched from the server in batches of ``prefetch`` into a local buffer; a plain
+    subscriber sees every message published after its ``subscribe`` returned.
+    """
+
+    broker_type: ClassVar[type[RemoteBroker]]
+    acking: ClassVar[bool] = False
+
+    def __init__(self, broker_or_url: B | str, group: str | None = None, *, prefetch: int = 64):
+        if group is not None:
+            if not isinstance(group, str):
+                raise TypeError(f"group must be str or None, not {type(group).__name__}")
+            kincir_core.validate_topic_name(group)
+        if type(prefetch) is not int or prefetch < 1:
+            raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        self.broker: B
+        self.broker, self._owns_broker = resolve_broker(self.broker_type, broker_or_url)  # type: ignore[arg-type]
+        self.group = group
+        self.prefetch = prefetch
+        self._topics: dict[str, None] = {}
+        self._buffer: deque[Delivered] = deque()
+        self._closed = False
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str) -> None:
+        """Start receiving ``topic``: every message published after this returns."""
+        kincir_core.validate_topic_name(topic)
+        self._check_open()
+        await self.broker.connect()
+        if topic not in self._topics:
+            await guarded(self.broker, self._subscribe(topic))
+            self._topics[topic] = None
+
+    async def unsubscribe(self, topic: str | None = None) -> None:
+        """Stop receiving ``topic`` (or every topic); NotSubscribed if it was not subscribed."""
+        if topic is None:
+            topics = list(self._topics)
+        else:
+            kincir_core.validate_topic_name(topic)
+            if topic not in self._topics:
+                raise NotSubscribed(f"not subscribed to {topic!r}")
+            topics = [topic]
+        for name in topics:
+            del self._topics[name]
+            kept = [d for d in self._buffer if d.message.topic != name]
+            dropped = [d for d in self._buffer if d.message.topic == name]
+            self._buffer = deque(kept)
+            if not self.broker.is_shutdown():
+                if dropped:
+                    await guarded(self.broker, self._release(dropped))
+                await guarded(self.broker, self._unsubscribe(name))
+
+    def subscribed_topics(self) -> list[str]:
+        """The topics this subscriber receives, in subscription order."""
+        return list(self._topics)
+
+    def is_subscribed(self, topic: str) -> bool:
+        return topic in self._topics
+
+    def is_connected(self) -> bool:
+        return not (self._closed or self.broker.is_shutdown())
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
+        delivered = await self._next(timeout)
+        if self.acking:
+            await guarded(self.broker, self._ack([delivered]))
+        return delivered.message
+
+    async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
+        """Wait for at least one message, then return up to ``max_messages`` ready ones."""
+        if type(max_messages) is not int or max_messages < 1:
+            raise ValueError(f"max_messages must be an int >= 1, got {max_messages!r}")
+        first = await self._next(timeout)
+        batch = [first]
+        while self._buffer and len(batch) < max_messages:
+            batch.append(self._buffer.popleft())
+        if self.acking:
+            await guarded(self.broker, self._ack(batch))
+        return [d.message for d in batch]
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self.receive()
+            except BrokerShutdown:
+                return
+
+    async def close(self) -> None:
+        """Unsubscribe from everything (releasing what was fetched) and close an owned broker."""
+        if self._closed:
+            return
+        try:
+            if not self.broker.is_shutdown():
+                await self.unsubscribe()
+        finally:
+            self._closed = True
+            if self._owns_broker:
+                await self.broker.shutdown()
+
+    async def __aenter__(self) -> RemoteSubscriber[B]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerShutdown("this subscriber is closed")
+        self.broker.check_open()
+
+    async def _next(self, timeout: float | None) -> Delivered:
+        seconds = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        while True:
+            self._check_open()
+            if not self._topics:
+                raise NotSubscribed("subscribe to a topic before receiving")
+            await self._before_fetch()
+            if self._buffer:
+                return self._buffer.popleft()
+            wait = POLL_SECONDS
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"no message arrived within {seconds} seconds")
+            try:
+                fetched = await guarded(self.broker, self._fetch(wait))
+            except ConnectionFailed:
+                await self._reconnect()
+                continue
+            self._buffer.extend(await self._admit(fetched))
+
+    async def _reconnect(self) -> None:
+        """After a lost connection: retry (backing off) until the server answers and the
+        subscriptions are restored, or raise ConnectionFailed after ``reconnect_timeout``."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.broker.reconnect_timeout
+        pause = 0.05
+        while True:
+            self._check_open()
+            try:
+                for topic in self._topics:
+                    await guarded(self.broker, self._subscribe(topic))
+                return
+            except ConnectionFailed:
+                if loop.time() + pause > give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _before_fetch(self) -> None:
+        """Called before each look at the buffer (the ack subscriber expires deadlines here)."""
+
+    async def _admit(self, fetched: list[Delivered]) -> list[Delivered]:
+        return fetched
+
+    def __repr__(self) -> str:
+        group = "" if self.group is None else f", group={self.group!r}"
+        return f"{type(self).__name__}({self.broker!r}{group}, topics={list(self._topics)})"
+
+    # -- what a backend implements -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _subscribe(self, topic: str) -> None:
+        """Start reading ``topic`` (from now on, or the group's position)."""
+
+    @abc.abstractmethod
+    async def _unsubscribe(self, topic: str) -> None:
+        """Stop reading ``topic``."""
+
+    @abc.abstractmethod
+    async def _fetch(self, wait: float) -> list[Delivered]:
+        """Up to ``prefetch`` messages of the subscribed topics, waiting up to ``wait`` seconds
+        for the first; [] if none came."""
+
+    async def _ack(self, delivered: list[Delivered]) -> None:
+        """Settle ``delivered`` as processed (acknowledging backends)."""
+
+    async def _release(self, delivered: list[Delivered]) -> None:
+        """Give back fetched, never handed out messages (acknowledging backends redeliver)."""
+
+
+class Delivered:
+    """A fetched message with the backend's reference to it and its delivery count."""
+
+    __slots__ = ("count", "message", "ref")
+
+    def __init__(self, message: Message, ref: Any = None, count: int = 1) -> None:
+        self.message = message
+        self.ref = ref
+        self.count = count
+
+
+class RemoteAckHandle:
+    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
+
+    __slots__ = (
+        "_deadline",
+        "_delivered",
+        "_owner",
+        "delivery_count",
+        "is_retry",
+        "message_id",
+        "sequence",
+        "timestamp",
+        "topic",
+    )
+
+    def __init__(self, owner: object, delivered: Delivered, deadline: float) -> None:
+        msg = delivered.message
+        self._owner = owner
+        self._delivered = delivered
+        self._deadline = deadline
+        self.message_id = msg.uuid
+        self.topic = msg.topic
+        self.sequence = msg.sequence
+        self.delivery_count = delivered.count
+        self.is_retry = delivered.count > 1
+        self.timestamp = time.time()
+
+    def __repr__(self) -> str:
+        return (
+            f"AckHandle(topic={self.topic!r}, sequence={self.sequence}, "
+            f"delivery_count={self.delivery_count}, message_id={self.message_id!r})"
+        )
+
+
+class RemoteAckSubscriber(RemoteSubscriber[B]):
+    """A subscriber whose messages stay in flight until acked; see the module's rules."""
+
+    acking = True
+
+    def __init__(
+        self,
+        broker_or_url: B | str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = 30.0,
+        max_deliveries: int | None = 5,
+        dead_letter_topic: str | None = None,
+        prefetch: int = 1,
+    ) -> None:
+        settings = check_ack_settings(ack_timeout, max_deliveries, dead_letter_topic)
+        super().__init__(broker_or_url, group, prefetch=prefetch)
+        self.ack_timeout, self.max_deliveries, self.dead_letter_topic = settings
+        self._inflight: dict[int, RemoteAckHandle] = {}
+
+    async def receive_with_ack(
+        self, timeout: float | None = None
+    ) -> tuple[Message, RemoteAckHandle]:
+        """Wait for the next message; it stays in flight until ``ack``/``nack`` or its deadline."""
+        delivered = await self._next(timeout)
+        deadline = asyncio.get_running_loop().time() + self.ack_timeout
+        handle = RemoteAckHandle(self, delivered, deadline)
+        self._inflight[id(handle)] = handle
+        return delivered.message, handle
+
+    def in_flight(self) -> int:
+        """Messages this subscriber received with a handle and has not settled yet."""
+        return len(self._inflight)
+
+    async def ack(self, handle: RemoteAckHandle) -> None:
+        """The message was processed: it is never delivered again."""
+        await self._settle([handle], ack=True, requeue=False)
+
+    async def nack(self, handle: RemoteAckHandle, requeue: bool = True) -> None:
+        """The message failed: redeliver it (``requeue``; dead-lettered past ``max_deliveries``),
+        or reject it to the dead-letter topic at once."""
+        await self._settle([handle], ack=False, requeue=requeue)
+
+    async def ack_batch(self, handles: Iterable[RemoteAckHandle]) -> None:
+        """Ack several handles (all checked first: one bad handle settles none)."""
+        await self._settle(list(handles), ack=True, requeue=False)
+
+    async def nack_batch(self, handles: Iterable[RemoteAckHandle], requeue: bool = True) -> None:
+        """Nack several handles (all checked first: one bad handle settles none)."""
+        await self._settle(list(handles), ack=False, requeue=requeue)
+
+    async def _settle(self, handles: list[RemoteAckHandle], *, ack: bool, requeue: bool) -> None:
+        if type(requeue) is not bool:
+            raise TypeError(f"requeue must be bool, not {type(requeue).__name__}")
+        for handle in handles:
+            if not isinstance(handle, RemoteAckHandle):
+                raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
+            if handle._owner is not self:
+                raise AckError("this AckHandle belongs to another subscriber")
+            if id(handle) not in self._inflight:
+                raise AckError("this AckHandle was already settled (or its deadline passed)")
+        if len({id(h) for h in handles}) != len(handles):
+            raise AckError("the same AckHandle appears twice in one batch")
+        self.broker.check_open()
+        for handle in handles:
+            del self._inflight[id(handle)]
+        delivered = [h._delivered for h in handles]
+        if ack:
+            await guarded(self.broker, self._ack(delivered))
+        elif not requeue:
+            await self._dead_letter(delivered, "rejected")
+        else:
+            await self._retry(delivered)
+
+    async def _retry(self, delivered: list[Delivered]) -> None:
+        """Redeliver ``delivered``, or dead-letter those that used up their deliveries."""
+        limit = self.max_deliveries
+        spent = [d for d in delivered if limit is not None and d.count >= limit]
+        again = [d for d in delivered if not (limit is not None and d.count >= limit)]
+        if spent:
+            await self._dead_letter(spent, "max_deliveries_exceeded")
+        if again:
+            await guarded(self.broker, self._requeue(again))
+
+    async def _dead_letter(self, delivered: list[Delivered], reason: str) -> None:
+        """Publish copies to the dead-letter topic (if any), then settle the originals."""
+        if self.dead_letter_topic is not None:
+            letters = [dead_letter_copy(d.message, reason, d.count) for d in delivered]
+            await guarded(self.broker, self.broker._publish(self.dead_letter_topic, letters))
+        await guarded(self.broker, self._ack(delivered))
+
+    async def _before_fetch(self) -> None:
+        if not self._inflight:
+            return
+        now = asyncio.get_running_loop().time()
+        late = [h for h in self._inflight.values() if h._deadline <= now]
+        if late:
+            for handle in late:
+                del self._inflight[id(handle)]
+            await self._retry([h._delivered for h in late])
+
+    async def _admit(self, fetched: list[Delivered]) -> list[Delivered]:
+        """Dead-letter messages the server redelivered past ``max_deliveries`` (their previous
+        reader died with them in flight); hand out the rest."""
+        limit = self.max_deliveries
+        if limit is None:
+            return fetched
+        over = [d for d in fetched if d.count > limit]
+        if over:
+            await self._dead_letter(over, "max_deliveries_exceeded")
+            return [d for d in fetched if d.count <= limit]
+        return fetched
+
+    async def close(self) -> None:
+        """Release what is in flight (redelivered to the group) and close."""
+        if self._inflight and not self.broker.is_shutdown():
+            held = [h._delivered for h in self._inflight.values()]
+            self._inflight.clear()
+            await guarded(self.broker, self._release(held))
+        self._inflight.clear()
+        await super().close()
+
+    @abc.abstractmethod
+    async def _requeue(self, delivered: list[Delivered]) -> None:
+        """Make ``delivered`` available again to the group, each counting one more delivery."""

@@ -1,0 +1,244 @@
+"""One behaviour suite for every backend: memory, redis, rabbitmq, kafka.
+
+Each test takes the ``backend`` fixture, an adapter that builds brokers, publishers and
+subscribers of one backend with the same (async) calls. A backend's servers are found through
+``KINCIR_REDIS_URL``, ``KINCIR_RABBITMQ_URL`` and ``KINCIR_KAFKA_URL`` (defaults: the ports
+``.ci/servers`` starts them on). An unreachable server skips that backend's tests, unless
+``KINCIR_REQUIRE_BACKENDS=1`` (set by ``.ci/run``): then it fails them, so CI cannot pass without
+running them.
+
+A rule a backend cannot keep is listed in its adapter's ``lacks`` with the reason; a test of that
+rule calls ``backend.requires("rule")``, which skips with the reason (the README's backend table
+says the same).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import importlib
+import os
+import socket
+import urllib.parse
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import kincir.memory
+
+DEFAULT_URLS = {
+    "redis": "redis://127.0.0.1:6379/0",
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
+    "kafka": "127.0.0.1:9092",
+}
+
+
+class Backend(abc.ABC):
+    """How the suite drives one backend."""
+
+    name = ""
+    #: rule -> why this backend cannot keep it
+    lacks: dict[str, str] = {}  # noqa: RUF012 - read-only table per class
+    #: how long a redelivery after a nack or a missed deadline may take
+    redelivery_wait = 5.0
+
+    def __init__(self) -> None:
+        self.brokers: list[Any] = []
+        self.closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
+        """Run a test coroutine (failing rather than hanging after ``timeout`` seconds), then
+        close what it built, on the same event loop."""
+
+        async def main() -> Any:
+            try:
+                return await asyncio.wait_for(coro, timeout)
+            finally:
+                await asyncio.wait_for(self.cleanup(), 30)
+
+        return asyncio.run(main())
+
+    def requires(self, rule: str) -> None:
+        if rule in self.lacks:
+            pytest.skip(f"{self.name}: {self.lacks[rule]}")
+
+    def topic(self) -> str:
+        return f"conf-{uuid.uuid4().hex[:12]}"
+
+    @abc.abstractmethod
+    async def broker(self) -> Any: ...
+
+    @abc.abstractmethod
+    def publisher(self, broker: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def subscriber(self, broker: Any, group: str | None = None) -> Any: ...
+
+    @abc.abstractmethod
+    def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
+
+    @abc.abstractmethod
+    async def shutdown(self, broker: Any) -> None: ...
+
+    async def cleanup(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                pass
+        for broker in self.brokers:
+            await self.shutdown(broker)
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+    redelivery_wait = 2.0
+
+    async def broker(self) -> Any:
+        broker = kincir.memory.InMemoryBroker(kincir.memory.InMemoryConfig())
+        self.brokers.append(broker)
+        return broker
+
+    def publisher(self, broker: Any) -> Any:
+        return kincir.memory.InMemoryPublisher(broker)
+
+    def subscriber(self, broker: Any, group: str | None = None) -> Any:
+        return kincir.memory.InMemorySubscriber(broker, group)
+
+    def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        options.pop("prefetch", None)  # the in-memory reader takes from the log itself
+        return kincir.memory.InMemoryAckSubscriber(broker, group, **options)
+
+    async def shutdown(self, broker: Any) -> None:
+        broker.shutdown()
+
+
+class RemoteBackend(Backend):
+    """A backend on a server: its module ``kincir.<name>`` and classes ``<Prefix>Broker`` ..."""
+
+    module = ""
+    prefix = ""
+    env = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mod = importlib.import_module(self.module)
+        self.url = os.environ.get(self.env, DEFAULT_URLS[self.name])
+
+    def broker_options(self) -> dict[str, Any]:
+        return {}
+
+    async def broker(self) -> Any:
+        broker = getattr(self.mod, f"{self.prefix}Broker")(self.url, **self.broker_options())
+        self.brokers.append(broker)
+        await broker.connect()
+        return broker
+
+    def _track(self, obj: Any) -> Any:
+        self.closers.append(obj.close)
+        return obj
+
+    def publisher(self, broker: Any) -> Any:
+        return getattr(self.mod, f"{self.prefix}Publisher")(broker)
+
+    def subscriber(self, broker: Any, group: str | None = None) -> Any:
+        return self._track(getattr(self.mod, f"{self.prefix}Subscriber")(broker, group))
+
+    def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        cls = getattr(self.mod, f"{self.prefix}AckSubscriber")
+        return self._track(cls(broker, group, **options))
+
+    async def shutdown(self, broker: Any) -> None:
+        await broker.shutdown()
+
+
+class RedisBackend(RemoteBackend):
+    name = "redis"
+    module = "kincir.redis"
+    prefix = "Redis"
+    env = "KINCIR_REDIS_URL"
+
+    def broker_options(self) -> dict[str, Any]:
+        return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}:"}
+
+
+class RabbitMQBackend(RemoteBackend):
+    name = "rabbitmq"
+    module = "kincir.rabbitmq"
+    prefix = "RabbitMQ"
+    env = "KINCIR_RABBITMQ_URL"
+    lacks = {  # noqa: RUF012
+        "gapless_sequence": "AMQP has no per-topic sequence numbers (sequence is None)",
+    }
+
+
+class KafkaBackend(RemoteBackend):
+    name = "kafka"
+    module = "kincir.kafka"
+    prefix = "Kafka"
+    env = "KINCIR_KAFKA_URL"
+    redelivery_wait = 15.0
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    "memory": MemoryBackend,
+    "redis": RedisBackend,
+    "rabbitmq": RabbitMQBackend,
+    "kafka": KafkaBackend,
+}
+
+
+def _address(name: str, url: str) -> tuple[str, int]:
+    if name == "kafka":
+        host, _, port = url.split(",")[0].rpartition(":")
+        return host or "127.0.0.1", int(port)
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or {"redis": 6379, "rabbitmq": 5672}[name]
+
+
+def _reachable(name: str) -> str | None:
+    """None if the backend's server accepts connections, else why not."""
+    backend = BACKENDS[name]
+    url = os.environ.get(backend.env, DEFAULT_URLS[name])  # type: ignore[attr-defined]
+    try:
+        importlib.import_module(backend.module)  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return f"{backend.module} cannot be imported: {exc}"  # type: ignore[attr-defined]
+    host, port = _address(name, url)
+    try:
+        socket.create_connection((host, port), timeout=2.0).close()
+    except OSError as exc:
+        return f"no {name} server at {host}:{port} ({exc}); start one with .ci/servers start"
+    return None
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Any:
+    name = request.param
+    if name != "memory":
+        why = _reachable(name)
+        if why is not None:
+            if os.environ.get("KINCIR_REQUIRE_BACKENDS", "") not in ("", "0"):
+                pytest.fail(f"KINCIR_REQUIRE_BACKENDS is set but {why}", pytrace=False)
+            pytest.skip(why)
+    return BACKENDS[name]()
+
+
+async def collect(sub: Any, count: int, timeout: float = 10.0) -> list[Any]:
+    """``count`` messages from ``sub`` (each within ``timeout``)."""
+    return [await sub.receive(timeout=timeout) for _ in range(count)]
+
+
+async def drain(sub: Any, quiet: float = 0.5) -> list[Any]:
+    """Everything ``sub`` receives until it is quiet for ``quiet`` seconds."""
+    out = []
+    while True:
+        try:
+            out.append(await sub.receive(timeout=quiet))
+        except TimeoutError:
+            return out
+
+
+__all__ = ["Backend", "collect", "drain"]

@@ -1,0 +1,338 @@
+"""The behaviour every backend shares (see conftest.py for how backends are chosen)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import kincir
+
+from .conftest import Backend, collect, drain
+
+
+def user_metadata(msg: Any) -> dict[str, str]:
+    return {k: v for k, v in msg.metadata.items() if not k.startswith("_")}
+
+
+def test_objects_satisfy_the_protocols(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        assert isinstance(backend.publisher(broker), kincir.Publisher)
+        assert isinstance(backend.subscriber(broker), kincir.Subscriber)
+        assert isinstance(backend.ack_subscriber(broker), kincir.AckSubscriber)
+
+    backend.run(body())
+
+
+def test_publish_then_receive_in_order(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"one", kincir.Message(b"two"), b"three"])
+        got = await collect(sub, 3)
+        assert [m.payload for m in got] == [b"one", b"two", b"three"]
+        assert all(m.topic == topic for m in got)
+
+    backend.run(body())
+
+
+def test_metadata_and_uuid_round_trip(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        sent = (
+            kincir.Message.new(b"\x00binary\xff")
+            .with_metadata("customer", "Alice")
+            .with_metadata("unicode", "h\u00e9llo \u2603")
+            .with_metadata("empty", "")
+        )
+        await backend.publisher(broker).publish(topic, [sent])
+        got = await sub.receive(timeout=10)
+        assert got.payload == sent.payload
+        assert got.uuid == sent.uuid
+        assert user_metadata(got) == dict(sent.metadata)
+        assert got.enqueued_at is not None and got.enqueued_at > 0
+
+    backend.run(body())
+
+
+def test_fan_out_to_every_plain_subscriber(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        subs = [backend.subscriber(broker) for _ in range(3)]
+        for sub in subs:
+            await sub.subscribe(topic)
+        payloads = [f"m{i}".encode() for i in range(20)]
+        await backend.publisher(broker).publish(topic, payloads)
+        for sub in subs:
+            assert [m.payload for m in await collect(sub, 20)] == payloads
+
+    backend.run(body())
+
+
+def test_topics_are_separate(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        a, b = backend.topic(), backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(a)
+        pub = backend.publisher(broker)
+        await pub.publish(b, [b"other topic"])
+        await pub.publish(a, [b"mine"])
+        assert (await sub.receive(timeout=10)).payload == b"mine"
+        assert await drain(sub) == []
+
+    backend.run(body())
+
+
+def test_group_members_share_and_groups_each_get_everything(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        members = [backend.subscriber(broker, group="workers") for _ in range(2)]
+        audit = backend.subscriber(broker, group="audit")
+        for sub in [*members, audit]:
+            await sub.subscribe(topic)
+        payloads = [f"job{i}".encode() for i in range(40)]
+        await backend.publisher(broker).publish(topic, payloads)
+        got: list[list[bytes]] = [[], []]
+
+        async def take(i: int) -> None:
+            got[i] = [m.payload for m in await drain(members[i], quiet=1.5)]
+
+        await asyncio.gather(take(0), take(1))
+        assert sorted(got[0] + got[1]) == sorted(payloads), "each message to exactly one member"
+        assert [m.payload for m in await collect(audit, 40)] == payloads
+
+    backend.run(body())
+
+
+def test_order_and_sequence_per_topic(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        pub = backend.publisher(broker)
+        for batch in range(5):
+            await pub.publish(topic, [f"{batch}-{i}".encode() for i in range(30)])
+        got = await collect(sub, 150)
+        expected = [f"{b}-{i}".encode() for b in range(5) for i in range(30)]
+        assert [m.payload for m in got] == expected
+        return got
+
+    got = backend.run(body())
+    backend.requires("gapless_sequence")
+    sequences = [m.sequence for m in got]
+    assert sequences == list(range(sequences[0], sequences[0] + 150)), "gapless and increasing"
+
+
+def test_receive_batch(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"a", b"b", b"c"])
+        seen: list[bytes] = []
+        while len(seen) < 3:
+            batch = await sub.receive_batch(10, timeout=10)
+            assert 1 <= len(batch) <= 10
+            seen += [m.payload for m in batch]
+        assert seen == [b"a", b"b", b"c"]
+
+    backend.run(body())
+
+
+def test_receive_timeout_and_errors(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        sub = backend.subscriber(broker)
+        with pytest.raises(kincir.NotSubscribed):
+            await sub.receive(timeout=0.1)
+        await sub.subscribe(backend.topic())
+        with pytest.raises(TimeoutError):
+            await sub.receive(timeout=0.2)
+        pub = backend.publisher(broker)
+        with pytest.raises(TypeError):
+            await pub.publish(backend.topic(), ["text is not bytes"])
+        with pytest.raises(ValueError):
+            await pub.publish("", [b"x"])
+        with pytest.raises(TypeError):
+            await sub.receive(timeout="soon")
+        # the refusals left everything working
+        topic = backend.topic()
+        await sub.subscribe(topic)
+        await pub.publish(topic, [b"still fine"])
+        assert (await sub.receive(timeout=10)).payload == b"still fine"
+
+    backend.run(body())
+
+
+def test_ack_settles_for_good(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.ack_subscriber(broker, group="g", ack_timeout=1.0)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"a", b"b"])
+        for expected in (b"a", b"b"):
+            msg, handle = await sub.receive_with_ack(timeout=10)
+            assert msg.payload == expected
+            assert handle.delivery_count == 1 and not handle.is_retry
+            assert handle.message_id == msg.uuid
+            await sub.ack(handle)
+        await asyncio.sleep(1.5)  # past the ack timeout: nothing comes back
+        with pytest.raises(TimeoutError):
+            await sub.receive_with_ack(timeout=1.0)
+        with pytest.raises(kincir.AckError):
+            await sub.ack(handle)
+
+    backend.run(body())
+
+
+def test_nack_redelivers_with_a_delivery_count(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.ack_subscriber(broker, group="g", ack_timeout=30.0, max_deliveries=5)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"retry me"])
+        msg, handle = await sub.receive_with_ack(timeout=10)
+        await sub.nack(handle)
+        again, handle2 = await sub.receive_with_ack(timeout=backend.redelivery_wait)
+        assert again.payload == b"retry me" and again.uuid == msg.uuid
+        assert handle2.delivery_count == 2 and handle2.is_retry
+        await sub.ack(handle2)
+
+    backend.run(body())
+
+
+def test_missed_ack_deadline_redelivers(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.ack_subscriber(broker, group="g", ack_timeout=0.5)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"slow"])
+        _, late = await sub.receive_with_ack(timeout=10)
+        again, handle = await sub.receive_with_ack(timeout=backend.redelivery_wait)
+        assert again.payload == b"slow" and handle.delivery_count == 2
+        await sub.ack(handle)
+        with pytest.raises(kincir.AckError):
+            await sub.ack(late)  # its deadline passed: the handle is stale
+
+    backend.run(body())
+
+
+def test_dead_letters_past_max_deliveries_and_on_reject(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic, dead = backend.topic(), backend.topic()
+        letters = backend.subscriber(broker)
+        await letters.subscribe(dead)
+        sub = backend.ack_subscriber(
+            broker, group="g", ack_timeout=30.0, max_deliveries=2, dead_letter_topic=dead
+        )
+        await sub.subscribe(topic)
+        pub = backend.publisher(broker)
+        await pub.publish(topic, [kincir.Message(b"poison").with_metadata("k", "v")])
+        for _ in range(2):
+            _, handle = await sub.receive_with_ack(timeout=backend.redelivery_wait)
+            await sub.nack(handle)
+        letter = await letters.receive(timeout=10)
+        assert letter.payload == b"poison"
+        assert letter.metadata["_dead_letter_reason"] == "max_deliveries_exceeded"
+        assert letter.metadata["_delivery_count"] == "2"
+        assert letter.metadata["_original_topic"] == topic
+        assert letter.metadata["k"] == "v"
+        await pub.publish(topic, [b"bad input"])
+        _, handle = await sub.receive_with_ack(timeout=10)
+        await sub.nack(handle, requeue=False)
+        letter = await letters.receive(timeout=10)
+        assert letter.payload == b"bad input"
+        assert letter.metadata["_dead_letter_reason"] == "rejected"
+        with pytest.raises(TimeoutError):
+            await sub.receive_with_ack(timeout=1.0)
+
+    backend.run(body())
+
+
+def test_ack_batch_checks_every_handle_first(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.ack_subscriber(broker, group="g", ack_timeout=30.0, prefetch=4)
+        other = backend.ack_subscriber(broker, group="g2", ack_timeout=30.0)
+        await sub.subscribe(topic)
+        await other.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"1", b"2", b"3"])
+        handles = [(await sub.receive_with_ack(timeout=10))[1] for _ in range(3)]
+        _, foreign = await other.receive_with_ack(timeout=10)
+        with pytest.raises(kincir.AckError):
+            await sub.ack_batch([handles[0], foreign])
+        with pytest.raises(kincir.AckError):
+            await sub.ack_batch([handles[0], handles[0]])
+        await sub.ack_batch(handles)  # none was settled by the refused batches
+        await other.ack(foreign)
+
+    backend.run(body())
+
+
+def test_a_closing_member_hands_its_messages_to_the_group(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        first = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
+        second = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
+        await first.subscribe(topic)
+        await second.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"held"])
+        msg, _ = await first.receive_with_ack(timeout=10)
+        await first.close()
+        again, handle = await second.receive_with_ack(timeout=backend.redelivery_wait)
+        assert again.uuid == msg.uuid and handle.delivery_count == 2
+        await second.ack(handle)
+
+    backend.run(body())
+
+
+def test_plain_receive_on_an_ack_subscriber_acks(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.ack_subscriber(broker, group="g", ack_timeout=0.5)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"x"])
+        assert (await sub.receive(timeout=10)).payload == b"x"
+        await asyncio.sleep(1.0)
+        with pytest.raises(TimeoutError):
+            await sub.receive(timeout=1.0)
+
+    backend.run(body())
+
+
+def test_shutdown_refuses_new_work(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        pub = backend.publisher(broker)
+        await backend.shutdown(broker)
+        with pytest.raises(kincir.BrokerShutdown):
+            await pub.publish(topic, [b"late"])
+        with pytest.raises(kincir.BrokerShutdown):
+            await sub.subscribe(backend.topic())
+        with pytest.raises(kincir.BrokerShutdown):
+            await sub.receive(timeout=5)
+        await backend.shutdown(broker)  # idempotent
+
+    backend.run(body())

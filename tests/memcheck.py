@@ -5,6 +5,8 @@
     python tests/memcheck.py --inject-leak --rounds 0   # self-test: leaks Messages (exit 1)
     python tests/memcheck.py --workload      # the workload alone, without valgrind
 
+Exit status 2: it could not run (valgrind is not installed, or the compiled engine is not built).
+
 The workload (this file run with ``--workload``) goes through every part of the engine
 (publish and receive, batches, fan-out, groups, the pull group, acknowledgement, redelivery,
 dead letters, the four overflow policies, TTL, topic management, dropped subscribers, patterns,
@@ -41,10 +43,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SUPPRESSIONS = Path(__file__).with_name("valgrind-python.supp")
 ENGINE_FILES = ("_broker.c", "_message.c", "_broker.pyx", "_message.pyx", "_lock.h")
 IMPORT_MARKERS = ("__pyx_pymod_exec_", "PyInit__", "__Pyx_modinit_")
-MEMORY_ERRORS = ("InvalidRead", "InvalidWrite", "InvalidFree", "MismatchedFree",
-                 "UninitCondition", "UninitValue", "InvalidMemPool", "Overlap",
-                 "SyscallParam", "ClientCheck", "FishyValue")
+MEMORY_ERRORS = (
+    "InvalidRead",
+    "InvalidWrite",
+    "InvalidFree",
+    "MismatchedFree",
+    "UninitCondition",
+    "UninitValue",
+    "InvalidMemPool",
+    "Overlap",
+    "SyscallParam",
+    "ClientCheck",
+    "FishyValue",
+)
 NOT_COMPILED = 3  # the workload's exit status when kincir did not load the compiled engine
+NOT_RUN = 2  # this script's exit status when it could not run (no valgrind, no compiled engine)
 
 
 # -- the workload (runs inside valgrind) --------------------------------------------------------
@@ -73,8 +86,9 @@ def workload(rounds: int, inject_leak: bool) -> None:
     )
 
     if kincir.IMPLEMENTATION != "cython":
-        print("memcheck: kincir loaded its pure-Python engine, not the compiled one",
-              file=sys.stderr)
+        print(
+            "memcheck: kincir loaded its pure-Python engine, not the compiled one", file=sys.stderr
+        )
         sys.exit(NOT_COMPILED)
     Message = kincir.Message
     payload = os.urandom(48)
@@ -186,8 +200,9 @@ def workload(rounds: int, inject_leak: bool) -> None:
         broker.force_shutdown()
 
     def overflow() -> None:
-        broker = InMemoryBroker(InMemoryConfig(max_queue_size=8, max_topics=6,
-                                               max_subscribers_per_topic=2))
+        broker = InMemoryBroker(
+            InMemoryConfig(max_queue_size=8, max_topics=6, max_subscribers_per_topic=2)
+        )
         pub = InMemoryPublisher(broker)
         readers = {}
         for policy in ("error", "block", "drop_oldest", "drop_newest"):
@@ -255,8 +270,9 @@ def workload(rounds: int, inject_leak: bool) -> None:
         broker.force_shutdown()
 
     def ttl_and_topics() -> None:
-        broker = InMemoryBroker(InMemoryConfig(default_message_ttl=0.001, max_queue_size=32,
-                                               cleanup_interval=0.005))
+        broker = InMemoryBroker(
+            InMemoryConfig(default_message_ttl=0.001, max_queue_size=32, cleanup_interval=0.005)
+        )
         pub = InMemoryPublisher(broker)
         sub = InMemorySubscriber(broker)
         acker = InMemoryAckSubscriber(broker)
@@ -298,8 +314,11 @@ def workload(rounds: int, inject_leak: bool) -> None:
         broker.cleanup_idle_topics(0)
         for _ in range(rounds):
             # dropped without close(), one with a delivery in flight
-            plain, member, acker = (InMemorySubscriber(broker), InMemorySubscriber(broker, "g"),
-                                    InMemoryAckSubscriber(broker))
+            plain, member, acker = (
+                InMemorySubscriber(broker),
+                InMemorySubscriber(broker, "g"),
+                InMemoryAckSubscriber(broker),
+            )
             for s in (plain, member, acker):
                 s.subscribe("keep")
             pub.publish_nowait("keep", [payload, payload])
@@ -432,8 +451,11 @@ def parse(xml_path: Path) -> list[Record]:
         for stack in error.findall("stack"):
             rec.frames.extend(_frame_text(f) for f in stack.findall("frame"))
             # the engine's own frames carry the path of the .so in obj: keep it matchable
-            rec.frames.extend(f.findtext("obj") or "" for f in stack.findall("frame")
-                              if "kincir_core" in (f.findtext("obj") or ""))
+            rec.frames.extend(
+                f.findtext("obj") or ""
+                for f in stack.findall("frame")
+                if "kincir_core" in (f.findtext("obj") or "")
+            )
         records.append(rec)
     return records
 
@@ -455,7 +477,8 @@ def real_python() -> str:
     for candidate in candidates:
         if candidate and _is_elf(candidate):
             return candidate
-    raise SystemExit(f"memcheck: no interpreter binary found among {candidates}")
+    print(f"memcheck: no interpreter binary found among {candidates}", file=sys.stderr)
+    sys.exit(NOT_RUN)
 
 
 def engine_path() -> list[str]:
@@ -466,18 +489,22 @@ def engine_path() -> list[str]:
         import kincir_core._broker  # is the extension built?
     except ImportError:
         sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-        for name in [n for n in sys.modules if n == "kincir" or n.startswith(("kincir.",
-                                                                            "kincir_core"))]:
+        for name in [
+            n for n in sys.modules if n == "kincir" or n.startswith(("kincir.", "kincir_core"))
+        ]:
             del sys.modules[name]
         try:
             import kincir
             import kincir_core._broker
         except ImportError as exc:
-            raise SystemExit(f"memcheck: the compiled engine does not import: {exc}") from None
+            print(f"memcheck: the compiled engine does not import: {exc}", file=sys.stderr)
+            sys.exit(NOT_RUN)
     import kincir_core
 
-    dirs = [str(Path(kincir.__file__).resolve().parent.parent),
-            str(Path(kincir_core.__file__).resolve().parent.parent)]
+    dirs = [
+        str(Path(kincir.__file__).resolve().parent.parent),
+        str(Path(kincir_core.__file__).resolve().parent.parent),
+    ]
     return list(dict.fromkeys(dirs))
 
 
@@ -485,20 +512,27 @@ def run_valgrind(rounds: int, inject_leak: bool, keep: Path | None) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         print("memcheck: valgrind is not installed", file=sys.stderr)
-        return 2
+        return NOT_RUN
     python = real_python()
     env = {key: value for key, value in os.environ.items() if key != "KINCIR_NO_EXTENSIONS"}
     env["PYTHONMALLOC"] = "malloc"
-    env["PYTHONPATH"] = os.pathsep.join(engine_path() + [p for p in
-                                        env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        engine_path() + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     with tempfile.TemporaryDirectory(prefix="kincir-memcheck-") as tmp:
         out = keep if keep is not None else Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         xml_path, log_path = out / "memcheck.xml", out / "memcheck.log"
         command = [
-            valgrind, "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite,possible",
-            "--errors-for-leak-kinds=definite", "--num-callers=50", "--xml=yes",
-            f"--xml-file={xml_path}", f"--log-file={log_path}",
+            valgrind,
+            "--tool=memcheck",
+            "--leak-check=full",
+            "--show-leak-kinds=definite,possible",
+            "--errors-for-leak-kinds=definite",
+            "--num-callers=50",
+            "--xml=yes",
+            f"--xml-file={xml_path}",
+            f"--log-file={log_path}",
         ]
         if SUPPRESSIONS.exists():
             command.append(f"--suppressions={SUPPRESSIONS}")
@@ -510,10 +544,13 @@ def run_valgrind(rounds: int, inject_leak: bool, keep: Path | None) -> int:
         elapsed = time.monotonic() - started
         if proc.returncode == NOT_COMPILED:
             print(proc.stderr, file=sys.stderr)
-            return 2
+            return NOT_RUN
         if proc.returncode != 0 or not xml_path.exists():
-            print(f"memcheck: the workload failed under valgrind (exit {proc.returncode})\n"
-                  f"{proc.stdout}{proc.stderr}", file=sys.stderr)
+            print(
+                f"memcheck: the workload failed under valgrind (exit {proc.returncode})\n"
+                f"{proc.stdout}{proc.stderr}",
+                file=sys.stderr,
+            )
             if log_path.exists():
                 print(log_path.read_text()[-4000:], file=sys.stderr)
             return 1
@@ -528,15 +565,21 @@ def report(records: list[Record], python: str, elapsed: float, workload_note: st
     print(f"memcheck: {python} under valgrind, PYTHONMALLOC=malloc, {elapsed:.1f} s")
     if workload_note:
         print(f"  {workload_note.splitlines()[-1]}")
-    print(f"  definitely lost, all records: {sum(r.bytes for r in lost)} bytes in "
-          f"{sum(r.blocks for r in lost)} blocks ({len(lost)} records; the interpreter's own "
-          "unless listed below)")
-    print(f"  definitely lost through kincir_core: {len(ours)} records, "
-          f"{sum(r.bytes for r in ours)} bytes")
+    print(
+        f"  definitely lost, all records: {sum(r.bytes for r in lost)} bytes in "
+        f"{sum(r.blocks for r in lost)} blocks ({len(lost)} records; the interpreter's own "
+        "unless listed below)"
+    )
+    print(
+        f"  definitely lost through kincir_core: {len(ours)} records, "
+        f"{sum(r.bytes for r in ours)} bytes"
+    )
     print(f"  memory errors through kincir_core: {len(errors)}")
     possible = [r for r in records if r.kind == "Leak_PossiblyLost" and r.ours]
-    print(f"  possibly lost through kincir_core (interior pointers, not counted as leaks): "
-          f"{len(possible)} records, {sum(r.bytes for r in possible)} bytes")
+    print(
+        f"  possibly lost through kincir_core (interior pointers, not counted as leaks): "
+        f"{len(possible)} records, {sum(r.bytes for r in possible)} bytes"
+    )
     for rec in ours + errors:
         print(f"\n{rec.kind}: {rec.what}")
         for frame in rec.frames[:30]:
@@ -548,11 +591,18 @@ def report(records: list[Record], python: str, elapsed: float, workload_note: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=40,
-                        help="iterations of each part (0: no workload, for --inject-leak)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=40,
+        help="iterations of each part (0: no workload, for --inject-leak)",
+    )
     parser.add_argument("--workload", action="store_true", help="run the workload only")
-    parser.add_argument("--inject-leak", action="store_true",
-                        help="leak one engine-built Message on purpose (self-test: exit 1)")
+    parser.add_argument(
+        "--inject-leak",
+        action="store_true",
+        help="leak one engine-built Message on purpose (self-test: exit 1)",
+    )
     parser.add_argument("--keep", type=Path, help="write memcheck.xml and memcheck.log here")
     args = parser.parse_args(argv)
     if args.workload:

@@ -1,9 +1,11 @@
 """A KINCIR_DEBUG=1 build counts the engine's live objects; after a workload that touches every
 feature, and once everything is dropped, every count is back to zero.
 
-The debug build (no optimisation, assertions on) is compiled into a temporary directory from
-this checkout's sources, so the test needs Cython and a C compiler (the ``test`` extra installs
-Cython); it runs the workload in a child process against that build.
+The debug build (no optimisation, assertions on) is compiled from a copy of this checkout's build
+sources (setup.py, pyproject.toml and the engine's .pyx/.pxd/.h/.py files, never its generated
+.c files) in pytest's temporary directory, so the checkout is never written: the coverage job
+keeps its line-traced kincir_core/*.c there. The test needs Cython and a C compiler (the ``test``
+extra installs Cython); it runs the workload in a child process against that build.
 """
 
 from __future__ import annotations
@@ -67,33 +69,71 @@ def workload():
 workload()
 for _ in range(3):
     gc.collect()
-print(json.dumps(engine._live_objects()))
+print(json.dumps({"engine": engine.__file__, "live": engine._live_objects()}))
 """
 
 
-@pytest.mark.skipif(os.name == "nt" or (shutil.which("cc") is None and shutil.which("gcc") is None),
-                    reason="needs a C compiler")
+# What the build reads, copied from the checkout: the build scripts and the README that
+# pyproject.toml names, and the engine's sources (not the generated .c, nor a built .so).
+BUILD_FILES = ("setup.py", "pyproject.toml", "README.md")
+ENGINE_SOURCES = ("*.pyx", "*.pxd", "*.h", "*.py", "*.pyi", "py.typed")
+
+
+def copy_build_sources(dest: Path) -> None:
+    for name in BUILD_FILES:
+        shutil.copy2(ROOT / name, dest / name)
+    (dest / "kincir_core").mkdir()
+    for pattern in ENGINE_SOURCES:
+        for source in (ROOT / "kincir_core").glob(pattern):
+            shutil.copy2(source, dest / "kincir_core" / source.name)
+
+
+@pytest.mark.skipif(
+    os.name == "nt" or (shutil.which("cc") is None and shutil.which("gcc") is None),
+    reason="needs a C compiler",
+)
 def test_debug_build_leaves_no_live_engine_objects(tmp_path: Path) -> None:
     pytest.importorskip("Cython")
-    if not (ROOT / "setup.py").exists():
+    if not all((ROOT / name).exists() for name in BUILD_FILES):
         pytest.skip("the sources are not next to the tests")
-    build = tmp_path / "build"
-    env = dict(os.environ, KINCIR_DEBUG="1")
-    env.pop("KINCIR_NO_EXTENSIONS", None)
-    subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(build),
-         "--build-temp", str(tmp_path / "temp")],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=600,
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    copy_build_sources(tree)
+    env = dict(os.environ, KINCIR_DEBUG="1", PYTHONDONTWRITEBYTECODE="1")
+    for name in ("KINCIR_NO_EXTENSIONS", "KINCIR_TRACE"):
+        env.pop(name, None)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "build_ext",
+            "--inplace",
+            "--build-temp",
+            str(tmp_path / "temp"),
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    for source in (ROOT / "kincir_core").glob("*.py"):
-        shutil.copy(source, build / "kincir_core" / source.name)
-    env["PYTHONPATH"] = os.pathsep.join([str(build), str(ROOT / "src")])
+    assert build.returncode == 0, build.stdout + build.stderr
+    # kincir from the checkout's src/, its engine from the debug build
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), str(ROOT / "src")])
     out = subprocess.run(
-        [sys.executable, "-c", WORKLOAD], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=300,
+        [sys.executable, "-c", WORKLOAD],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     import json
 
-    live = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(result["engine"]).resolve().is_relative_to(tree.resolve()), result["engine"]
+    live = result["live"]
+    assert live, "the debug build counts no objects"
     assert live == dict.fromkeys(live, 0), live

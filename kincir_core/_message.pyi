@@ -1,14 +1,16 @@
 from collections.abc import Mapping
 from typing import Any
 
+from typing_extensions import Buffer
+
 class Message:
     """A message: a bytes payload, read-only str->str metadata and a uuid4 identifier."""
 
     @property
     def payload(self) -> bytes: ...
-    def __init__(self, payload: Any, metadata: Mapping[str, str] | None = None) -> None: ...
+    def __init__(self, payload: Buffer, metadata: Mapping[str, str] | None = None) -> None: ...
     @classmethod
-    def new(cls, payload: Any) -> Message: ...
+    def new(cls, payload: Buffer) -> Message: ...
     @property
     def uuid(self) -> str: ...
     @property
@@ -23,6 +25,11 @@ class Message:
     def __reduce__(self) -> tuple[Any, ...]: ...
 
 def restore_message(
-    payload: bytes, meta: dict[str, str], ident: int, topic: str | None, sequence: int,
-    enqueued_at: int, ordered: bool,
+    payload: bytes,
+    meta: dict[str, str],
+    ident: int,
+    topic: str | None,
+    sequence: int,
+    enqueued_at: int,
+    ordered: bool,
 ) -> Message: ...

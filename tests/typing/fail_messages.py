@@ -1,0 +1,42 @@
+"""Misuse of messages, publishing and receiving: each marked line must be a mypy error."""
+
+from __future__ import annotations
+
+from kincir import Message
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+
+broker = InMemoryBroker.with_default_config()
+pub = InMemoryPublisher(broker)
+sub = InMemorySubscriber(broker)
+sub.subscribe("orders")
+
+Message("text")  # E: Argument 1 to "Message" has incompatible type "str"; expected "Buffer"
+Message.new(42)  # E: Argument 1 to "new" of "Message" has incompatible type "int"
+Message(b"x", {"retries": 3})  # E: Dict entry 0 has incompatible type "str": "int"
+Message(b"x").with_metadata("retries", 3)  # E: Argument 2 to "with_metadata" of "Message"
+pub.publish_nowait("orders", 5)  # E: type "int"; expected "Sequence[Message | Buffer]"
+pub.publish_nowait("orders", [1, 2])  # E: List item 0 has incompatible type "int"  # E: List item 1
+pub.publish_sync("orders", b"x")  # E: type "bytes"; expected "Sequence[Message | Buffer]"
+pub.publish_sync("orders", [b"x"], timeout="1s")  # E: Argument "timeout" to "publish_sync"
+pub.publish_now("orders", [b"x"])  # E: "InMemoryPublisher" has no attribute "publish_now"
+sub.recieve_sync()  # E: "InMemorySubscriber" has no attribute "recieve_sync"
+sub.receive_batch_sync()  # E: Missing positional argument "max_messages"
+
+
+def first_payload() -> bytes:
+    return sub.try_receive().payload  # E: Item "None" of "Message | None" has no attribute
+
+
+def next_sequence() -> int:
+    message = sub.receive_sync(timeout=1.0)
+    return message.sequence + 1  # E: Unsupported operand types for + ("None" and "int")
+
+
+async def forgot_await() -> None:
+    message: Message = sub.receive()  # E: (expression has type "Coroutine[Any, Any, Message]"
+    print(message)
+
+
+def rewrite(message: Message) -> None:
+    message.payload = b"changed"  # E: Property "payload" defined in "Message" is read-only
+    message.metadata["key"] = "value"  # E: Unsupported target for indexed assignment

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import kincir
-from kincir import bench, demo
+from kincir import bench, bench_backends, demo
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -39,7 +39,14 @@ class Command:
 #: The subcommands, in the order ``kincir --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("demo", demo.HELP, demo.configure_parser, demo.run, demo.DESCRIPTION),
-    Command("bench", bench.HELP, bench.configure_parser, bench.run, bench.DESCRIPTION),
+    # bench_backends: kincir.bench's options plus --backend/--url; without --backend, bench.run
+    Command(
+        "bench",
+        bench.HELP,
+        bench_backends.configure_parser,
+        bench_backends.run,
+        bench_backends.DESCRIPTION,
+    ),
 )
 
 

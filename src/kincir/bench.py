@@ -173,17 +173,28 @@ class Sizes:
     h_calls: int = 20_000
     g_messages: int = 100_000
     r_messages: int = 40_000
+    #: B1-B4 belong to ``kincir bench --backend`` (kincir.bench_backends): sizes a server can take.
+    b1_messages: int = 20_000
+    b2_messages: int = 10_000
+    b3_messages: int = 5_000
+    b4_trips: int = 500
 
     @classmethod
     def quick(cls) -> Sizes:
-        """The sizes of ``--quick``: a quarter of most, the full million queued for H."""
+        """The sizes of ``--quick``: a quarter of most, the full million queued for H, a tenth
+        of the backend workloads (B1-B4)."""
+        full = cls()
         return dataclasses.replace(
-            cls().scaled(0.25),
+            full.scaled(0.25),
             w6_thread_trips=2_000,
             w6_async_trips=4_000,
             m_messages=20_000,
             h_queued=1_000_000,
             h_calls=2_000,
+            b1_messages=full.b1_messages // 10,
+            b2_messages=full.b2_messages // 10,
+            b3_messages=full.b3_messages // 10,
+            b4_trips=full.b4_trips // 10,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -223,6 +234,9 @@ class BenchSettings:
     scale: float = 1.0
     #: The workloads to run, by key; all of them when None.
     only: tuple[str, ...] | None = None
+    #: The workloads to choose from: ``WORKLOADS`` when None (``kincir bench --backend`` passes
+    #: its own, kincir.bench_backends).
+    suite: tuple[Workload, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.repeat < 1:
@@ -230,10 +244,11 @@ class BenchSettings:
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError("--scale must be a positive number")
         if self.only is not None:
-            unknown = [key for key in self.only if key not in _BY_KEY]
+            known = _BY_KEY if self.suite is None else {w.key: w for w in self.suite}
+            unknown = [key for key in self.only if key not in known]
             if unknown:
                 raise ValueError(
-                    f"unknown workload {', '.join(unknown)}; choose from {', '.join(_BY_KEY)}"
+                    f"unknown workload {', '.join(unknown)}; choose from {', '.join(known)}"
                 )
             if not self.only:
                 raise ValueError("--only needs at least one workload")
@@ -245,9 +260,10 @@ class BenchSettings:
 
     def workloads(self) -> tuple[Workload, ...]:
         """The selected workloads, in the canonical order."""
+        suite = WORKLOADS if self.suite is None else self.suite
         if self.only is None:
-            return WORKLOADS
-        return tuple(w for w in WORKLOADS if w.key in self.only)
+            return suite
+        return tuple(w for w in suite if w.key in self.only)
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -1993,18 +2009,19 @@ def format_table(report: BenchReport) -> str:
             lines.append("  ".join("-" * width for width in widths))
     lines += errors
     met, total = report.goals()
-    lines += [
-        "",
-        "ratio: throughput is kincir/base and latency base/kincir, so > 1 means kincir is "
-        "better; the",
-        "       W4/fanout and H rows compare kincir with itself: cost ratios, lower is better.",
-    ]
+    lines.append("")
+    if s.suite is None:  # another suite explains its ratios in its notes
+        lines += [
+            "ratio: throughput is kincir/base and latency base/kincir, so > 1 means kincir is "
+            "better; the",
+            "       W4/fanout and H rows compare kincir with itself: cost ratios, lower is better.",
+        ]
     if s.repeat > 1:
         lines.append("spread: (max - min) / median over the repetitions, worst side of the row.")
     janus = report.machine.janus_version
     if janus is None and any(w.key in ("W3", "W7") for w in report.workloads):
         lines.append("janus: not installed, so W3 and W7 have no janus column.")
-    elif janus is not None:
+    elif janus is not None and s.suite is None:
         lines.append(f"janus {janus}: vs janus = same ratio rule as the baseline column.")
     for note in notes:
         lines += textwrap.wrap(note, 100, subsequent_indent="   ")
@@ -2215,12 +2232,15 @@ class _StderrProgress:
             sys.stderr.flush()
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``kincir bench`` with parsed options; print the table; 0 when every workload ran."""
+def run(args: argparse.Namespace, suite: tuple[Workload, ...] | None = None) -> int:
+    """Run ``kincir bench`` with parsed options; print the table; 0 when every workload ran.
+
+    ``suite``: the workloads to run instead of ``WORKLOADS`` (``kincir bench --backend``).
+    """
     prog = "kincir bench"
     try:
         settings = BenchSettings(
-            repeat=args.repeat, quick=args.quick, scale=args.scale, only=args.only
+            repeat=args.repeat, quick=args.quick, scale=args.scale, only=args.only, suite=suite
         )
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

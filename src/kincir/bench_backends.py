@@ -1,0 +1,619 @@
+"""``kincir bench --backend redis|rabbitmq|kafka``: what leaving the process costs.
+
+The same async workloads run on the in-memory broker and on a backend's server, side by side in
+one run, with ``kincir bench``'s machinery (kincir.bench: a warm-up at a tenth of the size, then
+``--repeat`` timed repetitions per side taking turns, medians, ``--json``, ``--quick``). Every
+workload runs on one event loop (a fresh one per repetition) and the code is the same on both
+sides: only the broker, publisher and subscriber classes differ. Payloads are 64 bytes.
+
+=========  ==================================================================================
+B1         asyncio producer -> subscriber: batches of 100 payloads (``await publish``), one plain
+           subscriber takes ``receive_batch(100)`` until it has N; msg/s
+B2         fan-out to 4 plain subscribers (same producer); deliveries/s (4 x N)
+B3         ack group of 2 members: ``receive_with_ack`` + ``ack`` until N are acked, the producer
+           running alongside (``InMemoryAckSubscriber(broker, group)`` in memory); msg/s
+B4         round trip latency: ping-pong between two topics (a Message per publish, ``await
+           receive()`` on each side); median microseconds per round trip
+=========  ==================================================================================
+
+Each row shows kincir memory against kincir <backend>, and the ratio memory/backend for
+throughput, backend/memory for latency: how many times faster staying in-process is. The rows
+have no goals; they inform.
+
+The backend's classes are found by name: module ``kincir.<name>``, classes ``<Prefix>Broker``,
+``<Prefix>Publisher``, ``<Prefix>Subscriber`` and ``<Prefix>AckSubscriber`` (prefixes Redis,
+RabbitMQ, Kafka). Each run uses topic and group names of its own (``kincir-bench.<run id>.*``)
+and, on Redis, a key prefix of its own (``kincir-bench-<run id>:``); every repetition closes its
+subscribers and deletes its topics (and groups, where the backend can) before the next one.
+
+The server address is ``--url``, else the backend's environment variable (``KINCIR_REDIS_URL``,
+``KINCIR_RABBITMQ_URL``, ``KINCIR_KAFKA_URL``), else the default on 127.0.0.1. The connection is
+tried before anything runs: a server that cannot be reached ends the command with its
+``kincir.ConnectionFailed`` message on one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import inspect
+import itertools
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import kincir
+from kincir import Message, bench
+from kincir.bench import (
+    BATCH,
+    PAYLOAD,
+    STUCK_AFTER,
+    BenchError,
+    Row,
+    Sample,
+    Sizes,
+    Workload,
+    _check,
+    _Context,
+    _latency,
+    _measurement,
+    _one,
+    _Side,
+    _throughput,
+    _together,
+)
+from kincir.errors import KincirError
+from kincir.memory import (
+    InMemoryAckSubscriber,
+    InMemoryBroker,
+    InMemoryConfig,
+    InMemoryPublisher,
+    InMemorySubscriber,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DESCRIPTION",
+    "Backend",
+    "BackendSpec",
+    "BackendUnavailable",
+    "configure_parser",
+    "default_url",
+    "load_backend",
+    "run",
+    "workloads",
+]
+
+#: The text of ``kincir bench --help``: the in-process benchmark's, and ``--backend``'s.
+DESCRIPTION = (
+    bench.DESCRIPTION
+    + " With --backend redis|rabbitmq|kafka [--url URL]: run instead the async workloads B1 "
+    "producer -> subscriber, B2 fan-out to 4 subscribers, B3 ack group of 2 members, B4 round "
+    "trip latency, on the in-memory broker and on the backend side by side (ratio: how many "
+    "times faster in-process is); exits 2 when the server cannot be reached."
+)
+
+#: Subscribers in B2's fan-out.
+FANOUT = 4
+#: Members of B3's group.
+MEMBERS = 2
+#: How long a B3 member waits for a message before looking whether the group is done.
+ACK_POLL = 0.1
+
+MEMORY = "kincir memory"
+
+_now = bench._now
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """How to find a backend and its server."""
+
+    #: ``--backend`` NAME, and the module ``kincir.<name>``.
+    name: str
+    #: The classes' prefix: ``<prefix>Broker`` ...
+    prefix: str
+    #: The server when neither ``--url`` nor ``env`` says otherwise.
+    default_url: str
+    #: The environment variable that overrides ``default_url``.
+    env: str
+
+
+#: The backends ``--backend`` knows, by name.
+BACKENDS: dict[str, BackendSpec] = {
+    spec.name: spec
+    for spec in (
+        BackendSpec("redis", "Redis", "redis://127.0.0.1:6379/0", "KINCIR_REDIS_URL"),
+        BackendSpec(
+            "rabbitmq", "RabbitMQ", "amqp://guest:guest@127.0.0.1:5672/", "KINCIR_RABBITMQ_URL"
+        ),
+        BackendSpec("kafka", "Kafka", "127.0.0.1:9092", "KINCIR_KAFKA_URL"),
+    )
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's module or one of its classes cannot be imported."""
+
+
+def default_url(name: str) -> str:
+    """The server of backend ``name`` when ``--url`` is not given: its env variable, or default."""
+    spec = BACKENDS[name]
+    return os.environ.get(spec.env) or spec.default_url
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+class Backend:
+    """A backend's classes, its server and the names this run gives its topics."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        url: str,
+        broker: type[Any],
+        publisher: type[Any],
+        subscriber: type[Any],
+        ack_subscriber: type[Any],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.url = url
+        self.broker_type = broker
+        self.publisher_type = publisher
+        self.subscriber_type = subscriber
+        self.ack_subscriber_type = ack_subscriber
+        #: Unique to this run: in every topic and group name (and the Redis key prefix).
+        self.run_id = uuid.uuid4().hex[:12]
+        self._serial = itertools.count(1)
+
+    @property
+    def label(self) -> str:
+        return f"kincir {self.name}"
+
+    @property
+    def key_prefix(self) -> str | None:
+        """The Redis key prefix of this run (None for the other backends)."""
+        return f"kincir-bench-{self.run_id}:" if self.name == "redis" else None
+
+    def new_broker(self) -> Any:
+        """A broker on the server (not connected yet)."""
+        prefix = self.key_prefix
+        if prefix is not None:
+            return self.broker_type(self.url, prefix=prefix)
+        return self.broker_type(self.url)
+
+    def unique_name(self, what: str) -> str:
+        """A topic or group name no other run or repetition uses."""
+        return f"kincir-bench.{self.run_id}.{what}.{next(self._serial)}"
+
+    async def check(self) -> None:
+        """Connect and disconnect; ``ConnectionFailed`` when the server cannot be reached."""
+        broker = self.new_broker()
+        try:
+            await broker.connect()
+        finally:
+            await broker.shutdown()
+
+    def describe(self) -> list[str]:
+        """The notes printed under the table (each short enough to stay on one line)."""
+        where = f"{self.label}: {_redact(self.url)}"
+        if self.key_prefix is not None:
+            where += f" (key prefix {self.key_prefix})"
+        return [
+            where,
+            f"topics kincir-bench.{self.run_id}.*, deleted (groups too) after each repetition",
+            f"ratio: memory/{self.name} for throughput, {self.name}/memory for latency (B4): how "
+            "many times faster in memory",
+        ]
+
+
+def load_backend(name: str, url: str | None = None) -> Backend:
+    """Import ``kincir.<name>`` and find its classes; ``BackendUnavailable`` if they are not
+    there. ``url``: the server, ``default_url(name)`` when None."""
+    try:
+        spec = BACKENDS[name]
+    except KeyError:
+        raise BackendUnavailable(
+            f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}"
+        ) from None
+    module_name = f"kincir.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name == module_name:
+            raise BackendUnavailable(
+                f"--backend {name}: this kincir ({kincir.__version__}) has no {module_name}"
+            ) from exc
+        raise BackendUnavailable(f"--backend {name}: cannot import {module_name}: {exc}") from exc
+    classes = []
+    for role in ("Broker", "Publisher", "Subscriber", "AckSubscriber"):
+        cls = getattr(module, f"{spec.prefix}{role}", None)
+        if not isinstance(cls, type):
+            raise BackendUnavailable(f"--backend {name}: {module_name} has no {spec.prefix}{role}")
+        classes.append(cls)
+    return Backend(spec, url or default_url(name), *classes)
+
+
+# -- the two sides --------------------------------------------------------------------------------
+
+
+class _Endpoint(abc.ABC):
+    """Where one repetition of a workload runs: builds the objects, cleans up after."""
+
+    label: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect (before the clock starts)."""
+
+    @abc.abstractmethod
+    def name(self, what: str) -> str:
+        """A topic or group name for this repetition."""
+
+    @abc.abstractmethod
+    def publisher(self) -> Any:
+        """A publisher."""
+
+    @abc.abstractmethod
+    async def subscriber(self, topic: str, group: str | None = None, *, ack: bool = False) -> Any:
+        """A subscriber (acknowledging with ``ack``), subscribed to ``topic``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close everything and delete what the repetition left on a server."""
+
+
+class _Memory(_Endpoint):
+    label = MEMORY
+
+    def __init__(self) -> None:
+        self.broker = InMemoryBroker(InMemoryConfig.high_performance())
+
+    async def open(self) -> None:
+        pass
+
+    def name(self, what: str) -> str:
+        return f"bench.{what}"
+
+    def publisher(self) -> Any:
+        return InMemoryPublisher(self.broker)
+
+    async def subscriber(self, topic: str, group: str | None = None, *, ack: bool = False) -> Any:
+        sub = (InMemoryAckSubscriber if ack else InMemorySubscriber)(self.broker, group)
+        await sub.subscribe(topic)
+        return sub
+
+    async def close(self) -> None:
+        self.broker.force_shutdown()
+
+
+async def _settle(result: Any) -> None:
+    """Await ``result`` if a backend's administration call returned an awaitable."""
+    if inspect.isawaitable(result):
+        await result
+
+
+class _Remote(_Endpoint):
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.label = backend.label
+        self.broker: Any = None
+        self._subscribers: list[Any] = []
+        self._topics: list[str] = []
+        self._groups: list[tuple[str, str]] = []
+
+    async def open(self) -> None:
+        self.broker = self.backend.new_broker()
+        await self.broker.connect()
+
+    def name(self, what: str) -> str:
+        return self.backend.unique_name(what)
+
+    def publisher(self) -> Any:
+        return self.backend.publisher_type(self.broker)
+
+    async def subscriber(self, topic: str, group: str | None = None, *, ack: bool = False) -> Any:
+        cls = self.backend.ack_subscriber_type if ack else self.backend.subscriber_type
+        sub = cls(self.broker) if group is None else cls(self.broker, group)
+        self._subscribers.append(sub)
+        if topic not in self._topics:
+            self._topics.append(topic)
+        if group is not None and (topic, group) not in self._groups:
+            self._groups.append((topic, group))
+        await sub.subscribe(topic)
+        return sub
+
+    async def close(self) -> None:
+        broker = self.broker
+        if broker is None:
+            return
+        errors: list[Exception] = []
+        for sub in self._subscribers:
+            try:
+                await sub.close()
+            except Exception as exc:
+                errors.append(exc)
+        try:
+            if not broker.is_shutdown():
+                await self._delete(broker)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            await broker.shutdown()
+        if errors:
+            raise BenchError(
+                f"cleaning up on {self.label} failed: {type(errors[0]).__name__}: {errors[0]}"
+            ) from errors[0]
+
+    async def _delete(self, broker: Any) -> None:
+        """Delete the repetition's groups and topics, with what the backend offers."""
+        delete_group: Callable[[str, str], Any] | None = getattr(broker, "delete_group", None)
+        delete_topic: Callable[[str], Any] | None = getattr(broker, "delete_topic", None)
+        if delete_group is not None:
+            for topic, group in self._groups:
+                try:
+                    await _settle(delete_group(topic, group))
+                except KincirError:  # best effort: deleting the topic takes it too
+                    pass
+        if delete_topic is not None:
+            for topic in self._topics:
+                await _settle(delete_topic(topic))
+
+
+_Body = Callable[[_Endpoint, Sizes], Awaitable[Sample]]
+
+
+async def _repetition(endpoint: _Endpoint, body: _Body, sizes: Sizes) -> Sample:
+    """Open, run ``body`` (at most STUCK_AFTER seconds), clean up (also when it failed)."""
+    try:
+        await endpoint.open()
+        try:
+            sample = await asyncio.wait_for(body(endpoint, sizes), STUCK_AFTER)
+        except TimeoutError as exc:
+            raise BenchError(f"{endpoint.label} still running after {STUCK_AFTER:g} s") from exc
+    except BaseException:
+        try:
+            await endpoint.close()
+        except Exception:  # the first failure is the one to report
+            pass
+        raise
+    await endpoint.close()
+    return sample
+
+
+def _side(label: str, endpoint: Callable[[], _Endpoint], body: _Body) -> _Side:
+    def run(sizes: Sizes) -> Sample:
+        return asyncio.run(_repetition(endpoint(), body, sizes))
+
+    return _one(label, run)
+
+
+# -- the workloads --------------------------------------------------------------------------------
+
+
+async def _produce(publisher: Any, topic: str, n: int) -> None:
+    """Publish ``n`` payloads to ``topic`` in batches of BATCH."""
+    publish = publisher.publish
+    batch = [PAYLOAD] * BATCH
+    full, rest = divmod(n, BATCH)
+    for _ in range(full):
+        await publish(topic, batch)
+    if rest:
+        await publish(topic, batch[:rest])
+
+
+async def _drain(subscriber: Any, n: int, what: str) -> int:
+    """Take batches until ``n`` messages arrived; the time it ended."""
+    take = subscriber.receive_batch
+    got = 0
+    while got < n:
+        got += len(await take(BATCH))
+    _check(got == n, f"{what}: a subscriber received {got} messages, {n} were published")
+    return _now()
+
+
+async def _b1(ep: _Endpoint, sizes: Sizes) -> Sample:
+    n = sizes.b1_messages
+    topic = ep.name("b1")
+    sub = await ep.subscriber(topic)
+    pub = ep.publisher()
+    started = _now()
+    finished, _ = await _together(_drain(sub, n, "B1"), _produce(pub, topic, n))
+    return _throughput(n, int(finished) - started)
+
+
+async def _b2(ep: _Endpoint, sizes: Sizes) -> Sample:
+    n = sizes.b2_messages
+    topic = ep.name("b2")
+    subs = [await ep.subscriber(topic) for _ in range(FANOUT)]
+    pub = ep.publisher()
+
+    async def drained() -> int:
+        return max(await asyncio.gather(*(_drain(sub, n, "B2") for sub in subs)))
+
+    started = _now()
+    finished, _ = await _together(drained(), _produce(pub, topic, n))
+    sample = _throughput(n * FANOUT, int(finished) - started)
+    sample.raw["subscribers"] = FANOUT
+    return sample
+
+
+async def _b3(ep: _Endpoint, sizes: Sizes) -> Sample:
+    n = sizes.b3_messages
+    topic = ep.name("b3")
+    group = ep.name("b3-group")
+    members = [await ep.subscriber(topic, group, ack=True) for _ in range(MEMBERS)]
+    pub = ep.publisher()
+    acked = [0]
+    finished = [0]
+
+    async def work(member: Any) -> int:
+        receive, ack = member.receive_with_ack, member.ack
+        mine = 0
+        while acked[0] < n:
+            try:
+                _, handle = await receive(ACK_POLL)
+            except TimeoutError:  # nothing yet, or the others took the last ones
+                continue
+            await ack(handle)
+            mine += 1
+            acked[0] += 1
+            if acked[0] == n:
+                finished[0] = _now()
+        return mine
+
+    async def group_done() -> list[int]:
+        return list(await asyncio.gather(*(work(member) for member in members)))
+
+    started = _now()
+    counts, _ = await _together(group_done(), _produce(pub, topic, n))
+    _check(sum(counts) == n, f"B3: the group acked {sum(counts)} messages, {n} were published")
+    sample = _throughput(n, finished[0] - started)
+    sample.raw["members"] = MEMBERS
+    return sample
+
+
+async def _b4(ep: _Endpoint, sizes: Sizes) -> Sample:
+    trips = sizes.b4_trips
+    ping_topic, pong_topic = ep.name("b4-ping"), ep.name("b4-pong")
+    ping_sub = await ep.subscriber(ping_topic)
+    pong_sub = await ep.subscriber(pong_topic)
+    ping_pub, pong_pub = ep.publisher(), ep.publisher()
+
+    async def pong() -> None:
+        receive, publish = ping_sub.receive, pong_pub.publish
+        for _ in range(trips):
+            await receive()
+            await publish(pong_topic, [Message(PAYLOAD)])
+
+    async def ping() -> list[int]:
+        receive, publish = pong_sub.receive, ping_pub.publish
+        now = _now
+        times = [0] * trips
+        for i in range(trips):
+            started = now()
+            await publish(ping_topic, [Message(PAYLOAD)])
+            await receive()
+            times[i] = now() - started
+        return times
+
+    _, times = await _together(pong(), ping())
+    return _latency(list(times))
+
+
+def workloads(backend: Backend) -> tuple[Workload, ...]:
+    """B1-B4 comparing the in-memory broker with ``backend``."""
+    remote = backend.label
+    ratio = f"memory/{backend.name}"
+
+    def compare(
+        key: str, name: str, body: _Body, unit: str, note: bool = False
+    ) -> Callable[[_Context], tuple[Row, ...]]:
+        latency = unit == "us"
+
+        def measure(ctx: _Context) -> tuple[Row, ...]:
+            if note:
+                ctx.notes.extend(backend.describe())
+            got = ctx.measure(
+                [_side(MEMORY, _Memory, body), _side(remote, lambda: _Remote(backend), body)]
+            )
+            return (
+                Row(
+                    key,
+                    name,
+                    _measurement(got, MEMORY, unit, not latency),
+                    _measurement(got, remote, unit, not latency),
+                    None,
+                    f"{backend.name}/memory" if latency else ratio,
+                    inverted=latency,
+                ),
+            )
+
+        return measure
+
+    return (
+        Workload(
+            "B1",
+            "asyncio producer -> subscriber",
+            compare("B1", "asyncio producer -> subscriber", _b1, "msg/s", note=True),
+        ),
+        Workload(
+            "B2",
+            f"fan-out to {FANOUT} subscribers",
+            compare("B2", f"fan-out to {FANOUT} subscribers", _b2, "deliveries/s"),
+        ),
+        Workload(
+            "B3",
+            f"ack group of {MEMBERS} members",
+            compare("B3", f"ack group of {MEMBERS} members", _b3, "msg/s"),
+        ),
+        Workload("B4", "round trip latency", compare("B4", "round trip p50", _b4, "us")),
+    )
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """``kincir bench``'s options, and ``--backend`` and ``--url``."""
+    bench.configure_parser(parser)
+    parser.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default=None,
+        help="run the async workloads B1-B4 on the in-memory broker and on this backend, side "
+        "by side, instead of the in-process benchmark",
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        metavar="URL",
+        help="the backend's server (default: "
+        + "; ".join(f"{s.name}: ${s.env} or {s.default_url}" for s in BACKENDS.values())
+        + ")",
+    )
+
+
+def _error(text: str) -> int:
+    print(f"kincir bench: error: {' '.join(text.splitlines())}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kincir bench`` (``--backend``: B1-B4 against a backend); the exit code."""
+    name: str | None = getattr(args, "backend", None)
+    url: str | None = getattr(args, "url", None)
+    if name is None:
+        if url is not None:
+            return _error("--url needs --backend")
+        return bench.run(args)
+    if args.only is not None:
+        return _error("--only selects in-process workloads; --backend runs B1-B4")
+    try:
+        backend = load_backend(name, url)
+    except BackendUnavailable as exc:
+        return _error(str(exc))
+    # a client library may log its failure too (aiormq does): the error line says it all
+    logging.disable(logging.CRITICAL)
+    try:
+        asyncio.run(backend.check())
+    except (KincirError, ValueError, TypeError) as exc:  # ConnectionFailed, a malformed URL
+        return _error(str(exc))
+    finally:
+        logging.disable(logging.NOTSET)
+    return bench.run(args, suite=workloads(backend))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import shutil
 import subprocess
@@ -39,6 +40,12 @@ TRACEMALLOC_LIMIT = 64 * 1024  # bytes a churn test may grow by between its two 
 # enough steps that leaking the smallest object (32 bytes) per step exceeds the limit twice over
 FLAT_MIN_STEPS = 2 * TRACEMALLOC_LIMIT // 32
 MEMCHECK = Path(__file__).with_name("memcheck.py")
+
+
+@pytest.fixture(autouse=True)
+def quiet_kincir_log(caplog):
+    """pytest keeps every captured record: the warnings of dead letters would count as growth."""
+    caplog.set_level(logging.CRITICAL, logger="kincir")
 
 
 def steps(k: Any, cost: int = 1, minimum: int = 200) -> int:

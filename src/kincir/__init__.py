@@ -4,6 +4,8 @@ Topics, fan-out to many subscribers, per-topic sequence numbers, TTL, bounded qu
 statistics, from threads and from asyncio. Start with ``kincir.memory.InMemoryBroker``.
 """
 
+import logging
+
 from kincir_core import IMPLEMENTATION as IMPLEMENTATION
 from kincir_core import Message as Message
 
@@ -23,6 +25,10 @@ from .router import Router as Router
 from .router import RouterStats as RouterStats
 
 __version__ = "0.1.0"
+
+# Records go to the application's handlers; without any, nothing is printed (a library never
+# configures logging for its user).
+logging.getLogger("kincir").addHandler(logging.NullHandler())
 
 __all__ = [
     "IMPLEMENTATION",

@@ -96,8 +96,9 @@ class Delivery:
 
     __slots__ = ("_handle", "_router", "_subscriber", "message")
 
-    def __init__(self, router: Router, subscriber: InMemoryAckSubscriber, message: Message,
-                 handle: AckHandle) -> None:
+    def __init__(
+        self, router: Router, subscriber: InMemoryAckSubscriber, message: Message, handle: AckHandle
+    ) -> None:
         self._router = router
         self._subscriber = subscriber
         self._handle = handle
@@ -163,8 +164,7 @@ class Router:
                 f"ack_strategy must be an AckStrategy, not {type(ack_strategy).__name__}"
             )
         if processing_timeout is not None:
-            if type(processing_timeout) is bool or not isinstance(processing_timeout,
-                                                                     (int, float)):
+            if type(processing_timeout) is bool or not isinstance(processing_timeout, (int, float)):
                 raise TypeError("processing_timeout must be a number of seconds or None")
             if not 0 < processing_timeout < float("inf"):
                 raise ValueError(f"processing_timeout must be > 0, got {processing_timeout}")
@@ -185,18 +185,36 @@ class Router:
         self.group = group if group is not None else f"router:{input_topic}"
         acking = ack_strategy is not AckStrategy.NEVER_ACK
         # Built now, so bad settings and topic names fail here, not in a worker.
-        self._subscribers = [
-            InMemoryAckSubscriber(broker, self.group, ack_timeout=ack_timeout,
-                                  max_deliveries=max_deliveries,
-                                  dead_letter_topic=dead_letter_topic)
-            for _ in range(concurrency)
-        ] if acking else [_PlainMember(broker, self.group) for _ in range(concurrency)]
+        self._subscribers = (
+            [
+                InMemoryAckSubscriber(
+                    broker,
+                    self.group,
+                    ack_timeout=ack_timeout,
+                    max_deliveries=max_deliveries,
+                    dead_letter_topic=dead_letter_topic,
+                )
+                for _ in range(concurrency)
+            ]
+            if acking
+            else [_PlainMember(broker, self.group) for _ in range(concurrency)]
+        )
         self._max_deliveries = max_deliveries
         self._publisher = InMemoryPublisher(broker)
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(
-            ("processed", "succeeded", "failed", "acked", "nacked", "timed_out",
-             "retries_exhausted", "published"), 0)
+            (
+                "processed",
+                "succeeded",
+                "failed",
+                "acked",
+                "nacked",
+                "timed_out",
+                "retries_exhausted",
+                "published",
+            ),
+            0,
+        )
         self._busy_time = 0.0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -217,23 +235,37 @@ class Router:
         self._running = True
         self._stopping.clear()
         if self._is_async:
-            thread = threading.Thread(target=lambda: asyncio.run(self._run_tasks()),
-                                      name="kincir-router", daemon=True)
+            thread = threading.Thread(
+                target=lambda: asyncio.run(self._run_tasks()), name="kincir-router", daemon=True
+            )
             self._threads = [thread]
         else:
             if self.processing_timeout is not None:
                 # a handler past its timeout keeps its thread until it returns (a thread
                 # cannot be stopped): room for some of those beside the working ones
                 self._executor = concurrent.futures.ThreadPoolExecutor(
-                    2 * self.concurrency + 4, thread_name_prefix="kincir-router-handler")
+                    2 * self.concurrency + 4, thread_name_prefix="kincir-router-handler"
+                )
             self._threads = [
-                threading.Thread(target=self._work_sync, args=(sub,),
-                                 name=f"kincir-router-{i}", daemon=True)
+                threading.Thread(
+                    target=self._work_sync, args=(sub,), name=f"kincir-router-{i}", daemon=True
+                )
                 for i, sub in enumerate(self._subscribers)
             ]
         for thread in self._threads:
             thread.start()
+        self._log_started()
         return self
+
+    def _log_started(self) -> None:
+        _log.info(
+            "router started: %r -> %r, group %r, %d workers, %s",
+            self.input_topic,
+            self.output_topic,
+            self.group,
+            self.concurrency,
+            self.ack_strategy.name,
+        )
 
     async def run(self) -> None:
         """Run the workers as tasks of the running loop until ``stop()`` is called."""
@@ -242,10 +274,12 @@ class Router:
         self._subscribe_all()
         self._running = True
         self._stopping.clear()
+        self._log_started()
         try:
             await self._run_tasks()
         finally:
             self._running = False
+            _log.info("router stopped: %r -> %r", self.input_topic, self.output_topic)
 
     async def _run_tasks(self) -> None:
         await asyncio.gather(*(self._work_async(sub) for sub in self._subscribers))
@@ -260,6 +294,15 @@ class Router:
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         stopped = not any(t.is_alive() for t in self._threads)
+        if stopped and self._threads:
+            _log.info("router stopped: %r -> %r", self.input_topic, self.output_topic)
+        elif not stopped:
+            _log.warning(
+                "router %r -> %r: workers still busy after the %g s stop timeout",
+                self.input_topic,
+                self.output_topic,
+                timeout,
+            )
         if stopped:
             self._threads = []
             self._running = False
@@ -281,8 +324,12 @@ class Router:
     def __enter__(self) -> Router:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- stats ----------------------------------------------------------------------------------
@@ -301,8 +348,15 @@ class Router:
 
     # -- one message ----------------------------------------------------------------------------
 
-    def _finish(self, sub: Any, msg: Message, handle: AckHandle | None, ok: bool,
-                timed_out: bool, elapsed: float) -> None:
+    def _finish(
+        self,
+        sub: Any,
+        msg: Message,
+        handle: AckHandle | None,
+        ok: bool,
+        timed_out: bool,
+        elapsed: float,
+    ) -> None:
         """Count and settle one handled message (the handler's outputs are published)."""
         with self._lock:
             if timed_out:
@@ -328,6 +382,15 @@ class Router:
         self._count("nacked")
         if self._max_deliveries is not None and handle.delivery_count >= self._max_deliveries:
             self._count("retries_exhausted")
+
+    def _log_timeout(self, msg: Message) -> None:
+        _log.warning(
+            "router handler timed out after %g s on message %s (topic %r, sequence %s)",
+            self.processing_timeout,
+            msg.uuid,
+            msg.topic,
+            msg.sequence,
+        )
 
     def _args(self, sub: Any, msg: Message, handle: AckHandle | None) -> tuple[Any, ...]:
         if self.ack_strategy is AckStrategy.MANUAL:
@@ -365,8 +428,14 @@ class Router:
                     self._publish_sync(_outputs(result))
                     ok = True
             except Exception:
-                _log.exception("router handler failed on %s sequence %s", msg.topic,
-                               msg.sequence)
+                _log.exception(
+                    "router handler failed on message %s (topic %r, sequence %s)",
+                    msg.uuid,
+                    msg.topic,
+                    msg.sequence,
+                )
+            if timed_out:
+                self._log_timeout(msg)
             self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
 
     def _publish_sync(self, outputs: list[Any]) -> None:
@@ -389,8 +458,11 @@ class Router:
             start = time.perf_counter()
             ok = timed_out = False
             try:
-                call = (self._handler(*self._args(sub, msg, handle)) if self._is_async
-                        else asyncio.to_thread(self._handler, *self._args(sub, msg, handle)))
+                call = (
+                    self._handler(*self._args(sub, msg, handle))
+                    if self._is_async
+                    else asyncio.to_thread(self._handler, *self._args(sub, msg, handle))
+                )
                 try:
                     async with asyncio.timeout(self.processing_timeout):
                         result = await call
@@ -401,20 +473,29 @@ class Router:
                     outputs = _outputs(result)
                     if outputs:
                         if self.output_topic is None:
-                            raise ValueError("the handler returned messages but the router "
-                                             "has no output topic")
+                            raise ValueError(
+                                "the handler returned messages but the router has no output topic"
+                            )
                         await self._publisher.publish(self.output_topic, outputs)
                         self._count("published", len(outputs))
                     ok = True
             except Exception:
-                _log.exception("router handler failed on %s sequence %s", msg.topic,
-                               msg.sequence)
+                _log.exception(
+                    "router handler failed on message %s (topic %r, sequence %s)",
+                    msg.uuid,
+                    msg.topic,
+                    msg.sequence,
+                )
+            if timed_out:
+                self._log_timeout(msg)
             self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
-        return (f"<Router {self.input_topic!r} -> {self.output_topic!r} {state}, "
-                f"concurrency={self.concurrency}, {self.ack_strategy.name}>")
+        return (
+            f"<Router {self.input_topic!r} -> {self.output_topic!r} {state}, "
+            f"concurrency={self.concurrency}, {self.ack_strategy.name}>"
+        )
 
 
 class _PlainMember:

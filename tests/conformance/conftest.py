@@ -169,6 +169,9 @@ class RabbitMQBackend(RemoteBackend):
     module = "kincir.rabbitmq"
     prefix = "RabbitMQ"
     env = "KINCIR_RABBITMQ_URL"
+
+    def broker_options(self) -> dict[str, Any]:
+        return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}."}
     lacks = {  # noqa: RUF012
         "gapless_sequence": "AMQP has no per-topic sequence numbers (sequence is None)",
     }
@@ -180,6 +183,10 @@ class KafkaBackend(RemoteBackend):
     prefix = "Kafka"
     env = "KINCIR_KAFKA_URL"
     redelivery_wait = 15.0
+
+    def broker_options(self) -> dict[str, Any]:
+        # short sessions: Tansu answers a group join after half the session timeout
+        return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}.", "session_timeout": 3.0}
 
 
 BACKENDS: dict[str, type[Backend]] = {
@@ -231,6 +238,20 @@ async def collect(sub: Any, count: int, timeout: float = 10.0) -> list[Any]:
     return [await sub.receive(timeout=timeout) for _ in range(count)]
 
 
+async def receive_from_any(subs: list[Any], timeout: float = 10.0) -> tuple[Any, Any, Any]:
+    """``receive_with_ack`` on every subscriber at once: (message, handle, the subscriber that
+    got it). Which member of a group is served is the backend's choice (on Kafka, the one that
+    holds the partition)."""
+    tasks = {asyncio.ensure_future(sub.receive_with_ack(timeout=timeout)): sub for sub in subs}
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    winner = next(iter(done))
+    msg, handle = winner.result()
+    return msg, handle, tasks[winner]
+
+
 async def drain(sub: Any, quiet: float = 0.5) -> list[Any]:
     """Everything ``sub`` receives until it is quiet for ``quiet`` seconds."""
     out = []
@@ -241,4 +262,4 @@ async def drain(sub: Any, quiet: float = 0.5) -> list[Any]:
             return out
 
 
-__all__ = ["Backend", "collect", "drain"]
+__all__ = ["Backend", "collect", "drain", "receive_from_any"]

@@ -79,8 +79,9 @@ class KafkaBroker(RemoteBroker):
     (``"host:port[,host:port...]"``, an optional ``kafka://`` scheme is dropped).
 
     Options: ``prefix`` (topic and group name prefix, default ``"kincir."``),
-    ``connect_timeout`` (seconds, default 5), ``replication_factor`` of created topics
-    (default 1), ``reconnect_timeout``.
+    ``connect_timeout`` (seconds, default 5), ``session_timeout`` (a group member's session,
+    seconds, default 10: a member that stops heartbeating is replaced after it),
+    ``replication_factor`` of created topics (default 1), ``reconnect_timeout``.
     """
 
     backend = "kafka"
@@ -91,6 +92,7 @@ class KafkaBroker(RemoteBroker):
         *,
         prefix: str = "kincir.",
         connect_timeout: float = 5.0,
+        session_timeout: float = 10.0,
         replication_factor: int = 1,
         reconnect_timeout: float = 30.0,
     ) -> None:
@@ -101,6 +103,9 @@ class KafkaBroker(RemoteBroker):
         self.bootstrap = url.removeprefix("kafka://")
         self.connect_timeout = float(connect_timeout)
         self.replication_factor = replication_factor
+        if not (isinstance(session_timeout, (int, float)) and session_timeout >= 1):
+            raise ValueError(f"session_timeout must be >= 1 second, got {session_timeout!r}")
+        self.session_timeout = float(session_timeout)
         self.producer: Any = None
         self.admin: Any = None
         self._created: set[str] = set()
@@ -125,6 +130,14 @@ class KafkaBroker(RemoteBroker):
     def client_options(self) -> dict[str, Any]:
         ms = int(self.connect_timeout * 1000)
         return {"bootstrap_servers": self.bootstrap, "request_timeout_ms": max(ms, 1000)}
+
+    def group_options(self) -> dict[str, Any]:
+        session = int(self.session_timeout * 1000)
+        return {
+            "session_timeout_ms": session,
+            "heartbeat_interval_ms": max(100, session // 4),
+            "rebalance_timeout_ms": session,
+        }
 
     async def _connect(self) -> None:
         producer = aiokafka.AIOKafkaProducer(acks="all", **self.client_options())
@@ -231,6 +244,7 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
                 auto_offset_reset="earliest",
                 max_poll_records=self.prefetch,
                 **self.broker.client_options(),
+                **(self.broker.group_options() if self._group_id() is not None else {}),
             )
             await consumer.start()
             self._consumer = consumer

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 import weakref
@@ -47,17 +48,33 @@ from .errors import AckError, BrokerShutdown, InvalidConfig, QueueFull, TopicNot
 __all__ = ["AckHandle", "AckMixin", "check_settings"]
 
 _MODULE = "kincir.memory"
+_log = logging.getLogger("kincir.memory.ack")
 _creating = threading.Lock()  # makes a cursor's state exactly once
 
 
 class AckHandle:
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
 
-    __slots__ = ("_message", "_owner", "_seq", "_state", "_token", "delivery_count", "timestamp",
-                 "topic")
+    __slots__ = (
+        "_message",
+        "_owner",
+        "_seq",
+        "_state",
+        "_token",
+        "delivery_count",
+        "timestamp",
+        "topic",
+    )
 
-    def __init__(self, state: _AckState, owner: Any, message: Message, token: int,
-                 topic: str, delivery_count: int) -> None:
+    def __init__(
+        self,
+        state: _AckState,
+        owner: Any,
+        message: Message,
+        token: int,
+        topic: str,
+        delivery_count: int,
+    ) -> None:
         self._state = state
         self._owner = owner
         self._message = message
@@ -86,15 +103,26 @@ class AckHandle:
         return self._seq
 
     def __repr__(self) -> str:
-        return (f"<AckHandle topic={self.topic!r} sequence={self._seq} "
-                f"delivery_count={self.delivery_count}>")
+        return (
+            f"<AckHandle topic={self.topic!r} sequence={self._seq} "
+            f"delivery_count={self.delivery_count}>"
+        )
 
 
 class _Record:
     """One unsettled message of a state: delivered (owned) or waiting for redelivery."""
 
-    __slots__ = ("dead_letter_topic", "deadline", "deliveries", "max_deliveries", "message",
-                 "owner", "seq", "timeout", "token")
+    __slots__ = (
+        "dead_letter_topic",
+        "deadline",
+        "deliveries",
+        "max_deliveries",
+        "message",
+        "owner",
+        "seq",
+        "timeout",
+        "token",
+    )
 
     def __init__(self, seq: int, message: Message) -> None:
         self.seq = seq
@@ -150,13 +178,24 @@ class _AckState:
         else:
             self.ready.append(rec)
 
-    def _expire(self, now: float, dead: list[tuple[_Record, str]]) -> None:
+    def _expire(
+        self, now: float, dead: list[tuple[_Record, str]]
+    ) -> list[tuple[str, int, int, float]] | None:
+        """Redeliver (or dead-letter) the deliveries past their ack deadline; returns the
+        (uuid, sequence, deliveries, ack timeout) of those going back for redelivery, to log
+        once the lock is released (None: none)."""
+        missed = None
         for bucket in self.owned.values():
             while bucket:
                 rec = next(iter(bucket.values()))
                 if rec.deadline > now:
                     break
+                if rec.max_deliveries is None or rec.deliveries < rec.max_deliveries:
+                    if missed is None:
+                        missed = []
+                    missed.append((rec.message.uuid, rec.seq, rec.deliveries, rec.timeout))
                 self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
+        return missed
 
     def _adopt_orphans(self) -> None:
         """Return the deliveries of collected group members for redelivery."""
@@ -197,6 +236,7 @@ class _AckState:
         """Deliver a redelivery or the cursor's next message to ``owner``, or None."""
         dead: list[tuple[_Record, str]] = []
         redelivered = dropped = expired = forgotten = 0
+        missed = None
         now = kincir_core.monotonic()
         timeout = owner._ack_timeout
         token_owner = owner._ack_owner
@@ -208,7 +248,7 @@ class _AckState:
                 if self.orphaned:
                     self._adopt_orphans()
                 if self.owned:
-                    self._expire(now, dead)
+                    missed = self._expire(now, dead)
                 rec = None
                 if self.ready:
                     floor = self.cursor.floor_now()
@@ -218,8 +258,10 @@ class _AckState:
                         if rec.seq < floor:  # the log dropped its slot: not redelivered
                             self._settle(rec)
                             dropped += 1
-                        elif self.ttl_ms is not None and \
-                                wall - (rec.message.enqueued_at or 0) > self.ttl_ms:
+                        elif (
+                            self.ttl_ms is not None
+                            and wall - (rec.message.enqueued_at or 0) > self.ttl_ms
+                        ):
                             self._settle(rec)
                             expired += 1
                         else:
@@ -244,8 +286,20 @@ class _AckState:
                 if bucket is None:
                     bucket = self.owned[timeout] = OrderedDict()
                 bucket[token] = rec
-                handle = AckHandle(self, token_owner, rec.message, token, self.log.name,
-                                   rec.deliveries)
+                handle = AckHandle(
+                    self, token_owner, rec.message, token, self.log.name, rec.deliveries
+                )
+        if missed is not None:
+            for uuid, seq, deliveries, timeout in missed:
+                _log.debug(
+                    "ack deadline missed: message %s (topic %r, sequence %d) not settled within "
+                    "%g s of delivery %d; it goes back for redelivery",
+                    uuid,
+                    self.log.name,
+                    seq,
+                    timeout,
+                    deliveries,
+                )
         if dead or redelivered or dropped or expired or forgotten:
             self._after(dead, redelivered, dropped, expired, forgotten)
         return None if rec is None else (rec.message, handle)
@@ -304,8 +358,14 @@ class _AckState:
 
     # -- after the lock -------------------------------------------------------------------------
 
-    def _after(self, dead: list[tuple[_Record, str]], redelivered: int, dropped: int = 0,
-               expired: int = 0, forgotten: int = 0) -> None:
+    def _after(
+        self,
+        dead: list[tuple[_Record, str]],
+        redelivered: int,
+        dropped: int = 0,
+        expired: int = 0,
+        forgotten: int = 0,
+    ) -> None:
         """Publish the dead letters; count them, the redeliveries, and the records dropped,
         expired or forgotten (these last leave the in-flight gauge here: ``_settle`` already
         counted the others out)."""
@@ -313,16 +373,52 @@ class _AckState:
         for rec, reason in dead:
             if rec.dead_letter_topic is not None and self._dead_letter(rec, reason):
                 lettered += 1
+                # the system gave up on it: a warning; rejected (nack(requeue=False)) and
+                # dead-lettered as the application asked: debug. A drop is always a warning.
+                _log.log(
+                    logging.DEBUG if reason == "rejected" else logging.WARNING,
+                    "message %s (topic %r, sequence %d) dead-lettered to %r after %d deliveries "
+                    "(%s)",
+                    rec.message.uuid,
+                    self.log.name,
+                    rec.seq,
+                    rec.dead_letter_topic,
+                    rec.deliveries,
+                    reason,
+                )
             else:
                 dropped += 1
+                if rec.dead_letter_topic is None:
+                    _log.warning(
+                        "message %s (topic %r, sequence %d) dropped after %d deliveries (%s): "
+                        "no dead-letter topic",
+                        rec.message.uuid,
+                        self.log.name,
+                        rec.seq,
+                        rec.deliveries,
+                        reason,
+                    )
+                else:
+                    _log.warning(
+                        "message %s (topic %r, sequence %d) dropped after %d deliveries (%s): "
+                        "dead-letter topic %r refused it",
+                        rec.message.uuid,
+                        self.log.name,
+                        rec.seq,
+                        rec.deliveries,
+                        reason,
+                        rec.dead_letter_topic,
+                    )
         self.log.count_acks(redelivered, lettered, dropped, -forgotten, expired)
 
     def _dead_letter(self, rec: _Record, reason: str) -> bool:
         msg = rec.message
-        letter = (msg.with_metadata("_dead_letter_reason", reason)
-                  .with_metadata("_delivery_count", str(rec.deliveries))
-                  .with_metadata("_original_topic", self.log.name)
-                  .with_metadata("_original_sequence", str(rec.seq)))
+        letter = (
+            msg.with_metadata("_dead_letter_reason", reason)
+            .with_metadata("_delivery_count", str(rec.deliveries))
+            .with_metadata("_original_topic", self.log.name)
+            .with_metadata("_original_sequence", str(rec.seq))
+        )
         broker = self._broker()
         if broker is None:
             return False
@@ -343,8 +439,9 @@ def _state_of(cursor: Any, publisher: Any) -> _AckState:
     return state  # type: ignore[no-any-return]
 
 
-def check_settings(ack_timeout: Any, max_deliveries: Any,
-                    dead_letter_topic: Any) -> tuple[float, int | None, str | None]:
+def check_settings(
+    ack_timeout: Any, max_deliveries: Any, dead_letter_topic: Any
+) -> tuple[float, int | None, str | None]:
     if hasattr(ack_timeout, "total_seconds"):
         ack_timeout = ack_timeout.total_seconds()
     if type(ack_timeout) is bool or not isinstance(ack_timeout, (int, float)):
@@ -359,8 +456,11 @@ def check_settings(ack_timeout: Any, max_deliveries: Any,
                 f"max_deliveries must be int or None, not {type(max_deliveries).__name__}"
             )
         if max_deliveries < 1:
-            raise InvalidConfig("max_deliveries", max_deliveries,
-                                "must be >= 1 (it counts the first delivery), or None")
+            raise InvalidConfig(
+                "max_deliveries",
+                max_deliveries,
+                "must be >= 1 (it counts the first delivery), or None",
+            )
     if dead_letter_topic is not None:
         kincir_core.validate_topic_name(dead_letter_topic)
     return float(ack_timeout), max_deliveries, dead_letter_topic
@@ -457,8 +557,15 @@ class AckMixin:
             if not isinstance(handle, AckHandle):
                 raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
             by_state.setdefault(id(handle._state), (handle._state, []))[1].append(handle)
+        owner = self._ack_owner
+        if len(by_state) > 1:
+            # one bad handle settles none: check every state's handles before settling any
+            for state, handles_ in by_state.values():
+                with state.lock:
+                    for handle in handles_:
+                        state._check(handle, owner)
         for state, handles_ in by_state.values():
-            state.settle(handles_, self._ack_owner, ack=ack, requeue=requeue)
+            state.settle(handles_, owner, ack=ack, requeue=requeue)
 
     def ack(self, handle: AckHandle) -> Completed[None]:
         """The message is processed: settle it for good. AckError for a settled or foreign
@@ -488,7 +595,9 @@ class AckMixin:
         """Messages this subscriber received and has not settled yet."""
         token = self._ack_owner
         return sum(
-            1 for state in self._states() for rec in list(state.records.values())
+            1
+            for state in self._states()
+            for rec in list(state.records.values())
             if rec.owner is token
         )
 
@@ -532,8 +641,7 @@ class AckMixin:
         first = self.receive_sync(timeout)
         return [first, *self.try_receive_batch(limit - 1)] if limit > 1 else [first]
 
-    async def receive_batch(self, max_messages: int,
-                            timeout: float | None = None) -> list[Message]:
+    async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for at least one message, then return up to ``max_messages`` (acked)."""
         limit = kincir_core.check_count(max_messages, "max_messages")
         first = await self.receive(timeout)

@@ -8,10 +8,13 @@ the lifecycle.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from types import TracebackType
 
 import kincir_core
@@ -36,6 +39,7 @@ from .patterns import PatternRegistry, compile_pattern, is_pattern, join_matchin
 __all__ = ["InMemoryAckSubscriber", "InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
 _MODULE = "kincir.memory"
+_log = logging.getLogger("kincir.memory")
 
 
 class _Unset:
@@ -50,14 +54,29 @@ class _Unset:
 _UNSET = _Unset()
 
 
-def _run_cleanup(broker_ref: weakref.ref[InMemoryBroker], stop: threading.Event,
-                 interval: float) -> None:
+def _run_cleanup(
+    broker_ref: weakref.ref[InMemoryBroker], stop: threading.Event, interval: float
+) -> None:
     while not stop.wait(interval):
         broker = broker_ref()
         if broker is None or broker.is_shutdown():
             return
-        broker.expire_all()
+        expired = broker.expire_all()
         del broker
+        if expired:
+            _log.debug("TTL cleanup: %d (reader, message) pairs expired", expired)
+
+
+def _topic_created(patterns: PatternRegistry, name: str) -> None:
+    """The engine created topic ``name`` (publish, subscribe or configure_topic)."""
+    _log.debug("topic %r created", name)
+    patterns.topic_created(name)
+
+
+def _held(broker: BrokerCore) -> tuple[int, int, int, int]:
+    """(topics, messages held, messages in flight, engine state) now; costs O(topics)."""
+    state, _uptime, _retired, rows = broker._snapshot()
+    return len(rows), sum(r[1] for r in rows), sum(r[16] for r in rows), state
 
 
 class InMemoryBroker(BrokerCore):
@@ -87,7 +106,8 @@ class InMemoryBroker(BrokerCore):
         )
         self._config = config
         self._patterns = PatternRegistry()
-        self._on_new_topic = self._patterns.topic_created
+        # a partial, not a bound method of the broker: no reference cycle through the engine
+        self._on_new_topic = functools.partial(_topic_created, self._patterns)
         self._cleaner_stop = threading.Event()
         if config.default_message_ttl is not None:
             weakref.finalize(self, self._cleaner_stop.set)
@@ -110,8 +130,13 @@ class InMemoryBroker(BrokerCore):
 
     # -- topics ---------------------------------------------------------------------------------
 
-    def configure_topic(self, topic: str, *, overflow: Overflow | None = None,
-                        max_queue_size: int | _Unset | None = _UNSET) -> TopicInfo:
+    def configure_topic(
+        self,
+        topic: str,
+        *,
+        overflow: Overflow | None = None,
+        max_queue_size: int | _Unset | None = _UNSET,
+    ) -> TopicInfo:
         """Override the broker's overflow policy and/or capacity for one topic (created if
         needed); omitted settings keep their current value. ``max_queue_size=None`` makes the
         topic unbounded. A smaller capacity than the topic holds refuses (or drops, or blocks)
@@ -125,8 +150,9 @@ class InMemoryBroker(BrokerCore):
         current = self._topic(topic).snapshot()
         policy = overflow if overflow is not None else current[17]
         size = current[18] if isinstance(max_queue_size, _Unset) else max_queue_size
-        log = self._configure_topic(topic, OVERFLOW_POLICIES.index(policy),
-                                        -1 if size is None else size)
+        log = self._configure_topic(
+            topic, OVERFLOW_POLICIES.index(policy), -1 if size is None else size
+        )
         return topic_info(log.snapshot())
 
     # -- snapshots ------------------------------------------------------------------------------
@@ -143,6 +169,20 @@ class InMemoryBroker(BrokerCore):
         """The TopicInfo of one topic; raises TopicNotFound."""
         return topic_info(self._existing(name).snapshot())
 
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic: its held messages are dropped and its subscriptions end. Raises
+        TopicNotFound."""
+        super().delete_topic(name)
+        _log.debug("topic %r deleted", name)
+
+    def cleanup_idle_topics(self, idle: float | timedelta) -> list[str]:
+        """Remove the topics with no subscriber and no activity for ``idle`` seconds; returns
+        their names."""
+        removed = super().cleanup_idle_topics(idle)
+        if removed:
+            _log.debug("idle-topic cleanup removed %d topics: %s", len(removed), removed)
+        return removed
+
     def delete_group(self, topic: str, group: str) -> None:
         """Delete consumer group ``group`` of ``topic``: its unread and unsettled messages are
         released (dropped, unless the topic keeps them for its next reader) and its members'
@@ -151,6 +191,7 @@ class InMemoryBroker(BrokerCore):
         super().delete_group(topic, group)
         if cursor is not None and cursor.ack is not None:
             cursor.ack.abandon()
+        _log.debug("consumer group %r of topic %r deleted", group, topic)
 
     def metrics(self) -> str:
         """Every topic's counters and gauges in Prometheus text exposition format (serve it
@@ -173,8 +214,34 @@ class InMemoryBroker(BrokerCore):
         subscriber has read everything it was due. Idempotent.
         """
         seconds = kincir_core.check_timeout(timeout)
+        first = not self.is_shutdown()
         self._begin_shutdown()
         self._cleaner_stop.set()
+        if first and _log.isEnabledFor(logging.INFO):
+            topics, held, in_flight, _ = _held(self)
+            _log.info(
+                "broker shutdown begun: %d messages undelivered on %d topics (%d in flight)",
+                held,
+                topics,
+                in_flight,
+            )
+        drained = self._drain(seconds)
+        # a repeated shutdown() reports only when it waited
+        level = logging.INFO if first or seconds is not None else logging.DEBUG
+        if _log.isEnabledFor(level):
+            topics, held, in_flight, _ = _held(self)
+            _log.log(
+                level,
+                "broker shutdown finished: drained=%s, %d messages undelivered on %d topics "
+                "(%d in flight)",
+                drained,
+                held,
+                topics,
+                in_flight,
+            )
+        return drained
+
+    def _drain(self, seconds: float | None) -> bool:
         if seconds is None:
             return self._drained()
         deadline = time.monotonic() + seconds
@@ -189,21 +256,41 @@ class InMemoryBroker(BrokerCore):
 
     def force_shutdown(self) -> None:
         """Stop at once: drop every queued message and wake every waiter with BrokerShutdown."""
+        topics, held, in_flight, state = _held(self)
         super().force_shutdown()
         self._cleaner_stop.set()
+        if state == 2:  # already stopped: nothing was dropped now
+            _log.debug("broker force_shutdown: already stopped")
+        else:
+            # WARNING when messages were lost, INFO when the broker held none
+            _log.log(
+                logging.WARNING if held else logging.INFO,
+                "broker force_shutdown: %d messages dropped on %d topics (%d in flight)",
+                held,
+                topics,
+                in_flight,
+            )
 
     def __enter__(self) -> InMemoryBroker:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.shutdown()
 
     async def __aenter__(self) -> InMemoryBroker:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.shutdown()
 
     def __repr__(self) -> str:
@@ -408,12 +495,26 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
     ``group``, members share the group's messages and its redeliveries.
     """
 
-    __slots__ = ("_ack_owner", "_ack_timeout", "_cache", "_dead_letter_topic", "_finalizing",
-                 "_max_deliveries", "_publisher", "_rotation")
+    __slots__ = (
+        "_ack_owner",
+        "_ack_timeout",
+        "_cache",
+        "_dead_letter_topic",
+        "_finalizing",
+        "_max_deliveries",
+        "_publisher",
+        "_rotation",
+    )
 
-    def __init__(self, broker: InMemoryBroker, group: str | None = None, *,
-                 ack_timeout: float = 30.0, max_deliveries: int | None = 5,
-                 dead_letter_topic: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: InMemoryBroker,
+        group: str | None = None,
+        *,
+        ack_timeout: float = 30.0,
+        max_deliveries: int | None = 5,
+        dead_letter_topic: str | None = None,
+    ) -> None:
         settings = check_ack_settings(ack_timeout, max_deliveries, dead_letter_topic)
         SubscriberCore.__init__(self, broker, group, True)
         self._ack_timeout, self._max_deliveries, self._dead_letter_topic = settings
@@ -453,8 +554,10 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
         super()._release_on_gc()
 
     def __repr__(self) -> str:
-        return (f"<InMemoryAckSubscriber topics={self.subscribed_topics()!r} "
-                f"group={self.group!r} in_flight={self.in_flight()}>")
+        return (
+            f"<InMemoryAckSubscriber topics={self.subscribed_topics()!r} "
+            f"group={self.group!r} in_flight={self.in_flight()}>"
+        )
 
 
 for _cls in (InMemoryBroker, InMemoryPublisher, InMemorySubscriber, InMemoryAckSubscriber):

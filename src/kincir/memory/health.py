@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BrokerHealth", "StatsSnapshot", "TopicInfo"]
+__all__ = ["METRICS", "BrokerHealth", "MetricDef", "StatsSnapshot", "TopicInfo", "metric_samples"]
 
 _MODULE = "kincir.memory"
 _MB = 1024.0 * 1024.0
@@ -183,12 +184,47 @@ for _cls in (TopicInfo, BrokerHealth, StatsSnapshot):
 
 def topic_info(row: tuple[Any, ...]) -> TopicInfo:
     """Build a TopicInfo from one row of the engine's snapshot."""
-    (name, queued, subscribers, published, delivered, expired, dropped, queue_full,
-     created_at, last_activity, next_sequence, held_bytes, _idle, lagged, redelivered,
-     dead_lettered, in_flight, overflow, capacity) = row
-    return TopicInfo(name, queued, subscribers, published, delivered, created_at, last_activity,
-                     next_sequence, expired, dropped, queue_full, held_bytes, lagged,
-                     redelivered, dead_lettered, in_flight, overflow, capacity)
+    (
+        name,
+        queued,
+        subscribers,
+        published,
+        delivered,
+        expired,
+        dropped,
+        queue_full,
+        created_at,
+        last_activity,
+        next_sequence,
+        held_bytes,
+        _idle,
+        lagged,
+        redelivered,
+        dead_lettered,
+        in_flight,
+        overflow,
+        capacity,
+    ) = row
+    return TopicInfo(
+        name,
+        queued,
+        subscribers,
+        published,
+        delivered,
+        created_at,
+        last_activity,
+        next_sequence,
+        expired,
+        dropped,
+        queue_full,
+        held_bytes,
+        lagged,
+        redelivered,
+        dead_lettered,
+        in_flight,
+        overflow,
+        capacity,
+    )
 
 
 def broker_health(snapshot: tuple[Any, ...], topic_overhead: int) -> BrokerHealth:
@@ -224,49 +260,149 @@ def stats_snapshot(snapshot: tuple[Any, ...]) -> StatsSnapshot:
     )
 
 
-# -- Prometheus text exposition -----------------------------------------------------------------
+# -- Metrics: one table for broker.metrics() and kincir.prometheus -------------------------------
 
-#: (metric, type, help, index in a topic row of the engine's snapshot)
-_TOPIC_METRICS: tuple[tuple[str, str, str, int], ...] = (
-    ("kincir_messages_published_total", "counter", "Messages written to the topic's log.", 3),
-    ("kincir_messages_consumed_total", "counter", "Deliveries to readers.", 4),
-    ("kincir_messages_expired_total", "counter",
-     "(reader, message) pairs whose TTL ran out before the read.", 5),
-    ("kincir_messages_dropped_total", "counter", "Messages dropped.", 6),
-    ("kincir_queue_full_errors_total", "counter", "Publishes refused for want of room.", 7),
-    ("kincir_messages_lagged_total", "counter",
-     "(reader, message) pairs lost to the drop_oldest policy.", 13),
-    ("kincir_messages_redelivered_total", "counter", "Redeliveries by acknowledgement.", 14),
-    ("kincir_messages_dead_lettered_total", "counter",
-     "Messages sent to a dead-letter topic.", 15),
-    ("kincir_queue_size", "gauge", "Messages the topic holds.", 1),
-    ("kincir_subscribers", "gauge", "Subscribers attached to the topic.", 2),
-    ("kincir_in_flight", "gauge",
-     "Messages delivered to acknowledging readers and not yet settled.", 16),
-    ("kincir_memory_usage_bytes", "gauge", "Estimated bytes the held messages occupy.", 11),
+#: A metric's samples: (label values, value) pairs, label values in ``MetricDef.labels`` order.
+Samples = list[tuple[tuple[str, ...], float]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetricDef:
+    """One metric of the broker: ``broker.metrics()`` and ``kincir.prometheus`` both render
+    ``METRICS``, so their names, types, help texts and labels cannot drift apart."""
+
+    #: Name without the namespace prefix and, for a counter, without the ``_total`` suffix
+    #: (prometheus_client's convention: its CounterMetricFamily adds the suffix).
+    name: str
+    #: "counter" or "gauge".
+    kind: str
+    #: The HELP text.
+    help: str
+    #: Label names: ``()`` for a broker-wide metric, ``("topic",)`` for a per-topic one.
+    labels: tuple[str, ...]
+    #: The metric's samples in one engine snapshot.
+    samples: Callable[[tuple[Any, ...]], Samples]
+
+    def exposition_name(self, namespace: str = "kincir") -> str:
+        """The metric's name in the text exposition format (``_total`` on a counter)."""
+        name = f"{namespace}_{self.name}" if namespace else self.name
+        return f"{name}_total" if self.kind == "counter" else name
+
+
+def _broker_wide(read: Callable[[tuple[Any, ...]], float]) -> Callable[[tuple[Any, ...]], Samples]:
+    return lambda snapshot: [((), read(snapshot))]
+
+
+def _per_topic(index: int) -> Callable[[tuple[Any, ...]], Samples]:
+    """Samples from field ``index`` of every topic row of the snapshot (see ``topic_info``)."""
+    return lambda snapshot: [((row[0],), row[index]) for row in snapshot[3]]
+
+
+_TOPIC = ("topic",)
+
+#: Every metric, in exposition order.
+METRICS: tuple[MetricDef, ...] = (
+    MetricDef(
+        "up",
+        "gauge",
+        "1 while the broker runs, 0 once it is shut down.",
+        (),
+        _broker_wide(lambda snapshot: 1 if snapshot[0] == 0 else 0),
+    ),
+    MetricDef(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the broker was created.",
+        (),
+        _broker_wide(lambda snapshot: float(snapshot[1])),
+    ),
+    MetricDef("topics", "gauge", "Topics that exist.", (), _broker_wide(lambda s: len(s[3]))),
+    MetricDef(
+        "messages_published",
+        "counter",
+        "Messages written to the topic's log.",
+        _TOPIC,
+        _per_topic(3),
+    ),
+    MetricDef("messages_consumed", "counter", "Deliveries to readers.", _TOPIC, _per_topic(4)),
+    MetricDef(
+        "messages_expired",
+        "counter",
+        "(reader, message) pairs whose TTL ran out before the read.",
+        _TOPIC,
+        _per_topic(5),
+    ),
+    MetricDef("messages_dropped", "counter", "Messages dropped.", _TOPIC, _per_topic(6)),
+    MetricDef(
+        "queue_full_errors", "counter", "Publishes refused for want of room.", _TOPIC, _per_topic(7)
+    ),
+    MetricDef(
+        "messages_lagged",
+        "counter",
+        "(reader, message) pairs lost to the drop_oldest policy.",
+        _TOPIC,
+        _per_topic(13),
+    ),
+    MetricDef(
+        "messages_redelivered",
+        "counter",
+        "Redeliveries by acknowledgement.",
+        _TOPIC,
+        _per_topic(14),
+    ),
+    MetricDef(
+        "messages_dead_lettered",
+        "counter",
+        "Messages sent to a dead-letter topic.",
+        _TOPIC,
+        _per_topic(15),
+    ),
+    MetricDef("queue_size", "gauge", "Messages the topic holds.", _TOPIC, _per_topic(1)),
+    MetricDef("subscribers", "gauge", "Subscribers attached to the topic.", _TOPIC, _per_topic(2)),
+    MetricDef(
+        "in_flight",
+        "gauge",
+        "Messages delivered to acknowledging readers and not yet settled.",
+        _TOPIC,
+        _per_topic(16),
+    ),
+    MetricDef(
+        "memory_usage_bytes",
+        "gauge",
+        "Estimated bytes the held messages occupy.",
+        _TOPIC,
+        _per_topic(11),
+    ),
 )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def metric_samples(snapshot: tuple[Any, ...]) -> list[tuple[MetricDef, Samples]]:
+    """Every metric of ``METRICS`` with its samples, all from the one engine ``snapshot``."""
+    return [(metric, metric.samples(snapshot)) for metric in METRICS]
+
+
+def _escape(value: str, quote: bool) -> str:
+    value = value.replace("\\", "\\\\").replace("\n", "\\n")
+    return value.replace('"', '\\"') if quote else value
+
+
+def _value(value: float) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def prometheus_text(snapshot: tuple[Any, ...]) -> str:
     """The engine's snapshot in Prometheus text exposition format (version 0.0.4)."""
-    state, uptime, _retired, rows = snapshot
-    lines = [
-        "# HELP kincir_up 1 while the broker runs, 0 once it is shut down.",
-        "# TYPE kincir_up gauge",
-        f"kincir_up {1 if state == 0 else 0}",
-        "# HELP kincir_uptime_seconds Seconds since the broker was created.",
-        "# TYPE kincir_uptime_seconds gauge",
-        f"kincir_uptime_seconds {uptime:.6f}",
-        "# HELP kincir_topics Topics that exist.",
-        "# TYPE kincir_topics gauge",
-        f"kincir_topics {len(rows)}",
-    ]
-    for name, kind, text, index in _TOPIC_METRICS:
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f'{name}{{topic="{_label(row[0])}"}} {row[index]}' for row in rows)
+    lines = []
+    for metric, samples in metric_samples(snapshot):
+        name = metric.exposition_name()
+        lines.append(f"# HELP {name} {_escape(metric.help, quote=False)}")
+        lines.append(f"# TYPE {name} {metric.kind}")
+        for values, value in samples:
+            labels = ",".join(
+                f'{label}="{_escape(v, quote=True)}"'
+                for label, v in zip(metric.labels, values, strict=True)
+            )
+            lines.append(
+                f"{name}{{{labels}}} {_value(value)}" if labels else f"{name} {_value(value)}"
+            )
     return "\n".join(lines) + "\n"

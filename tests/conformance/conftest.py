@@ -172,6 +172,7 @@ class RabbitMQBackend(RemoteBackend):
 
     def broker_options(self) -> dict[str, Any]:
         return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}."}
+
     lacks = {  # noqa: RUF012
         "gapless_sequence": "AMQP has no per-topic sequence numbers (sequence is None)",
     }

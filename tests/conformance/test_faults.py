@@ -62,6 +62,7 @@ def restart(name: str) -> None:
 @pytest.mark.slow
 def test_server_restart_mid_stream_is_at_least_once(backend: Backend) -> None:
     remote = remote_only(backend)
+    remote.requires("restart_durability")
     if SERVERS is None:
         if os.environ.get("KINCIR_REQUIRE_BACKENDS", "") not in ("", "0"):
             pytest.fail("KINCIR_REQUIRE_BACKENDS is set but KINCIR_SERVERS is not", pytrace=False)

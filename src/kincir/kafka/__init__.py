@@ -243,6 +243,7 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
                 enable_auto_commit=self._group_id() is not None and not self.acking,
                 auto_offset_reset="earliest",
                 max_poll_records=self.prefetch,
+                fetch_max_wait_ms=100,
                 **self.broker.client_options(),
                 **(self.broker.group_options() if self._group_id() is not None else {}),
             )
@@ -315,6 +316,20 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
 
     async def _stop(self, consumer: Any) -> None:
         await consumer.stop()
+
+    async def close(self) -> None:
+        """Stop the consumer, then forget the subscriptions (and close an owned broker)."""
+        # Stopping first, not after unsubscribing topic by topic: aiokafka's fetcher swallows the
+        # cancellation of stop() while it waits out a fetch after an assignment change, and then
+        # runs on until the server answers (30 s on Tansu).
+        if self.acking and self._buffer and not self.broker.is_shutdown():
+            fetched = list(self._buffer)  # fetched, never handed out: back to the group
+            self._buffer.clear()
+            await guarded(self.broker, self._release(fetched))
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await self._stop(consumer)
+        await super().close()
 
     async def _fetch(self, wait: float) -> list[Delivered]:
         consumer = self._consumer
@@ -416,7 +431,7 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
     async def _stop(self, consumer: Any) -> None:
         self._open.clear()
         self._done.clear()
-        await consumer.stop()
+        await KafkaSubscriber._stop(self, consumer)
         if self._private is not None:
             with contextlib.suppress(Exception):
                 await self.broker.admin.delete_consumer_groups([self._group_id()])

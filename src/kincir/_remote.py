@@ -22,6 +22,7 @@ import asyncio
 import math
 import time
 import uuid as uuid_module
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
@@ -164,6 +165,7 @@ class RemoteBroker(abc.ABC):
         self.url = url
         #: How long a receive keeps retrying a lost connection before ConnectionFailed.
         self.reconnect_timeout = seconds
+        self._subscribers: weakref.WeakSet[RemoteSubscriber[Any]] = weakref.WeakSet()
         self._closed = False
         self._connected = False
         self._connecting: asyncio.Lock | None = None
@@ -207,7 +209,11 @@ class RemoteBroker(abc.ABC):
         self._closed = True
         if self._connected:
             self._connected = False
-            await self._close()
+            try:
+                for subscriber in list(self._subscribers):
+                    await subscriber._detach()  # what a subscriber holds of its own goes first
+            finally:
+                await self._close()
 
     close = shutdown
 
@@ -322,6 +328,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self._topics: dict[str, None] = {}
         self._buffer: deque[Delivered] = deque()
         self._closed = False
+        self.broker._subscribers.add(self)
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -482,6 +489,10 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
     async def _fetch(self, wait: float) -> list[Delivered]:
         """Up to ``prefetch`` messages of the subscribed topics, waiting up to ``wait`` seconds
         for the first; [] if none came."""
+
+    async def _detach(self) -> None:
+        """The broker is shutting down: release what this subscriber holds on its own (its
+        connections or consumers; what it shares with the broker closes with the broker)."""
 
     async def _ack(self, delivered: list[Delivered]) -> None:
         """Settle ``delivered`` as processed (acknowledging backends)."""

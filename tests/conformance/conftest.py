@@ -174,7 +174,7 @@ class RabbitMQBackend(RemoteBackend):
         return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}."}
 
     lacks = {  # noqa: RUF012
-        "gapless_sequence": "AMQP has no per-topic sequence numbers (sequence is None)",
+        "gapless_sequence": "AMQP has no per-topic sequence numbers (Message.sequence is 0)",
     }
 
 

@@ -134,6 +134,8 @@ class KafkaBroker(RemoteBroker):
     def group_options(self) -> dict[str, Any]:
         session = int(self.session_timeout * 1000)
         return {
+            # a join may take the whole rebalance: requests must outlive it
+            "request_timeout_ms": max(session + 5000, int(self.connect_timeout * 1000)),
             "session_timeout_ms": session,
             "heartbeat_interval_ms": max(100, session // 4),
             "rebalance_timeout_ms": session,
@@ -244,8 +246,10 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
                 auto_offset_reset="earliest",
                 max_poll_records=self.prefetch,
                 fetch_max_wait_ms=100,
-                **self.broker.client_options(),
-                **(self.broker.group_options() if self._group_id() is not None else {}),
+                **{
+                    **self.broker.client_options(),
+                    **(self.broker.group_options() if self._group_id() is not None else {}),
+                },
             )
             await consumer.start()
             self._consumer = consumer
@@ -316,6 +320,11 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
 
     async def _stop(self, consumer: Any) -> None:
         await consumer.stop()
+
+    async def _detach(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await self._stop(consumer)
 
     async def close(self) -> None:
         """Stop the consumer, then forget the subscriptions (and close an owned broker)."""

@@ -35,6 +35,9 @@ try:
     import aiokafka  # type: ignore[import-untyped]
     from aiokafka import errors as kafka_errors
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+    from aiokafka.protocol.admin import (  # type: ignore[import-untyped]
+        DeleteGroupsRequest_v0,
+    )
     from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("kincir.kafka needs aiokafka: pip install 'kincir[kafka]'") from exc
@@ -66,6 +69,7 @@ AckHandle = RemoteAckHandle
 COUNT_HEADER = "kincir-delivery-count"
 SEQUENCE_HEADER = "kincir-sequence"
 TOPIC_HEADER = "kincir-topic"
+_GROUP_ID_NOT_FOUND = 69  # Kafka's error code
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 
 
@@ -199,10 +203,27 @@ class KafkaBroker(RemoteBroker):
         self._created.discard(name)
         await guarded(self, self.admin.delete_topics([name]))
 
-    async def delete_group(self, group: str) -> None:
-        """Delete a consumer group and its committed offsets (it must have no member)."""
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Delete a consumer group: its retry topic for ``topic``, and the Kafka group itself
+        with its committed offsets (a Kafka group spans topics: this ends it on every topic).
+        The group must have no member left."""
         await self.connect()
-        await guarded(self, self.admin.delete_consumer_groups([self.group_id(group)]))
+        retry = self.retry_topic(group, topic)
+        self._created.discard(retry)
+        with contextlib.suppress(BackendError):  # no retry topic: nothing was ever retried
+            await guarded(self, self.admin.delete_topics([retry]))
+        await guarded(self, self.delete_kafka_group(self.group_id(group)))
+
+    async def delete_kafka_group(self, group_id: str) -> None:
+        """Delete the Kafka consumer group ``group_id`` (DeleteGroups, which aiokafka's admin
+        client does not wrap); a group that does not exist is not an error."""
+        coordinator = await self.admin.find_coordinator(group_id)
+        response = await self.admin._send_request_to_node(
+            coordinator, DeleteGroupsRequest_v0([group_id])
+        )
+        for _, code in response.results:
+            if code not in (0, _GROUP_ID_NOT_FOUND):
+                raise kafka_errors.for_code(code)(f"deleting consumer group {group_id!r}")
 
 
 def _decode(topic: str, record: Any) -> Delivered:
@@ -442,5 +463,5 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
         self._done.clear()
         await KafkaSubscriber._stop(self, consumer)
         if self._private is not None:
-            with contextlib.suppress(Exception):
-                await self.broker.admin.delete_consumer_groups([self._group_id()])
+            with contextlib.suppress(Exception):  # the group outlives us only as clutter
+                await self.broker.delete_kafka_group(self._group_id())

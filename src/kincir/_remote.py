@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import math
 import time
 import uuid as uuid_module
 import weakref
@@ -46,7 +45,6 @@ __all__ = [
     "RemotePublisher",
     "RemoteSubscriber",
     "check_ack_settings",
-    "check_timeout",
     "decode_message",
     "encode_message",
 ]
@@ -59,20 +57,11 @@ B = TypeVar("B", bound="RemoteBroker")
 T = TypeVar("T")
 
 
-def check_timeout(timeout: Any) -> float | None:
-    """``timeout`` (seconds, a timedelta, or None) as float seconds; TypeError/ValueError."""
-    if timeout is None:
-        return None
-    if hasattr(timeout, "total_seconds"):
-        timeout = timeout.total_seconds()
-    if type(timeout) is bool or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    seconds = float(timeout)
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
-    return seconds
+def _seconds(name: str, value: Any) -> float:
+    seconds = kincir_core.check_timeout(value)
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(seconds)
 
 
 def check_ack_settings(
@@ -156,15 +145,16 @@ class RemoteBroker(abc.ABC):
 
     backend: ClassVar[str] = "remote"
 
-    def __init__(self, url: str, *, reconnect_timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, *, reconnect_timeout: float = 30.0, operation_timeout: float = 30.0
+    ) -> None:
         if not isinstance(url, str) or not url:
             raise TypeError(f"url must be a non-empty str, not {url!r}")
-        seconds = check_timeout(reconnect_timeout)
-        if seconds is None:
-            raise TypeError("reconnect_timeout must be a number of seconds")
         self.url = url
         #: How long a receive keeps retrying a lost connection before ConnectionFailed.
-        self.reconnect_timeout = seconds
+        self.reconnect_timeout = _seconds("reconnect_timeout", reconnect_timeout)
+        #: The longest any one call to the server may take before ConnectionFailed.
+        self.operation_timeout = _seconds("operation_timeout", operation_timeout)
         self._subscribers: weakref.WeakSet[RemoteSubscriber[Any]] = weakref.WeakSet()
         self._closed = False
         self._connected = False
@@ -260,9 +250,16 @@ POLL_SECONDS = 0.5
 
 async def guarded(broker: RemoteBroker, awaitable: Awaitable[T]) -> T:
     """Await a client-library call, translating its errors into kincir's."""
+    limit = broker.operation_timeout
+    scope = asyncio.timeout(limit)
     try:
-        return await awaitable
-    except (KincirError, TimeoutError, asyncio.CancelledError):
+        async with scope:
+            return await awaitable
+    except TimeoutError as exc:
+        if scope.expired():  # the server did not answer; a caller's own timeout passes through
+            raise ConnectionFailed(broker.backend, broker.url, f"no answer in {limit:g} s") from exc
+        raise
+    except (KincirError, asyncio.CancelledError):
         raise
     except Exception as exc:
         if broker.is_shutdown():
@@ -285,7 +282,7 @@ class RemotePublisher(Generic[B]):
         """Publish ``messages`` (Messages or bytes-like payloads) to ``topic``, in order."""
         kincir_core.validate_topic_name(topic)
         batch = to_messages(messages)
-        seconds = check_timeout(timeout)
+        seconds = kincir_core.check_timeout(timeout)
         broker = self.broker
         await broker.connect()
         if batch:
@@ -425,7 +422,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self.broker.check_open()
 
     async def _next(self, timeout: float | None) -> Delivered:
-        seconds = check_timeout(timeout)
+        seconds = kincir_core.check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         while True:

@@ -54,6 +54,41 @@ def test_connection_refused_is_a_clear_error(backend: Backend) -> None:
     backend.run(body())
 
 
+def silent_url(name: str, port: int) -> str:
+    return refused_url(name).replace(":1", f":{port}")
+
+
+def test_a_server_that_never_answers_is_a_clear_error(backend: Backend) -> None:
+    """A server that accepts the connection and then says nothing (hung, or a firewall
+    black-holing it): every call ends with ConnectionFailed after its timeout, never hangs."""
+    remote = remote_only(backend)
+    cls = getattr(remote.mod, f"{remote.prefix}Broker")
+
+    async def body() -> None:
+        held: list[asyncio.StreamWriter] = []
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)  # read nothing, answer nothing
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            broker = cls(silent_url(remote.name, port), connect_timeout=1.0, operation_timeout=2.0)
+            started = time.monotonic()
+            with pytest.raises(kincir.ConnectionFailed) as info:
+                await broker.connect()
+            assert info.value.backend == remote.name
+            assert time.monotonic() - started < 15, "a silent server must not hang the caller"
+            await broker.shutdown()
+        finally:
+            for writer in held:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+    backend.run(body())
+
+
 def restart(name: str) -> None:
     assert SERVERS is not None
     subprocess.run([SERVERS, "restart", name], check=True, timeout=180)

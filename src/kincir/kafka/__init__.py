@@ -85,7 +85,9 @@ class KafkaBroker(RemoteBroker):
     Options: ``prefix`` (topic and group name prefix, default ``"kincir."``),
     ``connect_timeout`` (seconds, default 5), ``session_timeout`` (a group member's session,
     seconds, default 10: a member that stops heartbeating is replaced after it),
-    ``replication_factor`` of created topics (default 1), ``reconnect_timeout``.
+    ``replication_factor`` of created topics (default 1), ``reconnect_timeout`` (how long a
+    receive keeps retrying a lost connection, default 30), ``operation_timeout`` (the longest
+    one call to the server may take, default 30).
     """
 
     backend = "kafka"
@@ -99,8 +101,11 @@ class KafkaBroker(RemoteBroker):
         session_timeout: float = 10.0,
         replication_factor: int = 1,
         reconnect_timeout: float = 30.0,
+        operation_timeout: float = 30.0,
     ) -> None:
-        super().__init__(url, reconnect_timeout=reconnect_timeout)
+        super().__init__(
+            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+        )
         if not isinstance(prefix, str) or _UNSAFE.search(prefix.replace("_", "")):
             raise ValueError(f"prefix must use the characters [A-Za-z0-9._-], got {prefix!r}")
         self.prefix = prefix

@@ -67,8 +67,9 @@ class RabbitMQBroker(RemoteBroker):
     """One robust AMQP connection; ``url`` as aio-pika takes it (``amqp://user:pw@host:5672/``).
 
     Options: ``prefix`` (exchange and queue name prefix, default ``"kincir."``),
-    ``connect_timeout`` (seconds, default 5), ``reconnect_timeout`` (kept for symmetry with the
-    other backends: the robust connection reconnects by itself).
+    ``connect_timeout`` (seconds, default 5), ``reconnect_timeout`` (how long a receive keeps
+    retrying a lost connection, default 30; the robust connection also reconnects by itself),
+    ``operation_timeout`` (the longest one call to the server may take, default 30).
     """
 
     backend = "rabbitmq"
@@ -80,8 +81,11 @@ class RabbitMQBroker(RemoteBroker):
         prefix: str = "kincir.",
         connect_timeout: float = 5.0,
         reconnect_timeout: float = 30.0,
+        operation_timeout: float = 30.0,
     ) -> None:
-        super().__init__(url, reconnect_timeout=reconnect_timeout)
+        super().__init__(
+            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+        )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
         self.prefix = prefix
@@ -268,25 +272,6 @@ class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
 
 class RabbitMQAckSubscriber(RemoteAckSubscriber[RabbitMQBroker], RabbitMQSubscriber):
     """Acknowledging reader of RabbitMQ queues (manual acks; see the module's rules)."""
-
-    def __init__(
-        self,
-        broker_or_url: RabbitMQBroker | str,
-        group: str | None = None,
-        *,
-        ack_timeout: float = 30.0,
-        max_deliveries: int | None = 5,
-        dead_letter_topic: str | None = None,
-        prefetch: int = 1,
-    ) -> None:
-        super().__init__(
-            broker_or_url,
-            group,
-            ack_timeout=ack_timeout,
-            max_deliveries=max_deliveries,
-            dead_letter_topic=dead_letter_topic,
-            prefetch=prefetch,
-        )
 
     def _queue_name(self, d: Delivered) -> str:
         incoming = d.ref

@@ -85,7 +85,8 @@ class RedisBroker(RemoteBroker):
 
     Options: ``prefix`` (key prefix, default ``"kincir:"``), ``max_len`` (approximate stream
     capacity, default None: unbounded), ``connect_timeout`` (seconds, default 5),
-    ``reconnect_timeout`` (how long a receive keeps retrying a lost connection, default 30).
+    ``reconnect_timeout`` (how long a receive keeps retrying a lost connection, default 30),
+    ``operation_timeout`` (the longest one call to the server may take, default 30).
     """
 
     backend = "redis"
@@ -98,8 +99,11 @@ class RedisBroker(RemoteBroker):
         max_len: int | None = None,
         connect_timeout: float = 5.0,
         reconnect_timeout: float = 30.0,
+        operation_timeout: float = 30.0,
     ) -> None:
-        super().__init__(url, reconnect_timeout=reconnect_timeout)
+        super().__init__(
+            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+        )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
         if max_len is not None and (type(max_len) is not int or max_len < 1):

@@ -1,0 +1,122 @@
+"""The shared layer of the server backends (kincir._remote), without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import pytest
+
+import kincir
+from kincir import _remote
+
+
+class FakeBroker(_remote.RemoteBroker):
+    backend = "fake"
+
+    async def _connect(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    async def _publish(self, topic: str, messages: list[kincir.Message]) -> None:
+        pass
+
+
+async def forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def fail(exc: Exception) -> None:
+    raise exc
+
+
+def test_a_call_the_server_never_answers_ends_with_connection_failed() -> None:
+    async def body() -> None:
+        broker = FakeBroker("fake://x", operation_timeout=0.05)
+        with pytest.raises(kincir.ConnectionFailed, match=r"no answer in 0\.05 s"):
+            await _remote.guarded(broker, forever())
+
+    asyncio.run(body())
+
+
+def test_the_callers_own_timeout_stays_a_timeout_error() -> None:
+    async def body() -> None:
+        broker = FakeBroker("fake://x", operation_timeout=5)
+        with pytest.raises(TimeoutError) as info:
+            await _remote.guarded(broker, asyncio.wait_for(forever(), 0.01))
+        assert not isinstance(info.value, kincir.KincirError)
+
+    asyncio.run(body())
+
+
+def test_client_errors_are_translated() -> None:
+    async def body() -> None:
+        broker = FakeBroker("fake://x")
+        with pytest.raises(kincir.ConnectionFailed) as refused:
+            await _remote.guarded(broker, fail(ConnectionRefusedError("refused")))
+        assert refused.value.backend == "fake" and refused.value.address == "fake://x"
+        assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+        with pytest.raises(kincir.BackendError, match="fake: WRONGTYPE"):
+            await _remote.guarded(broker, fail(RuntimeError("WRONGTYPE")))
+        await broker.connect()
+        await broker.shutdown()
+        with pytest.raises(kincir.BrokerShutdown):
+            await _remote.guarded(broker, fail(RuntimeError("closed under us")))
+        with pytest.raises(kincir.BrokerShutdown):
+            await broker.connect()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        kincir.ConnectionFailed("redis", "redis://h:1/0", "refused"),
+        kincir.BackendError("kafka", "x"),
+    ],
+)
+def test_errors_pickle_with_their_fields(error: kincir.KincirError) -> None:
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    assert again.backend == error.backend  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("options", "exc"),
+    [
+        ({"operation_timeout": 0}, ValueError),
+        ({"reconnect_timeout": -1}, ValueError),
+        ({"operation_timeout": "1"}, TypeError),
+        ({"reconnect_timeout": None}, ValueError),
+    ],
+)
+def test_bad_timeouts_are_refused(options: dict[str, object], exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        FakeBroker("fake://x", **options)  # type: ignore[arg-type]
+
+
+def test_a_url_builds_a_private_broker_and_anything_else_is_refused() -> None:
+    broker, owned = _remote.resolve_broker(FakeBroker, "fake://x")
+    assert isinstance(broker, FakeBroker) and owned
+    same, owned = _remote.resolve_broker(FakeBroker, broker)
+    assert same is broker and not owned
+    with pytest.raises(TypeError, match="FakeBroker or a URL"):
+        _remote.resolve_broker(FakeBroker, 42)
+    with pytest.raises(TypeError):
+        FakeBroker("")
+
+
+def test_the_envelope_round_trips_uuid_metadata_and_stamps() -> None:
+    sent = kincir.Message(b"p", {"k": "v"})
+    payload, headers = _remote.encode_message(sent)
+    got = _remote.decode_message(payload, headers, "t", 7)
+    assert (got.payload, got.uuid, got.topic, got.sequence) == (b"p", sent.uuid, "t", 7)
+    assert got.metadata["k"] == "v" and got.metadata["_sequence"] == "7"
+    # a delivered message published again gets fresh stamps, not its old ones
+    _, again = _remote.encode_message(got)
+    assert "_sequence" not in again and "_enqueued_at" not in again
+    # a foreign record (no kincir envelope) still decodes, with a fresh uuid
+    foreign = _remote.decode_message(b"x", {"kincir-uuid": "not-a-uuid"}, "t", None)
+    assert foreign.payload == b"x" and len(foreign.uuid) == 36

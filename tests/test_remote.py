@@ -20,6 +20,9 @@ class FakeBroker(_remote.RemoteBroker):
     async def _close(self) -> None:
         pass
 
+    async def _probe(self) -> None:
+        pass
+
     async def _publish(self, topic: str, messages: list[kincir.Message]) -> None:
         pass
 

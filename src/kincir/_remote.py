@@ -201,7 +201,10 @@ class RemoteBroker(abc.ABC):
             self._connected = False
             try:
                 for subscriber in list(self._subscribers):
-                    await subscriber._detach()  # what a subscriber holds of its own goes first
+                    try:
+                        await subscriber._detach()  # what a subscriber holds of its own first
+                    except Exception:
+                        continue
             finally:
                 await self._close()
 
@@ -227,6 +230,10 @@ class RemoteBroker(abc.ABC):
     @abc.abstractmethod
     async def _close(self) -> None:
         """Close the connection and whatever the broker's objects hold on the server."""
+
+    @abc.abstractmethod
+    async def _probe(self) -> None:
+        """One round trip to the server (raises if it does not answer)."""
 
     @abc.abstractmethod
     async def _publish(self, topic: str, messages: list[Message]) -> None:
@@ -265,6 +272,12 @@ async def guarded(broker: RemoteBroker, awaitable: Awaitable[T]) -> T:
         if broker.is_shutdown():
             raise BrokerShutdown(f"the {broker.backend} broker is closed") from exc
         raise broker.translate(exc) from exc
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a fetch task's error as seen: the receives awaiting it got it (or were cancelled)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class RemotePublisher(Generic[B]):
@@ -325,6 +338,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self._topics: dict[str, None] = {}
         self._buffer: deque[Delivered] = deque()
         self._closed = False
+        self._filling: asyncio.Future[None] | None = None
         self.broker._subscribers.add(self)
 
     # -- subscriptions ------------------------------------------------------------------------
@@ -425,6 +439,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         seconds = kincir_core.check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
+        asked = False  # a receive asks the server at least once, even with timeout=0
         while True:
             self._check_open()
             if not self._topics:
@@ -436,29 +451,51 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
             if deadline is not None:
                 wait = min(wait, deadline - loop.time())
                 if wait <= 0:
-                    raise TimeoutError(f"no message arrived within {seconds} seconds")
+                    if asked:
+                        raise TimeoutError(f"no message arrived within {seconds} seconds")
+                    wait = 0.001
+            asked = True
             try:
-                fetched = await guarded(self.broker, self._fetch(wait))
+                await self._fill(wait)
             except ConnectionFailed:
-                await self._reconnect()
-                continue
-            self._buffer.extend(await self._admit(fetched))
+                await self._reconnect(deadline)
 
-    async def _reconnect(self) -> None:
+    async def _fill(self, wait: float) -> None:
+        """Fetch into the buffer, in one task per subscriber that a cancelled receive does not
+        cancel: what the server handed over is never dropped, and concurrent receives on one
+        subscriber share the fetch rather than reading the same positions twice."""
+        task = self._filling
+        if task is None:
+            task = self._filling = asyncio.ensure_future(self._fill_once(wait))
+            task.add_done_callback(_retrieve)
+        await asyncio.shield(task)
+
+    async def _fill_once(self, wait: float) -> None:
+        try:
+            fetched = await guarded(self.broker, self._fetch(wait))
+            self._buffer.extend(await self._admit(fetched))
+        finally:
+            self._filling = None
+
+    async def _reconnect(self, deadline: float | None) -> None:
         """After a lost connection: retry (backing off) until the server answers and the
-        subscriptions are restored, or raise ConnectionFailed after ``reconnect_timeout``."""
+        subscriptions are restored; ConnectionFailed after ``reconnect_timeout``, or
+        TimeoutError at the receive's own deadline."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.broker.reconnect_timeout
         pause = 0.05
         while True:
             self._check_open()
             try:
+                await guarded(self.broker, self.broker._probe())
                 for topic in self._topics:
                     await guarded(self.broker, self._subscribe(topic))
                 return
             except ConnectionFailed:
                 if loop.time() + pause > give_up:
                     raise
+            if deadline is not None and loop.time() + pause > deadline:
+                raise TimeoutError("no message arrived within the timeout (reconnecting)")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
 
@@ -658,12 +695,14 @@ class RemoteAckSubscriber(RemoteSubscriber[B]):
 
     async def close(self) -> None:
         """Release what is in flight (redelivered to the group) and close."""
-        if self._inflight and not self.broker.is_shutdown():
-            held = [h._delivered for h in self._inflight.values()]
+        try:
+            if self._inflight and not self.broker.is_shutdown():
+                held = [h._delivered for h in self._inflight.values()]
+                self._inflight.clear()
+                await guarded(self.broker, self._release(held))
+        finally:
             self._inflight.clear()
-            await guarded(self.broker, self._release(held))
-        self._inflight.clear()
-        await super().close()
+            await super().close()
 
     @abc.abstractmethod
     async def _requeue(self, delivered: list[Delivered]) -> None:

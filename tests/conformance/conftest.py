@@ -74,7 +74,7 @@ class Backend(abc.ABC):
     def publisher(self, broker: Any) -> Any: ...
 
     @abc.abstractmethod
-    def subscriber(self, broker: Any, group: str | None = None) -> Any: ...
+    def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
 
     @abc.abstractmethod
     def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
@@ -104,8 +104,9 @@ class MemoryBackend(Backend):
     def publisher(self, broker: Any) -> Any:
         return kincir.memory.InMemoryPublisher(broker)
 
-    def subscriber(self, broker: Any, group: str | None = None) -> Any:
-        return kincir.memory.InMemorySubscriber(broker, group)
+    def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        options.pop("prefetch", None)  # the in-memory reader takes from the log itself
+        return kincir.memory.InMemorySubscriber(broker, group, **options)
 
     def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
         options.pop("prefetch", None)  # the in-memory reader takes from the log itself
@@ -143,8 +144,9 @@ class RemoteBackend(Backend):
     def publisher(self, broker: Any) -> Any:
         return getattr(self.mod, f"{self.prefix}Publisher")(broker)
 
-    def subscriber(self, broker: Any, group: str | None = None) -> Any:
-        return self._track(getattr(self.mod, f"{self.prefix}Subscriber")(broker, group))
+    def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        cls = getattr(self.mod, f"{self.prefix}Subscriber")
+        return self._track(cls(broker, group, **options))
 
     def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
         cls = getattr(self.mod, f"{self.prefix}AckSubscriber")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -335,5 +336,91 @@ def test_shutdown_refuses_new_work(backend: Backend) -> None:
         with pytest.raises(kincir.BrokerShutdown):
             await sub.receive(timeout=5)
         await backend.shutdown(broker)  # idempotent
+
+    backend.run(body())
+
+
+def test_receive_with_timeout_zero_asks_the_server(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"ready"])
+        for _ in range(200):  # a poll loop: each call may wait 0 s, but must look
+            try:
+                got = await sub.receive(timeout=0)
+                break
+            except TimeoutError:
+                await asyncio.sleep(0.02)
+        else:
+            pytest.fail("receive(timeout=0) never returned the published message")
+        assert got.payload == b"ready"
+
+    backend.run(body())
+
+
+def test_cancelled_receives_lose_nothing(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker, group="cancel", prefetch=1)
+        await sub.subscribe(topic)
+        payloads = [f"m{i}".encode() for i in range(300)]
+        pub = backend.publisher(broker)
+        rng = random.Random(7)
+
+        async def produce() -> None:
+            for payload in payloads:
+                await pub.publish(topic, [payload])
+                await asyncio.sleep(rng.random() * 0.002)
+
+        producing = asyncio.ensure_future(produce())
+        got: list[bytes] = []
+        cancelled = 0
+        while not producing.done():
+            try:  # timeouts short enough to cancel receives in the middle of their fetch
+                got.append((await asyncio.wait_for(sub.receive(), rng.random() * 0.003)).payload)
+            except TimeoutError:
+                cancelled += 1
+        await producing
+        got += [m.payload for m in await drain(sub, quiet=2.0)]
+        assert sorted(got) == sorted(payloads), f"{cancelled} cancelled receives"
+
+    backend.run(body(), timeout=120)
+
+
+def test_two_tasks_receiving_on_one_subscriber_share_the_messages(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(topic)
+        payloads = [f"m{i}".encode() for i in range(50)]
+        await backend.publisher(broker).publish(topic, payloads)
+        first, second = await asyncio.gather(drain(sub, quiet=1.5), drain(sub, quiet=1.5))
+        got = [m.payload for m in first + second]
+        assert sorted(got) == sorted(payloads), "each message once, to one of the two tasks"
+
+    backend.run(body())
+
+
+def test_unsubscribe_during_a_receive_stops_the_topic(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        a, b = backend.topic(), backend.topic()
+        sub = backend.subscriber(broker)
+        await sub.subscribe(a)
+        await sub.subscribe(b)
+        waiting = asyncio.ensure_future(sub.receive(timeout=3))
+        await asyncio.sleep(0.2)  # the receive is waiting on the server
+        await sub.unsubscribe(a)
+        pub = backend.publisher(broker)
+        await pub.publish(a, [b"after unsubscribe"])
+        await pub.publish(b, [b"still subscribed"])
+        first = await waiting
+        rest = await drain(sub, quiet=1.0)
+        assert [m.payload for m in [first, *rest]] == [b"still subscribed"]
+        assert sub.subscribed_topics() == [b]
 
     backend.run(body())

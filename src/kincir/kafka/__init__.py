@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import re
 import uuid
 from collections.abc import Sequence
@@ -70,11 +71,13 @@ COUNT_HEADER = "kincir-delivery-count"
 SEQUENCE_HEADER = "kincir-sequence"
 TOPIC_HEADER = "kincir-topic"
 _GROUP_ID_NOT_FOUND = 69  # Kafka's error code
-_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
 
 def _escape(name: str) -> str:
-    """A kincir name as Kafka topic characters ([A-Za-z0-9._-]): others become _xx (hex)."""
+    """A kincir name in Kafka topic characters: letters, digits and ``-`` stay, every other
+    character becomes ``_xx`` (hex of its UTF-8 bytes). No escaped name contains ``.``, so the
+    dots that join a prefix, a group and a topic cannot be confused with a name's own."""
     return _UNSAFE.sub(lambda m: "".join(f"_{b:02x}" for b in m.group().encode()), name)
 
 
@@ -106,7 +109,7 @@ class KafkaBroker(RemoteBroker):
         super().__init__(
             url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
         )
-        if not isinstance(prefix, str) or _UNSAFE.search(prefix.replace("_", "")):
+        if not isinstance(prefix, str) or re.search(r"[^A-Za-z0-9._-]", prefix):
             raise ValueError(f"prefix must use the characters [A-Za-z0-9._-], got {prefix!r}")
         self.prefix = prefix
         self.bootstrap = url.removeprefix("kafka://")
@@ -169,6 +172,9 @@ class KafkaBroker(RemoteBroker):
             await self.producer.stop()
         finally:
             await self.admin.close()
+
+    async def _probe(self) -> None:
+        await self.admin.describe_cluster()
 
     async def ensure_topic(self, name: str) -> None:
         """Create the Kafka topic ``name`` (one partition) unless it exists."""
@@ -372,14 +378,13 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
             await asyncio.sleep(wait)
             return []
         batches = await consumer.getmany(timeout_ms=max(1, int(wait * 1000)))
-        out: list[Delivered] = []
+        streams = []
         for tp, records in batches.items():
             topic = self._names.get(tp.topic)
-            if topic is None:
-                continue
-            out.extend(_decode(topic, r) for r in records)
-        out.sort(key=lambda d: d.ref.timestamp)
-        return out
+            if topic is not None:
+                streams.append([_decode(topic, r) for r in records])
+        # interleave the partitions by time, never reordering one partition's records
+        return list(heapq.merge(*streams, key=lambda d: d.ref.timestamp))
 
 
 class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
@@ -443,7 +448,11 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
             commits[tp] = low
         consumer = self._consumer
         if commits and consumer is not None:
-            with contextlib.suppress(kafka_errors.CommitFailedError):
+            # after a rebalance the partition may be another member's: it redelivers from the
+            # last commit (at-least-once)
+            with contextlib.suppress(
+                kafka_errors.CommitFailedError, kafka_errors.IllegalStateError
+            ):
                 await consumer.commit(commits)
 
     async def _requeue(self, delivered: list[Delivered]) -> None:

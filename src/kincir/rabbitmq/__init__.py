@@ -5,9 +5,9 @@ with publisher confirms, their metadata as AMQP headers and their uuid as ``mess
 
 - ``RabbitMQSubscriber(broker)``: an exclusive, auto-deleted queue bound to the exchange when
   ``subscribe`` returns (fan-out: every subscriber sees every message published after it).
-- ``group="g"``: the members share one durable quorum queue, ``<prefix><topic>.<group>``, which
-  outlives them (it keeps collecting messages while the group has no member) until
-  ``RabbitMQBroker.delete_group``.
+- ``group="g"``: the members share one durable quorum queue (``<prefix><n>:<topic>.<group>``,
+  ``n`` the topic's length), which outlives them (it keeps collecting messages while the group
+  has no member) until ``RabbitMQBroker.delete_group``.
 - ``RabbitMQAckSubscriber``: manual acks with ``prefetch`` unacked messages per member
   (``basic.qos``); ``ack`` is ``basic.ack``. A nack or a missed ack deadline publishes the
   message again to the same queue (the default exchange, routed by queue name) with its delivery
@@ -98,7 +98,8 @@ class RabbitMQBroker(RemoteBroker):
         return f"{self.prefix}{topic}"
 
     def group_queue(self, topic: str, group: str) -> str:
-        return f"{self.prefix}{topic}.{group}"
+        # the topic's length makes the name unambiguous: ("a.b", "c") and ("a", "b.c") differ
+        return f"{self.prefix}{len(topic)}:{topic}.{group}"
 
     def translate(self, exc: Exception) -> KincirError:
         if isinstance(
@@ -124,6 +125,15 @@ class RabbitMQBroker(RemoteBroker):
         self._exchanges.clear()
         await self.connection.close()
 
+    async def _probe(self) -> None:
+        self.check_connected()
+
+    def check_connected(self) -> None:
+        """Raise at once while the robust connection is down (its calls would wait for the
+        reconnect instead)."""
+        if not self.connection.connected.is_set():
+            raise ConnectionError("the connection is lost; aio-pika is reconnecting")
+
     async def exchange(self, topic: str) -> Any:
         """The topic's exchange, declared (idempotently) on first use."""
         exchange = self._exchanges.get(topic)
@@ -141,6 +151,7 @@ class RabbitMQBroker(RemoteBroker):
         return channel
 
     async def _publish(self, topic: str, messages: list[Message]) -> None:
+        self.check_connected()
         exchange = await self.exchange(topic)
         await asyncio.gather(*(exchange.publish(_amqp(m), routing_key="") for m in messages))
 
@@ -260,6 +271,8 @@ class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
                 await channel.close()
 
     async def _fetch(self, wait: float) -> list[Delivered]:
+        if self._incoming.empty():
+            self.broker.check_connected()
         try:
             first = await asyncio.wait_for(self._incoming.get(), wait)
         except TimeoutError:

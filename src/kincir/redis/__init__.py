@@ -143,6 +143,9 @@ class RedisBroker(RemoteBroker):
     async def _close(self) -> None:
         await self.client.aclose()
 
+    async def _probe(self) -> None:
+        await self.client.ping()
+
     async def _publish(self, topic: str, messages: list[Message]) -> None:
         args: list[Any] = [self.max_len or 0]
         for msg in messages:
@@ -246,23 +249,35 @@ class RedisSubscriber(RemoteSubscriber[RedisBroker]):
     async def _fetch(self, wait: float) -> list[Delivered]:
         block = max(1, int(wait * 1000))
         client = self.broker.client
-        if self._group is None:
-            reply = await client.xread(self._positions, count=self.prefetch, block=block)
-        else:
-            reply = await client.xreadgroup(
-                self._group,
-                self._consumer,
-                self._positions,
-                count=self.prefetch,
-                block=block,
-                noack=not self.acking,
-            )
+        try:
+            if self._group is None:
+                reply = await client.xread(dict(self._positions), count=self.prefetch, block=block)
+            else:
+                reply = await client.xreadgroup(
+                    self._group,
+                    self._consumer,
+                    dict(self._positions),
+                    count=self.prefetch,
+                    block=block,
+                    noack=not self.acking,
+                )
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the group is gone (a server restarted without persistence, the stream deleted):
+            # make it again, at the stream's end, and read on
+            for topic in list(self._topics):
+                await self._subscribe(topic)
+            return []
         out = []
         for key, entries in reply or ():
-            topic = self.broker._topic_of(_text(key))
+            name = _text(key)
+            if name not in self._positions:
+                continue  # unsubscribed while this read was on its way
+            topic = self.broker._topic_of(name)
             for entry_id, fields in entries:
                 if self._group is None:
-                    self._positions[_text(key)] = entry_id
+                    self._positions[name] = entry_id
                 out.append(Delivered(_decode_entry(topic, fields), (key, entry_id), 1))
         return out
 
@@ -290,6 +305,7 @@ class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
         )
         self._private_group = f"kincir-{uuid.uuid4().hex}" if group is None else None
         self._claim_due = 0.0
+        self._claim_from: dict[str, str] = {}  # stream key -> XAUTOCLAIM cursor
 
     @property
     def _group(self) -> str | None:
@@ -304,23 +320,35 @@ class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
     async def _fetch(self, wait: float) -> list[Delivered]:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._claim_due:
-            claimed = await self._claim()
-            self._claim_due = loop.time() + min(POLL_SECONDS, self.ack_timeout / 2)
+            claimed, more = await self._claim()
+            # a scan that has not wrapped around goes on at once; else wait a while
+            pause = 0.0 if more else min(POLL_SECONDS, self.ack_timeout / 2)
+            self._claim_due = loop.time() + pause
             if claimed:
                 return claimed
         return await RedisSubscriber._fetch(self, wait)
 
-    async def _claim(self) -> list[Delivered]:
-        """Take over entries idle past the ack timeout (nacked, late or of a dead member)."""
+    async def _claim(self) -> tuple[list[Delivered], bool]:
+        """Take over entries idle past the ack timeout (nacked, late or of a dead member); and
+        whether a scan of the pending entries is still under way (``XAUTOCLAIM`` looks at a
+        bounded number per call: its cursor is kept per stream)."""
         client = self.broker.client
         group = self._group
         min_idle = max(1, int(self.ack_timeout * 1000))
         out: list[Delivered] = []
+        more = False
         for key in list(self._positions):
             room = self.prefetch - len(out)
             if room <= 0:
+                more = True
                 break
-            reply = await client.xautoclaim(key, group, self._consumer, min_idle, count=room)
+            start = self._claim_from.get(key, "0-0")
+            reply = await client.xautoclaim(
+                key, group, self._consumer, min_idle, start_id=start, count=room
+            )
+            cursor = _text(reply[0])
+            self._claim_from[key] = cursor
+            more = more or cursor != "0-0"
             entries = [e for e in reply[1] if e and e[1] is not None]
             if not entries:
                 continue
@@ -332,7 +360,7 @@ class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
             for (entry_id, fields), info in zip(entries, pending, strict=True):
                 count = int(info[0]["times_delivered"]) if info else 1
                 out.append(Delivered(_decode_entry(topic, fields), (key, entry_id), count))
-        return out
+        return out, more
 
     async def _ack(self, delivered: list[Delivered]) -> None:
         by_key: dict[Any, list[Any]] = {}
@@ -350,5 +378,6 @@ class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
                 key, self._group, self._consumer, 0, [entry_id], idle=_RECLAIM_NOW_MS, justid=True
             )
         self._claim_due = 0.0
+        self._claim_from.clear()
 
     _release = _requeue

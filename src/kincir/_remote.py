@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import itertools
 import time
 import uuid as uuid_module
 import weakref
@@ -317,18 +318,24 @@ class RemotePublisher(Generic[B]):
 class RemoteSubscriber(abc.ABC, Generic[B]):
     """Receives the topics it subscribed to; ``group`` shares each message among its members.
 
-    Messages are fetched from the server in batches of ``prefetch`` into a local buffer; a plain
-    subscriber sees every message published after its ``subscribe`` returned.
+    Messages are fetched from the server in batches of ``prefetch`` into a local buffer: 64 by
+    default for a subscriber alone, 1 for a group member (what a member fetched and did not hand
+    out yet is lost to its group if it closes, on the engines that count a fetch as a delivery);
+    a plain subscriber sees every message published after its ``subscribe`` returned.
     """
 
     broker_type: ClassVar[type[RemoteBroker]]
     acking: ClassVar[bool] = False
 
-    def __init__(self, broker_or_url: B | str, group: str | None = None, *, prefetch: int = 64):
+    def __init__(
+        self, broker_or_url: B | str, group: str | None = None, *, prefetch: int | None = None
+    ) -> None:
         if group is not None:
             if not isinstance(group, str):
                 raise TypeError(f"group must be str or None, not {type(group).__name__}")
             kincir_core.validate_topic_name(group)
+        if prefetch is None:
+            prefetch = 64 if group is None else 1
         if type(prefetch) is not int or prefetch < 1:
             raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
         self.broker: B
@@ -339,6 +346,8 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self._buffer: deque[Delivered] = deque()
         self._closed = False
         self._filling: asyncio.Future[None] | None = None
+        #: whether handing a message out settles it on the server (``_ack``)
+        self._settles = type(self)._ack is not RemoteSubscriber._ack
         self.broker._subscribers.add(self)
 
     # -- subscriptions ------------------------------------------------------------------------
@@ -364,7 +373,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         for name in topics:
             del self._topics[name]
             kept = [d for d in self._buffer if d.message.topic != name]
-            dropped = [d for d in self._buffer if d.message.topic == name]
+            dropped = [d for d in self._buffer if d.message.topic == name and not d.settled]
             self._buffer = deque(kept)
             if not self.broker.is_shutdown():
                 if dropped:
@@ -385,22 +394,40 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
 
     async def receive(self, timeout: float | None = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
-        delivered = await self._next(timeout)
-        if self.acking:
-            await guarded(self.broker, self._ack([delivered]))
-        return delivered.message
+        return (await self._take(1, timeout))[0].message
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for at least one message, then return up to ``max_messages`` ready ones."""
         if type(max_messages) is not int or max_messages < 1:
             raise ValueError(f"max_messages must be an int >= 1, got {max_messages!r}")
-        first = await self._next(timeout)
-        batch = [first]
-        while self._buffer and len(batch) < max_messages:
-            batch.append(self._buffer.popleft())
-        if self.acking:
-            await guarded(self.broker, self._ack(batch))
-        return [d.message for d in batch]
+        return [d.message for d in await self._take(max_messages, timeout)]
+
+    async def _take(self, most: int, timeout: float | None) -> list[Delivered]:
+        """Hand out up to ``most`` messages from the head of the buffer (waiting for one).
+
+        Where handing out settles a message on the server, it is settled first and taken from
+        the buffer after: a receive cancelled during the settling leaves it (marked settled) at
+        the head for the next receive, instead of losing it.
+        """
+        while True:
+            if not self._settles:
+                first = await self._next(timeout)
+                batch = [first]
+                while self._buffer and len(batch) < most:
+                    batch.append(self._buffer.popleft())
+                return batch
+            await self._next(timeout, take=False)
+            batch = list(itertools.islice(self._buffer, most))
+            fresh = [d for d in batch if not d.settled]
+            for d in fresh:
+                d.settled = True
+            if fresh:
+                await asyncio.shield(guarded(self.broker, self._ack(fresh)))
+            taken: list[Delivered] = []
+            while self._buffer and len(taken) < len(batch) and self._buffer[0] is batch[len(taken)]:
+                taken.append(self._buffer.popleft())
+            if taken:  # else a concurrent receive took them meanwhile: look again
+                return taken
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()
@@ -435,7 +462,8 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
             raise BrokerShutdown("this subscriber is closed")
         self.broker.check_open()
 
-    async def _next(self, timeout: float | None) -> Delivered:
+    async def _next(self, timeout: float | None, take: bool = True) -> Delivered:
+        """The message at the head of the buffer once there is one (removed if ``take``)."""
         seconds = kincir_core.check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
@@ -446,7 +474,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
                 raise NotSubscribed("subscribe to a topic before receiving")
             await self._before_fetch()
             if self._buffer:
-                return self._buffer.popleft()
+                return self._buffer.popleft() if take else self._buffer[0]
             wait = POLL_SECONDS
             if deadline is not None:
                 wait = min(wait, deadline - loop.time())
@@ -529,7 +557,8 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         connections or consumers; what it shares with the broker closes with the broker)."""
 
     async def _ack(self, delivered: list[Delivered]) -> None:
-        """Settle ``delivered`` as processed (acknowledging backends)."""
+        """Settle ``delivered`` as processed: called when a plain receive hands them out (and by
+        an acknowledging subscriber's ``ack``). Nothing to do where a fetch settles them."""
 
     async def _release(self, delivered: list[Delivered]) -> None:
         """Give back fetched, never handed out messages (acknowledging backends redeliver)."""
@@ -538,12 +567,13 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
 class Delivered:
     """A fetched message with the backend's reference to it and its delivery count."""
 
-    __slots__ = ("count", "message", "ref")
+    __slots__ = ("count", "message", "ref", "settled")
 
     def __init__(self, message: Message, ref: Any = None, count: int = 1) -> None:
         self.message = message
         self.ref = ref
         self.count = count
+        self.settled = False  # acked on the server as a plain receive handed it out
 
 
 class RemoteAckHandle:

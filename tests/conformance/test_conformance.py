@@ -424,3 +424,28 @@ def test_unsubscribe_during_a_receive_stops_the_topic(backend: Backend) -> None:
         assert sub.subscribed_topics() == [b]
 
     backend.run(body())
+
+
+def test_a_closing_plain_group_member_leaves_the_rest_to_the_group(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        first = backend.subscriber(broker, group="handover")
+        second = backend.subscriber(broker, group="handover")
+        await first.subscribe(topic)
+        await second.subscribe(topic)
+        payloads = [f"m{i}".encode() for i in range(20)]
+        await backend.publisher(broker).publish(topic, payloads)
+        taken: list[bytes] = []
+        # one receive from whichever member is served, then that member leaves
+        try:
+            taken.append((await first.receive(timeout=2)).payload)
+            leaving, staying = first, second
+        except TimeoutError:
+            taken.append((await second.receive(timeout=backend.redelivery_wait)).payload)
+            leaving, staying = second, first
+        await leaving.close()
+        rest = [m.payload for m in await drain(staying, quiet=backend.redelivery_wait / 2)]
+        assert sorted(taken + rest) == sorted(payloads), "nothing lost when a member leaves"
+
+    backend.run(body(), timeout=120)

@@ -261,7 +261,11 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
     broker_type = KafkaBroker
 
     def __init__(
-        self, broker_or_url: KafkaBroker | str, group: str | None = None, *, prefetch: int = 64
+        self,
+        broker_or_url: KafkaBroker | str,
+        group: str | None = None,
+        *,
+        prefetch: int | None = None,
     ) -> None:
         super().__init__(broker_or_url, group, prefetch=prefetch)
         self._consumer: Any = None
@@ -364,7 +368,8 @@ class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
         # cancellation of stop() while it waits out a fetch after an assignment change, and then
         # runs on until the server answers (30 s on Tansu).
         if self.acking and self._buffer and not self.broker.is_shutdown():
-            fetched = list(self._buffer)  # fetched, never handed out: back to the group
+            # fetched, never handed out: back to the group
+            fetched = [d for d in self._buffer if not d.settled]
             self._buffer.clear()
             await guarded(self.broker, self._release(fetched))
         consumer, self._consumer = self._consumer, None

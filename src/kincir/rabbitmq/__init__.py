@@ -215,7 +215,7 @@ class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
         broker_or_url: RabbitMQBroker | str,
         group: str | None = None,
         *,
-        prefetch: int = 64,
+        prefetch: int | None = None,
     ) -> None:
         super().__init__(broker_or_url, group, prefetch=prefetch)
         self._incoming: asyncio.Queue[tuple[str, AbstractIncomingMessage]] = asyncio.Queue()
@@ -244,7 +244,7 @@ class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
         async def deliver(incoming: AbstractIncomingMessage) -> None:
             self._incoming.put_nowait((topic, incoming))
 
-        tag = await queue.consume(deliver, no_ack=not self.acking)
+        tag = await queue.consume(deliver, no_ack=not self._manual)
         self._queues[topic] = (queue, tag)
 
     async def _unsubscribe(self, topic: str) -> None:
@@ -261,7 +261,7 @@ class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
             (dropped if item[0] == topic else kept).append(item)
         for item in kept:
             self._incoming.put_nowait(item)
-        if self.acking:
+        if self._manual:
             for _, incoming in dropped:
                 with contextlib.suppress(Exception):
                     await incoming.nack(requeue=True)
@@ -269,6 +269,23 @@ class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
             channel, self._channel = self._channel, None
             with contextlib.suppress(Exception):
                 await channel.close()
+
+    @property
+    def _manual(self) -> bool:
+        """Manual acks: an ack subscriber's, and a group member's (acked as it hands a message
+        out, so the server hands each member only ``prefetch`` at a time and takes back what a
+        closing member did not hand out). A lone subscriber's exclusive queue dies with it."""
+        return self.acking or self.group is not None
+
+    async def _ack(self, delivered: list[Delivered]) -> None:
+        if self._manual:
+            for d in delivered:
+                await _settle_quietly(d.ref.ack())
+
+    async def _release(self, delivered: list[Delivered]) -> None:
+        if self._manual:
+            for d in delivered:
+                await _settle_quietly(d.ref.nack(requeue=True))
 
     async def _fetch(self, wait: float) -> list[Delivered]:
         if self._incoming.empty():

@@ -218,7 +218,11 @@ class RedisSubscriber(RemoteSubscriber[RedisBroker]):
     broker_type = RedisBroker
 
     def __init__(
-        self, broker_or_url: RedisBroker | str, group: str | None = None, *, prefetch: int = 64
+        self,
+        broker_or_url: RedisBroker | str,
+        group: str | None = None,
+        *,
+        prefetch: int | None = None,
     ) -> None:
         super().__init__(broker_or_url, group, prefetch=prefetch)
         self._positions: dict[str, bytes | str] = {}  # stream key -> last id read (no group)

@@ -144,3 +144,102 @@ def test_server_restart_mid_stream_is_at_least_once(backend: Backend) -> None:
         assert not set(acked) & set(got), "acked messages are never redelivered"
 
     backend.run(body(), timeout=240)
+
+
+class Proxy:
+    """A TCP relay to a server, which the test can cut (every connection aborted, new ones
+    refused) and restore on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.links: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.links += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.links:
+            writer.transport.abort()
+        self.links.clear()
+        await self.server.wait_closed()
+
+
+def test_a_lost_connection_is_reported_and_recovered(backend: Backend) -> None:
+    remote = remote_only(backend)
+    if remote.name == "kafka":
+        pytest.skip("kafka clients reconnect to the advertised listener, not through a relay")
+    cls = getattr(remote.mod, f"{remote.prefix}Broker")
+    host, port = conftest_address(remote)
+
+    async def body() -> None:
+        proxy = Proxy((host, port))
+        await proxy.start()
+        url = remote.url.replace(f":{port}", f":{proxy.port}")
+        options = {**remote.broker_options(), "connect_timeout": 1.0, "reconnect_timeout": 2.0}
+        broker = cls(url, operation_timeout=3.0, **options)
+        remote.brokers.append(broker)
+        topic = remote.topic()
+        sub = remote.subscriber(broker)
+        await sub.subscribe(topic)
+        pub = remote.publisher(broker)
+        await pub.publish(topic, [b"before"])
+        assert (await sub.receive(timeout=10)).payload == b"before"
+
+        await proxy.cut()
+        started = time.monotonic()
+        with pytest.raises(kincir.ConnectionFailed):
+            await sub.receive()  # no timeout of its own: reconnect_timeout ends it
+        assert time.monotonic() - started < 15
+        started = time.monotonic()
+        with pytest.raises(kincir.ConnectionFailed):
+            await pub.publish(topic, [b"during"])
+        assert time.monotonic() - started < 15
+
+        await proxy.start()  # the server is back, on the same address
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await pub.publish(topic, [b"after"])
+                got = await sub.receive(timeout=5)
+                break
+            except (kincir.ConnectionFailed, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        assert got.payload in (b"during", b"after")
+        await sub.close()
+        await broker.shutdown()
+        await proxy.cut()
+
+    backend.run(body(), timeout=120)
+
+
+def conftest_address(remote: RemoteBackend) -> tuple[str, int]:
+    from .conftest import _address
+
+    return _address(remote.name, remote.url)

@@ -375,10 +375,16 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
             kept = [d for d in self._buffer if d.message.topic != name]
             dropped = [d for d in self._buffer if d.message.topic == name and not d.settled]
             self._buffer = deque(kept)
+            dropped += self._forget(name)
             if not self.broker.is_shutdown():
                 if dropped:
                     await guarded(self.broker, self._release(dropped))
                 await guarded(self.broker, self._unsubscribe(name))
+
+    def _forget(self, topic: str) -> list[Delivered]:
+        """What this subscriber holds of ``topic`` besides its buffer (the ack subscriber's
+        in-flight deliveries), given up as it unsubscribes."""
+        return []
 
     def subscribed_topics(self) -> list[str]:
         """The topics this subscriber receives, in subscription order."""
@@ -700,6 +706,13 @@ class RemoteAckSubscriber(RemoteSubscriber[B]):
             letters = [dead_letter_copy(d.message, reason, d.count) for d in delivered]
             await guarded(self.broker, self.broker._publish(self.dead_letter_topic, letters))
         await guarded(self.broker, self._ack(delivered))
+
+    def _forget(self, topic: str) -> list[Delivered]:
+        # their handles go stale (AckError), as the in-memory broker's do
+        gone = [h for h in self._inflight.values() if h.topic == topic]
+        for handle in gone:
+            del self._inflight[id(handle)]
+        return [h._delivered for h in gone]
 
     async def _before_fetch(self) -> None:
         if not self._inflight:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+import kincir
 import kincir.memory
 
 DEFAULT_URLS = {
@@ -83,13 +84,19 @@ class Backend(abc.ABC):
     async def shutdown(self, broker: Any) -> None: ...
 
     async def cleanup(self) -> None:
+        """Close what the test built; a close that fails fails the test (after the rest)."""
+        errors: list[BaseException] = []
         for close in reversed(self.closers):
             try:
                 await close()
-            except Exception:
-                pass
+            except kincir.BrokerShutdown:
+                pass  # the test shut its broker down first: nothing left to close
+            except Exception as exc:
+                errors.append(exc)
         for broker in self.brokers:
             await self.shutdown(broker)
+        if errors:
+            raise errors[0]
 
 
 class MemoryBackend(Backend):

@@ -449,3 +449,24 @@ def test_a_closing_plain_group_member_leaves_the_rest_to_the_group(backend: Back
         assert sorted(taken + rest) == sorted(payloads), "nothing lost when a member leaves"
 
     backend.run(body(), timeout=120)
+
+
+def test_unsubscribing_gives_back_what_is_in_flight(backend: Backend) -> None:
+    async def body() -> None:
+        broker = await backend.broker()
+        topic = backend.topic()
+        first = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
+        second = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
+        await first.subscribe(topic)
+        await second.subscribe(topic)
+        await backend.publisher(broker).publish(topic, [b"held"])
+        msg, handle, holder = await receive_from_any([first, second], backend.redelivery_wait)
+        other = second if holder is first else first
+        await holder.unsubscribe(topic)
+        with pytest.raises(kincir.AckError):
+            await holder.ack(handle)  # the handle went stale with the subscription
+        again, handle2 = await other.receive_with_ack(timeout=backend.redelivery_wait)
+        assert again.uuid == msg.uuid and handle2.delivery_count == 2
+        await other.ack(handle2)
+
+    backend.run(body(), timeout=120)

@@ -70,7 +70,8 @@ AckHandle = RemoteAckHandle
 COUNT_HEADER = "kincir-delivery-count"
 SEQUENCE_HEADER = "kincir-sequence"
 TOPIC_HEADER = "kincir-topic"
-_GROUP_ID_NOT_FOUND = 69  # Kafka's error code
+_GROUP_ID_NOT_FOUND = 69  # Kafka's error codes
+_TOPIC_ALREADY_EXISTS = 36
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
 
@@ -180,12 +181,14 @@ class KafkaBroker(RemoteBroker):
         """Create the Kafka topic ``name`` (one partition) unless it exists."""
         if name in self._created:
             return
-        try:
-            await self.admin.create_topics(
-                [NewTopic(name, num_partitions=1, replication_factor=self.replication_factor)]
-            )
-        except kafka_errors.TopicAlreadyExistsError:
-            pass
+        response = await self.admin.create_topics(
+            [NewTopic(name, num_partitions=1, replication_factor=self.replication_factor)]
+        )
+        for result in response.topic_errors:  # the request answers per topic, never raises
+            code = result[1]
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                detail = result[2] if len(result) > 2 and result[2] else f"error code {code}"
+                raise kafka_errors.for_code(code)(f"creating topic {name!r}: {detail}")
         self._created.add(name)
 
     async def _publish(self, topic: str, messages: list[Message]) -> None:
@@ -484,3 +487,7 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
         if self._private is not None:
             with contextlib.suppress(Exception):  # the group outlives us only as clutter
                 await self.broker.delete_kafka_group(self._group_id())
+            retries = [self.broker.retry_topic(str(self._private), t) for t in self._topics]
+            if retries:
+                with contextlib.suppress(Exception):
+                    await self.broker.admin.delete_topics(retries)

@@ -321,6 +321,12 @@ class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
         if self._private_group is not None:
             await self.broker.client.xgroup_destroy(key, self._private_group)
 
+    async def _detach(self) -> None:
+        # the broker shuts down first: a private group must not outlive it on the server
+        if self._private_group is not None:
+            for key in list(self._positions):
+                await self.broker.client.xgroup_destroy(key, self._private_group)
+
     async def _fetch(self, wait: float) -> list[Delivered]:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._claim_due:

@@ -635,6 +635,18 @@ class RemoteAckSubscriber(RemoteSubscriber[B]):
         super().__init__(broker_or_url, group, prefetch=prefetch)
         self.ack_timeout, self.max_deliveries, self.dead_letter_topic = settings
         self._inflight: dict[int, RemoteAckHandle] = {}
+        #: Without a group, an acknowledging reader reads through a group of its own (the
+        #: engines keep in-flight state per group), removed when it closes.
+        self._private = f"private-{uuid_module.uuid4().hex}" if group is None else None
+        self._start_acking()
+
+    @property
+    def group_name(self) -> str:
+        """The group this reader acknowledges in: its own, or its private one."""
+        return self.group if self.group is not None else str(self._private)
+
+    def _start_acking(self) -> None:
+        """Set up the backend's bookkeeping of an acknowledging reader."""
 
     async def receive_with_ack(
         self, timeout: float | None = None

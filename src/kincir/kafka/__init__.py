@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import heapq
 import re
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -399,37 +398,16 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
     """Acknowledging Kafka reader: commits acked offsets; retries go to the group's retry
     topic (see the module's rules)."""
 
-    def __init__(
-        self,
-        broker_or_url: KafkaBroker | str,
-        group: str | None = None,
-        *,
-        ack_timeout: float = 30.0,
-        max_deliveries: int | None = 5,
-        dead_letter_topic: str | None = None,
-        prefetch: int = 1,
-    ) -> None:
-        super().__init__(
-            broker_or_url,
-            group,
-            ack_timeout=ack_timeout,
-            max_deliveries=max_deliveries,
-            dead_letter_topic=dead_letter_topic,
-            prefetch=prefetch,
-        )
-        self._private = f"private-{uuid.uuid4().hex}" if group is None else None
+    def _start_acking(self) -> None:
         # per partition: offsets handed out and not yet acked, and those acked above the lowest
         self._open: dict[TopicPartition, set[int]] = {}
         self._done: dict[TopicPartition, set[int]] = {}
 
-    def _group_name(self) -> str:
-        return self.group if self.group is not None else str(self._private)
-
     def _group_id(self) -> str:
-        return self.broker.group_id(self._group_name())
+        return self.broker.group_id(self.group_name)
 
     def _kafka_topics(self, topic: str) -> list[str]:
-        return [self.broker.kafka_topic(topic), self.broker.retry_topic(self._group_name(), topic)]
+        return [self.broker.kafka_topic(topic), self.broker.retry_topic(self.group_name, topic)]
 
     async def _fetch(self, wait: float) -> list[Delivered]:
         out = await KafkaSubscriber._fetch(self, wait)
@@ -471,7 +449,7 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
                 (COUNT_HEADER, str(d.count).encode()),
                 (SEQUENCE_HEADER, str(msg.sequence).encode()),
             ]
-            name = self.broker.retry_topic(self._group_name(), msg.topic or "")
+            name = self.broker.retry_topic(self.group_name, msg.topic or "")
             by_topic.setdefault(name, []).append((msg, extra))
         for name, records in by_topic.items():
             await self.broker.send(name, records)
@@ -487,7 +465,7 @@ class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
         if self._private is not None:
             with contextlib.suppress(Exception):  # the group outlives us only as clutter
                 await self.broker.delete_kafka_group(self._group_id())
-            retries = [self.broker.retry_topic(str(self._private), t) for t in self._topics]
+            retries = [self.broker.retry_topic(self.group_name, t) for t in self._topics]
             if retries:
                 with contextlib.suppress(Exception):
                     await self.broker.admin.delete_topics(retries)

@@ -289,43 +289,25 @@ class RedisSubscriber(RemoteSubscriber[RedisBroker]):
 class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
     """Acknowledging reader of Redis streams (consumer group, ``XACK``, ``XAUTOCLAIM``)."""
 
-    def __init__(
-        self,
-        broker_or_url: RedisBroker | str,
-        group: str | None = None,
-        *,
-        ack_timeout: float = 30.0,
-        max_deliveries: int | None = 5,
-        dead_letter_topic: str | None = None,
-        prefetch: int = 1,
-    ) -> None:
-        super().__init__(
-            broker_or_url,
-            group,
-            ack_timeout=ack_timeout,
-            max_deliveries=max_deliveries,
-            dead_letter_topic=dead_letter_topic,
-            prefetch=prefetch,
-        )
-        self._private_group = f"kincir-{uuid.uuid4().hex}" if group is None else None
+    def _start_acking(self) -> None:
         self._claim_due = 0.0
         self._claim_from: dict[str, str] = {}  # stream key -> XAUTOCLAIM cursor
 
     @property
     def _group(self) -> str | None:
-        return self.group if self.group is not None else self._private_group
+        return self.group_name
 
     async def _unsubscribe(self, topic: str) -> None:
         key = self.broker.stream_key(topic)
         self._positions.pop(key, None)
-        if self._private_group is not None:
-            await self.broker.client.xgroup_destroy(key, self._private_group)
+        if self._private is not None:
+            await self.broker.client.xgroup_destroy(key, self._private)
 
     async def _detach(self) -> None:
         # the broker shuts down first: a private group must not outlive it on the server
-        if self._private_group is not None:
+        if self._private is not None:
             for key in list(self._positions):
-                await self.broker.client.xgroup_destroy(key, self._private_group)
+                await self.broker.client.xgroup_destroy(key, self._private)
 
     async def _fetch(self, wait: float) -> list[Delivered]:
         loop = asyncio.get_running_loop()

@@ -2024,6 +2024,23 @@ cdef extern from "Python.h":
     void KINCIR_SET_AM_SEND(object type, void* fn)
 
 
+cdef extern from *:
+    """
+    /* What CPython says of a coroutine finalized before it started, so that a forgotten
+       ``await`` reads the same on both engines; the pending exception, if any, is kept. */
+    static void kincir_warn_unawaited(const char *qualname) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "coroutine '%s' was never awaited", qualname) < 0) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        PyErr_Restore(type, value, traceback);
+    }
+    """
+    void kincir_warn_unawaited(const char* qualname) noexcept
+
+
 @cython.final
 @cython.freelist(16)
 cdef class PublishOp:
@@ -2034,6 +2051,7 @@ cdef class PublishOp:
     cdef object messages
     cdef TopicLog blocked     # the full topic waited on under the block policy
     cdef AsyncWaiter waiter
+    cdef bint started         # sent to at least once: a never-started op warns when freed
     cdef bint done
 
     def __cinit__(self):
@@ -2053,6 +2071,7 @@ cdef class PublishOp:
         cdef object loop, future
         if self.done:
             raise RuntimeError("cannot reuse an already awaited publish")
+        self.started = True
         try:
             self._stop_waiting()
             while True:
@@ -2098,6 +2117,8 @@ cdef class PublishOp:
 
     def __dealloc__(self):
         KINCIR_LIVE(LIVE_PUBLISH_OPS, -1)
+        if not self.started and not self.done:
+            kincir_warn_unawaited("PublisherCore.publish")
         if self.waiter is not None and self.blocked is not None:
             self._stop_waiting()
 
@@ -2118,6 +2139,7 @@ cdef class ReceiveOp:
     cdef SubscriberCore subscriber
     cdef AsyncWaiter waiter
     cdef tuple cursors
+    cdef bint started         # sent to at least once: a never-started op warns when freed
     cdef bint done
 
     def __cinit__(self):
@@ -2139,6 +2161,7 @@ cdef class ReceiveOp:
         cdef object loop, future
         if self.done:
             raise RuntimeError("cannot reuse an already awaited receive")
+        self.started = True
         try:
             self._stop_waiting()  # woken, or first step
             got = self.subscriber._take_one()
@@ -2184,6 +2207,8 @@ cdef class ReceiveOp:
 
     def __dealloc__(self):
         KINCIR_LIVE(LIVE_RECEIVE_OPS, -1)
+        if not self.started and not self.done:
+            kincir_warn_unawaited("SubscriberCore.receive")
         if self.waiter is not None and self.subscriber is not None:
             self._stop_waiting()
 

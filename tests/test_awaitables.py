@@ -4,6 +4,7 @@ awaited, asyncio accepts them anywhere it takes a coroutine, and cancelling one 
 from __future__ import annotations
 
 import asyncio
+import gc
 import warnings
 
 import pytest
@@ -32,6 +33,46 @@ def test_a_receive_acts_only_when_awaited(k):
     assert asyncio.iscoroutine(pending)
     pending.close()
     assert sub.try_receive().payload == b"kept"
+
+
+def _dropped_unawaited(make):
+    """Make an awaitable, drop it unawaited, and return the warnings that raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pending = make()
+        del pending
+        gc.collect()
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_publish_never_awaited_warns_as_a_coroutine_does(k):
+    # A forgotten ``await`` publishes nothing: both engines must say so, the way CPython does
+    # for a coroutine that never ran, instead of losing the message silently.
+    broker, pub, sub = setup(k)
+    said = _dropped_unawaited(lambda: pub.publish("t", [b"lost"]))
+    assert said == ["coroutine 'PublisherCore.publish' was never awaited"]
+    assert sub.try_receive() is None
+    assert broker.topic_info("t").total_published == 0
+
+
+def test_a_receive_never_awaited_warns_as_a_coroutine_does(k):
+    _, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"kept"])
+    said = _dropped_unawaited(sub.receive)
+    assert said == ["coroutine 'SubscriberCore.receive' was never awaited"]
+    assert sub.try_receive().payload == b"kept"
+
+
+def test_an_awaited_or_closed_publish_does_not_warn(k):
+    _, pub, sub = setup(k)
+
+    async def main():
+        await pub.publish("t", [b"sent"])
+        await sub.receive()
+
+    assert _dropped_unawaited(lambda: asyncio.run(main())) == []
+    assert _dropped_unawaited(lambda: pub.publish("t", [b"x"]).close()) == []
+    assert _dropped_unawaited(lambda: sub.receive().close()) == []
 
 
 def test_create_task_and_gather_take_them(k):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 
 import pytest
 
@@ -146,6 +147,67 @@ def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
     # The messages are still there for the subscriber to drain.
     assert [m.payload for m in sub.try_receive_batch(10)] == [b"1", b"2"]
     assert broker.shutdown(timeout=0.05) is True
+
+
+def test_shutdown_async_drains_tasks_on_its_own_loop(k):
+    # The async drain must not block the loop its own subscriber tasks run on.
+    broker, pub, sub = setup(k)
+    sub.subscribe("t")
+
+    async def main():
+        async def worker():
+            return [m.sequence async for m in sub]
+
+        task = asyncio.ensure_future(worker())
+        await pub.publish("t", [b"x"] * 1000)
+        started = time.monotonic()
+        assert await broker.shutdown_async(timeout=5) is True
+        assert time.monotonic() - started < 4
+        assert await task == list(range(1, 1001))
+
+    k.run(main())
+
+
+def test_shutdown_async_returns_false_when_nobody_reads_and_is_idempotent(k):
+    broker, pub, sub = setup(k)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1"])
+
+    async def main():
+        assert await broker.shutdown_async(timeout=0.05) is False
+        assert await broker.shutdown_async() is False  # no timeout: checks once
+        assert sub.try_receive().payload == b"1"
+        assert await broker.shutdown_async(timeout=0.05) is True
+
+    k.run(main())
+    with pytest.raises(k.BrokerShutdown):
+        pub.publish_nowait("t", [b"late"])
+
+
+def test_shutdown_async_refuses_a_bad_timeout_before_shutting_down(k):
+    broker, _, _ = setup(k)
+    with pytest.raises(ValueError):
+        k.run(broker.shutdown_async(timeout=-1))
+    assert not broker.is_shutdown()
+
+
+def test_shutdown_with_timeout_on_a_running_loop_warns(k):
+    broker, _, _ = setup(k)
+
+    async def main():
+        with pytest.warns(RuntimeWarning, match="shutdown_async"):
+            assert broker.shutdown(timeout=0.01) is True
+
+    k.run(main())
+    # without a timeout it never waits, so on a loop it is fine
+    other, _, _ = setup(k)
+
+    async def plain():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            other.shutdown()
+
+    k.run(plain())
 
 
 def test_shutdown_without_timeout_returns_at_once(k):

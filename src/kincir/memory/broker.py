@@ -12,6 +12,7 @@ import functools
 import logging
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -52,6 +53,22 @@ class _Unset:
 
 
 _UNSET = _Unset()
+
+
+def _drain_pauses() -> Iterator[float]:
+    """How long a drain sleeps between checks: from 0.5 ms, doubling, up to 50 ms."""
+    pause = 0.0005
+    while True:
+        yield pause
+        pause = min(pause * 2, 0.05)
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _run_cleanup(
@@ -210,10 +227,49 @@ class InMemoryBroker(BrokerCore):
         """Stop new publishes and subscribes; subscribers drain what is queued, then end.
 
         Returns at once, or with ``timeout`` waits up to that many seconds for subscribers to
-        drain (call it from a thread other than the ones draining). Returns True if every
-        subscriber has read everything it was due. Idempotent.
+        drain (call it from a thread other than the ones draining; on an event loop, await
+        ``shutdown_async`` instead). Returns True if every subscriber has read everything it was
+        due. Idempotent.
         """
         seconds = kincir_core.check_timeout(timeout)
+        if seconds is not None and _loop_running_here():
+            warnings.warn(
+                "InMemoryBroker.shutdown(timeout) blocks this thread's running event loop, so "
+                "its tasks cannot drain while it waits; use "
+                "`await broker.shutdown_async(timeout)` in async code",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        first = self._shutdown_begun()
+        drained = self._drain(seconds)
+        self._shutdown_finished(first, seconds, drained)
+        return drained
+
+    async def shutdown_async(self, timeout: float | None = None) -> bool:
+        """``shutdown(timeout)`` for async code: awaits the drain without blocking the loop.
+
+        Tasks on the same loop keep running while it waits, so they can drain. Returns True if
+        every subscriber has read everything it was due within ``timeout`` seconds (None: check
+        once, at once, as ``shutdown()`` does). Idempotent.
+        """
+        seconds = kincir_core.check_timeout(timeout)
+        first = self._shutdown_begun()
+        drained = self._drained()
+        if not drained and seconds is not None:
+            deadline = time.monotonic() + seconds
+            for pause in _drain_pauses():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(min(pause, remaining))
+                drained = self._drained()
+                if drained:
+                    break
+        self._shutdown_finished(first, seconds, drained)
+        return drained
+
+    def _shutdown_begun(self) -> bool:
+        """Begin the shutdown (idempotent); True when this call began it."""
         first = not self.is_shutdown()
         self._begin_shutdown()
         self._cleaner_stop.set()
@@ -225,7 +281,9 @@ class InMemoryBroker(BrokerCore):
                 topics,
                 in_flight,
             )
-        drained = self._drain(seconds)
+        return first
+
+    def _shutdown_finished(self, first: bool, seconds: float | None, drained: bool) -> None:
         # a repeated shutdown() reports only when it waited
         level = logging.INFO if first or seconds is not None else logging.DEBUG
         if _log.isEnabledFor(level):
@@ -239,20 +297,19 @@ class InMemoryBroker(BrokerCore):
                 topics,
                 in_flight,
             )
-        return drained
 
     def _drain(self, seconds: float | None) -> bool:
         if seconds is None:
             return self._drained()
         deadline = time.monotonic() + seconds
-        pause = 0.0005
-        while not self._drained():
+        for pause in _drain_pauses():
+            if self._drained():
+                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             time.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.05)
-        return True
+        raise AssertionError("unreachable: _drain_pauses never ends")
 
     def force_shutdown(self) -> None:
         """Stop at once: drop every queued message and wake every waiter with BrokerShutdown."""

@@ -115,7 +115,7 @@ cdef class TopicLog:
     cdef uint64_t _expire(self, double now) noexcept
     cdef void _drop_oldest(self, uint64_t count) noexcept
     cdef void _wake_room(self) noexcept
-    cdef int append(self, Slot* batch, Py_ssize_t count) except -1
+    cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=*) except -1
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1
     cdef Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
@@ -141,12 +141,13 @@ cdef class BrokerCore:
     cdef dict pull
     cdef dict groups                  # (topic, group name) -> the group's Cursor
     cdef public object _on_new_topic    # called with a topic's name after it is created
+    cdef readonly set _letter_topics    # dead-letter topics of ack subscribers
     cdef kincir_mutex lock
     cdef int state
     cdef double started
     # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
     cdef uint64_t retired[8]
-    cdef TopicLog log_for(self, object name)
+    cdef TopicLog log_for(self, object name, bint letters=*)
     cdef Cursor join_group(self, str topic, str name, bint acking)
     cdef TopicLog _remove(self, str name)
 

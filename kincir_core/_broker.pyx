@@ -674,7 +674,7 @@ cdef class TopicLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    cdef int append(self, Slot* batch, Py_ssize_t count) except -1:
+    cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=False) except -1:
         """Append ``count`` filled slots atomically: all of them get consecutive sequence
         numbers, or none does. Takes over the slots' references in every case."""
         cdef Py_ssize_t i
@@ -695,7 +695,7 @@ cdef class TopicLog:
         try:
             if self.closed:
                 outcome = 3
-            elif not self.accepting:
+            elif not self.accepting and not letter:  # a dead letter passes a draining topic
                 outcome = 4
             elif not self.cursors and not self.persistence:
                 self.dropped += count
@@ -1235,13 +1235,15 @@ cdef class BrokerCore:
         self.topics = {}
         self.pull = {}
         self.groups = {}
+        self._letter_topics = set()
         self.state = RUNNING
         self.started = _monotonic()
 
     # -- topics ---------------------------------------------------------------------------------
 
-    cdef TopicLog log_for(self, object name):
-        """The log of topic ``name``, created if needed (publish and subscribe)."""
+    cdef TopicLog log_for(self, object name, bint letters=False):
+        """The log of topic ``name``, created if needed (publish and subscribe). ``letters``: a
+        dead-letter topic, created outside ``max_topics`` and while the broker drains."""
         cdef object found = self.topics.get(name) if type(name) is str else None
         cdef TopicLog log
         cdef int refused = 0
@@ -1253,12 +1255,14 @@ cdef class BrokerCore:
         kincir_mutex_lock(&self.lock)
         try:
             found = self.topics.get(name)
-            if self.state != RUNNING:
+            if self.state != RUNNING and not (letters and self.state == DRAINING):
                 refused = 1
             elif found is None:
-                if self.max_topics >= 0 and len(self.topics) >= self.max_topics:
+                if self.max_topics >= 0 and len(self.topics) >= self.max_topics and not letters:
                     refused = 2
                 else:
+                    if self.state != RUNNING:
+                        log.accepting = False  # a dead-letter topic made during the drain
                     self.topics[name] = log
                     found = log
         finally:
@@ -1462,6 +1466,33 @@ cdef class BrokerCore:
             if not (<TopicLog>log).drained():
                 return False
         return True
+
+    def _dead_letter(self, topic, Message message):
+        """Publish a dead letter to ``topic``: created if needed outside ``max_topics``, and
+        accepted while the broker drains. False if the topic is full under the block policy
+        (a dead letter never waits); raises what a publish raises (QueueFull, BrokerShutdown
+        once stopped, TopicNotFound)."""
+        cdef Slot one
+        if self.state == STOPPED:
+            raise _error("BrokerShutdown")
+        found = self.topics.get(topic)
+        cdef TopicLog log = self.log_for(topic, True) if found is None else <TopicLog>found
+        _fill_slot(&one, message, 0)
+        one.enqueued_at = _now_ms()
+        return not log.append(&one, 1, True)  # takes over the reference, whatever happens
+
+    def _letters_due(self):
+        """True while an acknowledging reader still holds unsettled messages: during a drain,
+        dead letters may still come to the dead-letter topics."""
+        for log in list(self.topics.values()):
+            if (<TopicLog>log).in_flight > 0:
+                return True
+        return False
+
+    def _wake_drain(self):
+        """Wake every waiting receive to look again (a settle during the drain may end it)."""
+        for log in list(self.topics.values()):
+            (<TopicLog>log).wake_waiters()
 
     def force_shutdown(self):
         """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
@@ -1795,9 +1826,18 @@ cdef class SubscriberCore:
         if self.broker.state == DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
+            # An acknowledging reader also waits while its cursor holds unsettled messages
+            # (one may come back, to any member of its group), and a reader of a dead-letter
+            # topic while any message is in flight (it may be dead-lettered).
             for cursor in self.cursors:
                 cursor_ = <Cursor>cursor
-                if cursor_.attached and (cursor_.log.accepting or cursor_.pending_now()):
+                if cursor_.attached and (
+                    cursor_.log.accepting
+                    or cursor_.pending_now()
+                    or (cursor_.acking and cursor_.floor_now() < cursor_.pos)
+                    or (cursor_.log.name in self.broker._letter_topics
+                        and self.broker._letters_due())
+                ):
                     return None
             raise _error("BrokerShutdown")
         for cursor in self.cursors:

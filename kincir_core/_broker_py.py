@@ -423,17 +423,18 @@ class TopicLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def append(self, stamped: list[Message]) -> bool:
+    def append(self, stamped: list[Message], letter: bool = False) -> bool:
         """Append a stamped batch atomically: all of it gets consecutive sequence numbers, or
         none does. Returns True, writing nothing, when the topic is full under the block policy
-        (the caller waits for room and retries)."""
+        (the caller waits for room and retries). ``letter``: a dead letter, accepted while the
+        broker drains."""
         try:
-            return self._append(stamped)
+            return self._append(stamped, letter)
         finally:
             if self.room_freed:
                 self._wake_room()
 
-    def _append(self, stamped: list[Message]) -> bool:
+    def _append(self, stamped: list[Message], letter: bool = False) -> bool:
         count = len(stamped)
         if not count:
             return False
@@ -441,7 +442,7 @@ class TopicLog:
         with self.lock:
             if self.closed:
                 raise _error("TopicNotFound", self.name)
-            if not self.accepting:
+            if not self.accepting and not letter:
                 raise _error("BrokerShutdown")
             self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
@@ -808,6 +809,7 @@ class BrokerCore:
         # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
         self._retired = [0] * 8
         self._orphans: list[Cursor] = []  # cursors of subscribers freed by the GC
+        self._letter_topics: set[str] = set()  # dead-letter topics of ack subscribers
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -821,8 +823,9 @@ class BrokerCore:
                 return
             _leave(cursor)
 
-    def _log_for(self, name: Any) -> TopicLog:
-        """The log of topic ``name``, created if needed (publish and subscribe)."""
+    def _log_for(self, name: Any, letters: bool = False) -> TopicLog:
+        """The log of topic ``name``, created if needed (publish and subscribe). ``letters``: a
+        dead-letter topic, created outside ``max_topics`` and while the broker drains."""
         if self._orphans:
             self._detach_orphans()
         log = self._topics.get(name) if type(name) is str else None
@@ -830,16 +833,22 @@ class BrokerCore:
             return log
         validate_topic_name(name)
         with self._lock:
-            if self._state != RUNNING:
+            if self._state != RUNNING and not (letters and self._state == DRAINING):
                 raise _error("BrokerShutdown")
             log = self._topics.get(name)
             created = log is None
             if created:
-                if self._max_topics is not None and len(self._topics) >= self._max_topics:
+                if (
+                    self._max_topics is not None
+                    and len(self._topics) >= self._max_topics
+                    and not letters
+                ):
                     raise _error("MaxTopicsReached", self._max_topics)
                 log = TopicLog(
                     name, self._max_queue_size, self._ttl, self._persistence, self._overflow
                 )
+                if self._state != RUNNING:
+                    log.accepting = False  # a dead-letter topic made during the drain
                 self._topics[name] = log
         if created and self._on_new_topic is not None:
             self._on_new_topic(name)  # pattern subscriptions join the new topic
@@ -1015,6 +1024,29 @@ class BrokerCore:
 
     def _drained(self) -> bool:
         return all(log.drained() for log in list(self._topics.values()))
+
+    def _dead_letter(self, topic: str, message: Message) -> bool:
+        """Publish a dead letter to ``topic``: created if needed outside ``max_topics``, and
+        accepted while the broker drains. False if the topic is full under the block policy
+        (a dead letter never waits); raises what a publish raises (QueueFull, BrokerShutdown
+        once stopped, TopicNotFound)."""
+        if self._state == STOPPED:
+            raise _error("BrokerShutdown")
+        log = self._topics.get(topic)
+        if log is None:
+            log = self._log_for(topic, True)
+        stamped = stamp_all([message], topic, _now_ms(), self._ordered)
+        return not log.append(stamped, True)
+
+    def _letters_due(self) -> bool:
+        """True while an acknowledging reader still holds unsettled messages: during a drain,
+        dead letters may still come to the dead-letter topics."""
+        return any(log.in_flight for log in list(self._topics.values()))
+
+    def _wake_drain(self) -> None:
+        """Wake every waiting receive to look again (a settle during the drain may end it)."""
+        for log in list(self._topics.values()):
+            log.wake_waiters()
 
     def force_shutdown(self) -> None:
         """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
@@ -1308,8 +1340,17 @@ class SubscriberCore:
         if state == DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
+            # An acknowledging reader also waits while its cursor holds unsettled messages
+            # (one may come back, to any member of its group), and a reader of a dead-letter
+            # topic while any message is in flight (it may be dead-lettered).
+            letters = self.broker._letter_topics
             for cursor in self._cursors:
-                if cursor.attached and (cursor.log.accepting or cursor.pending()):
+                if cursor.attached and (
+                    cursor.log.accepting
+                    or cursor.pending()
+                    or (cursor.acking and cursor.floor_now() < cursor.pos)
+                    or (cursor.log.name in letters and self.broker._letters_due())
+                ):
                     return []
             raise _error("BrokerShutdown")
         if not self._cursors or not any(c.attached for c in self._cursors):

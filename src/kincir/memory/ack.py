@@ -43,7 +43,8 @@ import kincir_core
 from kincir_core import Message
 
 from .._awaitable import DONE, Completed
-from .errors import AckError, BrokerShutdown, InvalidConfig, QueueFull, TopicNotFound
+from ..errors import KincirError
+from .errors import AckError, InvalidConfig
 
 __all__ = ["AckHandle", "AckMixin", "check_settings"]
 
@@ -308,6 +309,8 @@ class _AckState:
         """``ack`` of one handle (the common case, without the batch's bookkeeping)."""
         with self.lock:
             self._settle(self._check(handle, owner))
+        if not self.log.accepting:  # the broker is shutting down
+            self.wake_drain()
 
     def settle(self, handles: list[AckHandle], owner: Any, *, ack: bool, requeue: bool) -> None:
         """Ack or nack ``handles`` (all checked first: one bad handle settles none)."""
@@ -328,6 +331,8 @@ class _AckState:
             self._after(dead, 0)
         if not ack and requeue:
             self.log.wake_waiters()  # a waiting member takes the redelivery
+        if not self.log.accepting:  # the broker is shutting down
+            self.wake_drain()
 
     def release(self, owner: Any) -> None:
         """``owner`` (a token) is closing: its deliveries go back for redelivery, oldest
@@ -410,6 +415,8 @@ class _AckState:
                         rec.dead_letter_topic,
                     )
         self.log.count_acks(redelivered, lettered, dropped, -forgotten, expired)
+        if not self.log.accepting:  # the broker is shutting down
+            self.wake_drain()
 
     def _dead_letter(self, rec: _Record, reason: str) -> bool:
         msg = rec.message
@@ -423,10 +430,17 @@ class _AckState:
         if broker is None:
             return False
         try:
-            self._publisher_type(broker).publish_nowait(rec.dead_letter_topic, [letter])
-        except (QueueFull, BrokerShutdown, TopicNotFound):
-            return False  # counted as dropped
-        return True
+            # accepted while the broker drains, and created outside max_topics
+            return broker._dead_letter(rec.dead_letter_topic, letter)  # type: ignore[no-any-return]
+        except KincirError:  # QueueFull, BrokerShutdown once stopped, TopicNotFound
+            return False  # counted as dropped: an error of one message never leaks to the caller
+
+    def wake_drain(self) -> None:
+        """During a drain, a settle may end it: waiting receives (this group's members, the
+        dead-letter topics' readers) look again."""
+        broker = self._broker()
+        if broker is not None and broker.is_shutdown():
+            broker._wake_drain()
 
 
 def _state_of(cursor: Any, publisher: Any) -> _AckState:
@@ -623,29 +637,37 @@ class AckMixin:
         self.ack(handle)
         return msg
 
-    def try_receive_batch(self, max_messages: int) -> list[Message]:
-        """Up to ``max_messages`` ready messages (acked at once)."""
-        limit = kincir_core.check_count(max_messages, "max_messages")
-        out: list[Message] = []
+    def _collect(self, out: list[Message], limit: int) -> list[Message]:
+        """Add ready messages (acked) to ``out`` up to ``limit``. An error once ``out`` holds
+        messages ends the batch instead: they are acked, so the caller must get them; the error
+        comes again on the next call."""
         while len(out) < limit:
-            got = self.try_receive_with_ack()
+            try:
+                got = self.try_receive_with_ack()
+            except Exception:
+                if out:
+                    return out
+                raise
             if got is None:
                 break
             self.ack(got[1])
             out.append(got[0])
         return out
 
+    def try_receive_batch(self, max_messages: int) -> list[Message]:
+        """Up to ``max_messages`` ready messages (acked at once)."""
+        limit = kincir_core.check_count(max_messages, "max_messages")
+        return self._collect([], limit)
+
     def receive_batch_sync(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Block for at least one message, then return up to ``max_messages`` (acked)."""
         limit = kincir_core.check_count(max_messages, "max_messages")
-        first = self.receive_sync(timeout)
-        return [first, *self.try_receive_batch(limit - 1)] if limit > 1 else [first]
+        return self._collect([self.receive_sync(timeout)], limit)
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for at least one message, then return up to ``max_messages`` (acked)."""
         limit = kincir_core.check_count(max_messages, "max_messages")
-        first = await self.receive(timeout)
-        return [first, *self.try_receive_batch(limit - 1)] if limit > 1 else [first]
+        return self._collect([await self.receive(timeout)], limit)
 
     def _release_deliveries(self, topic: str | None = None) -> None:
         """Hand this subscriber's unsettled deliveries back before it leaves ``topic`` (None:

@@ -575,6 +575,8 @@ class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
         settings = check_ack_settings(ack_timeout, max_deliveries, dead_letter_topic)
         SubscriberCore.__init__(self, broker, group, True)
         self._ack_timeout, self._max_deliveries, self._dead_letter_topic = settings
+        if settings[2] is not None:  # its readers wait for dead letters while the broker drains
+            broker._letter_topics.add(settings[2])
         self._publisher = InMemoryPublisher(broker)
         self._rotation = -1
         self._cache = (None, [])

@@ -1,0 +1,187 @@
+"""Acknowledgement rules decided in issue 12: batches during a drain, dead letters during a
+drain and past ``max_topics``, capacity against what is held, and the accounting identity."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+def setup(k, **sub_kwargs):
+    broker = k.new_broker(enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, **sub_kwargs)
+    sub.subscribe("t")
+    return broker, pub, sub
+
+
+# -- a batch returns what it holds (item 2) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["try", "sync", "async"])
+def test_ack_batch_after_shutdown_returns_what_it_collected(k, how):
+    broker, pub, sub = setup(k)
+    pub.publish_nowait("t", [b"1", b"2", b"3"])
+    broker.shutdown()
+    if how == "try":
+        got = sub.try_receive_batch(10)
+    elif how == "sync":
+        got = sub.receive_batch_sync(10, timeout=1)
+    else:
+        got = k.run(sub.receive_batch(10, timeout=1))
+    assert [m.payload for m in got] == [b"1", b"2", b"3"]
+    with pytest.raises(k.BrokerShutdown):  # the error comes on the next call
+        sub.try_receive_batch(10)
+    with pytest.raises(k.BrokerShutdown):
+        sub.receive_batch_sync(10, timeout=1)
+    assert broker.topic_info("t").total_consumed == 3
+    assert broker.shutdown(timeout=0) is True
+
+
+# -- dead letters during a graceful drain (item 12) ----------------------------------------------
+
+
+def test_dead_letters_are_published_during_a_graceful_drain(k):
+    broker = k.new_broker(enable_stats=True)
+    sub = k.InMemoryAckSubscriber(broker, group="svc", max_deliveries=1, dead_letter_topic="dead")
+    sub.subscribe("jobs")
+    dlq = k.InMemorySubscriber(broker)
+    dlq.subscribe("dead")
+    k.InMemoryPublisher(broker).publish_sync("jobs", [b"poison", b"ok"])
+    broker.shutdown()
+    _, h = sub.receive_with_ack_sync(timeout=1)
+    sub.nack(h)  # its last allowed delivery failed
+    assert dlq.try_receive().payload == b"poison"
+    # the dead-letter reader waits while a message is still in flight: it may be dead-lettered
+    _, h = sub.receive_with_ack_sync(timeout=1)
+    assert dlq.try_receive() is None
+    assert broker.shutdown(timeout=0) is False
+    sub.nack(h, requeue=False)
+    assert dlq.receive_sync(timeout=1).payload == b"ok"
+    with pytest.raises(k.BrokerShutdown):  # nothing in flight, nothing unread: the drain ends
+        dlq.receive_sync(timeout=1)
+    st = broker.stats()
+    assert (st.messages_dead_lettered(), st.messages_dropped()) == (2, 0)
+    assert broker.shutdown(timeout=1) is True
+
+
+def test_a_dead_letter_topic_made_during_the_drain_takes_the_letter(k):
+    broker = k.new_broker(enable_stats=True)
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dead")
+    sub.subscribe("jobs")
+    k.InMemoryPublisher(broker).publish_nowait("jobs", [b"poison"])
+    broker.shutdown()
+    _, h = sub.try_receive_with_ack()
+    sub.nack(h, requeue=False)
+    assert broker.topic_info("dead").queue_size == 1
+    assert broker.stats().messages_dead_lettered() == 1
+    with pytest.raises(k.BrokerShutdown):  # a normal publish is still refused
+        k.InMemoryPublisher(broker).publish_nowait("dead", [b"x"])
+
+
+def test_a_dead_letter_reader_is_woken_when_the_drain_ends(k):
+    broker = k.new_broker(enable_stats=True)
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dead")
+    sub.subscribe("jobs")
+    dlq = k.InMemorySubscriber(broker)
+    dlq.subscribe("dead")
+    k.InMemoryPublisher(broker).publish_nowait("jobs", [b"fine"])
+    broker.shutdown()
+    _, h = sub.try_receive_with_ack()
+    waiting = k.spawn(dlq.receive_sync, timeout=5)
+    time.sleep(0.05)
+    assert waiting.is_alive()
+    sub.ack(h)  # nothing can be dead-lettered any more
+    with pytest.raises(k.BrokerShutdown):
+        waiting.join()
+
+
+# -- a group drains together ------------------------------------------------------------------
+
+
+def test_a_group_member_keeps_receiving_while_another_members_message_may_return(k):
+    broker = k.new_broker(enable_stats=True)
+    a = k.InMemoryAckSubscriber(broker, group="g")
+    b = k.InMemoryAckSubscriber(broker, group="g")
+    a.subscribe("t")
+    b.subscribe("t")
+    k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
+    broker.shutdown()
+    _, ha = a.try_receive_with_ack()
+    assert b.try_receive_with_ack() is None  # not BrokerShutdown: a's message may come back
+    waiting = k.spawn(b.receive_with_ack_sync, timeout=5)
+    time.sleep(0.05)
+    a.nack(ha)
+    msg, hb = waiting.join()
+    assert msg.payload == b"1" and hb.delivery_count == 2
+    b.ack(hb)
+    for member in (a, b):
+        with pytest.raises(k.BrokerShutdown):
+            member.receive_with_ack_sync(timeout=1)
+    assert broker.shutdown(timeout=0) is True
+
+
+def test_a_waiting_group_member_ends_when_the_last_message_is_acked(k):
+    broker = k.new_broker()
+    a = k.InMemoryAckSubscriber(broker, group="g")
+    b = k.InMemoryAckSubscriber(broker, group="g")
+    a.subscribe("t")
+    b.subscribe("t")
+    k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
+    broker.shutdown()
+    _, ha = a.try_receive_with_ack()
+    waiting = k.spawn(b.receive_with_ack_sync, timeout=5)
+    time.sleep(0.05)
+    assert waiting.is_alive()
+    a.ack(ha)
+    with pytest.raises(k.BrokerShutdown):
+        waiting.join()
+
+
+# -- a dead-letter topic past max_topics (item 4) -------------------------------------------------
+
+
+def test_dead_letter_topics_are_created_outside_max_topics(k):
+    broker = k.new_broker(max_topics=1, enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    sub.nack_batch([h1, h2], requeue=False)
+    assert broker.topic_info("dlq").queue_size == 2
+    assert broker.stats().messages_dead_lettered() == 2
+    with pytest.raises(k.MaxTopicsReached):  # the budget still holds for everything else
+        pub.publish_nowait("other", [b"x"])
+
+
+def test_a_deadline_past_max_deliveries_never_raises_from_a_receive(k):
+    broker = k.new_broker(max_topics=1, enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(
+        broker, dead_letter_topic="dlq", ack_timeout=0.01, max_deliveries=1
+    )
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    sub.try_receive_with_ack()
+    k.core._advance_clock(1.0)
+    msg, _ = sub.try_receive_with_ack()
+    assert msg.payload == b"2"
+    assert broker.stats().messages_dead_lettered() == 1
+    assert sub.in_flight() == 1
+
+
+def test_a_refused_dead_letter_is_dropped_and_counted_without_raising(k):
+    broker = k.new_broker(enable_stats=True)
+    broker.configure_topic("dlq", max_queue_size=1)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    sub.nack_batch([h1, h2], requeue=False)  # the second does not fit: dropped, not raised
+    st = broker.stats()
+    assert (st.messages_dead_lettered(), broker.topic_info("t").total_dropped) == (1, 1)

@@ -142,13 +142,21 @@ cdef class BrokerCore:
     cdef dict groups                  # (topic, group name) -> the group's Cursor
     cdef public object _on_new_topic    # called with a topic's name after it is created
     cdef readonly set _letter_topics    # dead-letter topics of ack subscribers
+    # called with a new topic's log before the topic is visible (pattern subscriptions join)
+    cdef public object _on_topic_creating
+    cdef readonly object _topic_creation  # an RLock held while a topic is created
+    cdef list shutdown_waiters        # receives no topic may wake at shutdown (patterns)
     cdef kincir_mutex lock
     cdef int state
     cdef double started
     # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
     cdef uint64_t retired[8]
     cdef TopicLog log_for(self, object name, bint letters=*)
-    cdef Cursor join_group(self, str topic, str name, bint acking)
+    cdef TopicLog _create(self, str name, bint letters, bint* created)
+    cdef Cursor join_group(self, str topic, str name, bint acking, TopicLog creating=*)
+    cdef int add_shutdown_waiter(self, Waiter waiter) except -1
+    cdef void remove_shutdown_waiter(self, Waiter waiter) noexcept
+    cdef void _wake_shutdown_waiters(self) noexcept
     cdef TopicLog _remove(self, str name)
 
 
@@ -171,6 +179,7 @@ cdef class SubscriberCore:
     cdef kincir_mutex lock
     cdef list waiting
     cdef SyncWaiter spare_waiter
+    cdef int _adopt(self, object topic, Cursor cursor) except -1
     cdef void _refresh(self) noexcept
     cdef void _subscriptions_changed(self) noexcept
     cdef object _nothing(self)

@@ -19,7 +19,10 @@ Locks: each TopicLog has a mutex (_lock.h: PyMutex, or the GIL itself on 3.11/3.
 its ring, cursors, waiter list and counters; the broker's mutex guards its topic table; a
 subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then topic. While a
 topic lock is held nothing allocates a GC-tracked object or calls Python code, so no finalizer can
-re-enter the engine.
+re-enter the engine. Creating a topic also holds the broker's topic-creation lock (a reentrant
+threading lock, never taken under a mutex) from the lookup to the insertion: the new log's
+pattern subscriptions join it (``_on_topic_creating``, Python code, no mutex held) before it
+enters the table, so no publish reaches a topic before its pattern readers.
 
 Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a PyThread lock
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
@@ -57,6 +60,7 @@ from ._message cimport Message, check_batch, delivered_copy, new_id
 import re
 from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
+from threading import RLock as _RLock
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
@@ -1238,6 +1242,10 @@ cdef class BrokerCore:
         self._letter_topics = set()
         self.state = RUNNING
         self.started = _monotonic()
+        # held while a topic is created (and by whoever must not interleave with a creation:
+        # pattern registration); reentrant, so a finalizer that publishes cannot deadlock
+        self._topic_creation = _RLock()
+        self.shutdown_waiters = []
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -1246,57 +1254,91 @@ cdef class BrokerCore:
         dead-letter topic, created outside ``max_topics`` and while the broker drains."""
         cdef object found = self.topics.get(name) if type(name) is str else None
         cdef TopicLog log
-        cdef int refused = 0
+        cdef bint created = False
         if found is not None:
             return <TopicLog>found
         validate_topic_name(name)
-        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered,
-                       self.overflow)
+        with self._topic_creation:
+            log = self._create(name, letters, &created)
+        if created and self._on_new_topic is not None:
+            self._on_new_topic(name)
+        return log
+
+    cdef TopicLog _create(self, str name, bint letters, bint* created):
+        """Topic ``name``'s log, made now (``created`` set) if it does not exist; the creation
+        lock is held (``letters``: see log_for). The pattern subscriptions join a new topic
+        (``_on_topic_creating``) before it enters the table, so no publish can reach it before
+        them."""
+        cdef object found
+        cdef TopicLog log
+        cdef int refused = 0
         kincir_mutex_lock(&self.lock)
-        try:
-            found = self.topics.get(name)
-            if self.state != RUNNING and not (letters and self.state == DRAINING):
-                refused = 1
-            elif found is None:
-                if self.max_topics >= 0 and len(self.topics) >= self.max_topics and not letters:
-                    refused = 2
-                else:
-                    if self.state != RUNNING:
-                        log.accepting = False  # a dead-letter topic made during the drain
-                    self.topics[name] = log
-                    found = log
-        finally:
-            kincir_mutex_unlock(&self.lock)
+        found = self.topics.get(name)
+        if self.state != RUNNING and not (letters and self.state == DRAINING):
+            refused = 1
+        elif (found is None and not letters and self.max_topics >= 0
+                and len(self.topics) >= self.max_topics):
+            refused = 2
+        kincir_mutex_unlock(&self.lock)
         if refused == 1:
             raise _error("BrokerShutdown")
         if refused == 2:
             raise _error("MaxTopicsReached", self.max_topics)
-        if found is log and self._on_new_topic is not None:
-            self._on_new_topic(name)  # pattern subscriptions join the new topic
+        if found is not None:
+            return <TopicLog>found
+        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered,
+                       self.overflow)
+        if self._on_topic_creating is not None:
+            try:
+                self._on_topic_creating(log)  # pattern subscriptions join the new topic
+            except BaseException:
+                log.close()
+                raise
+        kincir_mutex_lock(&self.lock)
+        try:
+            found = self.topics.get(name)  # only a finalizer run meanwhile could have made it
+            if self.state != RUNNING and not (letters and self.state == DRAINING):
+                refused = 1
+            elif found is None:
+                if self.state != RUNNING:
+                    log.accepting = False  # a dead-letter topic made during the drain
+                self.topics[name] = log
+                created[0] = True
+                found = log
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if found is not log:
+            log.close()  # never visible: the subscriptions it was given end
+        if refused:
+            raise _error("BrokerShutdown")
         return <TopicLog>found
 
     def _topic(self, name):
         """The log of topic ``name``, created if needed."""
         return self.log_for(name)
 
-    cdef Cursor join_group(self, str topic, str name, bint acking):
+    cdef Cursor join_group(self, str topic, str name, bint acking, TopicLog creating=None):
         """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
-        first use, with one more member."""
+        first use, with one more member. ``creating``: the topic's log while it is being
+        created (not yet in the table)."""
         cdef TopicLog log
         cdef Cursor cursor, made
         cdef object found
         cdef int refused
         cdef tuple key = (topic, name)
         while True:
-            log = self.log_for(topic)
+            log = self.log_for(topic) if creating is None else creating
             found = self.groups.get(key)
             if found is None or (<Cursor>found).log is not log or not (<Cursor>found).attached:
                 made = Cursor(log, 0, name, acking)
                 if log.attach(made, -1) == 3:
+                    if creating is not None:
+                        raise _error("TopicNotFound", topic)
                     continue  # the topic was deleted meanwhile
                 kincir_mutex_lock(&self.lock)
                 current = self.groups.get(key)
-                if current is found and self.topics.get(topic) is log:
+                listed = self.topics.get(topic)
+                if current is found and listed is (log if creating is None else None):
                     self.groups[key] = made
                     current = made
                 kincir_mutex_unlock(&self.lock)
@@ -1458,8 +1500,35 @@ cdef class BrokerCore:
                 self.state = DRAINING
         finally:
             kincir_mutex_unlock(&self.lock)
+        self._wake_shutdown_waiters()
         for log in list(self.topics.values()):
             (<TopicLog>log).stop_accepting()
+
+    cdef int add_shutdown_waiter(self, Waiter waiter) except -1:
+        kincir_mutex_lock(&self.lock)
+        self.shutdown_waiters.append(waiter)  # a list append allocates nothing GC-tracked
+        kincir_mutex_unlock(&self.lock)
+        return 0
+
+    cdef void remove_shutdown_waiter(self, Waiter waiter) noexcept:
+        cdef Py_ssize_t i
+        kincir_mutex_lock(&self.lock)
+        for i in range(len(self.shutdown_waiters) - 1, -1, -1):
+            if self.shutdown_waiters[i] is waiter:
+                del self.shutdown_waiters[i]
+                break
+        kincir_mutex_unlock(&self.lock)
+
+    cdef void _wake_shutdown_waiters(self) noexcept:
+        """Wake the receives no topic may wake (the state changed first: a receive that
+        registers after this sees it)."""
+        cdef list fresh = []  # made before locking: nothing GC-tracked under the lock
+        cdef list waiters
+        kincir_mutex_lock(&self.lock)
+        waiters = self.shutdown_waiters
+        self.shutdown_waiters = fresh
+        kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
 
     def _drained(self):
         for log in list(self.topics.values()):
@@ -1501,6 +1570,7 @@ cdef class BrokerCore:
             self.state = STOPPED
         finally:
             kincir_mutex_unlock(&self.lock)
+        self._wake_shutdown_waiters()
         for log in list(self.topics.values()):
             (<TopicLog>log).stop_accepting()
             (<TopicLog>log).clear()
@@ -1678,7 +1748,6 @@ cdef class SubscriberCore:
             if type(topic) is not str:
                 validate_topic_name(topic)
             cursor = broker.join_group(topic, self.group, self.acking)
-            log = cursor.log
         else:
             while refused == 3:  # the topic was deleted between lookup and attach: look again
                 log = broker.log_for(topic)
@@ -1686,6 +1755,29 @@ cdef class SubscriberCore:
                 refused = log.attach(cursor, broker.max_subscribers)
             if refused:
                 raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+        self._adopt(topic, cursor)
+
+    def _join_created(self, TopicLog log):
+        """Subscribe to the topic of ``log`` while the broker creates it (from its
+        ``_on_topic_creating`` hook: nothing is published to it yet)."""
+        cdef BrokerCore broker = self.broker
+        cdef Cursor cursor
+        cdef str topic = log.name
+        if self._closed:
+            raise _error("NotSubscribed", "this subscriber is closed")
+        current = self.by_topic.get(topic)
+        if current is not None and (<Cursor>current).attached:
+            return
+        if self.group is not None:
+            cursor = broker.join_group(topic, self.group, self.acking, log)
+        else:
+            cursor = Cursor(log, 1, None, self.acking)
+            if log.attach(cursor, broker.max_subscribers):
+                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+        self._adopt(topic, cursor)
+
+    cdef int _adopt(self, object topic, Cursor cursor) except -1:
+        """Record the new subscription ``cursor`` to ``topic``."""
         cdef Cursor displaced = None
         kincir_mutex_lock(&self.lock)
         try:
@@ -1699,6 +1791,7 @@ cdef class SubscriberCore:
         if displaced is not None:
             _leave(displaced)
         self._subscriptions_changed()
+        return 0
 
     cdef void _refresh(self) noexcept:
         self.cursors = tuple([c for c in self.by_topic.values() if (<Cursor>c).attached])
@@ -1910,6 +2003,8 @@ cdef class SubscriberCore:
         """Wait on every subscribed topic; returns the cursors to unregister from."""
         cdef tuple cursors = self.cursors
         self.waiting.append(waiter)
+        if self._patterned:  # may have no topic to wake it at shutdown
+            self.broker.add_shutdown_waiter(waiter)
         for cursor in cursors:
             (<Cursor>cursor).log.add_waiter(waiter)
         return cursors
@@ -1917,6 +2012,8 @@ cdef class SubscriberCore:
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
         for cursor in cursors:
             (<Cursor>cursor).log.remove_waiter(waiter)
+        if self.broker.shutdown_waiters:
+            self.broker.remove_shutdown_waiter(waiter)
         try:
             self.waiting.remove(waiter)
         except ValueError:

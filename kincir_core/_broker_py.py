@@ -3,7 +3,9 @@
 Same names, behaviour and errors as the compiled engine; read that file's header for the design.
 In short: a topic is a ring of message slots addressed by sequence number; every reader owns a
 cursor (a sequence number) into it; a slot is released once every cursor has passed it. One lock
-per topic guards its ring, cursors and counters; the broker's lock guards the topic table.
+per topic guards its ring, cursors and counters; the broker's lock guards the topic table. A
+topic's pattern subscriptions join it before it enters the table, under the broker's
+topic-creation lock.
 Waiters are one-shot: a publish takes the topic's waiter list and wakes each one after unlocking.
 """
 
@@ -794,6 +796,13 @@ class BrokerCore:
     ) -> None:
         self._overflow = OVERFLOW_POLICIES.index(overflow)
         self._on_new_topic: Callable[[str], Any] | None = None
+        self._on_topic_creating: Callable[[TopicLog], Any] | None = None
+        # held while a topic is created (and by whoever must not interleave with a creation:
+        # pattern registration); reentrant, so a finalizer that publishes cannot deadlock
+        self._topic_creation = threading.RLock()
+        # receives of subscribers that may gain topics (patterns): no topic wakes them at
+        # shutdown, so the broker does
+        self._shutdown_waiters: list[Any] = []
         self._groups: dict[tuple[str, str], Cursor] = {}
         self._max_queue_size = max_queue_size
         self._max_topics = max_topics
@@ -832,47 +841,70 @@ class BrokerCore:
         if log is not None:
             return log
         validate_topic_name(name)
+        with self._topic_creation:
+            log, created = self._create(name, letters)
+        if created and self._on_new_topic is not None:
+            self._on_new_topic(name)
+        return log
+
+    def _create(self, name: str, letters: bool) -> tuple[TopicLog, bool]:
+        """Topic ``name``'s log and whether it was created now (the creation lock held): the
+        pattern subscriptions join a new topic before it is visible, so no publish can reach
+        it before them."""
         with self._lock:
+            found = self._topics.get(name)
             if self._state != RUNNING and not (letters and self._state == DRAINING):
                 raise _error("BrokerShutdown")
-            log = self._topics.get(name)
-            created = log is None
-            if created:
-                if (
-                    self._max_topics is not None
-                    and len(self._topics) >= self._max_topics
-                    and not letters
-                ):
-                    raise _error("MaxTopicsReached", self._max_topics)
-                log = TopicLog(
-                    name, self._max_queue_size, self._ttl, self._persistence, self._overflow
-                )
+            if found is not None:
+                return found, False
+            full = self._max_topics is not None and len(self._topics) >= self._max_topics
+            if full and not letters:
+                raise _error("MaxTopicsReached", self._max_topics)
+        log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence, self._overflow)
+        if self._on_topic_creating is not None:
+            try:
+                self._on_topic_creating(log)  # pattern subscriptions join the new topic
+            except BaseException:
+                log.close()
+                raise
+        with self._lock:
+            found = self._topics.get(name)  # only a finalizer run meanwhile could have made it
+            refused = self._state != RUNNING and not (letters and self._state == DRAINING)
+            if found is None and not refused:
                 if self._state != RUNNING:
                     log.accepting = False  # a dead-letter topic made during the drain
                 self._topics[name] = log
-        if created and self._on_new_topic is not None:
-            self._on_new_topic(name)  # pattern subscriptions join the new topic
-        assert log is not None
-        return log
+                return log, True
+        log.close()  # never visible: the subscriptions it was given end
+        if refused:
+            raise _error("BrokerShutdown")
+        assert found is not None
+        return found, False
 
     def _topic(self, name: Any) -> TopicLog:
         """The log of topic ``name``, created if needed."""
         return self._log_for(name)
 
-    def _join_group(self, topic: str, name: str, acking: bool) -> Cursor:
+    def _join_group(
+        self, topic: str, name: str, acking: bool, creating: TopicLog | None = None
+    ) -> Cursor:
         """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
-        first use, with one more member."""
+        first use, with one more member. ``creating``: the topic's log while it is being
+        created (not yet in the table)."""
         key = (topic, name)
         while True:
-            log = self._log_for(topic)
+            log = self._log_for(topic) if creating is None else creating
             found = self._groups.get(key)
             if found is None or found.log is not log or not found.attached:
                 made = Cursor(log, 0, name, acking)
                 if log.attach(made, None) == 3:
+                    if creating is not None:
+                        raise _error("TopicNotFound", topic)
                     continue  # the topic was deleted meanwhile
                 with self._lock:
                     current = self._groups.get(key)
-                    if current is found and self._topics.get(topic) is log:
+                    listed = self._topics.get(topic)
+                    if current is found and listed is (log if creating is None else None):
                         self._groups[key] = made
                         current = made
                 if current is not made:  # a concurrent join made it first
@@ -1019,8 +1051,28 @@ class BrokerCore:
             if self._state == RUNNING:
                 self._state = DRAINING
             logs = list(self._topics.values())
+        self._wake_shutdown_waiters()
         for log in logs:
             log.stop_accepting()
+
+    def _add_shutdown_waiter(self, waiter: Any) -> None:
+        with self._lock:
+            self._shutdown_waiters.append(waiter)
+
+    def _remove_shutdown_waiter(self, waiter: Any) -> None:
+        with self._lock:
+            try:
+                self._shutdown_waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def _wake_shutdown_waiters(self) -> None:
+        """Wake the receives no topic may wake (the state changed first: a receive that
+        registers after this sees it)."""
+        with self._lock:
+            waiters = self._shutdown_waiters
+            self._shutdown_waiters = []
+        _wake_all(waiters)
 
     def _drained(self) -> bool:
         return all(log.drained() for log in list(self._topics.values()))
@@ -1053,6 +1105,7 @@ class BrokerCore:
         with self._lock:
             self._state = STOPPED
             logs = list(self._topics.values())
+        self._wake_shutdown_waiters()
         for log in logs:
             log.stop_accepting()
             log.clear()
@@ -1204,7 +1257,6 @@ class SubscriberCore:
             if type(topic) is not str:
                 validate_topic_name(topic)
             cursor = broker._join_group(topic, self.group, self.acking)
-            log = cursor.log
         else:
             refused = 3
             while refused == 3:  # the topic was deleted between lookup and attach: look again
@@ -1213,6 +1265,28 @@ class SubscriberCore:
                 refused = log.attach(cursor, broker._max_subscribers)
             if refused:
                 raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
+        self._adopt(topic, cursor)
+
+    def _join_created(self, log: TopicLog) -> None:
+        """Subscribe to the topic of ``log`` while the broker creates it (from its
+        ``_on_topic_creating`` hook: nothing is published to it yet)."""
+        broker = self.broker
+        topic = log.name
+        if self._closed:
+            raise _error("NotSubscribed", "this subscriber is closed")
+        current = self._topics.get(topic)
+        if current is not None and current.attached:
+            return
+        if self.group is not None:
+            cursor = broker._join_group(topic, self.group, self.acking, log)
+        else:
+            cursor = Cursor(log, 1, None, self.acking)
+            if log.attach(cursor, broker._max_subscribers):
+                raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
+        self._adopt(topic, cursor)
+
+    def _adopt(self, topic: str, cursor: Cursor) -> None:
+        """Record the new subscription ``cursor`` to ``topic``."""
         displaced = None
         with self._lock:
             current = self._topics.get(topic)
@@ -1373,6 +1447,8 @@ class SubscriberCore:
     def _register(self, waiter: Any) -> tuple[Cursor, ...]:
         cursors = self._cursors
         self._waiting.append(waiter)
+        if self._patterned:  # may have no topic to wake it at shutdown
+            self.broker._add_shutdown_waiter(waiter)
         for cursor in cursors:
             cursor.log.add_waiter(waiter)
         return cursors
@@ -1380,6 +1456,8 @@ class SubscriberCore:
     def _unregister(self, waiter: Any, cursors: tuple[Cursor, ...]) -> None:
         for cursor in cursors:
             cursor.log.remove_waiter(waiter)
+        if self.broker._shutdown_waiters:
+            self.broker._remove_shutdown_waiter(waiter)
         try:
             self._waiting.remove(waiter)
         except ValueError:

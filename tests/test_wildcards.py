@@ -208,3 +208,138 @@ def test_leaving_a_pattern_keeps_topics_subscribed_by_name(k):
     assert sub.subscribed_topics() == ["a.b"]
     sub.unsubscribe("a.b")
     assert sub.subscribed_topics() == []
+
+
+def _pattern_only_receive(k, broker, kind):
+    """A callable that blocks in ``kind`` of receive on a new subscriber whose only
+    subscription is a pattern matching no topic, and returns what ended the wait."""
+    if kind.startswith("ack"):
+        sub = k.InMemoryAckSubscriber(broker)
+    else:
+        sub = k.InMemorySubscriber(broker)
+    sub.subscribe("nothing.yet.>")
+
+    def wait() -> str:
+        if kind.endswith("iteration"):
+            assert list(sub) == []
+            return "iteration ended"
+        try:
+            if kind == "ack receive_with_ack_sync":
+                sub.receive_with_ack_sync()
+            elif kind.endswith("batch"):
+                sub.receive_batch_sync(10)
+            else:
+                sub.receive_sync()
+        except k.BrokerShutdown:
+            return "BrokerShutdown"
+        return "message"
+
+    return wait
+
+
+@pytest.mark.parametrize("how", ["shutdown", "force_shutdown"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "receive_sync",
+        "receive_batch",
+        "iteration",
+        "ack receive_sync",
+        "ack receive_with_ack_sync",
+        "ack iteration",
+    ],
+)
+def test_shutdown_wakes_a_thread_waiting_on_a_pattern_with_no_topic(k, how, kind):
+    broker = k.new_broker()
+    wait = _pattern_only_receive(k, broker, kind)
+    worker = k.spawn(wait)
+    worker.started.wait(2)
+    time.sleep(0.05)  # let it block
+    getattr(broker, how)()
+    expected = "iteration ended" if kind.endswith("iteration") else "BrokerShutdown"
+    assert worker.join(2.0) == expected
+
+
+@pytest.mark.parametrize("how", ["shutdown", "force_shutdown"])
+@pytest.mark.parametrize("kind", ["plain", "ack"])
+def test_shutdown_wakes_a_task_waiting_on_a_pattern_with_no_topic(k, how, kind):
+    broker = k.new_broker()
+    sub = k.InMemoryAckSubscriber(broker) if kind == "ack" else k.InMemorySubscriber(broker)
+    sub.subscribe("nothing.*")
+
+    async def main() -> list[str]:
+        tasks = [
+            asyncio.ensure_future(sub.receive()),
+            asyncio.ensure_future(sub.receive_batch(5)),
+            asyncio.ensure_future(anext(aiter(sub), "iteration ended")),
+        ]
+        if kind == "ack":
+            tasks.append(asyncio.ensure_future(sub.receive_with_ack()))
+        await asyncio.sleep(0.05)
+        getattr(broker, how)()
+        done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2.0)
+        return [r if isinstance(r, str) else type(r).__name__ for r in done]
+
+    got = k.run(main())
+    assert got[2] == "iteration ended"
+    assert got[:2] + got[3:] == ["BrokerShutdown"] * (len(got) - 1)
+
+
+def test_a_pattern_subscriber_drains_its_topics_then_ends_at_shutdown(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("d.*")
+    sub.subscribe("never.*")
+    k.InMemoryPublisher(broker).publish_nowait("d.a", [b"1", b"2"])
+    assert sub.receive_sync(timeout=1).payload == b"1"
+    worker = k.spawn(lambda: [m.payload for m in sub])
+    broker.shutdown()
+    assert worker.join(2.0) == [b"2"]
+
+
+@pytest.mark.parametrize("first_left", ["orders.*", "orders.>"])
+@pytest.mark.parametrize("topic_first", [True, False])
+def test_leaving_one_of_two_overlapping_patterns_keeps_what_the_other_matches(
+    k, first_left, topic_first
+):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemorySubscriber(broker)
+    if topic_first:
+        broker.configure_topic("orders.eu")
+        broker.configure_topic("orders.eu.paid")
+    sub.subscribe("orders.*")
+    sub.subscribe("orders.>")
+    pub.publish_nowait("orders.eu", [b"1"])
+    pub.publish_nowait("orders.eu.paid", [b"1"])
+    assert sorted(sub.subscribed_topics()) == ["orders.eu", "orders.eu.paid"]
+    sub.unsubscribe(first_left)
+    remaining = "orders.>" if first_left == "orders.*" else "orders.*"
+    assert sub.subscribed_patterns() == [remaining]
+    kept = ["orders.eu", "orders.eu.paid"] if remaining == "orders.>" else ["orders.eu"]
+    assert sorted(sub.subscribed_topics()) == kept
+    sub.try_receive_batch(10)
+    sub.try_receive_batch(10)
+    pub.publish_nowait("orders.eu", [b"2"])
+    assert [m.payload for m in sub.try_receive_batch(10)] == [b"2"]
+    sub.unsubscribe(remaining)
+    assert sub.subscribed_topics() == []
+    assert sub.subscribed_patterns() == []
+
+
+def test_leaving_a_pattern_keeps_a_topic_another_pattern_or_a_name_covers(k):
+    broker = k.new_broker()
+    sub = k.InMemorySubscriber(broker)
+    sub.subscribe("a.b")
+    sub.subscribe("a.*")
+    sub.subscribe("*.c")
+    sub.subscribe("a.>")
+    for name in ("a.b", "a.c", "a.d", "x.c"):
+        broker.configure_topic(name)
+    assert sorted(sub.subscribed_topics()) == ["a.b", "a.c", "a.d", "x.c"]
+    sub.unsubscribe("a.>")
+    assert sorted(sub.subscribed_topics()) == ["a.b", "a.c", "a.d", "x.c"]
+    sub.unsubscribe("a.*")
+    assert sorted(sub.subscribed_topics()) == ["a.b", "a.c", "x.c"]
+    sub.unsubscribe("*.c")
+    assert sub.subscribed_topics() == ["a.b"]

@@ -8,7 +8,7 @@ the lifecycle.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
 import threading
 import time
@@ -35,7 +35,7 @@ from .health import (
     stats_snapshot,
     topic_info,
 )
-from .patterns import PatternRegistry, compile_pattern, is_pattern, join_matching, matches
+from .patterns import PatternRegistry, compile_pattern, is_pattern, join_quietly, matches
 
 __all__ = ["InMemoryAckSubscriber", "InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
@@ -84,10 +84,9 @@ def _run_cleanup(
             _log.debug("TTL cleanup: %d (reader, message) pairs expired", expired)
 
 
-def _topic_created(patterns: PatternRegistry, name: str) -> None:
+def _topic_created(name: str) -> None:
     """The engine created topic ``name`` (publish, subscribe or configure_topic)."""
     _log.debug("topic %r created", name)
-    patterns.topic_created(name)
 
 
 def _held(broker: BrokerCore) -> tuple[int, int, int, int]:
@@ -123,8 +122,9 @@ class InMemoryBroker(BrokerCore):
         )
         self._config = config
         self._patterns = PatternRegistry()
-        # a partial, not a bound method of the broker: no reference cycle through the engine
-        self._on_new_topic = functools.partial(_topic_created, self._patterns)
+        # not bound methods of the broker: no reference cycle through the engine
+        self._on_topic_creating = self._patterns.topic_creating
+        self._on_new_topic = _topic_created
         self._cleaner_stop = threading.Event()
         if config.default_message_ttl is not None:
             weakref.finalize(self, self._cleaner_stop.set)
@@ -402,7 +402,7 @@ class InMemorySubscriber(SubscriberCore):
             self._names().add(topic)  # subscribed by name: a pattern leaving keeps it
         return DONE
 
-    _by_pattern: dict[str, set[str]]
+    _by_pattern: dict[str, tuple[str, ...]]
     _by_name: set[str]
 
     def _names(self) -> set[str]:
@@ -413,9 +413,9 @@ class InMemorySubscriber(SubscriberCore):
             self._by_name = set()
             return self._by_name
 
-    def _patterns_map(self) -> dict[str, set[str]]:
-        """Pattern -> the topics it joined (made on first use: the ack subscriber's
-        constructor does not run this class's)."""
+    def _patterns_map(self) -> dict[str, tuple[str, ...]]:
+        """Pattern -> its compiled segments, in subscription order (made on first use: the ack
+        subscriber's constructor does not run this class's)."""
         try:
             return self._by_pattern
         except AttributeError:
@@ -424,48 +424,71 @@ class InMemorySubscriber(SubscriberCore):
 
     def _subscribe_pattern(self, pattern: str) -> None:
         segments = compile_pattern(pattern)
-        if self._closed:
-            raise NotSubscribed("this subscriber is closed")
-        if self.broker.is_shutdown():
-            raise BrokerShutdown()
-        joined = self._patterns_map().setdefault(pattern, set())
-        self.broker._patterns.add(self, pattern, segments)  # first: no topic created now is missed
-        self._patterned = True
-        for name in self.broker.list_topics():
-            if matches(segments, name):
-                join_matching(self, pattern, name, joined)
+        broker = self.broker
+        # no topic is created meanwhile: each is either listed here or joined as it is created
+        with broker._topic_creation:
+            if self._closed:
+                raise NotSubscribed("this subscriber is closed")
+            if broker.is_shutdown():
+                raise BrokerShutdown()
+            self._patterns_map().setdefault(pattern, segments)
+            broker._patterns.add(self, pattern, segments)
+            self._patterned = True
+            names = broker.list_topics()
+        subscribed = set(self.subscribed_topics())
+        for name in names:
+            if name not in subscribed and matches(segments, name):
+                join_quietly(self._subscribe_existing, name)
         self._wake_receivers()
 
-    def _join_by_pattern(self, pattern: str, topic: str) -> None:
-        """The broker created ``topic``, which ``pattern`` matches."""
-        joined = self._patterns_map().get(pattern)
-        if joined is not None:
-            join_matching(self, pattern, topic, joined)
+    def _subscribe_existing(self, topic: str) -> None:
+        """Join ``topic`` for a pattern, unless it was deleted meanwhile (a pattern never
+        creates a topic)."""
+        self.broker._existing(topic)
+        self._subscribe(topic)
+
+    def _join_by_pattern(self, pattern: str, log: object) -> None:
+        """The broker is creating the topic of ``log``, which ``pattern`` matches."""
+        if pattern in self._patterns_map():
+            join_quietly(self._join_created, log)
 
     def subscribed_patterns(self) -> list[str]:
         """The patterns this subscriber subscribed to, in subscription order."""
         return list(self._patterns_map())
 
+    def _forget_patterns(self) -> None:
+        """Drop every pattern (no topic is joined for them from now on)."""
+        with self.broker._topic_creation:
+            self.broker._patterns.remove(self, None)
+            self._patterns_map().clear()
+            self._patterned = False
+
     def unsubscribe(self, topic: str | None = None) -> Completed[None]:
         """Leave ``topic`` (a name or a pattern), or every topic and pattern when None, now;
-        may also be awaited. Leaving a pattern leaves the topics it joined."""
-        by_pattern = self._patterns_map()
+        may also be awaited. Leaving a pattern leaves the topics it matches, except those
+        another of this subscriber's patterns matches or that were subscribed by name."""
         if topic is None:
-            self.broker._patterns.remove(self, None)
-            by_pattern.clear()
+            self._forget_patterns()
             self._names().clear()
-            self._patterned = False
             self._unsubscribe(None)
         elif is_pattern(topic):
-            joined = by_pattern.pop(topic, None)
-            if joined is None:
-                raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
-            self.broker._patterns.remove(self, topic)
-            self._patterned = bool(by_pattern)
-            still = set().union(*by_pattern.values()) if by_pattern else set()
-            for name in joined - still - self._names():
-                if name in self.subscribed_topics():
-                    self._unsubscribe(name)
+            by_pattern = self._patterns_map()
+            with self.broker._topic_creation:
+                segments = by_pattern.pop(topic, None)
+                if segments is None:
+                    raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
+                self.broker._patterns.remove(self, topic)
+                self._patterned = bool(by_pattern)
+                remaining = list(by_pattern.values())
+            names = self._names()
+            for name in self.subscribed_topics():
+                if (
+                    matches(segments, name)
+                    and name not in names
+                    and not any(matches(other, name) for other in remaining)
+                ):
+                    with contextlib.suppress(NotSubscribed):  # left concurrently
+                        self._unsubscribe(name)
             self._wake_receivers()
         else:
             self._unsubscribe(topic)
@@ -474,10 +497,8 @@ class InMemorySubscriber(SubscriberCore):
 
     def close(self) -> Completed[None]:
         """Leave every topic for good; later receives raise NotSubscribed."""
-        self.broker._patterns.remove(self, None)
-        self._patterns_map().clear()
+        self._forget_patterns()
         self._names().clear()
-        self._patterned = False
         self._close()
         return DONE
 

@@ -6,8 +6,14 @@ only) matches one or more trailing segments: ``orders.*`` matches ``orders.eu`` 
 
 A pattern subscription is a set of ordinary per-topic subscriptions: the subscriber joins every
 existing topic that matches when it subscribes, and the broker's registry joins it to each
-matching topic created later (the engine calls ``PatternRegistry.topic_created`` right after it
-creates a topic, before the publish that created it is written).
+matching topic created later. The engine calls ``PatternRegistry.topic_creating`` with a new
+topic's log before it puts the topic in its table, holding its topic-creation lock: no other
+thread can publish to the topic before every matching pattern subscription has joined it, so
+each sees the topic from sequence 1. Registering and forgetting a pattern take the same lock, so
+a pattern never misses a topic created while it subscribes, nor joins one after it left.
+
+A topic a pattern joined stays subscribed while another of the subscriber's patterns matches it
+or it was subscribed by name.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from .errors import (
     TopicNotFound,
 )
 
-__all__ = ["PatternRegistry", "compile_pattern", "is_pattern", "join_matching", "matches"]
+__all__ = ["PatternRegistry", "compile_pattern", "is_pattern", "join_quietly", "matches"]
 
 
 def is_pattern(topic: Any) -> bool:
@@ -97,28 +103,26 @@ class PatternRegistry:
                 if ref() is None or (ref() is subscriber and pattern in (None, pat)):
                     del self._entries[key]
 
-    def topic_created(self, topic: str) -> None:
-        """Join every live pattern subscription that matches the new ``topic``."""
+    def topic_creating(self, log: Any) -> None:
+        """Join every live pattern subscription that matches the topic of ``log``, which the
+        engine is creating (its topic-creation lock held, the topic not yet visible)."""
         if not self._entries:
             return
         with self._lock:
             self._purge()
             entries = list(self._entries.items())
+        topic = log.name
         for (ref, pattern), segments in entries:
             subscriber = ref()
             if subscriber is not None and matches(segments, topic):
-                subscriber._join_by_pattern(pattern, topic)
+                subscriber._join_by_pattern(pattern, log)
 
 
-def join_matching(subscriber: Any, pattern: str, topic: str, joined: set[str]) -> None:
-    """Subscribe ``subscriber`` to ``topic`` for ``pattern``, recording it in ``joined`` if the
-    pattern made the subscription. A topic at its subscriber limit is skipped (the pattern
-    joins what it can); a subscription that fails otherwise is skipped too: it is not the
-    caller's publish that should fail."""
-    if topic in subscriber.subscribed_topics():
-        return
+def join_quietly(join: Any, target: Any) -> None:
+    """``join(target)``: a pattern subscribing to one topic. A topic at its subscriber limit
+    is skipped (the pattern joins what it can); a subscription that fails otherwise is skipped
+    too: it is not the publish that created the topic that should fail."""
     try:
-        subscriber._subscribe(topic)
+        join(target)
     except (MaxSubscribersReached, BrokerShutdown, TopicNotFound, NotSubscribed, InvalidConfig):
         return
-    joined.add(topic)

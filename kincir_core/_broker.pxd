@@ -113,6 +113,7 @@ cdef class TopicLog:
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept
     cdef uint64_t _expire(self, double now) noexcept
+    cdef void _skip(self, uint64_t count) noexcept
     cdef void _drop_oldest(self, uint64_t count) noexcept
     cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count) except -1
@@ -124,6 +125,7 @@ cdef class TopicLog:
     cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
     cdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
+    cdef bint _close_if_idle(self, double threshold) noexcept
     cdef int add_waiter(self, Waiter waiter) except -1
     cdef void remove_waiter(self, Waiter waiter) noexcept
 
@@ -148,6 +150,7 @@ cdef class BrokerCore:
     cdef uint64_t retired[8]
     cdef TopicLog log_for(self, object name)
     cdef Cursor join_group(self, str topic, str name, bint acking)
+    cdef void _retire(self, TopicLog log) noexcept
     cdef TopicLog _remove(self, str name)
 
 

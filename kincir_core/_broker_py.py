@@ -22,12 +22,19 @@ RUNNING = 0
 DRAINING = 1
 STOPPED = 2
 
-# Estimated bytes a held message costs beyond its payload: its slot, the message object and the
-# bytes object header. Used by the memory estimate, which is kept incrementally.
-MESSAGE_OVERHEAD = 8 + 80 + 33
+# Estimated bytes a held message costs beyond its payload and its ring slot: the message object
+# and the bytes object header. Used by the memory estimate, which is kept incrementally.
+MESSAGE_OVERHEAD = 80 + 33
 TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 _MIN_RING = 16
+# A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds but
+# never below _RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
+_RING_FLOOR = 1024
+# Bytes one allocated ring slot costs (the memory estimate counts the whole ring): a list item,
+# and with a TTL a float and its list item.
+_SLOT_BYTES = 8
+_STAMP_BYTES = 8 + 24
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
 _INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
@@ -138,6 +145,15 @@ def _check_count(value: Any, name: str) -> int:
         raise TypeError(f"{name} must be int, not {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_batch_size(value: Any, name: str) -> int:
+    """A batch receive's size: 0 asks for nothing (an empty batch at once)."""
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return int(value)
 
 
@@ -336,8 +352,12 @@ class TopicLog:
         if self.room_waiters:
             self.room_freed = True
         size = self.mask + 1
-        if size > 1024 and (self.head - self.tail) * 8 < size:
-            self._resize(size // 2)
+        held = self.head - new_tail
+        if size > _RING_FLOOR and held * 8 < size:
+            fit = _RING_FLOOR
+            while fit < held * 4:
+                fit *= 2
+            self._resize(fit)
 
     def _recompute_tail(self) -> None:
         cursors = self.cursors
@@ -374,6 +394,22 @@ class TopicLog:
             elif cursor.floor == old:  # nothing in flight below: the floor follows
                 cursor.floor = pos
                 self._moved(old)
+
+    def _skip(self, count: int) -> None:
+        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
+        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
+        self.head += count
+        self.tail = self.head
+        self.published += count
+        if not self.cursors:
+            self.dropped += count
+        for cursor in self.cursors:
+            cursor.lagged += count
+            cursor.dropped += count
+            self.lagged += count
+            self.dropped += count
+            cursor.pos = cursor.floor = self.head
+        self.at_tail = len(self.cursors)
 
     def _drop_oldest(self, count: int) -> None:
         """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
@@ -439,10 +475,10 @@ class TopicLog:
             return False
         now = monotonic()
         with self.lock:
+            if not self.accepting:  # first: a force_shutdown closes the topics too
+                raise _error("BrokerShutdown")
             if self.closed:
                 raise _error("TopicNotFound", self.name)
-            if not self.accepting:
-                raise _error("BrokerShutdown")
             self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
                 self.dropped += count
@@ -461,10 +497,14 @@ class TopicLog:
                             return False
                         stamped = stamped[:keep]
                     elif self.overflow == OVERFLOW_DROP_OLDEST:
-                        if count > capacity:  # the batch alone overflows: its start goes
-                            self.dropped += count - capacity
+                        if count > capacity:
+                            # the batch alone overflows: everything held goes, and so does the
+                            # batch's start, numbered like the rest
+                            self._drop_oldest(held)
+                            self._skip(count - capacity)
                             stamped = stamped[count - capacity :]
-                        self._drop_oldest(held + len(stamped) - capacity)
+                        else:
+                            self._drop_oldest(held + count - capacity)
                         held = self.head - self.tail
                     elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
                         return True
@@ -738,6 +778,16 @@ class TopicLog:
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
 
+    def close_if_idle(self, threshold: float) -> bool:
+        """Refuse publishes and readers from now on (True) if no subscriber is attached and
+        nothing happened for ``threshold`` seconds; the caller then closes the topic."""
+        with self.lock:
+            idle = time.time() - self.last_activity
+            if self.closed or self.subscriber_count() or idle <= threshold:
+                return False
+            self.closed = True
+            return True
+
     def drained(self) -> bool:
         """True when every reader with an attached subscriber has read everything."""
         with self.lock:
@@ -749,6 +799,13 @@ class TopicLog:
 
     def subscriber_count(self) -> int:
         return sum(c.members for c in self.cursors)
+
+    def ring_slots(self) -> int:
+        """The slots the ring has allocated (a gauge for tests and debugging)."""
+        return self.mask + 1
+
+    def _ring_bytes(self) -> int:
+        return (self.mask + 1) * (_SLOT_BYTES + (_STAMP_BYTES if self.stamps is not None else 0))
 
     def snapshot(self) -> tuple[Any, ...]:
         """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
@@ -766,7 +823,7 @@ class TopicLog:
                 self.created_at,
                 self.last_activity,
                 self.head,
-                self.held_bytes,
+                self.held_bytes + self._ring_bytes(),
                 max(0.0, wall - self.last_activity),
                 self.lagged,
                 self.redelivered,
@@ -969,14 +1026,27 @@ class BrokerCore:
         if threshold is None:
             raise TypeError("idle must be a number of seconds, not None")
         removed = []
-        for name, log in list(self._topics.items()):
-            snap = log.snapshot()
-            if snap[2] == 0 and snap[12] > threshold and self._remove(name) is not None:
-                removed.append(name)
-        return removed
+        # checked and taken out of the table in one step under the broker lock: a subscriber
+        # attaching meanwhile either comes first (the topic stays) or meets a closed topic and
+        # subscribes to a new one
+        with self._lock:
+            for name, log in list(self._topics.items()):
+                if log.close_if_idle(threshold):
+                    del self._topics[name]
+                    self._pull.pop(name, None)
+                    for key in [key for key in self._groups if key[0] == name]:
+                        del self._groups[key]
+                    removed.append(log)
+        for log in removed:
+            log.close()
+            with self._lock:
+                self._retire(log)
+        return [log.name for log in removed]
 
     def consume(self, name: str) -> Message | None:
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
+        if self._state == STOPPED:  # force_shutdown dropped the topics
+            raise _error("BrokerShutdown")
         log = self._existing(name)
         cursor = self._pull.get(name)
         if cursor is None:
@@ -1017,13 +1087,15 @@ class BrokerCore:
         return all(log.drained() for log in list(self._topics.values()))
 
     def force_shutdown(self) -> None:
-        """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
+        """Stop at once: drop every topic, with its held messages, and wake every waiter with
+        BrokerShutdown (the counters of the dropped topics stay in the statistics)."""
         with self._lock:
-            self._state = STOPPED
+            self._state = STOPPED  # from now on no topic is created
             logs = list(self._topics.values())
         for log in logs:
             log.stop_accepting()
-            log.clear()
+        for log in logs:
+            self._remove(log.name)
 
     def _snapshot(self) -> tuple[Any, ...]:
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
@@ -1218,14 +1290,34 @@ class SubscriberCore:
         """Leave every topic; called by the finalizer of a subscriber dropped without close().
 
         Python code allocates everywhere, so a collection can run this finalizer while this
-        very thread holds a topic lock: detaching here could deadlock. The cursors are handed
-        to the broker, which detaches them at its next call (before anything could observe
-        them).
+        very thread holds a topic lock: detaching then would deadlock. A topic whose lock is
+        free is left at once (this thread does not hold it, and takes nothing else while
+        leaving); the other cursors are handed to the broker and a short-lived thread detaches
+        them as soon as their topic's lock is free, so blocked publishers and a draining
+        shutdown never wait for a broker call.
         """
         broker = getattr(self, "broker", None)
-        if broker is not None:  # None when the constructor refused its arguments
-            broker._orphans.extend(self._topics.values())
-            self._topics = {}
+        if broker is None:  # the constructor refused its arguments
+            return
+        cursors = list(self._topics.values())
+        self._topics = {}
+        self._cursors = ()
+        deferred = False
+        for cursor in cursors:
+            lock = cursor.log.lock
+            if lock.acquire(blocking=False):
+                lock.release()
+                _leave(cursor)
+            else:
+                broker._orphans.append(cursor)
+                deferred = True
+        if deferred:
+            try:
+                threading.Thread(
+                    target=broker._detach_orphans, name="kincir-release", daemon=True
+                ).start()
+            except RuntimeError:  # interpreter shutdown: the broker's next call detaches them
+                pass
 
     def _wake_receivers(self) -> None:
         """Wake this subscriber's waiting receives to look at its subscriptions again."""
@@ -1326,8 +1418,9 @@ class SubscriberCore:
         return got[0] if got else None
 
     def try_receive_batch(self, max_messages: int) -> list[Message]:
-        """Up to ``max_messages`` ready messages (possibly none)."""
-        return self._take(_check_count(max_messages, "max_messages"))
+        """Up to ``max_messages`` ready messages (possibly none; none at once for 0)."""
+        limit = _check_batch_size(max_messages, "max_messages")
+        return self._take(limit) if limit else []
 
     def _register(self, waiter: Any) -> tuple[Cursor, ...]:
         cursors = self._cursors
@@ -1407,8 +1500,13 @@ class SubscriberCore:
         return self._receive_blocking(1, timeout)[0]
 
     def receive_batch_sync(self, max_messages: int, timeout: Any = None) -> list[Message]:
-        """Block until at least one message is ready, then return up to ``max_messages``."""
-        return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
+        """Block until at least one message is ready, then return up to ``max_messages``
+        (0: an empty batch at once)."""
+        limit = _check_batch_size(max_messages, "max_messages")
+        if not limit:
+            _check_timeout(timeout)
+            return []
+        return self._receive_blocking(limit, timeout)
 
 
 def check_timeout(timeout: Any) -> float | None:
@@ -1419,3 +1517,8 @@ def check_timeout(timeout: Any) -> float | None:
 def check_count(value: Any, name: str) -> int:
     """Validate a positive count argument."""
     return _check_count(value, name)
+
+
+def check_batch_size(value: Any, name: str) -> int:
+    """Validate a batch receive's size (>= 0; 0 asks for an empty batch)."""
+    return _check_batch_size(value, name)

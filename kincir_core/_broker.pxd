@@ -65,6 +65,7 @@ cdef class Cursor:
     cdef uint64_t dropped
     cdef uint64_t lagged
     cdef readonly bint attached
+    cdef list waiters                 # a group's members waiting in line (None: not a group)
     cdef bint pending_now(self) noexcept
 
 
@@ -126,8 +127,9 @@ cdef class TopicLog:
     cdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
     cdef bint _close_if_idle(self, double threshold) noexcept
-    cdef int add_waiter(self, Waiter waiter) except -1
-    cdef void remove_waiter(self, Waiter waiter) noexcept
+    cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1
+    cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1
+    cdef int _wake_lines(self) except -1
 
 
 cdef class BrokerCore:

@@ -25,8 +25,12 @@ Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a P
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
 asyncio receive registers an AsyncWaiter (a future on its loop). A publish takes the topic's
 waiter list under the lock and wakes each waiter after unlocking: the thread-safe wake-up is paid
-only when someone waits. Only waiting releases the GIL; the ``nogil`` helpers below are pure C
-(cursor and expiry scans) and run with the GIL held, since dropping it costs more than they do.
+only when someone waits. A consumer group's members wait in line on its cursor, and only the
+first is on the topic's list: a publish wakes one member, which passes the wake on to the next
+when it stops waiting with messages still unread (one member woken per message, and none left
+waiting beside unread messages). Only waiting releases the GIL; the ``nogil`` helpers below are
+pure C (cursor and expiry scans) and run with the GIL held, since dropping it costs more than
+they do.
 """
 
 cimport cython
@@ -444,6 +448,8 @@ cdef class Cursor:
         self.members = members
         self.group = group
         self.acking = acking
+        # a group's waiting members, in line: the first is on the topic's waiter list
+        self.waiters = [] if group is not None else None
 
     cdef bint pending_now(self) noexcept:
         """True if this reader has unread messages."""
@@ -1052,6 +1058,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_lines()
 
     cdef int detach(self, Cursor cursor) except -1:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
@@ -1085,6 +1092,9 @@ cdef class TopicLog:
         if self.room_freed:
             self._wake_room()
         _wake_all(waiters)
+        if cursor.waiters:
+            _wake_all(list(cursor.waiters))
+        self._wake_lines()
         return 0
 
     cdef Py_ssize_t _subscriber_count(self) noexcept:
@@ -1094,30 +1104,92 @@ cdef class TopicLog:
             total += cursor.members
         return total
 
-    cdef int add_waiter(self, Waiter waiter) except -1:
+    cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1:
+        """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
+        joins the line instead when another member is first."""
         cdef list fresh
+        cdef list line = cursor.waiters
         cdef bint added = False
         while not added:
             # a new list is made before locking: nothing GC-tracked is allocated under the lock
-            fresh = [] if self.waiters is None else None
+            fresh = [] if self.waiters is None or line is not None else None
             kincir_mutex_lock(&self.lock)
-            if self.waiters is None:
-                self.waiters = fresh  # None if a publish took the list meanwhile: try again
-            if self.waiters is not None:
-                self.waiters.append(waiter)
+            if line is not None:
+                line.append(waiter)
                 added = True
+                if len(line) == 1:  # first in line: waits on the topic's list
+                    if self.waiters is None:
+                        self.waiters = fresh
+                    self.waiters.append(waiter)
+            else:
+                if self.waiters is None:
+                    self.waiters = fresh  # None if a publish took the list meanwhile: try again
+                if self.waiters is not None:
+                    self.waiters.append(waiter)
+                    added = True
             kincir_mutex_unlock(&self.lock)
         return 0
 
-    cdef void remove_waiter(self, Waiter waiter) noexcept:
+    cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1:
+        """Unregister ``waiter``. The first member of a group's line hands its place to the
+        next: woken at once if messages are unread (it may have taken none), else put on the
+        topic's waiter list."""
         cdef Py_ssize_t i
+        cdef list line = cursor.waiters
+        cdef list fresh = [] if line else None  # made before locking, as in add_waiter
+        cdef object after = None
         kincir_mutex_lock(&self.lock)
         if self.waiters is not None:
             for i in range(len(self.waiters) - 1, -1, -1):
                 if self.waiters[i] is waiter:
                     del self.waiters[i]
                     break
+        if line:
+            if line[0] is waiter:
+                del line[0]
+                if line:
+                    if self.waiters is None:
+                        self.waiters = fresh
+                    if (cursor.attached and cursor.pos != self.head) or self.waiters is None:
+                        after = line[0]
+                    else:
+                        self.waiters.append(line[0])
+            else:
+                for i in range(len(line) - 1, 0, -1):
+                    if line[i] is waiter:
+                        del line[i]
+                        break
         kincir_mutex_unlock(&self.lock)
+        if after is not None:
+            (<Waiter>after).wake()
+        return 0
+
+    cdef int _wake_lines(self) except -1:
+        """Wake every group member waiting in line (lock not held): something other than a
+        publish happened that each must look at."""
+        cdef list lines = []
+        cdef object cursor
+        kincir_mutex_lock(&self.lock)
+        for cursor in self.cursors:
+            if (<Cursor>cursor).waiters:
+                lines.append((<Cursor>cursor).waiters)
+        kincir_mutex_unlock(&self.lock)
+        for line in lines:
+            _wake_all(list(line))
+        return 0
+
+    def waiter_count(self):
+        """Waiters registered and not yet woken (a gauge for tests and debugging)."""
+        cdef Py_ssize_t n = 0
+        cdef object cursor
+        kincir_mutex_lock(&self.lock)
+        if self.waiters is not None:
+            n = len(self.waiters)
+        for cursor in self.cursors:
+            if (<Cursor>cursor).waiters:
+                n += len((<Cursor>cursor).waiters) - 1
+        kincir_mutex_unlock(&self.lock)
+        return n
 
     def wake_waiters(self):
         cdef list waiters
@@ -1128,6 +1200,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_lines()
 
     def stop_accepting(self):
         """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
@@ -1140,6 +1213,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_lines()
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -1191,6 +1265,7 @@ cdef class TopicLog:
         self.closed = True  # first: a publish racing the deletion is refused, not lost
         kincir_mutex_unlock(&self.lock)
         held = self.clear()
+        self._wake_lines()
         kincir_mutex_lock(&self.lock)
         try:
             for cursor in self.cursors:
@@ -1967,12 +2042,12 @@ cdef class SubscriberCore:
         cdef tuple cursors = self.cursors
         self.waiting.append(waiter)
         for cursor in cursors:
-            (<Cursor>cursor).log.add_waiter(waiter)
+            (<Cursor>cursor).log.add_waiter(waiter, <Cursor>cursor)
         return cursors
 
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
         for cursor in cursors:
-            (<Cursor>cursor).log.remove_waiter(waiter)
+            (<Cursor>cursor).log.remove_waiter(waiter, <Cursor>cursor)
         try:
             self.waiting.remove(waiter)
         except ValueError:
@@ -2016,11 +2091,11 @@ cdef class SubscriberCore:
                     if got:
                         return got
                     woken = waiter.wait(deadline)
+                    got = self._take_many(limit)  # before unregistering: a member hands on after
+                    if got:
+                        return got
                 finally:
                     self._unregister(waiter, cursors)
-                got = self._take_many(limit)
-                if got:
-                    return got
                 if not woken:
                     raise TimeoutError(f"no message arrived within {seconds} seconds")
         finally:
@@ -2064,11 +2139,12 @@ cdef class SubscriberCore:
                 if got:
                     return got
                 await future
+                # before unregistering: a group member hands the wake on after taking
+                got = self._take_one() if limit == 0 else self._take_many(limit)
+                if got:
+                    return got
             finally:
                 self._unregister(waiter, cursors)
-            got = self._take_one() if limit == 0 else self._take_many(limit)
-            if got:
-                return got
 
     def receive_sync(self, timeout=None):
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
@@ -2241,8 +2317,10 @@ cdef class ReceiveOp:
         if self.done:
             raise RuntimeError("cannot reuse an already awaited receive")
         try:
-            self._stop_waiting()  # woken, or first step
+            # first step, or woken: taken before unregistering, as a group member hands the
+            # wake on when it leaves the line
             got = self.subscriber._take_one()
+            self._stop_waiting()
             if got is None:
                 loop = _get_running_loop()
                 future = loop.create_future()

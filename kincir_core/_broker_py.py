@@ -5,6 +5,9 @@ In short: a topic is a ring of message slots addressed by sequence number; every
 cursor (a sequence number) into it; a slot is released once every cursor has passed it. One lock
 per topic guards its ring, cursors and counters; the broker's lock guards the topic table.
 Waiters are one-shot: a publish takes the topic's waiter list and wakes each one after unlocking.
+A consumer group's members wait in line on its cursor, and only the first is on the topic's list:
+a publish wakes one member, which passes the wake on to the next when it stops waiting with
+messages still unread (one member woken per message, none left waiting beside unread messages).
 """
 
 from __future__ import annotations
@@ -230,12 +233,15 @@ class Cursor:
         "log",
         "members",
         "pos",
+        "waiters",
     )
 
     def __init__(
         self, log: TopicLog, members: int, group: str | None = None, acking: bool = False
     ) -> None:
         self.log = log
+        # a group's waiting members, in line: the first is on the topic's waiter list
+        self.waiters: list[Any] | None = [] if group is not None else None
         self.pos = 0
         self.floor = 0
         self.members = members
@@ -675,8 +681,7 @@ class TopicLog:
             if cursor.members > 0:
                 cursor.members -= 1
             self.last_activity = time.time()
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
         _wake_all(waiters)
 
     def detach(self, cursor: Cursor) -> None:
@@ -701,33 +706,76 @@ class TopicLog:
                 if not self.persistence:
                     self.dropped += self.head - self.tail
                     self._release_to(self.head)
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
+            if cursor.waiters:
+                waiters.extend(cursor.waiters)
         _wake_all(waiters)
 
-    def add_waiter(self, waiter: Any) -> None:
+    def _take_all_waiters(self) -> list[Any]:
+        """Every waiter, group members in line included, to wake after unlocking (lock held):
+        something other than a publish happened that each must look at."""
+        waiters = self.waiters
+        self.waiters = []
+        for cursor in self.cursors:
+            if cursor.waiters:
+                waiters.extend(
+                    cursor.waiters[1:] if cursor.waiters[0] in waiters else cursor.waiters
+                )
+        return waiters
+
+    def add_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
+        """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
+        joins the line instead when another member is first."""
         with self.lock:
+            line = cursor.waiters if cursor is not None else None
+            if line is not None:
+                line.append(waiter)
+                if len(line) > 1:
+                    return
             self.waiters.append(waiter)
 
-    def remove_waiter(self, waiter: Any) -> None:
+    def remove_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
+        """Unregister ``waiter``. The first member of a group's line hands its place to the
+        next: woken at once if messages are unread (it may have taken none), else put on the
+        topic's waiter list."""
+        after = None
         with self.lock:
             try:
                 self.waiters.remove(waiter)
             except ValueError:
                 pass
+            line = cursor.waiters if cursor is not None else None
+            if line:
+                if line[0] is waiter:
+                    del line[0]
+                    if line:
+                        if cursor is not None and cursor.attached and cursor.pos != self.head:
+                            after = line[0]
+                        else:
+                            self.waiters.append(line[0])
+                else:
+                    try:
+                        line.remove(waiter)
+                    except ValueError:
+                        pass
+        if after is not None:
+            after.wake()
+
+    def waiter_count(self) -> int:
+        """Waiters registered and not yet woken (a gauge for tests and debugging)."""
+        with self.lock:
+            return len(self.waiters) + sum(len(c.waiters) - 1 for c in self.cursors if c.waiters)
 
     def wake_waiters(self) -> None:
         with self.lock:
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
         _wake_all(waiters)
 
     def stop_accepting(self) -> None:
         """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
         with self.lock:
             self.accepting = False
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
@@ -768,12 +816,11 @@ class TopicLog:
             self.closed = True  # first: a publish racing the deletion is refused, not lost
         held = self.clear()
         with self.lock:
+            waiters = self._take_all_waiters()
             for cursor in self.cursors:
                 cursor.attached = False
             self.cursors = []
             self.at_tail = 0
-            waiters = self.waiters
-            self.waiters = []
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
@@ -1426,12 +1473,12 @@ class SubscriberCore:
         cursors = self._cursors
         self._waiting.append(waiter)
         for cursor in cursors:
-            cursor.log.add_waiter(waiter)
+            cursor.log.add_waiter(waiter, cursor)
         return cursors
 
     def _unregister(self, waiter: Any, cursors: tuple[Cursor, ...]) -> None:
         for cursor in cursors:
-            cursor.log.remove_waiter(waiter)
+            cursor.log.remove_waiter(waiter, cursor)
         try:
             self._waiting.remove(waiter)
         except ValueError:
@@ -1460,11 +1507,11 @@ class SubscriberCore:
                     if remaining <= 0:
                         raise TimeoutError(f"no message arrived within {seconds} seconds")
                 waiter.wait(remaining)
+                got = self._take(limit)  # before unregistering: a group member hands on after
+                if got:
+                    return got
             finally:
                 self._unregister(waiter, cursors)
-            got = self._take(limit)
-            if got:
-                return got
 
     async def receive(self, timeout: Any = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
@@ -1489,11 +1536,11 @@ class SubscriberCore:
                 if got:
                     return got
                 await future
+                got = self._take(limit)  # before unregistering: a group member hands on after
+                if got:
+                    return got
             finally:
                 self._unregister(waiter, cursors)
-            got = self._take(limit)
-            if got:
-                return got
 
     def receive_sync(self, timeout: Any = None) -> Message:
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import threading
@@ -268,3 +269,127 @@ def test_cleanup_idle_topics_never_takes_a_subscription_attaching_meanwhile(k):
     finally:
         sys.setswitchinterval(old)
     assert lost == 0
+
+
+# -- consumer groups: one wake-up per message ---------------------------------------------------
+
+
+def waiting(broker, topic):
+    """Receivers registered on the topic and not yet woken (an engine gauge, not public API)."""
+    return broker._topic(topic).waiter_count()
+
+
+def test_a_publish_wakes_one_group_member_per_message(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = [k.InMemorySubscriber(broker, group="g") for _ in range(4)]
+    for member in members:
+        member.subscribe("t")
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(m.receive()) for m in members]
+        while waiting(broker, "t") < 4:
+            await asyncio.sleep(0)
+        pub.publish_nowait("t", [b"1"])
+        assert waiting(broker, "t") == 3  # one member woken, three still waiting
+        done, pending = await asyncio.wait(tasks, timeout=0.2)
+        assert [t.result().payload for t in done] == [b"1"]
+        assert waiting(broker, "t") == 3
+        pub.publish_nowait("t", [b"2", b"3"])
+        done, pending = await asyncio.wait(pending, timeout=1.0)
+        assert sorted(t.result().payload for t in done) == [b"2", b"3"]
+        assert len(pending) == 1
+        pub.publish_nowait("t", [b"4"])
+        done, pending = await asyncio.wait(pending, timeout=1.0)
+        assert [t.result().payload for t in done] == [b"4"]
+
+    k.run(scenario())
+
+
+def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    first = k.InMemorySubscriber(broker, group="g")
+    second = k.InMemorySubscriber(broker, group="g")
+    first.subscribe("t")
+    second.subscribe("t")
+
+    async def scenario():
+        woken = asyncio.ensure_future(first.receive())
+        while waiting(broker, "t") < 1:
+            await asyncio.sleep(0)
+        other = asyncio.ensure_future(second.receive())
+        while waiting(broker, "t") < 2:
+            await asyncio.sleep(0)
+        pub.publish_nowait("t", [b"1"])
+        woken.cancel()  # woken, then cancelled before it took the message
+        got = await asyncio.wait_for(other, 1.0)
+        assert got.payload == b"1"
+        assert woken.cancelled()
+
+    k.run(scenario())
+
+
+def test_sync_members_share_a_batch_by_passing_the_wake_on(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = [k.InMemorySubscriber(broker, group="g") for _ in range(3)]
+    for member in members:
+        member.subscribe("t")
+    workers = [k.spawn(m.receive_sync, timeout=2.0) for m in members]
+    deadline = time.monotonic() + 2.0
+    while waiting(broker, "t") < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    pub.publish_nowait("t", [b"1", b"2", b"3"])
+    assert sorted(w.join().payload for w in workers) == [b"1", b"2", b"3"]
+
+
+def test_a_publish_still_wakes_every_reader_of_other_cursors(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    readers = [
+        k.InMemorySubscriber(broker, group="g1"),
+        k.InMemorySubscriber(broker, group="g1"),
+        k.InMemorySubscriber(broker, group="g2"),
+        k.InMemorySubscriber(broker),
+        k.InMemorySubscriber(broker),
+    ]
+    for reader in readers:
+        reader.subscribe("t")
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(r.receive()) for r in readers]
+        while waiting(broker, "t") < 5:
+            await asyncio.sleep(0)
+        pub.publish_nowait("t", [b"1"])
+        assert waiting(broker, "t") == 1  # only g1's second member waits on
+        done, pending = await asyncio.wait(tasks, timeout=1.0)
+        assert len(done) == 4
+        assert pending == {tasks[0]} or pending == {tasks[1]}
+        for task in pending:
+            task.cancel()
+
+    k.run(scenario())
+
+
+def test_group_members_on_several_topics_leave_no_message_unread(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    both = k.InMemorySubscriber(broker, group="g")
+    both.subscribe("a")
+    both.subscribe("b")
+    only_a = k.InMemorySubscriber(broker, group="g")
+    only_a.subscribe("a")
+    received = []
+
+    def read(sub, count):
+        for _ in range(count):
+            received.append(sub.receive_sync(timeout=2.0).payload)
+
+    workers = [k.spawn(read, both, 2), k.spawn(read, only_a, 1)]
+    time.sleep(0.05)
+    pub.publish_nowait("b", [b"b1"])
+    pub.publish_nowait("a", [b"a1", b"a2"])
+    for worker in workers:
+        worker.join()
+    assert sorted(received) == [b"a1", b"a2", b"b1"]

@@ -67,6 +67,27 @@ def test_dropped_group_member_leaves_its_group_at_once(k):
     assert log.subscriber_count() == 1
 
 
+def test_dropped_subscriber_is_released_once_its_topic_lock_is_free(k):
+    # The twin's finalizer may run while a thread holds the topic's lock (a collection can
+    # start inside any allocation); it then hands the cursor to a helper thread instead of
+    # waiting for the lock. The compiled engine takes no lock a collection can interrupt.
+    if k.impl != "python":
+        pytest.skip("the twin's topic lock is a Python lock a test can hold")
+    broker = k.new_broker()
+    keep = k.InMemorySubscriber(broker)
+    keep.subscribe("t")
+    gone = k.InMemorySubscriber(broker)
+    gone.subscribe("t")
+    log = broker._topic("t")
+    with log.lock:  # as if the collection ran inside a locked section of this thread
+        del gone
+        gc.collect()
+    deadline = time.monotonic() + 2.0
+    while log.subscriber_count() != 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert log.subscriber_count() == 1
+
+
 # -- ring memory --------------------------------------------------------------------------------
 
 

@@ -65,6 +65,7 @@ cdef class Cursor:
     cdef uint64_t dropped
     cdef uint64_t lagged
     cdef readonly bint attached
+    cdef list waiters                 # a group's members waiting in line (None: not a group)
     cdef bint pending_now(self) noexcept
 
 
@@ -113,6 +114,7 @@ cdef class TopicLog:
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept
     cdef uint64_t _expire(self, double now) noexcept
+    cdef void _skip(self, uint64_t count) noexcept
     cdef void _drop_oldest(self, uint64_t count) noexcept
     cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=*) except -1
@@ -124,8 +126,10 @@ cdef class TopicLog:
     cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
     cdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
-    cdef int add_waiter(self, Waiter waiter) except -1
-    cdef void remove_waiter(self, Waiter waiter) noexcept
+    cdef bint _close_if_idle(self, double threshold) noexcept
+    cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1
+    cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1
+    cdef int _wake_lines(self) except -1
 
 
 cdef class BrokerCore:
@@ -157,6 +161,7 @@ cdef class BrokerCore:
     cdef int add_shutdown_waiter(self, Waiter waiter) except -1
     cdef void remove_shutdown_waiter(self, Waiter waiter) noexcept
     cdef void _wake_shutdown_waiters(self) noexcept
+    cdef void _retire(self, TopicLog log) noexcept
     cdef TopicLog _remove(self, str name)
 
 

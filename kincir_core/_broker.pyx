@@ -28,8 +28,12 @@ Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a P
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
 asyncio receive registers an AsyncWaiter (a future on its loop). A publish takes the topic's
 waiter list under the lock and wakes each waiter after unlocking: the thread-safe wake-up is paid
-only when someone waits. Only waiting releases the GIL; the ``nogil`` helpers below are pure C
-(cursor and expiry scans) and run with the GIL held, since dropping it costs more than they do.
+only when someone waits. A consumer group's members wait in line on its cursor, and only the
+first is on the topic's list: a publish wakes one member, which passes the wake on to the next
+when it stops waiting with messages still unread (one member woken per message, and none left
+waiting beside unread messages). Only waiting releases the GIL; the ``nogil`` helpers below are
+pure C (cursor and expiry scans) and run with the GIL held, since dropping it costs more than
+they do.
 """
 
 cimport cython
@@ -101,6 +105,9 @@ cdef enum:
     DRAINING = 1
     STOPPED = 2
     MIN_RING = 16
+    # A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds
+    # but never below RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
+    RING_FLOOR = 1024
     WAIT_SLICE_US = 50000
     OVERFLOW_ERROR = 0
     OVERFLOW_BLOCK = 1
@@ -110,9 +117,11 @@ cdef enum:
 #: The overflow policies, indexed by the code the engine stores per topic.
 OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
 
-# Estimated bytes a held message costs beyond its payload: its slot and the bytes object header;
-# the Message readers share adds 80 once read. Used by the memory estimate, kept incrementally.
-MESSAGE_OVERHEAD = 48 + 33  # the slot and the bytes object header (a read adds a Message)
+# Estimated bytes a held message costs beyond its payload and its ring slot: the bytes object
+# header; the Message readers share adds 80 once read. Used by the memory estimate, kept
+# incrementally; the estimate adds every allocated slot of the ring (sizeof(Slot), and a double
+# with a TTL).
+MESSAGE_OVERHEAD = 33  # the bytes object header (a read adds a Message)
 TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
@@ -242,6 +251,20 @@ cdef Py_ssize_t _check_count(object value, str name) except -1:
 def check_count(value, name):
     """Validate a positive count argument."""
     return _check_count(value, name)
+
+
+cdef Py_ssize_t _check_batch_size(object value, str name) except -1:
+    """A batch receive's size: 0 asks for nothing (an empty batch at once)."""
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value if value < (1 << 62) else (1 << 62)
+
+
+def check_batch_size(value, name):
+    """Validate a batch receive's size (>= 0; 0 asks for an empty batch)."""
+    return _check_batch_size(value, name)
 
 
 # -- waiting ----------------------------------------------------------------------------------
@@ -429,6 +452,8 @@ cdef class Cursor:
         self.members = members
         self.group = group
         self.acking = acking
+        # a group's waiting members, in line: the first is on the topic's waiter list
+        self.waiters = [] if group is not None else None
 
     cdef bint pending_now(self) noexcept:
         """True if this reader has unread messages."""
@@ -575,7 +600,7 @@ cdef class TopicLog:
         cdef uint64_t seq
         cdef Slot* slot
         cdef int64_t freed = 0
-        cdef uint64_t size
+        cdef uint64_t size, held, fit
         for seq in range(self.tail, new_tail):
             slot = &self.ring[seq & self.mask]
             freed += _payload_size(slot.payload)
@@ -586,8 +611,12 @@ cdef class TopicLog:
         if self.room_waiters:
             self.room_freed = True
         size = self.mask + 1
-        if size > 1024 and (self.head - self.tail) * 8 < size:
-            self._shrink(size // 2)
+        held = self.head - new_tail
+        if size > RING_FLOOR and held * 8 < size:
+            fit = RING_FLOOR
+            while fit < held * 4:
+                fit *= 2
+            self._shrink(fit)
 
     cdef void _recompute_tail(self) noexcept:
         cdef Py_ssize_t count = len(self.cursors)
@@ -622,6 +651,24 @@ cdef class TopicLog:
             elif cursor.floor == old:  # nothing in flight below: the floor follows
                 cursor.floor = pos
                 self._moved(old)
+
+    cdef void _skip(self, uint64_t count) noexcept:
+        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
+        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
+        cdef Cursor cursor
+        self.head += count
+        self.tail = self.head
+        self.published += count
+        if not self.cursors:
+            self.dropped += count
+        for cursor in self.cursors:
+            cursor.lagged += count
+            cursor.dropped += count
+            self.lagged += count
+            self.dropped += count
+            cursor.pos = self.head
+            cursor.floor = self.head
+        self.at_tail = self.positions_count
 
     cdef void _drop_oldest(self, uint64_t count) noexcept:
         """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
@@ -697,10 +744,12 @@ cdef class TopicLog:
             return 0
         kincir_mutex_lock(&self.lock)
         try:
-            if self.closed:
-                outcome = 3
-            elif not self.accepting and not letter:  # a dead letter passes a draining topic
+            # first: a force_shutdown closes the topics too; a dead letter passes a draining
+            # topic
+            if not self.accepting and not letter:
                 outcome = 4
+            elif self.closed:
+                outcome = 3
             elif not self.cursors and not self.persistence:
                 self.dropped += count
                 self.last_activity = batch[0].enqueued_at * 1e-3
@@ -722,10 +771,14 @@ cdef class TopicLog:
                             if last == 0:
                                 outcome = 1
                         elif self.overflow == OVERFLOW_DROP_OLDEST:
-                            if count > self.capacity:  # the batch alone overflows: its start goes
+                            if count > self.capacity:
+                                # the batch alone overflows: everything held goes, and so does
+                                # the batch's start, numbered like the rest
                                 first = count - self.capacity
-                                self.dropped += first
-                            self._drop_oldest(held + (last - first) - <uint64_t>self.capacity)
+                                self._drop_oldest(held)
+                                self._skip(first)
+                            else:
+                                self._drop_oldest(held + count - <uint64_t>self.capacity)
                             held = self.head - self.tail
                         elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
                             outcome = 6
@@ -1011,6 +1064,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_lines()
 
     cdef int detach(self, Cursor cursor) except -1:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
@@ -1044,6 +1098,9 @@ cdef class TopicLog:
         if self.room_freed:
             self._wake_room()
         _wake_all(waiters)
+        if cursor.waiters:
+            _wake_all(list(cursor.waiters))
+        self._wake_lines()
         return 0
 
     cdef Py_ssize_t _subscriber_count(self) noexcept:
@@ -1053,30 +1110,92 @@ cdef class TopicLog:
             total += cursor.members
         return total
 
-    cdef int add_waiter(self, Waiter waiter) except -1:
+    cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1:
+        """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
+        joins the line instead when another member is first."""
         cdef list fresh
+        cdef list line = cursor.waiters
         cdef bint added = False
         while not added:
             # a new list is made before locking: nothing GC-tracked is allocated under the lock
-            fresh = [] if self.waiters is None else None
+            fresh = [] if self.waiters is None or line is not None else None
             kincir_mutex_lock(&self.lock)
-            if self.waiters is None:
-                self.waiters = fresh  # None if a publish took the list meanwhile: try again
-            if self.waiters is not None:
-                self.waiters.append(waiter)
+            if line is not None:
+                line.append(waiter)
                 added = True
+                if len(line) == 1:  # first in line: waits on the topic's list
+                    if self.waiters is None:
+                        self.waiters = fresh
+                    self.waiters.append(waiter)
+            else:
+                if self.waiters is None:
+                    self.waiters = fresh  # None if a publish took the list meanwhile: try again
+                if self.waiters is not None:
+                    self.waiters.append(waiter)
+                    added = True
             kincir_mutex_unlock(&self.lock)
         return 0
 
-    cdef void remove_waiter(self, Waiter waiter) noexcept:
+    cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1:
+        """Unregister ``waiter``. The first member of a group's line hands its place to the
+        next: woken at once if messages are unread (it may have taken none), else put on the
+        topic's waiter list."""
         cdef Py_ssize_t i
+        cdef list line = cursor.waiters
+        cdef list fresh = [] if line else None  # made before locking, as in add_waiter
+        cdef object after = None
         kincir_mutex_lock(&self.lock)
         if self.waiters is not None:
             for i in range(len(self.waiters) - 1, -1, -1):
                 if self.waiters[i] is waiter:
                     del self.waiters[i]
                     break
+        if line:
+            if line[0] is waiter:
+                del line[0]
+                if line:
+                    if self.waiters is None:
+                        self.waiters = fresh
+                    if (cursor.attached and cursor.pos != self.head) or self.waiters is None:
+                        after = line[0]
+                    else:
+                        self.waiters.append(line[0])
+            else:
+                for i in range(len(line) - 1, 0, -1):
+                    if line[i] is waiter:
+                        del line[i]
+                        break
         kincir_mutex_unlock(&self.lock)
+        if after is not None:
+            (<Waiter>after).wake()
+        return 0
+
+    cdef int _wake_lines(self) except -1:
+        """Wake every group member waiting in line (lock not held): something other than a
+        publish happened that each must look at."""
+        cdef list lines = []
+        cdef object cursor
+        kincir_mutex_lock(&self.lock)
+        for cursor in self.cursors:
+            if (<Cursor>cursor).waiters:
+                lines.append((<Cursor>cursor).waiters)
+        kincir_mutex_unlock(&self.lock)
+        for line in lines:
+            _wake_all(list(line))
+        return 0
+
+    def waiter_count(self):
+        """Waiters registered and not yet woken (a gauge for tests and debugging)."""
+        cdef Py_ssize_t n = 0
+        cdef object cursor
+        kincir_mutex_lock(&self.lock)
+        if self.waiters is not None:
+            n = len(self.waiters)
+        for cursor in self.cursors:
+            if (<Cursor>cursor).waiters:
+                n += len((<Cursor>cursor).waiters) - 1
+        kincir_mutex_unlock(&self.lock)
+        return n
 
     def wake_waiters(self):
         cdef list waiters
@@ -1087,6 +1206,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_lines()
 
     def stop_accepting(self):
         """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
@@ -1099,6 +1219,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
+        self._wake_lines()
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -1150,6 +1271,7 @@ cdef class TopicLog:
         self.closed = True  # first: a publish racing the deletion is refused, not lost
         kincir_mutex_unlock(&self.lock)
         held = self.clear()
+        self._wake_lines()
         kincir_mutex_lock(&self.lock)
         try:
             for cursor in self.cursors:
@@ -1164,6 +1286,18 @@ cdef class TopicLog:
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
+
+    cdef bint _close_if_idle(self, double threshold) noexcept:
+        """Refuse publishes and readers from now on (True) if no subscriber is attached and
+        nothing happened for ``threshold`` seconds; the caller then closes the topic."""
+        cdef bint idle
+        kincir_mutex_lock(&self.lock)
+        idle = (not self.closed and self._subscriber_count() == 0
+                and _wall() - self.last_activity > threshold)
+        if idle:
+            self.closed = True
+        kincir_mutex_unlock(&self.lock)
+        return idle
 
     def drained(self):
         """True when every reader with an attached subscriber has read everything."""
@@ -1189,6 +1323,10 @@ cdef class TopicLog:
             kincir_mutex_unlock(&self.lock)
         return n
 
+    def ring_slots(self):
+        """The slots the ring has allocated (a gauge for tests and debugging)."""
+        return self.mask + 1
+
     def snapshot(self):
         """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
         cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
@@ -1208,7 +1346,8 @@ cdef class TopicLog:
             dropped = self.dropped
             queue_full = self.queue_full
             head = self.head
-            held_bytes = self.held_bytes
+            held_bytes = self.held_bytes + <int64_t>(self.mask + 1) * (
+                sizeof(Slot) + (sizeof(double) if self.stamps != NULL else 0))
             last = self.last_activity
             lagged = self.lagged
             redelivered = self.redelivered
@@ -1397,6 +1536,19 @@ cdef class BrokerCore:
             raise _error("TopicNotFound", name)
         return log
 
+    cdef void _retire(self, TopicLog log) noexcept:
+        """Keep the counters of a removed topic in the broker's statistics."""
+        kincir_mutex_lock(&self.lock)
+        self.retired[0] += log.published
+        self.retired[1] += log.delivered
+        self.retired[2] += log.expired
+        self.retired[3] += log.dropped
+        self.retired[4] += log.queue_full
+        self.retired[5] += log.lagged
+        self.retired[6] += log.redelivered
+        self.retired[7] += log.dead_lettered
+        kincir_mutex_unlock(&self.lock)
+
     cdef TopicLog _remove(self, str name):
         cdef object log
         kincir_mutex_lock(&self.lock)
@@ -1448,14 +1600,31 @@ cdef class BrokerCore:
             raise TypeError("idle must be a number of seconds, not None")
         cdef double threshold = _check_timeout_c(idle)
         cdef list removed = []
-        for name, log in list(self.topics.items()):
-            snap = (<TopicLog>log).snapshot()
-            if snap[2] == 0 and snap[12] > threshold and self._remove(name) is not None:
-                removed.append(name)
-        return removed
+        cdef list names = []
+        # checked and taken out of the table in one step under the broker lock: a subscriber
+        # attaching meanwhile either comes first (the topic stays) or meets a closed topic and
+        # subscribes to a new one
+        kincir_mutex_lock(&self.lock)
+        try:
+            for name, log in list(self.topics.items()):
+                if (<TopicLog>log)._close_if_idle(threshold):
+                    del self.topics[name]
+                    self.pull.pop(name, None)
+                    for key in [key for key in self.groups if key[0] == name]:
+                        del self.groups[key]
+                    removed.append(log)
+                    names.append(name)
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        for log in removed:
+            (<TopicLog>log).close()
+            self._retire(<TopicLog>log)
+        return names
 
     def consume(self, name):
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
+        if self.state == STOPPED:  # force_shutdown dropped the topics
+            raise _error("BrokerShutdown")
         cdef TopicLog log = self._existing(name)
         cdef object found = self.pull.get(name)
         cdef Cursor cursor
@@ -1564,16 +1733,19 @@ cdef class BrokerCore:
             (<TopicLog>log).wake_waiters()
 
     def force_shutdown(self):
-        """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
+        """Stop at once: drop every topic, with its held messages, and wake every waiter with
+        BrokerShutdown (the counters of the dropped topics stay in the statistics)."""
         kincir_mutex_lock(&self.lock)
         try:
-            self.state = STOPPED
+            self.state = STOPPED  # from now on no topic is created
+            logs = list(self.topics.values())
         finally:
             kincir_mutex_unlock(&self.lock)
         self._wake_shutdown_waiters()
-        for log in list(self.topics.values()):
+        for log in logs:
             (<TopicLog>log).stop_accepting()
-            (<TopicLog>log).clear()
+        for log in logs:
+            self._remove((<TopicLog>log).name)
 
     def _snapshot(self):
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
@@ -1996,8 +2168,9 @@ cdef class SubscriberCore:
         return self._take_one()
 
     def try_receive_batch(self, max_messages):
-        """Up to ``max_messages`` ready messages (possibly none)."""
-        return self._take_many(_check_count(max_messages, "max_messages"))
+        """Up to ``max_messages`` ready messages (possibly none; none at once for 0)."""
+        cdef Py_ssize_t limit = _check_batch_size(max_messages, "max_messages")
+        return self._take_many(limit) if limit else []
 
     cdef tuple _register(self, Waiter waiter):
         """Wait on every subscribed topic; returns the cursors to unregister from."""
@@ -2006,12 +2179,12 @@ cdef class SubscriberCore:
         if self._patterned:  # may have no topic to wake it at shutdown
             self.broker.add_shutdown_waiter(waiter)
         for cursor in cursors:
-            (<Cursor>cursor).log.add_waiter(waiter)
+            (<Cursor>cursor).log.add_waiter(waiter, <Cursor>cursor)
         return cursors
 
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
         for cursor in cursors:
-            (<Cursor>cursor).log.remove_waiter(waiter)
+            (<Cursor>cursor).log.remove_waiter(waiter, <Cursor>cursor)
         if self.broker.shutdown_waiters:
             self.broker.remove_shutdown_waiter(waiter)
         try:
@@ -2057,11 +2230,11 @@ cdef class SubscriberCore:
                     if got:
                         return got
                     woken = waiter.wait(deadline)
+                    got = self._take_many(limit)  # before unregistering: a member hands on after
+                    if got:
+                        return got
                 finally:
                     self._unregister(waiter, cursors)
-                got = self._take_many(limit)
-                if got:
-                    return got
                 if not woken:
                     raise TimeoutError(f"no message arrived within {seconds} seconds")
         finally:
@@ -2105,11 +2278,12 @@ cdef class SubscriberCore:
                 if got:
                     return got
                 await future
+                # before unregistering: a group member hands the wake on after taking
+                got = self._take_one() if limit == 0 else self._take_many(limit)
+                if got:
+                    return got
             finally:
                 self._unregister(waiter, cursors)
-            got = self._take_one() if limit == 0 else self._take_many(limit)
-            if got:
-                return got
 
     def receive_sync(self, timeout=None):
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
@@ -2121,8 +2295,13 @@ cdef class SubscriberCore:
         return self._receive_blocking(1, timeout)[0]
 
     def receive_batch_sync(self, max_messages, timeout=None):
-        """Block until at least one message is ready, then return up to ``max_messages``."""
-        return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
+        """Block until at least one message is ready, then return up to ``max_messages``
+        (0: an empty batch at once)."""
+        cdef Py_ssize_t limit = _check_batch_size(max_messages, "max_messages")
+        if not limit:
+            _check_timeout_c(timeout)
+            return []
+        return self._receive_blocking(limit, timeout)
 
 
 # -- awaitables without a coroutine frame -----------------------------------------------------
@@ -2300,8 +2479,10 @@ cdef class ReceiveOp:
             raise RuntimeError("cannot reuse an already awaited receive")
         self.started = True
         try:
-            self._stop_waiting()  # woken, or first step
+            # first step, or woken: taken before unregistering, as a group member hands the
+            # wake on when it leaves the line
             got = self.subscriber._take_one()
+            self._stop_waiting()
             if got is None:
                 loop = _get_running_loop()
                 future = loop.create_future()

@@ -7,6 +7,9 @@ per topic guards its ring, cursors and counters; the broker's lock guards the to
 topic's pattern subscriptions join it before it enters the table, under the broker's
 topic-creation lock.
 Waiters are one-shot: a publish takes the topic's waiter list and wakes each one after unlocking.
+A consumer group's members wait in line on its cursor, and only the first is on the topic's list:
+a publish wakes one member, which passes the wake on to the next when it stops waiting with
+messages still unread (one member woken per message, none left waiting beside unread messages).
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ RUNNING = 0
 DRAINING = 1
 STOPPED = 2
 
-# Estimated bytes a held message costs beyond its payload: its slot, the message object and the
-# bytes object header. Used by the memory estimate, which is kept incrementally.
-MESSAGE_OVERHEAD = 8 + 80 + 33
+# Estimated bytes a held message costs beyond its payload and its ring slot: the message object
+# and the bytes object header. Used by the memory estimate, which is kept incrementally.
+MESSAGE_OVERHEAD = 80 + 33
 TOPIC_OVERHEAD = 512
 MAX_TOPIC_LENGTH = 255
 _MIN_RING = 16
+# A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds but
+# never below _RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
+_RING_FLOOR = 1024
+# Bytes one allocated ring slot costs (the memory estimate counts the whole ring): a list item,
+# and with a TTL a float and its list item.
+_SLOT_BYTES = 8
+_STAMP_BYTES = 8 + 24
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
 _INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
@@ -143,6 +153,15 @@ def _check_count(value: Any, name: str) -> int:
     return int(value)
 
 
+def _check_batch_size(value: Any, name: str) -> int:
+    """A batch receive's size: 0 asks for nothing (an empty batch at once)."""
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
 class SyncWaiter:
     """A thread blocked in a receive: woken once by a release of its lock."""
 
@@ -216,12 +235,15 @@ class Cursor:
         "log",
         "members",
         "pos",
+        "waiters",
     )
 
     def __init__(
         self, log: TopicLog, members: int, group: str | None = None, acking: bool = False
     ) -> None:
         self.log = log
+        # a group's waiting members, in line: the first is on the topic's waiter list
+        self.waiters: list[Any] | None = [] if group is not None else None
         self.pos = 0
         self.floor = 0
         self.members = members
@@ -338,8 +360,12 @@ class TopicLog:
         if self.room_waiters:
             self.room_freed = True
         size = self.mask + 1
-        if size > 1024 and (self.head - self.tail) * 8 < size:
-            self._resize(size // 2)
+        held = self.head - new_tail
+        if size > _RING_FLOOR and held * 8 < size:
+            fit = _RING_FLOOR
+            while fit < held * 4:
+                fit *= 2
+            self._resize(fit)
 
     def _recompute_tail(self) -> None:
         cursors = self.cursors
@@ -376,6 +402,22 @@ class TopicLog:
             elif cursor.floor == old:  # nothing in flight below: the floor follows
                 cursor.floor = pos
                 self._moved(old)
+
+    def _skip(self, count: int) -> None:
+        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
+        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
+        self.head += count
+        self.tail = self.head
+        self.published += count
+        if not self.cursors:
+            self.dropped += count
+        for cursor in self.cursors:
+            cursor.lagged += count
+            cursor.dropped += count
+            self.lagged += count
+            self.dropped += count
+            cursor.pos = cursor.floor = self.head
+        self.at_tail = len(self.cursors)
 
     def _drop_oldest(self, count: int) -> None:
         """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
@@ -442,10 +484,12 @@ class TopicLog:
             return False
         now = monotonic()
         with self.lock:
-            if self.closed:
-                raise _error("TopicNotFound", self.name)
+            # first: a force_shutdown closes the topics too; a dead letter passes a draining
+            # topic
             if not self.accepting and not letter:
                 raise _error("BrokerShutdown")
+            if self.closed:
+                raise _error("TopicNotFound", self.name)
             self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
                 self.dropped += count
@@ -464,10 +508,14 @@ class TopicLog:
                             return False
                         stamped = stamped[:keep]
                     elif self.overflow == OVERFLOW_DROP_OLDEST:
-                        if count > capacity:  # the batch alone overflows: its start goes
-                            self.dropped += count - capacity
+                        if count > capacity:
+                            # the batch alone overflows: everything held goes, and so does the
+                            # batch's start, numbered like the rest
+                            self._drop_oldest(held)
+                            self._skip(count - capacity)
                             stamped = stamped[count - capacity :]
-                        self._drop_oldest(held + len(stamped) - capacity)
+                        else:
+                            self._drop_oldest(held + count - capacity)
                         held = self.head - self.tail
                     elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
                         return True
@@ -638,8 +686,7 @@ class TopicLog:
             if cursor.members > 0:
                 cursor.members -= 1
             self.last_activity = time.time()
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
         _wake_all(waiters)
 
     def detach(self, cursor: Cursor) -> None:
@@ -664,33 +711,76 @@ class TopicLog:
                 if not self.persistence:
                     self.dropped += self.head - self.tail
                     self._release_to(self.head)
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
+            if cursor.waiters:
+                waiters.extend(cursor.waiters)
         _wake_all(waiters)
 
-    def add_waiter(self, waiter: Any) -> None:
+    def _take_all_waiters(self) -> list[Any]:
+        """Every waiter, group members in line included, to wake after unlocking (lock held):
+        something other than a publish happened that each must look at."""
+        waiters = self.waiters
+        self.waiters = []
+        for cursor in self.cursors:
+            if cursor.waiters:
+                waiters.extend(
+                    cursor.waiters[1:] if cursor.waiters[0] in waiters else cursor.waiters
+                )
+        return waiters
+
+    def add_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
+        """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
+        joins the line instead when another member is first."""
         with self.lock:
+            line = cursor.waiters if cursor is not None else None
+            if line is not None:
+                line.append(waiter)
+                if len(line) > 1:
+                    return
             self.waiters.append(waiter)
 
-    def remove_waiter(self, waiter: Any) -> None:
+    def remove_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
+        """Unregister ``waiter``. The first member of a group's line hands its place to the
+        next: woken at once if messages are unread (it may have taken none), else put on the
+        topic's waiter list."""
+        after = None
         with self.lock:
             try:
                 self.waiters.remove(waiter)
             except ValueError:
                 pass
+            line = cursor.waiters if cursor is not None else None
+            if line:
+                if line[0] is waiter:
+                    del line[0]
+                    if line:
+                        if cursor is not None and cursor.attached and cursor.pos != self.head:
+                            after = line[0]
+                        else:
+                            self.waiters.append(line[0])
+                else:
+                    try:
+                        line.remove(waiter)
+                    except ValueError:
+                        pass
+        if after is not None:
+            after.wake()
+
+    def waiter_count(self) -> int:
+        """Waiters registered and not yet woken (a gauge for tests and debugging)."""
+        with self.lock:
+            return len(self.waiters) + sum(len(c.waiters) - 1 for c in self.cursors if c.waiters)
 
     def wake_waiters(self) -> None:
         with self.lock:
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
         _wake_all(waiters)
 
     def stop_accepting(self) -> None:
         """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
         with self.lock:
             self.accepting = False
-            waiters = self.waiters
-            self.waiters = []
+            waiters = self._take_all_waiters()
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
@@ -731,15 +821,24 @@ class TopicLog:
             self.closed = True  # first: a publish racing the deletion is refused, not lost
         held = self.clear()
         with self.lock:
+            waiters = self._take_all_waiters()
             for cursor in self.cursors:
                 cursor.attached = False
             self.cursors = []
             self.at_tail = 0
-            waiters = self.waiters
-            self.waiters = []
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
+
+    def close_if_idle(self, threshold: float) -> bool:
+        """Refuse publishes and readers from now on (True) if no subscriber is attached and
+        nothing happened for ``threshold`` seconds; the caller then closes the topic."""
+        with self.lock:
+            idle = time.time() - self.last_activity
+            if self.closed or self.subscriber_count() or idle <= threshold:
+                return False
+            self.closed = True
+            return True
 
     def drained(self) -> bool:
         """True when every reader with an attached subscriber has read everything."""
@@ -752,6 +851,13 @@ class TopicLog:
 
     def subscriber_count(self) -> int:
         return sum(c.members for c in self.cursors)
+
+    def ring_slots(self) -> int:
+        """The slots the ring has allocated (a gauge for tests and debugging)."""
+        return self.mask + 1
+
+    def _ring_bytes(self) -> int:
+        return (self.mask + 1) * (_SLOT_BYTES + (_STAMP_BYTES if self.stamps is not None else 0))
 
     def snapshot(self) -> tuple[Any, ...]:
         """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
@@ -769,7 +875,7 @@ class TopicLog:
                 self.created_at,
                 self.last_activity,
                 self.head,
-                self.held_bytes,
+                self.held_bytes + self._ring_bytes(),
                 max(0.0, wall - self.last_activity),
                 self.lagged,
                 self.redelivered,
@@ -1010,14 +1116,27 @@ class BrokerCore:
         if threshold is None:
             raise TypeError("idle must be a number of seconds, not None")
         removed = []
-        for name, log in list(self._topics.items()):
-            snap = log.snapshot()
-            if snap[2] == 0 and snap[12] > threshold and self._remove(name) is not None:
-                removed.append(name)
-        return removed
+        # checked and taken out of the table in one step under the broker lock: a subscriber
+        # attaching meanwhile either comes first (the topic stays) or meets a closed topic and
+        # subscribes to a new one
+        with self._lock:
+            for name, log in list(self._topics.items()):
+                if log.close_if_idle(threshold):
+                    del self._topics[name]
+                    self._pull.pop(name, None)
+                    for key in [key for key in self._groups if key[0] == name]:
+                        del self._groups[key]
+                    removed.append(log)
+        for log in removed:
+            log.close()
+            with self._lock:
+                self._retire(log)
+        return [log.name for log in removed]
 
     def consume(self, name: str) -> Message | None:
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
+        if self._state == STOPPED:  # force_shutdown dropped the topics
+            raise _error("BrokerShutdown")
         log = self._existing(name)
         cursor = self._pull.get(name)
         if cursor is None:
@@ -1101,14 +1220,16 @@ class BrokerCore:
             log.wake_waiters()
 
     def force_shutdown(self) -> None:
-        """Stop at once: drop every held message and wake every waiter with BrokerShutdown."""
+        """Stop at once: drop every topic, with its held messages, and wake every waiter with
+        BrokerShutdown (the counters of the dropped topics stay in the statistics)."""
         with self._lock:
-            self._state = STOPPED
+            self._state = STOPPED  # from now on no topic is created
             logs = list(self._topics.values())
         self._wake_shutdown_waiters()
         for log in logs:
             log.stop_accepting()
-            log.clear()
+        for log in logs:
+            self._remove(log.name)
 
     def _snapshot(self) -> tuple[Any, ...]:
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
@@ -1324,14 +1445,34 @@ class SubscriberCore:
         """Leave every topic; called by the finalizer of a subscriber dropped without close().
 
         Python code allocates everywhere, so a collection can run this finalizer while this
-        very thread holds a topic lock: detaching here could deadlock. The cursors are handed
-        to the broker, which detaches them at its next call (before anything could observe
-        them).
+        very thread holds a topic lock: detaching then would deadlock. A topic whose lock is
+        free is left at once (this thread does not hold it, and takes nothing else while
+        leaving); the other cursors are handed to the broker and a short-lived thread detaches
+        them as soon as their topic's lock is free, so blocked publishers and a draining
+        shutdown never wait for a broker call.
         """
         broker = getattr(self, "broker", None)
-        if broker is not None:  # None when the constructor refused its arguments
-            broker._orphans.extend(self._topics.values())
-            self._topics = {}
+        if broker is None:  # the constructor refused its arguments
+            return
+        cursors = list(self._topics.values())
+        self._topics = {}
+        self._cursors = ()
+        deferred = False
+        for cursor in cursors:
+            lock = cursor.log.lock
+            if lock.acquire(blocking=False):
+                lock.release()
+                _leave(cursor)
+            else:
+                broker._orphans.append(cursor)
+                deferred = True
+        if deferred:
+            try:
+                threading.Thread(
+                    target=broker._detach_orphans, name="kincir-release", daemon=True
+                ).start()
+            except RuntimeError:  # interpreter shutdown: the broker's next call detaches them
+                pass
 
     def _wake_receivers(self) -> None:
         """Wake this subscriber's waiting receives to look at its subscriptions again."""
@@ -1441,8 +1582,9 @@ class SubscriberCore:
         return got[0] if got else None
 
     def try_receive_batch(self, max_messages: int) -> list[Message]:
-        """Up to ``max_messages`` ready messages (possibly none)."""
-        return self._take(_check_count(max_messages, "max_messages"))
+        """Up to ``max_messages`` ready messages (possibly none; none at once for 0)."""
+        limit = _check_batch_size(max_messages, "max_messages")
+        return self._take(limit) if limit else []
 
     def _register(self, waiter: Any) -> tuple[Cursor, ...]:
         cursors = self._cursors
@@ -1450,12 +1592,12 @@ class SubscriberCore:
         if self._patterned:  # may have no topic to wake it at shutdown
             self.broker._add_shutdown_waiter(waiter)
         for cursor in cursors:
-            cursor.log.add_waiter(waiter)
+            cursor.log.add_waiter(waiter, cursor)
         return cursors
 
     def _unregister(self, waiter: Any, cursors: tuple[Cursor, ...]) -> None:
         for cursor in cursors:
-            cursor.log.remove_waiter(waiter)
+            cursor.log.remove_waiter(waiter, cursor)
         if self.broker._shutdown_waiters:
             self.broker._remove_shutdown_waiter(waiter)
         try:
@@ -1486,11 +1628,11 @@ class SubscriberCore:
                     if remaining <= 0:
                         raise TimeoutError(f"no message arrived within {seconds} seconds")
                 waiter.wait(remaining)
+                got = self._take(limit)  # before unregistering: a group member hands on after
+                if got:
+                    return got
             finally:
                 self._unregister(waiter, cursors)
-            got = self._take(limit)
-            if got:
-                return got
 
     async def receive(self, timeout: Any = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
@@ -1515,19 +1657,24 @@ class SubscriberCore:
                 if got:
                     return got
                 await future
+                got = self._take(limit)  # before unregistering: a group member hands on after
+                if got:
+                    return got
             finally:
                 self._unregister(waiter, cursors)
-            got = self._take(limit)
-            if got:
-                return got
 
     def receive_sync(self, timeout: Any = None) -> Message:
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
         return self._receive_blocking(1, timeout)[0]
 
     def receive_batch_sync(self, max_messages: int, timeout: Any = None) -> list[Message]:
-        """Block until at least one message is ready, then return up to ``max_messages``."""
-        return self._receive_blocking(_check_count(max_messages, "max_messages"), timeout)
+        """Block until at least one message is ready, then return up to ``max_messages``
+        (0: an empty batch at once)."""
+        limit = _check_batch_size(max_messages, "max_messages")
+        if not limit:
+            _check_timeout(timeout)
+            return []
+        return self._receive_blocking(limit, timeout)
 
 
 def check_timeout(timeout: Any) -> float | None:
@@ -1538,3 +1685,8 @@ def check_timeout(timeout: Any) -> float | None:
 def check_count(value: Any, name: str) -> int:
     """Validate a positive count argument."""
     return _check_count(value, name)
+
+
+def check_batch_size(value: Any, name: str) -> int:
+    """Validate a batch receive's size (>= 0; 0 asks for an empty batch)."""
+    return _check_batch_size(value, name)

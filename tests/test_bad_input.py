@@ -210,7 +210,13 @@ CASES = [
     ("try_receive_batch-float", TypeError, "max_messages", lambda s: s.sub.try_receive_batch(2.0)),
     ("try_receive_batch-bool", TypeError, "max_messages", lambda s: s.sub.try_receive_batch(True)),
     ("try_receive_batch-none", TypeError, "max_messages", lambda s: s.sub.try_receive_batch(None)),
-    ("try_receive_batch-zero", ValueError, "max_messages", lambda s: s.sub.try_receive_batch(0)),
+    # a size of 0 returns [] at once (seed parity, tests/test_log_engine.py); negatives are refused
+    (
+        "try_receive_batch-negative-one",
+        ValueError,
+        "max_messages",
+        lambda s: s.sub.try_receive_batch(-1),
+    ),
     (
         "try_receive_batch-negative",
         ValueError,
@@ -239,7 +245,12 @@ CASES = [
         lambda s: s.sub.receive_sync(timeout=math.nan),
     ),
     ("receive_batch_sync-str", TypeError, "max_messages", lambda s: s.sub.receive_batch_sync("3")),
-    ("receive_batch_sync-zero", ValueError, "max_messages", lambda s: s.sub.receive_batch_sync(0)),
+    (
+        "receive_batch_sync-negative",
+        ValueError,
+        "max_messages",
+        lambda s: s.sub.receive_batch_sync(-1),
+    ),
     (
         "receive_batch_sync-negative-timeout",
         ValueError,
@@ -256,7 +267,7 @@ CASES = [
     ("receive-negative-timeout", ValueError, "timeout", aio(lambda s: s.sub.receive(timeout=-1))),
     ("receive-nan-timeout", ValueError, "timeout", aio(lambda s: s.sub.receive(timeout=math.nan))),
     ("receive_batch-str", TypeError, "max_messages", aio(lambda s: s.sub.receive_batch("3"))),
-    ("receive_batch-zero", ValueError, "max_messages", aio(lambda s: s.sub.receive_batch(0))),
+    ("receive_batch-negative", ValueError, "max_messages", aio(lambda s: s.sub.receive_batch(-1))),
     (
         "receive_batch-negative-timeout",
         ValueError,

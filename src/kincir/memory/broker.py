@@ -512,9 +512,13 @@ class InMemorySubscriber(SubscriberCore):
             return await self._wait_async(limit)
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
-        """Wait for at least one message, then return up to ``max_messages`` without waiting."""
-        limit = kincir_core.check_count(max_messages, "max_messages")
-        return await self._receive_async(limit, kincir_core.check_timeout(timeout))
+        """Wait for at least one message, then return up to ``max_messages`` without waiting
+        (0: an empty batch at once)."""
+        limit = kincir_core.check_batch_size(max_messages, "max_messages")
+        seconds = kincir_core.check_timeout(timeout)
+        if not limit:
+            return []
+        return await self._receive_async(limit, seconds)
 
     def messages_lagged(self) -> int:
         """Messages this subscriber's live subscriptions lost to the drop_oldest policy while

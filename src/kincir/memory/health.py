@@ -43,7 +43,7 @@ class TopicInfo:
     total_dropped: int = 0
     #: Publishes refused with QueueFull.
     queue_full_errors: int = 0
-    #: Estimated bytes the held messages occupy.
+    #: Estimated bytes the held messages and the topic's allocated ring occupy.
     memory_usage_estimate: int = 0
     #: (reader, message) pairs lost by readers that were behind, to the drop_oldest policy.
     total_lagged: int = 0

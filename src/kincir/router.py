@@ -55,6 +55,22 @@ class _Interrupted(Exception):
     """stop() interrupted a worker waiting for room on the output topic (nothing published)."""
 
 
+class _PublishWatch:
+    """The output publish of one asyncio worker, looked at every tick by a loop timer (one timer
+    per worker, not one per message): while the publish waits for room the timer restarts the
+    input message's ack deadline, and once stop() is called it cancels the wait."""
+
+    __slots__ = ("handle", "interrupting", "publishing", "sub", "task", "timer")
+
+    def __init__(self, sub: Any, task: asyncio.Task[Any]) -> None:
+        self.sub = sub
+        self.task = task
+        self.handle: AckHandle | None = None
+        self.publishing = False
+        self.interrupting = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class AckStrategy(enum.Enum):
     """How a router settles each input message."""
 
@@ -501,8 +517,17 @@ class Router:
             runner = self._local.__dict__.get("runner")
             if runner is None:
                 runner = self._local.runner = asyncio.Runner()
-            runner.run(self._publish_when_room(sub, handle, topic, outputs))
+            runner.run(self._publish_watched(sub, handle, topic, outputs))
         self._count("published", len(outputs))
+
+    async def _publish_watched(
+        self, sub: Any, handle: AckHandle | None, topic: str, outputs: list[Any]
+    ) -> None:
+        watch = self._watch(sub)
+        try:
+            await self._publish_async(watch, handle, topic, outputs)
+        finally:
+            self._unwatch(watch)
 
     def _waits_for_room(self, topic: str, count: int) -> bool:
         """Whether a QueueFull from ``topic`` was a wait for room under the ``block`` policy (not
@@ -514,23 +539,43 @@ class Router:
         capacity = info.max_queue_size
         return info.overflow == "block" and (capacity is None or count <= capacity)
 
-    async def _publish_when_room(
-        self, sub: Any, handle: AckHandle | None, topic: str, outputs: list[Any]
-    ) -> None:
-        """Publish, waiting for room; every tick of the wait restarts the input's ack deadline
-        (it is handled: not to be redelivered while its outputs wait). _Interrupted if stop()
-        is called first."""
-        while True:
-            try:
-                # a publish given up at its timeout has published nothing
-                async with asyncio.timeout(self._tick):
-                    await self._publisher.publish(topic, outputs)
-                return
-            except TimeoutError:
-                pass
+    def _watch(self, sub: Any) -> _PublishWatch:
+        """Start watching the output publishes of the current task."""
+        watch = _PublishWatch(sub, asyncio.current_task())  # type: ignore[arg-type]
+        watch.timer = asyncio.get_running_loop().call_later(self._tick, self._look, watch)
+        return watch
+
+    def _unwatch(self, watch: _PublishWatch) -> None:
+        if watch.timer is not None:
+            watch.timer.cancel()
+
+    def _look(self, watch: _PublishWatch) -> None:
+        """A tick: the task runs no code now, so a publish in progress is waiting for room."""
+        if watch.publishing:
             if self._stopping.is_set():
-                raise _Interrupted
-            handle = self._hold(sub, handle)
+                if not watch.interrupting:
+                    watch.interrupting = True
+                    watch.task.cancel()
+            else:
+                # the message is handled: not to be redelivered while its outputs wait
+                watch.handle = self._hold(watch.sub, watch.handle)
+        watch.timer = asyncio.get_running_loop().call_later(self._tick, self._look, watch)
+
+    async def _publish_async(
+        self, watch: _PublishWatch, handle: AckHandle | None, topic: str, outputs: list[Any]
+    ) -> None:
+        """Publish, waiting for room under ``watch`` (_Interrupted if stop() is called first)."""
+        watch.handle = handle
+        watch.publishing = True
+        try:
+            await self._publisher.publish(topic, outputs)
+        except asyncio.CancelledError:
+            # a publish cancelled while it waits has published nothing
+            if not watch.interrupting or watch.task.uncancel() > 0:
+                raise  # cancelled from outside
+            raise _Interrupted from None
+        finally:
+            watch.publishing = False
 
     def _hold(self, sub: Any, handle: AckHandle | None) -> AckHandle | None:
         """Restart ``handle``'s ack deadline; None when there is nothing to hold (NEVER_ACK, or
@@ -577,6 +622,13 @@ class Router:
         )
 
     async def _work_async(self, sub: Any) -> None:
+        watch = self._watch(sub)
+        try:
+            await self._work_async_loop(sub, watch)
+        finally:
+            self._unwatch(watch)
+
+    async def _work_async_loop(self, sub: Any, watch: _PublishWatch) -> None:
         while not self._stopping.is_set():
             try:
                 got = await sub.receive_with_ack(timeout=_POLL)
@@ -606,7 +658,7 @@ class Router:
                     outputs = _outputs(result)
                     if outputs:
                         topic = self._output_topic()
-                        await self._publish_when_room(sub, handle, topic, outputs)
+                        await self._publish_async(watch, handle, topic, outputs)
                         self._count("published", len(outputs))
                     ok = True
             except _Interrupted:

@@ -143,6 +143,26 @@ def test_a_sync_handler_under_run_is_woken_too(k):
     assert drain(out) == [b"a"]
 
 
+def test_cancelling_run_while_the_output_is_full_still_cancels(k):
+    broker, out = full_output(k)
+    handler = Recorder()
+    router = k.Router(broker, "in", "out", handler.handle_async)
+
+    async def stage():
+        task = asyncio.create_task(router.run())
+        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
+        while handler.count() < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)  # a few ticks of the wait for room
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+
+    k.run(stage())
+    assert not router.is_running()
+    assert drain(out) == [b"a"]
+
+
 def test_a_stop_never_counts_as_a_failed_delivery(k):
     # the message handed back by a stop is redelivered even on its last allowed delivery:
     # stopping is not a failure, so it is neither dead-lettered nor dropped

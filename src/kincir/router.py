@@ -10,6 +10,13 @@ a processing timeout never stops the router: the message is nacked (redelivered,
 Workers are threads for a plain handler (``start()``/``stop()``) and asyncio tasks for a
 coroutine handler (``await run()``; ``start()`` also works, running the tasks on a loop of its
 own thread). A plain handler under ``run()`` runs in the loop's default executor.
+
+Backpressure: a worker whose output topic is full (``block`` policy) waits for room, and while it
+waits it restarts the input message's ack deadline (``extend_deadline``): a handled message whose
+output waits is not unacked work, so it is not redelivered meanwhile. ``stop()`` interrupts that
+wait: nothing of the message's outputs is published (a batch publish is all or nothing) and the
+message goes back to the router's group unsettled, as when a member leaves: it is redelivered to
+another member, or to this router when it starts again, and never counts as a failed delivery.
 """
 
 from __future__ import annotations
@@ -35,13 +42,33 @@ from .memory.broker import (
     InMemoryPublisher,
     InMemorySubscriber,
 )
-from .memory.errors import AckError, BrokerShutdown, NotSubscribed
+from .memory.errors import AckError, BrokerShutdown, NotSubscribed, QueueFull, TopicNotFound
 from .memory.patterns import compile_pattern, is_pattern
 
 __all__ = ["AckStrategy", "Delivery", "Router", "RouterStats"]
 
 _log = logging.getLogger("kincir.router")
 _POLL = 0.05  # how often an idle worker looks at the stop flag, in seconds
+
+
+class _Interrupted(Exception):
+    """stop() interrupted a worker waiting for room on the output topic (nothing published)."""
+
+
+class _PublishWatch:
+    """The output publish of one asyncio worker, looked at every tick by a loop timer (one timer
+    per worker, not one per message): while the publish waits for room the timer restarts the
+    input message's ack deadline, and once stop() is called it cancels the wait."""
+
+    __slots__ = ("handle", "interrupting", "publishing", "sub", "task", "timer")
+
+    def __init__(self, sub: Any, task: asyncio.Task[Any]) -> None:
+        self.sub = sub
+        self.task = task
+        self.handle: AckHandle | None = None
+        self.publishing = False
+        self.interrupting = False
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class AckStrategy(enum.Enum):
@@ -200,6 +227,12 @@ class Router:
             else [_PlainMember(broker, self.group) for _ in range(concurrency)]
         )
         self._max_deliveries = max_deliveries
+        # how often a worker waiting for room on the output looks at the stop flag and restarts
+        # its message's ack deadline: at least four times per ack timeout
+        first = self._subscribers[0]
+        self._tick = (
+            min(_POLL, first.ack_timeout / 4) if isinstance(first, InMemoryAckSubscriber) else _POLL
+        )
         self._publisher = InMemoryPublisher(broker)
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(
@@ -218,6 +251,7 @@ class Router:
         self._busy_time = 0.0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._local = threading.local()  # a thread worker's asyncio.Runner, made on first need
         self._running = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -288,7 +322,12 @@ class Router:
         """Stop taking messages; each worker finishes (publishes and settles) the message it is
         handling, then ends. Waits up to ``timeout`` seconds for the threads started by
         ``start()``; returns True if they all ended. Messages not yet taken stay in the input
-        topic for the router's group."""
+        topic for the router's group.
+
+        A worker waiting for room on a full output topic stops waiting at once: that message's
+        outputs are not published and the message goes back to the group unsettled (redelivered
+        to another member, or when the router starts again; not a failed delivery). So only a
+        handler still running can keep ``stop()`` (and leaving ``with router:``) waiting."""
         self._stopping.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
@@ -330,6 +369,8 @@ class Router:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # waits for the handlers in progress (bounded by processing_timeout when set); a worker
+        # waiting for room on its output gives its message back at once
         self.stop()
 
     # -- stats ----------------------------------------------------------------------------------
@@ -404,6 +445,14 @@ class Router:
             return None
 
     def _work_sync(self, sub: Any) -> None:
+        try:
+            self._work_sync_loop(sub)
+        finally:
+            runner = self._local.__dict__.pop("runner", None)
+            if runner is not None:
+                runner.close()
+
+    def _work_sync_loop(self, sub: Any) -> None:
         while not self._stopping.is_set():
             try:
                 got = self._next_sync(sub)
@@ -412,6 +461,9 @@ class Router:
             if got is None:
                 continue
             msg, handle = got
+            if handle is not None and self._stopping.is_set():
+                self._hand_back(sub, msg, handle)  # taken as stop() began: not handled
+                return
             start = time.perf_counter()
             ok = timed_out = False
             try:
@@ -425,8 +477,11 @@ class Router:
                 else:
                     result = self._handler(*self._args(sub, msg, handle))
                 if not timed_out:
-                    self._publish_sync(_outputs(result))
+                    self._publish_sync(sub, handle, _outputs(result))
                     ok = True
+            except _Interrupted:
+                self._interrupted(sub, msg, handle, time.perf_counter() - start)
+                return
             except Exception:
                 _log.exception(
                     "router handler failed on message %s (topic %r, sequence %s)",
@@ -438,15 +493,142 @@ class Router:
                 self._log_timeout(msg)
             self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
 
-    def _publish_sync(self, outputs: list[Any]) -> None:
-        if not outputs:
-            return
+    def _output_topic(self) -> str:
         if self.output_topic is None:
             raise ValueError("the handler returned messages but the router has no output topic")
-        self._publisher.publish_sync(self.output_topic, outputs)
+        return self.output_topic
+
+    def _publish_sync(self, sub: Any, handle: AckHandle | None, outputs: list[Any]) -> None:
+        """Publish a handled message's outputs from a worker thread (_Interrupted: stop() was
+        called while they waited for room)."""
+        if not outputs:
+            return
+        topic = self._output_topic()
+        try:
+            self._publisher.publish_sync(topic, outputs, timeout=self._tick)
+        except QueueFull:
+            if not self._waits_for_room(topic, len(outputs)):
+                raise
+            # A publish_sync blocked for room cannot be woken by stop(); the async publish can
+            # be given up, so the wait goes on in this thread's own event loop.
+            handle = self._hold(sub, handle)
+            if self._stopping.is_set():
+                raise _Interrupted from None
+            runner = self._local.__dict__.get("runner")
+            if runner is None:
+                runner = self._local.runner = asyncio.Runner()
+            runner.run(self._publish_watched(sub, handle, topic, outputs))
         self._count("published", len(outputs))
 
+    async def _publish_watched(
+        self, sub: Any, handle: AckHandle | None, topic: str, outputs: list[Any]
+    ) -> None:
+        watch = self._watch(sub)
+        try:
+            await self._publish_async(watch, handle, topic, outputs)
+        finally:
+            self._unwatch(watch)
+
+    def _waits_for_room(self, topic: str, count: int) -> bool:
+        """Whether a QueueFull from ``topic`` was a wait for room under the ``block`` policy (not
+        a refusal: another policy, or a batch larger than the capacity)."""
+        try:
+            info = self._broker.topic_info(topic)
+        except TopicNotFound:
+            return False
+        capacity = info.max_queue_size
+        return info.overflow == "block" and (capacity is None or count <= capacity)
+
+    def _watch(self, sub: Any) -> _PublishWatch:
+        """Start watching the output publishes of the current task."""
+        watch = _PublishWatch(sub, asyncio.current_task())  # type: ignore[arg-type]
+        watch.timer = asyncio.get_running_loop().call_later(self._tick, self._look, watch)
+        return watch
+
+    def _unwatch(self, watch: _PublishWatch) -> None:
+        if watch.timer is not None:
+            watch.timer.cancel()
+
+    def _look(self, watch: _PublishWatch) -> None:
+        """A tick: the task runs no code now, so a publish in progress is waiting for room."""
+        if watch.publishing:
+            if self._stopping.is_set():
+                if not watch.interrupting:
+                    watch.interrupting = True
+                    watch.task.cancel()
+            else:
+                # the message is handled: not to be redelivered while its outputs wait
+                watch.handle = self._hold(watch.sub, watch.handle)
+        watch.timer = asyncio.get_running_loop().call_later(self._tick, self._look, watch)
+
+    async def _publish_async(
+        self, watch: _PublishWatch, handle: AckHandle | None, topic: str, outputs: list[Any]
+    ) -> None:
+        """Publish, waiting for room under ``watch`` (_Interrupted if stop() is called first)."""
+        watch.handle = handle
+        watch.publishing = True
+        try:
+            await self._publisher.publish(topic, outputs)
+        except asyncio.CancelledError:
+            # a publish cancelled while it waits has published nothing
+            if not watch.interrupting or watch.task.uncancel() > 0:
+                raise  # cancelled from outside
+            raise _Interrupted from None
+        finally:
+            watch.publishing = False
+
+    def _hold(self, sub: Any, handle: AckHandle | None) -> AckHandle | None:
+        """Restart ``handle``'s ack deadline; None when there is nothing to hold (NEVER_ACK, or
+        the message was settled by a MANUAL handler or taken back for redelivery)."""
+        if handle is None:
+            return None
+        try:
+            sub.extend_deadline(handle)
+        except AckError:
+            return None
+        return handle
+
+    def _interrupted(
+        self, sub: Any, msg: Message, handle: AckHandle | None, elapsed: float
+    ) -> None:
+        """stop() interrupted the wait for room of ``msg``'s outputs: none were published."""
+        with self._lock:
+            self._counts["processed"] += 1
+            self._counts["succeeded"] += 1
+            self._busy_time += elapsed
+        self._hand_back(sub, msg, handle)
+
+    def _hand_back(self, sub: Any, msg: Message, handle: AckHandle | None) -> None:
+        """The worker ends without finishing ``msg``: it goes back to the router's group
+        unsettled, as when a member leaves (no delivery counted as failed); the worker's
+        subscriber leaves the input topic, and ``start()`` subscribes it again."""
+        if self._hold(sub, handle) is None:
+            _log.warning(
+                "router stopped: the outputs of message %s (topic %r, sequence %s) are dropped "
+                "unpublished, and the router does not hold the message to redeliver it (%s)",
+                msg.uuid,
+                msg.topic,
+                msg.sequence,
+                "NEVER_ACK" if handle is None else "settled, or taken back for redelivery",
+            )
+            return
+        sub.unsubscribe()
+        _log.info(
+            "router stopped: message %s (topic %r, sequence %s) goes back to group %r unsettled",
+            msg.uuid,
+            msg.topic,
+            msg.sequence,
+            self.group,
+        )
+
     async def _work_async(self, sub: Any) -> None:
+        watch = self._watch(sub)
+        try:
+            await self._work_async_loop(sub, watch)
+        finally:
+            self._unwatch(watch)
+
+    async def _work_async_loop(self, sub: Any, watch: _PublishWatch) -> None:
         while not self._stopping.is_set():
             try:
                 got = await sub.receive_with_ack(timeout=_POLL)
@@ -455,6 +637,9 @@ class Router:
             except (BrokerShutdown, NotSubscribed):
                 return
             msg, handle = got
+            if handle is not None and self._stopping.is_set():
+                self._hand_back(sub, msg, handle)  # taken as stop() began: not handled
+                return
             start = time.perf_counter()
             ok = timed_out = False
             try:
@@ -472,13 +657,13 @@ class Router:
                 if not timed_out:
                     outputs = _outputs(result)
                     if outputs:
-                        if self.output_topic is None:
-                            raise ValueError(
-                                "the handler returned messages but the router has no output topic"
-                            )
-                        await self._publisher.publish(self.output_topic, outputs)
+                        topic = self._output_topic()
+                        await self._publish_async(watch, handle, topic, outputs)
                         self._count("published", len(outputs))
                     ok = True
+            except _Interrupted:
+                self._interrupted(sub, msg, handle, time.perf_counter() - start)
+                return
             except Exception:
                 _log.exception(
                     "router handler failed on message %s (topic %r, sequence %s)",

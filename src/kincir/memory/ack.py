@@ -595,6 +595,20 @@ class AckMixin:
         self._settle((handle,), ack=False, requeue=_flag(requeue))
         return DONE
 
+    def extend_deadline(self, handle: AckHandle) -> Completed[None]:
+        """The message is still being worked on: restart its ack deadline, so it is not
+        redelivered for another ``ack_timeout`` seconds from now. AckError for a settled or
+        foreign handle, or one whose message was already taken back for redelivery."""
+        if type(handle) is not AckHandle:
+            raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
+        state = handle._state
+        with state.lock:
+            rec = state._check(handle, self._ack_owner)
+            rec.deadline = kincir_core.monotonic() + rec.timeout
+            # its bucket holds one timeout's deliveries in deadline order: now due last
+            state.owned[rec.timeout].move_to_end(rec.token)
+        return DONE
+
     def ack_batch(self, handles: Iterable[AckHandle]) -> Completed[None]:
         """Ack several handles; if one is settled or foreign, none of its topic's are acked."""
         self._settle(handles, ack=True, requeue=False)

@@ -180,6 +180,17 @@ def _namespace(impl: str) -> types.SimpleNamespace:
     return ns
 
 
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Switch threads as often as CPython allows for the test, to shake thread schedules."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
 @pytest.fixture(autouse=True)
 def _engine_clock() -> Iterator[None]:
     """Tests may step the engines' clocks (TTL, ack deadlines); every test starts on real time."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 import threading
 import time
 
@@ -257,6 +256,7 @@ def test_drop_oldest_oversized_batch_without_readers_is_numbered_too(k):
 # -- cleanup_idle_topics ------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fast_switching")
 def test_cleanup_idle_topics_never_takes_a_subscription_attaching_meanwhile(k):
     # A race, provoked by switching threads every few microseconds: before the fix the twin
     # lost a few dozen of ~2000 subscriptions a second (the compiled engine's window was too
@@ -270,25 +270,20 @@ def test_cleanup_idle_topics_never_takes_a_subscription_attaching_meanwhile(k):
             broker.cleanup_idle_topics(0)
             passes[0] += 1
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-6)
-    try:
-        worker = k.spawn(cleaner)
-        lost = 0
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            sub = k.InMemorySubscriber(broker)
-            sub.subscribe("t")
-            seen = passes[0]
-            while passes[0] < seen + 2 and worker.is_alive():
-                time.sleep(0)
-            if not sub.is_subscribed():
-                lost += 1
-            sub.close()
-        stop.set()
-        worker.join()
-    finally:
-        sys.setswitchinterval(old)
+    worker = k.spawn(cleaner)
+    lost = 0
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        sub = k.InMemorySubscriber(broker)
+        sub.subscribe("t")
+        seen = passes[0]
+        while passes[0] < seen + 2 and worker.is_alive():
+            time.sleep(0)
+        if not sub.is_subscribed():
+            lost += 1
+        sub.close()
+    stop.set()
+    worker.join()
     assert lost == 0
 
 

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Switch threads as often as CPython allows, to interleave creators and publishers."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 class _PublishWhenCreated(logging.Handler):

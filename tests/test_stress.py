@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -78,17 +77,6 @@ def size(k: Any, request: pytest.FixtureRequest) -> Size:
         total //= TWIN_DIVISOR
     seed = random.randrange(1 << 30)
     return Size(total=total, hang=60.0 + total / 500, seed=seed)
-
-
-@pytest.fixture
-def shaky() -> Iterator[None]:
-    """Switch threads as often as CPython allows, for the duration of the test."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -652,7 +640,7 @@ async def consume_async(sub: Any, reader: Reader, done: threading.Event, seed: i
 # -- the scenarios ------------------------------------------------------------------------------
 
 
-def test_threads_fan_out_and_group_under_block(k: Any, size: Size, shaky: None) -> None:
+def test_threads_fan_out_and_group_under_block(k: Any, size: Size, fast_switching: None) -> None:
     """(a) 4 producer threads; 2 fan-out subscribers and a 3-member group on threads; capacity 64
     under ``block``: each fan-out subscriber gets every message once, in per-producer order, and
     the group collectively gets each once."""
@@ -688,7 +676,9 @@ def test_threads_fan_out_and_group_under_block(k: Any, size: Size, shaky: None) 
     history.check(broker)
 
 
-def test_asyncio_tasks_with_timeouts_and_cancellation(k: Any, size: Size, shaky: None) -> None:
+def test_asyncio_tasks_with_timeouts_and_cancellation(
+    k: Any, size: Size, fast_switching: None
+) -> None:
     """(b) One loop: 4 producer tasks (publishes raced by ``wait_for``), 2 fan-out subscribers
     and a 3-member group read by tasks whose receives time out and are cancelled at random:
     nothing lost, nothing duplicated, nothing published twice."""
@@ -730,7 +720,7 @@ def test_asyncio_tasks_with_timeouts_and_cancellation(k: Any, size: Size, shaky:
     assert outcomes["cancelled"] > 0 and outcomes["received"] > 0, outcomes
 
 
-def test_threads_and_two_event_loops(k: Any, size: Size, shaky: None) -> None:
+def test_threads_and_two_event_loops(k: Any, size: Size, fast_switching: None) -> None:
     """(c) Over two topics: 3 producer threads and a producer task; consumers on two event loops
     in their own threads (a fan-out subscriber and a group member on each) and on blocking
     threads (a fan-out subscriber and a group member). Publishes from threads wake the loops."""
@@ -790,7 +780,7 @@ def test_threads_and_two_event_loops(k: Any, size: Size, shaky: None) -> None:
     history.check(broker)
 
 
-def test_acknowledging_group_with_random_nacks(k: Any, size: Size, shaky: None) -> None:
+def test_acknowledging_group_with_random_nacks(k: Any, size: Size, fast_switching: None) -> None:
     """(d) 2 producer threads; an acknowledging group of 3 (two threads, one asyncio task)
     settles in random batches, nacking ~20% and abandoning a few deliveries to their ack
     deadline: every message is acked exactly once, every nack and every missed deadline is

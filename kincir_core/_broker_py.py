@@ -198,7 +198,8 @@ class Cursor:
     """One reader's position in a topic log: the sequence number it reads next.
 
     An acknowledging reader also has a ``floor``, its oldest unsettled sequence: the log holds
-    slots from there, so in-flight messages keep their slot.
+    slots from there, so in-flight messages keep their slot; ``unsettled`` counts its messages
+    in flight, which (not the span from the floor) count against the topic's capacity.
     """
 
     __slots__ = (
@@ -214,6 +215,7 @@ class Cursor:
         "log",
         "members",
         "pos",
+        "unsettled",
     )
 
     def __init__(
@@ -230,6 +232,7 @@ class Cursor:
         self.expired = 0
         self.dropped = 0
         self.lagged = 0
+        self.unsettled = 0
         self.attached = False
 
     def tracked(self) -> int:
@@ -240,10 +243,11 @@ class Cursor:
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
         return self.log.take(self, limit)
 
-    def settle(self, floor: int, count: int) -> None:
-        """An acknowledging reader settled ``count`` messages: ``floor`` is its oldest unsettled
-        sequence (0: none is left)."""
-        self.log.settle(self, floor, count)
+    def settle(self, floor: int, count: int, consumed: int = 0) -> int:
+        """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
+        ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
+        Returns the floor the log holds from (it may have dropped slots meanwhile)."""
+        return self.log.settle(self, floor, count, consumed)
 
     def counts(self) -> tuple[int, int, int, int]:
         """(delivered, expired, dropped, lagged) for this reader."""
@@ -338,6 +342,23 @@ class TopicLog:
         size = self.mask + 1
         if size > 1024 and (self.head - self.tail) * 8 < size:
             self._resize(size // 2)
+
+    def _held(self) -> int:
+        """Messages held against the capacity: the most any reader holds, unread plus in flight
+        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
+        no reader, every message the log holds."""
+        if not self.cursors:
+            return self.head - self.tail
+        return max(
+            self.head - c.pos + (min(c.unsettled, c.pos - c.floor) if c.acking else 0)
+            for c in self.cursors
+        )
+
+    def _queued(self) -> int:
+        """Messages not yet read by the reader furthest behind (all held ones: no reader)."""
+        if not self.cursors:
+            return self.head - self.tail
+        return self.head - min(c.pos for c in self.cursors)
 
     def _recompute_tail(self) -> None:
         cursors = self.cursors
@@ -453,7 +474,7 @@ class TopicLog:
             if capacity is not None and held + count > capacity:
                 if self.ttl is not None:
                     self._expire(now)
-                    held = self.head - self.tail
+                held = self._held()
                 if held + count > capacity:
                     if self.overflow == OVERFLOW_DROP_NEWEST:
                         keep = max(0, capacity - held)
@@ -465,14 +486,16 @@ class TopicLog:
                         if count > capacity:  # the batch alone overflows: its start goes
                             self.dropped += count - capacity
                             stamped = stamped[count - capacity :]
-                        self._drop_oldest(held + len(stamped) - capacity)
-                        held = self.head - self.tail
+                        # the oldest slots go: acked ones behind an in-flight message free
+                        # nothing, so count them too
+                        self._drop_oldest(self.head - self.tail + len(stamped) - capacity)
                     elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
                         return True
                     else:
                         self.queue_full += 1
                         raise _error("QueueFull", self.name, capacity)
                     count = len(stamped)
+                held = self.head - self.tail
             if held + count > self.mask + 1:
                 size = self.mask + 1
                 while size < held + count:
@@ -511,7 +534,7 @@ class TopicLog:
                     and self.accepting
                     and self.overflow == OVERFLOW_BLOCK
                     and self.capacity is not None
-                    and self.head - self.tail + count > self.capacity
+                    and self._held() + count > self.capacity
                 ):
                     self.room_waiters.append(waiter)
                     return True
@@ -549,19 +572,27 @@ class TopicLog:
             self.dead_lettered += dead_lettered
             self.dropped += dropped
             self.expired += expired
+            self.delivered += dead_lettered  # settled out of the topic: consumed
             self.in_flight = max(0, self.in_flight + in_flight)
 
-    def settle(self, cursor: Cursor, floor: int, count: int) -> None:
+    def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
         with self.lock:
             self.in_flight = max(0, self.in_flight - count)
+            cursor.unsettled = max(0, cursor.unsettled - count)
+            cursor.delivered += consumed
+            self.delivered += consumed
+            if self.room_waiters and count:  # an in-flight message no longer counts
+                self.room_freed = True
             if cursor.attached and cursor.acking:
                 new = floor if floor and floor < cursor.pos else cursor.pos
                 if new > cursor.floor:
                     old = cursor.floor
                     cursor.floor = new
                     self._moved(old)
+            held_from = cursor.floor
         if self.room_freed:
             self._wake_room()
+        return held_from
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -588,11 +619,12 @@ class TopicLog:
             mask = self.mask
             out: list[Message] = [ring[seq & mask] for seq in range(old, end)]  # type: ignore[misc]
             cursor.pos = end
-            cursor.delivered += end - old
-            self.delivered += end - old
             if not cursor.acking:
+                cursor.delivered += end - old
+                self.delivered += end - old
                 self._moved(old)
-            else:  # its floor stays: the messages are in flight until settled
+            else:  # its floor stays: in flight (not consumed) until settled
+                cursor.unsettled += end - old
                 self.in_flight += end - old
             return out
 
@@ -707,7 +739,7 @@ class TopicLog:
     def clear(self) -> int:
         """Drop every held message (each reader's unread ones counted as dropped)."""
         with self.lock:
-            held = self.head - self.tail
+            held = self._held()
             for cursor in self.cursors:
                 lost = self.head - cursor.pos
                 cursor.dropped += lost
@@ -757,7 +789,7 @@ class TopicLog:
             wall = time.time()
             return (
                 self.name,
-                self.head - self.tail,
+                self._queued(),
                 self.subscriber_count(),
                 self.published,
                 self.delivered,

@@ -185,3 +185,117 @@ def test_a_refused_dead_letter_is_dropped_and_counted_without_raising(k):
     sub.nack_batch([h1, h2], requeue=False)  # the second does not fit: dropped, not raised
     st = broker.stats()
     assert (st.messages_dead_lettered(), broker.topic_info("t").total_dropped) == (1, 1)
+
+
+# -- capacity counts what is held (item 6) -----------------------------------------------------
+
+
+def test_an_unsettled_message_does_not_pin_the_acked_ones_against_the_capacity(k):
+    broker = k.new_broker(max_queue_size=3)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"m1", b"m2", b"m3"])
+    _, h1 = sub.try_receive_with_ack()  # stays unsettled
+    for _ in range(2):
+        sub.ack(sub.try_receive_with_ack()[1])
+    pub.publish_nowait("t", [b"m4", b"m5"])  # 1 in flight + 2 queued = the capacity
+    with pytest.raises(k.QueueFull):
+        pub.publish_nowait("t", [b"m6"])
+    info = broker.topic_info("t")
+    assert (info.queue_size, info.in_flight) == (2, 1)
+    sub.ack(h1)
+    pub.publish_nowait("t", [b"m6"])
+
+
+def test_after_clear_topic_a_stale_handle_holds_no_room(k):
+    broker = k.new_broker(max_queue_size=3)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"old"])
+    _, old = sub.try_receive_with_ack()
+    broker.clear_topic("t")
+    for i in range(10):
+        pub.publish_nowait("t", [b"new%d" % i])
+        sub.ack(sub.try_receive_with_ack()[1])
+    pub.publish_nowait("t", [b"a", b"b", b"c"])  # the whole capacity: the old slot is gone
+    sub.ack(old)  # still a valid handle: consumed
+    assert broker.topic_info("t").in_flight == 0
+
+
+def test_a_blocked_publisher_is_woken_when_an_in_flight_message_is_acked(k):
+    broker = k.new_broker(max_queue_size=2, overflow="block")
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    blocked = k.spawn(pub.publish_sync, "t", [b"3"], timeout=5)
+    time.sleep(0.05)
+    assert blocked.is_alive()
+    sub.ack(h2)  # not the oldest: no slot is released, but one message fewer is held
+    blocked.join()
+    sub.ack(h1)
+
+
+# -- every message in exactly one term (item 7) ------------------------------------------------
+
+
+def _terms(broker):
+    st = broker.stats()
+    return (
+        st.messages_published(),
+        st.messages_consumed(),
+        st.messages_in_flight(),
+        st.messages_dropped(),
+        st.messages_expired(),
+        broker.topic_info("t").queue_size,
+    )
+
+
+def _identity_holds(broker):
+    published, *terms = _terms(broker)
+    return published == sum(terms)
+
+
+def test_accounting_identity_with_acks_nacks_drops_and_in_flight(k):
+    broker = k.new_broker(enable_stats=True, default_message_ttl=60.0, cleanup_interval=3600)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, max_deliveries=1)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"m1", b"m2", b"m3"])
+    _, h1 = sub.try_receive_with_ack()
+    assert _terms(broker) == (3, 0, 1, 0, 0, 2)  # in flight: neither consumed nor queued
+    sub.ack(h1)
+    _, h2 = sub.try_receive_with_ack()
+    sub.nack(h2)  # its only delivery: dropped, counted once
+    sub.try_receive_with_ack()
+    assert _terms(broker) == (3, 1, 1, 1, 0, 0)
+    assert _identity_holds(broker)
+
+
+def test_accounting_identity_with_dead_letters_and_expired_redeliveries(k):
+    broker = k.new_broker(enable_stats=True, default_message_ttl=10.5, cleanup_interval=3600)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    sub.nack(h1, requeue=False)  # dead-lettered: settled out of the topic, consumed
+    info = broker.topic_info("t")
+    assert (info.total_consumed, info.total_dead_lettered, info.in_flight) == (1, 1, 0)
+    _, h2 = sub.try_receive_with_ack()
+    k.core._advance_clock(11)
+    sub.nack(h2)  # its redelivery is past the TTL: expired, counted once
+    assert sub.try_receive_with_ack() is None
+    info = broker.topic_info("t")
+    assert (
+        info.total_published,
+        info.total_consumed,
+        info.in_flight,
+        info.total_dropped,
+        info.total_expired,
+        info.queue_size,
+    ) == (2, 1, 0, 0, 1, 0)

@@ -2,7 +2,11 @@
 
 An acknowledging reader's cursor (``acking`` in the engine) keeps a *floor*, its oldest unsettled
 sequence; the topic log holds every slot from the lowest floor, so a message in flight keeps its
-slot (and counts against capacity) until it is acked or dead-lettered. The bookkeeping of one
+slot until it is settled. Capacity counts what a reader holds: its unread messages plus those in
+flight (acked ones behind an unsettled message do not count). A delivery is consumed when it is
+acked or dead-lettered, dropped or expired when it is given up: until then it is in flight, in
+no other term of ``published = consumed + in_flight + dropped + expired + queued``. The
+bookkeeping of one
 such cursor lives in an ``_AckState``, attached to the cursor and therefore shared by every
 member of a consumer group: a message nacked or timed out by one member is redelivered to any.
 
@@ -153,6 +157,9 @@ class _AckState:
         self.owned: dict[float, OrderedDict[int, _Record]] = {}
         self.tokens = itertools.count(1)
         self.orphaned: deque[object] = deque()  # owner tokens of collected group members
+        # the log holds this cursor's slots from here (as of the last settle): an older record's
+        # slot was dropped (clear_topic, drop_oldest), and it must not hold the floor back
+        self.held_from = 0
         ttl = cursor.log.ttl
         self.ttl_ms = None if ttl is None or ttl < 0 else ttl * 1000.0
 
@@ -165,11 +172,18 @@ class _AckState:
             rec.owner = None
             rec.token = 0
 
-    def _settle(self, rec: _Record) -> None:
-        """Forget ``rec``; the log releases its slot once no reader holds it."""
+    def _settle(self, rec: _Record, acked: int = 0) -> None:
+        """Forget ``rec`` (``acked``: 1 when it counts as consumed, else the caller counts it
+        as dropped, expired or dead-lettered); the log releases its slot once no reader holds
+        it."""
         self._disown(rec)
         del self.records[rec.seq]
-        self.cursor.settle(next(iter(self.records), 0), 1)
+        floor = 0
+        for seq in self.records:  # in sequence order; those the log dropped come first
+            if seq >= self.held_from:
+                floor = seq
+                break
+        self.held_from = self.cursor.settle(floor, 1, acked)
 
     def _retry_or_dead(self, rec: _Record, reason: str, dead: list[tuple[_Record, str]]) -> None:
         self._disown(rec)
@@ -308,7 +322,7 @@ class _AckState:
     def ack_one(self, handle: AckHandle, owner: Any) -> None:
         """``ack`` of one handle (the common case, without the batch's bookkeeping)."""
         with self.lock:
-            self._settle(self._check(handle, owner))
+            self._settle(self._check(handle, owner), 1)
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
 
@@ -321,7 +335,7 @@ class _AckState:
                 raise AckError("the same AckHandle appears twice in one batch")
             for rec in recs:
                 if ack:
-                    self._settle(rec)
+                    self._settle(rec, 1)
                 elif requeue:
                     self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
                 else:

@@ -458,7 +458,8 @@ cdef class Cursor:
         """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
         ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
         The log releases the slots every reader has settled. Returns the floor the log holds
-        from (it may have dropped slots meanwhile)."""
+        from (it may have dropped slots meanwhile), or -1 when the topic was deleted: nothing
+        is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
 
     def counts(self):
@@ -856,8 +857,12 @@ cdef class TopicLog:
 
     def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
                    int64_t in_flight, uint64_t expired=0):
-        """Add the acknowledgement layer's events to the topic's counters."""
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
         kincir_mutex_lock(&self.lock)
+        if self.closed:
+            kincir_mutex_unlock(&self.lock)
+            return False
         self.redelivered += redelivered
         self.dead_lettered += dead_lettered
         self.dropped += dropped
@@ -867,11 +872,14 @@ cdef class TopicLog:
         if self.in_flight < 0:
             self.in_flight = 0
         kincir_mutex_unlock(&self.lock)
+        return True
 
     def settle(self, Cursor cursor, uint64_t floor, int64_t count, int64_t consumed=0):
         cdef uint64_t old, new, held_from
         kincir_mutex_lock(&self.lock)
         try:
+            if self.closed:  # retired: its counters are already in the broker's totals
+                return -1
             self.in_flight -= count
             if self.in_flight < 0:
                 self.in_flight = 0
@@ -1526,6 +1534,17 @@ cdef class BrokerCore:
         _fill_slot(&one, message, 0)
         one.enqueued_at = _now_ms()
         return not log.append(&one, 1, True)  # takes over the reference, whatever happens
+
+    def _count_retired(self, uint64_t consumed, uint64_t dropped, uint64_t expired,
+                       uint64_t redelivered, uint64_t dead_lettered):
+        """Count acknowledgement events of a deleted topic's in-flight messages."""
+        kincir_mutex_lock(&self.lock)
+        self.retired[1] += consumed
+        self.retired[2] += expired
+        self.retired[3] += dropped
+        self.retired[6] += redelivered
+        self.retired[7] += dead_lettered
+        kincir_mutex_unlock(&self.lock)
 
     def _letters_due(self):
         """True while an acknowledging reader still holds unsettled messages: during a drain,

@@ -246,7 +246,8 @@ class Cursor:
     def settle(self, floor: int, count: int, consumed: int = 0) -> int:
         """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
         ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
-        Returns the floor the log holds from (it may have dropped slots meanwhile)."""
+        Returns the floor the log holds from (it may have dropped slots meanwhile), or -1 when
+        the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
 
     def counts(self) -> tuple[int, int, int, int]:
@@ -565,18 +566,24 @@ class TopicLog:
 
     def count_acks(
         self, redelivered: int, dead_lettered: int, dropped: int, in_flight: int, expired: int = 0
-    ) -> None:
-        """Add the acknowledgement layer's events to the topic's counters."""
+    ) -> bool:
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
         with self.lock:
+            if self.closed:
+                return False
             self.redelivered += redelivered
             self.dead_lettered += dead_lettered
             self.dropped += dropped
             self.expired += expired
             self.delivered += dead_lettered  # settled out of the topic: consumed
             self.in_flight = max(0, self.in_flight + in_flight)
+        return True
 
     def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
         with self.lock:
+            if self.closed:  # retired: its counters are already in the broker's totals
+                return -1
             self.in_flight = max(0, self.in_flight - count)
             cursor.unsettled = max(0, cursor.unsettled - count)
             cursor.delivered += consumed
@@ -1070,6 +1077,18 @@ class BrokerCore:
         stamped = stamp_all([message], topic, _now_ms(), self._ordered)
         return not log.append(stamped, True)
 
+    def _count_retired(
+        self, consumed: int, dropped: int, expired: int, redelivered: int, dead_lettered: int
+    ) -> None:
+        """Count acknowledgement events of a deleted topic's in-flight messages."""
+        with self._lock:
+            r = self._retired
+            r[1] += consumed
+            r[2] += expired
+            r[3] += dropped
+            r[6] += redelivered
+            r[7] += dead_lettered
+
     def _letters_due(self) -> bool:
         """True while an acknowledging reader still holds unsettled messages: during a drain,
         dead letters may still come to the dead-letter topics."""
@@ -1419,6 +1438,10 @@ class SubscriberCore:
 
     def _subscriptions_changed(self) -> None:
         """Wake this subscriber's waiting receives so they wait on the new set of topics."""
+        # drop the cursors of deleted topics now, as the compiled engine does: both rotate
+        # over the same topics
+        with self._lock:
+            self._cursors = tuple(c for c in self._topics.values() if c.attached)
         _wake_all(list(self._waiting))
 
     def _receive_blocking(self, limit: int, timeout: Any) -> list[Message]:

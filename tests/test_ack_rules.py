@@ -299,3 +299,87 @@ def test_accounting_identity_with_dead_letters_and_expired_redeliveries(k):
         info.total_expired,
         info.queue_size,
     ) == (2, 1, 0, 0, 1, 0)
+
+
+# -- a deleted topic's in-flight messages (items 10 and 11) ----------------------------------------
+
+
+def test_settling_a_deleted_topics_messages_reaches_the_broker_stats(k):
+    broker = k.new_broker(enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    dlq = k.InMemorySubscriber(broker)
+    dlq.subscribe("dlq")
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
+    handles = [sub.try_receive_with_ack()[1] for _ in range(4)]
+    broker.delete_topic("t")
+    before = broker.stats()
+    sub.nack(handles[0], requeue=False)  # rejected: dead-lettered
+    sub.ack(handles[1])  # consumed
+    sub.nack(handles[2])  # nothing to redeliver from: dropped
+    assert [m.payload for m in dlq.try_receive_batch(10)] == [b"1"]
+    after = broker.stats()
+    assert after.messages_dead_lettered() - before.messages_dead_lettered() == 1
+    # the ack, the letter, and the dead-letter reader's read of it
+    assert after.messages_consumed() - before.messages_consumed() == 3
+    assert after.messages_dropped() - before.messages_dropped() == 1
+    with pytest.raises(k.AckError):
+        sub.ack(handles[2])
+    assert sub.in_flight() == 1  # the fourth is still the reader's to settle
+    sub.ack(handles[3])
+    assert sub.in_flight() == 0
+
+
+def test_a_deleted_topics_handles_stay_valid_whatever_the_subscriber_does_next(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("b")
+    pub.publish_nowait("b", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    broker.delete_topic("b")
+    with pytest.raises(k.NotSubscribed):  # a receive does not forget them
+        sub.try_receive_with_ack()
+    sub.subscribe("x.*")  # a subscription change does not either
+    sub.ack(h1)
+    sub.unsubscribe("x.*")
+    sub.ack(h2)
+
+
+@pytest.mark.parametrize("ack", [False, True], ids=["plain", "ack"])
+@pytest.mark.parametrize("refresh", [False, True], ids=["as-is", "resubscribed"])
+def test_round_robin_after_a_topic_is_deleted_is_the_same_on_both_engines(k, ack, refresh):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = (k.InMemoryAckSubscriber if ack else k.InMemorySubscriber)(broker)
+    for topic in ("a", "b", "c"):
+        sub.subscribe(topic)
+        pub.publish_nowait(topic, [f"{topic}{i}".encode() for i in (1, 2, 3)])
+    got = [sub.try_receive().payload for _ in range(2)]
+    broker.delete_topic("b")
+    if refresh:  # a subscription change drops the deleted topic from the rotation
+        sub.subscribe("x.*")
+    while (msg := sub.try_receive()) is not None:
+        got.append(msg.payload)
+    expected = (
+        ["a1", "b1", "a2", "c1", "a3", "c2", "c3"]
+        if refresh
+        else ["a1", "b1", "c1", "a2", "c2", "c3", "a3"]
+    )
+    assert got == [e.encode() for e in expected]
+
+
+def test_a_deleted_topics_message_waiting_for_redelivery_is_dropped_and_counted(k):
+    broker = k.new_broker(enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    sub.subscribe("u")
+    pub.publish_nowait("t", [b"1"])
+    _, h = sub.try_receive_with_ack()
+    sub.nack(h)  # waits for redelivery
+    broker.delete_topic("t")
+    assert sub.try_receive_with_ack() is None
+    assert broker.stats().messages_dropped() == 1

@@ -149,7 +149,6 @@ class _AckState:
         self.log = cursor.log
         # publishes dead letters; held weakly: the broker holds its topics, which hold this
         self._broker = weakref.ref(publisher.broker)
-        self._publisher_type = type(publisher)
         self.lock = threading.Lock()
         self.records: OrderedDict[int, _Record] = OrderedDict()  # by sequence = delivery order
         self.ready: deque[_Record] = deque()  # waiting for redelivery

@@ -3,6 +3,7 @@ drain and past ``max_topics``, capacity against what is held, and the accounting
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -383,3 +384,30 @@ def test_a_deleted_topics_message_waiting_for_redelivery_is_dropped_and_counted(
     broker.delete_topic("t")
     assert sub.try_receive_with_ack() is None
     assert broker.stats().messages_dropped() == 1
+
+
+def test_an_async_group_member_drains_with_the_group(k):
+    broker = k.new_broker()
+    a = k.InMemoryAckSubscriber(broker, group="g")
+    b = k.InMemoryAckSubscriber(broker, group="g")
+    a.subscribe("t")
+    b.subscribe("t")
+    k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
+    broker.shutdown()
+
+    async def main():
+        _, h = a.try_receive_with_ack()
+        waiting = asyncio.create_task(b.receive_with_ack(timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        a.nack(h)  # redelivered to the waiting member
+        msg, h2 = await waiting
+        assert (msg.payload, h2.delivery_count) == (b"1", 2)
+        waiting = asyncio.create_task(a.receive_with_ack(timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        b.ack(h2)  # nothing can come back: the other member's receive ends
+        with pytest.raises(k.BrokerShutdown):
+            await waiting
+
+    k.run(main())

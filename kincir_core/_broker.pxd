@@ -56,6 +56,7 @@ cdef class Cursor:
     # acknowledging readers only: the oldest sequence not yet settled (<= pos); the log holds
     # slots from here, so in-flight messages keep their slot. positions[] points here for them.
     cdef uint64_t floor
+    cdef int64_t unsettled            # its messages in flight (acknowledging readers only)
     cdef readonly bint acking
     cdef readonly object group        # the consumer group's name, or None for a plain reader
     cdef public object ack            # the acknowledgement state shared by a group's members
@@ -110,6 +111,8 @@ cdef class TopicLog:
     cdef void _shrink(self, uint64_t size) noexcept nogil
     cdef int _grow(self, uint64_t size) noexcept nogil
     cdef void _release_to(self, uint64_t new_tail) noexcept
+    cdef uint64_t _held(self) noexcept
+    cdef uint64_t _queued(self) noexcept
     cdef void _recompute_tail(self) noexcept
     cdef void _moved(self, uint64_t old_pos) noexcept
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept

@@ -483,10 +483,13 @@ cdef class Cursor:
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
         return self.log.take_many(self, limit)
 
-    def settle(self, uint64_t floor, int64_t count):
-        """An acknowledging reader settled ``count`` messages: ``floor`` is its oldest unsettled
-        sequence (0: none is left). The log releases the slots every reader has settled."""
-        self.log.settle(self, floor, count)
+    def settle(self, uint64_t floor, int64_t count, int64_t consumed=0):
+        """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
+        ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
+        The log releases the slots every reader has settled. Returns the floor the log holds
+        from (it may have dropped slots meanwhile), or -1 when the topic was deleted: nothing
+        is counted (the caller counts on the broker's totals)."""
+        return self.log.settle(self, floor, count, consumed)
 
     def counts(self):
         """(delivered, expired, dropped, lagged) for this reader."""
@@ -617,6 +620,37 @@ cdef class TopicLog:
             while fit < held * 4:
                 fit *= 2
             self._shrink(fit)
+
+    cdef uint64_t _held(self) noexcept:
+        """Messages held against the capacity: the most any reader holds, unread plus in flight
+        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
+        no reader, every message the log holds. Lock held."""
+        cdef uint64_t most = 0, held, pinned
+        cdef Cursor cursor
+        if not self.cursors:
+            return self.head - self.tail
+        for cursor in self.cursors:
+            held = self.head - cursor.pos
+            if cursor.acking:
+                pinned = cursor.pos - cursor.floor
+                if <uint64_t>cursor.unsettled < pinned:
+                    pinned = <uint64_t>cursor.unsettled
+                held += pinned
+            if held > most:
+                most = held
+        return most
+
+    cdef uint64_t _queued(self) noexcept:
+        """Messages not yet read by the reader furthest behind (all held ones: no reader).
+        Lock held."""
+        cdef uint64_t most = 0
+        cdef Cursor cursor
+        if not self.cursors:
+            return self.head - self.tail
+        for cursor in self.cursors:
+            if self.head - cursor.pos > most:
+                most = self.head - cursor.pos
+        return most
 
     cdef void _recompute_tail(self) noexcept:
         cdef Py_ssize_t count = len(self.cursors)
@@ -760,7 +794,7 @@ cdef class TopicLog:
                 if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
                     if self.ttl >= 0:
                         self._expire(now)
-                        held = self.head - self.tail
+                    held = self._held()
                     if held + count > <uint64_t>self.capacity:
                         if self.overflow == OVERFLOW_DROP_NEWEST:
                             keep = 0
@@ -775,16 +809,19 @@ cdef class TopicLog:
                                 # the batch alone overflows: everything held goes, and so does
                                 # the batch's start, numbered like the rest
                                 first = count - self.capacity
-                                self._drop_oldest(held)
+                                self._drop_oldest(self.head - self.tail)
                                 self._skip(first)
                             else:
-                                self._drop_oldest(held + count - <uint64_t>self.capacity)
-                            held = self.head - self.tail
+                                # the oldest slots go: acked ones behind an in-flight message
+                                # free nothing, so count them too
+                                self._drop_oldest(self.head - self.tail + count
+                                                  - <uint64_t>self.capacity)
                         elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
                             outcome = 6
                         else:
                             self.queue_full += 1
                             outcome = 2
+                    held = self.head - self.tail
                 if outcome == 0 and held + (last - first) > self.mask + 1:
                     size = self.mask + 1
                     while size < held + (last - first):
@@ -842,7 +879,7 @@ cdef class TopicLog:
                 self._expire(now)
             if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
                     and self.capacity >= 0
-                    and self.head - self.tail + count > <uint64_t>self.capacity):
+                    and self._held() + count > <uint64_t>self.capacity):
                 self.room_waiters.append(waiter)
                 waiting = 1
         finally:
@@ -877,34 +914,49 @@ cdef class TopicLog:
 
     def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
                    int64_t in_flight, uint64_t expired=0):
-        """Add the acknowledgement layer's events to the topic's counters."""
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
         kincir_mutex_lock(&self.lock)
+        if self.closed:
+            kincir_mutex_unlock(&self.lock)
+            return False
         self.redelivered += redelivered
         self.dead_lettered += dead_lettered
         self.dropped += dropped
         self.expired += expired
+        self.delivered += dead_lettered  # settled out of the topic: consumed
         self.in_flight += in_flight
         if self.in_flight < 0:
             self.in_flight = 0
         kincir_mutex_unlock(&self.lock)
+        return True
 
-    def settle(self, Cursor cursor, uint64_t floor, int64_t count):
-        cdef uint64_t old, new
+    def settle(self, Cursor cursor, uint64_t floor, int64_t count, int64_t consumed=0):
+        cdef uint64_t old, new, held_from
         kincir_mutex_lock(&self.lock)
         try:
+            if self.closed:  # retired: its counters are already in the broker's totals
+                return -1
             self.in_flight -= count
             if self.in_flight < 0:
                 self.in_flight = 0
+            cursor.unsettled = cursor.unsettled - count if cursor.unsettled > count else 0
+            cursor.delivered += consumed
+            self.delivered += consumed
+            if self.room_waiters and count:  # an in-flight message no longer counts
+                self.room_freed = True
             if cursor.attached and cursor.acking:
                 new = floor if floor and floor < cursor.pos else cursor.pos
                 if new > cursor.floor:
                     old = cursor.floor
                     cursor.floor = new
                     self._moved(old)
+            held_from = cursor.floor
         finally:
             kincir_mutex_unlock(&self.lock)
         if self.room_freed:
             self._wake_room()
+        return held_from
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -937,11 +989,12 @@ cdef class TopicLog:
                 if old != self.head:
                     got = self._delivered(old)
                     cursor.pos = old + 1
-                    cursor.delivered += 1
-                    self.delivered += 1
                     if not cursor.acking:
+                        cursor.delivered += 1
+                        self.delivered += 1
                         self._moved(old)
-                    else:  # its floor stays: the message is in flight until settled
+                    else:  # its floor stays: in flight (not consumed) until settled
+                        cursor.unsettled += 1
                         self.in_flight += 1
         finally:
             kincir_mutex_unlock(&self.lock)
@@ -980,11 +1033,12 @@ cdef class TopicLog:
                     n += 1
                 if n:
                     cursor.pos = end
-                    cursor.delivered += n
-                    self.delivered += n
                     if not cursor.acking:
+                        cursor.delivered += n
+                        self.delivered += n
                         self._moved(old)
-                    else:
+                    else:  # in flight (not consumed) until settled
+                        cursor.unsettled += n
                         self.in_flight += n
         finally:
             kincir_mutex_unlock(&self.lock)
@@ -1244,7 +1298,7 @@ cdef class TopicLog:
         cdef Cursor cursor
         kincir_mutex_lock(&self.lock)
         try:
-            held = self.head - self.tail
+            held = self._held()
             for cursor in self.cursors:
                 lost = self.head - cursor.pos
                 cursor.dropped += lost
@@ -1338,7 +1392,7 @@ cdef class TopicLog:
         kincir_mutex_lock(&self.lock)
         try:
             wall = _wall()
-            queued = self.head - self.tail
+            queued = self._queued()
             subscribers = self._subscriber_count()
             published = self.published
             delivered = self.delivered
@@ -1718,6 +1772,17 @@ cdef class BrokerCore:
         _fill_slot(&one, message, 0)
         one.enqueued_at = _now_ms()
         return not log.append(&one, 1, True)  # takes over the reference, whatever happens
+
+    def _count_retired(self, uint64_t consumed, uint64_t dropped, uint64_t expired,
+                       uint64_t redelivered, uint64_t dead_lettered):
+        """Count acknowledgement events of a deleted topic's in-flight messages."""
+        kincir_mutex_lock(&self.lock)
+        self.retired[1] += consumed
+        self.retired[2] += expired
+        self.retired[3] += dropped
+        self.retired[6] += redelivered
+        self.retired[7] += dead_lettered
+        kincir_mutex_unlock(&self.lock)
 
     def _letters_due(self):
         """True while an acknowledging reader still holds unsettled messages: during a drain,

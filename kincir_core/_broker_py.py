@@ -219,7 +219,8 @@ class Cursor:
     """One reader's position in a topic log: the sequence number it reads next.
 
     An acknowledging reader also has a ``floor``, its oldest unsettled sequence: the log holds
-    slots from there, so in-flight messages keep their slot.
+    slots from there, so in-flight messages keep their slot; ``unsettled`` counts its messages
+    in flight, which (not the span from the floor) count against the topic's capacity.
     """
 
     __slots__ = (
@@ -235,6 +236,7 @@ class Cursor:
         "log",
         "members",
         "pos",
+        "unsettled",
         "waiters",
     )
 
@@ -254,6 +256,7 @@ class Cursor:
         self.expired = 0
         self.dropped = 0
         self.lagged = 0
+        self.unsettled = 0
         self.attached = False
 
     def tracked(self) -> int:
@@ -264,10 +267,12 @@ class Cursor:
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
         return self.log.take(self, limit)
 
-    def settle(self, floor: int, count: int) -> None:
-        """An acknowledging reader settled ``count`` messages: ``floor`` is its oldest unsettled
-        sequence (0: none is left)."""
-        self.log.settle(self, floor, count)
+    def settle(self, floor: int, count: int, consumed: int = 0) -> int:
+        """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
+        ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
+        Returns the floor the log holds from (it may have dropped slots meanwhile), or -1 when
+        the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
+        return self.log.settle(self, floor, count, consumed)
 
     def counts(self) -> tuple[int, int, int, int]:
         """(delivered, expired, dropped, lagged) for this reader."""
@@ -366,6 +371,23 @@ class TopicLog:
             while fit < held * 4:
                 fit *= 2
             self._resize(fit)
+
+    def _held(self) -> int:
+        """Messages held against the capacity: the most any reader holds, unread plus in flight
+        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
+        no reader, every message the log holds."""
+        if not self.cursors:
+            return self.head - self.tail
+        return max(
+            self.head - c.pos + (min(c.unsettled, c.pos - c.floor) if c.acking else 0)
+            for c in self.cursors
+        )
+
+    def _queued(self) -> int:
+        """Messages not yet read by the reader furthest behind (all held ones: no reader)."""
+        if not self.cursors:
+            return self.head - self.tail
+        return self.head - min(c.pos for c in self.cursors)
 
     def _recompute_tail(self) -> None:
         cursors = self.cursors
@@ -499,7 +521,7 @@ class TopicLog:
             if capacity is not None and held + count > capacity:
                 if self.ttl is not None:
                     self._expire(now)
-                    held = self.head - self.tail
+                held = self._held()
                 if held + count > capacity:
                     if self.overflow == OVERFLOW_DROP_NEWEST:
                         keep = max(0, capacity - held)
@@ -511,18 +533,20 @@ class TopicLog:
                         if count > capacity:
                             # the batch alone overflows: everything held goes, and so does the
                             # batch's start, numbered like the rest
-                            self._drop_oldest(held)
+                            self._drop_oldest(self.head - self.tail)
                             self._skip(count - capacity)
                             stamped = stamped[count - capacity :]
                         else:
-                            self._drop_oldest(held + count - capacity)
-                        held = self.head - self.tail
+                            # the oldest slots go: acked ones behind an in-flight message free
+                            # nothing, so count them too
+                            self._drop_oldest(self.head - self.tail + count - capacity)
                     elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
                         return True
                     else:
                         self.queue_full += 1
                         raise _error("QueueFull", self.name, capacity)
                     count = len(stamped)
+                held = self.head - self.tail
             if held + count > self.mask + 1:
                 size = self.mask + 1
                 while size < held + count:
@@ -561,7 +585,7 @@ class TopicLog:
                     and self.accepting
                     and self.overflow == OVERFLOW_BLOCK
                     and self.capacity is not None
-                    and self.head - self.tail + count > self.capacity
+                    and self._held() + count > self.capacity
                 ):
                     self.room_waiters.append(waiter)
                     return True
@@ -592,26 +616,40 @@ class TopicLog:
 
     def count_acks(
         self, redelivered: int, dead_lettered: int, dropped: int, in_flight: int, expired: int = 0
-    ) -> None:
-        """Add the acknowledgement layer's events to the topic's counters."""
+    ) -> bool:
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
         with self.lock:
+            if self.closed:
+                return False
             self.redelivered += redelivered
             self.dead_lettered += dead_lettered
             self.dropped += dropped
             self.expired += expired
+            self.delivered += dead_lettered  # settled out of the topic: consumed
             self.in_flight = max(0, self.in_flight + in_flight)
+        return True
 
-    def settle(self, cursor: Cursor, floor: int, count: int) -> None:
+    def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
         with self.lock:
+            if self.closed:  # retired: its counters are already in the broker's totals
+                return -1
             self.in_flight = max(0, self.in_flight - count)
+            cursor.unsettled = max(0, cursor.unsettled - count)
+            cursor.delivered += consumed
+            self.delivered += consumed
+            if self.room_waiters and count:  # an in-flight message no longer counts
+                self.room_freed = True
             if cursor.attached and cursor.acking:
                 new = floor if floor and floor < cursor.pos else cursor.pos
                 if new > cursor.floor:
                     old = cursor.floor
                     cursor.floor = new
                     self._moved(old)
+            held_from = cursor.floor
         if self.room_freed:
             self._wake_room()
+        return held_from
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -638,11 +676,12 @@ class TopicLog:
             mask = self.mask
             out: list[Message] = [ring[seq & mask] for seq in range(old, end)]  # type: ignore[misc]
             cursor.pos = end
-            cursor.delivered += end - old
-            self.delivered += end - old
             if not cursor.acking:
+                cursor.delivered += end - old
+                self.delivered += end - old
                 self._moved(old)
-            else:  # its floor stays: the messages are in flight until settled
+            else:  # its floor stays: in flight (not consumed) until settled
+                cursor.unsettled += end - old
                 self.in_flight += end - old
             return out
 
@@ -799,7 +838,7 @@ class TopicLog:
     def clear(self) -> int:
         """Drop every held message (each reader's unread ones counted as dropped)."""
         with self.lock:
-            held = self.head - self.tail
+            held = self._held()
             for cursor in self.cursors:
                 lost = self.head - cursor.pos
                 cursor.dropped += lost
@@ -865,7 +904,7 @@ class TopicLog:
             wall = time.time()
             return (
                 self.name,
-                self.head - self.tail,
+                self._queued(),
                 self.subscriber_count(),
                 self.published,
                 self.delivered,
@@ -1208,6 +1247,18 @@ class BrokerCore:
             log = self._log_for(topic, True)
         stamped = stamp_all([message], topic, _now_ms(), self._ordered)
         return not log.append(stamped, True)
+
+    def _count_retired(
+        self, consumed: int, dropped: int, expired: int, redelivered: int, dead_lettered: int
+    ) -> None:
+        """Count acknowledgement events of a deleted topic's in-flight messages."""
+        with self._lock:
+            r = self._retired
+            r[1] += consumed
+            r[2] += expired
+            r[3] += dropped
+            r[6] += redelivered
+            r[7] += dead_lettered
 
     def _letters_due(self) -> bool:
         """True while an acknowledging reader still holds unsettled messages: during a drain,
@@ -1607,6 +1658,10 @@ class SubscriberCore:
 
     def _subscriptions_changed(self) -> None:
         """Wake this subscriber's waiting receives so they wait on the new set of topics."""
+        # drop the cursors of deleted topics now, as the compiled engine does: both rotate
+        # over the same topics
+        with self._lock:
+            self._cursors = tuple(c for c in self._topics.values() if c.attached)
         _wake_all(list(self._waiting))
 
     def _receive_blocking(self, limit: int, timeout: Any) -> list[Message]:

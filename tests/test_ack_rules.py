@@ -3,6 +3,7 @@ drain and past ``max_topics``, capacity against what is held, and the accounting
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -185,3 +186,228 @@ def test_a_refused_dead_letter_is_dropped_and_counted_without_raising(k):
     sub.nack_batch([h1, h2], requeue=False)  # the second does not fit: dropped, not raised
     st = broker.stats()
     assert (st.messages_dead_lettered(), broker.topic_info("t").total_dropped) == (1, 1)
+
+
+# -- capacity counts what is held (item 6) -----------------------------------------------------
+
+
+def test_an_unsettled_message_does_not_pin_the_acked_ones_against_the_capacity(k):
+    broker = k.new_broker(max_queue_size=3)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"m1", b"m2", b"m3"])
+    _, h1 = sub.try_receive_with_ack()  # stays unsettled
+    for _ in range(2):
+        sub.ack(sub.try_receive_with_ack()[1])
+    pub.publish_nowait("t", [b"m4", b"m5"])  # 1 in flight + 2 queued = the capacity
+    with pytest.raises(k.QueueFull):
+        pub.publish_nowait("t", [b"m6"])
+    info = broker.topic_info("t")
+    assert (info.queue_size, info.in_flight) == (2, 1)
+    sub.ack(h1)
+    pub.publish_nowait("t", [b"m6"])
+
+
+def test_after_clear_topic_a_stale_handle_holds_no_room(k):
+    broker = k.new_broker(max_queue_size=3)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"old"])
+    _, old = sub.try_receive_with_ack()
+    broker.clear_topic("t")
+    for i in range(10):
+        pub.publish_nowait("t", [b"new%d" % i])
+        sub.ack(sub.try_receive_with_ack()[1])
+    pub.publish_nowait("t", [b"a", b"b", b"c"])  # the whole capacity: the old slot is gone
+    sub.ack(old)  # still a valid handle: consumed
+    assert broker.topic_info("t").in_flight == 0
+
+
+def test_a_blocked_publisher_is_woken_when_an_in_flight_message_is_acked(k):
+    broker = k.new_broker(max_queue_size=2, overflow="block")
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    blocked = k.spawn(pub.publish_sync, "t", [b"3"], timeout=5)
+    time.sleep(0.05)
+    assert blocked.is_alive()
+    sub.ack(h2)  # not the oldest: no slot is released, but one message fewer is held
+    blocked.join()
+    sub.ack(h1)
+
+
+# -- every message in exactly one term (item 7) ------------------------------------------------
+
+
+def _terms(broker):
+    st = broker.stats()
+    return (
+        st.messages_published(),
+        st.messages_consumed(),
+        st.messages_in_flight(),
+        st.messages_dropped(),
+        st.messages_expired(),
+        broker.topic_info("t").queue_size,
+    )
+
+
+def _identity_holds(broker):
+    published, *terms = _terms(broker)
+    return published == sum(terms)
+
+
+def test_accounting_identity_with_acks_nacks_drops_and_in_flight(k):
+    broker = k.new_broker(enable_stats=True, default_message_ttl=60.0, cleanup_interval=3600)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, max_deliveries=1)
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"m1", b"m2", b"m3"])
+    _, h1 = sub.try_receive_with_ack()
+    assert _terms(broker) == (3, 0, 1, 0, 0, 2)  # in flight: neither consumed nor queued
+    sub.ack(h1)
+    _, h2 = sub.try_receive_with_ack()
+    sub.nack(h2)  # its only delivery: dropped, counted once
+    sub.try_receive_with_ack()
+    assert _terms(broker) == (3, 1, 1, 1, 0, 0)
+    assert _identity_holds(broker)
+
+
+def test_accounting_identity_with_dead_letters_and_expired_redeliveries(k):
+    broker = k.new_broker(enable_stats=True, default_message_ttl=10.5, cleanup_interval=3600)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    sub.nack(h1, requeue=False)  # dead-lettered: settled out of the topic, consumed
+    info = broker.topic_info("t")
+    assert (info.total_consumed, info.total_dead_lettered, info.in_flight) == (1, 1, 0)
+    _, h2 = sub.try_receive_with_ack()
+    k.core._advance_clock(11)
+    sub.nack(h2)  # its redelivery is past the TTL: expired, counted once
+    assert sub.try_receive_with_ack() is None
+    info = broker.topic_info("t")
+    assert (
+        info.total_published,
+        info.total_consumed,
+        info.in_flight,
+        info.total_dropped,
+        info.total_expired,
+        info.queue_size,
+    ) == (2, 1, 0, 0, 1, 0)
+
+
+# -- a deleted topic's in-flight messages (items 10 and 11) ----------------------------------------
+
+
+def test_settling_a_deleted_topics_messages_reaches_the_broker_stats(k):
+    broker = k.new_broker(enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    dlq = k.InMemorySubscriber(broker)
+    dlq.subscribe("dlq")
+    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
+    sub.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
+    handles = [sub.try_receive_with_ack()[1] for _ in range(4)]
+    broker.delete_topic("t")
+    before = broker.stats()
+    sub.nack(handles[0], requeue=False)  # rejected: dead-lettered
+    sub.ack(handles[1])  # consumed
+    sub.nack(handles[2])  # nothing to redeliver from: dropped
+    assert [m.payload for m in dlq.try_receive_batch(10)] == [b"1"]
+    after = broker.stats()
+    assert after.messages_dead_lettered() - before.messages_dead_lettered() == 1
+    # the ack, the letter, and the dead-letter reader's read of it
+    assert after.messages_consumed() - before.messages_consumed() == 3
+    assert after.messages_dropped() - before.messages_dropped() == 1
+    with pytest.raises(k.AckError):
+        sub.ack(handles[2])
+    assert sub.in_flight() == 1  # the fourth is still the reader's to settle
+    sub.ack(handles[3])
+    assert sub.in_flight() == 0
+
+
+def test_a_deleted_topics_handles_stay_valid_whatever_the_subscriber_does_next(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("b")
+    pub.publish_nowait("b", [b"1", b"2"])
+    _, h1 = sub.try_receive_with_ack()
+    _, h2 = sub.try_receive_with_ack()
+    broker.delete_topic("b")
+    with pytest.raises(k.NotSubscribed):  # a receive does not forget them
+        sub.try_receive_with_ack()
+    sub.subscribe("x.*")  # a subscription change does not either
+    sub.ack(h1)
+    sub.unsubscribe("x.*")
+    sub.ack(h2)
+
+
+@pytest.mark.parametrize("ack", [False, True], ids=["plain", "ack"])
+@pytest.mark.parametrize("refresh", [False, True], ids=["as-is", "resubscribed"])
+def test_round_robin_after_a_topic_is_deleted_is_the_same_on_both_engines(k, ack, refresh):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    sub = (k.InMemoryAckSubscriber if ack else k.InMemorySubscriber)(broker)
+    for topic in ("a", "b", "c"):
+        sub.subscribe(topic)
+        pub.publish_nowait(topic, [f"{topic}{i}".encode() for i in (1, 2, 3)])
+    got = [sub.try_receive().payload for _ in range(2)]
+    broker.delete_topic("b")
+    if refresh:  # a subscription change drops the deleted topic from the rotation
+        sub.subscribe("x.*")
+    while (msg := sub.try_receive()) is not None:
+        got.append(msg.payload)
+    expected = (
+        ["a1", "b1", "a2", "c1", "a3", "c2", "c3"]
+        if refresh
+        else ["a1", "b1", "c1", "a2", "c2", "c3", "a3"]
+    )
+    assert got == [e.encode() for e in expected]
+
+
+def test_a_deleted_topics_message_waiting_for_redelivery_is_dropped_and_counted(k):
+    broker = k.new_broker(enable_stats=True)
+    pub = k.InMemoryPublisher(broker)
+    sub = k.InMemoryAckSubscriber(broker)
+    sub.subscribe("t")
+    sub.subscribe("u")
+    pub.publish_nowait("t", [b"1"])
+    _, h = sub.try_receive_with_ack()
+    sub.nack(h)  # waits for redelivery
+    broker.delete_topic("t")
+    assert sub.try_receive_with_ack() is None
+    assert broker.stats().messages_dropped() == 1
+
+
+def test_an_async_group_member_drains_with_the_group(k):
+    broker = k.new_broker()
+    a = k.InMemoryAckSubscriber(broker, group="g")
+    b = k.InMemoryAckSubscriber(broker, group="g")
+    a.subscribe("t")
+    b.subscribe("t")
+    k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
+    broker.shutdown()
+
+    async def main():
+        _, h = a.try_receive_with_ack()
+        waiting = asyncio.create_task(b.receive_with_ack(timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        a.nack(h)  # redelivered to the waiting member
+        msg, h2 = await waiting
+        assert (msg.payload, h2.delivery_count) == (b"1", 2)
+        waiting = asyncio.create_task(a.receive_with_ack(timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        b.ack(h2)  # nothing can come back: the other member's receive ends
+        with pytest.raises(k.BrokerShutdown):
+            await waiting
+
+    k.run(main())

@@ -49,9 +49,23 @@ class Reader:
     inflight: OrderedDict[int, int] = field(default_factory=OrderedDict)  # seq -> deliveries
     ready: list[int] = field(default_factory=list)  # redeliveries, in order
     owned: set[int] = field(default_factory=set)  # delivered, handle still valid
+    # this reader's terms of the accounting identity (the first sequence it was due: ``start``)
+    start: int = 0
+    consumed: int = 0
+    dropped: int = 0
+    expired: int = 0
 
     def hold(self) -> int:
         return min([self.pos, *self.inflight])
+
+    def held(self, head: int) -> int:
+        """What counts against the capacity: unread plus in flight."""
+        return head - self.pos + len(self.inflight)
+
+    def check_identity(self, head: int, name: str) -> None:
+        """published = consumed + in_flight + dropped + expired + queued, for this reader."""
+        terms = (self.consumed, len(self.inflight), self.dropped, self.expired, head - self.pos)
+        assert head - self.start == sum(terms), (name, head - self.start, terms)
 
 
 @dataclass
@@ -73,6 +87,18 @@ class Topic:
         if self.readers:
             self.tail = max(self.tail, min(r.hold() for r in self.readers.values()))
 
+    def held(self) -> int:
+        """Messages counted against the capacity: the most any reader holds."""
+        if not self.readers:
+            return self.head - self.tail
+        return max(r.held(self.head) for r in self.readers.values())
+
+    def queued(self) -> int:
+        """Messages not read yet by the reader furthest behind."""
+        if not self.readers:
+            return self.head - self.tail
+        return self.head - min(r.pos for r in self.readers.values())
+
     def is_expired(self, seq: int, now: float) -> bool:
         return now - self.stamps[seq] > TTL
 
@@ -81,6 +107,7 @@ class Topic:
         while pos < self.head and self.is_expired(pos, now):
             pos += 1
         self.expired += pos - reader.pos
+        reader.expired += pos - reader.pos
         reader.pos = pos
         self.release()
 
@@ -162,9 +189,9 @@ class BrokerMachine(RuleBasedStateMachine):
         if not count:
             self.pub.publish_nowait(topic, batch)
             return
-        if t.capacity is not None and t.head - t.tail + count > t.capacity:
+        if t.capacity is not None and t.held() + count > t.capacity:
             t.reclaim(self.clock())
-            if t.head - t.tail + count > t.capacity:
+            if t.held() + count > t.capacity:
                 t.queue_full += 1
                 self.expect_error(self.k.QueueFull, lambda: self.pub.publish_nowait(topic, batch))
                 return
@@ -183,7 +210,7 @@ class BrokerMachine(RuleBasedStateMachine):
     # -- plain subscribers ----------------------------------------------------------------------
 
     def _join(self, t: Topic, name: str, reader: Reader) -> None:
-        reader.pos = t.tail if not t.readers else t.head
+        reader.pos = reader.start = t.tail if not t.readers else t.head
         t.readers[name] = reader
 
     @rule(name=st.sampled_from(sorted(PLAIN)))
@@ -214,8 +241,9 @@ class BrokerMachine(RuleBasedStateMachine):
         end = min(t.head, reader.pos + limit)
         seqs = list(range(reader.pos, end))
         reader.pos = end
-        t.delivered += len(seqs)
         if not reader.acking:  # an acknowledging reader's take is in flight: released later
+            t.delivered += len(seqs)
+            reader.consumed += len(seqs)
             t.release()
         return seqs
 
@@ -322,6 +350,7 @@ class BrokerMachine(RuleBasedStateMachine):
             # a redelivery past the TTL is settled as expired, not delivered
             del reader.inflight[reader.ready.pop(0)]
             t.expired += 1
+            reader.expired += 1
             t.release()
         if reader.ready:
             seq = reader.ready.pop(0)
@@ -363,6 +392,8 @@ class BrokerMachine(RuleBasedStateMachine):
         if data.draw(st.booleans(), label="ack"):
             self.acker.ack(handle)
             del reader.inflight[seq]
+            t.delivered += 1  # consumed once settled
+            reader.consumed += 1
         else:
             self.acker.nack(handle, requeue)
             if requeue and reader.inflight[seq] < MAX_DELIVERIES:
@@ -370,6 +401,7 @@ class BrokerMachine(RuleBasedStateMachine):
             else:
                 del reader.inflight[seq]
                 t.dropped += 1  # no dead-letter topic: dropped and counted
+                reader.dropped += 1
         t.release()
 
     @precondition(lambda self: bool(self.stale))
@@ -394,7 +426,7 @@ class BrokerMachine(RuleBasedStateMachine):
             return
         for name, t in self.topics.items():
             info = self.broker.topic_info(name)
-            assert info.queue_size == t.head - t.tail, (name, info, t)
+            assert info.queue_size == t.queued(), (name, info, t)
             assert info.next_sequence == t.head, name
             assert info.subscriber_count == t.subscribers(), name
             assert info.total_published == t.published, name
@@ -404,11 +436,26 @@ class BrokerMachine(RuleBasedStateMachine):
             assert info.queue_full_errors == t.queue_full, name
             assert info.in_flight == t.in_flight(), name
             assert info.total_redelivered == t.redelivered, name
+            for reader_name, reader in t.readers.items():
+                reader.check_identity(t.head, reader_name)
+            only = list(t.readers.values())
+            if len(only) == 1 and (only[0].start, only[0].consumed, only[0].dropped) == (
+                1,
+                t.delivered,
+                t.dropped,
+            ):  # one reader since the start: the identity reads from the topic's stats alone
+                assert info.total_published == (
+                    info.total_consumed
+                    + info.in_flight
+                    + info.total_dropped
+                    + info.total_expired
+                    + info.queue_size
+                ), (name, info)
         stats = self.broker.stats()
         assert stats.messages_published() == sum(t.published for t in self.topics.values())
         assert stats.messages_in_flight() == sum(t.in_flight() for t in self.topics.values())
         health = self.broker.health_check()
-        assert health.total_queued_messages == sum(t.head - t.tail for t in self.topics.values())
+        assert health.total_queued_messages == sum(t.queued() for t in self.topics.values())
         assert health.is_healthy == (not self.shut)
 
 

@@ -43,7 +43,12 @@ def kincir_broker(
     broker = InMemoryBroker(kincir_config)
     try:
         yield broker
-        left = {info.name: info.queue_size for info in broker.list_topic_info() if info.queue_size}
+        # unread or unsettled (in flight is its own term, not part of queue_size)
+        left = {
+            info.name: info.queue_size + info.in_flight
+            for info in broker.list_topic_info()
+            if info.queue_size or info.in_flight
+        }
     finally:
         broker.force_shutdown()
     if left and request.node.get_closest_marker(_MARKER) is None:

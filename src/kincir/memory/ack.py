@@ -2,7 +2,11 @@
 
 An acknowledging reader's cursor (``acking`` in the engine) keeps a *floor*, its oldest unsettled
 sequence; the topic log holds every slot from the lowest floor, so a message in flight keeps its
-slot (and counts against capacity) until it is acked or dead-lettered. The bookkeeping of one
+slot until it is settled. Capacity counts what a reader holds: its unread messages plus those in
+flight (acked ones behind an unsettled message do not count). A delivery is consumed when it is
+acked or dead-lettered, dropped or expired when it is given up: until then it is in flight, in
+no other term of ``published = consumed + in_flight + dropped + expired + queued``. The
+bookkeeping of one
 such cursor lives in an ``_AckState``, attached to the cursor and therefore shared by every
 member of a consumer group: a message nacked or timed out by one member is redelivered to any.
 
@@ -145,7 +149,6 @@ class _AckState:
         self.log = cursor.log
         # publishes dead letters; held weakly: the broker holds its topics, which hold this
         self._broker = weakref.ref(publisher.broker)
-        self._publisher_type = type(publisher)
         self.lock = threading.Lock()
         self.records: OrderedDict[int, _Record] = OrderedDict()  # by sequence = delivery order
         self.ready: deque[_Record] = deque()  # waiting for redelivery
@@ -153,6 +156,9 @@ class _AckState:
         self.owned: dict[float, OrderedDict[int, _Record]] = {}
         self.tokens = itertools.count(1)
         self.orphaned: deque[object] = deque()  # owner tokens of collected group members
+        # the log holds this cursor's slots from here (as of the last settle): an older record's
+        # slot was dropped (clear_topic, drop_oldest), and it must not hold the floor back
+        self.held_from = 0
         ttl = cursor.log.ttl
         self.ttl_ms = None if ttl is None or ttl < 0 else ttl * 1000.0
 
@@ -165,11 +171,23 @@ class _AckState:
             rec.owner = None
             rec.token = 0
 
-    def _settle(self, rec: _Record) -> None:
-        """Forget ``rec``; the log releases its slot once no reader holds it."""
+    def _settle(self, rec: _Record, acked: int = 0) -> None:
+        """Forget ``rec`` (``acked``: 1 when it counts as consumed, else the caller counts it
+        as dropped, expired or dead-lettered); the log releases its slot once no reader holds
+        it."""
         self._disown(rec)
         del self.records[rec.seq]
-        self.cursor.settle(next(iter(self.records), 0), 1)
+        floor = 0
+        for seq in self.records:  # in sequence order; those the log dropped come first
+            if seq >= self.held_from:
+                floor = seq
+                break
+        held_from = self.cursor.settle(floor, 1, acked)
+        if held_from < 0:  # the topic was deleted: its totals live on the broker now
+            if acked:
+                self._count_retired(acked, 0, 0, 0, 0)
+        else:
+            self.held_from = held_from
 
     def _retry_or_dead(self, rec: _Record, reason: str, dead: list[tuple[_Record, str]]) -> None:
         self._disown(rec)
@@ -236,14 +254,18 @@ class _AckState:
     def next(self, owner: AckMixin) -> tuple[Message, AckHandle] | None:
         """Deliver a redelivery or the cursor's next message to ``owner``, or None."""
         dead: list[tuple[_Record, str]] = []
-        redelivered = dropped = expired = forgotten = 0
+        redelivered = dropped = expired = 0
         missed = None
         now = kincir_core.monotonic()
         timeout = owner._ack_timeout
         token_owner = owner._ack_owner
         with self.lock:
-            if not self.cursor.attached:  # the topic or group was deleted: nothing to deliver
-                forgotten = self._forget_all()
+            if not self.cursor.attached:
+                # the topic was deleted: nothing to deliver. Messages waiting for redelivery
+                # are dropped; delivered ones stay settleable (a deleted group's were abandoned)
+                while self.ready:
+                    self._settle(self.ready.popleft())
+                    dropped += 1
                 rec = None
             else:
                 if self.orphaned:
@@ -301,34 +323,50 @@ class _AckState:
                     timeout,
                     deliveries,
                 )
-        if dead or redelivered or dropped or expired or forgotten:
-            self._after(dead, redelivered, dropped, expired, forgotten)
+        if dead or redelivered or dropped or expired:
+            self._after(dead, redelivered, dropped, expired)
         return None if rec is None else (rec.message, handle)
 
     def ack_one(self, handle: AckHandle, owner: Any) -> None:
         """``ack`` of one handle (the common case, without the batch's bookkeeping)."""
         with self.lock:
-            self._settle(self._check(handle, owner))
+            self._settle(self._check(handle, owner), 1)
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
 
     def settle(self, handles: list[AckHandle], owner: Any, *, ack: bool, requeue: bool) -> None:
         """Ack or nack ``handles`` (all checked first: one bad handle settles none)."""
         dead: list[tuple[_Record, str]] = []
+        gone = 0
         with self.lock:
             recs = [self._check(h, owner) for h in handles]
             if len({id(r) for r in recs}) != len(recs):
                 raise AckError("the same AckHandle appears twice in one batch")
+            attached = self.cursor.attached
             for rec in recs:
                 if ack:
-                    self._settle(rec)
-                elif requeue:
+                    self._settle(rec, 1)
+                elif requeue and attached:
                     self._retry_or_dead(rec, "max_deliveries_exceeded", dead)
+                elif requeue and (
+                    rec.max_deliveries is None
+                    or rec.deliveries < rec.max_deliveries
+                    or rec.dead_letter_topic is None
+                ):
+                    # the topic was deleted: nothing to redeliver from, so it is dropped
+                    self._settle(rec)
+                    gone += 1
                 else:
                     self._settle(rec)
                     dead.append((rec, "rejected"))
-        if dead:
-            self._after(dead, 0)
+        if gone:
+            _log.warning(
+                "%d messages of deleted topic %r dropped: nacked for redelivery",
+                gone,
+                self.log.name,
+            )
+        if dead or gone:
+            self._after(dead, 0, gone)
         if not ack and requeue:
             self.log.wake_waiters()  # a waiting member takes the redelivery
         if not self.log.accepting:  # the broker is shutting down
@@ -369,11 +407,9 @@ class _AckState:
         redelivered: int,
         dropped: int = 0,
         expired: int = 0,
-        forgotten: int = 0,
     ) -> None:
-        """Publish the dead letters; count them, the redeliveries, and the records dropped,
-        expired or forgotten (these last leave the in-flight gauge here: ``_settle`` already
-        counted the others out)."""
+        """Publish the dead letters; count them, the redeliveries, and the records dropped or
+        expired (``_settle`` already counted them out of the in-flight gauge)."""
         lettered = 0
         for rec, reason in dead:
             if rec.dead_letter_topic is not None and self._dead_letter(rec, reason):
@@ -414,7 +450,9 @@ class _AckState:
                         reason,
                         rec.dead_letter_topic,
                     )
-        self.log.count_acks(redelivered, lettered, dropped, -forgotten, expired)
+        if not self.log.count_acks(redelivered, lettered, dropped, 0, expired):
+            # the topic was deleted: its totals live on the broker now
+            self._count_retired(lettered, dropped, expired, redelivered, lettered)
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
 
@@ -434,6 +472,13 @@ class _AckState:
             return broker._dead_letter(rec.dead_letter_topic, letter)  # type: ignore[no-any-return]
         except KincirError:  # QueueFull, BrokerShutdown once stopped, TopicNotFound
             return False  # counted as dropped: an error of one message never leaks to the caller
+
+    def _count_retired(
+        self, consumed: int, dropped: int, expired: int, redelivered: int, dead_lettered: int
+    ) -> None:
+        broker = self._broker()
+        if broker is not None:
+            broker._count_retired(consumed, dropped, expired, redelivered, dead_lettered)
 
     def wake_drain(self) -> None:
         """During a drain, a settle may end it: waiting receives (this group's members, the
@@ -504,7 +549,8 @@ class AckMixin:
         if cached[0] is cursors:  # the engine keeps the tuple until the subscriptions change
             return cached[1]
         publisher = self._publisher
-        states = [_state_of(c, publisher) for c in cursors]
+        # a deleted topic's cursor delivers nothing: left out when the subscriptions change
+        states = [_state_of(c, publisher) for c in cursors if c.attached]
         self._cache = (cursors, states)  # type: ignore[misc]
         return states
 
@@ -690,6 +736,8 @@ class AckMixin:
         for cursor in self._attached_cursors():  # type: ignore[attr-defined]
             state = cursor.ack
             if state is None or (topic is not None and cursor.log.name != topic):
+                continue
+            if not cursor.attached:  # a deleted topic's in-flight messages stay settleable
                 continue
             if cursor.group is not None:
                 state.release(self._ack_owner)

@@ -92,7 +92,7 @@ def _topic_created(name: str) -> None:
 def _held(broker: BrokerCore) -> tuple[int, int, int, int]:
     """(topics, messages held, messages in flight, engine state) now; costs O(topics)."""
     state, _uptime, _retired, rows = broker._snapshot()
-    return len(rows), sum(r[1] for r in rows), sum(r[16] for r in rows), state
+    return len(rows), sum(r[1] + r[16] for r in rows), sum(r[16] for r in rows), state
 
 
 class InMemoryBroker(BrokerCore):

@@ -23,13 +23,14 @@ class TopicInfo:
 
     #: The topic's name.
     name: str
-    #: Messages the topic holds: published and not yet read by every reader that must see them.
+    #: Messages not yet read by the reader furthest behind (in-flight ones are ``in_flight``).
     queue_size: int
     #: Subscribers attached to the topic.
     subscriber_count: int
     #: Messages written to the topic's log since it was created.
     total_published: int
-    #: Deliveries from the topic (a message read by three subscribers counts three times).
+    #: Deliveries from the topic (a message read by three subscribers counts three times); an
+    #: acknowledging reader's once acked or dead-lettered (until then it is ``in_flight``).
     total_consumed: int
     #: Unix time (seconds) at which the topic was created.
     created_at: float
@@ -51,7 +52,7 @@ class TopicInfo:
     total_redelivered: int = 0
     #: Messages sent to a dead-letter topic.
     total_dead_lettered: int = 0
-    #: Messages delivered to acknowledging readers and not yet settled.
+    #: Messages delivered to acknowledging readers and not yet settled (nor queued, nor consumed).
     in_flight: int = 0
     #: The topic's overflow policy.
     overflow: str = "error"
@@ -107,7 +108,8 @@ class StatsSnapshot:
     """Broker counters at the moment they were read; methods use the seed's spelling.
 
     Delivery counters count (reader, message) events: a message read by three subscribers is
-    consumed three times. Over each reader, published = consumed + dropped + expired + queued.
+    consumed three times. Each message is in exactly one term; over each reader, published =
+    consumed + in_flight + dropped + expired + queued (dead-lettered messages are consumed).
     """
 
     published: int
@@ -357,7 +359,7 @@ METRICS: tuple[MetricDef, ...] = (
         _TOPIC,
         _per_topic(15),
     ),
-    MetricDef("queue_size", "gauge", "Messages the topic holds.", _TOPIC, _per_topic(1)),
+    MetricDef("queue_size", "gauge", "Messages not yet read.", _TOPIC, _per_topic(1)),
     MetricDef("subscribers", "gauge", "Subscribers attached to the topic.", _TOPIC, _per_topic(2)),
     MetricDef(
         "in_flight",

@@ -202,10 +202,11 @@ def test_shutdown_keeps_topics_until_drained(k):
     assert sub.try_receive().payload == b"1"
 
 
-def test_batch_receives_of_zero_return_an_empty_list_at_once(k):
+@pytest.mark.parametrize("kind", ["InMemorySubscriber", "InMemoryAckSubscriber"])
+def test_batch_receives_of_zero_return_an_empty_list_at_once(k, kind):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
+    sub = getattr(k, kind)(broker)
     sub.subscribe("t")
     assert sub.try_receive_batch(0) == []
     assert sub.receive_batch_sync(0) == []  # no timeout: it would block if it waited
@@ -218,6 +219,8 @@ def test_batch_receives_of_zero_return_an_empty_list_at_once(k):
             call(-1)
     with pytest.raises(ValueError, match="max_messages"):
         k.run(sub.receive_batch(-1))
+    with pytest.raises(ValueError):
+        sub.receive_batch_sync(0, timeout=-1)  # a bad timeout is refused even for 0
 
 
 def test_drop_oldest_batch_larger_than_capacity_numbers_every_message(k):

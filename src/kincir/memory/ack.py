@@ -715,18 +715,26 @@ class AckMixin:
         return out
 
     def try_receive_batch(self, max_messages: int) -> list[Message]:
-        """Up to ``max_messages`` ready messages (acked at once)."""
-        limit = kincir_core.check_count(max_messages, "max_messages")
-        return self._collect([], limit)
+        """Up to ``max_messages`` ready messages (acked at once; 0: an empty batch)."""
+        limit = kincir_core.check_batch_size(max_messages, "max_messages")
+        return self._collect([], limit) if limit else []
 
     def receive_batch_sync(self, max_messages: int, timeout: float | None = None) -> list[Message]:
-        """Block for at least one message, then return up to ``max_messages`` (acked)."""
-        limit = kincir_core.check_count(max_messages, "max_messages")
+        """Block for at least one message, then return up to ``max_messages`` (acked; 0: an
+        empty batch at once)."""
+        limit = kincir_core.check_batch_size(max_messages, "max_messages")
+        if not limit:
+            kincir_core.check_timeout(timeout)
+            return []
         return self._collect([self.receive_sync(timeout)], limit)
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
-        """Wait for at least one message, then return up to ``max_messages`` (acked)."""
-        limit = kincir_core.check_count(max_messages, "max_messages")
+        """Wait for at least one message, then return up to ``max_messages`` (acked; 0: an
+        empty batch at once)."""
+        limit = kincir_core.check_batch_size(max_messages, "max_messages")
+        if not limit:
+            kincir_core.check_timeout(timeout)
+            return []
         return self._collect([await self.receive(timeout)], limit)
 
     def _release_deliveries(self, topic: str | None = None) -> None:

@@ -147,3 +147,15 @@ def test_expiry_counts_per_reader(k):
     assert b.try_receive() is None
     assert broker.stats().messages_expired() == 2
     assert broker.topic_info("t").queue_size == 0
+
+
+def test_a_cleanup_interval_longer_than_a_thread_can_wait_is_accepted(k):
+    # threading.Event.wait refuses timeouts past threading.TIMEOUT_MAX (OverflowError); the
+    # cleanup thread must wait in bounded steps instead of dying on a valid configuration.
+    config = k.InMemoryConfig(default_message_ttl=1.0, cleanup_interval=1e300)
+    broker = k.InMemoryBroker(config)
+    try:
+        time.sleep(0.05)  # the cleanup thread has started its first wait
+        assert broker.health_check().is_healthy
+    finally:
+        broker.force_shutdown()

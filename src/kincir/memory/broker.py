@@ -74,7 +74,9 @@ def _loop_running_here() -> bool:
 def _run_cleanup(
     broker_ref: weakref.ref[InMemoryBroker], stop: threading.Event, interval: float
 ) -> None:
-    while not stop.wait(interval):
+    # Event.wait refuses a timeout past threading.TIMEOUT_MAX: a longer interval is waited in
+    # steps of that (centuries), which is the same in practice
+    while not stop.wait(min(interval, threading.TIMEOUT_MAX)):
         broker = broker_ref()
         if broker is None or broker.is_shutdown():
             return

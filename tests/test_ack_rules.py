@@ -140,6 +140,68 @@ def test_a_waiting_group_member_ends_when_the_last_message_is_acked(k):
         waiting.join()
 
 
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_member_whose_last_group_message_is_acked_just_before_it_waits_ends(k, how):
+    # The settle that ends the drain may come between the member's look (nothing ready, a
+    # message in flight) and its wait: its wake-up then finds no waiter, so the wait itself
+    # must see that the drain has ended. The ack is slipped in at that point (the receive
+    # computes how long it may wait there), which used to leave the member waiting for good.
+    class AckedBeforeItWaits(k.InMemoryAckSubscriber):
+        before_wait = None
+
+        def _wait_bound(self, deadline):
+            if self.before_wait is not None:
+                self.before_wait()
+            return super()._wait_bound(deadline)
+
+    broker = k.new_broker()
+    a = k.InMemoryAckSubscriber(broker, group="g")
+    b = AckedBeforeItWaits(broker, group="g")
+    a.subscribe("t")
+    b.subscribe("t")
+    k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
+    broker.shutdown()
+    _, handle = a.try_receive_with_ack()
+    b.before_wait = lambda: a.ack(handle)
+    started = time.monotonic()
+    with pytest.raises(k.BrokerShutdown):
+        if how == "sync":
+            b.receive_with_ack_sync(timeout=2)
+        else:
+            k.run(b.receive_with_ack(timeout=2))
+    assert time.monotonic() - started < 1
+
+
+def test_an_ack_group_on_threads_drains_and_ends_at_shutdown(k):
+    # A producer thread, 4 acking members on threads, shutdown() after the last publish: every
+    # member ends with BrokerShutdown once the group has settled, and the group got everything.
+    for _ in range(3):
+        broker = k.new_broker()
+        members = [k.InMemoryAckSubscriber(broker, group="g") for _ in range(4)]
+        for member in members:
+            member.subscribe("t")
+        pub = k.InMemoryPublisher(broker)
+
+        def produce(broker, pub):
+            for _ in range(3000):
+                pub.publish_nowait("t", [b"x"])
+            broker.shutdown()
+
+        def work(member):
+            got = 0
+            while True:
+                try:
+                    _, handle = member.receive_with_ack_sync(timeout=10)
+                except k.BrokerShutdown:
+                    return got
+                member.ack(handle)
+                got += 1
+
+        workers = [k.spawn(work, member) for member in members]
+        k.spawn(produce, broker, pub).join(10)
+        assert sum(worker.join(10) for worker in workers) == 3000
+
+
 # -- a dead-letter topic past max_topics (item 4) -------------------------------------------------
 
 

@@ -555,7 +555,18 @@ class AckMixin:
         return states
 
     def _has_ready(self) -> bool:
-        return any(state.has_ready() for state in self._states())
+        """Whether a waiting receive must look again: a redelivery is ready, or the broker
+        drains and this receive can end. The engine calls it after registering the waiter, so
+        a settle that ends the drain just before the wait (its wake-up found no waiter) is not
+        missed."""
+        if any(state.has_ready() for state in self._states()):
+            return True
+        if self.broker.is_shutdown():  # type: ignore[attr-defined]
+            try:
+                self._check_receivable()  # type: ignore[attr-defined]
+            except KincirError:
+                return True
+        return False
 
     def try_receive_with_ack(self) -> tuple[Message, AckHandle] | None:
         """The next message and its AckHandle if one is ready (redeliveries first), else None."""

@@ -67,6 +67,9 @@ cdef class Cursor:
     cdef uint64_t lagged
     cdef readonly bint attached
     cdef list waiters                 # a group's members waiting in line (None: not a group)
+    # the first in line was woken and has not come back yet: the next publish must not count on
+    # it (it may never run: a blocked or stopped event loop), so it wakes the whole line
+    cdef bint line_woken
     cdef bint pending_now(self) noexcept
 
 
@@ -90,6 +93,7 @@ cdef class TopicLog:
     cdef Py_ssize_t positions_count   # = len(cursors), readable without touching the list
     cdef Py_ssize_t at_tail
     cdef list waiters
+    cdef Py_ssize_t lined             # cursors whose line of waiting group members is not empty
     cdef list room_waiters            # publishers blocked until the topic has room
     cdef bint room_freed              # slots were released while room_waiters was non-empty
     cdef uint64_t published
@@ -133,6 +137,7 @@ cdef class TopicLog:
     cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1
     cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1
     cdef int _wake_lines(self) except -1
+    cdef bint _lines_woken(self) noexcept
 
 
 cdef class BrokerCore:

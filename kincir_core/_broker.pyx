@@ -764,6 +764,7 @@ cdef class TopicLog:
         numbers, or none does. Takes over the slots' references in every case."""
         cdef Py_ssize_t i
         cdef list waiters = None
+        cdef bint stale = False  # a line whose first member was woken before: wake it whole
         cdef double now = _monotonic() if self.ttl >= 0 else 0.0
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
@@ -844,6 +845,8 @@ cdef class TopicLog:
                     # take the one-shot waiters; add_waiter brings a new list when needed
                     waiters = self.waiters
                     self.waiters = None
+                    if self.lined:
+                        stale = self._lines_woken()
         finally:
             kincir_mutex_unlock(&self.lock)
         if self.room_freed:
@@ -866,6 +869,8 @@ cdef class TopicLog:
         if last < count:
             _clear_slots(batch + last, count - last)  # dropped by drop_newest
         _wake_all(waiters)
+        if stale:
+            self._wake_lines()
         return 0
 
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1:
@@ -1181,6 +1186,8 @@ cdef class TopicLog:
                     if self.waiters is None:
                         self.waiters = fresh
                     self.waiters.append(waiter)
+                    self.lined += 1
+                    cursor.line_woken = False
             else:
                 if self.waiters is None:
                     self.waiters = fresh  # None if a publish took the list meanwhile: try again
@@ -1212,8 +1219,12 @@ cdef class TopicLog:
                         self.waiters = fresh
                     if (cursor.attached and cursor.pos != self.head) or self.waiters is None:
                         after = line[0]
+                        cursor.line_woken = True
                     else:
                         self.waiters.append(line[0])
+                        cursor.line_woken = False
+                else:
+                    self.lined -= 1
             else:
                 for i in range(len(line) - 1, 0, -1):
                     if line[i] is waiter:
@@ -1233,10 +1244,24 @@ cdef class TopicLog:
         for cursor in self.cursors:
             if (<Cursor>cursor).waiters:
                 lines.append((<Cursor>cursor).waiters)
+                (<Cursor>cursor).line_woken = True
         kincir_mutex_unlock(&self.lock)
         for line in lines:
             _wake_all(list(line))
         return 0
+
+    cdef bint _lines_woken(self) noexcept:
+        """A publish woke the first member of each line (lock held). True if a line's first
+        member had already been woken and has not come back: that line must be woken whole."""
+        cdef bint stale = False
+        cdef object cursor
+        for cursor in self.cursors:
+            if (<Cursor>cursor).waiters:
+                if (<Cursor>cursor).line_woken:
+                    stale = True
+                else:
+                    (<Cursor>cursor).line_woken = True
+        return stale
 
     def waiter_count(self):
         """Waiters registered and not yet woken (a gauge for tests and debugging)."""

@@ -233,6 +233,7 @@ class Cursor:
         "floor",
         "group",
         "lagged",
+        "line_woken",
         "log",
         "members",
         "pos",
@@ -246,6 +247,9 @@ class Cursor:
         self.log = log
         # a group's waiting members, in line: the first is on the topic's waiter list
         self.waiters: list[Any] | None = [] if group is not None else None
+        # the first in line was woken and has not come back yet: the next publish must not
+        # count on it (it may never run: a blocked or stopped event loop), so it wakes the line
+        self.line_woken = False
         self.pos = 0
         self.floor = 0
         self.members = members
@@ -323,6 +327,7 @@ class TopicLog:
         self.cursors: list[Cursor] = []
         self.at_tail = 0
         self.waiters: list[Any] = []
+        self.lined = 0  # cursors whose line of waiting group members is not empty
         self.published = 0
         self.delivered = 0
         self.expired = 0
@@ -569,9 +574,26 @@ class TopicLog:
             waiters = self.waiters
             if waiters:
                 self.waiters = []
+            if self.lined and self._lines_woken():
+                # (an empty ``waiters`` is still the topic's list, which this takes too)
+                waiters = (
+                    waiters + self._take_all_waiters() if waiters else self._take_all_waiters()
+                )
         if waiters:
             _wake_all(waiters)
         return False
+
+    def _lines_woken(self) -> bool:
+        """A publish woke the first member of each line (lock held). True if a line's first
+        member had already been woken and has not come back: that line must be woken whole."""
+        stale = False
+        for cursor in self.cursors:
+            if cursor.waiters:
+                if cursor.line_woken:
+                    stale = True
+                else:
+                    cursor.line_woken = True
+        return stale
 
     def wait_room(self, waiter: Any, count: int) -> bool:
         """Register ``waiter`` to be woken when ``count`` messages fit: True if registered,
@@ -762,6 +784,7 @@ class TopicLog:
         self.waiters = []
         for cursor in self.cursors:
             if cursor.waiters:
+                cursor.line_woken = True
                 waiters.extend(
                     cursor.waiters[1:] if cursor.waiters[0] in waiters else cursor.waiters
                 )
@@ -776,6 +799,8 @@ class TopicLog:
                 line.append(waiter)
                 if len(line) > 1:
                     return
+                self.lined += 1
+                cursor.line_woken = False  # type: ignore[union-attr]
             self.waiters.append(waiter)
 
     def remove_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
@@ -792,11 +817,14 @@ class TopicLog:
             if line:
                 if line[0] is waiter:
                     del line[0]
-                    if line:
-                        if cursor is not None and cursor.attached and cursor.pos != self.head:
-                            after = line[0]
-                        else:
-                            self.waiters.append(line[0])
+                    if not line:
+                        self.lined -= 1
+                    elif cursor is not None and cursor.attached and cursor.pos != self.head:
+                        after = line[0]
+                        cursor.line_woken = True
+                    else:
+                        self.waiters.append(line[0])
+                        cursor.line_woken = False  # type: ignore[union-attr]
                 else:
                     try:
                         line.remove(waiter)

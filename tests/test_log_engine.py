@@ -412,3 +412,39 @@ def test_group_members_on_several_topics_leave_no_message_unread(k):
     for worker in workers:
         worker.join()
     assert sorted(received) == [b"a1", b"a2", b"b1"]
+
+
+def test_a_woken_member_that_never_runs_does_not_stall_its_group(k):
+    # Member A waits on an event loop that then stops (kept, not closed): the first publish wakes
+    # A, whose loop never runs it. The next publishes must not count on A any more: they wake
+    # the rest of the group, so B receives every message, A's included.
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    a = k.InMemorySubscriber(broker, group="g")
+    b = k.InMemorySubscriber(broker, group="g")
+    a.subscribe("t")
+    b.subscribe("t")
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(a.receive())
+        loop.run_until_complete(asyncio.sleep(0.01))  # A waits first in line; the loop stops
+        got = []
+
+        def receive_all():
+            while len(got) < 3:
+                got.append(b.receive_sync(timeout=5).payload)
+
+        worker = k.spawn(receive_all)
+        time.sleep(0.05)  # B waits behind A
+        started = time.monotonic()
+        for i in range(3):
+            pub.publish_nowait("t", [b"m%d" % i])
+            time.sleep(0.01)
+        worker.join(5)
+        assert sorted(got) == [b"m0", b"m1", b"m2"]
+        assert time.monotonic() - started < 2
+        assert not task.done()
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        loop.close()

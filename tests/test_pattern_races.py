@@ -133,3 +133,47 @@ def test_a_pattern_subscribed_while_topics_are_created_misses_none_of_them(k):
     names = set(broker.list_topics())
     for sub in subs:
         assert set(sub.subscribed_topics()) == names
+
+
+def test_a_topic_deleted_while_a_pattern_joins_it_is_not_created_again(k):
+    # The delete is started between the pattern's check that the topic exists and its join (the
+    # two steps of _subscribe_existing, written out here to put the delete between them). It
+    # must wait for the pattern's joins, never land between them, where the join would create
+    # the deleted topic again.
+    broker = k.new_broker()
+    k.InMemorySubscriber(broker).subscribe("a.x")
+    deleting = []
+
+    class DeleteWhileJoining(k.InMemorySubscriber):
+        def _subscribe_existing(self, topic):
+            self.broker._existing(topic)
+            deleting.append(k.spawn(broker.delete_topic, topic))
+            deleting[0].thread.join(0.3)  # time for the delete to land, if it can
+            self._subscribe(topic)
+
+    sub = DeleteWhileJoining(broker)
+    sub.subscribe("a.*")
+    deleting[0].join(5)
+    assert broker.list_topics() == []
+    assert sub.subscribed_topics() == []
+    assert sub.subscribed_patterns() == ["a.*"]
+
+
+def test_a_pattern_left_while_it_joins_its_topics_joins_none_after(k):
+    broker = k.new_broker()
+    for topic in ("a.1", "a.2"):
+        broker.configure_topic(topic)
+    leaving = []
+
+    class LeaveWhileJoining(k.InMemorySubscriber):
+        def _subscribe_existing(self, topic):
+            if not leaving:
+                leaving.append(k.spawn(self.unsubscribe, "a.*"))
+                leaving[0].thread.join(0.3)  # time for the unsubscribe to land, if it can
+            super()._subscribe_existing(topic)
+
+    sub = LeaveWhileJoining(broker)
+    sub.subscribe("a.*")
+    leaving[0].join(5)
+    assert sub.subscribed_patterns() == []
+    assert sub.subscribed_topics() == []

@@ -191,13 +191,15 @@ class InMemoryBroker(BrokerCore):
     def delete_topic(self, name: str) -> None:
         """Delete a topic: its held messages are dropped and its subscriptions end. Raises
         TopicNotFound."""
-        super().delete_topic(name)
+        with self._topic_creation:  # never in the middle of a pattern's joins
+            super().delete_topic(name)
         _log.debug("topic %r deleted", name)
 
     def cleanup_idle_topics(self, idle: float | timedelta) -> list[str]:
         """Remove the topics with no subscriber and no activity for ``idle`` seconds; returns
         their names."""
-        removed = super().cleanup_idle_topics(idle)
+        with self._topic_creation:  # never in the middle of a pattern's joins
+            removed = super().cleanup_idle_topics(idle)
         if removed:
             _log.debug("idle-topic cleanup removed %d topics: %s", len(removed), removed)
         return removed
@@ -427,7 +429,9 @@ class InMemorySubscriber(SubscriberCore):
     def _subscribe_pattern(self, pattern: str) -> None:
         segments = compile_pattern(pattern)
         broker = self.broker
-        # no topic is created meanwhile: each is either listed here or joined as it is created
+        # No topic is created or deleted meanwhile (delete_topic and cleanup_idle_topics take the
+        # creation lock too), and no unsubscribe of the pattern comes between: each topic is
+        # either joined here or as it is created, and none after the pattern was left.
         with broker._topic_creation:
             if self._closed:
                 raise NotSubscribed("this subscriber is closed")
@@ -436,11 +440,10 @@ class InMemorySubscriber(SubscriberCore):
             self._patterns_map().setdefault(pattern, segments)
             broker._patterns.add(self, pattern, segments)
             self._patterned = True
-            names = broker.list_topics()
-        subscribed = set(self.subscribed_topics())
-        for name in names:
-            if name not in subscribed and matches(segments, name):
-                join_quietly(self._subscribe_existing, name)
+            subscribed = set(self.subscribed_topics())
+            for name in broker.list_topics():
+                if name not in subscribed and matches(segments, name):
+                    join_quietly(self._subscribe_existing, name)
         self._wake_receivers()
 
     def _subscribe_existing(self, topic: str) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -180,6 +181,14 @@ def _namespace(impl: str) -> types.SimpleNamespace:
     return ns
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
 @pytest.fixture
 def fast_switching() -> Iterator[None]:
     """Switch threads as often as CPython allows for the test, to shake thread schedules."""
@@ -240,6 +249,7 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         return worker
 
     ns.new_broker = new_broker
+    ns.wait_for = wait_for
     ns.track = track
     ns.spawn = spawn
     yield ns

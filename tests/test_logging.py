@@ -38,13 +38,6 @@ def logs(caplog):
     return Logs
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 def one(records):
     assert len(records) == 1, [r.getMessage() for r in records]
     return records[0]
@@ -220,7 +213,7 @@ def test_the_ttl_cleanup_thread_reports_what_it_expired(k, logs):
     sub = k.InMemorySubscriber(broker)
     sub.subscribe("t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1", b"2"])
-    wait_for(lambda: logs.of(MEMORY, contains="TTL cleanup"))
+    k.wait_for(lambda: logs.of(MEMORY, contains="TTL cleanup"))
     record = logs.of(MEMORY, contains="TTL cleanup")[0]
     assert record.levelno == logging.DEBUG
     assert record.args == (2,)
@@ -342,7 +335,7 @@ def test_router_lifecycle_failures_and_timeouts(k, logs):
     router = k.Router(broker, "in", None, handler, processing_timeout=0.05, max_deliveries=1)
     with router:
         pub.publish_nowait("in", [b"boom", b"slow"])
-        wait_for(lambda: router.stats().failed == 1 and router.stats().timed_out == 1)
+        k.wait_for(lambda: router.stats().failed == 1 and router.stats().timed_out == 1)
     started = one(logs.of(ROUTER, contains="router started"))
     assert started.levelno == logging.INFO
     assert started.getMessage() == (

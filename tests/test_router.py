@@ -18,13 +18,6 @@ def collect(sub, n, timeout=5.0):
     return out
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 @pytest.fixture(autouse=True)
 def quiet_router_log(caplog):
     caplog.set_level(logging.CRITICAL, logger="kincir.router")
@@ -55,7 +48,7 @@ def test_handler_returning_nothing_publishes_nothing(k, result):
     broker, pub, out, router = pipeline(k, lambda m: result)
     with router:
         pub.publish_nowait("in", [b"a"])
-        wait_for(lambda: router.stats().acked == 1)
+        k.wait_for(lambda: router.stats().acked == 1)
     assert out.try_receive() is None
     assert broker.topic_info("in").queue_size == 0
 
@@ -100,7 +93,7 @@ def test_bad_handler_result_counts_as_a_failure(k):
     _broker, pub, _out, router = pipeline(k, lambda m: 42, max_deliveries=1)
     with router:
         pub.publish_nowait("in", [b"a"])
-        wait_for(lambda: router.stats().failed == 1)
+        k.wait_for(lambda: router.stats().failed == 1)
     assert router.stats().retries_exhausted == 1
 
 
@@ -156,7 +149,7 @@ def test_always_ack_never_retries(k):
     broker, pub, _out, router = pipeline(k, handler, ack_strategy=k.AckStrategy.ALWAYS_ACK)
     with router:
         pub.publish_nowait("in", [b"a"])
-        wait_for(lambda: router.stats().acked == 1)
+        k.wait_for(lambda: router.stats().acked == 1)
         time.sleep(0.05)
     assert len(calls) == 1
     assert broker.topic_info("in").queue_size == 0
@@ -172,7 +165,7 @@ def test_never_ack_reads_at_most_once(k):
     broker, pub, _out, router = pipeline(k, handler, ack_strategy=k.AckStrategy.NeverAck)
     with router:
         pub.publish_nowait("in", [b"a"])
-        wait_for(lambda: router.stats().failed == 1)
+        k.wait_for(lambda: router.stats().failed == 1)
         time.sleep(0.05)
     assert len(calls) == 1
     stats = router.stats()
@@ -238,7 +231,7 @@ def test_async_handler_timeout_and_failure(k):
     router.start()  # a coroutine handler on a loop of the router's own thread
     k.InMemoryPublisher(broker).publish_nowait("in", [b"slow", b"bad", b"fine"])
     got = collect(out, 2)
-    wait_for(lambda: router.stats().retries_exhausted == 1)
+    k.wait_for(lambda: router.stats().retries_exhausted == 1)
     assert router.stop(timeout=5)
     assert sorted(m.payload for m in got) == [b"fine", b"slow"]
     stats = router.stats()
@@ -312,7 +305,7 @@ def test_router_ends_when_the_broker_shuts_down(k):
     broker, pub, _out, router = pipeline(k, lambda m: None)
     router.start()
     pub.publish_nowait("in", [b"1"])
-    wait_for(lambda: router.stats().acked == 1)
+    k.wait_for(lambda: router.stats().acked == 1)
     broker.shutdown()
     assert router.stop(timeout=5)
 
@@ -349,8 +342,8 @@ def test_handler_returning_messages_without_output_topic_fails_the_message(k):
     router = k.Router(broker, "in", None, lambda m: [b"x"], max_deliveries=1)
     with router:
         k.InMemoryPublisher(broker).publish_nowait("in", [b"a"])
-        wait_for(lambda: router.stats().failed == 1)
+        k.wait_for(lambda: router.stats().failed == 1)
     sink = k.Router(broker, "in2", None, lambda m: None)
     with sink:
         k.InMemoryPublisher(broker).publish_nowait("in2", [b"a"])
-        wait_for(lambda: sink.stats().acked == 1)
+        k.wait_for(lambda: sink.stats().acked == 1)

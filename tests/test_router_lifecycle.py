@@ -12,13 +12,6 @@ import time
 import pytest
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 @pytest.fixture(autouse=True)
 def quiet_router_log(caplog):
     caplog.set_level(logging.CRITICAL, logger="kincir.router")
@@ -75,7 +68,7 @@ def test_stop_wakes_a_worker_blocked_on_a_full_output(k):
     handler = Recorder()
     router = k.Router(broker, "in", "out", handler).start()
     k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b"])
-    wait_for(lambda: handler.count() == 2)  # b's output waits for room
+    k.wait_for(lambda: handler.count() == 2)  # b's output waits for room
     assert k.spawn(router.stop, 5).join(2) is True
     assert not router.is_running()
     # b's output was not published; b itself went back to the router's group
@@ -84,7 +77,7 @@ def test_stop_wakes_a_worker_blocked_on_a_full_output(k):
     assert (stats.acked, stats.published, stats.nacked, stats.failed) == (1, 1, 0, 0)
     with router:
         assert drain(out, 1) == [b"b"]
-        wait_for(lambda: router.stats().acked == 2)
+        k.wait_for(lambda: router.stats().acked == 2)
     assert handler.calls == [b"a", b"b", b"b"]
     assert broker.topic_info("in").in_flight == 0
 
@@ -97,7 +90,7 @@ def test_leaving_with_router_returns_while_the_output_is_full(k):
     def run_stage():
         with router:
             k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b", b"c"])
-            wait_for(lambda: handler.count() == 2)
+            k.wait_for(lambda: handler.count() == 2)
         return router.is_running()
 
     assert k.spawn(run_stage).join(2) is False
@@ -176,7 +169,7 @@ def test_a_stop_never_counts_as_a_failed_delivery(k):
     )
     router.start()
     k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b", b"c"])
-    wait_for(lambda: handler.count() == 3)
+    k.wait_for(lambda: handler.count() == 3)
     assert router.stop(timeout=2) is True
     assert drain(out, 1) == [b"a"]
     with router:
@@ -194,7 +187,7 @@ def test_stop_under_never_ack_drops_the_waiting_outputs_with_a_warning(k, caplog
     router = k.Router(broker, "in", "out", handler, ack_strategy=k.AckStrategy.NEVER_ACK)
     router.start()
     k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b"])
-    wait_for(lambda: handler.count() == 2)
+    k.wait_for(lambda: handler.count() == 2)
     assert router.stop(timeout=2) is True
     assert drain(out, 1) == [b"a"]
     assert any("dropped unpublished" in r.getMessage() for r in caplog.records)
@@ -237,7 +230,7 @@ def test_backpressure_longer_than_ack_timeout_does_not_redeliver(k):
         k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b"])
         time.sleep(STALL)
         assert collections.Counter(drain(out, 2)) == {b"a": 1, b"b": 1}
-        wait_for(lambda: router.stats().acked == 2)
+        k.wait_for(lambda: router.stats().acked == 2)
     assert sorted(handler.calls) == [b"a", b"b"]
     assert broker.topic_info("in").total_redelivered == 0
     assert out.try_receive() is None
@@ -284,8 +277,8 @@ def test_a_slow_handler_is_still_redelivered_after_its_ack_deadline(k):
     router = k.Router(broker, "in", "out", handler, concurrency=2, ack_timeout=0.1)
     with router:
         k.InMemoryPublisher(broker).publish_nowait("in", [b"a"])
-        wait_for(lambda: len(calls) == 2)
-        wait_for(lambda: router.stats().published == 2)
+        k.wait_for(lambda: len(calls) == 2)
+        k.wait_for(lambda: router.stats().published == 2)
     assert drain(out, 2) == [b"a", b"a"]
     assert broker.topic_info("in").total_redelivered == 1
 

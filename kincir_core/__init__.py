@@ -1,66 +1,35 @@
-"""kincir's engine: the compiled hot path, or its pure-Python twin.
+"""kincir's engine: a kernel, compiled or its pure-Python twin, and the layer above it.
 
-An implementation package: users import ``kincir``, never this. ``IMPLEMENTATION`` says which
-engine was loaded: ``"cython"`` when the extension modules import, ``"python"`` when they are
-missing or ``KINCIR_NO_EXTENSIONS`` is set to a non-empty value other than ``0``.
+An implementation package: users import ``kincir``, never this. Only the kernel is written twice
+(``_broker.pyx`` and its twin ``_broker_py.py``; ``_message.pyx`` and ``_message_py.py``): the
+ring, cursors, locks, waiters and the hot calls. Above it, written once in Python: the broker's
+topic table, groups, lifecycle and snapshots (``_topics.py``), a subscriber's subscriptions
+(``_subscriptions.py``), argument checks and the error registry (``_validate.py``).
+``IMPLEMENTATION`` says which kernel was loaded (``_engine.py``): ``"cython"`` when the extension
+modules import, ``"python"`` when they are missing or ``KINCIR_NO_EXTENSIONS`` is set to a
+non-empty value other than ``0``.
 """
 
-import os as _os
+from ._engine import IMPLEMENTATION, Message, kernel, restore_message
+from ._subscriptions import SubscriberCore
+from ._topics import BrokerCore
+from ._validate import (
+    OVERFLOW_POLICIES,
+    TOPIC_OVERHEAD,
+    check_batch_size,
+    check_count,
+    check_timeout,
+    set_error_types,
+    validate_group_name,
+    validate_topic_name,
+)
 
-if _os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
-    _compiled = False
-else:
-    try:
-        from . import _broker, _message  # noqa: F401  (probe: are the extensions built?)
-    except ImportError:
-        _compiled = False
-    else:
-        _compiled = True
-
-if _compiled:
-    from ._broker import (
-        MESSAGE_OVERHEAD,
-        OVERFLOW_POLICIES,
-        TOPIC_OVERHEAD,
-        BrokerCore,
-        PublisherCore,
-        SubscriberCore,
-        _advance_clock,
-        _reset_clock,
-        check_batch_size,
-        check_count,
-        check_timeout,
-        monotonic,
-        set_error_types,
-        validate_group_name,
-        validate_topic_name,
-        wall_ms,
-    )
-    from ._message import Message, restore_message
-
-    IMPLEMENTATION = "cython"
-else:
-    from ._broker_py import (  # type: ignore[assignment]
-        MESSAGE_OVERHEAD,
-        OVERFLOW_POLICIES,
-        TOPIC_OVERHEAD,
-        BrokerCore,
-        PublisherCore,
-        SubscriberCore,
-        _advance_clock,
-        _reset_clock,
-        check_batch_size,
-        check_count,
-        check_timeout,
-        monotonic,
-        set_error_types,
-        validate_group_name,
-        validate_topic_name,
-        wall_ms,
-    )
-    from ._message_py import Message, restore_message  # type: ignore[assignment]
-
-    IMPLEMENTATION = "python"
+MESSAGE_OVERHEAD: int = kernel.MESSAGE_OVERHEAD
+PublisherCore = kernel.PublisherCore
+_advance_clock = kernel._advance_clock
+_reset_clock = kernel._reset_clock
+monotonic = kernel.monotonic
+wall_ms = kernel.wall_ms
 
 __all__ = [
     "IMPLEMENTATION",

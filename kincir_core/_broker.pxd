@@ -104,7 +104,7 @@ cdef class TopicLog:
     cdef uint64_t lagged
     cdef uint64_t redelivered
     cdef uint64_t dead_lettered
-    cdef int64_t in_flight
+    cdef readonly int64_t in_flight
     cdef int64_t held_bytes
     cdef double created_at
     # wall-clock seconds of the last publish, subscribe, unsubscribe, pull or clear; a
@@ -129,70 +129,49 @@ cdef class TopicLog:
     cdef Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
-    cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
-    cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
-    cdef int detach(self, Cursor cursor) except -1
+    cpdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
+    cpdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
+    cpdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
-    cdef bint _close_if_idle(self, double threshold) noexcept
     cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1
     cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1
     cdef int _wake_lines(self) except -1
     cdef bint _lines_woken(self) noexcept
 
 
-cdef class BrokerCore:
+# The broker's kernel: what the hot path reads (BrokerCore, in _topics.py, is the rest).
+cdef class BrokerKernel:
     cdef object __weakref__
-    cdef Py_ssize_t max_queue_size
-    cdef Py_ssize_t max_topics
-    cdef Py_ssize_t max_subscribers
-    cdef int overflow
-    cdef bint persistence
-    cdef bint ordered
-    cdef double ttl
-    cdef dict topics
-    cdef dict pull
-    cdef dict groups                  # (topic, group name) -> the group's Cursor
-    cdef public object _on_new_topic    # called with a topic's name after it is created
+    cdef readonly dict _topics          # name -> TopicLog
+    cdef public int _state             # RUNNING, DRAINING or STOPPED
     cdef readonly set _letter_topics    # dead-letter topics of ack subscribers
-    # called with a new topic's log before the topic is visible (pattern subscriptions join)
-    cdef public object _on_topic_creating
-    cdef readonly object _topic_creation  # an RLock held while a topic is created
     cdef list shutdown_waiters        # receives no topic may wake at shutdown (patterns)
-    cdef kincir_mutex lock
-    cdef int state
-    cdef double started
-    # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
-    cdef uint64_t retired[8]
-    cdef TopicLog log_for(self, object name, bint letters=*)
-    cdef TopicLog _create(self, str name, bint letters, bint* created)
-    cdef Cursor join_group(self, str topic, str name, bint acking, TopicLog creating=*)
+    cdef kincir_mutex lock            # guards shutdown_waiters
     cdef int add_shutdown_waiter(self, Waiter waiter) except -1
     cdef void remove_shutdown_waiter(self, Waiter waiter) noexcept
-    cdef void _wake_shutdown_waiters(self) noexcept
-    cdef void _retire(self, TopicLog log) noexcept
-    cdef TopicLog _remove(self, str name)
 
 
 cdef class PublisherCore:
-    cdef readonly BrokerCore broker
+    cdef readonly BrokerKernel broker
     cdef object _publish(self, object topic, object messages, TopicLog target=*)
     cdef int _publish_waiting(self, object topic, object messages, double deadline) except -1
 
 
-cdef class SubscriberCore:
+# A subscriber's kernel: what its receives need (SubscriberCore, in _subscriptions.py, is the
+# rest).
+cdef class SubscriberKernel:
     cdef object __weakref__
-    cdef readonly BrokerCore broker
+    cdef readonly BrokerKernel broker
     cdef readonly object group
     cdef readonly bint acking
     cdef tuple cursors
-    cdef dict by_topic
+    cdef readonly dict _by_topic      # topic -> Cursor, the subscriptions
     cdef Py_ssize_t next_index
-    cdef readonly bint _closed
+    cdef public bint _closed
     cdef public bint _patterned       # has pattern subscriptions: may gain topics later
     cdef kincir_mutex lock
     cdef list waiting
     cdef SyncWaiter spare_waiter
-    cdef int _adopt(self, object topic, Cursor cursor) except -1
     cdef void _refresh(self) noexcept
     cdef void _subscriptions_changed(self) noexcept
     cdef object _nothing(self)
@@ -202,3 +181,6 @@ cdef class SubscriberCore:
     cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)
     cdef tuple _register(self, Waiter waiter)
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1
+
+
+cpdef int leave(Cursor cursor) except -1

@@ -1,5 +1,11 @@
 # cython: language_level=3, embedsignature=True, binding=False
-"""Topic logs, cursors, waiting, and the broker core: kincir's hot path.
+"""The engine's kernel: topic logs, cursors, waiting, and the hot calls.
+
+Only this is written twice (the twin is _broker_py.py). The broker's topic management, groups,
+lifecycle and snapshots (_topics.py) and a subscriber's subscriptions (_subscriptions.py) are
+written once, in Python, above it: they subclass BrokerKernel and SubscriberKernel and call the
+TopicLog and Cursor methods below; the hot calls (publish*, try_receive*, receive*) never leave
+this module while the topic exists.
 
 A topic is a ring of message slots addressed by sequence number (slot = seq & mask), with a head
 (the next sequence to assign) and a tail (the oldest sequence still held). Every reader owns a
@@ -16,13 +22,11 @@ Python code, and building a Message allocates only an object the GC does not tra
 happen while the topic lock is held.
 
 Locks: each TopicLog has a mutex (_lock.h: PyMutex, or the GIL itself on 3.11/3.12) guarding
-its ring, cursors, waiter list and counters; the broker's mutex guards its topic table; a
-subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then topic. While a
-topic lock is held nothing allocates a GC-tracked object or calls Python code, so no finalizer can
-re-enter the engine. Creating a topic also holds the broker's topic-creation lock (a reentrant
-threading lock, never taken under a mutex) from the lookup to the insertion: the new log's
-pattern subscriptions join it (``_on_topic_creating``, Python code, no mutex held) before it
-enters the table, so no publish reaches a topic before its pattern readers.
+its ring, cursors, waiter list and counters; the broker's mutex guards its list of shutdown
+waiters; a subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then
+topic. While a mutex is held nothing allocates a GC-tracked object or calls Python code, so no
+finalizer can re-enter the engine. The topic table itself is changed only by the Python layer,
+under its own reentrant lock (never taken under a mutex); the hot path reads it without one.
 
 Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a PyThread lock
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
@@ -61,10 +65,11 @@ from cpython.mem cimport PyMem_RawRealloc as realloc
 
 from ._message cimport Message, check_batch, delivered_copy, new_id
 
-import re
 from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
-from threading import RLock as _RLock
+
+from ._validate import OVERFLOW_POLICIES, check_batch_size, check_timeout, validate_topic_name
+from ._validate import error as _error
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
@@ -114,64 +119,12 @@ cdef enum:
     OVERFLOW_DROP_OLDEST = 2
     OVERFLOW_DROP_NEWEST = 3
 
-#: The overflow policies, indexed by the code the engine stores per topic.
-OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
-
 # Estimated bytes a held message costs beyond its payload and its ring slot: the bytes object
 # header; the Message readers share adds 80 once read. Used by the memory estimate, kept
 # incrementally; the estimate adds every allocated slot of the ring (sizeof(Slot), and a double
 # with a TTL).
 MESSAGE_OVERHEAD = 33  # the bytes object header (a read adds a Message)
-TOPIC_OVERHEAD = 512
-MAX_TOPIC_LENGTH = 255
 cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
-_INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
-_INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
-
-cdef dict _errors = {}
-
-
-def set_error_types(**types):
-    """Install the public exception classes the engine raises (called once by ``kincir``)."""
-    _errors.update(types)
-
-
-def _error(name, *args):
-    return _errors[name](*args)
-
-
-def validate_topic_name(name):
-    """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
-    if type(name) is not str:
-        raise TypeError(f"topic must be str, not {type(name).__name__}")
-    if not name:
-        raise _error("InvalidTopicName", name, "it is empty")
-    if len(<str>name) > MAX_TOPIC_LENGTH:
-        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
-    bad = _INVALID_TOPIC_CHAR.search(name)
-    if bad is not None:
-        raise _error(
-            "InvalidTopicName", name,
-            f"it contains {bad.group()!r}; "
-            "whitespace, control characters, '*' and '>' are not allowed",
-        )
-    if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
-    return name
-
-
-def validate_group_name(name):
-    """Return ``name`` (None, or a valid consumer group name), else raise TypeError/ValueError."""
-    if name is None:
-        return None
-    if type(name) is not str:
-        raise TypeError(f"group must be str or None, not {type(name).__name__}")
-    if not name or len(<str>name) > MAX_TOPIC_LENGTH or _INVALID_GROUP_CHAR.search(name):
-        raise ValueError(
-            f"invalid group name {name!r}: 1-{MAX_TOPIC_LENGTH} characters, "
-            "no whitespace or control characters"
-        )
-    return name
 
 
 # Added to every clock read of the engine's TTL and waiting logic; moved forward only by
@@ -219,52 +172,17 @@ cdef inline int64_t _now_ms() noexcept nogil:
 
 
 cdef double _check_timeout_c(object timeout) except? -2.0:
-    """Seconds as a double, -1.0 for None (wait forever)."""
+    """Seconds as a double, -1.0 for None (wait forever); _validate.check_timeout checks."""
     if timeout is None:
         return -1.0
-    if hasattr(timeout, "total_seconds"):
-        timeout = timeout.total_seconds()
-    if type(timeout) is bool or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    cdef double seconds = float(timeout)
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
-    return seconds
-
-
-def check_timeout(timeout):
-    """Validate a timeout (seconds as int/float or a timedelta; None waits forever)."""
-    cdef double seconds = _check_timeout_c(timeout)
-    return None if seconds < 0 else seconds
-
-
-cdef Py_ssize_t _check_count(object value, str name) except -1:
-    if type(value) is bool or not isinstance(value, int):
-        raise TypeError(f"{name} must be int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value if value < (1 << 62) else (1 << 62)
-
-
-def check_count(value, name):
-    """Validate a positive count argument."""
-    return _check_count(value, name)
+    return check_timeout(timeout)
 
 
 cdef Py_ssize_t _check_batch_size(object value, str name) except -1:
     """A batch receive's size: 0 asks for nothing (an empty batch at once)."""
-    if type(value) is bool or not isinstance(value, int):
-        raise TypeError(f"{name} must be int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value if value < (1 << 62) else (1 << 62)
-
-
-def check_batch_size(value, name):
-    """Validate a batch receive's size (>= 0; 0 asks for an empty batch)."""
-    return _check_batch_size(value, name)
+    if type(value) is int and 0 <= value < (1 << 62):
+        return value
+    return check_batch_size(value, name)
 
 
 # -- waiting ----------------------------------------------------------------------------------
@@ -512,18 +430,19 @@ cdef inline uint64_t* _tracked(Cursor cursor) noexcept:
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
-    def __cinit__(self, str name, Py_ssize_t capacity, double ttl, bint persistence,
+    def __cinit__(self, str name, object capacity, object ttl, bint persistence,
                   bint ordered, int overflow):
+        """``capacity``: None for unbounded; ``ttl``: None for no TTL."""
         KINCIR_LIVE(LIVE_LOGS, 1)
         self.name = name
-        self.capacity = capacity
+        self.capacity = -1 if capacity is None else capacity
         self.overflow = overflow
         self.room_waiters = []
-        self.ttl = ttl
+        self.ttl = -1.0 if ttl is None else ttl
         self.persistence = persistence
         self.ordered = ordered
         self.ring = <Slot*>calloc(MIN_RING, sizeof(Slot))
-        if ttl >= 0:  # publish times, kept only for a topic with a TTL
+        if self.ttl >= 0:  # publish times, kept only for a topic with a TTL
             self.stamps = <double*>calloc(MIN_RING, sizeof(double))
             if self.stamps == NULL:
                 raise MemoryError("cannot allocate a topic log")
@@ -1055,7 +974,7 @@ cdef class TopicLog:
 
     # -- readers joining and leaving ------------------------------------------------------------
 
-    cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
+    cpdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
         Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
@@ -1095,7 +1014,7 @@ cdef class TopicLog:
             raise MemoryError("cannot add a reader")
         return full
 
-    cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
+    cpdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
         """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
         are already attached, or 3 if the group or topic is gone (nothing changed)."""
         cdef int refused = 0
@@ -1125,7 +1044,7 @@ cdef class TopicLog:
         _wake_all(waiters)
         self._wake_lines()
 
-    cdef int detach(self, Cursor cursor) except -1:
+    cpdef int detach(self, Cursor cursor) except -1:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
         cdef list waiters = None
         cdef Py_ssize_t i, count
@@ -1366,7 +1285,7 @@ cdef class TopicLog:
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
 
-    cdef bint _close_if_idle(self, double threshold) noexcept:
+    def close_if_idle(self, double threshold):
         """Refuse publishes and readers from now on (True) if no subscriber is attached and
         nothing happened for ``threshold`` seconds; the caller then closes the topic."""
         cdef bint idle
@@ -1377,6 +1296,18 @@ cdef class TopicLog:
             self.closed = True
         kincir_mutex_unlock(&self.lock)
         return idle
+
+    def touch(self):
+        """Stamp the topic active now (a pull through ``consume``)."""
+        self.last_activity = _wall()
+
+    def append_letter(self, Message message):
+        """Append a dead letter (accepted while the broker drains): False if the topic is full
+        under the block policy (a dead letter never waits); raises what a publish raises."""
+        cdef Slot one
+        _fill_slot(&one, message, 0)
+        one.enqueued_at = _now_ms()
+        return not self.append(&one, 1, True)  # takes over the reference, whatever happens
 
     def drained(self):
         """True when every reader with an attached subscriber has read everything."""
@@ -1440,317 +1371,27 @@ cdef class TopicLog:
                 None if self.capacity < 0 else self.capacity)
 
 
-# -- the broker -------------------------------------------------------------------------------
+# -- the broker's kernel ----------------------------------------------------------------------
 
-cdef class BrokerCore:
-    """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
+cdef class BrokerKernel:
+    """What the hot path reads of a broker: its topic table and state, and the receives no
+    topic may wake at shutdown. The rest of the broker (creating and deleting topics, groups,
+    the lifecycle, snapshots) is ``BrokerCore`` in _topics.py, written once above this."""
 
-    def __init__(self, *, max_queue_size, max_topics, persistence, ordered, ttl, max_subscribers,
-                 overflow="error"):
-        self.overflow = OVERFLOW_POLICIES.index(overflow)
-        self.max_queue_size = -1 if max_queue_size is None else max_queue_size
-        self.max_topics = -1 if max_topics is None else max_topics
-        self.max_subscribers = -1 if max_subscribers is None else max_subscribers
-        self.persistence = persistence
-        self.ordered = ordered
-        self.ttl = -1.0 if ttl is None else ttl
-        self.topics = {}
-        self.pull = {}
-        self.groups = {}
+    def __cinit__(self, *args, **kwargs):
+        self._topics = {}
         self._letter_topics = set()
-        self.state = RUNNING
-        self.started = _monotonic()
-        # held while a topic is created (and by whoever must not interleave with a creation:
-        # pattern registration); reentrant, so a finalizer that publishes cannot deadlock
-        self._topic_creation = _RLock()
+        self._state = RUNNING
         self.shutdown_waiters = []
 
-    # -- topics ---------------------------------------------------------------------------------
+    @property
+    def _orphans(self):
+        """Cursors of subscribers the GC freed, left to detach: never any here (the compiled
+        engine detaches them at once)."""
+        return False
 
-    cdef TopicLog log_for(self, object name, bint letters=False):
-        """The log of topic ``name``, created if needed (publish and subscribe). ``letters``: a
-        dead-letter topic, created outside ``max_topics`` and while the broker drains."""
-        cdef object found = self.topics.get(name) if type(name) is str else None
-        cdef TopicLog log
-        cdef bint created = False
-        if found is not None:
-            return <TopicLog>found
-        validate_topic_name(name)
-        with self._topic_creation:
-            log = self._create(name, letters, &created)
-        if created and self._on_new_topic is not None:
-            self._on_new_topic(name)
-        return log
-
-    cdef TopicLog _create(self, str name, bint letters, bint* created):
-        """Topic ``name``'s log, made now (``created`` set) if it does not exist; the creation
-        lock is held (``letters``: see log_for). The pattern subscriptions join a new topic
-        (``_on_topic_creating``) before it enters the table, so no publish can reach it before
-        them."""
-        cdef object found
-        cdef TopicLog log
-        cdef int refused = 0
-        kincir_mutex_lock(&self.lock)
-        found = self.topics.get(name)
-        if self.state != RUNNING and not (letters and self.state == DRAINING):
-            refused = 1
-        elif (found is None and not letters and self.max_topics >= 0
-                and len(self.topics) >= self.max_topics):
-            refused = 2
-        kincir_mutex_unlock(&self.lock)
-        if refused == 1:
-            raise _error("BrokerShutdown")
-        if refused == 2:
-            raise _error("MaxTopicsReached", self.max_topics)
-        if found is not None:
-            return <TopicLog>found
-        log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered,
-                       self.overflow)
-        if self._on_topic_creating is not None:
-            try:
-                self._on_topic_creating(log)  # pattern subscriptions join the new topic
-            except BaseException:
-                log.close()
-                raise
-        kincir_mutex_lock(&self.lock)
-        try:
-            found = self.topics.get(name)  # only a finalizer run meanwhile could have made it
-            if self.state != RUNNING and not (letters and self.state == DRAINING):
-                refused = 1
-            elif found is None:
-                if self.state != RUNNING:
-                    log.accepting = False  # a dead-letter topic made during the drain
-                self.topics[name] = log
-                created[0] = True
-                found = log
-        finally:
-            kincir_mutex_unlock(&self.lock)
-        if found is not log:
-            log.close()  # never visible: the subscriptions it was given end
-        if refused:
-            raise _error("BrokerShutdown")
-        return <TopicLog>found
-
-    def _topic(self, name):
-        """The log of topic ``name``, created if needed."""
-        return self.log_for(name)
-
-    cdef Cursor join_group(self, str topic, str name, bint acking, TopicLog creating=None):
-        """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
-        first use, with one more member. ``creating``: the topic's log while it is being
-        created (not yet in the table)."""
-        cdef TopicLog log
-        cdef Cursor cursor, made
-        cdef object found
-        cdef int refused
-        cdef tuple key = (topic, name)
-        while True:
-            log = self.log_for(topic) if creating is None else creating
-            found = self.groups.get(key)
-            if found is None or (<Cursor>found).log is not log or not (<Cursor>found).attached:
-                made = Cursor(log, 0, name, acking)
-                if log.attach(made, -1) == 3:
-                    if creating is not None:
-                        raise _error("TopicNotFound", topic)
-                    continue  # the topic was deleted meanwhile
-                kincir_mutex_lock(&self.lock)
-                current = self.groups.get(key)
-                listed = self.topics.get(topic)
-                if current is found and listed is (log if creating is None else None):
-                    self.groups[key] = made
-                    current = made
-                kincir_mutex_unlock(&self.lock)
-                if current is not made:  # a concurrent join made it first
-                    log.detach(made)
-                    continue
-                found = made
-            cursor = <Cursor>found
-            if cursor.acking != acking:
-                kind = "an acknowledging" if cursor.acking else "a plain"
-                raise _error(
-                    "InvalidConfig", "group", name,
-                    f"{kind} group on topic {topic!r}: join it with "
-                    f"{'InMemoryAckSubscriber' if cursor.acking else 'InMemorySubscriber'}",
-                )
-            refused = log.join(cursor, self.max_subscribers)
-            if refused == 1:
-                raise _error("MaxSubscribersReached", topic, self.max_subscribers)
-            if refused == 0:
-                return cursor
-
-    def delete_group(self, topic, name):
-        """Delete consumer group ``name`` of ``topic``: its cursor goes, and with it the
-        messages only it still held; its members' subscriptions to the topic end."""
-        if type(topic) is not str:
-            raise TypeError(f"topic must be str, not {type(topic).__name__}")
-        if type(name) is not str:
-            raise TypeError(f"group must be str, not {type(name).__name__}")
-        kincir_mutex_lock(&self.lock)
-        found = self.groups.pop((topic, name), None)
-        kincir_mutex_unlock(&self.lock)
-        if found is None:
-            if topic not in self.topics:
-                raise _error("TopicNotFound", topic)
-            raise _error("GroupNotFound", topic, name)
-        (<Cursor>found).log.detach(<Cursor>found)
-
-    def list_groups(self, topic):
-        """The names of ``topic``'s consumer groups (with or without members)."""
-        self._existing(topic)
-        return [key[1] for key in list(self.groups) if key[0] == topic]
-
-    def _group_cursor(self, topic, name):
-        return self.groups.get((topic, name))
-
-    def _configure_topic(self, name, int overflow, Py_ssize_t capacity):
-        cdef TopicLog log = self.log_for(name)
-        log.configure(overflow, capacity)
-        return log
-
-    def _existing(self, name):
-        if type(name) is not str:
-            raise TypeError(f"topic must be str, not {type(name).__name__}")
-        log = self.topics.get(name)
-        if log is None:
-            raise _error("TopicNotFound", name)
-        return log
-
-    cdef void _retire(self, TopicLog log) noexcept:
-        """Keep the counters of a removed topic in the broker's statistics."""
-        kincir_mutex_lock(&self.lock)
-        self.retired[0] += log.published
-        self.retired[1] += log.delivered
-        self.retired[2] += log.expired
-        self.retired[3] += log.dropped
-        self.retired[4] += log.queue_full
-        self.retired[5] += log.lagged
-        self.retired[6] += log.redelivered
-        self.retired[7] += log.dead_lettered
-        kincir_mutex_unlock(&self.lock)
-
-    cdef TopicLog _remove(self, str name):
-        cdef object log
-        kincir_mutex_lock(&self.lock)
-        try:
-            log = self.topics.pop(name, None)
-            self.pull.pop(name, None)
-            for key in [key for key in self.groups if key[0] == name]:
-                del self.groups[key]
-        finally:
-            kincir_mutex_unlock(&self.lock)
-        if log is None:
-            return None
-        (<TopicLog>log).close()
-        kincir_mutex_lock(&self.lock)
-        try:
-            self.retired[0] += (<TopicLog>log).published
-            self.retired[1] += (<TopicLog>log).delivered
-            self.retired[2] += (<TopicLog>log).expired
-            self.retired[3] += (<TopicLog>log).dropped
-            self.retired[4] += (<TopicLog>log).queue_full
-            self.retired[5] += (<TopicLog>log).lagged
-            self.retired[6] += (<TopicLog>log).redelivered
-            self.retired[7] += (<TopicLog>log).dead_lettered
-        finally:
-            kincir_mutex_unlock(&self.lock)
-        return <TopicLog>log
-
-    def list_topics(self):
-        """The names of the existing topics, oldest first."""
-        return list(self.topics)
-
-    def topic_count(self):
-        """How many topics exist."""
-        return len(self.topics)
-
-    def delete_topic(self, name):
-        """Delete a topic: its held messages are dropped and its subscriptions end."""
-        self._existing(name)
-        if self._remove(name) is None:
-            raise _error("TopicNotFound", name)
-
-    def clear_topic(self, name):
-        """Drop every message a topic holds; return how many were held."""
-        return self._existing(name).clear()
-
-    def cleanup_idle_topics(self, idle):
-        """Remove topics with no attached subscriber and no activity for ``idle`` seconds."""
-        if idle is None:
-            raise TypeError("idle must be a number of seconds, not None")
-        cdef double threshold = _check_timeout_c(idle)
-        cdef list removed = []
-        cdef list names = []
-        # checked and taken out of the table in one step under the broker lock: a subscriber
-        # attaching meanwhile either comes first (the topic stays) or meets a closed topic and
-        # subscribes to a new one
-        kincir_mutex_lock(&self.lock)
-        try:
-            for name, log in list(self.topics.items()):
-                if (<TopicLog>log)._close_if_idle(threshold):
-                    del self.topics[name]
-                    self.pull.pop(name, None)
-                    for key in [key for key in self.groups if key[0] == name]:
-                        del self.groups[key]
-                    removed.append(log)
-                    names.append(name)
-        finally:
-            kincir_mutex_unlock(&self.lock)
-        for log in removed:
-            (<TopicLog>log).close()
-            self._retire(<TopicLog>log)
-        return names
-
-    def consume(self, name):
-        """Pull one message through the topic's built-in pull group, or None if none is ready."""
-        if self.state == STOPPED:  # force_shutdown dropped the topics
-            raise _error("BrokerShutdown")
-        cdef TopicLog log = self._existing(name)
-        cdef object found = self.pull.get(name)
-        cdef Cursor cursor
-        if found is None:
-            cursor = Cursor(log, 0)
-            if log.attach(cursor, -1):
-                raise _error("TopicNotFound", name)
-            kincir_mutex_lock(&self.lock)
-            try:
-                found = self.pull.get(name)
-                if found is None:
-                    self.pull[name] = cursor
-            finally:
-                kincir_mutex_unlock(&self.lock)
-            if found is None:
-                found = cursor
-            else:
-                log.detach(cursor)  # a concurrent consume made the pull group first
-        cdef Message got = log.take_one(<Cursor>found)
-        log.last_activity = _wall()
-        if got is None and self.state != RUNNING:
-            raise _error("BrokerShutdown")
-        return got
-
-    def expire_all(self):
-        """Run the TTL cleanup pass over every topic."""
-        cdef uint64_t total = 0
-        for log in list(self.topics.values()):
-            total += (<TopicLog>log).expire()
-        return total
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def is_shutdown(self):
-        """True once shutdown() or force_shutdown() was called."""
-        return self.state != RUNNING
-
-    def _begin_shutdown(self):
-        kincir_mutex_lock(&self.lock)
-        try:
-            if self.state == RUNNING:
-                self.state = DRAINING
-        finally:
-            kincir_mutex_unlock(&self.lock)
-        self._wake_shutdown_waiters()
-        for log in list(self.topics.values()):
-            (<TopicLog>log).stop_accepting()
+    def _detach_orphans(self):
+        pass
 
     cdef int add_shutdown_waiter(self, Waiter waiter) except -1:
         kincir_mutex_lock(&self.lock)
@@ -1767,7 +1408,7 @@ cdef class BrokerCore:
                 break
         kincir_mutex_unlock(&self.lock)
 
-    cdef void _wake_shutdown_waiters(self) noexcept:
+    def _wake_shutdown_waiters(self):
         """Wake the receives no topic may wake (the state changed first: a receive that
         registers after this sees it)."""
         cdef list fresh = []  # made before locking: nothing GC-tracked under the lock
@@ -1778,78 +1419,11 @@ cdef class BrokerCore:
         kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
 
-    def _drained(self):
-        for log in list(self.topics.values()):
-            if not (<TopicLog>log).drained():
-                return False
-        return True
-
-    def _dead_letter(self, topic, Message message):
-        """Publish a dead letter to ``topic``: created if needed outside ``max_topics``, and
-        accepted while the broker drains. False if the topic is full under the block policy
-        (a dead letter never waits); raises what a publish raises (QueueFull, BrokerShutdown
-        once stopped, TopicNotFound)."""
-        cdef Slot one
-        if self.state == STOPPED:
-            raise _error("BrokerShutdown")
-        found = self.topics.get(topic)
-        cdef TopicLog log = self.log_for(topic, True) if found is None else <TopicLog>found
-        _fill_slot(&one, message, 0)
-        one.enqueued_at = _now_ms()
-        return not log.append(&one, 1, True)  # takes over the reference, whatever happens
-
-    def _count_retired(self, uint64_t consumed, uint64_t dropped, uint64_t expired,
-                       uint64_t redelivered, uint64_t dead_lettered):
-        """Count acknowledgement events of a deleted topic's in-flight messages."""
-        kincir_mutex_lock(&self.lock)
-        self.retired[1] += consumed
-        self.retired[2] += expired
-        self.retired[3] += dropped
-        self.retired[6] += redelivered
-        self.retired[7] += dead_lettered
-        kincir_mutex_unlock(&self.lock)
-
-    def _letters_due(self):
-        """True while an acknowledging reader still holds unsettled messages: during a drain,
-        dead letters may still come to the dead-letter topics."""
-        for log in list(self.topics.values()):
-            if (<TopicLog>log).in_flight > 0:
-                return True
-        return False
-
-    def _wake_drain(self):
-        """Wake every waiting receive to look again (a settle during the drain may end it)."""
-        for log in list(self.topics.values()):
-            (<TopicLog>log).wake_waiters()
-
-    def force_shutdown(self):
-        """Stop at once: drop every topic, with its held messages, and wake every waiter with
-        BrokerShutdown (the counters of the dropped topics stay in the statistics)."""
-        kincir_mutex_lock(&self.lock)
-        try:
-            self.state = STOPPED  # from now on no topic is created
-            logs = list(self.topics.values())
-        finally:
-            kincir_mutex_unlock(&self.lock)
-        self._wake_shutdown_waiters()
-        for log in logs:
-            (<TopicLog>log).stop_accepting()
-        for log in logs:
-            self._remove((<TopicLog>log).name)
-
-    def _snapshot(self):
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
-        logs = list(self.topics.values())
-        retired = tuple([self.retired[i] for i in range(8)])
-        return (self.state, _monotonic() - self.started, retired,
-                [(<TopicLog>log).snapshot() for log in logs])
-
-
 cdef class PublisherCore:
     """The engine behind ``InMemoryPublisher``."""
 
     def __init__(self, broker):
-        if not isinstance(broker, BrokerCore):
+        if not isinstance(broker, BrokerKernel):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
         self.broker = broker
 
@@ -1919,16 +1493,16 @@ cdef class PublisherCore:
         """Publish, or return the topic's log when it is full under the block policy (nothing
         written: the caller waits for room and calls again with it as ``target``, so a topic
         deleted meanwhile raises TopicNotFound); None once published."""
-        cdef BrokerCore broker = self.broker
+        cdef BrokerKernel broker = self.broker
         cdef object log = target
         cdef Slot one
         cdef Slot* batch
         cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
-        if broker.state != RUNNING:
+        if broker._state != RUNNING:
             raise _error("BrokerShutdown")
         if log is None:
-            log = broker.topics.get(topic) if type(topic) is str else None
+            log = broker._topics.get(topic) if type(topic) is str else None
             if log is None:
                 validate_topic_name(topic)
         # every item is checked before the topic is created or anything is written
@@ -1949,7 +1523,7 @@ cdef class PublisherCore:
                 batch[i].enqueued_at = now_ms
                 filled += 1
             if log is None:
-                log = broker.log_for(topic)
+                log = broker._topic(topic)
         except BaseException:
             _clear_slots(batch, filled)
             if batch != &one:
@@ -1970,7 +1544,7 @@ cdef int _refuse_full(TopicLog log) except -1:
     raise _error("QueueFull", log.name, None if log.capacity < 0 else log.capacity)
 
 
-cdef int _leave(Cursor cursor) except -1:
+cpdef int leave(Cursor cursor) except -1:
     """A subscriber lets go of ``cursor``: a group member leaves, a plain reader detaches."""
     if cursor.group is not None:
         cursor.log.leave(cursor)
@@ -1979,113 +1553,55 @@ cdef int _leave(Cursor cursor) except -1:
     return 0
 
 
-cdef class SubscriberCore:
-    """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
+cdef class SubscriberKernel:
+    """What a subscriber's receives need: its cursors, its lock and its waiting receives.
+    Joining and leaving topics is ``SubscriberCore`` in _subscriptions.py, written once above
+    this."""
 
-    def __init__(self, broker, group=None, bint acking=False):
-        if not isinstance(broker, BrokerCore):
-            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
-        self.group = validate_group_name(group)
+    def __init__(self, broker, group, bint acking):
+        self.group = group
         self.broker = broker
         self.acking = acking
         self.cursors = ()
-        self.by_topic = {}
+        self._by_topic = {}
         self.waiting = []
 
     # -- subscriptions --------------------------------------------------------------------------
 
-    def _subscribe(self, topic):
-        cdef BrokerCore broker = self.broker
-        if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        if broker.state != RUNNING:
-            raise _error("BrokerShutdown")
-        current = self.by_topic.get(topic)
-        if current is not None and (<Cursor>current).attached:
-            return
-        cdef TopicLog log
-        cdef Cursor cursor
-        cdef int refused = 3
-        if self.group is not None:
-            if type(topic) is not str:
-                validate_topic_name(topic)
-            cursor = broker.join_group(topic, self.group, self.acking)
-        else:
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
-                log = broker.log_for(topic)
-                cursor = Cursor(log, 1, None, self.acking)
-                refused = log.attach(cursor, broker.max_subscribers)
-            if refused:
-                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
-        self._adopt(topic, cursor)
-
-    def _join_created(self, TopicLog log):
-        """Subscribe to the topic of ``log`` while the broker creates it (from its
-        ``_on_topic_creating`` hook: nothing is published to it yet)."""
-        cdef BrokerCore broker = self.broker
-        cdef Cursor cursor
-        cdef str topic = log.name
-        if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        current = self.by_topic.get(topic)
-        if current is not None and (<Cursor>current).attached:
-            return
-        if self.group is not None:
-            cursor = broker.join_group(topic, self.group, self.acking, log)
-        else:
-            cursor = Cursor(log, 1, None, self.acking)
-            if log.attach(cursor, broker.max_subscribers):
-                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
-        self._adopt(topic, cursor)
-
-    cdef int _adopt(self, object topic, Cursor cursor) except -1:
+    def _adopt(self, object topic, Cursor cursor):
         """Record the new subscription ``cursor`` to ``topic``."""
         cdef Cursor displaced = None
         kincir_mutex_lock(&self.lock)
         try:
-            current = self.by_topic.get(topic)
+            current = self._by_topic.get(topic)
             if current is not None and (<Cursor>current).attached:
                 displaced = cursor   # a concurrent subscribe won: undo ours
             else:
-                self.by_topic[topic] = cursor
+                self._by_topic[topic] = cursor
         finally:
             kincir_mutex_unlock(&self.lock)
         if displaced is not None:
-            _leave(displaced)
+            leave(displaced)
         self._subscriptions_changed()
-        return 0
 
     cdef void _refresh(self) noexcept:
-        self.cursors = tuple([c for c in self.by_topic.values() if (<Cursor>c).attached])
+        self.cursors = tuple([c for c in self._by_topic.values() if (<Cursor>c).attached])
 
-    def _unsubscribe(self, topic):
-        if topic is not None and type(topic) is not str:
-            raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
+    def _drop(self, topic):
+        """Forget the subscription to ``topic`` (every one: None) and return its cursors for
+        the caller to leave; None if not subscribed to ``topic``."""
         cdef list leaving
-        cdef bint missing = False
         kincir_mutex_lock(&self.lock)
         try:
             if topic is None:
-                leaving = list(self.by_topic.values())
-                self.by_topic.clear()
+                leaving = list(self._by_topic.values())
+                self._by_topic.clear()
             else:
-                found = self.by_topic.pop(topic, None)
-                if found is None:
-                    missing = True
-                    leaving = []
-                else:
-                    leaving = [found]
+                found = self._by_topic.pop(topic, None)
+                leaving = None if found is None else [found]
         finally:
             kincir_mutex_unlock(&self.lock)
-        if missing:
-            raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
-        self._subscriptions_changed()
-        for cursor in leaving:
-            _leave(<Cursor>cursor)
-
-    def _close(self):
-        self._closed = True
-        self._unsubscribe(None)
+        return leaving
 
     def _release_on_gc(self):
         """Leave every topic; called by the finalizer of a subscriber dropped without close().
@@ -2095,8 +1611,12 @@ cdef class SubscriberCore:
         one; the only lock taken under a collection is a subscriber's own, and a subscriber is
         not finalized while one of its methods runs. Detaching at once is safe.
         """
+        cdef object cursor
         try:
-            self._unsubscribe(None)
+            leaving = self._drop(None)
+            self._subscriptions_changed()
+            for cursor in leaving:
+                leave(<Cursor>cursor)
         except Exception:
             pass
 
@@ -2155,30 +1675,14 @@ cdef class SubscriberCore:
         finally:
             self._unregister(waiter, cursors)
 
-    def is_subscribed(self):
-        """True while at least one subscription is live."""
-        for cursor in self.cursors:
-            if (<Cursor>cursor).attached:
-                return True
-        return False
-
-    def subscribed_topics(self):
-        """The topics this subscriber reads, in subscription order."""
-        return [(<Cursor>c).log.name for c in self.cursors if (<Cursor>c).attached]
-
-    def subscribed_topic(self):
-        """The first subscribed topic, or None (the seed's single-topic query)."""
-        topics = self.subscribed_topics()
-        return topics[0] if topics else None
-
     # -- receiving ------------------------------------------------------------------------------
 
     cdef object _nothing(self):
         """No message is ready: raise if none can come, else return None."""
         cdef Cursor cursor_
-        if self.broker.state == STOPPED:
+        if self.broker._state == STOPPED:
             raise _error("BrokerShutdown")
-        if self.broker.state == DRAINING:
+        if self.broker._state == DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
             # An acknowledging reader also waits while its cursor holds unsettled messages
@@ -2542,7 +2046,7 @@ cdef class ReceiveOp:
     """``await subscriber.receive()``: takes the next message when sent to, yielding a future
     to the event loop while none is ready."""
 
-    cdef SubscriberCore subscriber
+    cdef SubscriberKernel subscriber
     cdef AsyncWaiter waiter
     cdef tuple cursors
     cdef bint started         # sent to at least once: a never-started op warns when freed

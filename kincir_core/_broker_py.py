@@ -1,11 +1,11 @@
-"""Pure-Python twin of ``_broker.pyx``: topic logs, cursors, waiting, and the broker core.
+"""Pure-Python twin of ``_broker.pyx``, the engine's kernel: topic logs, cursors, waiting, and
+the hot calls. The broker and subscriber management above it is written once (``_topics.py``,
+``_subscriptions.py``) and runs on either kernel.
 
 Same names, behaviour and errors as the compiled engine; read that file's header for the design.
 In short: a topic is a ring of message slots addressed by sequence number; every reader owns a
 cursor (a sequence number) into it; a slot is released once every cursor has passed it. One lock
-per topic guards its ring, cursors and counters; the broker's lock guards the topic table. A
-topic's pattern subscriptions join it before it enters the table, under the broker's
-topic-creation lock.
+per topic guards its ring, cursors and counters.
 Waiters are one-shot: a publish takes the topic's waiter list and wakes each one after unlocking.
 A consumer group's members wait in line on its cursor, and only the first is on the topic's list:
 a publish wakes one member, which passes the wake on to the next when it stops waiting with
@@ -15,23 +15,29 @@ messages still unread (one member woken per message, none left waiting beside un
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ._message_py import Message, payload_size, stamp_all
-
-RUNNING = 0
-DRAINING = 1
-STOPPED = 2
+from ._validate import (
+    DRAINING,
+    OVERFLOW_BLOCK,
+    OVERFLOW_DROP_NEWEST,
+    OVERFLOW_DROP_OLDEST,
+    OVERFLOW_POLICIES,
+    RUNNING,
+    STOPPED,
+    check_batch_size,
+    check_timeout,
+    validate_topic_name,
+)
+from ._validate import error as _error
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the message object
 # and the bytes object header. Used by the memory estimate, which is kept incrementally.
 MESSAGE_OVERHEAD = 80 + 33
-TOPIC_OVERHEAD = 512
-MAX_TOPIC_LENGTH = 255
 _MIN_RING = 16
 # A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds but
 # never below _RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
@@ -40,59 +46,6 @@ _RING_FLOOR = 1024
 # and with a TTL a float and its list item.
 _SLOT_BYTES = 8
 _STAMP_BYTES = 8 + 24
-_INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
-_INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
-
-#: The overflow policies, indexed by the code the engine stores per topic.
-OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
-OVERFLOW_ERROR, OVERFLOW_BLOCK, OVERFLOW_DROP_OLDEST, OVERFLOW_DROP_NEWEST = range(4)
-
-_errors: dict[str, Callable[..., Exception]] = {}
-
-
-def set_error_types(**types: Callable[..., Exception]) -> None:
-    """Install the public exception classes the engine raises (called once by ``kincir``)."""
-    _errors.update(types)
-
-
-def _error(name: str, *args: Any) -> Exception:
-    return _errors[name](*args)
-
-
-def validate_topic_name(name: Any) -> str:
-    """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
-    if type(name) is not str:
-        raise TypeError(f"topic must be str, not {type(name).__name__}")
-    if not name:
-        raise _error("InvalidTopicName", name, "it is empty")
-    if len(name) > MAX_TOPIC_LENGTH:
-        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
-    bad = _INVALID_TOPIC_CHAR.search(name)
-    if bad is not None:
-        raise _error(
-            "InvalidTopicName",
-            name,
-            f"it contains {bad.group()!r}; "
-            "whitespace, control characters, '*' and '>' are not allowed",
-        )
-    if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
-    return name
-
-
-def validate_group_name(name: Any) -> str | None:
-    """Return ``name`` (None, or a valid consumer group name), else raise TypeError/ValueError."""
-    if name is None:
-        return None
-    if type(name) is not str:
-        raise TypeError(f"group must be str or None, not {type(name).__name__}")
-    if not name or len(name) > MAX_TOPIC_LENGTH or _INVALID_GROUP_CHAR.search(name):
-        raise ValueError(
-            f"invalid group name {name!r}: 1-{MAX_TOPIC_LENGTH} characters, "
-            "no whitespace or control characters"
-        )
-    return name
-
 
 # Added to every clock read of the engine's TTL and waiting logic; moved forward only by
 # _advance_clock, for tests that must step time (TTL, ack deadlines) without sleeping.
@@ -128,38 +81,6 @@ def _advance_clock(seconds: float) -> None:
 def _now_ms() -> int:
     """Unix milliseconds, for ``enqueued_at`` (moved by _advance_clock too)."""
     return time.time_ns() // 1_000_000 + int(_clock_offset * 1000)
-
-
-def _check_timeout(timeout: Any) -> float | None:
-    if timeout is None:
-        return None
-    if hasattr(timeout, "total_seconds"):
-        timeout = timeout.total_seconds()
-    if type(timeout) is bool or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    seconds = float(timeout)
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
-    return seconds
-
-
-def _check_count(value: Any, name: str) -> int:
-    if type(value) is bool or not isinstance(value, int):
-        raise TypeError(f"{name} must be int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_batch_size(value: Any, name: str) -> int:
-    """A batch receive's size: 0 asks for nothing (an empty batch at once)."""
-    if type(value) is bool or not isinstance(value, int):
-        raise TypeError(f"{name} must be int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
 
 
 class SyncWaiter:
@@ -305,9 +226,11 @@ class TopicLog:
         capacity: int | None,
         ttl: float | None,
         persistence: bool,
-        overflow: int = OVERFLOW_ERROR,
+        ordered: bool,
+        overflow: int,
     ) -> None:
         self.name = name
+        self.ordered = ordered
         self.capacity = capacity
         self.overflow = overflow
         self.room_waiters: list[Any] = []
@@ -709,7 +632,7 @@ class TopicLog:
 
     # -- readers joining and leaving ------------------------------------------------------------
 
-    def attach(self, cursor: Cursor, limit: int | None) -> int:
+    def attach(self, cursor: Cursor, limit: int) -> int:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
         Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
@@ -718,7 +641,7 @@ class TopicLog:
         with self.lock:
             if self.closed:
                 return 3
-            if limit is not None and cursor.members and self.subscriber_count() >= limit:
+            if limit >= 0 and cursor.members and self.subscriber_count() >= limit:
                 return 1
             cursor.pos = self.tail if not self.cursors else self.head
             cursor.floor = cursor.pos
@@ -729,13 +652,13 @@ class TopicLog:
             self.last_activity = time.time()
             return 0
 
-    def join(self, cursor: Cursor, limit: int | None) -> int:
+    def join(self, cursor: Cursor, limit: int) -> int:
         """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
         are already attached, or 3 if the group or topic is gone (nothing changed)."""
         with self.lock:
             if self.closed or not cursor.attached:
                 return 3
-            if limit is not None and self.subscriber_count() >= limit:
+            if limit >= 0 and self.subscriber_count() >= limit:
                 return 1
             cursor.members += 1
             self.last_activity = time.time()
@@ -907,6 +830,16 @@ class TopicLog:
             self.closed = True
             return True
 
+    def touch(self) -> None:
+        """Stamp the topic active now (a pull through ``consume``)."""
+        self.last_activity = time.time()
+
+    def append_letter(self, message: Message) -> bool:
+        """Append a dead letter (accepted while the broker drains): False if the topic is full
+        under the block policy (a dead letter never waits); raises what a publish raises."""
+        stamped = stamp_all([message], self.name, _now_ms(), self.ordered)
+        return not self.append(stamped, True)
+
     def drained(self) -> bool:
         """True when every reader with an attached subscriber has read everything."""
         with self.lock:
@@ -953,300 +886,37 @@ class TopicLog:
             )
 
 
-class BrokerCore:
-    """The engine behind ``InMemoryBroker``: the topic table, lifecycle and retired counters."""
+class BrokerKernel:
+    """What the hot path reads of a broker: its topic table and state, and the receives no
+    topic may wake at shutdown. The rest of the broker (creating and deleting topics, groups,
+    the lifecycle, snapshots) is ``BrokerCore`` in _topics.py, written once above this."""
 
-    def __init__(
-        self,
-        *,
-        max_queue_size: int | None,
-        max_topics: int | None,
-        persistence: bool,
-        ordered: bool,
-        ttl: float | None,
-        max_subscribers: int | None,
-        overflow: str = "error",
-    ) -> None:
-        self._overflow = OVERFLOW_POLICIES.index(overflow)
-        self._on_new_topic: Callable[[str], Any] | None = None
-        self._on_topic_creating: Callable[[TopicLog], Any] | None = None
-        # held while a topic is created (and by whoever must not interleave with a creation:
-        # pattern registration); reentrant, so a finalizer that publishes cannot deadlock
-        self._topic_creation = threading.RLock()
+    def __init__(self) -> None:
+        self._topics: dict[str, TopicLog] = {}
+        self._state = RUNNING
+        self._letter_topics: set[str] = set()  # dead-letter topics of ack subscribers
         # receives of subscribers that may gain topics (patterns): no topic wakes them at
         # shutdown, so the broker does
         self._shutdown_waiters: list[Any] = []
-        self._groups: dict[tuple[str, str], Cursor] = {}
-        self._max_queue_size = max_queue_size
-        self._max_topics = max_topics
-        self._persistence = persistence
-        self._ordered = ordered
-        self._ttl = ttl
-        self._max_subscribers = max_subscribers
-        self._topics: dict[str, TopicLog] = {}
-        self._pull: dict[str, Cursor] = {}
-        self._lock = threading.Lock()
-        self._state = RUNNING
-        self._started = monotonic()
-        # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
-        self._retired = [0] * 8
+        self._waiters_lock = threading.Lock()
         self._orphans: list[Cursor] = []  # cursors of subscribers freed by the GC
-        self._letter_topics: set[str] = set()  # dead-letter topics of ack subscribers
-
-    # -- topics ---------------------------------------------------------------------------------
 
     def _detach_orphans(self) -> None:
-        """Detach the cursors of subscribers the GC freed (see SubscriberCore._release_on_gc)."""
+        """Detach the cursors of subscribers the GC freed (see SubscriberKernel._release_on_gc)."""
         orphans = self._orphans
         while orphans:
             try:
                 cursor = orphans.pop()
             except IndexError:  # another thread took the last one
                 return
-            _leave(cursor)
-
-    def _log_for(self, name: Any, letters: bool = False) -> TopicLog:
-        """The log of topic ``name``, created if needed (publish and subscribe). ``letters``: a
-        dead-letter topic, created outside ``max_topics`` and while the broker drains."""
-        if self._orphans:
-            self._detach_orphans()
-        log = self._topics.get(name) if type(name) is str else None
-        if log is not None:
-            return log
-        validate_topic_name(name)
-        with self._topic_creation:
-            log, created = self._create(name, letters)
-        if created and self._on_new_topic is not None:
-            self._on_new_topic(name)
-        return log
-
-    def _create(self, name: str, letters: bool) -> tuple[TopicLog, bool]:
-        """Topic ``name``'s log and whether it was created now (the creation lock held): the
-        pattern subscriptions join a new topic before it is visible, so no publish can reach
-        it before them."""
-        with self._lock:
-            found = self._topics.get(name)
-            if self._state != RUNNING and not (letters and self._state == DRAINING):
-                raise _error("BrokerShutdown")
-            if found is not None:
-                return found, False
-            full = self._max_topics is not None and len(self._topics) >= self._max_topics
-            if full and not letters:
-                raise _error("MaxTopicsReached", self._max_topics)
-        log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence, self._overflow)
-        if self._on_topic_creating is not None:
-            try:
-                self._on_topic_creating(log)  # pattern subscriptions join the new topic
-            except BaseException:
-                log.close()
-                raise
-        with self._lock:
-            found = self._topics.get(name)  # only a finalizer run meanwhile could have made it
-            refused = self._state != RUNNING and not (letters and self._state == DRAINING)
-            if found is None and not refused:
-                if self._state != RUNNING:
-                    log.accepting = False  # a dead-letter topic made during the drain
-                self._topics[name] = log
-                return log, True
-        log.close()  # never visible: the subscriptions it was given end
-        if refused:
-            raise _error("BrokerShutdown")
-        assert found is not None
-        return found, False
-
-    def _topic(self, name: Any) -> TopicLog:
-        """The log of topic ``name``, created if needed."""
-        return self._log_for(name)
-
-    def _join_group(
-        self, topic: str, name: str, acking: bool, creating: TopicLog | None = None
-    ) -> Cursor:
-        """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
-        first use, with one more member. ``creating``: the topic's log while it is being
-        created (not yet in the table)."""
-        key = (topic, name)
-        while True:
-            log = self._log_for(topic) if creating is None else creating
-            found = self._groups.get(key)
-            if found is None or found.log is not log or not found.attached:
-                made = Cursor(log, 0, name, acking)
-                if log.attach(made, None) == 3:
-                    if creating is not None:
-                        raise _error("TopicNotFound", topic)
-                    continue  # the topic was deleted meanwhile
-                with self._lock:
-                    current = self._groups.get(key)
-                    listed = self._topics.get(topic)
-                    if current is found and listed is (log if creating is None else None):
-                        self._groups[key] = made
-                        current = made
-                if current is not made:  # a concurrent join made it first
-                    log.detach(made)
-                    continue
-                found = made
-            if found.acking != acking:
-                kind = "an acknowledging" if found.acking else "a plain"
-                cls = "InMemoryAckSubscriber" if found.acking else "InMemorySubscriber"
-                raise _error(
-                    "InvalidConfig",
-                    "group",
-                    name,
-                    f"{kind} group on topic {topic!r}: join it with {cls}",
-                )
-            refused = log.join(found, self._max_subscribers)
-            if refused == 1:
-                raise _error("MaxSubscribersReached", topic, self._max_subscribers)
-            if refused == 0:
-                return found
-
-    def delete_group(self, topic: Any, name: Any) -> None:
-        """Delete consumer group ``name`` of ``topic``: its cursor goes, and with it the
-        messages only it still held; its members' subscriptions to the topic end."""
-        if type(topic) is not str:
-            raise TypeError(f"topic must be str, not {type(topic).__name__}")
-        if type(name) is not str:
-            raise TypeError(f"group must be str, not {type(name).__name__}")
-        with self._lock:
-            found = self._groups.pop((topic, name), None)
-        if found is None:
-            if topic not in self._topics:
-                raise _error("TopicNotFound", topic)
-            raise _error("GroupNotFound", topic, name)
-        found.log.detach(found)
-
-    def list_groups(self, topic: Any) -> list[str]:
-        """The names of ``topic``'s consumer groups (with or without members)."""
-        self._existing(topic)
-        return [key[1] for key in list(self._groups) if key[0] == topic]
-
-    def _group_cursor(self, topic: str, name: str) -> Cursor | None:
-        return self._groups.get((topic, name))
-
-    def _configure_topic(self, name: Any, overflow: int, capacity: int) -> TopicLog:
-        log = self._log_for(name)
-        log.configure(overflow, capacity)
-        return log
-
-    def _existing(self, name: Any) -> TopicLog:
-        if self._orphans:
-            self._detach_orphans()
-        if type(name) is not str:
-            raise TypeError(f"topic must be str, not {type(name).__name__}")
-        log = self._topics.get(name)
-        if log is None:
-            raise _error("TopicNotFound", name)
-        return log
-
-    def _retire(self, log: TopicLog) -> None:
-        r = self._retired
-        r[0] += log.published
-        r[1] += log.delivered
-        r[2] += log.expired
-        r[3] += log.dropped
-        r[4] += log.queue_full
-        r[5] += log.lagged
-        r[6] += log.redelivered
-        r[7] += log.dead_lettered
-
-    def _remove(self, name: str) -> TopicLog | None:
-        with self._lock:
-            log = self._topics.pop(name, None)
-            self._pull.pop(name, None)
-            for key in [key for key in self._groups if key[0] == name]:
-                del self._groups[key]
-            if log is not None:
-                log.close()
-                self._retire(log)
-            return log
-
-    def list_topics(self) -> list[str]:
-        """The names of the existing topics, oldest first."""
-        return list(self._topics)
-
-    def topic_count(self) -> int:
-        """How many topics exist."""
-        return len(self._topics)
-
-    def delete_topic(self, name: str) -> None:
-        """Delete a topic: its held messages are dropped and its subscriptions end."""
-        self._existing(name)
-        if self._remove(name) is None:
-            raise _error("TopicNotFound", name)
-
-    def clear_topic(self, name: str) -> int:
-        """Drop every message a topic holds; return how many were held."""
-        return self._existing(name).clear()
-
-    def cleanup_idle_topics(self, idle: Any) -> list[str]:
-        """Remove topics with no attached subscriber and no activity for ``idle`` seconds."""
-        threshold = _check_timeout(idle)
-        if threshold is None:
-            raise TypeError("idle must be a number of seconds, not None")
-        removed = []
-        # checked and taken out of the table in one step under the broker lock: a subscriber
-        # attaching meanwhile either comes first (the topic stays) or meets a closed topic and
-        # subscribes to a new one
-        with self._lock:
-            for name, log in list(self._topics.items()):
-                if log.close_if_idle(threshold):
-                    del self._topics[name]
-                    self._pull.pop(name, None)
-                    for key in [key for key in self._groups if key[0] == name]:
-                        del self._groups[key]
-                    removed.append(log)
-        for log in removed:
-            log.close()
-            with self._lock:
-                self._retire(log)
-        return [log.name for log in removed]
-
-    def consume(self, name: str) -> Message | None:
-        """Pull one message through the topic's built-in pull group, or None if none is ready."""
-        if self._state == STOPPED:  # force_shutdown dropped the topics
-            raise _error("BrokerShutdown")
-        log = self._existing(name)
-        cursor = self._pull.get(name)
-        if cursor is None:
-            with self._lock:
-                cursor = self._pull.get(name)
-                if cursor is None:
-                    cursor = Cursor(log, 0)
-                    if log.attach(cursor, None):
-                        raise _error("TopicNotFound", name)
-                    self._pull[name] = cursor
-        got = log.take(cursor, 1)
-        log.last_activity = time.time()
-        if got:
-            return got[0]
-        if self._state != RUNNING:
-            raise _error("BrokerShutdown")
-        return None
-
-    def expire_all(self) -> int:
-        """Run the TTL cleanup pass over every topic."""
-        return sum(log.expire() for log in list(self._topics.values()))
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def is_shutdown(self) -> bool:
-        """True once shutdown() or force_shutdown() was called."""
-        return self._state != RUNNING
-
-    def _begin_shutdown(self) -> None:
-        with self._lock:
-            if self._state == RUNNING:
-                self._state = DRAINING
-            logs = list(self._topics.values())
-        self._wake_shutdown_waiters()
-        for log in logs:
-            log.stop_accepting()
+            leave(cursor)
 
     def _add_shutdown_waiter(self, waiter: Any) -> None:
-        with self._lock:
+        with self._waiters_lock:
             self._shutdown_waiters.append(waiter)
 
     def _remove_shutdown_waiter(self, waiter: Any) -> None:
-        with self._lock:
+        with self._waiters_lock:
             try:
                 self._shutdown_waiters.remove(waiter)
             except ValueError:
@@ -1255,79 +925,17 @@ class BrokerCore:
     def _wake_shutdown_waiters(self) -> None:
         """Wake the receives no topic may wake (the state changed first: a receive that
         registers after this sees it)."""
-        with self._lock:
+        with self._waiters_lock:
             waiters = self._shutdown_waiters
             self._shutdown_waiters = []
         _wake_all(waiters)
-
-    def _drained(self) -> bool:
-        return all(log.drained() for log in list(self._topics.values()))
-
-    def _dead_letter(self, topic: str, message: Message) -> bool:
-        """Publish a dead letter to ``topic``: created if needed outside ``max_topics``, and
-        accepted while the broker drains. False if the topic is full under the block policy
-        (a dead letter never waits); raises what a publish raises (QueueFull, BrokerShutdown
-        once stopped, TopicNotFound)."""
-        if self._state == STOPPED:
-            raise _error("BrokerShutdown")
-        log = self._topics.get(topic)
-        if log is None:
-            log = self._log_for(topic, True)
-        stamped = stamp_all([message], topic, _now_ms(), self._ordered)
-        return not log.append(stamped, True)
-
-    def _count_retired(
-        self, consumed: int, dropped: int, expired: int, redelivered: int, dead_lettered: int
-    ) -> None:
-        """Count acknowledgement events of a deleted topic's in-flight messages."""
-        with self._lock:
-            r = self._retired
-            r[1] += consumed
-            r[2] += expired
-            r[3] += dropped
-            r[6] += redelivered
-            r[7] += dead_lettered
-
-    def _letters_due(self) -> bool:
-        """True while an acknowledging reader still holds unsettled messages: during a drain,
-        dead letters may still come to the dead-letter topics."""
-        return any(log.in_flight for log in list(self._topics.values()))
-
-    def _wake_drain(self) -> None:
-        """Wake every waiting receive to look again (a settle during the drain may end it)."""
-        for log in list(self._topics.values()):
-            log.wake_waiters()
-
-    def force_shutdown(self) -> None:
-        """Stop at once: drop every topic, with its held messages, and wake every waiter with
-        BrokerShutdown (the counters of the dropped topics stay in the statistics)."""
-        with self._lock:
-            self._state = STOPPED  # from now on no topic is created
-            logs = list(self._topics.values())
-        self._wake_shutdown_waiters()
-        for log in logs:
-            log.stop_accepting()
-        for log in logs:
-            self._remove(log.name)
-
-    def _snapshot(self) -> tuple[Any, ...]:
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
-        if self._orphans:
-            self._detach_orphans()
-        logs = list(self._topics.values())
-        return (
-            self._state,
-            monotonic() - self._started,
-            tuple(self._retired),
-            [log.snapshot() for log in logs],
-        )
 
 
 class PublisherCore:
     """The engine behind ``InMemoryPublisher``."""
 
-    def __init__(self, broker: BrokerCore) -> None:
-        if not isinstance(broker, BrokerCore):
+    def __init__(self, broker: BrokerKernel) -> None:
+        if not isinstance(broker, BrokerKernel):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
         self.broker = broker
 
@@ -1340,7 +948,7 @@ class PublisherCore:
     def publish_sync(self, topic: str, messages: Any, timeout: Any = None) -> None:
         """Publish a batch from a thread (same rules as ``publish``); under the ``block``
         policy waits for room, up to ``timeout`` seconds, then raises QueueFull."""
-        seconds = _check_timeout(timeout)
+        seconds = check_timeout(timeout)
         deadline = None if seconds is None else monotonic() + seconds
         blocked = None
         while True:
@@ -1367,7 +975,7 @@ class PublisherCore:
         Under the ``block`` overflow policy waits for room, up to ``timeout`` seconds (then
         QueueFull); other policies never wait.
         """
-        seconds = _check_timeout(timeout)
+        seconds = check_timeout(timeout)
         blocked = self._publish(topic, messages)
         if blocked is None:
             return
@@ -1404,11 +1012,11 @@ class PublisherCore:
             if log is None:
                 validate_topic_name(topic)
         # every item is checked before the topic is created or anything is written
-        stamped = stamp_all(messages, topic, _now_ms(), broker._ordered)
+        stamped = stamp_all(messages, topic, _now_ms(), broker._ordered)  # type: ignore[attr-defined]
         if not stamped:
             return None
         if log is None:
-            log = broker._log_for(topic)
+            log = broker._topic(topic)  # type: ignore[attr-defined]
         return log if log.append(stamped) else None
 
 
@@ -1417,7 +1025,7 @@ def _refuse_full(log: TopicLog) -> None:
     raise _error("QueueFull", log.name, log.capacity)
 
 
-def _leave(cursor: Cursor) -> None:
+def leave(cursor: Cursor) -> None:
     """A subscriber lets go of ``cursor``: a group member leaves, a plain reader detaches."""
     if cursor.group is not None:
         cursor.log.leave(cursor)
@@ -1425,17 +1033,17 @@ def _leave(cursor: Cursor) -> None:
         cursor.log.detach(cursor)
 
 
-class SubscriberCore:
-    """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
+class SubscriberKernel:
+    """What a subscriber's receives need: its cursors, its lock and its waiting receives.
+    Joining and leaving topics is ``SubscriberCore`` in _subscriptions.py, written once above
+    this."""
 
-    def __init__(self, broker: BrokerCore, group: Any = None, acking: bool = False) -> None:
-        if not isinstance(broker, BrokerCore):
-            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
-        self.group = validate_group_name(group)
-        self.broker = broker
+    def __init__(self, broker: BrokerKernel, group: str | None, acking: bool) -> None:
+        self.group = group
+        self.broker: Any = broker
         self.acking = acking
         self._cursors: tuple[Cursor, ...] = ()
-        self._topics: dict[str, Cursor] = {}
+        self._by_topic: dict[str, Cursor] = {}
         self._next = 0
         self._closed = False
         self._patterned = False  # has pattern subscriptions: may gain topics later
@@ -1444,81 +1052,34 @@ class SubscriberCore:
 
     # -- subscriptions --------------------------------------------------------------------------
 
-    def _subscribe(self, topic: str) -> None:
-        broker = self.broker
-        if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        if broker._state != RUNNING:
-            raise _error("BrokerShutdown")
-        current = self._topics.get(topic)
-        if current is not None and current.attached:
-            return
-        if self.group is not None:
-            if type(topic) is not str:
-                validate_topic_name(topic)
-            cursor = broker._join_group(topic, self.group, self.acking)
-        else:
-            refused = 3
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
-                log = broker._log_for(topic)
-                cursor = Cursor(log, 1, None, self.acking)
-                refused = log.attach(cursor, broker._max_subscribers)
-            if refused:
-                raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
-        self._adopt(topic, cursor)
-
-    def _join_created(self, log: TopicLog) -> None:
-        """Subscribe to the topic of ``log`` while the broker creates it (from its
-        ``_on_topic_creating`` hook: nothing is published to it yet)."""
-        broker = self.broker
-        topic = log.name
-        if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        current = self._topics.get(topic)
-        if current is not None and current.attached:
-            return
-        if self.group is not None:
-            cursor = broker._join_group(topic, self.group, self.acking, log)
-        else:
-            cursor = Cursor(log, 1, None, self.acking)
-            if log.attach(cursor, broker._max_subscribers):
-                raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
-        self._adopt(topic, cursor)
-
     def _adopt(self, topic: str, cursor: Cursor) -> None:
         """Record the new subscription ``cursor`` to ``topic``."""
         displaced = None
         with self._lock:
-            current = self._topics.get(topic)
+            current = self._by_topic.get(topic)
             if current is not None and current.attached:
                 displaced = cursor  # a concurrent subscribe won: undo ours
             else:
-                self._topics[topic] = cursor
-            self._cursors = tuple(c for c in self._topics.values() if c.attached)
+                self._by_topic[topic] = cursor
+            self._cursors = tuple(c for c in self._by_topic.values() if c.attached)
         if displaced is not None:
-            _leave(displaced)
+            leave(displaced)
         self._subscriptions_changed()
 
-    def _unsubscribe(self, topic: str | None) -> None:
-        if topic is not None and type(topic) is not str:
-            raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
+    def _drop(self, topic: str | None) -> list[Cursor] | None:
+        """Forget the subscription to ``topic`` (every one: None) and return its cursors for
+        the caller to leave; None if not subscribed to ``topic``."""
         with self._lock:
             if topic is None:
-                dropped = list(self._topics.values())
-                self._topics.clear()
+                dropped = list(self._by_topic.values())
+                self._by_topic.clear()
             else:
-                cursor = self._topics.pop(topic, None)
+                cursor = self._by_topic.pop(topic, None)
                 if cursor is None:
-                    raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+                    return None
                 dropped = [cursor]
-            self._cursors = tuple(c for c in self._topics.values() if c.attached)
-        self._subscriptions_changed()
-        for cursor in dropped:
-            _leave(cursor)
-
-    def _close(self) -> None:
-        self._closed = True
-        self._unsubscribe(None)
+            self._cursors = tuple(c for c in self._by_topic.values() if c.attached)
+        return dropped
 
     def _release_on_gc(self) -> None:
         """Leave every topic; called by the finalizer of a subscriber dropped without close().
@@ -1533,15 +1094,15 @@ class SubscriberCore:
         broker = getattr(self, "broker", None)
         if broker is None:  # the constructor refused its arguments
             return
-        cursors = list(self._topics.values())
-        self._topics = {}
+        cursors = list(self._by_topic.values())
+        self._by_topic = {}
         self._cursors = ()
         deferred = False
         for cursor in cursors:
             lock = cursor.log.lock
             if lock.acquire(blocking=False):
                 lock.release()
-                _leave(cursor)
+                leave(cursor)
             else:
                 broker._orphans.append(cursor)
                 deferred = True
@@ -1570,7 +1131,7 @@ class SubscriberCore:
     def _wait_ready(self, timeout: Any, ready: Callable[[], bool]) -> bool:
         """Block until a subscribed topic has something unread, ``ready()`` is true, or the
         subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
-        seconds = _check_timeout(timeout)
+        seconds = check_timeout(timeout)
         waiter = SyncWaiter()
         cursors = self._register(waiter)
         try:
@@ -1593,19 +1154,6 @@ class SubscriberCore:
             await future
         finally:
             self._unregister(waiter, cursors)
-
-    def is_subscribed(self) -> bool:
-        """True while at least one subscription is live."""
-        return any(c.attached for c in self._cursors)
-
-    def subscribed_topics(self) -> list[str]:
-        """The topics this subscriber reads, in subscription order."""
-        return [c.log.name for c in self._cursors if c.attached]
-
-    def subscribed_topic(self) -> str | None:
-        """The first subscribed topic, or None (the seed's single-topic query)."""
-        topics = self.subscribed_topics()
-        return topics[0] if topics else None
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -1662,7 +1210,7 @@ class SubscriberCore:
 
     def try_receive_batch(self, max_messages: int) -> list[Message]:
         """Up to ``max_messages`` ready messages (possibly none; none at once for 0)."""
-        limit = _check_batch_size(max_messages, "max_messages")
+        limit = check_batch_size(max_messages, "max_messages")
         return self._take(limit) if limit else []
 
     def _register(self, waiter: Any) -> tuple[Cursor, ...]:
@@ -1689,11 +1237,11 @@ class SubscriberCore:
         # drop the cursors of deleted topics now, as the compiled engine does: both rotate
         # over the same topics
         with self._lock:
-            self._cursors = tuple(c for c in self._topics.values() if c.attached)
+            self._cursors = tuple(c for c in self._by_topic.values() if c.attached)
         _wake_all(list(self._waiting))
 
     def _receive_blocking(self, limit: int, timeout: Any) -> list[Message]:
-        seconds = _check_timeout(timeout)
+        seconds = check_timeout(timeout)
         got = self._take(limit)
         if got:
             return got
@@ -1719,7 +1267,7 @@ class SubscriberCore:
 
     async def receive(self, timeout: Any = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
-        seconds = _check_timeout(timeout)  # bad input is refused before any take
+        seconds = check_timeout(timeout)  # bad input is refused before any take
         got = self._take(1)
         if got:
             return got[0]
@@ -1753,23 +1301,12 @@ class SubscriberCore:
     def receive_batch_sync(self, max_messages: int, timeout: Any = None) -> list[Message]:
         """Block until at least one message is ready, then return up to ``max_messages``
         (0: an empty batch at once)."""
-        limit = _check_batch_size(max_messages, "max_messages")
+        limit = check_batch_size(max_messages, "max_messages")
         if not limit:
-            _check_timeout(timeout)
+            check_timeout(timeout)
             return []
         return self._receive_blocking(limit, timeout)
 
 
-def check_timeout(timeout: Any) -> float | None:
-    """Validate a timeout (seconds as int/float or a timedelta; None waits forever)."""
-    return _check_timeout(timeout)
-
-
-def check_count(value: Any, name: str) -> int:
-    """Validate a positive count argument."""
-    return _check_count(value, name)
-
-
-def check_batch_size(value: Any, name: str) -> int:
-    """Validate a batch receive's size (>= 0; 0 asks for an empty batch)."""
-    return _check_batch_size(value, name)
+# A receive never awaited warns under the public class's name, as the compiled engine's does.
+SubscriberKernel.receive.__qualname__ = "SubscriberCore.receive"

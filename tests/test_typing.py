@@ -622,26 +622,24 @@ STUB_BREAKAGES = [
     ),
     pytest.param(
         "_broker",
-        "def consume(self, name: str)",
-        "def consume(self, name: str = ...)",
+        "def configure(self, overflow: int, capacity: int)",
+        "def configure(self, overflow: int, capacity: int = ...)",
         id="parameter-made-optional",
     ),
     pytest.param(
         "_broker",
-        "def list_groups(self, topic: str)",
-        "def list_groups(self, *, topic: str)",
+        "def take(self, limit: int)",
+        "def take(self, *, limit: int)",
         id="parameter-made-keyword-only",
     ),
+    pytest.param("_broker", "    def ring_slots(self) -> int: ...\n", "", id="method-missing"),
     pytest.param(
-        "_broker", "    def subscribed_topics(self) -> list[str]: ...\n", "", id="method-missing"
-    ),
-    pytest.param(
-        "_broker", "def is_subscribed(self)", "def is_subscriber(self)", id="method-misspelled"
+        "_broker", "def waiter_count(self)", "def waiter_counts(self)", id="method-misspelled"
     ),
     pytest.param(
         "_broker",
-        "    def topic_count(self) -> int: ...\n",
-        "    @property\n    def topic_count(self) -> int: ...\n",
+        "    def expire(self) -> int: ...\n",
+        "    @property\n    def expire(self) -> int: ...\n",
         id="method-made-property",
     ),
     pytest.param(
@@ -670,9 +668,8 @@ STUB_BREAKAGES = [
     ),
     pytest.param(
         "_broker",
-        "    def _existing(self, name: Any) -> TopicLog: ...\n",
-        "    def _existing(self, name: Any) -> TopicLog: ...\n"
-        "    def _log_for(self, name: Any) -> TopicLog: ...\n",
+        "    def drained(self) -> bool: ...\n",
+        "    def drained(self) -> bool: ...\n    def _held(self) -> int: ...\n",
         id="declares-a-method-the-engine-keeps-c-level",
     ),
 ]
@@ -720,7 +717,10 @@ def test_a_twin_or_engine_change_is_caught(tmp_path: Path) -> None:
     assert any(p.startswith("TopicLog.note_queue_full:") for p in problems), problems
 
     renamed = _edited(
-        tmp_path, pyx, "    def clear_topic(self, name):", "    def clear_topic(self, topic):"
+        tmp_path,
+        pyx,
+        "    def remove_room_waiter(self, Waiter waiter):",
+        "    def remove_room_waiter(self, Waiter room_waiter):",
     )
     problems = _compare(stub, twin_surface(twin), engine_surface(renamed), known)
-    assert any(p.startswith("BrokerCore.clear_topic") for p in problems), problems
+    assert any(p.startswith("TopicLog.remove_room_waiter") for p in problems), problems

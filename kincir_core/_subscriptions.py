@@ -1,0 +1,95 @@
+"""A subscriber's subscriptions above the kernel: subscribe, unsubscribe, close and queries.
+
+Written once for both engines. ``SubscriberCore`` extends the kernel's ``SubscriberKernel``,
+which keeps the cursors the receives read, the subscriber's lock and its waiting receives;
+joining and leaving topics is plain Python here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._engine import kernel
+from ._validate import RUNNING, error, validate_group_name, validate_topic_name
+
+Cursor = kernel.Cursor
+leave = kernel.leave
+
+
+class SubscriberCore(kernel.SubscriberKernel):
+    """The engine behind ``InMemorySubscriber``: one cursor per subscribed topic."""
+
+    __slots__ = ()
+
+    def __init__(self, broker: Any, group: str | None = None, acking: bool = False) -> None:
+        if not isinstance(broker, kernel.BrokerKernel):
+            raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
+        super().__init__(broker, validate_group_name(group), acking)
+
+    def _subscribed(self, topic: str) -> bool:
+        current = self._by_topic.get(topic)
+        return current is not None and current.attached
+
+    def _subscribe(self, topic: str) -> None:
+        broker = self.broker
+        if self._closed:
+            raise error("NotSubscribed", "this subscriber is closed")
+        if broker._state != RUNNING:
+            raise error("BrokerShutdown")
+        if self._subscribed(topic):
+            return
+        if self.group is not None:
+            cursor = broker._join_group(validate_topic_name(topic), self.group, self.acking)
+        else:
+            refused = 3
+            while refused == 3:  # the topic was deleted between lookup and attach: look again
+                log = broker._topic(topic)
+                cursor = Cursor(log, 1, None, self.acking)
+                refused = log.attach(cursor, broker._max_subscribers)
+            if refused:
+                raise error("MaxSubscribersReached", topic, broker._max_subscribers)
+        self._adopt(topic, cursor)
+
+    def _join_created(self, log: Any) -> None:
+        """Subscribe to the topic of ``log`` while the broker creates it (from its
+        ``_on_topic_creating`` hook: nothing is published to it yet)."""
+        broker = self.broker
+        topic = log.name
+        if self._closed:
+            raise error("NotSubscribed", "this subscriber is closed")
+        if self._subscribed(topic):
+            return
+        if self.group is not None:
+            cursor = broker._join_group(topic, self.group, self.acking, log)
+        else:
+            cursor = Cursor(log, 1, None, self.acking)
+            if log.attach(cursor, broker._max_subscribers):
+                raise error("MaxSubscribersReached", topic, broker._max_subscribers)
+        self._adopt(topic, cursor)
+
+    def _unsubscribe(self, topic: str | None) -> None:
+        if topic is not None and type(topic) is not str:
+            raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
+        leaving = self._drop(topic)
+        if leaving is None:
+            raise error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+        self._wake_receivers()
+        for cursor in leaving:
+            leave(cursor)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._unsubscribe(None)
+
+    def is_subscribed(self) -> bool:
+        """True while at least one subscription is live."""
+        return any(c.attached for c in self._attached_cursors())
+
+    def subscribed_topics(self) -> list[str]:
+        """The topics this subscriber reads, in subscription order."""
+        return [c.log.name for c in self._attached_cursors() if c.attached]
+
+    def subscribed_topic(self) -> str | None:
+        """The first subscribed topic, or None (the seed's single-topic query)."""
+        topics = self.subscribed_topics()
+        return topics[0] if topics else None

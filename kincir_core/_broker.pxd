@@ -52,7 +52,7 @@ cdef class AsyncWaiter(Waiter):
 @cython.final
 cdef class Cursor:
     cdef readonly TopicLog log
-    cdef uint64_t pos
+    cdef readonly uint64_t pos
     # acknowledging readers only: the oldest sequence not yet settled (<= pos); the log holds
     # slots from here, so in-flight messages keep their slot. positions[] points here for them.
     cdef uint64_t floor
@@ -112,8 +112,6 @@ cdef class TopicLog:
     cdef double last_activity
     cdef bint closed
     cdef readonly bint accepting
-    cdef void _shrink(self, uint64_t size) noexcept nogil
-    cdef int _grow(self, uint64_t size) noexcept nogil
     cdef void _release_to(self, uint64_t new_tail) noexcept
     cdef uint64_t _held(self) noexcept
     cdef uint64_t _queued(self) noexcept
@@ -133,10 +131,6 @@ cdef class TopicLog:
     cpdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
     cpdef int detach(self, Cursor cursor) except -1
     cdef Py_ssize_t _subscriber_count(self) noexcept
-    cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1
-    cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1
-    cdef int _wake_lines(self) except -1
-    cdef bint _lines_woken(self) noexcept
 
 
 # The broker's kernel: what the hot path reads (BrokerCore, in _topics.py, is the rest).

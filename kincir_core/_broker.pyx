@@ -472,51 +472,6 @@ cdef class TopicLog:
 
     # -- ring management (lock held) ------------------------------------------------------------
 
-    cdef void _shrink(self, uint64_t size) noexcept nogil:
-        """Move the held slots into a smaller ring; without memory, keep the larger one."""
-        cdef Slot* ring = <Slot*>calloc(size, sizeof(Slot))
-        cdef double* stamps = NULL
-        cdef uint64_t seq, mask = size - 1
-        if ring == NULL:
-            return
-        if self.stamps != NULL:
-            stamps = <double*>calloc(size, sizeof(double))
-            if stamps == NULL:
-                free(ring)
-                return
-        for seq in range(self.tail, self.head):
-            ring[seq & mask] = self.ring[seq & self.mask]
-            if stamps != NULL:
-                stamps[seq & mask] = self.stamps[seq & self.mask]
-        free(self.ring)
-        free(self.stamps)
-        self.ring = ring
-        self.stamps = stamps
-        self.mask = mask
-
-    cdef int _grow(self, uint64_t size) noexcept nogil:
-        """Enlarge the ring in place where the allocator can (realloc keeps the pages already
-        touched), then move each held slot to its index under the new mask: only into the new
-        upper part, which holds nothing yet. Returns -1, changing nothing, without memory."""
-        cdef Slot* ring = <Slot*>realloc(self.ring, size * sizeof(Slot))
-        cdef double* stamps = self.stamps
-        cdef uint64_t seq, old_mask = self.mask, mask = size - 1
-        if ring == NULL:
-            return -1
-        self.ring = ring  # larger, still consistent under the old mask
-        if stamps != NULL:
-            stamps = <double*>realloc(stamps, size * sizeof(double))
-            if stamps == NULL:
-                return -1
-            self.stamps = stamps
-        for seq in range(self.tail, self.head):
-            if (seq & mask) != (seq & old_mask):
-                ring[seq & mask] = ring[seq & old_mask]
-                if stamps != NULL:
-                    stamps[seq & mask] = stamps[seq & old_mask]
-        self.mask = mask
-        return 0
-
     cdef void _release_to(self, uint64_t new_tail) noexcept:
         """Drop the log's references to the slots before ``new_tail``."""
         cdef uint64_t seq
@@ -538,7 +493,7 @@ cdef class TopicLog:
             fit = RING_FLOOR
             while fit < held * 4:
                 fit *= 2
-            self._shrink(fit)
+            _ring_shrink(self, fit)
 
     cdef uint64_t _held(self) noexcept:
         """Messages held against the capacity: the most any reader holds, unread plus in flight
@@ -746,7 +701,7 @@ cdef class TopicLog:
                     size = self.mask + 1
                     while size < held + (last - first):
                         size *= 2
-                    if self._grow(size) < 0:
+                    if _ring_grow(self, size) < 0:
                         outcome = 5
                 if outcome == 0:
                     seq = self.head
@@ -761,11 +716,11 @@ cdef class TopicLog:
                     KINCIR_LIVE(LIVE_SLOTS, last - first)
                     self.published += last - first
                     self.held_bytes += added + (last - first) * _MESSAGE_OVERHEAD
-                    # take the one-shot waiters; add_waiter brings a new list when needed
+                    # take the one-shot waiters; _add_waiter brings a new list when needed
                     waiters = self.waiters
                     self.waiters = None
                     if self.lined:
-                        stale = self._lines_woken()
+                        stale = _lines_woken(self)
         finally:
             kincir_mutex_unlock(&self.lock)
         if self.room_freed:
@@ -789,7 +744,7 @@ cdef class TopicLog:
             _clear_slots(batch + last, count - last)  # dropped by drop_newest
         _wake_all(waiters)
         if stale:
-            self._wake_lines()
+            _wake_lines(self)
         return 0
 
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1:
@@ -1042,7 +997,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
-        self._wake_lines()
+        _wake_lines(self)
 
     cpdef int detach(self, Cursor cursor) except -1:
         """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
@@ -1078,7 +1033,7 @@ cdef class TopicLog:
         _wake_all(waiters)
         if cursor.waiters:
             _wake_all(list(cursor.waiters))
-        self._wake_lines()
+        _wake_lines(self)
         return 0
 
     cdef Py_ssize_t _subscriber_count(self) noexcept:
@@ -1087,100 +1042,6 @@ cdef class TopicLog:
         for cursor in self.cursors:
             total += cursor.members
         return total
-
-    cdef int add_waiter(self, Waiter waiter, Cursor cursor) except -1:
-        """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
-        joins the line instead when another member is first."""
-        cdef list fresh
-        cdef list line = cursor.waiters
-        cdef bint added = False
-        while not added:
-            # a new list is made before locking: nothing GC-tracked is allocated under the lock
-            fresh = [] if self.waiters is None or line is not None else None
-            kincir_mutex_lock(&self.lock)
-            if line is not None:
-                line.append(waiter)
-                added = True
-                if len(line) == 1:  # first in line: waits on the topic's list
-                    if self.waiters is None:
-                        self.waiters = fresh
-                    self.waiters.append(waiter)
-                    self.lined += 1
-                    cursor.line_woken = False
-            else:
-                if self.waiters is None:
-                    self.waiters = fresh  # None if a publish took the list meanwhile: try again
-                if self.waiters is not None:
-                    self.waiters.append(waiter)
-                    added = True
-            kincir_mutex_unlock(&self.lock)
-        return 0
-
-    cdef int remove_waiter(self, Waiter waiter, Cursor cursor) except -1:
-        """Unregister ``waiter``. The first member of a group's line hands its place to the
-        next: woken at once if messages are unread (it may have taken none), else put on the
-        topic's waiter list."""
-        cdef Py_ssize_t i
-        cdef list line = cursor.waiters
-        cdef list fresh = [] if line else None  # made before locking, as in add_waiter
-        cdef object after = None
-        kincir_mutex_lock(&self.lock)
-        if self.waiters is not None:
-            for i in range(len(self.waiters) - 1, -1, -1):
-                if self.waiters[i] is waiter:
-                    del self.waiters[i]
-                    break
-        if line:
-            if line[0] is waiter:
-                del line[0]
-                if line:
-                    if self.waiters is None:
-                        self.waiters = fresh
-                    if (cursor.attached and cursor.pos != self.head) or self.waiters is None:
-                        after = line[0]
-                        cursor.line_woken = True
-                    else:
-                        self.waiters.append(line[0])
-                        cursor.line_woken = False
-                else:
-                    self.lined -= 1
-            else:
-                for i in range(len(line) - 1, 0, -1):
-                    if line[i] is waiter:
-                        del line[i]
-                        break
-        kincir_mutex_unlock(&self.lock)
-        if after is not None:
-            (<Waiter>after).wake()
-        return 0
-
-    cdef int _wake_lines(self) except -1:
-        """Wake every group member waiting in line (lock not held): something other than a
-        publish happened that each must look at."""
-        cdef list lines = []
-        cdef object cursor
-        kincir_mutex_lock(&self.lock)
-        for cursor in self.cursors:
-            if (<Cursor>cursor).waiters:
-                lines.append((<Cursor>cursor).waiters)
-                (<Cursor>cursor).line_woken = True
-        kincir_mutex_unlock(&self.lock)
-        for line in lines:
-            _wake_all(list(line))
-        return 0
-
-    cdef bint _lines_woken(self) noexcept:
-        """A publish woke the first member of each line (lock held). True if a line's first
-        member had already been woken and has not come back: that line must be woken whole."""
-        cdef bint stale = False
-        cdef object cursor
-        for cursor in self.cursors:
-            if (<Cursor>cursor).waiters:
-                if (<Cursor>cursor).line_woken:
-                    stale = True
-                else:
-                    (<Cursor>cursor).line_woken = True
-        return stale
 
     def waiter_count(self):
         """Waiters registered and not yet woken (a gauge for tests and debugging)."""
@@ -1204,7 +1065,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
-        self._wake_lines()
+        _wake_lines(self)
 
     def stop_accepting(self):
         """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
@@ -1217,7 +1078,7 @@ cdef class TopicLog:
         finally:
             kincir_mutex_unlock(&self.lock)
         _wake_all(waiters)
-        self._wake_lines()
+        _wake_lines(self)
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -1269,7 +1130,7 @@ cdef class TopicLog:
         self.closed = True  # first: a publish racing the deletion is refused, not lost
         kincir_mutex_unlock(&self.lock)
         held = self.clear()
-        self._wake_lines()
+        _wake_lines(self)
         kincir_mutex_lock(&self.lock)
         try:
             for cursor in self.cursors:
@@ -1369,6 +1230,155 @@ cdef class TopicLog:
                 queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last),
                 lagged, redelivered, dead_lettered, in_flight, OVERFLOW_POLICIES[self.overflow],
                 None if self.capacity < 0 else self.capacity)
+
+
+# -- a topic's ring storage (its lock held) -------------------------------------------------
+
+cdef void _ring_shrink(TopicLog log, uint64_t size) noexcept nogil:
+    """Move the held slots into a smaller ring; without memory, keep the larger one."""
+    cdef Slot* ring = <Slot*>calloc(size, sizeof(Slot))
+    cdef double* stamps = NULL
+    cdef uint64_t seq, mask = size - 1
+    if ring == NULL:
+        return
+    if log.stamps != NULL:
+        stamps = <double*>calloc(size, sizeof(double))
+        if stamps == NULL:
+            free(ring)
+            return
+    for seq in range(log.tail, log.head):
+        ring[seq & mask] = log.ring[seq & log.mask]
+        if stamps != NULL:
+            stamps[seq & mask] = log.stamps[seq & log.mask]
+    free(log.ring)
+    free(log.stamps)
+    log.ring = ring
+    log.stamps = stamps
+    log.mask = mask
+
+
+cdef int _ring_grow(TopicLog log, uint64_t size) noexcept nogil:
+    """Enlarge the ring in place where the allocator can (realloc keeps the pages already
+    touched), then move each held slot to its index under the new mask: only into the new
+    upper part, which holds nothing yet. Returns -1, changing nothing, without memory."""
+    cdef Slot* ring = <Slot*>realloc(log.ring, size * sizeof(Slot))
+    cdef double* stamps = log.stamps
+    cdef uint64_t seq, old_mask = log.mask, mask = size - 1
+    if ring == NULL:
+        return -1
+    log.ring = ring  # larger, still consistent under the old mask
+    if stamps != NULL:
+        stamps = <double*>realloc(stamps, size * sizeof(double))
+        if stamps == NULL:
+            return -1
+        log.stamps = stamps
+    for seq in range(log.tail, log.head):
+        if (seq & mask) != (seq & old_mask):
+            ring[seq & mask] = ring[seq & old_mask]
+            if stamps != NULL:
+                stamps[seq & mask] = stamps[seq & old_mask]
+    log.mask = mask
+    return 0
+
+
+# -- waiting: a topic's waiter list and its groups' lines ------------------------------------
+
+cdef int _add_waiter(TopicLog log, Waiter waiter, Cursor cursor) except -1:
+    """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
+    joins the line instead when another member is first."""
+    cdef list fresh
+    cdef list line = cursor.waiters
+    cdef bint added = False
+    while not added:
+        # a new list is made before locking: nothing GC-tracked is allocated under the lock
+        fresh = [] if log.waiters is None or line is not None else None
+        kincir_mutex_lock(&log.lock)
+        if line is not None:
+            line.append(waiter)
+            added = True
+            if len(line) == 1:  # first in line: waits on the topic's list
+                if log.waiters is None:
+                    log.waiters = fresh
+                log.waiters.append(waiter)
+                log.lined += 1
+                cursor.line_woken = False
+        else:
+            if log.waiters is None:
+                log.waiters = fresh  # None if a publish took the list meanwhile: try again
+            if log.waiters is not None:
+                log.waiters.append(waiter)
+                added = True
+        kincir_mutex_unlock(&log.lock)
+    return 0
+
+
+cdef int _remove_waiter(TopicLog log, Waiter waiter, Cursor cursor) except -1:
+    """Unregister ``waiter``. The first member of a group's line hands its place to the
+    next: woken at once if messages are unread (it may have taken none), else put on the
+    topic's waiter list."""
+    cdef Py_ssize_t i
+    cdef list line = cursor.waiters
+    cdef list fresh = [] if line else None  # made before locking, as in _add_waiter
+    cdef object after = None
+    kincir_mutex_lock(&log.lock)
+    if log.waiters is not None:
+        for i in range(len(log.waiters) - 1, -1, -1):
+            if log.waiters[i] is waiter:
+                del log.waiters[i]
+                break
+    if line:
+        if line[0] is waiter:
+            del line[0]
+            if line:
+                if log.waiters is None:
+                    log.waiters = fresh
+                if (cursor.attached and cursor.pos != log.head) or log.waiters is None:
+                    after = line[0]
+                    cursor.line_woken = True
+                else:
+                    log.waiters.append(line[0])
+                    cursor.line_woken = False
+            else:
+                log.lined -= 1
+        else:
+            for i in range(len(line) - 1, 0, -1):
+                if line[i] is waiter:
+                    del line[i]
+                    break
+    kincir_mutex_unlock(&log.lock)
+    if after is not None:
+        (<Waiter>after).wake()
+    return 0
+
+
+cdef int _wake_lines(TopicLog log) except -1:
+    """Wake every group member waiting in line (lock not held): something other than a
+    publish happened that each must look at."""
+    cdef list lines = []
+    cdef object cursor
+    kincir_mutex_lock(&log.lock)
+    for cursor in log.cursors:
+        if (<Cursor>cursor).waiters:
+            lines.append((<Cursor>cursor).waiters)
+            (<Cursor>cursor).line_woken = True
+    kincir_mutex_unlock(&log.lock)
+    for line in lines:
+        _wake_all(list(line))
+    return 0
+
+
+cdef bint _lines_woken(TopicLog log) noexcept:
+    """A publish woke the first member of each line (lock held). True if a line's first
+    member had already been woken and has not come back: that line must be woken whole."""
+    cdef bint stale = False
+    cdef object cursor
+    for cursor in log.cursors:
+        if (<Cursor>cursor).waiters:
+            if (<Cursor>cursor).line_woken:
+                stale = True
+            else:
+                (<Cursor>cursor).line_woken = True
+    return stale
 
 
 # -- the broker's kernel ----------------------------------------------------------------------
@@ -1678,35 +1688,14 @@ cdef class SubscriberKernel:
     # -- receiving ------------------------------------------------------------------------------
 
     cdef object _nothing(self):
-        """No message is ready: raise if none can come, else return None."""
-        cdef Cursor cursor_
-        if self.broker._state == STOPPED:
-            raise _error("BrokerShutdown")
-        if self.broker._state == DRAINING:
-            # Ended only once every topic refuses publishes (so none can still land) and
-            # nothing is left for this reader; else the caller looks again.
-            # An acknowledging reader also waits while its cursor holds unsettled messages
-            # (one may come back, to any member of its group), and a reader of a dead-letter
-            # topic while any message is in flight (it may be dead-lettered).
+        """No message is ready: None while one may come, else raise (SubscriberCore's
+        ``_nothing_ready`` decides, off the hot path)."""
+        if self.broker._state == RUNNING:
             for cursor in self.cursors:
-                cursor_ = <Cursor>cursor
-                if cursor_.attached and (
-                    cursor_.log.accepting
-                    or cursor_.pending_now()
-                    or (cursor_.acking and cursor_.floor_now() < cursor_.pos)
-                    or (cursor_.log.name in self.broker._letter_topics
-                        and self.broker._letters_due())
-                ):
+                if (<Cursor>cursor).attached:
                     return None
-            raise _error("BrokerShutdown")
-        for cursor in self.cursors:
-            if (<Cursor>cursor).attached:
-                return None
-        if self._patterned:
-            return None  # waits for a topic its patterns match
-        if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        raise _error("NotSubscribed", "subscribe to a topic before receiving")
+        self._nothing_ready()
+        return None
 
     cdef inline Message _take_one(self):
         cdef tuple cursors = self.cursors
@@ -1773,12 +1762,12 @@ cdef class SubscriberKernel:
         if self._patterned:  # may have no topic to wake it at shutdown
             self.broker.add_shutdown_waiter(waiter)
         for cursor in cursors:
-            (<Cursor>cursor).log.add_waiter(waiter, <Cursor>cursor)
+            _add_waiter((<Cursor>cursor).log, waiter, <Cursor>cursor)
         return cursors
 
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
         for cursor in cursors:
-            (<Cursor>cursor).log.remove_waiter(waiter, <Cursor>cursor)
+            _remove_waiter((<Cursor>cursor).log, waiter, <Cursor>cursor)
         if self.broker.shutdown_waiters:
             self.broker.remove_shutdown_waiter(waiter)
         try:

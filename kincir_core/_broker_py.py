@@ -22,13 +22,11 @@ from typing import Any
 
 from ._message_py import Message, payload_size, stamp_all
 from ._validate import (
-    DRAINING,
     OVERFLOW_BLOCK,
     OVERFLOW_DROP_NEWEST,
     OVERFLOW_DROP_OLDEST,
     OVERFLOW_POLICIES,
     RUNNING,
-    STOPPED,
     check_batch_size,
     check_timeout,
     validate_topic_name,
@@ -1175,32 +1173,10 @@ class SubscriberKernel:
         return self._nothing()
 
     def _nothing(self) -> list[Message]:
-        """No message is ready: raise if none can come, else return an empty batch."""
-        state = self.broker._state
-        if state == STOPPED:
-            raise _error("BrokerShutdown")
-        if state == DRAINING:
-            # Ended only once every topic refuses publishes (so none can still land) and
-            # nothing is left for this reader; else the caller looks again.
-            # An acknowledging reader also waits while its cursor holds unsettled messages
-            # (one may come back, to any member of its group), and a reader of a dead-letter
-            # topic while any message is in flight (it may be dead-lettered).
-            letters = self.broker._letter_topics
-            for cursor in self._cursors:
-                if cursor.attached and (
-                    cursor.log.accepting
-                    or cursor.pending()
-                    or (cursor.acking and cursor.floor_now() < cursor.pos)
-                    or (cursor.log.name in letters and self.broker._letters_due())
-                ):
-                    return []
-            raise _error("BrokerShutdown")
-        if not self._cursors or not any(c.attached for c in self._cursors):
-            if self._patterned:
-                return []  # waits for a topic its patterns match
-            if self._closed:
-                raise _error("NotSubscribed", "this subscriber is closed")
-            raise _error("NotSubscribed", "subscribe to a topic before receiving")
+        """No message is ready: an empty batch while one may come, else raise (SubscriberCore's
+        ``_nothing_ready`` decides)."""
+        if self.broker._state != RUNNING or not any(c.attached for c in self._cursors):
+            self._nothing_ready()  # type: ignore[attr-defined]
         return []
 
     def try_receive(self) -> Message | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._engine import kernel
-from ._validate import RUNNING, error, validate_group_name, validate_topic_name
+from ._validate import DRAINING, RUNNING, STOPPED, error, validate_group_name, validate_topic_name
 
 Cursor = kernel.Cursor
 leave = kernel.leave
@@ -80,6 +80,35 @@ class SubscriberCore(kernel.SubscriberKernel):
     def _close(self) -> None:
         self._closed = True
         self._unsubscribe(None)
+
+    def _nothing_ready(self) -> None:
+        """No message is ready and the kernel cannot tell at once that one may come: return if
+        one still may, else raise BrokerShutdown (drained) or NotSubscribed."""
+        broker = self.broker
+        cursors = self._attached_cursors()
+        if broker._state == STOPPED:
+            raise error("BrokerShutdown")
+        if broker._state == DRAINING:
+            # Ended only once every topic refuses publishes (so none can still land) and
+            # nothing is left for this reader; else the caller looks again.
+            # An acknowledging reader also waits while its cursor holds unsettled messages
+            # (one may come back, to any member of its group), and a reader of a dead-letter
+            # topic while any message is in flight (it may be dead-lettered).
+            letters = broker._letter_topics
+            for cursor in cursors:
+                if cursor.attached and (
+                    cursor.log.accepting
+                    or cursor.pending()
+                    or (cursor.acking and cursor.floor_now() < cursor.pos)
+                    or (cursor.log.name in letters and broker._letters_due())
+                ):
+                    return
+            raise error("BrokerShutdown")
+        if any(c.attached for c in cursors) or self._patterned:
+            return  # a pattern subscriber waits for a topic its patterns match
+        if self._closed:
+            raise error("NotSubscribed", "this subscriber is closed")
+        raise error("NotSubscribed", "subscribe to a topic before receiving")
 
     def is_subscribed(self) -> bool:
         """True while at least one subscription is live."""

@@ -392,13 +392,41 @@ def _assigned_attributes(node: ast.ClassDef) -> set[str]:
     return found
 
 
+def _defined_name(node: ast.stmt) -> str | None:
+    if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        return node.name
+    found = _ast_member(node)
+    return None if found is None else found[0]
+
+
+def _twin_body(module: types.ModuleType) -> list[ast.stmt]:
+    """The twin's module-level statements, with those of the twin's parts it imports names from
+    (sibling ``*_py`` modules that are not the twin of another engine module)."""
+    path = Path(module.__file__)  # type: ignore[arg-type]
+    body = list(ast.parse(path.read_text()).body)
+    others = {f"{name}_py" for name in ENGINE_MODULES}
+    for node in list(body):
+        if not (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 1
+            and node.module is not None
+            and node.module.endswith("_py")
+            and node.module not in others
+        ):
+            continue
+        imported = {alias.name for alias in node.names if alias.asname is None}
+        part = ast.parse((path.parent / f"{node.module}.py").read_text())
+        body += [n for n in part.body if _defined_name(n) in imported]
+    return body
+
+
 def twin_surface(module: types.ModuleType) -> Surface:
-    """What the twin defines (not what it imports), from the module itself."""
-    tree = ast.parse(Path(module.__file__).read_text())  # type: ignore[arg-type]
+    """What the twin defines (not what it imports, except from its own parts), from the source."""
+    body = _twin_body(module)
     names: dict[str, Member] = {}
     classes: dict[str, dict[str, Member]] = {}
-    class_nodes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    for node in tree.body:
+    class_nodes = {n.name: n for n in body if isinstance(n, ast.ClassDef)}
+    for node in body:
         found = _ast_member(node)
         if isinstance(node, ast.ClassDef):
             names[node.name] = Member("class")
@@ -494,6 +522,18 @@ def _def_params(lines: list[str], start: int) -> Params:
     return _cython_params(text[:end])
 
 
+_INCLUDE = re.compile(r"""^include\s+["']([\w.]+\.pxi)["']\s*(?:#.*)?$""")
+
+
+def _with_includes(path: Path) -> list[str]:
+    """The lines of a .pyx or .pxd, each ``include "x.pxi"`` replaced by that file's lines."""
+    lines: list[str] = []
+    for line in path.read_text().splitlines():
+        match = _INCLUDE.match(line)
+        lines += _with_includes(path.parent / match[1]) if match else [line]
+    return lines
+
+
 def engine_surface(pyx: Path) -> Surface:
     """The names a compiled module shows Python, from its .pyx (and .pxd) source."""
     names: dict[str, Member] = {}
@@ -501,7 +541,7 @@ def engine_surface(pyx: Path) -> Surface:
     for path in (pyx.with_suffix(".pxd"), pyx):
         if not path.exists():
             continue
-        lines = path.read_text().splitlines()
+        lines = _with_includes(path)
         owner: str | None = None
         in_string = False
         for index, line in enumerate(lines):
@@ -605,6 +645,19 @@ def test_stub_matches_twin_and_engine(module: str) -> None:
     assert not problems, f"kincir_core/{module}.pyi disagrees:\n" + "\n".join(problems)
 
 
+def _edited_engine(tmp_path: Path, pyx: Path, old: str, new: str) -> Path:
+    """A copy of the engine's source (``pyx`` with its .pxd and .pxi files) with ``old``
+    replaced by ``new`` in the one file that has it."""
+    sources = [pyx, pyx.with_suffix(".pxd"), *sorted(pyx.parent.glob("*.pxi"))]
+    holders = [path for path in sources if path.exists() and old in path.read_text()]
+    assert len(holders) == 1, f"{old!r} is in {len(holders)} engine files: update this test"
+    for path in sources:
+        if path.exists() and path not in holders:
+            (tmp_path / path.name).write_text(path.read_text())
+    _edited(tmp_path, holders[0], old, new)
+    return tmp_path / pyx.name
+
+
 def _edited(tmp_path: Path, source: Path, old: str, new: str) -> Path:
     text = source.read_text()
     assert old in text, f"{old!r} is not in {source.name}: update this test"
@@ -698,7 +751,7 @@ def test_a_twin_or_engine_change_is_caught(tmp_path: Path) -> None:
     gained.classes["TopicLog"]["held"] = Member(
         "method", (("self", "POSITIONAL_OR_KEYWORD", False),)
     )
-    engine = _edited(
+    engine = _edited_engine(
         tmp_path,
         pyx,
         "    def drained(self):",
@@ -707,7 +760,7 @@ def test_a_twin_or_engine_change_is_caught(tmp_path: Path) -> None:
     problems = _compare(stub, gained, engine_surface(engine), known)
     assert any(p.startswith("TopicLog.held:") for p in problems), problems
 
-    hidden = _edited(
+    hidden = _edited_engine(
         tmp_path,
         pyx,
         "    def note_queue_full(self):",
@@ -716,7 +769,7 @@ def test_a_twin_or_engine_change_is_caught(tmp_path: Path) -> None:
     problems = _compare(stub, twin_surface(twin), engine_surface(hidden), known)
     assert any(p.startswith("TopicLog.note_queue_full:") for p in problems), problems
 
-    renamed = _edited(
+    renamed = _edited_engine(
         tmp_path,
         pyx,
         "    def remove_room_waiter(self, Waiter waiter):",

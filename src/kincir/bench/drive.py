@@ -15,7 +15,7 @@ from typing import Any
 
 from kincir import Message
 
-from .harness import PAYLOAD, STUCK_AFTER, BenchError, Sample, check, clock, latency
+from .harness import PAYLOAD, STUCK_AFTER, TOPIC, BenchError, Sample, check, clock, latency
 
 
 def thread_pair(
@@ -248,3 +248,23 @@ async def ping_pong_tasks(
 
     _, times = await together(pong(), ping())
     return list(times)
+
+
+def publish_messages(publish: Callable[[str, list[Message]], object], n: int) -> None:
+    """The producer of the threaded workloads: ``n`` publishes to TOPIC, a ``Message`` each."""
+    payload = PAYLOAD
+    for _ in range(n):
+        publish(TOPIC, [Message(payload)])
+
+
+def put_payloads(put: Callable[[bytes], object], n: int) -> None:
+    """The queue baselines' producer: ``n`` puts of the payload."""
+    payload = PAYLOAD
+    for _ in range(n):
+        put(payload)
+
+
+def call_times(take: Callable[[], object], n: int) -> None:
+    """A consumer: ``n`` calls of ``take`` (a blocking receive or get)."""
+    for _ in range(n):
+        take()

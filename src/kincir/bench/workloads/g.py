@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kincir import Message
 from kincir.memory import InMemoryAckSubscriber, InMemoryPublisher, InMemorySubscriber
 
-from ..drive import run_threads
-from ..harness import PAYLOAD, TOPIC, Sample, Sizes, check, fast_broker, throughput
+from ..drive import publish_messages, put_payloads, run_threads
+from ..harness import TOPIC, Sample, Sizes, check, fast_broker, throughput
 
 WORKERS = 4
 
@@ -32,10 +31,7 @@ def kincir_group(acking: bool) -> Callable[[Sizes], Sample]:
         counts = [0] * WORKERS
 
         def produce() -> None:
-            publish = pub.publish_nowait
-            payload = PAYLOAD
-            for _ in range(n):
-                publish(TOPIC, [Message(payload)])
+            publish_messages(pub.publish_nowait, n)
             broker.shutdown()  # members drain what is left, then their loops end
 
         def work(i: int) -> Callable[[], None]:
@@ -79,12 +75,9 @@ def stdlib_queue(factory: Callable[[], Any], task_done: bool) -> Callable[[Sizes
         counts = [0] * WORKERS
 
         def produce() -> None:
-            put = q.put
-            payload = PAYLOAD
-            for _ in range(n):
-                put(payload)
+            put_payloads(q.put, n)
             for _ in range(WORKERS):
-                put(None)
+                q.put(None)
 
         def work(i: int) -> Callable[[], None]:
             def loop() -> None:

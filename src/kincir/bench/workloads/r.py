@@ -6,12 +6,11 @@ import queue
 import threading
 from collections.abc import Callable
 
-from kincir import Message, Router
+from kincir import Router
 from kincir.memory import InMemoryPublisher
 
-from ..drive import thread_pair
+from ..drive import call_times, publish_messages, put_payloads, thread_pair
 from ..harness import (
-    PAYLOAD,
     STUCK_AFTER,
     TOPIC,
     Sample,
@@ -36,10 +35,7 @@ def _kincir_run(sizes: Sizes, workers: int) -> Sample:
     pub = InMemoryPublisher(broker)
 
     def produce() -> None:
-        publish = pub.publish_nowait
-        payload = PAYLOAD
-        for _ in range(n):
-            publish(TOPIC, [Message(payload)])
+        publish_messages(pub.publish_nowait, n)
 
     def consume() -> None:
         receive = out.receive_sync
@@ -85,15 +81,10 @@ def _queues_run(sizes: Sizes, workers: int) -> Sample:
         thread.start()
 
     def produce() -> None:
-        put = inbox.put
-        payload = PAYLOAD
-        for _ in range(n):
-            put(payload)
+        put_payloads(inbox.put, n)
 
     def consume() -> None:
-        get = outbox.get
-        for _ in range(n):
-            get()
+        call_times(outbox.get, n)
 
     try:
         elapsed = thread_pair(produce, consume, lambda: None)

@@ -8,12 +8,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kincir import Message
 from kincir.memory import InMemoryPublisher
 
-from ..drive import close_janus, load_janus, thread_pair
+from ..drive import call_times, close_janus, load_janus, publish_messages, put_payloads, thread_pair
 from ..harness import (
-    PAYLOAD,
     STUCK_AFTER,
     TOPIC,
     Sample,
@@ -32,15 +30,10 @@ def kincir_messages(sizes: Sizes) -> Sample:
     pub = InMemoryPublisher(broker)
 
     def produce() -> None:
-        publish = pub.publish_nowait
-        payload = PAYLOAD
-        for _ in range(n):
-            publish(TOPIC, [Message(payload)])
+        publish_messages(pub.publish_nowait, n)
 
     def consume() -> None:
-        receive = sub.receive_sync
-        for _ in range(n):
-            receive()
+        call_times(sub.receive_sync, n)
 
     elapsed = thread_pair(produce, consume, broker.force_shutdown)
     check(sub.try_receive() is None, "W3: kincir delivered too few")
@@ -56,15 +49,10 @@ def stdlib_queue(
         q = factory()
 
         def produce() -> None:
-            put = q.put
-            payload = PAYLOAD
-            for _ in range(n):
-                put(payload)
+            put_payloads(q.put, n)
 
         def consume() -> None:
-            get = q.get
-            for _ in range(n):
-                get()
+            call_times(q.get, n)
 
         return throughput(n, thread_pair(produce, consume, lambda: None))
 
@@ -87,15 +75,10 @@ def janus_sync(sizes: Sizes) -> Sample:
         sync_q = q.sync_q
 
         def produce() -> None:
-            put = sync_q.put
-            payload = PAYLOAD
-            for _ in range(n):
-                put(payload)
+            put_payloads(sync_q.put, n)
 
         def consume() -> None:
-            get = sync_q.get
-            for _ in range(n):
-                get()
+            call_times(sync_q.get, n)
 
         elapsed = thread_pair(produce, consume, lambda: None)
         asyncio.run_coroutine_threadsafe(close_janus(q), loop).result(STUCK_AFTER)

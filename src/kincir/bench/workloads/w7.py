@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from kincir import Message
 from kincir.memory import InMemoryPublisher
 
-from ..drive import close_janus, load_janus, thread_to_loop
+from ..drive import (
+    close_janus,
+    load_janus,
+    publish_messages,
+    put_payloads,
+    thread_to_loop,
+)
 from ..harness import PAYLOAD, TOPIC, Sample, Sizes, clock, fast_broker, subscriber, throughput
 
 
@@ -20,10 +25,7 @@ def kincir_messages(sizes: Sizes) -> Sample:
         pub = InMemoryPublisher(broker)
 
         def produce() -> None:
-            publish = pub.publish_nowait
-            payload = PAYLOAD
-            for _ in range(n):
-                publish(TOPIC, [Message(payload)])
+            publish_messages(pub.publish_nowait, n)
 
         async def consume() -> int:
             receive = sub.receive
@@ -74,10 +76,7 @@ def janus_queue(sizes: Sizes) -> Sample:
         try:
 
             def produce() -> None:
-                put = q.sync_q.put
-                payload = PAYLOAD
-                for _ in range(n):
-                    put(payload)
+                put_payloads(q.sync_q.put, n)
 
             async def consume() -> int:
                 get = q.async_q.get

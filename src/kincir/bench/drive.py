@@ -18,6 +18,27 @@ from kincir import Message
 from .harness import PAYLOAD, STUCK_AFTER, TOPIC, BenchError, Sample, check, clock, latency
 
 
+def _guarded(
+    fn: Callable[[], object], errors: list[BaseException], abort: Callable[[], None]
+) -> Callable[[], None]:
+    """``fn`` for a thread: a failure is kept in ``errors`` and ``abort`` wakes the other side."""
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+            abort()
+
+    return run
+
+
+def _raise_first(errors: list[BaseException], who: str) -> None:
+    """``BenchError`` for the first of ``errors``, if any: ``who`` failed, and why."""
+    if errors:
+        raise BenchError(f"{who} failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
+
+
 def thread_pair(
     produce: Callable[[], None], consume: Callable[[], None], abort: Callable[[], None]
 ) -> int:
@@ -37,13 +58,11 @@ def thread_pair(
         except BaseException as exc:
             errors.append(exc)
 
+    guarded = _guarded(produce, errors, abort)
+
     def producer() -> None:
         go.wait()
-        try:
-            produce()
-        except BaseException as exc:
-            errors.append(exc)
-            abort()
+        guarded()
 
     threads = [
         threading.Thread(target=consumer, name="kincir-bench-consumer", daemon=True),
@@ -63,10 +82,7 @@ def thread_pair(
     if any(thread.is_alive() for thread in threads):
         abort()
         raise BenchError(f"producer/consumer threads still running after {STUCK_AFTER:g} s")
-    if errors:
-        raise BenchError(
-            f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}"
-        ) from errors[0]
+    _raise_first(errors, "a worker thread")
     return finished[0] - started
 
 
@@ -75,14 +91,7 @@ def ping_pong_threads(
 ) -> Sample:
     """``pong`` answers on a thread while ``ping`` times round trips on this one."""
     errors: list[BaseException] = []
-
-    def answer() -> None:
-        try:
-            pong()
-        except BaseException as exc:
-            errors.append(exc)
-            abort()
-
+    answer = _guarded(pong, errors, abort)
     thread = threading.Thread(target=answer, name="kincir-bench-pong", daemon=True)
     thread.start()
     try:
@@ -90,10 +99,7 @@ def ping_pong_threads(
     except BaseException:
         abort()
         thread.join(5.0)
-        if errors:
-            raise BenchError(
-                f"the pong thread failed: {type(errors[0]).__name__}: {errors[0]}"
-            ) from errors[0]
+        _raise_first(errors, "the pong thread")
         raise
     thread.join(STUCK_AFTER)
     check(not thread.is_alive(), "the pong thread did not finish")
@@ -168,19 +174,10 @@ async def thread_to_loop(produce: Callable[[], None], consume: Coroutine[Any, An
 def run_threads(targets: Sequence[Callable[[], None]], abort: Callable[[], None]) -> int:
     """Run each target on a thread; nanoseconds until all of them returned."""
     errors: list[BaseException] = []
-
-    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as exc:
-                errors.append(exc)
-                abort()
-
-        return run
-
     threads = [
-        threading.Thread(target=guarded(fn), name="kincir-bench-worker", daemon=True)
+        threading.Thread(
+            target=_guarded(fn, errors, abort), name="kincir-bench-worker", daemon=True
+        )
         for fn in targets
     ]
     started = clock()
@@ -192,10 +189,7 @@ def run_threads(targets: Sequence[Callable[[], None]], abort: Callable[[], None]
     if any(thread.is_alive() for thread in threads):
         abort()
         raise BenchError(f"worker threads still running after {STUCK_AFTER:g} s")
-    if errors:
-        raise BenchError(
-            f"a worker thread failed: {type(errors[0]).__name__}: {errors[0]}"
-        ) from errors[0]
+    _raise_first(errors, "a worker thread")
     return elapsed
 
 

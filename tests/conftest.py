@@ -214,7 +214,11 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
 
     Extras: ``k.impl`` (the parameter id), ``k.new_broker(config=None, **config_fields)``
     (shut down at teardown), ``k.spawn(fn, *args)`` (a ``Worker`` joined at teardown),
-    ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling), ``k.core``.
+    ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling), ``k.core``,
+    ``k.wait_for(predicate)``. Set-ups: ``k.setup(config=None, **fields)`` (a new broker, a
+    publisher and an unsubscribed subscriber), ``k.ack_setup(**sub_kwargs)`` (a broker with
+    stats, a publisher and an ack subscriber on ``"t"``), ``k.ack_group(broker, *member_kwargs)``
+    (ack subscribers of group ``"g"`` on ``"t"``, one a dict of keywords; two by default).
     """
     impl = request.param
     if impl not in COPIES:
@@ -248,7 +252,30 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         workers.append(worker)
         return worker
 
+    def setup(config: Any = None, **fields: Any) -> tuple[Any, Any, Any]:
+        broker = new_broker(config, **fields)
+        return broker, ns.InMemoryPublisher(broker), ns.InMemorySubscriber(broker)
+
+    def ack_setup(**sub_kwargs: Any) -> tuple[Any, Any, Any]:
+        broker = new_broker(enable_stats=True)
+        pub = ns.InMemoryPublisher(broker)
+        sub = ns.InMemoryAckSubscriber(broker, **sub_kwargs)
+        sub.subscribe("t")
+        return broker, pub, sub
+
+    def ack_group(broker: Any, *member_kwargs: dict[str, Any]) -> list[Any]:
+        members = [
+            ns.InMemoryAckSubscriber(broker, group="g", **kwargs)
+            for kwargs in member_kwargs or ({}, {})
+        ]
+        for member in members:
+            member.subscribe("t")
+        return members
+
     ns.new_broker = new_broker
+    ns.setup = setup
+    ns.ack_setup = ack_setup
+    ns.ack_group = ack_group
     ns.wait_for = wait_for
     ns.track = track
     ns.spawn = spawn

@@ -8,21 +8,12 @@ import time
 
 import pytest
 
-
-def setup(k, **sub_kwargs):
-    broker = k.new_broker(enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, **sub_kwargs)
-    sub.subscribe("t")
-    return broker, pub, sub
-
-
 # -- a batch returns what it holds (item 2) ----------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["try", "sync", "async"])
 def test_ack_batch_after_shutdown_returns_what_it_collected(k, how):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     broker.shutdown()
     if how == "try":
@@ -103,10 +94,7 @@ def test_a_dead_letter_reader_is_woken_when_the_drain_ends(k):
 
 def test_a_group_member_keeps_receiving_while_another_members_message_may_return(k):
     broker = k.new_broker(enable_stats=True)
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
     _, ha = a.try_receive_with_ack()
@@ -125,10 +113,7 @@ def test_a_group_member_keeps_receiving_while_another_members_message_may_return
 
 def test_a_waiting_group_member_ends_when_the_last_message_is_acked(k):
     broker = k.new_broker()
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
     _, ha = a.try_receive_with_ack()
@@ -450,10 +435,7 @@ def test_a_deleted_topics_message_waiting_for_redelivery_is_dropped_and_counted(
 
 def test_an_async_group_member_drains_with_the_group(k):
     broker = k.new_broker()
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
 

@@ -13,13 +13,8 @@ from datetime import timedelta
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def test_publish_is_a_coroutine_and_receive_gets_the_message(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
 
     async def main():
         await sub.subscribe("orders")
@@ -38,7 +33,7 @@ def test_publish_is_a_coroutine_and_receive_gets_the_message(k):
 
 
 def test_publish_with_timeout_arguments(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
 
     async def main():
         sub.subscribe("t")
@@ -51,7 +46,7 @@ def test_publish_with_timeout_arguments(k):
 
 
 def test_subscribe_awaited_and_plain_both_work_without_warnings(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     plain = k.InMemorySubscriber(broker)
     awaited = k.InMemorySubscriber(broker)
 
@@ -81,7 +76,7 @@ def test_subscribe_awaited_and_plain_both_work_without_warnings(k):
 
 @pytest.mark.parametrize("method", ["subscribe", "unsubscribe", "close"])
 def test_non_waiting_calls_return_completed_awaitables(k, method):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     sub.subscribe("t")
     args = ("t",) if method != "close" else ()
     result = getattr(sub, method)(*args)
@@ -97,7 +92,7 @@ def test_non_waiting_calls_return_completed_awaitables(k, method):
 
 
 def test_receive_timeout_raises_builtin_timeout_error(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -116,7 +111,7 @@ def test_receive_timeout_raises_builtin_timeout_error(k):
 
 
 def test_receive_timeout_loses_no_message_and_keeps_the_subscription(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -131,7 +126,7 @@ def test_receive_timeout_loses_no_message_and_keeps_the_subscription(k):
 
 
 def test_cancelled_receive_loses_no_message(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -153,7 +148,7 @@ def test_cancelled_receive_loses_no_message(k):
 
 
 def test_cancelled_receive_batch_loses_no_message(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -170,7 +165,7 @@ def test_cancelled_receive_batch_loses_no_message(k):
 
 def test_cancel_racing_a_publish_loses_no_message(k):
     """Publish and cancel in the same loop iteration: the message is still there afterwards."""
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -193,7 +188,7 @@ def test_cancel_racing_a_publish_loses_no_message(k):
 
 
 def test_wait_for_timeout_around_receive_loses_no_message(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -206,7 +201,7 @@ def test_wait_for_timeout_around_receive_loses_no_message(k):
 
 
 def test_async_receive_woken_by_a_publish_from_another_thread(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     def publish_later():
@@ -223,7 +218,7 @@ def test_async_receive_woken_by_a_publish_from_another_thread(k):
 
 
 def test_async_receive_batch_woken_by_a_publish_from_another_thread(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     def publish_later():
@@ -240,7 +235,7 @@ def test_async_receive_batch_woken_by_a_publish_from_another_thread(k):
 
 
 def test_async_receive_woken_by_a_publish_on_the_same_loop(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -253,7 +248,7 @@ def test_async_receive_woken_by_a_publish_on_the_same_loop(k):
 
 
 def test_receivers_on_several_event_loops_at_once(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     subs = [k.InMemorySubscriber(broker) for _ in range(3)]
     for s in subs:
         s.subscribe("t")
@@ -276,7 +271,7 @@ def test_receivers_on_several_event_loops_at_once(k):
 
 
 def test_receive_batch_waits_for_one_then_returns_without_waiting_further(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     def publish_late():
@@ -297,7 +292,7 @@ def test_receive_batch_waits_for_one_then_returns_without_waiting_further(k):
 
 
 def test_receive_batch_respects_max(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -314,7 +309,7 @@ def test_receive_batch_respects_max(k):
 
 
 def test_async_for_ends_when_the_broker_shuts_down(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -332,7 +327,7 @@ def test_async_for_ends_when_the_broker_shuts_down(k):
 
 
 def test_async_for_ends_when_shut_down_from_another_thread(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
 
     def stop_later():
@@ -350,7 +345,7 @@ def test_async_for_ends_when_shut_down_from_another_thread(k):
 
 
 def test_async_for_ends_when_closed(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -367,7 +362,7 @@ def test_async_for_ends_when_closed(k):
 
 
 def test_async_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
 
     async def main():
         with pytest.raises(k.NotSubscribed):
@@ -381,7 +376,7 @@ def test_async_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k)
 
 
 def test_async_receive_ends_with_not_subscribed_when_unsubscribed_meanwhile(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -395,7 +390,7 @@ def test_async_receive_ends_with_not_subscribed_when_unsubscribed_meanwhile(k):
 
 
 def test_async_receive_from_several_topics(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
 
     async def main():
         await sub.subscribe("a")
@@ -410,7 +405,7 @@ def test_async_receive_from_several_topics(k):
 
 
 def test_publish_sync_from_a_thread_while_a_loop_receives_many(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
 
     def produce():

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def payloads(messages):
     return [m.payload for m in messages]
 
 
 def test_messages_without_subscribers_go_to_the_first_subscriber(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     pub.publish_nowait("orders", [b"1", b"2"])
     pub.publish_nowait("orders", [b"3"])
     assert broker.topic_info("orders").queue_size == 3
@@ -25,7 +20,7 @@ def test_messages_without_subscribers_go_to_the_first_subscriber(k):
 
 
 def test_second_subscriber_on_a_topic_with_readers_starts_at_the_end(k):
-    broker, pub, first = setup(k)
+    broker, pub, first = k.setup()
     first.subscribe("t")
     pub.publish_nowait("t", [b"early"])
     second = k.InMemorySubscriber(broker)
@@ -38,7 +33,7 @@ def test_second_subscriber_on_a_topic_with_readers_starts_at_the_end(k):
 
 
 def test_only_the_first_subscriber_inherits_held_messages(k):
-    broker, pub, first = setup(k)
+    broker, pub, first = k.setup()
     pub.publish_nowait("t", [b"held"])
     first.subscribe("t")
     second = k.InMemorySubscriber(broker)
@@ -48,7 +43,7 @@ def test_only_the_first_subscriber_inherits_held_messages(k):
 
 
 def test_last_subscriber_leaving_keeps_its_unread_messages(k):
-    broker, pub, first = setup(k)
+    broker, pub, first = k.setup()
     first.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert first.try_receive().payload == b"1"
@@ -63,7 +58,7 @@ def test_last_subscriber_leaving_keeps_its_unread_messages(k):
 
 
 def test_last_subscriber_closing_keeps_its_unread_messages(k):
-    broker, pub, first = setup(k)
+    broker, pub, first = k.setup()
     first.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     first.close()
@@ -73,7 +68,7 @@ def test_last_subscriber_closing_keeps_its_unread_messages(k):
 
 
 def test_slowest_leaving_reader_does_not_pass_its_backlog_to_others(k):
-    broker, pub, fast = setup(k)
+    broker, pub, fast = k.setup()
     slow = k.InMemorySubscriber(broker)
     fast.subscribe("t")
     slow.subscribe("t")
@@ -87,7 +82,7 @@ def test_slowest_leaving_reader_does_not_pass_its_backlog_to_others(k):
 
 
 def test_persistence_off_drops_messages_without_a_reader(k):
-    broker, pub, sub = setup(k, enable_persistence=False, enable_stats=True)
+    broker, pub, sub = k.setup(enable_persistence=False, enable_stats=True)
     pub.publish_nowait("t", [b"1", b"2"])
     info = broker.topic_info("t")
     assert info.queue_size == 0
@@ -104,7 +99,7 @@ def test_persistence_off_drops_messages_without_a_reader(k):
 
 
 def test_persistence_off_drops_the_last_reader_unread_messages(k):
-    broker, pub, first = setup(k, enable_persistence=False, enable_stats=True)
+    broker, pub, first = k.setup(enable_persistence=False, enable_stats=True)
     first.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     first.try_receive()
@@ -121,7 +116,7 @@ def test_persistence_off_drops_the_last_reader_unread_messages(k):
 
 
 def test_persistence_off_delivers_normally_with_a_reader(k):
-    broker, pub, sub = setup(k, enable_persistence=False)
+    broker, pub, sub = k.setup(enable_persistence=False)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert payloads(sub.try_receive_batch(10)) == [b"1", b"2"]
@@ -130,7 +125,7 @@ def test_persistence_off_delivers_normally_with_a_reader(k):
 
 def test_accounting_invariant_per_reader(k):
     """published = consumed + dropped + expired + still queued, seen from one reader."""
-    broker, pub, sub = setup(k, enable_persistence=False, enable_stats=True)
+    broker, pub, sub = k.setup(enable_persistence=False, enable_stats=True)
     pub.publish_nowait("t", [b"lost"])  # dropped: no reader
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])

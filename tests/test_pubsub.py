@@ -9,17 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 # -- delivered messages -------------------------------------------------------------------------
 
 
 def test_delivered_message_carries_topic_sequence_and_stamps(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("orders")
     sent = k.Message(b"Order #1234", {"customer": "Alice"})
     before = time.time() * 1000
@@ -38,7 +32,7 @@ def test_delivered_message_carries_topic_sequence_and_stamps(k):
 
 
 def test_delivered_metadata_is_read_only(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [k.Message(b"x", {"a": "1"})])
     got = sub.try_receive()
@@ -50,7 +44,7 @@ def test_delivered_metadata_is_read_only(k):
 
 
 def test_sequences_are_per_topic_start_at_one_and_gapless(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("a")
     sub.subscribe("b")
     pub.publish_nowait("a", [b"a1", b"a2"])
@@ -68,7 +62,7 @@ def test_sequences_are_per_topic_start_at_one_and_gapless(k):
 
 
 def test_sequence_follows_publish_order(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     for i in range(50):
         pub.publish_nowait("t", [str(i).encode()])
@@ -79,7 +73,7 @@ def test_sequence_follows_publish_order(k):
 
 
 def test_no_sequence_metadata_without_maintain_order(k):
-    _, pub, sub = setup(k, maintain_order=False)
+    _, pub, sub = k.setup(maintain_order=False)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     got = sub.try_receive_batch(10)
@@ -90,7 +84,7 @@ def test_no_sequence_metadata_without_maintain_order(k):
 
 
 def test_publisher_message_is_not_mutated(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     sent = k.Message(b"x", {"a": "1"})
     pub.publish_nowait("t", [sent])
@@ -103,7 +97,7 @@ def test_publisher_message_is_not_mutated(k):
 
 
 def test_same_message_published_twice_gets_two_sequences(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     sent = k.Message(b"again")
     pub.publish_nowait("t", [sent])
@@ -115,7 +109,7 @@ def test_same_message_published_twice_gets_two_sequences(k):
 
 
 def test_two_subscribers_receive_the_same_content(k):
-    broker, pub, sub1 = setup(k)
+    broker, pub, sub1 = k.setup()
     sub2 = k.InMemorySubscriber(broker)
     sub1.subscribe("t")
     sub2.subscribe("t")
@@ -132,7 +126,7 @@ def test_two_subscribers_receive_the_same_content(k):
 
 
 def test_raw_payloads_and_messages_mix_in_one_batch(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     msg = k.Message(b"object", {"kind": "message"})
     pub.publish_nowait("t", [b"raw", msg, bytearray(b"array"), memoryview(b"view")])
@@ -149,14 +143,14 @@ def test_raw_payloads_and_messages_mix_in_one_batch(k):
 
 
 def test_publish_accepts_a_tuple(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", (b"1", b"2"))
     assert [m.payload for m in sub.try_receive_batch(10)] == [b"1", b"2"]
 
 
 def test_bytearray_payload_in_a_batch_is_copied(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     data = bytearray(b"before")
     pub.publish_nowait("t", [data])
@@ -165,7 +159,7 @@ def test_bytearray_payload_in_a_batch_is_copied(k):
 
 
 def test_empty_batch_publishes_nothing(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [])
     assert sub.try_receive() is None
@@ -174,7 +168,7 @@ def test_empty_batch_publishes_nothing(k):
 
 
 def test_publish_sync(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     assert pub.publish_sync("t", [b"1"]) is None
     pub.publish_sync("t", [b"2"], timeout=1)
@@ -186,7 +180,7 @@ def test_publish_sync(k):
 
 
 def test_one_subscriber_several_topics_keeps_per_topic_order(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     topics = ["orders", "payments", "refunds"]
     for t in topics:
         sub.subscribe(t)
@@ -204,7 +198,7 @@ def test_one_subscriber_several_topics_keeps_per_topic_order(k):
 
 
 def test_fan_out_to_many_subscribers(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     subs = [k.InMemorySubscriber(broker) for _ in range(8)]
     for s in subs:
         s.subscribe("fan")
@@ -218,7 +212,7 @@ def test_fan_out_to_many_subscribers(k):
 
 
 def test_subscribe_is_immediate_and_not_a_coroutine(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     result = sub.subscribe("t")
     assert not inspect.iscoroutine(result)
     assert inspect.isawaitable(result)
@@ -228,7 +222,7 @@ def test_subscribe_is_immediate_and_not_a_coroutine(k):
 
 
 def test_subscribing_twice_is_a_no_op(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
     sub.subscribe("t")
@@ -242,7 +236,7 @@ def test_subscribing_twice_is_a_no_op(k):
 
 
 def test_subscription_queries(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     assert sub.is_subscribed() is False
     assert sub.subscribed_topic() is None
     assert sub.subscribed_topics() == []
@@ -257,7 +251,7 @@ def test_subscription_queries(k):
 
 
 def test_unsubscribe_one_topic(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("a")
     sub.subscribe("b")
     result = sub.unsubscribe("a")
@@ -271,7 +265,7 @@ def test_unsubscribe_one_topic(k):
 
 
 def test_unsubscribe_unknown_topic_raises_not_subscribed(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     sub.subscribe("a")
     with pytest.raises(k.NotSubscribed):
         sub.unsubscribe("b")
@@ -279,7 +273,7 @@ def test_unsubscribe_unknown_topic_raises_not_subscribed(k):
 
 
 def test_unsubscribe_all(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("a")
     sub.subscribe("b")
     sub.unsubscribe()
@@ -295,7 +289,7 @@ def test_unsubscribe_all(k):
 
 
 def test_close_ends_every_subscription(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("a")
     sub.subscribe("b")
     assert sub.is_connected() is True
@@ -312,7 +306,7 @@ def test_close_ends_every_subscription(k):
 
 
 def test_close_ends_sync_iteration(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("a")
     pub.publish_nowait("a", [b"1"])
     sub.close()
@@ -320,7 +314,7 @@ def test_close_ends_sync_iteration(k):
 
 
 def test_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     with pytest.raises(k.NotSubscribed):
         sub.receive_sync()
     with pytest.raises(k.NotSubscribed):
@@ -334,7 +328,7 @@ def test_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k):
 
 
 def test_not_subscribed_is_an_in_memory_error(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     with pytest.raises(k.InMemoryError):
         sub.try_receive()
 
@@ -343,7 +337,7 @@ def test_not_subscribed_is_an_in_memory_error(k):
 
 
 def test_try_receive_returns_none_when_empty(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     sub.subscribe("t")
     assert sub.try_receive() is None
     assert sub.try_receive_batch(5) == []
@@ -351,7 +345,7 @@ def test_try_receive_returns_none_when_empty(k):
 
 @pytest.mark.parametrize("timeout", [0, 0.05, timedelta(milliseconds=50)], ids=repr)
 def test_receive_sync_timeout_raises_builtin_timeout_error(k, timeout):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     sub.subscribe("t")
     with pytest.raises(TimeoutError) as info:
         sub.receive_sync(timeout=timeout)
@@ -361,7 +355,7 @@ def test_receive_sync_timeout_raises_builtin_timeout_error(k, timeout):
 
 
 def test_receive_sync_timeout_loses_no_message(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     with pytest.raises(TimeoutError):
         sub.receive_sync(timeout=0.02)
@@ -372,7 +366,7 @@ def test_receive_sync_timeout_loses_no_message(k):
 
 
 def test_receive_sync_woken_by_a_publish_from_another_thread(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     worker = k.spawn(sub.receive_sync, 5)
     worker.started.wait(1)
@@ -384,7 +378,7 @@ def test_receive_sync_woken_by_a_publish_from_another_thread(k):
 
 
 def test_receive_sync_woken_by_a_publish_on_any_of_its_topics(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("a")
     sub.subscribe("b")
     worker = k.spawn(sub.receive_sync, 5)
@@ -395,7 +389,7 @@ def test_receive_sync_woken_by_a_publish_on_any_of_its_topics(k):
 
 
 def test_try_receive_batch_returns_up_to_max_without_waiting(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [str(i).encode() for i in range(7)])
     first = sub.try_receive_batch(5)
@@ -406,7 +400,7 @@ def test_try_receive_batch_returns_up_to_max_without_waiting(k):
 
 
 def test_receive_batch_sync_returns_what_is_ready(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     # A later publish must not be folded in: the batch returns once something is ready.
@@ -418,7 +412,7 @@ def test_receive_batch_sync_returns_what_is_ready(k):
 
 
 def test_receive_batch_sync_waits_for_the_first_message(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     worker = k.spawn(sub.receive_batch_sync, 10, 5)
     worker.started.wait(1)
@@ -432,7 +426,7 @@ def test_receive_batch_sync_waits_for_the_first_message(k):
 
 
 def test_receive_batch_sync_respects_max(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [str(i).encode() for i in range(10)])
     assert len(sub.receive_batch_sync(4, timeout=1)) == 4
@@ -444,7 +438,7 @@ def test_receive_batch_sync_respects_max(k):
 
 
 def test_sync_iteration_ends_when_the_broker_shuts_down(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
 
     def consume():
@@ -459,7 +453,7 @@ def test_sync_iteration_ends_when_the_broker_shuts_down(k):
 
 
 def test_sync_iteration_drains_before_ending(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     broker.shutdown()
@@ -470,20 +464,20 @@ def test_sync_iteration_drains_before_ending(k):
 
 
 def test_publisher_is_connected_until_shutdown(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     assert pub.is_connected() is True
     broker.shutdown()
     assert pub.is_connected() is False
 
 
 def test_publisher_and_subscriber_keep_their_broker(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     assert pub.broker is broker
     assert sub.broker is broker
 
 
 def test_many_publishers_share_a_topic(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
     pubs = [k.InMemoryPublisher(broker) for _ in range(3)]
     for i, p in enumerate(pubs):

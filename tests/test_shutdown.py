@@ -9,13 +9,8 @@ import warnings
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def test_shutdown_stops_publishes_and_subscribes(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     broker.shutdown()
     assert broker.is_shutdown() is True
@@ -35,7 +30,7 @@ def test_shutdown_stops_publishes_and_subscribes(k):
 
 
 def test_shutdown_error_is_an_in_memory_error_with_advice(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     broker.shutdown()
     with pytest.raises(k.InMemoryError) as info:
         pub.publish_nowait("t", [b"x"])
@@ -45,7 +40,7 @@ def test_shutdown_error_is_an_in_memory_error_with_advice(k):
 
 
 def test_subscribers_drain_queued_messages_then_get_broker_shutdown(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     other = k.InMemorySubscriber(broker)
     sub.subscribe("t")
     other.subscribe("t")
@@ -72,7 +67,7 @@ def test_subscribers_drain_queued_messages_then_get_broker_shutdown(k):
 
 
 def test_blocked_receive_sync_wakes_with_broker_shutdown(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
     worker = k.spawn(sub.receive_sync)  # no timeout: only the shutdown can end it
     worker.started.wait(1)
@@ -84,7 +79,7 @@ def test_blocked_receive_sync_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_receive_batch_sync_wakes_with_broker_shutdown(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
     worker = k.spawn(sub.receive_batch_sync, 10)
     worker.started.wait(1)
@@ -95,7 +90,7 @@ def test_blocked_receive_batch_sync_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_async_receive_wakes_with_broker_shutdown(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -110,7 +105,7 @@ def test_blocked_async_receive_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_async_receive_wakes_when_shut_down_from_a_thread(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
 
     def stop_later():
@@ -127,7 +122,7 @@ def test_blocked_async_receive_wakes_when_shut_down_from_a_thread(k):
 
 
 def test_shutdown_with_timeout_returns_true_when_a_consumer_drains(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [str(i).encode() for i in range(200)])
 
@@ -140,7 +135,7 @@ def test_shutdown_with_timeout_returns_true_when_a_consumer_drains(k):
 
 
 def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert broker.shutdown(timeout=0.05) is False
@@ -151,7 +146,7 @@ def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
 
 def test_shutdown_async_drains_tasks_on_its_own_loop(k):
     # The async drain must not block the loop its own subscriber tasks run on.
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
 
     async def main():
@@ -169,7 +164,7 @@ def test_shutdown_async_drains_tasks_on_its_own_loop(k):
 
 
 def test_shutdown_async_returns_false_when_nobody_reads_and_is_idempotent(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
 
@@ -185,14 +180,14 @@ def test_shutdown_async_returns_false_when_nobody_reads_and_is_idempotent(k):
 
 
 def test_shutdown_async_refuses_a_bad_timeout_before_shutting_down(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     with pytest.raises(ValueError):
         k.run(broker.shutdown_async(timeout=-1))
     assert not broker.is_shutdown()
 
 
 def test_shutdown_with_timeout_on_a_running_loop_warns(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
 
     async def main():
         with pytest.warns(RuntimeWarning, match="shutdown_async"):
@@ -200,7 +195,7 @@ def test_shutdown_with_timeout_on_a_running_loop_warns(k):
 
     k.run(main())
     # without a timeout it never waits, so on a loop it is fine
-    other, _, _ = setup(k)
+    other, _, _ = k.setup()
 
     async def plain():
         with warnings.catch_warnings():
@@ -211,23 +206,23 @@ def test_shutdown_with_timeout_on_a_running_loop_warns(k):
 
 
 def test_shutdown_without_timeout_returns_at_once(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
     result = broker.shutdown()
     assert result is False  # a subscriber still has to drain
-    empty, _, _ = setup(k)
+    empty, _, _ = k.setup()
     assert empty.shutdown() is True
 
 
 def test_shutdown_ignores_messages_held_for_nobody(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("orphan", [b"1"])
     assert broker.shutdown(timeout=0.5) is True
 
 
 def test_shutdown_is_idempotent(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
     broker.shutdown()
@@ -239,7 +234,7 @@ def test_shutdown_is_idempotent(k):
 
 
 def test_force_shutdown_drops_everything(k):
-    broker, pub, sub = setup(k, enable_stats=True)
+    broker, pub, sub = k.setup(enable_stats=True)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     pub.publish_nowait("orphan", [b"4"])
@@ -258,7 +253,7 @@ def test_force_shutdown_drops_everything(k):
 
 
 def test_force_shutdown_wakes_blocked_receivers_at_once(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
     others = [k.InMemorySubscriber(broker) for _ in range(3)]
     for s in others:
@@ -284,7 +279,7 @@ def test_force_shutdown_wakes_blocked_receivers_at_once(k):
 
 
 def test_force_shutdown_after_shutdown_drops_the_backlog(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     broker.shutdown()
@@ -295,7 +290,7 @@ def test_force_shutdown_after_shutdown_drops_the_backlog(k):
 
 
 def test_force_shutdown_is_idempotent(k):
-    broker, _, sub = setup(k)
+    broker, _, sub = k.setup()
     sub.subscribe("t")
     broker.force_shutdown()
     broker.force_shutdown()
@@ -306,7 +301,7 @@ def test_force_shutdown_is_idempotent(k):
 
 
 def test_is_connected_is_false_after_shutdown(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     assert pub.is_connected() and sub.is_connected()
     broker.shutdown()
@@ -315,14 +310,14 @@ def test_is_connected_is_false_after_shutdown(k):
 
 
 def test_is_connected_is_false_after_force_shutdown(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     broker.force_shutdown()
     assert pub.is_connected() is False
     assert sub.is_connected() is False
 
 
 def test_iteration_ends_after_force_shutdown(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
     broker.force_shutdown()
@@ -330,7 +325,7 @@ def test_iteration_ends_after_force_shutdown(k):
 
 
 def test_new_publishers_and_subscribers_on_a_shut_down_broker(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     broker.shutdown()
     pub = k.InMemoryPublisher(broker)
     sub = k.InMemorySubscriber(broker)
@@ -342,7 +337,7 @@ def test_new_publishers_and_subscribers_on_a_shut_down_broker(k):
 
 
 def test_shutdown_stops_the_ttl_cleanup(k):
-    broker, pub, sub = setup(k, default_message_ttl=30, cleanup_interval=0.01)
+    broker, pub, sub = k.setup(default_message_ttl=30, cleanup_interval=0.01)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
     broker.shutdown()
@@ -351,7 +346,7 @@ def test_shutdown_stops_the_ttl_cleanup(k):
 
 
 def test_consume_drains_then_raises_broker_shutdown(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("jobs", [b"1"])
     assert broker.consume("jobs").payload == b"1"  # the pull group now exists
     pub.publish_nowait("jobs", [b"2"])
@@ -362,7 +357,7 @@ def test_consume_drains_then_raises_broker_shutdown(k):
 
 
 def test_consume_after_force_shutdown_raises_broker_shutdown(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("jobs", [b"1", b"2"])
     broker.consume("jobs")
     broker.force_shutdown()
@@ -371,7 +366,7 @@ def test_consume_after_force_shutdown_raises_broker_shutdown(k):
 
 
 def test_shutdown_does_not_wait_for_the_pull_group(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     sub.subscribe("jobs")
     broker.consume("jobs")
     pub.publish_nowait("jobs", [b"1", b"2"])

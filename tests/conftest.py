@@ -272,13 +272,8 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             member.subscribe("t")
         return members
 
-    ns.new_broker = new_broker
-    ns.setup = setup
-    ns.ack_setup = ack_setup
-    ns.ack_group = ack_group
-    ns.wait_for = wait_for
-    ns.track = track
-    ns.spawn = spawn
+    for helper in (new_broker, setup, ack_setup, ack_group, wait_for, track, spawn):
+        setattr(ns, helper.__name__, helper)
     yield ns
     # Shutting the brokers down first wakes any receive a failed test left blocked.
     for broker in brokers:

@@ -139,34 +139,31 @@ def test_processing_timeout_nacks_and_counts(k):
     assert stats.acked == 1
 
 
-def test_always_ack_never_retries(k):
+def run_failing_handler(k, ack_strategy, until):
+    """Route one message to a handler that always raises, until ``router.stats().<until>`` is 1
+    and a little longer (time for a retry that must not come)."""
     calls = []
 
     def handler(m):
         calls.append(m)
         raise RuntimeError("boom")
 
-    broker, pub, _out, router = pipeline(k, handler, ack_strategy=k.AckStrategy.ALWAYS_ACK)
+    broker, pub, _out, router = pipeline(k, handler, ack_strategy=ack_strategy)
     with router:
         pub.publish_nowait("in", [b"a"])
-        k.wait_for(lambda: router.stats().acked == 1)
+        k.wait_for(lambda: getattr(router.stats(), until) == 1)
         time.sleep(0.05)
+    return broker, router, calls
+
+
+def test_always_ack_never_retries(k):
+    broker, _router, calls = run_failing_handler(k, k.AckStrategy.ALWAYS_ACK, "acked")
     assert len(calls) == 1
     assert broker.topic_info("in").queue_size == 0
 
 
 def test_never_ack_reads_at_most_once(k):
-    calls = []
-
-    def handler(m):
-        calls.append(m)
-        raise RuntimeError("boom")
-
-    broker, pub, _out, router = pipeline(k, handler, ack_strategy=k.AckStrategy.NeverAck)
-    with router:
-        pub.publish_nowait("in", [b"a"])
-        k.wait_for(lambda: router.stats().failed == 1)
-        time.sleep(0.05)
+    broker, router, calls = run_failing_handler(k, k.AckStrategy.NeverAck, "failed")
     assert len(calls) == 1
     stats = router.stats()
     assert (stats.acked, stats.nacked) == (0, 0)

@@ -214,11 +214,15 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
 
     Extras: ``k.impl`` (the parameter id), ``k.new_broker(config=None, **config_fields)``
     (shut down at teardown), ``k.spawn(fn, *args)`` (a ``Worker`` joined at teardown),
-    ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling), ``k.core``,
-    ``k.wait_for(predicate)``. Set-ups: ``k.setup(config=None, **fields)`` (a new broker, a
-    publisher and an unsubscribed subscriber), ``k.ack_setup(**sub_kwargs)`` (a broker with
-    stats, a publisher and an ack subscriber on ``"t"``), ``k.ack_group(broker, *member_kwargs)``
-    (ack subscribers of group ``"g"`` on ``"t"``, one a dict of keywords; two by default).
+    ``k.spawn_blocked(fn, *args)`` (``k.spawn``, then checks that the worker still runs 50 ms
+    later), ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling),
+    ``k.core``, ``k.wait_for(predicate)``.
+
+    Set-ups: ``k.setup(config=None, subscribe=None, **fields)`` (a new broker, a publisher and a
+    subscriber, subscribed to ``subscribe`` if given), ``k.ack_setup(**sub_kwargs)`` (a broker
+    with stats, a publisher and an ack subscriber on ``"t"``), ``k.ack_group(broker,
+    *member_kwargs)`` (ack subscribers of group ``"g"`` on ``"t"``, one a dict of keywords; two
+    by default).
     """
     impl = request.param
     if impl not in COPIES:
@@ -252,9 +256,20 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         workers.append(worker)
         return worker
 
-    def setup(config: Any = None, **fields: Any) -> tuple[Any, Any, Any]:
+    def spawn_blocked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Worker:
+        worker = spawn(fn, *args, **kwargs)
+        time.sleep(0.05)
+        assert worker.is_alive()
+        return worker
+
+    def setup(
+        config: Any = None, *, subscribe: str | None = None, **fields: Any
+    ) -> tuple[Any, Any, Any]:
         broker = new_broker(config, **fields)
-        return broker, ns.InMemoryPublisher(broker), ns.InMemorySubscriber(broker)
+        pub, sub = ns.InMemoryPublisher(broker), ns.InMemorySubscriber(broker)
+        if subscribe is not None:
+            sub.subscribe(subscribe)
+        return broker, pub, sub
 
     def ack_setup(**sub_kwargs: Any) -> tuple[Any, Any, Any]:
         broker = new_broker(enable_stats=True)
@@ -272,7 +287,7 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             member.subscribe("t")
         return members
 
-    for helper in (new_broker, setup, ack_setup, ack_group, wait_for, track, spawn):
+    for helper in (new_broker, setup, ack_setup, ack_group, wait_for, track, spawn, spawn_blocked):
         setattr(ns, helper.__name__, helper)
     yield ns
     # Shutting the brokers down first wakes any receive a failed test left blocked.

@@ -232,9 +232,7 @@ def test_a_waiting_member_is_woken_by_another_members_nack(k):
     a, b = k.ack_group(broker)
     pub.publish_nowait("t", [b"x"])
     _, h = a.try_receive_with_ack()
-    waiting = k.spawn(b.receive_with_ack_sync, 5)
-    time.sleep(0.05)
-    assert waiting.is_alive()
+    waiting = k.spawn_blocked(b.receive_with_ack_sync, 5)
     a.nack(h)
     msg, h2 = waiting.join()
     assert msg.payload == b"x" and h2.delivery_count == 2

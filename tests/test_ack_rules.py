@@ -81,9 +81,7 @@ def test_a_dead_letter_reader_is_woken_when_the_drain_ends(k):
     k.InMemoryPublisher(broker).publish_nowait("jobs", [b"fine"])
     broker.shutdown()
     _, h = sub.try_receive_with_ack()
-    waiting = k.spawn(dlq.receive_sync, timeout=5)
-    time.sleep(0.05)
-    assert waiting.is_alive()
+    waiting = k.spawn_blocked(dlq.receive_sync, timeout=5)
     sub.ack(h)  # nothing can be dead-lettered any more
     with pytest.raises(k.BrokerShutdown):
         waiting.join()
@@ -117,9 +115,7 @@ def test_a_waiting_group_member_ends_when_the_last_message_is_acked(k):
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
     _, ha = a.try_receive_with_ack()
-    waiting = k.spawn(b.receive_with_ack_sync, timeout=5)
-    time.sleep(0.05)
-    assert waiting.is_alive()
+    waiting = k.spawn_blocked(b.receive_with_ack_sync, timeout=5)
     a.ack(ha)
     with pytest.raises(k.BrokerShutdown):
         waiting.join()
@@ -280,9 +276,7 @@ def test_a_blocked_publisher_is_woken_when_an_in_flight_message_is_acked(k):
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
-    blocked = k.spawn(pub.publish_sync, "t", [b"3"], timeout=5)
-    time.sleep(0.05)
-    assert blocked.is_alive()
+    blocked = k.spawn_blocked(pub.publish_sync, "t", [b"3"], timeout=5)
     sub.ack(h2)  # not the oldest: no slot is released, but one message fewer is held
     blocked.join()
     sub.ack(h1)

@@ -50,10 +50,7 @@ GOOD_TOPIC_NAMES = [
 
 
 def state(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("keep")
+    broker, pub, sub = k.setup(subscribe="keep")
     precious = k.Message(b"precious", {"k": "v"})
     pub.publish_nowait("keep", [precious])
     return types.SimpleNamespace(k=k, broker=broker, pub=pub, sub=sub, precious=precious)

@@ -11,10 +11,7 @@ import pytest
 
 
 def test_receives_cancelled_at_random_points_lose_nothing(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _broker, pub, sub = k.setup(subscribe="t")
     n = 2000
     rng = random.Random(7)
     cancelled = 0
@@ -51,10 +48,7 @@ def test_receives_cancelled_at_random_points_lose_nothing(k):
 
 
 def test_wait_for_timeouts_on_batches_lose_nothing(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _broker, pub, sub = k.setup(subscribe="t")
     n = 1000
 
     async def main():

@@ -96,10 +96,7 @@ def burst(pub, topic, count, payload=b"x" * 16):
 
 
 def test_ring_returns_its_memory_once_readers_catch_up(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     fresh = broker.health_check().memory_usage_estimate
     burst(pub, "t", 100_000)
     assert ring_slots(broker, "t") >= 100_000
@@ -130,10 +127,7 @@ def test_ring_shrinks_when_a_slow_reader_catches_up(k, reader):
 
 
 def test_ring_shrinks_after_clear_and_drop_oldest(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     burst(pub, "t", 20_000)
     assert broker.clear_topic("t") == 20_000
     assert ring_slots(broker, "t") == FLOOR
@@ -145,10 +139,7 @@ def test_ring_shrinks_after_clear_and_drop_oldest(k):
 
 
 def test_steady_queue_does_not_resize_the_ring(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"x"] * 3000)  # hovers between 3000 and 3100 held
     size = ring_slots(broker, "t")
     for _ in range(300):
@@ -170,10 +161,7 @@ def test_steady_queue_does_not_resize_the_ring(k):
 
 
 def test_force_shutdown_drops_every_topic(k):
-    broker = k.new_broker(enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(enable_stats=True, subscribe="a")
     pub.publish_nowait("a", [b"1"])
     pub.publish_nowait("b", [b"2"])
     assert broker.topic_count() == 2
@@ -186,10 +174,7 @@ def test_force_shutdown_drops_every_topic(k):
 
 
 def test_shutdown_keeps_topics_until_drained(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1"])
     assert broker.shutdown() is False
     assert broker.topic_count() == 1
@@ -218,10 +203,9 @@ def test_batch_receives_of_zero_return_an_empty_list_at_once(k, kind):
 
 
 def test_drop_oldest_batch_larger_than_capacity_numbers_every_message(k):
-    broker = k.new_broker(max_queue_size=10, overflow="drop_oldest", enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(
+        max_queue_size=10, overflow="drop_oldest", enable_stats=True, subscribe="t"
+    )
     pub.publish_nowait("t", [str(i).encode() for i in range(1, 26)])
     msgs = sub.try_receive_batch(100)
     assert [m.sequence for m in msgs] == list(range(16, 26))

@@ -89,10 +89,7 @@ def test_a_normal_publish_receive_loop_logs_nothing_at_info_or_above(k, logs, ca
 
 
 def test_shutdown_logs_its_beginning_and_end_with_the_undelivered_count(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
     acker = k.InMemoryAckSubscriber(broker)
     acker.subscribe("b")
     pub.publish_nowait("a", [b"1", b"2", b"3"])
@@ -112,10 +109,7 @@ def test_shutdown_logs_its_beginning_and_end_with_the_undelivered_count(k, logs)
 
 
 def test_a_repeated_shutdown_reports_at_info_only_when_it_waited(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1", b"2"])
     broker.shutdown()
     logs.clear()
@@ -133,10 +127,7 @@ def test_a_repeated_shutdown_reports_at_info_only_when_it_waited(k, logs):
 
 
 def test_force_shutdown_warns_about_the_messages_it_drops(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1", b"2"])
     logs.clear()
     broker.force_shutdown()
@@ -162,10 +153,7 @@ def test_force_shutdown_of_an_empty_broker_is_info(k, logs):
 
 
 def test_force_shutdown_during_a_drain_still_warns(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1"])
     broker.shutdown()
     logs.clear()

@@ -229,9 +229,7 @@ def test_shutdown_wakes_blocked_publishers_with_broker_shutdown(k):
     broker, pub, sub = setup(k, "block", size=1)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1"])
-    worker = k.spawn(pub.publish_sync, "t", [b"2"])
-    time.sleep(0.05)
-    assert worker.is_alive()
+    worker = k.spawn_blocked(pub.publish_sync, "t", [b"2"])
     broker.shutdown()
     with pytest.raises(k.BrokerShutdown):
         worker.join()
@@ -286,9 +284,7 @@ def test_configure_topic_raising_capacity_wakes_blocked_publishers(k):
     pub = k.InMemoryPublisher(broker)
     k.InMemorySubscriber(broker).subscribe("t")
     pub.publish_nowait("t", [b"1"])
-    worker = k.spawn(pub.publish_sync, "t", [b"2"], timeout=5)
-    time.sleep(0.05)
-    assert worker.is_alive()
+    worker = k.spawn_blocked(pub.publish_sync, "t", [b"2"], timeout=5)
     broker.configure_topic("t", max_queue_size=2)
     worker.join()
     assert broker.topic_info("t").queue_size == 2
@@ -301,10 +297,7 @@ def test_configure_topic_raising_capacity_wakes_blocked_publishers(k):
 
 
 def test_lowering_capacity_below_what_is_held_drops_nothing(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     broker.configure_topic("t", max_queue_size=1, overflow="drop_oldest")
     assert broker.topic_info("t").queue_size == 3

@@ -199,10 +199,7 @@ def test_namespace_prefixes_every_name(k):
 
 
 def test_the_collector_keeps_working_after_shutdown(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, _sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"x"])
     registry = prometheus_client.CollectorRegistry()
     kincir.prometheus.register(broker, registry)

@@ -99,10 +99,7 @@ def test_public_classes_resolve_by_their_module_name(k):
 
 
 def test_reprs_do_not_show_the_engine(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [k.Message(b"x", {"a": "b"})])
     delivered = sub.try_receive()
     objects = [

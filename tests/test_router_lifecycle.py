@@ -99,16 +99,23 @@ def test_leaving_with_router_returns_while_the_output_is_full(k):
         assert drain(out, 2) == [b"b", b"c"]
 
 
+async def run_until_handled_twice(k, broker, router, handler):
+    """Start ``router.run()`` as a task and publish a and b to it; the task, once the handler
+    has been called for both (b's output then waits for room on a full 'out')."""
+    task = asyncio.create_task(router.run())
+    await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
+    while handler.count() < 2:
+        await asyncio.sleep(0.005)
+    return task
+
+
 def test_stop_under_run_wakes_a_task_blocked_on_a_full_output(k):
     broker, out = full_output(k)
     handler = Recorder()
     router = k.Router(broker, "in", "out", handler.handle_async)
 
     async def stage():
-        task = asyncio.create_task(router.run())
-        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
-        while handler.count() < 2:
-            await asyncio.sleep(0.005)
+        task = await run_until_handled_twice(k, broker, router, handler)
         assert router.stop() is True  # no threads to wait for under run()
         await asyncio.wait_for(task, 2)
 
@@ -126,10 +133,7 @@ def test_a_sync_handler_under_run_is_woken_too(k):
     router = k.Router(broker, "in", "out", handler)
 
     async def stage():
-        task = asyncio.create_task(router.run())
-        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
-        while handler.count() < 2:
-            await asyncio.sleep(0.005)
+        task = await run_until_handled_twice(k, broker, router, handler)
         router.stop()
         await asyncio.wait_for(task, 2)
 
@@ -143,10 +147,7 @@ def test_cancelling_run_while_the_output_is_full_still_cancels(k):
     router = k.Router(broker, "in", "out", handler.handle_async)
 
     async def stage():
-        task = asyncio.create_task(router.run())
-        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
-        while handler.count() < 2:
-            await asyncio.sleep(0.005)
+        task = await run_until_handled_twice(k, broker, router, handler)
         await asyncio.sleep(0.1)  # a few ticks of the wait for room
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -288,10 +289,7 @@ def test_a_slow_handler_is_still_redelivered_after_its_ack_deadline(k):
 
 def ack_pair(k, ack_timeout=10.0):
     broker = k.new_broker(enable_stats=True)
-    a = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=ack_timeout)
-    b = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=ack_timeout)
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker, {"ack_timeout": ack_timeout}, {"ack_timeout": ack_timeout})
     return broker, a, b
 
 

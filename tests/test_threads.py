@@ -120,10 +120,7 @@ def test_concurrent_subscribe_and_unsubscribe_keep_gauges_exact(k):
 
 def test_many_receivers_on_one_subscriber_get_each_message_once(k):
     """Threads sharing one subscriber split its messages: none lost, none duplicated."""
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("shared")
+    _broker, pub, sub = k.setup(subscribe="shared")
     total = 3000
     lock = threading.Lock()
     seen = []

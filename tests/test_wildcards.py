@@ -86,10 +86,7 @@ def test_async_receive_on_a_pattern_sees_topics_created_by_threads(k):
 
 
 def test_unsubscribe_pattern_leaves_only_the_topics_it_joined(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a.x")
+    _broker, pub, sub = k.setup(subscribe="a.x")
     sub.subscribe("a.*")
     pub.publish_nowait("a.y", [b"1"])
     assert sorted(sub.subscribed_topics()) == ["a.x", "a.y"]
@@ -118,10 +115,7 @@ def test_overlapping_patterns_keep_a_topic_until_the_last_one_leaves(k):
 
 
 def test_unsubscribe_all_and_close_drop_patterns(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("p.*")
+    _broker, pub, sub = k.setup(subscribe="p.*")
     sub.unsubscribe()
     pub.publish_nowait("p.a", [b"1"])
     assert sub.subscribed_topics() == []

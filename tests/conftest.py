@@ -218,9 +218,10 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
     later), ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling),
     ``k.core``, ``k.wait_for(predicate)``.
 
-    Set-ups: ``k.setup(config=None, subscribe=None, **fields)`` (a new broker, a publisher and a
-    subscriber, subscribed to ``subscribe`` if given), ``k.ack_setup(**sub_kwargs)`` (a broker
-    with stats, a publisher and an ack subscriber on ``"t"``), ``k.ack_group(broker,
+    Set-ups: ``k.subscriber(broker, topic, **kwargs)`` and ``k.ack_subscriber(...)`` (a new
+    subscriber of ``topic``), ``k.setup(config=None, subscribe=None, **fields)`` (a new broker, a
+    publisher and a subscriber, subscribed to ``subscribe`` if given), ``k.ack_setup(**kwargs)``
+    (a broker with stats, a publisher and an ack subscriber on ``"t"``), ``k.ack_group(broker,
     *member_kwargs)`` (ack subscribers of group ``"g"`` on ``"t"``, one a dict of keywords; two
     by default).
     """
@@ -262,6 +263,16 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         assert worker.is_alive()
         return worker
 
+    def subscriber(broker: Any, topic: str, **kwargs: Any) -> Any:
+        sub = ns.InMemorySubscriber(broker, **kwargs)
+        sub.subscribe(topic)
+        return sub
+
+    def ack_subscriber(broker: Any, topic: str, **kwargs: Any) -> Any:
+        sub = ns.InMemoryAckSubscriber(broker, **kwargs)
+        sub.subscribe(topic)
+        return sub
+
     def setup(
         config: Any = None, *, subscribe: str | None = None, **fields: Any
     ) -> tuple[Any, Any, Any]:
@@ -287,7 +298,9 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             member.subscribe("t")
         return members
 
-    for helper in (new_broker, setup, ack_setup, ack_group, wait_for, track, spawn, spawn_blocked):
+    helpers = (new_broker, track, spawn, spawn_blocked, wait_for)
+    set_ups = (subscriber, ack_subscriber, setup, ack_setup, ack_group)
+    for helper in (*helpers, *set_ups):
         setattr(ns, helper.__name__, helper)
     yield ns
     # Shutting the brokers down first wakes any receive a failed test left blocked.

@@ -29,8 +29,7 @@ def test_receive_with_ack_hands_out_message_and_handle(k):
 def test_in_flight_messages_hold_their_slot_until_acked(k):
     broker = k.new_broker(max_queue_size=2, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -69,8 +68,7 @@ def test_nack_redelivers_with_a_higher_delivery_count(k):
 
 def test_past_max_deliveries_the_message_goes_to_the_dead_letter_topic(k):
     broker, pub, sub = k.ack_setup(max_deliveries=2, dead_letter_topic="t.dlq")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("t.dlq")
+    dlq = k.subscriber(broker, "t.dlq")
     pub.publish_nowait("t", [k.Message(b"poison", {"kind": "bad"})])
     msg, h = sub.try_receive_with_ack()
     sub.nack(h)
@@ -111,8 +109,7 @@ def test_unbounded_max_deliveries(k):
 
 def test_nack_without_requeue_rejects_to_the_dead_letter_topic(k):
     broker, pub, sub = k.ack_setup(dead_letter_topic="dlq")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
+    dlq = k.subscriber(broker, "dlq")
     pub.publish_nowait("t", [b"x"])
     _, h = sub.try_receive_with_ack()
     sub.nack(h, requeue=False)
@@ -137,8 +134,7 @@ def test_a_missed_ack_deadline_redelivers(k):
 
 def test_settled_foreign_and_wrong_handles_are_rejected(k):
     broker, pub, sub = k.ack_setup()
-    other = k.InMemoryAckSubscriber(broker)
-    other.subscribe("t")
+    other = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     _, h = sub.try_receive_with_ack()
     _, h_other = other.try_receive_with_ack()
@@ -340,8 +336,7 @@ def test_shutdown_drain_waits_for_in_flight_acks(k):
 
 def test_delete_group_forgets_its_in_flight_messages(k):
     broker, pub, _ = k.ack_setup()
-    member = k.InMemoryAckSubscriber(broker, group="g")
-    member.subscribe("t")
+    member = k.ack_subscriber(broker, "t", group="g")
     pub.publish_nowait("t", [b"1"])
     _, h = member.try_receive_with_ack()
     assert broker.topic_info("t").in_flight == 1
@@ -424,10 +419,8 @@ def test_a_dropped_plain_ack_subscriber_releases_its_in_flight_slots(k):
 
     broker = k.new_broker(max_queue_size=5)
     pub = k.InMemoryPublisher(broker)
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
-    a = k.InMemoryAckSubscriber(broker)
-    a.subscribe("t")
+    keep = k.subscriber(broker, "t")
+    a = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"x"])
     keep.try_receive()
     msg, handle = a.try_receive_with_ack()
@@ -466,8 +459,7 @@ def test_no_redelivery_after_the_log_dropped_the_message(k, how):
 def test_drop_oldest_drops_in_flight_slots_and_they_are_not_redelivered(k):
     broker = k.new_broker(max_queue_size=2, overflow="drop_oldest")
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -484,8 +476,7 @@ def test_drop_oldest_drops_in_flight_slots_and_they_are_not_redelivered(k):
 def test_a_redelivery_past_the_ttl_is_expired_not_delivered(k):
     broker = k.new_broker(default_message_ttl=10.5, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"x"])
     _, h = sub.try_receive_with_ack()
     k.core._advance_clock(11)

@@ -156,8 +156,7 @@ def test_delete_topic_drops_held_messages(k):
     assert stats.messages_published() == 4
     assert stats.messages_dropped() == 3
     # The name can be used again, starting fresh.
-    late = k.InMemorySubscriber(broker)
-    late.subscribe("gone")
+    late = k.subscriber(broker, "gone")
     assert late.try_receive() is None
     pub.publish_nowait("gone", [b"new"])
     got = late.try_receive()
@@ -249,8 +248,7 @@ def test_cleanup_idle_topics_removes_only_idle_topics_without_subscribers(k):
     broker, pub, sub = k.setup(enable_stats=True)
     sub.subscribe("watched")
     pub.publish_nowait("idle.held", [b"1", b"2"])
-    sub2 = k.InMemorySubscriber(broker)
-    sub2.subscribe("idle.empty")
+    sub2 = k.subscriber(broker, "idle.empty")
     sub2.unsubscribe("idle.empty")
     pub.publish_nowait("busy", [b"x"])
     time.sleep(0.25)
@@ -365,8 +363,7 @@ def test_health_check_of_an_empty_broker(k):
 def test_health_check_fields(k):
     broker, pub, sub = k.setup()
     sub.subscribe("a")
-    sub2 = k.InMemorySubscriber(broker)
-    sub2.subscribe("a")
+    sub2 = k.subscriber(broker, "a")
     sub2.subscribe("b")
     pub.publish_nowait("a", [b"1", b"2"])
     pub.publish_nowait("c", [b"3"])

@@ -175,8 +175,7 @@ def test_shutdown_while_threads_publish_and_others_block(k, how):
 
 def test_an_event_loop_closed_while_a_thread_still_publishes(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub = k.InMemoryPublisher(broker)
 
     async def wait_then_give_up():
@@ -205,8 +204,7 @@ def test_an_event_loop_closed_while_a_thread_still_publishes(k):
 
 def test_a_thread_publishing_to_a_subscriber_of_a_loop_that_ended(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub = k.InMemoryPublisher(broker)
     started = threading.Event()
 

@@ -51,10 +51,8 @@ def test_other_groups_and_plain_subscribers_each_see_every_message(k):
 def test_a_group_without_members_holds_its_messages_until_deleted(k):
     broker = k.new_broker(max_queue_size=3, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    plain = k.InMemorySubscriber(broker)
-    plain.subscribe("t")
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
+    plain = k.subscriber(broker, "t")
+    member = k.subscriber(broker, "t", group="g")
     member.close()
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert len(drain(plain)) == 3
@@ -63,8 +61,7 @@ def test_a_group_without_members_holds_its_messages_until_deleted(k):
     assert broker.topic_info("t").subscriber_count == 1
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"4"])
-    late = k.InMemorySubscriber(broker, group="g")
-    late.subscribe("t")
+    late = k.subscriber(broker, "t", group="g")
     assert [m.payload for m in drain(late)] == [b"1", b"2", b"3"]
     late.close()
     pub.publish_nowait("t", [b"5"])
@@ -78,8 +75,7 @@ def test_a_group_without_members_holds_its_messages_until_deleted(k):
 
 def test_delete_group_ends_the_members_subscription(k):
     broker = k.new_broker()
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
+    member = k.subscriber(broker, "t", group="g")
     broker.delete_group("t", "g")
     with pytest.raises(k.NotSubscribed):
         member.try_receive()
@@ -116,11 +112,9 @@ def test_invalid_group_names_are_refused(k, bad):
 
 def test_a_new_group_on_a_topic_with_readers_starts_at_the_end(k):
     broker = k.new_broker()
-    pub = k.InMemorySubscriber(broker)
-    pub.subscribe("t")
+    _reader = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"old"])
-    g = k.InMemorySubscriber(broker, group="g")
-    g.subscribe("t")
+    g = k.subscriber(broker, "t", group="g")
     assert g.try_receive() is None
     k.InMemoryPublisher(broker).publish_nowait("t", [b"new"])
     assert g.try_receive().payload == b"new"
@@ -143,8 +137,7 @@ def test_group_members_count_against_max_subscribers(k):
 
 def test_consume_pull_group_is_a_group_of_its_own(k):
     broker = k.new_broker()
-    g = k.InMemorySubscriber(broker, group="g")
-    g.subscribe("t")
+    g = k.subscriber(broker, "t", group="g")
     assert broker.consume("t") is None  # the pull group is made on first use, at the end
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1", b"2"])
     assert [broker.consume("t").payload, broker.consume("t").payload] == [b"1", b"2"]
@@ -153,8 +146,7 @@ def test_consume_pull_group_is_a_group_of_its_own(k):
 
 def test_plain_subscriber_cannot_join_an_ack_group_by_name(k):
     broker = k.new_broker()
-    acker = k.InMemoryAckSubscriber(broker, group="g")
-    acker.subscribe("t")
+    _acker = k.ack_subscriber(broker, "t", group="g")
     plain = k.InMemorySubscriber(broker, group="g")
     with pytest.raises(k.InvalidConfig) as info:
         plain.subscribe("t")
@@ -164,8 +156,7 @@ def test_plain_subscriber_cannot_join_an_ack_group_by_name(k):
 
 def test_delete_topic_removes_its_groups(k):
     broker = k.new_broker()
-    g = k.InMemorySubscriber(broker, group="g")
-    g.subscribe("t")
+    g = k.subscriber(broker, "t", group="g")
     broker.delete_topic("t")
     g.unsubscribe()
     g.subscribe("t")
@@ -174,11 +165,9 @@ def test_delete_topic_removes_its_groups(k):
 
 def test_shutdown_drain_waits_for_members_not_for_memberless_groups(k):
     broker = k.new_broker()
-    durable = k.InMemorySubscriber(broker, group="durable")
-    durable.subscribe("t")
+    durable = k.subscriber(broker, "t", group="durable")
     durable.close()
-    live = k.InMemorySubscriber(broker, group="live")
-    live.subscribe("t")
+    live = k.subscriber(broker, "t", group="live")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     assert broker.shutdown() is False
     assert live.try_receive().payload == b"1"

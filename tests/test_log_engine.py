@@ -24,10 +24,8 @@ def ring_slots(broker, topic):
 def test_dropped_subscriber_wakes_a_blocked_publisher(k):
     broker = k.new_broker(max_queue_size=2, overflow="block")
     pub = k.InMemoryPublisher(broker)
-    fast = k.InMemorySubscriber(broker)
-    fast.subscribe("t")
-    slow = k.InMemorySubscriber(broker)
-    slow.subscribe("t")
+    fast = k.subscriber(broker, "t")
+    slow = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert len(fast.try_receive_batch(10)) == 2  # slow still holds both slots
     worker = k.spawn(pub.publish_sync, "t", [b"3"], timeout=3.0)
@@ -41,10 +39,8 @@ def test_dropped_subscriber_wakes_a_blocked_publisher(k):
 def test_shutdown_does_not_wait_for_a_dropped_subscriber(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
-    gone = k.InMemorySubscriber(broker)
-    gone.subscribe("t")
+    keep = k.subscriber(broker, "t")
+    gone = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     assert keep.try_receive() is not None
     del gone
@@ -56,10 +52,8 @@ def test_shutdown_does_not_wait_for_a_dropped_subscriber(k):
 
 def test_dropped_group_member_leaves_its_group_at_once(k):
     broker = k.new_broker()
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
-    other = k.InMemorySubscriber(broker, group="g")
-    other.subscribe("t")
+    member = k.subscriber(broker, "t", group="g")
+    _other = k.subscriber(broker, "t", group="g")
     log = broker._topic("t")
     del member
     gc.collect()
@@ -73,10 +67,8 @@ def test_dropped_subscriber_is_released_once_its_topic_lock_is_free(k):
     if k.impl != "python":
         pytest.skip("the twin's topic lock is a Python lock a test can hold")
     broker = k.new_broker()
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
-    gone = k.InMemorySubscriber(broker)
-    gone.subscribe("t")
+    _keep = k.subscriber(broker, "t")
+    gone = k.subscriber(broker, "t")
     log = broker._topic("t")
     with log.lock:  # as if the collection ran inside a locked section of this thread
         del gone
@@ -229,8 +221,7 @@ def test_drop_oldest_oversized_batch_without_readers_is_numbered_too(k):
     info = broker.topic_info("t")
     assert info.next_sequence == 7
     assert info.total_dropped == 3
-    late = k.InMemorySubscriber(broker)
-    late.subscribe("t")
+    late = k.subscriber(broker, "t")
     assert [m.sequence for m in late.try_receive_batch(10)] == [4, 5, 6]
 
 
@@ -255,8 +246,7 @@ def test_cleanup_idle_topics_never_takes_a_subscription_attaching_meanwhile(k):
     lost = 0
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe("t")
+        sub = k.subscriber(broker, "t")
         seen = passes[0]
         while passes[0] < seen + 2 and worker.is_alive():
             time.sleep(0)
@@ -372,11 +362,9 @@ def test_a_publish_still_wakes_every_reader_of_other_cursors(k):
 def test_group_members_on_several_topics_leave_no_message_unread(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    both = k.InMemorySubscriber(broker, group="g")
-    both.subscribe("a")
+    both = k.subscriber(broker, "a", group="g")
     both.subscribe("b")
-    only_a = k.InMemorySubscriber(broker, group="g")
-    only_a.subscribe("a")
+    only_a = k.subscriber(broker, "a", group="g")
     received = []
 
     def read(sub, count):

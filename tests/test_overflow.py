@@ -109,8 +109,7 @@ def test_drop_oldest_without_readers_drops_held_messages(k):
     broker, pub, _sub = setup(k, "drop_oldest")
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
     assert broker.topic_info("t").queue_size == 3
-    late = k.InMemorySubscriber(broker)
-    late.subscribe("t")
+    late = k.subscriber(broker, "t")
     assert payloads(drain(late)) == [b"2", b"3", b"4"]
     assert broker.topic_info("t").total_dropped == 1
 

@@ -23,8 +23,7 @@ def test_second_subscriber_on_a_topic_with_readers_starts_at_the_end(k):
     broker, pub, first = k.setup()
     first.subscribe("t")
     pub.publish_nowait("t", [b"early"])
-    second = k.InMemorySubscriber(broker)
-    second.subscribe("t")
+    second = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"late"])
     assert payloads(first.try_receive_batch(10)) == [b"early", b"late"]
     got = second.try_receive_batch(10)
@@ -36,8 +35,7 @@ def test_only_the_first_subscriber_inherits_held_messages(k):
     broker, pub, first = k.setup()
     pub.publish_nowait("t", [b"held"])
     first.subscribe("t")
-    second = k.InMemorySubscriber(broker)
-    second.subscribe("t")
+    second = k.subscriber(broker, "t")
     assert payloads(first.try_receive_batch(10)) == [b"held"]
     assert second.try_receive_batch(10) == []
 
@@ -50,8 +48,7 @@ def test_last_subscriber_leaving_keeps_its_unread_messages(k):
     first.unsubscribe("t")
     assert broker.topic_info("t").queue_size == 2
     pub.publish_nowait("t", [b"4"])
-    nxt = k.InMemorySubscriber(broker)
-    nxt.subscribe("t")
+    nxt = k.subscriber(broker, "t")
     got = nxt.try_receive_batch(10)
     assert payloads(got) == [b"2", b"3", b"4"]
     assert [m.sequence for m in got] == [2, 3, 4]
@@ -62,8 +59,7 @@ def test_last_subscriber_closing_keeps_its_unread_messages(k):
     first.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
     first.close()
-    nxt = k.InMemorySubscriber(broker)
-    nxt.subscribe("t")
+    nxt = k.subscriber(broker, "t")
     assert payloads(nxt.try_receive_batch(10)) == [b"1", b"2"]
 
 
@@ -108,8 +104,7 @@ def test_persistence_off_drops_the_last_reader_unread_messages(k):
     assert info.queue_size == 0
     assert info.total_dropped == 2
     assert broker.stats().messages_dropped() == 2
-    nxt = k.InMemorySubscriber(broker)
-    nxt.subscribe("t")
+    nxt = k.subscriber(broker, "t")
     assert nxt.try_receive() is None
     pub.publish_nowait("t", [b"4"])
     assert nxt.try_receive().sequence == 4

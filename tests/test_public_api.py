@@ -255,8 +255,7 @@ def test_version_is_a_string():
 
 def test_message_is_the_engine_message(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"raw"])
     assert type(sub.try_receive()) is k.Message
 

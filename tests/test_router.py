@@ -25,8 +25,7 @@ def quiet_router_log(caplog):
 
 def pipeline(k, handler, **kwargs):
     broker = k.new_broker(enable_stats=True)
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     router = k.Router(broker, "in", "out", handler, **kwargs)
     return broker, k.InMemoryPublisher(broker), out, router
 
@@ -72,8 +71,7 @@ def test_a_failing_handler_is_retried_then_dead_lettered_and_the_router_lives(k)
         return [m.payload]
 
     broker, pub, out, router = pipeline(k, handler, max_deliveries=3, dead_letter_topic="dlq")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
+    dlq = k.subscriber(broker, "dlq")
     with router:
         pub.publish_nowait("in", [b"ok1", b"poison", b"ok2"])
         assert sorted(m.payload for m in collect(out, 2)) == [b"ok1", b"ok2"]
@@ -189,8 +187,7 @@ def test_manual_strategy_lets_the_handler_settle(k):
 
 def test_async_handler_under_run(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
 
     async def handler(m):
         await asyncio.sleep(0)
@@ -212,8 +209,7 @@ def test_async_handler_under_run(k):
 
 def test_async_handler_timeout_and_failure(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     seen = []
 
     async def handler(m):
@@ -238,8 +234,7 @@ def test_async_handler_timeout_and_failure(k):
 
 def test_sync_handler_under_run_uses_threads(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     threads = set()
 
     def handler(m):
@@ -287,8 +282,7 @@ def test_stop_drains_the_message_in_hand_and_leaves_the_rest(k):
 
 def test_two_routers_in_one_group_share_the_stream(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     r1 = k.Router(broker, "in", "out", lambda m: [b"r1"], group="workers")
     r2 = k.Router(broker, "in", "out", lambda m: [b"r2"], group="workers")
     with r1, r2:

@@ -44,8 +44,7 @@ def full_output(k, capacity=1, **broker_fields):
     reader of 'out' that does not read until the test says so."""
     broker = k.new_broker(enable_stats=True, **broker_fields)
     broker.configure_topic("out", max_queue_size=capacity, overflow="block")
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     return broker, out
 
 
@@ -162,8 +161,7 @@ def test_a_stop_never_counts_as_a_failed_delivery(k):
     # the message handed back by a stop is redelivered even on its last allowed delivery:
     # stopping is not a failure, so it is neither dead-lettered nor dropped
     broker, out = full_output(k)
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
+    dlq = k.subscriber(broker, "dlq")
     handler = Recorder()
     router = k.Router(
         broker, "in", "out", handler, concurrency=2, max_deliveries=1, dead_letter_topic="dlq"
@@ -265,8 +263,7 @@ def test_backpressure_longer_than_ack_timeout_does_not_redeliver_under_run(k):
 def test_a_slow_handler_is_still_redelivered_after_its_ack_deadline(k):
     # only the wait for room is covered: the handler's own time counts against the deadline
     broker = k.new_broker(enable_stats=True)
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     calls = []
 
     def handler(msg):

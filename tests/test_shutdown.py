@@ -264,8 +264,7 @@ def test_force_shutdown_wakes_blocked_receivers_at_once(k):
     time.sleep(0.05)
 
     async def waiter():
-        s = k.InMemorySubscriber(broker)
-        s.subscribe("t")
+        s = k.subscriber(broker, "t")
         task = asyncio.ensure_future(s.receive())
         await asyncio.sleep(0.02)
         broker.force_shutdown()
@@ -380,8 +379,7 @@ def test_publish_racing_force_shutdown_leaves_nothing_queued(k):
     """force_shutdown drops everything: a publish racing it must not leave messages behind."""
     for _ in range(20):
         broker = k.new_broker()
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe("t")
+        sub = k.subscriber(broker, "t")
 
         def produce(broker, sub):
             pub = k.InMemoryPublisher(broker)

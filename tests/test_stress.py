@@ -985,8 +985,7 @@ def test_the_checker_names_every_kind_of_problem() -> None:
 
 def test_the_checker_compares_the_broker_accounting(k: Any) -> None:
     broker = k.new_broker(enable_stats=True)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     history = History()
     k.InMemoryPublisher(broker).publish_sync("t", [stamp(0, i) for i in range(3)])
     history.producer(0).extend(("t", i) for i in range(3))

@@ -46,8 +46,7 @@ def test_receive_sync_accepts_an_infinite_timeout(k):
 def test_a_dropped_subscriber_leaves_its_topics(k):
     broker = k.new_broker(max_queue_size=10, max_subscribers_per_topic=2)
     pub = k.InMemoryPublisher(broker)
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
+    keep = k.subscriber(broker, "t")
 
     def join_and_forget():
         k.InMemorySubscriber(broker).subscribe("t")

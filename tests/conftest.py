@@ -219,11 +219,12 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
     ``k.core``, ``k.wait_for(predicate)``.
 
     Set-ups: ``k.subscriber(broker, topic, **kwargs)`` and ``k.ack_subscriber(...)`` (a new
-    subscriber of ``topic``), ``k.setup(config=None, subscribe=None, **fields)`` (a new broker, a
-    publisher and a subscriber, subscribed to ``subscribe`` if given), ``k.ack_setup(**kwargs)``
-    (a broker with stats, a publisher and an ack subscriber on ``"t"``), ``k.ack_group(broker,
-    *member_kwargs)`` (ack subscribers of group ``"g"`` on ``"t"``, one a dict of keywords; two
-    by default).
+    subscriber of ``topic``), ``k.members(broker, topic, n=2, group="g")`` (a consumer group of
+    ``n`` plain subscribers of ``topic``), ``k.setup(config=None, subscribe=None, **fields)`` (a
+    new broker, a publisher and a subscriber, subscribed to ``subscribe`` if given),
+    ``k.ack_setup(**kwargs)`` (a broker with stats, a publisher and an ack subscriber on
+    ``"t"``), ``k.ack_group(broker, *member_kwargs)`` (ack subscribers of group ``"g"`` on
+    ``"t"``, one a dict of keywords; two by default).
     """
     impl = request.param
     if impl not in COPIES:
@@ -273,6 +274,12 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         sub.subscribe(topic)
         return sub
 
+    def members(broker: Any, topic: str, n: int = 2, *, group: str = "g") -> list[Any]:
+        subs = [ns.InMemorySubscriber(broker, group=group) for _ in range(n)]
+        for sub in subs:
+            sub.subscribe(topic)
+        return subs
+
     def setup(
         config: Any = None, *, subscribe: str | None = None, **fields: Any
     ) -> tuple[Any, Any, Any]:
@@ -299,7 +306,7 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         return members
 
     helpers = (new_broker, track, spawn, spawn_blocked, wait_for)
-    set_ups = (subscriber, ack_subscriber, setup, ack_setup, ack_group)
+    set_ups = (subscriber, ack_subscriber, members, setup, ack_setup, ack_group)
     for helper in (*helpers, *set_ups):
         setattr(ns, helper.__name__, helper)
     yield ns

@@ -17,10 +17,7 @@ def drain(sub):
 def test_members_share_the_messages_each_goes_to_exactly_one(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemorySubscriber(broker, group="workers")
-    b = k.InMemorySubscriber(broker, group="workers")
-    a.subscribe("jobs")
-    b.subscribe("jobs")
+    a, b = k.members(broker, "jobs", group="workers")
     pub.publish_nowait("jobs", [bytes([i]) for i in range(10)])
     got_a = [a.try_receive() for _ in range(3)]
     got_b = drain(b)
@@ -177,9 +174,7 @@ def test_shutdown_drain_waits_for_members_not_for_memberless_groups(k):
 def test_two_threads_compete_for_the_last_message_exactly_one_wins(k):
     for _ in range(50):
         broker = k.new_broker()
-        members = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-        for m in members:
-            m.subscribe("t")
+        members = k.members(broker, "t")
         k.InMemoryPublisher(broker).publish_nowait("t", [b"last"])
         barrier = threading.Barrier(2)
 
@@ -197,9 +192,7 @@ def test_worker_pool_threads_share_a_stream_without_loss_or_duplicates(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
     n = 4000
-    members = [k.InMemorySubscriber(broker, group="pool") for _ in range(4)]
-    for m in members:
-        m.subscribe("work")
+    members = k.members(broker, "work", 4, group="pool")
 
     def work(sub):
         seen = []

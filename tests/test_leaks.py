@@ -186,9 +186,7 @@ def test_fan_out(k):
 def test_consumer_group_and_pull_group(k):
     broker = k.InMemoryBroker()
     pub = k.InMemoryPublisher(broker)
-    members = [k.InMemorySubscriber(broker, group="workers") for _ in range(3)]
-    for member in members:
-        member.subscribe("t")
+    members = k.members(broker, "t", 3, group="workers")
     plain = k.subscriber(broker, "t")
     t = Tracked(k)
     batch = [t.raw, t.msg, t.raw]

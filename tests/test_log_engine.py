@@ -266,17 +266,21 @@ def waiting(broker, topic):
     return broker._topic(topic).waiter_count()
 
 
+async def all_waiting(broker, readers):
+    """A receive() task per reader of topic 't', once every one of them waits."""
+    tasks = [asyncio.ensure_future(r.receive()) for r in readers]
+    while waiting(broker, "t") < len(readers):
+        await asyncio.sleep(0)
+    return tasks
+
+
 def test_a_publish_wakes_one_group_member_per_message(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(4)]
-    for member in members:
-        member.subscribe("t")
+    members = k.members(broker, "t", 4)
 
     async def scenario():
-        tasks = [asyncio.ensure_future(m.receive()) for m in members]
-        while waiting(broker, "t") < 4:
-            await asyncio.sleep(0)
+        tasks = await all_waiting(broker, members)
         pub.publish_nowait("t", [b"1"])
         assert waiting(broker, "t") == 3  # one member woken, three still waiting
         done, pending = await asyncio.wait(tasks, timeout=0.2)
@@ -296,10 +300,7 @@ def test_a_publish_wakes_one_group_member_per_message(k):
 def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    first = k.InMemorySubscriber(broker, group="g")
-    second = k.InMemorySubscriber(broker, group="g")
-    first.subscribe("t")
-    second.subscribe("t")
+    first, second = k.members(broker, "t")
 
     async def scenario():
         woken = asyncio.ensure_future(first.receive())
@@ -320,9 +321,7 @@ def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
 def test_sync_members_share_a_batch_by_passing_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(3)]
-    for member in members:
-        member.subscribe("t")
+    members = k.members(broker, "t", 3)
     workers = [k.spawn(m.receive_sync, timeout=2.0) for m in members]
     deadline = time.monotonic() + 2.0
     while waiting(broker, "t") < 3 and time.monotonic() < deadline:
@@ -345,9 +344,7 @@ def test_a_publish_still_wakes_every_reader_of_other_cursors(k):
         reader.subscribe("t")
 
     async def scenario():
-        tasks = [asyncio.ensure_future(r.receive()) for r in readers]
-        while waiting(broker, "t") < 5:
-            await asyncio.sleep(0)
+        tasks = await all_waiting(broker, readers)
         pub.publish_nowait("t", [b"1"])
         assert waiting(broker, "t") == 1  # only g1's second member waits on
         done, pending = await asyncio.wait(tasks, timeout=1.0)
@@ -386,10 +383,7 @@ def test_a_woken_member_that_never_runs_does_not_stall_its_group(k):
     # the rest of the group, so B receives every message, A's included.
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemorySubscriber(broker, group="g")
-    b = k.InMemorySubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.members(broker, "t")
     loop = asyncio.new_event_loop()
     try:
         task = loop.create_task(a.receive())

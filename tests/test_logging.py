@@ -50,9 +50,7 @@ def test_a_normal_publish_receive_loop_logs_nothing_at_info_or_above(k, logs, ca
     broker = k.new_broker(max_queue_size=1000)
     pub = k.InMemoryPublisher(broker)
     plain = k.subscriber(broker, "orders")
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-    for member in members:
-        member.subscribe("orders")
+    members = k.members(broker, "orders")
     acker = k.ack_subscriber(broker, "jobs")
     pattern = k.subscriber(broker, "events.*")
     for i in range(200):

@@ -43,9 +43,7 @@ def test_a_publish_from_another_thread_while_a_topic_is_created_reaches_every_pa
     subs[0].subscribe("orders.*")
     subs[1].subscribe("orders.>")
     subs[2].subscribe("*.eu")
-    group = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-    for member in group:
-        member.subscribe("orders.*")
+    group = k.members(broker, "orders.*")
     logger = logging.getLogger("kincir.memory")
     handler = _PublishWhenCreated(pub, "orders.eu")
     old_level = logger.level

@@ -48,9 +48,7 @@ def workload(k):
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("orders", [b"3", b"4", b"5"])
 
-    members = [k.InMemorySubscriber(broker, group="billing") for _ in range(2)]
-    for member in members:
-        member.subscribe("events")
+    members = k.members(broker, "events", group="billing")
     pub.publish_nowait("events", [b"a", b"b", b"c"])
     assert members[0].try_receive() is not None
     assert members[1].try_receive() is not None

@@ -190,6 +190,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
+def engine_env() -> Callable[[str], dict[str, str]]:
+    """``engine_env(engine)``: the environment for a child process on ``engine`` ("cython" or
+    "python"); skips the test when the compiled engine is asked for but not loaded here."""
+
+    def env_for(engine: str) -> dict[str, str]:
+        env = dict(os.environ)
+        if engine == "python":
+            env[_ENV] = "1"
+        elif kincir.IMPLEMENTATION != "cython":
+            pytest.skip("the compiled engine is not loaded in this run")
+        return env
+
+    return env_for
+
+
+@pytest.fixture
 def fast_switching() -> Iterator[None]:
     """Switch threads as often as CPython allows for the test, to shake thread schedules."""
     old = sys.getswitchinterval()

@@ -109,8 +109,7 @@ def test_topic_info_age_grows_and_activity_updates(k):
 
 
 def test_topic_info_is_active(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("with.sub")
+    broker, pub, sub = k.setup(subscribe="with.sub")
     assert broker.topic_info("with.sub").is_active() is True
     sub.unsubscribe("with.sub")
     assert broker.topic_info("with.sub").is_active() is False
@@ -119,8 +118,7 @@ def test_topic_info_is_active(k):
 
 
 def test_list_topic_info(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("b")
+    broker, pub, _sub = k.setup(subscribe="b")
     pub.publish_nowait("a", [b"1", b"2"])
     pub.publish_nowait("b", [b"3"])
     infos = {info.name: info for info in broker.list_topic_info()}
@@ -165,8 +163,7 @@ def test_delete_topic_drops_held_messages(k):
 
 
 def test_delete_topic_ends_the_subscription_of_its_only_topic(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("gone")
+    broker, pub, sub = k.setup(subscribe="gone")
     pub.publish_nowait("gone", [b"unread"])
     broker.delete_topic("gone")
     assert sub.is_subscribed() is False
@@ -180,8 +177,7 @@ def test_delete_topic_ends_the_subscription_of_its_only_topic(k):
 
 
 def test_delete_topic_keeps_the_subscriber_other_topics(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("gone")
+    broker, pub, sub = k.setup(subscribe="gone")
     sub.subscribe("kept")
     pub.publish_nowait("gone", [b"lost"])
     broker.delete_topic("gone")
@@ -192,8 +188,7 @@ def test_delete_topic_keeps_the_subscriber_other_topics(k):
 
 
 def test_delete_topic_wakes_a_blocked_receiver(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("gone")
+    broker, _, sub = k.setup(subscribe="gone")
     worker = k.spawn(sub.receive_sync, 5)
     worker.started.wait(1)
     time.sleep(0.05)
@@ -210,8 +205,7 @@ def test_delete_unknown_topic_raises_topic_not_found(k):
 
 
 def test_clear_topic_returns_the_held_count(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert broker.clear_topic("t") == 3
     assert broker.topic_info("t").queue_size == 0
@@ -245,8 +239,7 @@ def test_clear_unknown_topic_raises_topic_not_found(k):
 
 
 def test_cleanup_idle_topics_removes_only_idle_topics_without_subscribers(k):
-    broker, pub, sub = k.setup(enable_stats=True)
-    sub.subscribe("watched")
+    broker, pub, sub = k.setup(enable_stats=True, subscribe="watched")
     pub.publish_nowait("idle.held", [b"1", b"2"])
     sub2 = k.subscriber(broker, "idle.empty")
     sub2.unsubscribe("idle.empty")
@@ -285,8 +278,7 @@ def test_cleanup_idle_topics_ignores_the_pull_group(k):
 
 
 def test_cleanup_idle_topics_keeps_a_topic_with_an_idle_subscriber(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("quiet")
+    broker, _, _sub = k.setup(subscribe="quiet")
     time.sleep(0.1)
     assert broker.cleanup_idle_topics(0.02) == []
     assert broker.list_topics() == ["quiet"]
@@ -327,8 +319,7 @@ def test_consume_pull_group_is_durable(k):
 
 
 def test_consume_and_subscribers_each_see_every_message(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("jobs")
+    broker, pub, sub = k.setup(subscribe="jobs")
     assert broker.consume("jobs") is None  # creates the pull group at the end
     pub.publish_nowait("jobs", [b"1", b"2"])
     assert [m.payload for m in sub.try_receive_batch(10)] == [b"1", b"2"]
@@ -361,8 +352,7 @@ def test_health_check_of_an_empty_broker(k):
 
 
 def test_health_check_fields(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
     sub2 = k.subscriber(broker, "a")
     sub2.subscribe("b")
     pub.publish_nowait("a", [b"1", b"2"])
@@ -379,8 +369,7 @@ def test_health_check_fields(k):
 
 
 def test_health_memory_estimate_tracks_payloads(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     empty = broker.health_check().memory_usage_estimate
     pub.publish_nowait("t", [b"x" * 100_000])
     loaded = broker.health_check()
@@ -414,8 +403,7 @@ def test_stats_is_none_when_disabled(k):
 
 
 def test_stats_snapshot(k):
-    broker, pub, sub = k.setup(enable_stats=True, max_queue_size=3)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(enable_stats=True, max_queue_size=3, subscribe="a")
     pub.publish_nowait("a", [b"1", b"2", b"3"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("a", [b"4"])
@@ -437,8 +425,7 @@ def test_stats_snapshot(k):
 
 
 def test_stats_gauges_never_go_negative(k):
-    broker, _, sub = k.setup(enable_stats=True)
-    sub.subscribe("a")
+    broker, _, sub = k.setup(enable_stats=True, subscribe="a")
     sub.unsubscribe("a")
     sub.unsubscribe()
     sub.close()

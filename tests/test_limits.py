@@ -21,8 +21,7 @@ def test_max_topics_by_publish(k):
 
 
 def test_max_topics_by_subscribe(k):
-    broker, pub, sub = k.setup(max_topics=1)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(max_topics=1, subscribe="a")
     with pytest.raises(k.MaxTopicsReached) as info:
         sub.subscribe("b")
     assert info.value.limit == 1
@@ -85,15 +84,13 @@ def test_max_subscribers_frees_a_slot_on_unsubscribe(k):
 
 
 def test_max_subscribers_subscribing_twice_is_not_counted(k):
-    broker, _, sub = k.setup(max_subscribers_per_topic=1)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(max_subscribers_per_topic=1, subscribe="t")
     sub.subscribe("t")
     assert broker.topic_info("t").subscriber_count == 1
 
 
 def test_max_subscribers_awaited_subscribe_raises(k):
-    broker, _, first = k.setup(max_subscribers_per_topic=1)
-    first.subscribe("t")
+    broker, _, _first = k.setup(max_subscribers_per_topic=1, subscribe="t")
     second = k.InMemorySubscriber(broker)
 
     async def main():

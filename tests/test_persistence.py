@@ -20,8 +20,7 @@ def test_messages_without_subscribers_go_to_the_first_subscriber(k):
 
 
 def test_second_subscriber_on_a_topic_with_readers_starts_at_the_end(k):
-    broker, pub, first = k.setup()
-    first.subscribe("t")
+    broker, pub, first = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"early"])
     second = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"late"])
@@ -41,8 +40,7 @@ def test_only_the_first_subscriber_inherits_held_messages(k):
 
 
 def test_last_subscriber_leaving_keeps_its_unread_messages(k):
-    broker, pub, first = k.setup()
-    first.subscribe("t")
+    broker, pub, first = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert first.try_receive().payload == b"1"
     first.unsubscribe("t")
@@ -55,8 +53,7 @@ def test_last_subscriber_leaving_keeps_its_unread_messages(k):
 
 
 def test_last_subscriber_closing_keeps_its_unread_messages(k):
-    broker, pub, first = k.setup()
-    first.subscribe("t")
+    broker, pub, first = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     first.close()
     nxt = k.subscriber(broker, "t")
@@ -95,8 +92,7 @@ def test_persistence_off_drops_messages_without_a_reader(k):
 
 
 def test_persistence_off_drops_the_last_reader_unread_messages(k):
-    broker, pub, first = k.setup(enable_persistence=False, enable_stats=True)
-    first.subscribe("t")
+    broker, pub, first = k.setup(enable_persistence=False, enable_stats=True, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     first.try_receive()
     first.unsubscribe("t")
@@ -111,8 +107,7 @@ def test_persistence_off_drops_the_last_reader_unread_messages(k):
 
 
 def test_persistence_off_delivers_normally_with_a_reader(k):
-    broker, pub, sub = k.setup(enable_persistence=False)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(enable_persistence=False, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert payloads(sub.try_receive_batch(10)) == [b"1", b"2"]
     assert broker.topic_info("t").total_dropped == 0

@@ -10,8 +10,7 @@ import pytest
 
 
 def test_shutdown_stops_publishes_and_subscribes(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     broker.shutdown()
     assert broker.is_shutdown() is True
     with pytest.raises(k.BrokerShutdown):
@@ -67,8 +66,7 @@ def test_subscribers_drain_queued_messages_then_get_broker_shutdown(k):
 
 
 def test_blocked_receive_sync_wakes_with_broker_shutdown(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     worker = k.spawn(sub.receive_sync)  # no timeout: only the shutdown can end it
     worker.started.wait(1)
     time.sleep(0.05)
@@ -79,8 +77,7 @@ def test_blocked_receive_sync_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_receive_batch_sync_wakes_with_broker_shutdown(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     worker = k.spawn(sub.receive_batch_sync, 10)
     worker.started.wait(1)
     time.sleep(0.05)
@@ -90,8 +87,7 @@ def test_blocked_receive_batch_sync_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_async_receive_wakes_with_broker_shutdown(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
 
     async def main():
         task = asyncio.ensure_future(sub.receive())
@@ -105,8 +101,7 @@ def test_blocked_async_receive_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_async_receive_wakes_when_shut_down_from_a_thread(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
 
     def stop_later():
         time.sleep(0.05)
@@ -122,8 +117,7 @@ def test_blocked_async_receive_wakes_when_shut_down_from_a_thread(k):
 
 
 def test_shutdown_with_timeout_returns_true_when_a_consumer_drains(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [str(i).encode() for i in range(200)])
 
     def consume():
@@ -135,8 +129,7 @@ def test_shutdown_with_timeout_returns_true_when_a_consumer_drains(k):
 
 
 def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert broker.shutdown(timeout=0.05) is False
     # The messages are still there for the subscriber to drain.
@@ -146,8 +139,7 @@ def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
 
 def test_shutdown_async_drains_tasks_on_its_own_loop(k):
     # The async drain must not block the loop its own subscriber tasks run on.
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
 
     async def main():
         async def worker():
@@ -164,8 +156,7 @@ def test_shutdown_async_drains_tasks_on_its_own_loop(k):
 
 
 def test_shutdown_async_returns_false_when_nobody_reads_and_is_idempotent(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
 
     async def main():
@@ -206,8 +197,7 @@ def test_shutdown_with_timeout_on_a_running_loop_warns(k):
 
 
 def test_shutdown_without_timeout_returns_at_once(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, _sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     result = broker.shutdown()
     assert result is False  # a subscriber still has to drain
@@ -222,8 +212,7 @@ def test_shutdown_ignores_messages_held_for_nobody(k):
 
 
 def test_shutdown_is_idempotent(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     broker.shutdown()
     broker.shutdown()
@@ -234,8 +223,7 @@ def test_shutdown_is_idempotent(k):
 
 
 def test_force_shutdown_drops_everything(k):
-    broker, pub, sub = k.setup(enable_stats=True)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(enable_stats=True, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     pub.publish_nowait("orphan", [b"4"])
     assert broker.force_shutdown() is None
@@ -253,8 +241,7 @@ def test_force_shutdown_drops_everything(k):
 
 
 def test_force_shutdown_wakes_blocked_receivers_at_once(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     others = [k.InMemorySubscriber(broker) for _ in range(3)]
     for s in others:
         s.subscribe("t")
@@ -278,8 +265,7 @@ def test_force_shutdown_wakes_blocked_receivers_at_once(k):
 
 
 def test_force_shutdown_after_shutdown_drops_the_backlog(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     broker.shutdown()
     broker.force_shutdown()
@@ -289,8 +275,7 @@ def test_force_shutdown_after_shutdown_drops_the_backlog(k):
 
 
 def test_force_shutdown_is_idempotent(k):
-    broker, _, sub = k.setup()
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     broker.force_shutdown()
     broker.force_shutdown()
     broker.shutdown()
@@ -300,8 +285,7 @@ def test_force_shutdown_is_idempotent(k):
 
 
 def test_is_connected_is_false_after_shutdown(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     assert pub.is_connected() and sub.is_connected()
     broker.shutdown()
     assert pub.is_connected() is False
@@ -316,8 +300,7 @@ def test_is_connected_is_false_after_force_shutdown(k):
 
 
 def test_iteration_ends_after_force_shutdown(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     broker.force_shutdown()
     assert list(sub) == []
@@ -336,8 +319,7 @@ def test_new_publishers_and_subscribers_on_a_shut_down_broker(k):
 
 
 def test_shutdown_stops_the_ttl_cleanup(k):
-    broker, pub, sub = k.setup(default_message_ttl=30, cleanup_interval=0.01)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(default_message_ttl=30, cleanup_interval=0.01, subscribe="t")
     pub.publish_nowait("t", [b"1"])
     broker.shutdown()
     time.sleep(0.05)
@@ -365,8 +347,7 @@ def test_consume_after_force_shutdown_raises_broker_shutdown(k):
 
 
 def test_shutdown_does_not_wait_for_the_pull_group(k):
-    broker, pub, sub = k.setup()
-    sub.subscribe("jobs")
+    broker, pub, sub = k.setup(subscribe="jobs")
     broker.consume("jobs")
     pub.publish_nowait("jobs", [b"1", b"2"])
     assert len(sub.try_receive_batch(10)) == 2

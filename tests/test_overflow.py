@@ -10,8 +10,7 @@ import pytest
 
 
 def setup(k, policy, size=3, **fields):
-    broker = k.new_broker(max_queue_size=size, overflow=policy, enable_stats=True, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
+    return k.setup(max_queue_size=size, overflow=policy, enable_stats=True, **fields)
 
 
 def payloads(msgs):
@@ -52,8 +51,7 @@ def test_unknown_policy_is_invalid_config(k):
 
 
 def test_drop_newest_keeps_what_fits_and_counts_the_rest(k):
-    broker, pub, sub = setup(k, "drop_newest")
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "drop_newest", subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     pub.publish_nowait("t", [b"3", b"4", b"5"])  # only 3 fits
     pub.publish_nowait("t", [b"6"])  # nothing fits: dropped, no error
@@ -92,8 +90,7 @@ def test_drop_oldest_makes_room_and_readers_behind_learn_their_lag(k):
 
 
 def test_drop_oldest_batch_larger_than_capacity_keeps_its_newest(k):
-    broker, pub, sub = setup(k, "drop_oldest")
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "drop_oldest", subscribe="t")
     pub.publish_nowait("t", [b"0"])
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4", b"5"])
     msgs = drain(sub)
@@ -118,8 +115,7 @@ def test_drop_oldest_without_readers_drops_held_messages(k):
 
 
 def test_block_nowait_raises_queue_full(k):
-    broker, pub, sub = setup(k, "block")
-    sub.subscribe("t")
+    broker, pub, _sub = setup(k, "block", subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"4"])
@@ -128,8 +124,7 @@ def test_block_nowait_raises_queue_full(k):
 
 
 def test_block_sync_timeout_raises_queue_full_and_writes_nothing(k):
-    _broker, pub, sub = setup(k, "block")
-    sub.subscribe("t")
+    _broker, pub, sub = setup(k, "block", subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     start = time.monotonic()
     with pytest.raises(k.QueueFull):
@@ -139,15 +134,13 @@ def test_block_sync_timeout_raises_queue_full_and_writes_nothing(k):
 
 
 def test_block_batch_larger_than_capacity_fails_at_once(k):
-    _broker, pub, sub = setup(k, "block")
-    sub.subscribe("t")
+    _broker, pub, _sub = setup(k, "block", subscribe="t")
     with pytest.raises(k.QueueFull):
         pub.publish_sync("t", [b"1", b"2", b"3", b"4"])
 
 
 def test_block_sync_waits_for_a_reader_to_make_room(k):
-    _broker, pub, sub = setup(k, "block", size=2)
-    sub.subscribe("t")
+    _broker, pub, sub = setup(k, "block", size=2, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     done = threading.Event()
 
@@ -163,8 +156,7 @@ def test_block_sync_waits_for_a_reader_to_make_room(k):
 
 
 def test_block_many_producers_one_slow_consumer_lose_nothing(k):
-    broker, pub, sub = setup(k, "block", size=4)
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "block", size=4, subscribe="t")
     n = 300
 
     def produce(tag):
@@ -183,8 +175,7 @@ def test_block_many_producers_one_slow_consumer_lose_nothing(k):
 
 
 def test_block_async_publish_waits_then_times_out(k):
-    broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "block", size=1, subscribe="t")
 
     async def main():
         await pub.publish("t", [b"1"])
@@ -211,8 +202,7 @@ def test_block_async_publish_waits_then_times_out(k):
 
 
 def test_block_async_woken_by_a_thread_reader(k):
-    _broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    _broker, pub, sub = setup(k, "block", size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
 
     async def main():
@@ -225,8 +215,7 @@ def test_block_async_woken_by_a_thread_reader(k):
 
 
 def test_shutdown_wakes_blocked_publishers_with_broker_shutdown(k):
-    broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "block", size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
     worker = k.spawn_blocked(pub.publish_sync, "t", [b"2"])
     broker.shutdown()
@@ -236,8 +225,7 @@ def test_shutdown_wakes_blocked_publishers_with_broker_shutdown(k):
 
 
 def test_force_shutdown_and_delete_topic_wake_blocked_publishers(k):
-    broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    broker, pub, _sub = setup(k, "block", size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
     worker = k.spawn(pub.publish_sync, "t", [b"2"])
     time.sleep(0.05)

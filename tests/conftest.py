@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -206,6 +207,12 @@ def engine_env() -> Callable[[str], dict[str, str]]:
 
 
 @pytest.fixture
+def quiet_router_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Keep the router's expected handler failures out of the captured log."""
+    caplog.set_level(logging.CRITICAL, logger="kincir.router")
+
+
+@pytest.fixture
 def fast_switching() -> Iterator[None]:
     """Switch threads as often as CPython allows for the test, to shake thread schedules."""
     old = sys.getswitchinterval()
@@ -232,7 +239,8 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
     (shut down at teardown), ``k.spawn(fn, *args)`` (a ``Worker`` joined at teardown),
     ``k.spawn_blocked(fn, *args)`` (``k.spawn``, then checks that the worker still runs 50 ms
     later), ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling),
-    ``k.core``, ``k.wait_for(predicate)``.
+    ``k.core``, ``k.wait_for(predicate)``, ``k.drain(sub)`` (what ``sub`` can take without
+    waiting, one ``try_receive`` at a time).
 
     Set-ups: ``k.subscriber(broker, topic, **kwargs)`` and ``k.ack_subscriber(...)`` (a new
     subscriber of ``topic``), ``k.members(broker, topic, n=2, group="g")`` (a consumer group of
@@ -296,6 +304,12 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             sub.subscribe(topic)
         return subs
 
+    def drain(sub: Any) -> list[Any]:
+        got = []
+        while (msg := sub.try_receive()) is not None:
+            got.append(msg)
+        return got
+
     def setup(
         config: Any = None, *, subscribe: str | None = None, **fields: Any
     ) -> tuple[Any, Any, Any]:
@@ -321,7 +335,7 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             member.subscribe("t")
         return members
 
-    helpers = (new_broker, track, spawn, spawn_blocked, wait_for)
+    helpers = (new_broker, track, spawn, spawn_blocked, wait_for, drain)
     set_ups = (subscriber, ack_subscriber, members, setup, ack_setup, ack_group)
     for helper in (*helpers, *set_ups):
         setattr(ns, helper.__name__, helper)

@@ -7,20 +7,13 @@ import threading
 import pytest
 
 
-def drain(sub):
-    out = []
-    while (msg := sub.try_receive()) is not None:
-        out.append(msg)
-    return out
-
-
 def test_members_share_the_messages_each_goes_to_exactly_one(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
     a, b = k.members(broker, "jobs", group="workers")
     pub.publish_nowait("jobs", [bytes([i]) for i in range(10)])
     got_a = [a.try_receive() for _ in range(3)]
-    got_b = drain(b)
+    got_b = k.drain(b)
     assert [m.sequence for m in got_a] == [1, 2, 3]
     assert [m.sequence for m in got_b] == list(range(4, 11))
     assert a.try_receive() is None
@@ -38,10 +31,10 @@ def test_other_groups_and_plain_subscribers_each_see_every_message(k):
         sub.subscribe("t")
     pub.publish_nowait("t", [b"a", b"b", b"c", b"d"])
     seen_g1 = [g1[0].try_receive().payload for _ in range(2)]
-    seen_g1 += [m.payload for m in drain(g1[1])]
+    seen_g1 += [m.payload for m in k.drain(g1[1])]
     assert sorted(seen_g1) == [b"a", b"b", b"c", b"d"]
-    assert [m.payload for m in drain(g2)] == [b"a", b"b", b"c", b"d"]
-    assert [m.payload for m in drain(plain)] == [b"a", b"b", b"c", b"d"]
+    assert [m.payload for m in k.drain(g2)] == [b"a", b"b", b"c", b"d"]
+    assert [m.payload for m in k.drain(plain)] == [b"a", b"b", b"c", b"d"]
     assert sorted(broker.list_groups("t")) == ["g1", "g2"]
 
 
@@ -52,17 +45,17 @@ def test_a_group_without_members_holds_its_messages_until_deleted(k):
     member = k.subscriber(broker, "t", group="g")
     member.close()
     pub.publish_nowait("t", [b"1", b"2", b"3"])
-    assert len(drain(plain)) == 3
+    assert len(k.drain(plain)) == 3
     # the plain reader read everything, the memberless group still holds it: capacity counts it
     assert broker.topic_info("t").queue_size == 3
     assert broker.topic_info("t").subscriber_count == 1
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"4"])
     late = k.subscriber(broker, "t", group="g")
-    assert [m.payload for m in drain(late)] == [b"1", b"2", b"3"]
+    assert [m.payload for m in k.drain(late)] == [b"1", b"2", b"3"]
     late.close()
     pub.publish_nowait("t", [b"5"])
-    assert [m.payload for m in drain(plain)] == [b"5"]
+    assert [m.payload for m in k.drain(plain)] == [b"5"]
     assert broker.topic_info("t").queue_size == 1
     broker.delete_group("t", "g")
     assert broker.topic_info("t").queue_size == 0
@@ -138,7 +131,7 @@ def test_consume_pull_group_is_a_group_of_its_own(k):
     assert broker.consume("t") is None  # the pull group is made on first use, at the end
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1", b"2"])
     assert [broker.consume("t").payload, broker.consume("t").payload] == [b"1", b"2"]
-    assert [m.payload for m in drain(g)] == [b"1", b"2"]
+    assert [m.payload for m in k.drain(g)] == [b"1", b"2"]
 
 
 def test_plain_subscriber_cannot_join_an_ack_group_by_name(k):

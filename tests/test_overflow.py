@@ -17,13 +17,6 @@ def payloads(msgs):
     return [m.payload for m in msgs]
 
 
-def drain(sub):
-    out = []
-    while (msg := sub.try_receive()) is not None:
-        out.append(msg)
-    return out
-
-
 @pytest.mark.parametrize("policy", ["error", "block", "drop_oldest", "drop_newest"])
 def test_every_policy_is_accepted_by_config_and_builder(k, policy):
     assert k.InMemoryConfig(overflow=policy).overflow == policy
@@ -55,7 +48,7 @@ def test_drop_newest_keeps_what_fits_and_counts_the_rest(k):
     pub.publish_nowait("t", [b"1", b"2"])
     pub.publish_nowait("t", [b"3", b"4", b"5"])  # only 3 fits
     pub.publish_nowait("t", [b"6"])  # nothing fits: dropped, no error
-    msgs = drain(sub)
+    msgs = k.drain(sub)
     assert payloads(msgs) == [b"1", b"2", b"3"]
     assert [m.sequence for m in msgs] == [1, 2, 3]  # dropped messages get no number
     info = broker.topic_info("t")
@@ -76,10 +69,10 @@ def test_drop_oldest_makes_room_and_readers_behind_learn_their_lag(k):
     sub.subscribe("t")
     fast.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
-    assert payloads(drain(fast)) == [b"1", b"2", b"3"]
+    assert payloads(k.drain(fast)) == [b"1", b"2", b"3"]
     pub.publish_nowait("t", [b"4", b"5"])  # sub is behind: loses 1 and 2
-    assert payloads(drain(sub)) == [b"3", b"4", b"5"]
-    assert payloads(drain(fast)) == [b"4", b"5"]
+    assert payloads(k.drain(sub)) == [b"3", b"4", b"5"]
+    assert payloads(k.drain(fast)) == [b"4", b"5"]
     assert sub.messages_lagged() == 2
     assert fast.messages_lagged() == 0
     info = broker.topic_info("t")
@@ -93,7 +86,7 @@ def test_drop_oldest_batch_larger_than_capacity_keeps_its_newest(k):
     broker, pub, sub = setup(k, "drop_oldest", subscribe="t")
     pub.publish_nowait("t", [b"0"])
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4", b"5"])
-    msgs = drain(sub)
+    msgs = k.drain(sub)
     assert payloads(msgs) == [b"3", b"4", b"5"]
     # the whole batch is numbered, its start dropped with the held message (seed parity, issue
     # 12: it used to number only what it wrote, [2, 3, 4] with a lag of 1)
@@ -107,7 +100,7 @@ def test_drop_oldest_without_readers_drops_held_messages(k):
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
     assert broker.topic_info("t").queue_size == 3
     late = k.subscriber(broker, "t")
-    assert payloads(drain(late)) == [b"2", b"3", b"4"]
+    assert payloads(k.drain(late)) == [b"2", b"3", b"4"]
     assert broker.topic_info("t").total_dropped == 1
 
 
@@ -130,7 +123,7 @@ def test_block_sync_timeout_raises_queue_full_and_writes_nothing(k):
     with pytest.raises(k.QueueFull):
         pub.publish_sync("t", [b"4"], timeout=0.1)
     assert time.monotonic() - start >= 0.09
-    assert payloads(drain(sub)) == [b"1", b"2", b"3"]
+    assert payloads(k.drain(sub)) == [b"1", b"2", b"3"]
 
 
 def test_block_batch_larger_than_capacity_fails_at_once(k):
@@ -152,7 +145,7 @@ def test_block_sync_waits_for_a_reader_to_make_room(k):
     assert not done.wait(0.1)
     assert sub.receive_sync(timeout=1).payload == b"1"
     worker.join()
-    assert payloads(drain(sub)) == [b"2", b"3"]
+    assert payloads(k.drain(sub)) == [b"2", b"3"]
 
 
 def test_block_many_producers_one_slow_consumer_lose_nothing(k):
@@ -256,11 +249,11 @@ def test_configure_topic_overrides_policy_and_capacity(k):
     assert (info.overflow, info.max_queue_size) == ("drop_newest", 1)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
-    assert payloads(drain(sub)) == [b"1"]
+    assert payloads(k.drain(sub)) == [b"1"]
     info = broker.configure_topic("t", max_queue_size=None)  # policy kept, unbounded
     assert (info.overflow, info.max_queue_size) == ("drop_newest", None)
     pub.publish_nowait("t", [b"x"] * 50)
-    assert len(drain(sub)) == 50
+    assert len(k.drain(sub)) == 50
     # other topics keep the broker's settings
     other = broker.configure_topic("u")
     assert (other.overflow, other.max_queue_size) == ("error", 2)
@@ -289,5 +282,5 @@ def test_lowering_capacity_below_what_is_held_drops_nothing(k):
     broker.configure_topic("t", max_queue_size=1, overflow="drop_oldest")
     assert broker.topic_info("t").queue_size == 3
     pub.publish_nowait("t", [b"4"])  # drop_oldest now drops down to the new capacity
-    assert payloads(drain(sub)) == [b"4"]
+    assert payloads(k.drain(sub)) == [b"4"]
     assert sub.messages_lagged() == 3

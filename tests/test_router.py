@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 
@@ -18,9 +17,7 @@ def collect(sub, n, timeout=5.0):
     return out
 
 
-@pytest.fixture(autouse=True)
-def quiet_router_log(caplog):
-    caplog.set_level(logging.CRITICAL, logger="kincir.router")
+pytestmark = pytest.mark.usefixtures("quiet_router_log")
 
 
 def pipeline(k, handler, **kwargs):

@@ -11,10 +11,7 @@ import time
 
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def quiet_router_log(caplog):
-    caplog.set_level(logging.CRITICAL, logger="kincir.router")
+pytestmark = pytest.mark.usefixtures("quiet_router_log")
 
 
 class Recorder:

@@ -66,6 +66,18 @@ from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
 from threading import RLock as _RLock
 
+from ._errors import (
+    BrokerShutdown,
+    GroupNotFound,
+    InvalidConfig,
+    InvalidTopicName,
+    MaxSubscribersReached,
+    MaxTopicsReached,
+    NotSubscribed,
+    QueueFull,
+    TopicNotFound,
+)
+
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
     bint PyObject_CheckBuffer(object obj)
@@ -128,35 +140,24 @@ cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
 _INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
-cdef dict _errors = {}
-
-
-def set_error_types(**types):
-    """Install the public exception classes the engine raises (called once by ``kincir``)."""
-    _errors.update(types)
-
-
-def _error(name, *args):
-    return _errors[name](*args)
-
 
 def validate_topic_name(name):
     """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
     if type(name) is not str:
         raise TypeError(f"topic must be str, not {type(name).__name__}")
     if not name:
-        raise _error("InvalidTopicName", name, "it is empty")
+        raise InvalidTopicName(name, "it is empty")
     if len(<str>name) > MAX_TOPIC_LENGTH:
-        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
+        raise InvalidTopicName(name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
     bad = _INVALID_TOPIC_CHAR.search(name)
     if bad is not None:
-        raise _error(
-            "InvalidTopicName", name,
+        raise InvalidTopicName(
+            name,
             f"it contains {bad.group()!r}; "
             "whitespace, control characters, '*' and '>' are not allowed",
         )
     if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+        raise InvalidTopicName(name, "it has an empty dot-separated segment")
     return name
 
 
@@ -856,11 +857,11 @@ cdef class TopicLog:
             if outcome == 6:
                 return 1
             if outcome == 2:
-                raise _error("QueueFull", self.name, self.capacity)
+                raise QueueFull(self.name, self.capacity)
             if outcome == 3:
-                raise _error("TopicNotFound", self.name)
+                raise TopicNotFound(self.name)
             if outcome == 4:
-                raise _error("BrokerShutdown")
+                raise BrokerShutdown()
             if outcome == 5:
                 raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
@@ -1499,9 +1500,9 @@ cdef class BrokerCore:
             refused = 2
         kincir_mutex_unlock(&self.lock)
         if refused == 1:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if refused == 2:
-            raise _error("MaxTopicsReached", self.max_topics)
+            raise MaxTopicsReached(self.max_topics)
         if found is not None:
             return <TopicLog>found
         log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered,
@@ -1528,7 +1529,7 @@ cdef class BrokerCore:
         if found is not log:
             log.close()  # never visible: the subscriptions it was given end
         if refused:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         return <TopicLog>found
 
     def _topic(self, name):
@@ -1551,7 +1552,7 @@ cdef class BrokerCore:
                 made = Cursor(log, 0, name, acking)
                 if log.attach(made, -1) == 3:
                     if creating is not None:
-                        raise _error("TopicNotFound", topic)
+                        raise TopicNotFound(topic)
                     continue  # the topic was deleted meanwhile
                 kincir_mutex_lock(&self.lock)
                 current = self.groups.get(key)
@@ -1567,14 +1568,14 @@ cdef class BrokerCore:
             cursor = <Cursor>found
             if cursor.acking != acking:
                 kind = "an acknowledging" if cursor.acking else "a plain"
-                raise _error(
-                    "InvalidConfig", "group", name,
+                raise InvalidConfig(
+                    "group", name,
                     f"{kind} group on topic {topic!r}: join it with "
                     f"{'InMemoryAckSubscriber' if cursor.acking else 'InMemorySubscriber'}",
                 )
             refused = log.join(cursor, self.max_subscribers)
             if refused == 1:
-                raise _error("MaxSubscribersReached", topic, self.max_subscribers)
+                raise MaxSubscribersReached(topic, self.max_subscribers)
             if refused == 0:
                 return cursor
 
@@ -1590,8 +1591,8 @@ cdef class BrokerCore:
         kincir_mutex_unlock(&self.lock)
         if found is None:
             if topic not in self.topics:
-                raise _error("TopicNotFound", topic)
-            raise _error("GroupNotFound", topic, name)
+                raise TopicNotFound(topic)
+            raise GroupNotFound(topic, name)
         (<Cursor>found).log.detach(<Cursor>found)
 
     def list_groups(self, topic):
@@ -1612,7 +1613,7 @@ cdef class BrokerCore:
             raise TypeError(f"topic must be str, not {type(name).__name__}")
         log = self.topics.get(name)
         if log is None:
-            raise _error("TopicNotFound", name)
+            raise TopicNotFound(name)
         return log
 
     cdef void _retire(self, TopicLog log) noexcept:
@@ -1667,7 +1668,7 @@ cdef class BrokerCore:
         """Delete a topic: its held messages are dropped and its subscriptions end."""
         self._existing(name)
         if self._remove(name) is None:
-            raise _error("TopicNotFound", name)
+            raise TopicNotFound(name)
 
     def clear_topic(self, name):
         """Drop every message a topic holds; return how many were held."""
@@ -1703,14 +1704,14 @@ cdef class BrokerCore:
     def consume(self, name):
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
         if self.state == STOPPED:  # force_shutdown dropped the topics
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         cdef TopicLog log = self._existing(name)
         cdef object found = self.pull.get(name)
         cdef Cursor cursor
         if found is None:
             cursor = Cursor(log, 0)
             if log.attach(cursor, -1):
-                raise _error("TopicNotFound", name)
+                raise TopicNotFound(name)
             kincir_mutex_lock(&self.lock)
             try:
                 found = self.pull.get(name)
@@ -1725,7 +1726,7 @@ cdef class BrokerCore:
         cdef Message got = log.take_one(<Cursor>found)
         log.last_activity = _wall()
         if got is None and self.state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         return got
 
     def expire_all(self):
@@ -1791,7 +1792,7 @@ cdef class BrokerCore:
         once stopped, TopicNotFound)."""
         cdef Slot one
         if self.state == STOPPED:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         found = self.topics.get(topic)
         cdef TopicLog log = self.log_for(topic, True) if found is None else <TopicLog>found
         _fill_slot(&one, message, 0)
@@ -1926,7 +1927,7 @@ cdef class PublisherCore:
         cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
         if broker.state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if log is None:
             log = broker.topics.get(topic) if type(topic) is str else None
             if log is None:
@@ -1967,7 +1968,7 @@ cdef class PublisherCore:
 
 cdef int _refuse_full(TopicLog log) except -1:
     log.note_queue_full()
-    raise _error("QueueFull", log.name, None if log.capacity < 0 else log.capacity)
+    raise QueueFull(log.name, None if log.capacity < 0 else log.capacity)
 
 
 cdef int _leave(Cursor cursor) except -1:
@@ -1997,9 +1998,9 @@ cdef class SubscriberCore:
     def _subscribe(self, topic):
         cdef BrokerCore broker = self.broker
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         if broker.state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         current = self.by_topic.get(topic)
         if current is not None and (<Cursor>current).attached:
             return
@@ -2016,7 +2017,7 @@ cdef class SubscriberCore:
                 cursor = Cursor(log, 1, None, self.acking)
                 refused = log.attach(cursor, broker.max_subscribers)
             if refused:
-                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+                raise MaxSubscribersReached(topic, broker.max_subscribers)
         self._adopt(topic, cursor)
 
     def _join_created(self, TopicLog log):
@@ -2026,7 +2027,7 @@ cdef class SubscriberCore:
         cdef Cursor cursor
         cdef str topic = log.name
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         current = self.by_topic.get(topic)
         if current is not None and (<Cursor>current).attached:
             return
@@ -2035,7 +2036,7 @@ cdef class SubscriberCore:
         else:
             cursor = Cursor(log, 1, None, self.acking)
             if log.attach(cursor, broker.max_subscribers):
-                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+                raise MaxSubscribersReached(topic, broker.max_subscribers)
         self._adopt(topic, cursor)
 
     cdef int _adopt(self, object topic, Cursor cursor) except -1:
@@ -2078,7 +2079,7 @@ cdef class SubscriberCore:
         finally:
             kincir_mutex_unlock(&self.lock)
         if missing:
-            raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+            raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
         self._subscriptions_changed()
         for cursor in leaving:
             _leave(<Cursor>cursor)
@@ -2177,7 +2178,7 @@ cdef class SubscriberCore:
         """No message is ready: raise if none can come, else return None."""
         cdef Cursor cursor_
         if self.broker.state == STOPPED:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if self.broker.state == DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
@@ -2194,15 +2195,15 @@ cdef class SubscriberCore:
                         and self.broker._letters_due())
                 ):
                     return None
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         for cursor in self.cursors:
             if (<Cursor>cursor).attached:
                 return None
         if self._patterned:
             return None  # waits for a topic its patterns match
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        raise _error("NotSubscribed", "subscribe to a topic before receiving")
+            raise NotSubscribed("this subscriber is closed")
+        raise NotSubscribed("subscribe to a topic before receiving")
 
     cdef inline Message _take_one(self):
         cdef tuple cursors = self.cursors

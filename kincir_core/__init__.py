@@ -7,6 +7,8 @@ missing or ``KINCIR_NO_EXTENSIONS`` is set to a non-empty value other than ``0``
 
 import os as _os
 
+from ._codes import AppendOutcome, AttachOutcome, BrokerState
+
 if _os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
     _compiled = False
 else:
@@ -65,7 +67,10 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "OVERFLOW_POLICIES",
     "TOPIC_OVERHEAD",
+    "AppendOutcome",
+    "AttachOutcome",
     "BrokerCore",
+    "BrokerState",
     "Message",
     "PublisherCore",
     "SubscriberCore",

@@ -66,6 +66,9 @@ from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
 from threading import RLock as _RLock
 
+from ._codes import AppendOutcome as _AppendOutcome
+from ._codes import AttachOutcome as _AttachOutcome
+from ._codes import BrokerState as _BrokerState
 from ._errors import (
     BrokerShutdown,
     GroupNotFound,
@@ -113,9 +116,6 @@ cdef extern from "pythread.h":
         PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
 
 cdef enum:
-    RUNNING = 0
-    DRAINING = 1
-    STOPPED = 2
     MIN_RING = 16
     # A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds
     # but never below RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
@@ -125,6 +125,14 @@ cdef enum:
     OVERFLOW_BLOCK = 1
     OVERFLOW_DROP_OLDEST = 2
     OVERFLOW_DROP_NEWEST = 3
+
+# The C enums of _broker.pxd mirror the IntEnums of _codes.py: the same names and values.
+if (tuple(_BrokerState) != (RUNNING, DRAINING, STOPPED)
+        or tuple(_AppendOutcome) != (APPEND_WRITTEN, APPEND_DROPPED, APPEND_QUEUE_FULL,
+                                     APPEND_TOPIC_DELETED, APPEND_SHUTTING_DOWN,
+                                     APPEND_NO_MEMORY, APPEND_MUST_WAIT)
+        or tuple(_AttachOutcome) != (ATTACH_OK, ATTACH_FULL, ATTACH_NO_MEMORY, ATTACH_GONE)):
+    raise ImportError("the codes of kincir_core/_broker.pxd differ from kincir_core/_codes.py")
 
 #: The overflow policies, indexed by the code the engine stores per topic.
 OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
@@ -770,9 +778,8 @@ cdef class TopicLog:
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
         cdef Slot* slot
-        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down, 5: no memory,
-        # 6: full under the block policy (the caller waits for room and retries)
-        cdef int outcome = 0
+        # an append_outcome (_broker.pxd): APPEND_WRITTEN, or why nothing (more) was written
+        cdef int outcome = APPEND_WRITTEN
         # the part of the batch written: drop_newest cuts its end, drop_oldest its start
         cdef Py_ssize_t first = 0, last = count
         cdef uint64_t keep
@@ -783,13 +790,13 @@ cdef class TopicLog:
             # first: a force_shutdown closes the topics too; a dead letter passes a draining
             # topic
             if not self.accepting and not letter:
-                outcome = 4
+                outcome = APPEND_SHUTTING_DOWN
             elif self.closed:
-                outcome = 3
+                outcome = APPEND_TOPIC_DELETED
             elif not self.cursors and not self.persistence:
                 self.dropped += count
                 self.last_activity = batch[0].enqueued_at * 1e-3
-                outcome = 1
+                outcome = APPEND_DROPPED
             else:
                 self.last_activity = batch[0].enqueued_at * 1e-3
                 held = self.head - self.tail
@@ -805,7 +812,7 @@ cdef class TopicLog:
                             last = <Py_ssize_t>keep
                             self.dropped += count - last
                             if last == 0:
-                                outcome = 1
+                                outcome = APPEND_DROPPED
                         elif self.overflow == OVERFLOW_DROP_OLDEST:
                             if count > self.capacity:
                                 # the batch alone overflows: everything held goes, and so does
@@ -819,18 +826,18 @@ cdef class TopicLog:
                                 self._drop_oldest(self.head - self.tail + count
                                                   - <uint64_t>self.capacity)
                         elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
-                            outcome = 6
+                            outcome = APPEND_MUST_WAIT
                         else:
                             self.queue_full += 1
-                            outcome = 2
+                            outcome = APPEND_QUEUE_FULL
                     held = self.head - self.tail
-                if outcome == 0 and held + (last - first) > self.mask + 1:
+                if outcome == APPEND_WRITTEN and held + (last - first) > self.mask + 1:
                     size = self.mask + 1
                     while size < held + (last - first):
                         size *= 2
                     if self._grow(size) < 0:
-                        outcome = 5
-                if outcome == 0:
+                        outcome = APPEND_NO_MEMORY
+                if outcome == APPEND_WRITTEN:
                     seq = self.head
                     for i in range(first, last):
                         slot = &self.ring[seq & self.mask]
@@ -854,15 +861,15 @@ cdef class TopicLog:
             self._wake_room()
         if outcome:
             _clear_slots(batch, count)  # not written: give the references back
-            if outcome == 6:
+            if outcome == APPEND_MUST_WAIT:
                 return 1
-            if outcome == 2:
+            if outcome == APPEND_QUEUE_FULL:
                 raise QueueFull(self.name, self.capacity)
-            if outcome == 3:
+            if outcome == APPEND_TOPIC_DELETED:
                 raise TopicNotFound(self.name)
-            if outcome == 4:
+            if outcome == APPEND_SHUTTING_DOWN:
                 raise BrokerShutdown()
-            if outcome == 5:
+            if outcome == APPEND_NO_MEMORY:
                 raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
         if first:
@@ -1059,27 +1066,28 @@ cdef class TopicLog:
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
-        (nothing changed in either case), else 0.
+        Returns an attach_outcome (_broker.pxd): ATTACH_FULL if ``limit`` subscribers are already
+        attached, ATTACH_GONE if the topic was deleted (nothing changed in either case), else
+        ATTACH_OK.
         """
         cdef Py_ssize_t count
         cdef uint64_t** grown
-        cdef int full = 0
+        cdef int full = ATTACH_OK
         kincir_mutex_lock(&self.lock)
         try:
             if self.closed:
-                full = 3
+                full = ATTACH_GONE
             elif limit >= 0 and cursor.members and self._subscriber_count() >= limit:
-                full = 1
+                full = ATTACH_FULL
             elif len(self.cursors) + 1 > self.positions_cap:
                 grown = <uint64_t**>realloc(self.positions,
                                             2 * self.positions_cap * sizeof(uint64_t*))
                 if grown == NULL:
-                    full = 2
+                    full = ATTACH_NO_MEMORY
                 else:
                     self.positions = grown
                     self.positions_cap *= 2
-            if full == 0:
+            if full == ATTACH_OK:
                 count = len(self.cursors)
                 cursor.pos = self.tail if count == 0 else self.head
                 cursor.floor = cursor.pos
@@ -1092,19 +1100,20 @@ cdef class TopicLog:
                 self.last_activity = _wall()
         finally:
             kincir_mutex_unlock(&self.lock)
-        if full == 2:
+        if full == ATTACH_NO_MEMORY:
             raise MemoryError("cannot add a reader")
         return full
 
     cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
-        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
-        are already attached, or 3 if the group or topic is gone (nothing changed)."""
-        cdef int refused = 0
+        """One more subscriber on an attached group cursor: ATTACH_OK, or ATTACH_FULL if ``limit``
+        subscribers are already attached, or ATTACH_GONE if the group or topic is gone (nothing
+        changed)."""
+        cdef int refused = ATTACH_OK
         kincir_mutex_lock(&self.lock)
         if self.closed or not cursor.attached:
-            refused = 3
+            refused = ATTACH_GONE
         elif limit >= 0 and self._subscriber_count() >= limit:
-            refused = 1
+            refused = ATTACH_FULL
         else:
             cursor.members += 1
             self.last_activity = _wall()
@@ -1550,7 +1559,7 @@ cdef class BrokerCore:
             found = self.groups.get(key)
             if found is None or (<Cursor>found).log is not log or not (<Cursor>found).attached:
                 made = Cursor(log, 0, name, acking)
-                if log.attach(made, -1) == 3:
+                if log.attach(made, -1) == ATTACH_GONE:
                     if creating is not None:
                         raise TopicNotFound(topic)
                     continue  # the topic was deleted meanwhile
@@ -1574,9 +1583,9 @@ cdef class BrokerCore:
                     f"{'InMemoryAckSubscriber' if cursor.acking else 'InMemorySubscriber'}",
                 )
             refused = log.join(cursor, self.max_subscribers)
-            if refused == 1:
+            if refused == ATTACH_FULL:
                 raise MaxSubscribersReached(topic, self.max_subscribers)
-            if refused == 0:
+            if refused == ATTACH_OK:
                 return cursor
 
     def delete_group(self, topic, name):
@@ -1842,7 +1851,7 @@ cdef class BrokerCore:
         """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
         logs = list(self.topics.values())
         retired = tuple([self.retired[i] for i in range(8)])
-        return (self.state, _monotonic() - self.started, retired,
+        return (_BrokerState(self.state), _monotonic() - self.started, retired,
                 [(<TopicLog>log).snapshot() for log in logs])
 
 
@@ -2006,13 +2015,13 @@ cdef class SubscriberCore:
             return
         cdef TopicLog log
         cdef Cursor cursor
-        cdef int refused = 3
+        cdef int refused = ATTACH_GONE
         if self.group is not None:
             if type(topic) is not str:
                 validate_topic_name(topic)
             cursor = broker.join_group(topic, self.group, self.acking)
         else:
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
+            while refused == ATTACH_GONE:  # the topic was deleted meanwhile: look again
                 log = broker.log_for(topic)
                 cursor = Cursor(log, 1, None, self.acking)
                 refused = log.attach(cursor, broker.max_subscribers)

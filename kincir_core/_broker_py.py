@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._codes import AttachOutcome, BrokerState
 from ._errors import (
     BrokerShutdown,
     GroupNotFound,
@@ -34,9 +35,7 @@ from ._errors import (
 )
 from ._message_py import Message, payload_size, stamp_all
 
-RUNNING = 0
-DRAINING = 1
-STOPPED = 2
+RUNNING, DRAINING, STOPPED = BrokerState.RUNNING, BrokerState.DRAINING, BrokerState.STOPPED
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the message object
 # and the bytes object header. Used by the memory estimate, which is kept incrementally.
@@ -708,17 +707,18 @@ class TopicLog:
 
     # -- readers joining and leaving ------------------------------------------------------------
 
-    def attach(self, cursor: Cursor, limit: int | None) -> int:
+    def attach(self, cursor: Cursor, limit: int | None) -> AttachOutcome:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
-        (nothing changed in either case), else 0.
+        Returns AttachOutcome.FULL if ``limit`` subscribers are already attached,
+        AttachOutcome.GONE if the topic was deleted (nothing changed in either case), else
+        AttachOutcome.ATTACHED.
         """
         with self.lock:
             if self.closed:
-                return 3
+                return AttachOutcome.GONE
             if limit is not None and cursor.members and self.subscriber_count() >= limit:
-                return 1
+                return AttachOutcome.FULL
             cursor.pos = self.tail if not self.cursors else self.head
             cursor.floor = cursor.pos
             self.cursors.append(cursor)
@@ -726,19 +726,20 @@ class TopicLog:
             if cursor.pos == self.tail:
                 self.at_tail += 1
             self.last_activity = time.time()
-            return 0
+            return AttachOutcome.ATTACHED
 
-    def join(self, cursor: Cursor, limit: int | None) -> int:
-        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
-        are already attached, or 3 if the group or topic is gone (nothing changed)."""
+    def join(self, cursor: Cursor, limit: int | None) -> AttachOutcome:
+        """One more subscriber on an attached group cursor: ATTACHED, or FULL if ``limit``
+        subscribers are already attached, or GONE if the group or topic is gone (nothing
+        changed)."""
         with self.lock:
             if self.closed or not cursor.attached:
-                return 3
+                return AttachOutcome.GONE
             if limit is not None and self.subscriber_count() >= limit:
-                return 1
+                return AttachOutcome.FULL
             cursor.members += 1
             self.last_activity = time.time()
-            return 0
+            return AttachOutcome.ATTACHED
 
     def leave(self, cursor: Cursor) -> None:
         """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
@@ -1069,7 +1070,7 @@ class BrokerCore:
             found = self._groups.get(key)
             if found is None or found.log is not log or not found.attached:
                 made = Cursor(log, 0, name, acking)
-                if log.attach(made, None) == 3:
+                if log.attach(made, None) == AttachOutcome.GONE:
                     if creating is not None:
                         raise TopicNotFound(topic)
                     continue  # the topic was deleted meanwhile
@@ -1092,9 +1093,9 @@ class BrokerCore:
                     f"{kind} group on topic {topic!r}: join it with {cls}",
                 )
             refused = log.join(found, self._max_subscribers)
-            if refused == 1:
+            if refused == AttachOutcome.FULL:
                 raise MaxSubscribersReached(topic, self._max_subscribers)  # type: ignore[arg-type]  # a limit refused
-            if refused == 0:
+            if refused == AttachOutcome.ATTACHED:
                 return found
 
     def delete_group(self, topic: Any, name: Any) -> None:
@@ -1456,8 +1457,8 @@ class SubscriberCore:
                 validate_topic_name(topic)
             cursor = broker._join_group(topic, self.group, self.acking)
         else:
-            refused = 3
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
+            refused = AttachOutcome.GONE
+            while refused == AttachOutcome.GONE:  # the topic was deleted meanwhile: look again
                 log = broker._log_for(topic)
                 cursor = Cursor(log, 1, None, self.acking)
                 refused = log.attach(cursor, broker._max_subscribers)

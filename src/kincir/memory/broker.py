@@ -19,7 +19,7 @@ from datetime import timedelta
 from types import TracebackType
 
 import kincir_core
-from kincir_core import BrokerCore, Message, PublisherCore, SubscriberCore
+from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, SubscriberCore
 
 from .._awaitable import DONE, Completed
 from .ack import AckMixin
@@ -320,7 +320,7 @@ class InMemoryBroker(BrokerCore):
         topics, held, in_flight, state = _held(self)
         super().force_shutdown()
         self._cleaner_stop.set()
-        if state == 2:  # already stopped: nothing was dropped now
+        if state == BrokerState.STOPPED:  # already stopped: nothing was dropped now
             _log.debug("broker force_shutdown: already stopped")
         else:
             # WARNING when messages were lost, INFO when the broker held none

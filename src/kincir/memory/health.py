@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kincir_core import BrokerState
+
 __all__ = ["METRICS", "BrokerHealth", "MetricDef", "StatsSnapshot", "TopicInfo", "metric_samples"]
 
 _MODULE = "kincir.memory"
@@ -233,7 +235,7 @@ def broker_health(snapshot: tuple[Any, ...], topic_overhead: int) -> BrokerHealt
     """Build a BrokerHealth from the engine's snapshot."""
     state, uptime, _retired, rows = snapshot
     return BrokerHealth(
-        is_healthy=state == 0,
+        is_healthy=state == BrokerState.RUNNING,
         topic_count=len(rows),
         total_queued_messages=sum(r[1] for r in rows),
         total_subscribers=sum(r[2] for r in rows),
@@ -309,7 +311,7 @@ METRICS: tuple[MetricDef, ...] = (
         "gauge",
         "1 while the broker runs, 0 once it is shut down.",
         (),
-        _broker_wide(lambda snapshot: 1 if snapshot[0] == 0 else 0),
+        _broker_wide(lambda snapshot: 1 if snapshot[0] == BrokerState.RUNNING else 0),
     ),
     MetricDef(
         "uptime_seconds",

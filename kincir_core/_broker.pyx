@@ -69,6 +69,10 @@ from threading import RLock as _RLock
 from ._codes import AppendOutcome as _AppendOutcome
 from ._codes import AttachOutcome as _AttachOutcome
 from ._codes import BrokerState as _BrokerState
+from ._rows import BrokerSnapshot as _BrokerSnapshot
+from ._rows import CursorCounts as _CursorCounts
+from ._rows import RetiredCounts as _RetiredCounts
+from ._rows import TopicRow as _TopicRow
 from ._errors import (
     BrokerShutdown,
     GroupNotFound,
@@ -501,8 +505,8 @@ cdef class Cursor:
         return self.log.settle(self, floor, count, consumed)
 
     def counts(self):
-        """(delivered, expired, dropped, lagged) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.lagged)
+        """This reader's own counters (a CursorCounts)."""
+        return _CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
 
     def floor_now(self):
         """The oldest sequence the log still holds for this reader (its settled floor)."""
@@ -1417,7 +1421,7 @@ cdef class TopicLog:
         return self.mask + 1
 
     def snapshot(self):
-        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
         cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
         cdef uint64_t lagged, redelivered, dead_lettered
         cdef int64_t in_flight
@@ -1444,10 +1448,11 @@ cdef class TopicLog:
             in_flight = self.in_flight
         finally:
             kincir_mutex_unlock(&self.lock)
-        return (self.name, queued, subscribers, published, delivered, expired, dropped,
-                queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last),
-                lagged, redelivered, dead_lettered, in_flight, OVERFLOW_POLICIES[self.overflow],
-                None if self.capacity < 0 else self.capacity)
+        return _TopicRow(self.name, queued, subscribers, published, delivered, expired, dropped,
+                         queue_full, self.created_at, last, head, held_bytes,
+                         max(0.0, wall - last), lagged, redelivered, dead_lettered, in_flight,
+                         OVERFLOW_POLICIES[self.overflow],
+                         None if self.capacity < 0 else self.capacity)
 
 
 # -- the broker -------------------------------------------------------------------------------
@@ -1848,11 +1853,12 @@ cdef class BrokerCore:
             self._remove((<TopicLog>log).name)
 
     def _snapshot(self):
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+        """A BrokerSnapshot (state, uptime, retired counters, per-topic rows): one read for
+        health and stats."""
         logs = list(self.topics.values())
-        retired = tuple([self.retired[i] for i in range(8)])
-        return (_BrokerState(self.state), _monotonic() - self.started, retired,
-                [(<TopicLog>log).snapshot() for log in logs])
+        retired = _RetiredCounts._make([self.retired[i] for i in range(8)])
+        return _BrokerSnapshot(_BrokerState(self.state), _monotonic() - self.started, retired,
+                               [(<TopicLog>log).snapshot() for log in logs])
 
 
 cdef class PublisherCore:

@@ -34,6 +34,7 @@ from ._errors import (
     TopicNotFound,
 )
 from ._message_py import Message, payload_size, stamp_all
+from ._rows import BrokerSnapshot, CursorCounts, RetiredCounts, TopicRow
 
 RUNNING, DRAINING, STOPPED = BrokerState.RUNNING, BrokerState.DRAINING, BrokerState.STOPPED
 
@@ -276,9 +277,9 @@ class Cursor:
         the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
 
-    def counts(self) -> tuple[int, int, int, int]:
-        """(delivered, expired, dropped, lagged) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.lagged)
+    def counts(self) -> CursorCounts:
+        """This reader's own counters (a CursorCounts)."""
+        return CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
 
     def floor_now(self) -> int:
         """The oldest sequence the log still holds for this reader (its settled floor)."""
@@ -926,11 +927,11 @@ class TopicLog:
     def _ring_bytes(self) -> int:
         return (self.mask + 1) * (_SLOT_BYTES + (_STAMP_BYTES if self.stamps is not None else 0))
 
-    def snapshot(self) -> tuple[Any, ...]:
-        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+    def snapshot(self) -> TopicRow:
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
         with self.lock:
             wall = time.time()
-            return (
+            return TopicRow(
                 self.name,
                 self._queued(),
                 self.subscriber_count(),
@@ -1309,15 +1310,16 @@ class BrokerCore:
         for log in logs:
             self._remove(log.name)
 
-    def _snapshot(self) -> tuple[Any, ...]:
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+    def _snapshot(self) -> BrokerSnapshot:
+        """A BrokerSnapshot (state, uptime, retired counters, per-topic rows): one read for
+        health and stats."""
         if self._orphans:
             self._detach_orphans()
         logs = list(self._topics.values())
-        return (
+        return BrokerSnapshot(
             self._state,
             monotonic() - self._started,
-            tuple(self._retired),
+            RetiredCounts._make(self._retired),
             [log.snapshot() for log in logs],
         )
 

@@ -7,6 +7,8 @@ missing or ``KINCIR_NO_EXTENSIONS`` is set to a non-empty value other than ``0``
 
 import os as _os
 
+from ._codes import AppendOutcome, AttachOutcome, BrokerState
+
 if _os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
     _compiled = False
 else:
@@ -31,7 +33,6 @@ if _compiled:
         check_count,
         check_timeout,
         monotonic,
-        set_error_types,
         validate_group_name,
         validate_topic_name,
         wall_ms,
@@ -53,7 +54,6 @@ else:
         check_count,
         check_timeout,
         monotonic,
-        set_error_types,
         validate_group_name,
         validate_topic_name,
         wall_ms,
@@ -67,7 +67,10 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "OVERFLOW_POLICIES",
     "TOPIC_OVERHEAD",
+    "AppendOutcome",
+    "AttachOutcome",
     "BrokerCore",
+    "BrokerState",
     "Message",
     "PublisherCore",
     "SubscriberCore",
@@ -78,7 +81,6 @@ __all__ = [
     "check_timeout",
     "monotonic",
     "restore_message",
-    "set_error_types",
     "validate_group_name",
     "validate_topic_name",
     "wall_ms",

@@ -66,6 +66,25 @@ from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
 from threading import RLock as _RLock
 
+from ._codes import AppendOutcome as _AppendOutcome
+from ._codes import AttachOutcome as _AttachOutcome
+from ._codes import BrokerState as _BrokerState
+from ._rows import BrokerSnapshot as _BrokerSnapshot
+from ._rows import CursorCounts as _CursorCounts
+from ._rows import RetiredCounts as _RetiredCounts
+from ._rows import TopicRow as _TopicRow
+from ._errors import (
+    BrokerShutdown,
+    GroupNotFound,
+    InvalidConfig,
+    InvalidTopicName,
+    MaxSubscribersReached,
+    MaxTopicsReached,
+    NotSubscribed,
+    QueueFull,
+    TopicNotFound,
+)
+
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
     bint PyObject_CheckBuffer(object obj)
@@ -101,9 +120,6 @@ cdef extern from "pythread.h":
         PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
 
 cdef enum:
-    RUNNING = 0
-    DRAINING = 1
-    STOPPED = 2
     MIN_RING = 16
     # A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds
     # but never below RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
@@ -113,6 +129,14 @@ cdef enum:
     OVERFLOW_BLOCK = 1
     OVERFLOW_DROP_OLDEST = 2
     OVERFLOW_DROP_NEWEST = 3
+
+# The C enums of _broker.pxd mirror the IntEnums of _codes.py: the same names and values.
+if (tuple(_BrokerState) != (RUNNING, DRAINING, STOPPED)
+        or tuple(_AppendOutcome) != (APPEND_WRITTEN, APPEND_DROPPED, APPEND_QUEUE_FULL,
+                                     APPEND_TOPIC_DELETED, APPEND_SHUTTING_DOWN,
+                                     APPEND_NO_MEMORY, APPEND_MUST_WAIT)
+        or tuple(_AttachOutcome) != (ATTACH_OK, ATTACH_FULL, ATTACH_NO_MEMORY, ATTACH_GONE)):
+    raise ImportError("the codes of kincir_core/_broker.pxd differ from kincir_core/_codes.py")
 
 #: The overflow policies, indexed by the code the engine stores per topic.
 OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
@@ -128,35 +152,24 @@ cdef int64_t _MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
 _INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
-cdef dict _errors = {}
-
-
-def set_error_types(**types):
-    """Install the public exception classes the engine raises (called once by ``kincir``)."""
-    _errors.update(types)
-
-
-def _error(name, *args):
-    return _errors[name](*args)
-
 
 def validate_topic_name(name):
     """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
     if type(name) is not str:
         raise TypeError(f"topic must be str, not {type(name).__name__}")
     if not name:
-        raise _error("InvalidTopicName", name, "it is empty")
+        raise InvalidTopicName(name, "it is empty")
     if len(<str>name) > MAX_TOPIC_LENGTH:
-        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
+        raise InvalidTopicName(name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
     bad = _INVALID_TOPIC_CHAR.search(name)
     if bad is not None:
-        raise _error(
-            "InvalidTopicName", name,
+        raise InvalidTopicName(
+            name,
             f"it contains {bad.group()!r}; "
             "whitespace, control characters, '*' and '>' are not allowed",
         )
     if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+        raise InvalidTopicName(name, "it has an empty dot-separated segment")
     return name
 
 
@@ -492,8 +505,8 @@ cdef class Cursor:
         return self.log.settle(self, floor, count, consumed)
 
     def counts(self):
-        """(delivered, expired, dropped, lagged) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.lagged)
+        """This reader's own counters (a CursorCounts)."""
+        return _CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
 
     def floor_now(self):
         """The oldest sequence the log still holds for this reader (its settled floor)."""
@@ -769,9 +782,8 @@ cdef class TopicLog:
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
         cdef Slot* slot
-        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down, 5: no memory,
-        # 6: full under the block policy (the caller waits for room and retries)
-        cdef int outcome = 0
+        # an append_outcome (_broker.pxd): APPEND_WRITTEN, or why nothing (more) was written
+        cdef int outcome = APPEND_WRITTEN
         # the part of the batch written: drop_newest cuts its end, drop_oldest its start
         cdef Py_ssize_t first = 0, last = count
         cdef uint64_t keep
@@ -782,13 +794,13 @@ cdef class TopicLog:
             # first: a force_shutdown closes the topics too; a dead letter passes a draining
             # topic
             if not self.accepting and not letter:
-                outcome = 4
+                outcome = APPEND_SHUTTING_DOWN
             elif self.closed:
-                outcome = 3
+                outcome = APPEND_TOPIC_DELETED
             elif not self.cursors and not self.persistence:
                 self.dropped += count
                 self.last_activity = batch[0].enqueued_at * 1e-3
-                outcome = 1
+                outcome = APPEND_DROPPED
             else:
                 self.last_activity = batch[0].enqueued_at * 1e-3
                 held = self.head - self.tail
@@ -804,7 +816,7 @@ cdef class TopicLog:
                             last = <Py_ssize_t>keep
                             self.dropped += count - last
                             if last == 0:
-                                outcome = 1
+                                outcome = APPEND_DROPPED
                         elif self.overflow == OVERFLOW_DROP_OLDEST:
                             if count > self.capacity:
                                 # the batch alone overflows: everything held goes, and so does
@@ -818,18 +830,18 @@ cdef class TopicLog:
                                 self._drop_oldest(self.head - self.tail + count
                                                   - <uint64_t>self.capacity)
                         elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
-                            outcome = 6
+                            outcome = APPEND_MUST_WAIT
                         else:
                             self.queue_full += 1
-                            outcome = 2
+                            outcome = APPEND_QUEUE_FULL
                     held = self.head - self.tail
-                if outcome == 0 and held + (last - first) > self.mask + 1:
+                if outcome == APPEND_WRITTEN and held + (last - first) > self.mask + 1:
                     size = self.mask + 1
                     while size < held + (last - first):
                         size *= 2
                     if self._grow(size) < 0:
-                        outcome = 5
-                if outcome == 0:
+                        outcome = APPEND_NO_MEMORY
+                if outcome == APPEND_WRITTEN:
                     seq = self.head
                     for i in range(first, last):
                         slot = &self.ring[seq & self.mask]
@@ -853,15 +865,15 @@ cdef class TopicLog:
             self._wake_room()
         if outcome:
             _clear_slots(batch, count)  # not written: give the references back
-            if outcome == 6:
+            if outcome == APPEND_MUST_WAIT:
                 return 1
-            if outcome == 2:
-                raise _error("QueueFull", self.name, self.capacity)
-            if outcome == 3:
-                raise _error("TopicNotFound", self.name)
-            if outcome == 4:
-                raise _error("BrokerShutdown")
-            if outcome == 5:
+            if outcome == APPEND_QUEUE_FULL:
+                raise QueueFull(self.name, self.capacity)
+            if outcome == APPEND_TOPIC_DELETED:
+                raise TopicNotFound(self.name)
+            if outcome == APPEND_SHUTTING_DOWN:
+                raise BrokerShutdown()
+            if outcome == APPEND_NO_MEMORY:
                 raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
         if first:
@@ -1058,27 +1070,28 @@ cdef class TopicLog:
     cdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
-        (nothing changed in either case), else 0.
+        Returns an attach_outcome (_broker.pxd): ATTACH_FULL if ``limit`` subscribers are already
+        attached, ATTACH_GONE if the topic was deleted (nothing changed in either case), else
+        ATTACH_OK.
         """
         cdef Py_ssize_t count
         cdef uint64_t** grown
-        cdef int full = 0
+        cdef int full = ATTACH_OK
         kincir_mutex_lock(&self.lock)
         try:
             if self.closed:
-                full = 3
+                full = ATTACH_GONE
             elif limit >= 0 and cursor.members and self._subscriber_count() >= limit:
-                full = 1
+                full = ATTACH_FULL
             elif len(self.cursors) + 1 > self.positions_cap:
                 grown = <uint64_t**>realloc(self.positions,
                                             2 * self.positions_cap * sizeof(uint64_t*))
                 if grown == NULL:
-                    full = 2
+                    full = ATTACH_NO_MEMORY
                 else:
                     self.positions = grown
                     self.positions_cap *= 2
-            if full == 0:
+            if full == ATTACH_OK:
                 count = len(self.cursors)
                 cursor.pos = self.tail if count == 0 else self.head
                 cursor.floor = cursor.pos
@@ -1091,19 +1104,20 @@ cdef class TopicLog:
                 self.last_activity = _wall()
         finally:
             kincir_mutex_unlock(&self.lock)
-        if full == 2:
+        if full == ATTACH_NO_MEMORY:
             raise MemoryError("cannot add a reader")
         return full
 
     cdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
-        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
-        are already attached, or 3 if the group or topic is gone (nothing changed)."""
-        cdef int refused = 0
+        """One more subscriber on an attached group cursor: ATTACH_OK, or ATTACH_FULL if ``limit``
+        subscribers are already attached, or ATTACH_GONE if the group or topic is gone (nothing
+        changed)."""
+        cdef int refused = ATTACH_OK
         kincir_mutex_lock(&self.lock)
         if self.closed or not cursor.attached:
-            refused = 3
+            refused = ATTACH_GONE
         elif limit >= 0 and self._subscriber_count() >= limit:
-            refused = 1
+            refused = ATTACH_FULL
         else:
             cursor.members += 1
             self.last_activity = _wall()
@@ -1407,7 +1421,7 @@ cdef class TopicLog:
         return self.mask + 1
 
     def snapshot(self):
-        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
         cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
         cdef uint64_t lagged, redelivered, dead_lettered
         cdef int64_t in_flight
@@ -1434,10 +1448,11 @@ cdef class TopicLog:
             in_flight = self.in_flight
         finally:
             kincir_mutex_unlock(&self.lock)
-        return (self.name, queued, subscribers, published, delivered, expired, dropped,
-                queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last),
-                lagged, redelivered, dead_lettered, in_flight, OVERFLOW_POLICIES[self.overflow],
-                None if self.capacity < 0 else self.capacity)
+        return _TopicRow(self.name, queued, subscribers, published, delivered, expired, dropped,
+                         queue_full, self.created_at, last, head, held_bytes,
+                         max(0.0, wall - last), lagged, redelivered, dead_lettered, in_flight,
+                         OVERFLOW_POLICIES[self.overflow],
+                         None if self.capacity < 0 else self.capacity)
 
 
 # -- the broker -------------------------------------------------------------------------------
@@ -1499,9 +1514,9 @@ cdef class BrokerCore:
             refused = 2
         kincir_mutex_unlock(&self.lock)
         if refused == 1:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if refused == 2:
-            raise _error("MaxTopicsReached", self.max_topics)
+            raise MaxTopicsReached(self.max_topics)
         if found is not None:
             return <TopicLog>found
         log = TopicLog(name, self.max_queue_size, self.ttl, self.persistence, self.ordered,
@@ -1528,7 +1543,7 @@ cdef class BrokerCore:
         if found is not log:
             log.close()  # never visible: the subscriptions it was given end
         if refused:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         return <TopicLog>found
 
     def _topic(self, name):
@@ -1549,9 +1564,9 @@ cdef class BrokerCore:
             found = self.groups.get(key)
             if found is None or (<Cursor>found).log is not log or not (<Cursor>found).attached:
                 made = Cursor(log, 0, name, acking)
-                if log.attach(made, -1) == 3:
+                if log.attach(made, -1) == ATTACH_GONE:
                     if creating is not None:
-                        raise _error("TopicNotFound", topic)
+                        raise TopicNotFound(topic)
                     continue  # the topic was deleted meanwhile
                 kincir_mutex_lock(&self.lock)
                 current = self.groups.get(key)
@@ -1567,15 +1582,15 @@ cdef class BrokerCore:
             cursor = <Cursor>found
             if cursor.acking != acking:
                 kind = "an acknowledging" if cursor.acking else "a plain"
-                raise _error(
-                    "InvalidConfig", "group", name,
+                raise InvalidConfig(
+                    "group", name,
                     f"{kind} group on topic {topic!r}: join it with "
                     f"{'InMemoryAckSubscriber' if cursor.acking else 'InMemorySubscriber'}",
                 )
             refused = log.join(cursor, self.max_subscribers)
-            if refused == 1:
-                raise _error("MaxSubscribersReached", topic, self.max_subscribers)
-            if refused == 0:
+            if refused == ATTACH_FULL:
+                raise MaxSubscribersReached(topic, self.max_subscribers)
+            if refused == ATTACH_OK:
                 return cursor
 
     def delete_group(self, topic, name):
@@ -1590,8 +1605,8 @@ cdef class BrokerCore:
         kincir_mutex_unlock(&self.lock)
         if found is None:
             if topic not in self.topics:
-                raise _error("TopicNotFound", topic)
-            raise _error("GroupNotFound", topic, name)
+                raise TopicNotFound(topic)
+            raise GroupNotFound(topic, name)
         (<Cursor>found).log.detach(<Cursor>found)
 
     def list_groups(self, topic):
@@ -1612,7 +1627,7 @@ cdef class BrokerCore:
             raise TypeError(f"topic must be str, not {type(name).__name__}")
         log = self.topics.get(name)
         if log is None:
-            raise _error("TopicNotFound", name)
+            raise TopicNotFound(name)
         return log
 
     cdef void _retire(self, TopicLog log) noexcept:
@@ -1667,7 +1682,7 @@ cdef class BrokerCore:
         """Delete a topic: its held messages are dropped and its subscriptions end."""
         self._existing(name)
         if self._remove(name) is None:
-            raise _error("TopicNotFound", name)
+            raise TopicNotFound(name)
 
     def clear_topic(self, name):
         """Drop every message a topic holds; return how many were held."""
@@ -1703,14 +1718,14 @@ cdef class BrokerCore:
     def consume(self, name):
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
         if self.state == STOPPED:  # force_shutdown dropped the topics
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         cdef TopicLog log = self._existing(name)
         cdef object found = self.pull.get(name)
         cdef Cursor cursor
         if found is None:
             cursor = Cursor(log, 0)
             if log.attach(cursor, -1):
-                raise _error("TopicNotFound", name)
+                raise TopicNotFound(name)
             kincir_mutex_lock(&self.lock)
             try:
                 found = self.pull.get(name)
@@ -1725,7 +1740,7 @@ cdef class BrokerCore:
         cdef Message got = log.take_one(<Cursor>found)
         log.last_activity = _wall()
         if got is None and self.state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         return got
 
     def expire_all(self):
@@ -1791,7 +1806,7 @@ cdef class BrokerCore:
         once stopped, TopicNotFound)."""
         cdef Slot one
         if self.state == STOPPED:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         found = self.topics.get(topic)
         cdef TopicLog log = self.log_for(topic, True) if found is None else <TopicLog>found
         _fill_slot(&one, message, 0)
@@ -1838,11 +1853,12 @@ cdef class BrokerCore:
             self._remove((<TopicLog>log).name)
 
     def _snapshot(self):
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+        """A BrokerSnapshot (state, uptime, retired counters, per-topic rows): one read for
+        health and stats."""
         logs = list(self.topics.values())
-        retired = tuple([self.retired[i] for i in range(8)])
-        return (self.state, _monotonic() - self.started, retired,
-                [(<TopicLog>log).snapshot() for log in logs])
+        retired = _RetiredCounts._make([self.retired[i] for i in range(8)])
+        return _BrokerSnapshot(_BrokerState(self.state), _monotonic() - self.started, retired,
+                               [(<TopicLog>log).snapshot() for log in logs])
 
 
 cdef class PublisherCore:
@@ -1926,7 +1942,7 @@ cdef class PublisherCore:
         cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
         if broker.state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if log is None:
             log = broker.topics.get(topic) if type(topic) is str else None
             if log is None:
@@ -1967,7 +1983,7 @@ cdef class PublisherCore:
 
 cdef int _refuse_full(TopicLog log) except -1:
     log.note_queue_full()
-    raise _error("QueueFull", log.name, None if log.capacity < 0 else log.capacity)
+    raise QueueFull(log.name, None if log.capacity < 0 else log.capacity)
 
 
 cdef int _leave(Cursor cursor) except -1:
@@ -1997,26 +2013,26 @@ cdef class SubscriberCore:
     def _subscribe(self, topic):
         cdef BrokerCore broker = self.broker
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         if broker.state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         current = self.by_topic.get(topic)
         if current is not None and (<Cursor>current).attached:
             return
         cdef TopicLog log
         cdef Cursor cursor
-        cdef int refused = 3
+        cdef int refused = ATTACH_GONE
         if self.group is not None:
             if type(topic) is not str:
                 validate_topic_name(topic)
             cursor = broker.join_group(topic, self.group, self.acking)
         else:
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
+            while refused == ATTACH_GONE:  # the topic was deleted meanwhile: look again
                 log = broker.log_for(topic)
                 cursor = Cursor(log, 1, None, self.acking)
                 refused = log.attach(cursor, broker.max_subscribers)
             if refused:
-                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+                raise MaxSubscribersReached(topic, broker.max_subscribers)
         self._adopt(topic, cursor)
 
     def _join_created(self, TopicLog log):
@@ -2026,7 +2042,7 @@ cdef class SubscriberCore:
         cdef Cursor cursor
         cdef str topic = log.name
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         current = self.by_topic.get(topic)
         if current is not None and (<Cursor>current).attached:
             return
@@ -2035,7 +2051,7 @@ cdef class SubscriberCore:
         else:
             cursor = Cursor(log, 1, None, self.acking)
             if log.attach(cursor, broker.max_subscribers):
-                raise _error("MaxSubscribersReached", topic, broker.max_subscribers)
+                raise MaxSubscribersReached(topic, broker.max_subscribers)
         self._adopt(topic, cursor)
 
     cdef int _adopt(self, object topic, Cursor cursor) except -1:
@@ -2078,7 +2094,7 @@ cdef class SubscriberCore:
         finally:
             kincir_mutex_unlock(&self.lock)
         if missing:
-            raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+            raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
         self._subscriptions_changed()
         for cursor in leaving:
             _leave(<Cursor>cursor)
@@ -2177,7 +2193,7 @@ cdef class SubscriberCore:
         """No message is ready: raise if none can come, else return None."""
         cdef Cursor cursor_
         if self.broker.state == STOPPED:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if self.broker.state == DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
@@ -2194,15 +2210,15 @@ cdef class SubscriberCore:
                         and self.broker._letters_due())
                 ):
                     return None
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         for cursor in self.cursors:
             if (<Cursor>cursor).attached:
                 return None
         if self._patterned:
             return None  # waits for a topic its patterns match
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
-        raise _error("NotSubscribed", "subscribe to a topic before receiving")
+            raise NotSubscribed("this subscriber is closed")
+        raise NotSubscribed("subscribe to a topic before receiving")
 
     cdef inline Message _take_one(self):
         cdef tuple cursors = self.cursors

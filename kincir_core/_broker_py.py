@@ -21,11 +21,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._codes import AttachOutcome, BrokerState
+from ._errors import (
+    BrokerShutdown,
+    GroupNotFound,
+    InvalidConfig,
+    InvalidTopicName,
+    MaxSubscribersReached,
+    MaxTopicsReached,
+    NotSubscribed,
+    QueueFull,
+    TopicNotFound,
+)
 from ._message_py import Message, payload_size, stamp_all
+from ._rows import BrokerSnapshot, CursorCounts, RetiredCounts, TopicRow
 
-RUNNING = 0
-DRAINING = 1
-STOPPED = 2
+RUNNING, DRAINING, STOPPED = BrokerState.RUNNING, BrokerState.DRAINING, BrokerState.STOPPED
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the message object
 # and the bytes object header. Used by the memory estimate, which is kept incrementally.
@@ -47,36 +58,24 @@ _INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
 OVERFLOW_ERROR, OVERFLOW_BLOCK, OVERFLOW_DROP_OLDEST, OVERFLOW_DROP_NEWEST = range(4)
 
-_errors: dict[str, Callable[..., Exception]] = {}
-
-
-def set_error_types(**types: Callable[..., Exception]) -> None:
-    """Install the public exception classes the engine raises (called once by ``kincir``)."""
-    _errors.update(types)
-
-
-def _error(name: str, *args: Any) -> Exception:
-    return _errors[name](*args)
-
 
 def validate_topic_name(name: Any) -> str:
     """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
     if type(name) is not str:
         raise TypeError(f"topic must be str, not {type(name).__name__}")
     if not name:
-        raise _error("InvalidTopicName", name, "it is empty")
+        raise InvalidTopicName(name, "it is empty")
     if len(name) > MAX_TOPIC_LENGTH:
-        raise _error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
+        raise InvalidTopicName(name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
     bad = _INVALID_TOPIC_CHAR.search(name)
     if bad is not None:
-        raise _error(
-            "InvalidTopicName",
+        raise InvalidTopicName(
             name,
             f"it contains {bad.group()!r}; "
             "whitespace, control characters, '*' and '>' are not allowed",
         )
     if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise _error("InvalidTopicName", name, "it has an empty dot-separated segment")
+        raise InvalidTopicName(name, "it has an empty dot-separated segment")
     return name
 
 
@@ -278,9 +277,9 @@ class Cursor:
         the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
 
-    def counts(self) -> tuple[int, int, int, int]:
-        """(delivered, expired, dropped, lagged) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.lagged)
+    def counts(self) -> CursorCounts:
+        """This reader's own counters (a CursorCounts)."""
+        return CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
 
     def floor_now(self) -> int:
         """The oldest sequence the log still holds for this reader (its settled floor)."""
@@ -514,9 +513,9 @@ class TopicLog:
             # first: a force_shutdown closes the topics too; a dead letter passes a draining
             # topic
             if not self.accepting and not letter:
-                raise _error("BrokerShutdown")
+                raise BrokerShutdown()
             if self.closed:
-                raise _error("TopicNotFound", self.name)
+                raise TopicNotFound(self.name)
             self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
                 self.dropped += count
@@ -549,7 +548,7 @@ class TopicLog:
                         return True
                     else:
                         self.queue_full += 1
-                        raise _error("QueueFull", self.name, capacity)
+                        raise QueueFull(self.name, capacity)
                     count = len(stamped)
                 held = self.head - self.tail
             if held + count > self.mask + 1:
@@ -709,17 +708,18 @@ class TopicLog:
 
     # -- readers joining and leaving ------------------------------------------------------------
 
-    def attach(self, cursor: Cursor, limit: int | None) -> int:
+    def attach(self, cursor: Cursor, limit: int | None) -> AttachOutcome:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
-        (nothing changed in either case), else 0.
+        Returns AttachOutcome.FULL if ``limit`` subscribers are already attached,
+        AttachOutcome.GONE if the topic was deleted (nothing changed in either case), else
+        AttachOutcome.ATTACHED.
         """
         with self.lock:
             if self.closed:
-                return 3
+                return AttachOutcome.GONE
             if limit is not None and cursor.members and self.subscriber_count() >= limit:
-                return 1
+                return AttachOutcome.FULL
             cursor.pos = self.tail if not self.cursors else self.head
             cursor.floor = cursor.pos
             self.cursors.append(cursor)
@@ -727,19 +727,20 @@ class TopicLog:
             if cursor.pos == self.tail:
                 self.at_tail += 1
             self.last_activity = time.time()
-            return 0
+            return AttachOutcome.ATTACHED
 
-    def join(self, cursor: Cursor, limit: int | None) -> int:
-        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
-        are already attached, or 3 if the group or topic is gone (nothing changed)."""
+    def join(self, cursor: Cursor, limit: int | None) -> AttachOutcome:
+        """One more subscriber on an attached group cursor: ATTACHED, or FULL if ``limit``
+        subscribers are already attached, or GONE if the group or topic is gone (nothing
+        changed)."""
         with self.lock:
             if self.closed or not cursor.attached:
-                return 3
+                return AttachOutcome.GONE
             if limit is not None and self.subscriber_count() >= limit:
-                return 1
+                return AttachOutcome.FULL
             cursor.members += 1
             self.last_activity = time.time()
-            return 0
+            return AttachOutcome.ATTACHED
 
     def leave(self, cursor: Cursor) -> None:
         """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
@@ -926,11 +927,11 @@ class TopicLog:
     def _ring_bytes(self) -> int:
         return (self.mask + 1) * (_SLOT_BYTES + (_STAMP_BYTES if self.stamps is not None else 0))
 
-    def snapshot(self) -> tuple[Any, ...]:
-        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+    def snapshot(self) -> TopicRow:
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
         with self.lock:
             wall = time.time()
-            return (
+            return TopicRow(
                 self.name,
                 self._queued(),
                 self.subscriber_count(),
@@ -1027,12 +1028,12 @@ class BrokerCore:
         with self._lock:
             found = self._topics.get(name)
             if self._state != RUNNING and not (letters and self._state == DRAINING):
-                raise _error("BrokerShutdown")
+                raise BrokerShutdown()
             if found is not None:
                 return found, False
             full = self._max_topics is not None and len(self._topics) >= self._max_topics
             if full and not letters:
-                raise _error("MaxTopicsReached", self._max_topics)
+                raise MaxTopicsReached(self._max_topics)  # type: ignore[arg-type]  # a limit refused
         log = TopicLog(name, self._max_queue_size, self._ttl, self._persistence, self._overflow)
         if self._on_topic_creating is not None:
             try:
@@ -1050,7 +1051,7 @@ class BrokerCore:
                 return log, True
         log.close()  # never visible: the subscriptions it was given end
         if refused:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         assert found is not None
         return found, False
 
@@ -1070,9 +1071,9 @@ class BrokerCore:
             found = self._groups.get(key)
             if found is None or found.log is not log or not found.attached:
                 made = Cursor(log, 0, name, acking)
-                if log.attach(made, None) == 3:
+                if log.attach(made, None) == AttachOutcome.GONE:
                     if creating is not None:
-                        raise _error("TopicNotFound", topic)
+                        raise TopicNotFound(topic)
                     continue  # the topic was deleted meanwhile
                 with self._lock:
                     current = self._groups.get(key)
@@ -1087,16 +1088,15 @@ class BrokerCore:
             if found.acking != acking:
                 kind = "an acknowledging" if found.acking else "a plain"
                 cls = "InMemoryAckSubscriber" if found.acking else "InMemorySubscriber"
-                raise _error(
-                    "InvalidConfig",
+                raise InvalidConfig(
                     "group",
                     name,
                     f"{kind} group on topic {topic!r}: join it with {cls}",
                 )
             refused = log.join(found, self._max_subscribers)
-            if refused == 1:
-                raise _error("MaxSubscribersReached", topic, self._max_subscribers)
-            if refused == 0:
+            if refused == AttachOutcome.FULL:
+                raise MaxSubscribersReached(topic, self._max_subscribers)  # type: ignore[arg-type]  # a limit refused
+            if refused == AttachOutcome.ATTACHED:
                 return found
 
     def delete_group(self, topic: Any, name: Any) -> None:
@@ -1110,8 +1110,8 @@ class BrokerCore:
             found = self._groups.pop((topic, name), None)
         if found is None:
             if topic not in self._topics:
-                raise _error("TopicNotFound", topic)
-            raise _error("GroupNotFound", topic, name)
+                raise TopicNotFound(topic)
+            raise GroupNotFound(topic, name)
         found.log.detach(found)
 
     def list_groups(self, topic: Any) -> list[str]:
@@ -1134,7 +1134,7 @@ class BrokerCore:
             raise TypeError(f"topic must be str, not {type(name).__name__}")
         log = self._topics.get(name)
         if log is None:
-            raise _error("TopicNotFound", name)
+            raise TopicNotFound(name)
         return log
 
     def _retire(self, log: TopicLog) -> None:
@@ -1171,7 +1171,7 @@ class BrokerCore:
         """Delete a topic: its held messages are dropped and its subscriptions end."""
         self._existing(name)
         if self._remove(name) is None:
-            raise _error("TopicNotFound", name)
+            raise TopicNotFound(name)
 
     def clear_topic(self, name: str) -> int:
         """Drop every message a topic holds; return how many were held."""
@@ -1203,7 +1203,7 @@ class BrokerCore:
     def consume(self, name: str) -> Message | None:
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
         if self._state == STOPPED:  # force_shutdown dropped the topics
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         log = self._existing(name)
         cursor = self._pull.get(name)
         if cursor is None:
@@ -1212,14 +1212,14 @@ class BrokerCore:
                 if cursor is None:
                     cursor = Cursor(log, 0)
                     if log.attach(cursor, None):
-                        raise _error("TopicNotFound", name)
+                        raise TopicNotFound(name)
                     self._pull[name] = cursor
         got = log.take(cursor, 1)
         log.last_activity = time.time()
         if got:
             return got[0]
         if self._state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         return None
 
     def expire_all(self) -> int:
@@ -1269,7 +1269,7 @@ class BrokerCore:
         (a dead letter never waits); raises what a publish raises (QueueFull, BrokerShutdown
         once stopped, TopicNotFound)."""
         if self._state == STOPPED:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         log = self._topics.get(topic)
         if log is None:
             log = self._log_for(topic, True)
@@ -1310,15 +1310,16 @@ class BrokerCore:
         for log in logs:
             self._remove(log.name)
 
-    def _snapshot(self) -> tuple[Any, ...]:
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+    def _snapshot(self) -> BrokerSnapshot:
+        """A BrokerSnapshot (state, uptime, retired counters, per-topic rows): one read for
+        health and stats."""
         if self._orphans:
             self._detach_orphans()
         logs = list(self._topics.values())
-        return (
+        return BrokerSnapshot(
             self._state,
             monotonic() - self._started,
-            tuple(self._retired),
+            RetiredCounts._make(self._retired),
             [log.snapshot() for log in logs],
         )
 
@@ -1395,7 +1396,7 @@ class PublisherCore:
         deleted meanwhile raises TopicNotFound); None once published."""
         broker = self.broker
         if broker._state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if broker._orphans:
             broker._detach_orphans()
         log = target
@@ -1414,7 +1415,7 @@ class PublisherCore:
 
 def _refuse_full(log: TopicLog) -> None:
     log.note_queue_full()
-    raise _error("QueueFull", log.name, log.capacity)
+    raise QueueFull(log.name, log.capacity)
 
 
 def _leave(cursor: Cursor) -> None:
@@ -1447,9 +1448,9 @@ class SubscriberCore:
     def _subscribe(self, topic: str) -> None:
         broker = self.broker
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         if broker._state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         current = self._topics.get(topic)
         if current is not None and current.attached:
             return
@@ -1458,13 +1459,13 @@ class SubscriberCore:
                 validate_topic_name(topic)
             cursor = broker._join_group(topic, self.group, self.acking)
         else:
-            refused = 3
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
+            refused = AttachOutcome.GONE
+            while refused == AttachOutcome.GONE:  # the topic was deleted meanwhile: look again
                 log = broker._log_for(topic)
                 cursor = Cursor(log, 1, None, self.acking)
                 refused = log.attach(cursor, broker._max_subscribers)
             if refused:
-                raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
+                raise MaxSubscribersReached(topic, broker._max_subscribers)  # type: ignore[arg-type]  # a limit refused
         self._adopt(topic, cursor)
 
     def _join_created(self, log: TopicLog) -> None:
@@ -1473,7 +1474,7 @@ class SubscriberCore:
         broker = self.broker
         topic = log.name
         if self._closed:
-            raise _error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         current = self._topics.get(topic)
         if current is not None and current.attached:
             return
@@ -1482,7 +1483,7 @@ class SubscriberCore:
         else:
             cursor = Cursor(log, 1, None, self.acking)
             if log.attach(cursor, broker._max_subscribers):
-                raise _error("MaxSubscribersReached", topic, broker._max_subscribers)
+                raise MaxSubscribersReached(topic, broker._max_subscribers)  # type: ignore[arg-type]  # a limit refused
         self._adopt(topic, cursor)
 
     def _adopt(self, topic: str, cursor: Cursor) -> None:
@@ -1509,7 +1510,7 @@ class SubscriberCore:
             else:
                 cursor = self._topics.pop(topic, None)
                 if cursor is None:
-                    raise _error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+                    raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
                 dropped = [cursor]
             self._cursors = tuple(c for c in self._topics.values() if c.attached)
         self._subscriptions_changed()
@@ -1630,7 +1631,7 @@ class SubscriberCore:
         """No message is ready: raise if none can come, else return an empty batch."""
         state = self.broker._state
         if state == STOPPED:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if state == DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
@@ -1646,13 +1647,13 @@ class SubscriberCore:
                     or (cursor.log.name in letters and self.broker._letters_due())
                 ):
                     return []
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if not self._cursors or not any(c.attached for c in self._cursors):
             if self._patterned:
                 return []  # waits for a topic its patterns match
             if self._closed:
-                raise _error("NotSubscribed", "this subscriber is closed")
-            raise _error("NotSubscribed", "subscribe to a topic before receiving")
+                raise NotSubscribed("this subscriber is closed")
+            raise NotSubscribed("subscribe to a topic before receiving")
         return []
 
     def try_receive(self) -> Message | None:

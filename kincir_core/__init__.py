@@ -4,12 +4,14 @@ An implementation package: users import ``kincir``, never this. Only the kernel 
 (``_broker.pyx`` and its twin ``_broker_py.py``; ``_message.pyx`` and ``_message_py.py``): the
 ring, cursors, locks, waiters and the hot calls. Above it, written once in Python: the broker's
 topic table, groups, lifecycle and snapshots (``_topics.py``), a subscriber's subscriptions
-(``_subscriptions.py``), argument checks and the error registry (``_validate.py``).
+(``_subscriptions.py``), argument checks (``_validate.py``); and what both layers share: the
+errors (``_errors.py``), the status codes (``_codes.py``) and the snapshot rows (``_rows.py``).
 ``IMPLEMENTATION`` says which kernel was loaded (``_engine.py``): ``"cython"`` when the extension
 modules import, ``"python"`` when they are missing or ``KINCIR_NO_EXTENSIONS`` is set to a
 non-empty value other than ``0``.
 """
 
+from ._codes import AppendOutcome, AttachOutcome, BrokerState
 from ._engine import IMPLEMENTATION, Message, kernel, restore_message
 from ._subscriptions import SubscriberCore
 from ._topics import BrokerCore
@@ -19,7 +21,6 @@ from ._validate import (
     check_batch_size,
     check_count,
     check_timeout,
-    set_error_types,
     validate_group_name,
     validate_topic_name,
 )
@@ -36,7 +37,10 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "OVERFLOW_POLICIES",
     "TOPIC_OVERHEAD",
+    "AppendOutcome",
+    "AttachOutcome",
     "BrokerCore",
+    "BrokerState",
     "Message",
     "PublisherCore",
     "SubscriberCore",
@@ -47,7 +51,6 @@ __all__ = [
     "check_timeout",
     "monotonic",
     "restore_message",
-    "set_error_types",
     "validate_group_name",
     "validate_topic_name",
     "wall_ms",

@@ -19,6 +19,29 @@ cdef extern from "_lock.h":
 cdef class TopicLog
 
 
+# Status codes, mirroring the IntEnums of _codes.py (same order and values; _broker.pyx checks
+# them when it loads). Python code sees the IntEnums; C code uses these constants.
+cdef enum broker_state:
+    RUNNING = 0                 # BrokerState.RUNNING
+    DRAINING = 1                # BrokerState.DRAINING: shutdown began, receives drain
+    STOPPED = 2                 # BrokerState.STOPPED
+
+cdef enum append_outcome:       # what TopicLog.append did with a batch (AppendOutcome)
+    APPEND_WRITTEN = 0          # written (maybe in part, under a drop policy)
+    APPEND_DROPPED = 1          # dropped on arrival (no reader, persistence off; drop_newest)
+    APPEND_QUEUE_FULL = 2       # no room under the error policy: QueueFull
+    APPEND_TOPIC_DELETED = 3    # TopicNotFound
+    APPEND_SHUTTING_DOWN = 4    # BrokerShutdown
+    APPEND_NO_MEMORY = 5        # the ring could not grow: MemoryError
+    APPEND_MUST_WAIT = 6        # no room under the block policy: wait for room, retry
+
+cdef enum attach_outcome:       # what TopicLog.attach / join did with a reader (AttachOutcome)
+    ATTACH_OK = 0
+    ATTACH_FULL = 1             # max_subscribers reached
+    ATTACH_NO_MEMORY = 2        # attach only: raised as MemoryError
+    ATTACH_GONE = 3             # the topic (or group) is gone: look it up again
+
+
 # One message in a topic log. The log holds the parts of a message (strong references to the
 # payload and metadata) rather than a Message object: publishing writes a slot in place, and the
 # Message readers receive is built by the first reader and kept in the slot for the others.

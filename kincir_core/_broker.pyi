@@ -1,3 +1,17 @@
+# The kernel's Python-visible surface: the compiled _broker.pyx (with its .pxi files) and its
+# pure-Python twin _broker_py.py both match this stub (tests/test_typing.py checks the three
+# agree), and `mypy --strict` checks the layers above against it (.ci/lint: mypy covers src/ and
+# kincir_core/).
+#
+# The kernel is what is written twice: the ring, cursors, locks, waiters and the hot calls. The
+# broker's and a subscriber's management is written once above it, in Python: BrokerCore
+# (kincir_core/_topics.py) subclasses BrokerKernel, SubscriberCore (kincir_core/_subscriptions.py)
+# subclasses SubscriberKernel, and kincir.memory subclasses those and PublisherCore.
+# Underscore names are the *internal API* those layers call, never users. Each is documented
+# here. What crosses the boundary is typed:
+# rows are NamedTuples (kincir_core._rows), status codes IntEnums (kincir_core._codes), errors the
+# classes of kincir_core._errors, raised directly by both engines. The public names' signatures
+# are part of the public typing surface (tests/typing) and stay as they are.
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -5,46 +19,98 @@ from typing import Any
 from typing_extensions import Buffer
 
 from ._message import Message
+from ._rows import CursorCounts, TopicRow
 
 MESSAGE_OVERHEAD: int
 
-def monotonic() -> float: ...
-def wall_ms() -> int: ...
-def _advance_clock(seconds: float) -> None: ...
-def _reset_clock() -> None: ...
+def monotonic() -> float:
+    """The engine's monotonic clock, in seconds (TTL and ack deadlines are measured on it)."""
 
-class Waiter: ...
-class SyncWaiter(Waiter): ...
+def wall_ms() -> int:
+    """Unix time in milliseconds, moved by ``_advance_clock`` like ``monotonic``."""
+
+def _advance_clock(seconds: float) -> None:
+    """Tests only: move the engine's clocks forward by ``seconds`` without sleeping."""
+
+def _reset_clock() -> None:
+    """Tests only: undo every ``_advance_clock``."""
+
+class Waiter:
+    """A one-shot wake-up registered on a topic (base of SyncWaiter and AsyncWaiter)."""
+
+class SyncWaiter(Waiter):
+    """Wakes a thread blocked in a ``*_sync`` call."""
 
 class AsyncWaiter(Waiter):
+    """Wakes an asyncio receive or publish by completing ``future`` on ``loop``."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None: ...
 
 class Cursor:
+    """A reader's position in one topic log: a plain subscriber's own, or a consumer group's
+    (shared by its members). The acknowledgement layer (kincir.memory.ack) reads and settles
+    through it."""
+
     def __init__(
         self, log: TopicLog, members: int, group: str | None = None, acking: bool = False
-    ) -> None: ...
+    ) -> None:
+        """A detached cursor on ``log`` with ``members`` subscribers (0: a group's or the pull
+        group's shared cursor before anyone joins); ``TopicLog.attach`` starts it."""
+
+    #: The acknowledgement layer's state for this cursor (an ``_AckState`` of
+    #: kincir.memory.ack, shared by a group's members), or None until it is first needed. The
+    #: engine only stores it: its type belongs to the layer above.
     ack: Any
     @property
-    def log(self) -> TopicLog: ...
-    @property
-    def attached(self) -> bool: ...
-    @property
-    def acking(self) -> bool: ...
-    @property
-    def group(self) -> str | None: ...
-    @property
-    def members(self) -> int: ...
-    @property
-    def pos(self) -> int: ...
-    def pending(self) -> int: ...
-    def take(self, limit: int) -> list[Message]: ...
-    def settle(self, floor: int, count: int, consumed: int = 0) -> int: ...
-    def counts(self) -> tuple[int, int, int, int]: ...
-    def floor_now(self) -> int: ...
+    def log(self) -> TopicLog:
+        """The topic log this cursor reads."""
 
-def leave(cursor: Cursor) -> None: ...
+    @property
+    def attached(self) -> bool:
+        """False once the cursor left its log (unsubscribed, group or topic deleted)."""
+
+    @property
+    def acking(self) -> bool:
+        """True for an acknowledging reader: delivered messages stay in flight until settled."""
+
+    @property
+    def group(self) -> str | None:
+        """The consumer group's name, or None for a plain reader."""
+
+    @property
+    def members(self) -> int:
+        """Attached subscribers (0: the pull group, or a durable group without members)."""
+
+    @property
+    def pos(self) -> int:
+        """The sequence number this reader reads next."""
+
+    def pending(self) -> int:
+        """Messages not yet read by this cursor."""
+
+    def take(self, limit: int) -> list[Message]:
+        """Up to ``limit`` messages for this reader (the acknowledgement layer's read: in
+        flight until settled)."""
+
+    def settle(self, floor: int, count: int, consumed: int = 0) -> int:
+        """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
+        ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
+        The log releases the slots every reader has settled. Returns the floor the log holds
+        from (it may have dropped slots meanwhile), or -1 when the topic was deleted: nothing
+        is counted (the caller counts on ``BrokerCore._count_retired``)."""
+
+    def counts(self) -> CursorCounts:
+        """This reader's own counters."""
+
+    def floor_now(self) -> int:
+        """The oldest sequence the log still holds for this reader (its settled floor)."""
+
+def leave(cursor: Cursor) -> None:
+    """A subscriber lets go of ``cursor``: a group member leaves, a plain reader detaches."""
 
 class TopicLog:
+    """One topic: a ring of message slots, its readers' cursors, waiters and counters."""
+
     def __init__(
         self,
         name: str,
@@ -53,62 +119,131 @@ class TopicLog:
         persistence: bool,
         ordered: bool,
         overflow: int,
-    ) -> None: ...
+    ) -> None:
+        """An empty topic log (``capacity`` None: unbounded; ``ttl`` None: no TTL; ``overflow``
+        an index into ``OVERFLOW_POLICIES``)."""
+
     @property
     def name(self) -> str: ...
     @property
-    def in_flight(self) -> int: ...
-    def attach(self, cursor: Cursor, limit: int) -> int: ...
-    def join(self, cursor: Cursor, limit: int) -> int: ...
-    def detach(self, cursor: Cursor) -> int: ...
-    def close_if_idle(self, threshold: float) -> bool: ...
-    def touch(self) -> None: ...
-    def append_letter(self, message: Message) -> bool: ...
+    def in_flight(self) -> int:
+        """Messages delivered to acknowledging readers and not settled yet."""
+
+    def attach(self, cursor: Cursor, limit: int) -> int:
+        """Start ``cursor`` (the first reader inherits held messages, later ones start at the
+        end): an AttachOutcome; FULL if ``limit`` subscribers are attached (-1: no limit)."""
+
+    def join(self, cursor: Cursor, limit: int) -> int:
+        """One more member on an attached group cursor: an AttachOutcome, as ``attach``."""
+
+    def detach(self, cursor: Cursor) -> int:
+        """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
+
+    def close_if_idle(self, threshold: float) -> bool:
+        """Refuse publishes and readers from now on (True) if no subscriber is attached and
+        nothing happened for ``threshold`` seconds; the caller then closes the topic."""
+
+    def touch(self) -> None:
+        """Stamp the topic active now (a pull through ``consume``)."""
+
+    def append_letter(self, message: Message) -> bool:
+        """Append a dead letter (accepted while the broker drains): False if the topic is full
+        under the block policy (a dead letter never waits); raises what a publish raises."""
     # unbounded: -1 (compiled engine) or None (pure-Python twin)
     @property
     def capacity(self) -> int | None: ...
     @property
-    def overflow(self) -> int: ...
-    def wake_waiters(self) -> None: ...
-    def remove_room_waiter(self, waiter: Waiter) -> None: ...
-    def note_queue_full(self) -> None: ...
-    def configure(self, overflow: int, capacity: int) -> None: ...
+    def overflow(self) -> int:
+        """The overflow policy, as an index into ``OVERFLOW_POLICIES``."""
+
+    def wake_waiters(self) -> None:
+        """Wake every receive waiting on this topic (to look again)."""
+
+    def remove_room_waiter(self, waiter: Waiter) -> None:
+        """Forget a publisher's wait for room (it timed out or was cancelled)."""
+
+    def note_queue_full(self) -> None:
+        """Count a publish refused for want of room (a block-policy timeout or nowait)."""
+
+    def configure(self, overflow: int, capacity: int) -> None:
+        """Set the overflow policy (an index into ``OVERFLOW_POLICIES``) and the capacity
+        (-1: unbounded)."""
+
     def count_acks(
         self, redelivered: int, dead_lettered: int, dropped: int, in_flight: int, expired: int = ...
-    ) -> bool: ...
+    ) -> bool:
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
     # no TTL: -1.0 (compiled engine) or None (pure-Python twin)
     @property
     def ttl(self) -> float | None: ...
     @property
-    def accepting(self) -> bool: ...
+    def accepting(self) -> bool:
+        """False once the broker began shutting down (dead letters still pass while it drains)."""
+
+    # refuse publishes from now on (shutdown) and wake the waiters to notice
     def stop_accepting(self) -> None: ...
-    def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int: ...
-    def leave(self, cursor: Cursor) -> None: ...
-    def expire(self) -> int: ...
-    def clear(self) -> int: ...
-    def close(self) -> int: ...
-    def drained(self) -> bool: ...
+    def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
+        """``cursor.settle``: see there."""
+
+    def leave(self, cursor: Cursor) -> None:
+        """One member fewer on a group cursor; the group keeps its place (durable)."""
+
+    def expire(self) -> int:
+        """Drop the messages past the topic's TTL; returns how many (reader, message) pairs."""
+
+    def clear(self) -> int:
+        """Drop every message held; returns how many were held."""
+
+    def close(self) -> int:
+        """Detach every reader and drop everything held (the topic is being deleted)."""
+
+    def drained(self) -> bool:
+        """True when every reader with an attached subscriber has read everything."""
+
     def subscriber_count(self) -> int: ...
-    def ring_slots(self) -> int: ...
-    def waiter_count(self) -> int: ...
-    def snapshot(self) -> tuple[Any, ...]: ...
+    def ring_slots(self) -> int:
+        """The slots the ring has allocated (tests and debugging)."""
+
+    def waiter_count(self) -> int:
+        """Receives waiting on this topic now (tests and debugging)."""
+
+    def snapshot(self) -> TopicRow:
+        """One consistent read of the topic's gauges and counters."""
 
 class BrokerKernel:
-    __slots__ = ("_state",)  # the writable attributes (cdef public)
+    """What the hot path reads of a broker: its topic table and state, and the receives no
+    topic may wake at shutdown (BrokerCore, in _topics.py, is the rest)."""
+
+    __slots__ = ("_state",)  # the writable attribute (cdef public)
+    #: The broker's life-cycle state (a BrokerState value); the Python layer sets it.
     _state: int
     @property
-    def _topics(self) -> dict[str, TopicLog]: ...
+    def _topics(self) -> dict[str, TopicLog]:
+        """The topic table, name to log: read by the hot path, changed by the Python layer."""
+
     @property
-    def _letter_topics(self) -> set[str]: ...
-    # cursors of subscribers freed by the GC, left to detach (the twin only; else falsy)
+    def _letter_topics(self) -> set[str]:
+        """The dead-letter topics of acknowledging subscribers: their readers keep waiting
+        while the broker drains and dead letters may still come (the Python layer adds to it)."""
+
     @property
-    def _orphans(self) -> Any: ...
-    def _detach_orphans(self) -> None: ...
-    def _wake_shutdown_waiters(self) -> None: ...
+    def _orphans(self) -> object:
+        """Truthy while cursors of subscribers freed by the GC wait to be detached (the twin
+        only; never in the compiled kernel)."""
+
+    def _detach_orphans(self) -> None:
+        """Detach those cursors now."""
+
+    def _wake_shutdown_waiters(self) -> None:
+        """Wake the receives no topic may wake (pattern subscribers), after the state
+        changed."""
 
 class PublisherCore:
+    """The engine behind ``InMemoryPublisher``."""
+
     @property
-    def broker(self) -> Any: ...
+    def broker(self) -> Any: ...  # the InMemoryBroker (the Python layer's subclass)
     def __init__(self, broker: BrokerKernel) -> None: ...
     # messages: a list or tuple (checked at run time) of Messages and bytes-like payloads
     def publish_nowait(self, topic: str, messages: Sequence[Message | Buffer]) -> None: ...
@@ -120,30 +255,64 @@ class PublisherCore:
     ) -> Coroutine[Any, Any, None]: ...
 
 class SubscriberKernel:
+    """What a subscriber's receives need: its cursors (one per subscribed topic), the
+    round-robin receive over them and the waiting (SubscriberCore, in _subscriptions.py, is the
+    rest)."""
+
     __slots__ = ("_closed", "_patterned")  # the writable attributes (cdef public)
     @property
-    def broker(self) -> Any: ...
+    def broker(self) -> Any: ...  # the InMemoryBroker (the Python layer's subclass)
+    #: True once closed: every subscribe and receive raises NotSubscribed (set by the layer).
     _closed: bool
     @property
     def group(self) -> str | None: ...
     @property
     def acking(self) -> bool: ...
     @property
-    def _by_topic(self) -> dict[str, Cursor]: ...
+    def _by_topic(self) -> dict[str, Cursor]:
+        """The subscriptions: topic name to cursor (changed through ``_adopt``/``_drop``)."""
+
     def __init__(self, broker: BrokerKernel, group: str | None, acking: bool) -> None: ...
+    #: Has pattern subscriptions: may gain topics later, so a receive with no topic waits
+    #: instead of raising NotSubscribed (set by the Python layer).
     _patterned: bool
-    def _adopt(self, topic: str, cursor: Cursor) -> None: ...
-    def _drop(self, topic: str | None) -> list[Cursor] | None: ...
-    def _wake_receivers(self) -> None: ...
-    def _attached_cursors(self) -> tuple[Cursor, ...]: ...
-    def _check_receivable(self) -> None: ...
-    def _wait_ready(self, timeout: float | None, ready: Callable[[], bool]) -> bool: ...
-    async def _wait_ready_async(self, ready: Callable[[], bool]) -> None: ...
-    def _release_on_gc(self) -> None: ...
+    def _adopt(self, topic: str, cursor: Cursor) -> None:
+        """Record the new subscription ``cursor`` to ``topic`` (a concurrent subscribe that
+        won makes this one leave again) and wake the waiting receives."""
+
+    def _drop(self, topic: str | None) -> list[Cursor] | None:
+        """Forget the subscription to ``topic`` (None: every one) and return its cursors for
+        the caller to leave; None if not subscribed to ``topic``."""
+
+    def _wake_receivers(self) -> None:
+        """Wake this subscriber's waiting receives to look at its subscriptions again."""
+
+    def _attached_cursors(self) -> tuple[Cursor, ...]:
+        """The cursors of the live subscriptions, in subscription order. The same tuple object
+        until the subscriptions change (callers may cache by identity)."""
+
+    def _check_receivable(self) -> None:
+        """Raise what a receive with nothing ready raises: BrokerShutdown once drained,
+        NotSubscribed without a subscription (or once closed); else return."""
+
+    def _wait_ready(self, timeout: float | None, ready: Callable[[], bool]) -> bool:
+        """Block until a subscribed topic has something unread, ``ready()`` is true, or the
+        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken.
+        ``ready`` is called after the waiter is registered, so no wake-up is missed."""
+
+    async def _wait_ready_async(self, ready: Callable[[], bool]) -> None:
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+
+    def _release_on_gc(self) -> None:
+        """Leave every topic; called by the finalizer of a subscriber dropped without
+        close()."""
+
     def try_receive(self) -> Message | None: ...
     def try_receive_batch(self, max_messages: int) -> list[Message]: ...
     def receive(self, timeout: float | None = None) -> Coroutine[Any, Any, Message]: ...
-    async def _wait_async(self, limit: int) -> list[Message]: ...
+    async def _wait_async(self, limit: int) -> list[Message]:
+        """Wait on the running loop until up to ``limit`` messages are ready; return them."""
+
     def receive_sync(self, timeout: float | None = None) -> Message: ...
     def receive_batch_sync(
         self, max_messages: int, timeout: float | None = None

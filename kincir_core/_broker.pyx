@@ -69,7 +69,13 @@ from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
 
 from ._validate import OVERFLOW_POLICIES, check_batch_size, check_timeout, validate_topic_name
-from ._validate import error as _error
+
+from ._codes import AppendOutcome as _AppendOutcome
+from ._codes import AttachOutcome as _AttachOutcome
+from ._codes import BrokerState as _BrokerState
+from ._rows import CursorCounts as _CursorCounts
+from ._rows import TopicRow as _TopicRow
+from ._errors import BrokerShutdown, QueueFull, TopicNotFound
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
@@ -106,9 +112,6 @@ cdef extern from "pythread.h":
         PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
 
 cdef enum:
-    RUNNING = 0
-    DRAINING = 1
-    STOPPED = 2
     MIN_RING = 16
     # A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds
     # but never below RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
@@ -118,6 +121,14 @@ cdef enum:
     OVERFLOW_BLOCK = 1
     OVERFLOW_DROP_OLDEST = 2
     OVERFLOW_DROP_NEWEST = 3
+
+# The C enums of _broker.pxd mirror the IntEnums of _codes.py: the same names and values.
+if (tuple(_BrokerState) != (RUNNING, DRAINING, STOPPED)
+        or tuple(_AppendOutcome) != (APPEND_WRITTEN, APPEND_DROPPED, APPEND_QUEUE_FULL,
+                                     APPEND_TOPIC_DELETED, APPEND_SHUTTING_DOWN,
+                                     APPEND_NO_MEMORY, APPEND_MUST_WAIT)
+        or tuple(_AttachOutcome) != (ATTACH_OK, ATTACH_FULL, ATTACH_NO_MEMORY, ATTACH_GONE)):
+    raise ImportError("the codes of kincir_core/_broker.pxd differ from kincir_core/_codes.py")
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the bytes object
 # header; the Message readers share adds 80 once read. Used by the memory estimate, kept
@@ -410,8 +421,8 @@ cdef class Cursor:
         return self.log.settle(self, floor, count, consumed)
 
     def counts(self):
-        """(delivered, expired, dropped, lagged) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.lagged)
+        """This reader's own counters (a CursorCounts)."""
+        return _CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
 
     def floor_now(self):
         """The oldest sequence the log still holds for this reader (its settled floor)."""
@@ -643,9 +654,8 @@ cdef class TopicLog:
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
         cdef Slot* slot
-        # 1: dropped on arrival, 2: queue full, 3: topic deleted, 4: shutting down, 5: no memory,
-        # 6: full under the block policy (the caller waits for room and retries)
-        cdef int outcome = 0
+        # an append_outcome (_broker.pxd): APPEND_WRITTEN, or why nothing (more) was written
+        cdef int outcome = APPEND_WRITTEN
         # the part of the batch written: drop_newest cuts its end, drop_oldest its start
         cdef Py_ssize_t first = 0, last = count
         cdef uint64_t keep
@@ -656,13 +666,13 @@ cdef class TopicLog:
             # first: a force_shutdown closes the topics too; a dead letter passes a draining
             # topic
             if not self.accepting and not letter:
-                outcome = 4
+                outcome = APPEND_SHUTTING_DOWN
             elif self.closed:
-                outcome = 3
+                outcome = APPEND_TOPIC_DELETED
             elif not self.cursors and not self.persistence:
                 self.dropped += count
                 self.last_activity = batch[0].enqueued_at * 1e-3
-                outcome = 1
+                outcome = APPEND_DROPPED
             else:
                 self.last_activity = batch[0].enqueued_at * 1e-3
                 held = self.head - self.tail
@@ -678,7 +688,7 @@ cdef class TopicLog:
                             last = <Py_ssize_t>keep
                             self.dropped += count - last
                             if last == 0:
-                                outcome = 1
+                                outcome = APPEND_DROPPED
                         elif self.overflow == OVERFLOW_DROP_OLDEST:
                             if count > self.capacity:
                                 # the batch alone overflows: everything held goes, and so does
@@ -692,18 +702,18 @@ cdef class TopicLog:
                                 self._drop_oldest(self.head - self.tail + count
                                                   - <uint64_t>self.capacity)
                         elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
-                            outcome = 6
+                            outcome = APPEND_MUST_WAIT
                         else:
                             self.queue_full += 1
-                            outcome = 2
+                            outcome = APPEND_QUEUE_FULL
                     held = self.head - self.tail
-                if outcome == 0 and held + (last - first) > self.mask + 1:
+                if outcome == APPEND_WRITTEN and held + (last - first) > self.mask + 1:
                     size = self.mask + 1
                     while size < held + (last - first):
                         size *= 2
                     if _ring_grow(self, size) < 0:
-                        outcome = 5
-                if outcome == 0:
+                        outcome = APPEND_NO_MEMORY
+                if outcome == APPEND_WRITTEN:
                     seq = self.head
                     for i in range(first, last):
                         slot = &self.ring[seq & self.mask]
@@ -727,15 +737,15 @@ cdef class TopicLog:
             self._wake_room()
         if outcome:
             _clear_slots(batch, count)  # not written: give the references back
-            if outcome == 6:
+            if outcome == APPEND_MUST_WAIT:
                 return 1
-            if outcome == 2:
-                raise _error("QueueFull", self.name, self.capacity)
-            if outcome == 3:
-                raise _error("TopicNotFound", self.name)
-            if outcome == 4:
-                raise _error("BrokerShutdown")
-            if outcome == 5:
+            if outcome == APPEND_QUEUE_FULL:
+                raise QueueFull(self.name, self.capacity)
+            if outcome == APPEND_TOPIC_DELETED:
+                raise TopicNotFound(self.name)
+            if outcome == APPEND_SHUTTING_DOWN:
+                raise BrokerShutdown()
+            if outcome == APPEND_NO_MEMORY:
                 raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
         if first:
@@ -932,27 +942,28 @@ cdef class TopicLog:
     cpdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
-        (nothing changed in either case), else 0.
+        Returns an attach_outcome (_broker.pxd): ATTACH_FULL if ``limit`` subscribers are already
+        attached, ATTACH_GONE if the topic was deleted (nothing changed in either case), else
+        ATTACH_OK.
         """
         cdef Py_ssize_t count
         cdef uint64_t** grown
-        cdef int full = 0
+        cdef int full = ATTACH_OK
         kincir_mutex_lock(&self.lock)
         try:
             if self.closed:
-                full = 3
+                full = ATTACH_GONE
             elif limit >= 0 and cursor.members and self._subscriber_count() >= limit:
-                full = 1
+                full = ATTACH_FULL
             elif len(self.cursors) + 1 > self.positions_cap:
                 grown = <uint64_t**>realloc(self.positions,
                                             2 * self.positions_cap * sizeof(uint64_t*))
                 if grown == NULL:
-                    full = 2
+                    full = ATTACH_NO_MEMORY
                 else:
                     self.positions = grown
                     self.positions_cap *= 2
-            if full == 0:
+            if full == ATTACH_OK:
                 count = len(self.cursors)
                 cursor.pos = self.tail if count == 0 else self.head
                 cursor.floor = cursor.pos
@@ -965,19 +976,20 @@ cdef class TopicLog:
                 self.last_activity = _wall()
         finally:
             kincir_mutex_unlock(&self.lock)
-        if full == 2:
+        if full == ATTACH_NO_MEMORY:
             raise MemoryError("cannot add a reader")
         return full
 
     cpdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
-        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
-        are already attached, or 3 if the group or topic is gone (nothing changed)."""
-        cdef int refused = 0
+        """One more subscriber on an attached group cursor: ATTACH_OK, or ATTACH_FULL if ``limit``
+        subscribers are already attached, or ATTACH_GONE if the group or topic is gone (nothing
+        changed)."""
+        cdef int refused = ATTACH_OK
         kincir_mutex_lock(&self.lock)
         if self.closed or not cursor.attached:
-            refused = 3
+            refused = ATTACH_GONE
         elif limit >= 0 and self._subscriber_count() >= limit:
-            refused = 1
+            refused = ATTACH_FULL
         else:
             cursor.members += 1
             self.last_activity = _wall()
@@ -1199,7 +1211,7 @@ cdef class TopicLog:
         return self.mask + 1
 
     def snapshot(self):
-        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
         cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
         cdef uint64_t lagged, redelivered, dead_lettered
         cdef int64_t in_flight
@@ -1226,10 +1238,11 @@ cdef class TopicLog:
             in_flight = self.in_flight
         finally:
             kincir_mutex_unlock(&self.lock)
-        return (self.name, queued, subscribers, published, delivered, expired, dropped,
-                queue_full, self.created_at, last, head, held_bytes, max(0.0, wall - last),
-                lagged, redelivered, dead_lettered, in_flight, OVERFLOW_POLICIES[self.overflow],
-                None if self.capacity < 0 else self.capacity)
+        return _TopicRow(self.name, queued, subscribers, published, delivered, expired, dropped,
+                         queue_full, self.created_at, last, head, held_bytes,
+                         max(0.0, wall - last), lagged, redelivered, dead_lettered, in_flight,
+                         OVERFLOW_POLICIES[self.overflow],
+                         None if self.capacity < 0 else self.capacity)
 
 
 # -- a topic's ring storage (its lock held) -------------------------------------------------
@@ -1510,7 +1523,7 @@ cdef class PublisherCore:
         cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
         if broker._state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if log is None:
             log = broker._topics.get(topic) if type(topic) is str else None
             if log is None:
@@ -1551,7 +1564,7 @@ cdef class PublisherCore:
 
 cdef int _refuse_full(TopicLog log) except -1:
     log.note_queue_full()
-    raise _error("QueueFull", log.name, None if log.capacity < 0 else log.capacity)
+    raise QueueFull(log.name, None if log.capacity < 0 else log.capacity)
 
 
 cpdef int leave(Cursor cursor) except -1:

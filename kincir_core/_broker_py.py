@@ -20,18 +20,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._codes import AttachOutcome, BrokerState
+from ._errors import (
+    BrokerShutdown,
+    QueueFull,
+    TopicNotFound,
+)
 from ._message_py import Message, payload_size, stamp_all
+from ._rows import CursorCounts, TopicRow
 from ._validate import (
     OVERFLOW_BLOCK,
     OVERFLOW_DROP_NEWEST,
     OVERFLOW_DROP_OLDEST,
     OVERFLOW_POLICIES,
-    RUNNING,
     check_batch_size,
     check_timeout,
     validate_topic_name,
 )
-from ._validate import error as _error
+
+RUNNING = BrokerState.RUNNING
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the message object
 # and the bytes object header. Used by the memory estimate, which is kept incrementally.
@@ -197,9 +204,9 @@ class Cursor:
         the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
 
-    def counts(self) -> tuple[int, int, int, int]:
-        """(delivered, expired, dropped, lagged) for this reader."""
-        return (self.delivered, self.expired, self.dropped, self.lagged)
+    def counts(self) -> CursorCounts:
+        """This reader's own counters (a CursorCounts)."""
+        return CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
 
     def floor_now(self) -> int:
         """The oldest sequence the log still holds for this reader (its settled floor)."""
@@ -435,9 +442,9 @@ class TopicLog:
             # first: a force_shutdown closes the topics too; a dead letter passes a draining
             # topic
             if not self.accepting and not letter:
-                raise _error("BrokerShutdown")
+                raise BrokerShutdown()
             if self.closed:
-                raise _error("TopicNotFound", self.name)
+                raise TopicNotFound(self.name)
             self.last_activity = stamped[0]._enqueued_at * 1e-3
             if not self.cursors and not self.persistence:
                 self.dropped += count
@@ -470,7 +477,7 @@ class TopicLog:
                         return True
                     else:
                         self.queue_full += 1
-                        raise _error("QueueFull", self.name, capacity)
+                        raise QueueFull(self.name, capacity)
                     count = len(stamped)
                 held = self.head - self.tail
             if held + count > self.mask + 1:
@@ -630,17 +637,18 @@ class TopicLog:
 
     # -- readers joining and leaving ------------------------------------------------------------
 
-    def attach(self, cursor: Cursor, limit: int) -> int:
+    def attach(self, cursor: Cursor, limit: int) -> AttachOutcome:
         """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
 
-        Returns 1 if ``limit`` subscribers are already attached, 3 if the topic was deleted
-        (nothing changed in either case), else 0.
+        Returns AttachOutcome.FULL if ``limit`` subscribers are already attached,
+        AttachOutcome.GONE if the topic was deleted (nothing changed in either case), else
+        AttachOutcome.ATTACHED.
         """
         with self.lock:
             if self.closed:
-                return 3
+                return AttachOutcome.GONE
             if limit >= 0 and cursor.members and self.subscriber_count() >= limit:
-                return 1
+                return AttachOutcome.FULL
             cursor.pos = self.tail if not self.cursors else self.head
             cursor.floor = cursor.pos
             self.cursors.append(cursor)
@@ -648,19 +656,20 @@ class TopicLog:
             if cursor.pos == self.tail:
                 self.at_tail += 1
             self.last_activity = time.time()
-            return 0
+            return AttachOutcome.ATTACHED
 
-    def join(self, cursor: Cursor, limit: int) -> int:
-        """One more subscriber on an attached group cursor: 0, or 1 if ``limit`` subscribers
-        are already attached, or 3 if the group or topic is gone (nothing changed)."""
+    def join(self, cursor: Cursor, limit: int) -> AttachOutcome:
+        """One more subscriber on an attached group cursor: ATTACHED, or FULL if ``limit``
+        subscribers are already attached (-1: no limit), or GONE if the group or topic is gone
+        (nothing changed)."""
         with self.lock:
             if self.closed or not cursor.attached:
-                return 3
+                return AttachOutcome.GONE
             if limit >= 0 and self.subscriber_count() >= limit:
-                return 1
+                return AttachOutcome.FULL
             cursor.members += 1
             self.last_activity = time.time()
-            return 0
+            return AttachOutcome.ATTACHED
 
     def leave(self, cursor: Cursor) -> None:
         """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
@@ -857,11 +866,11 @@ class TopicLog:
     def _ring_bytes(self) -> int:
         return (self.mask + 1) * (_SLOT_BYTES + (_STAMP_BYTES if self.stamps is not None else 0))
 
-    def snapshot(self) -> tuple[Any, ...]:
-        """One consistent read of the topic's gauges and counters (see ``TopicInfo``)."""
+    def snapshot(self) -> TopicRow:
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
         with self.lock:
             wall = time.time()
-            return (
+            return TopicRow(
                 self.name,
                 self._queued(),
                 self.subscriber_count(),
@@ -1001,7 +1010,7 @@ class PublisherCore:
         deleted meanwhile raises TopicNotFound); None once published."""
         broker = self.broker
         if broker._state != RUNNING:
-            raise _error("BrokerShutdown")
+            raise BrokerShutdown()
         if broker._orphans:
             broker._detach_orphans()
         log = target
@@ -1020,7 +1029,7 @@ class PublisherCore:
 
 def _refuse_full(log: TopicLog) -> None:
     log.note_queue_full()
-    raise _error("QueueFull", log.name, log.capacity)
+    raise QueueFull(log.name, log.capacity)
 
 
 def leave(cursor: Cursor) -> None:

@@ -7,12 +7,13 @@ joining and leaving topics is plain Python here.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ._codes import AttachOutcome, BrokerState
 from ._engine import kernel
-from ._validate import DRAINING, RUNNING, STOPPED, error, validate_group_name, validate_topic_name
+from ._errors import BrokerShutdown, MaxSubscribersReached, NotSubscribed
+from ._validate import validate_group_name, validate_topic_name
 
 Cursor = kernel.Cursor
+TopicLog = kernel.TopicLog
 leave = kernel.leave
 
 
@@ -21,7 +22,9 @@ class SubscriberCore(kernel.SubscriberKernel):
 
     __slots__ = ()
 
-    def __init__(self, broker: Any, group: str | None = None, acking: bool = False) -> None:
+    def __init__(
+        self, broker: kernel.BrokerKernel, group: str | None = None, acking: bool = False
+    ) -> None:
         if not isinstance(broker, kernel.BrokerKernel):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
         super().__init__(broker, validate_group_name(group), acking)
@@ -31,32 +34,34 @@ class SubscriberCore(kernel.SubscriberKernel):
         return current is not None and current.attached
 
     def _subscribe(self, topic: str) -> None:
+        """Subscribe to ``topic`` (created if needed; joins the group with ``group``):
+        NotSubscribed once closed, BrokerShutdown, MaxSubscribersReached, InvalidConfig."""
         broker = self.broker
         if self._closed:
-            raise error("NotSubscribed", "this subscriber is closed")
-        if broker._state != RUNNING:
-            raise error("BrokerShutdown")
+            raise NotSubscribed("this subscriber is closed")
+        if broker._state != BrokerState.RUNNING:
+            raise BrokerShutdown()
         if self._subscribed(topic):
             return
         if self.group is not None:
             cursor = broker._join_group(validate_topic_name(topic), self.group, self.acking)
         else:
-            refused = 3
-            while refused == 3:  # the topic was deleted between lookup and attach: look again
+            refused = AttachOutcome.GONE
+            while refused == AttachOutcome.GONE:  # the topic was deleted meanwhile: look again
                 log = broker._topic(topic)
                 cursor = Cursor(log, 1, None, self.acking)
                 refused = log.attach(cursor, broker._max_subscribers)
             if refused:
-                raise error("MaxSubscribersReached", topic, broker._max_subscribers)
+                raise MaxSubscribersReached(topic, broker._max_subscribers)
         self._adopt(topic, cursor)
 
-    def _join_created(self, log: Any) -> None:
+    def _join_created(self, log: TopicLog) -> None:
         """Subscribe to the topic of ``log`` while the broker creates it (from its
         ``_on_topic_creating`` hook: nothing is published to it yet)."""
         broker = self.broker
         topic = log.name
         if self._closed:
-            raise error("NotSubscribed", "this subscriber is closed")
+            raise NotSubscribed("this subscriber is closed")
         if self._subscribed(topic):
             return
         if self.group is not None:
@@ -64,20 +69,22 @@ class SubscriberCore(kernel.SubscriberKernel):
         else:
             cursor = Cursor(log, 1, None, self.acking)
             if log.attach(cursor, broker._max_subscribers):
-                raise error("MaxSubscribersReached", topic, broker._max_subscribers)
+                raise MaxSubscribersReached(topic, broker._max_subscribers)
         self._adopt(topic, cursor)
 
     def _unsubscribe(self, topic: str | None) -> None:
+        """Leave ``topic`` (None: every topic); NotSubscribed if not subscribed to it."""
         if topic is not None and type(topic) is not str:
             raise TypeError(f"topic must be str or None, not {type(topic).__name__}")
         leaving = self._drop(topic)
         if leaving is None:
-            raise error("NotSubscribed", f"this subscriber is not subscribed to {topic!r}")
+            raise NotSubscribed(f"this subscriber is not subscribed to {topic!r}")
         self._wake_receivers()
         for cursor in leaving:
             leave(cursor)
 
     def _close(self) -> None:
+        """Leave every topic for good: later subscribes and receives raise NotSubscribed."""
         self._closed = True
         self._unsubscribe(None)
 
@@ -86,9 +93,9 @@ class SubscriberCore(kernel.SubscriberKernel):
         one still may, else raise BrokerShutdown (drained) or NotSubscribed."""
         broker = self.broker
         cursors = self._attached_cursors()
-        if broker._state == STOPPED:
-            raise error("BrokerShutdown")
-        if broker._state == DRAINING:
+        if broker._state == BrokerState.STOPPED:
+            raise BrokerShutdown()
+        if broker._state == BrokerState.DRAINING:
             # Ended only once every topic refuses publishes (so none can still land) and
             # nothing is left for this reader; else the caller looks again.
             # An acknowledging reader also waits while its cursor holds unsettled messages
@@ -103,12 +110,12 @@ class SubscriberCore(kernel.SubscriberKernel):
                     or (cursor.log.name in letters and broker._letters_due())
                 ):
                     return
-            raise error("BrokerShutdown")
+            raise BrokerShutdown()
         if any(c.attached for c in cursors) or self._patterned:
             return  # a pattern subscriber waits for a topic its patterns match
         if self._closed:
-            raise error("NotSubscribed", "this subscriber is closed")
-        raise error("NotSubscribed", "subscribe to a topic before receiving")
+            raise NotSubscribed("this subscriber is closed")
+        raise NotSubscribed("subscribe to a topic before receiving")
 
     def is_subscribed(self) -> bool:
         """True while at least one subscription is live."""

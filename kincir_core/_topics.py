@@ -19,25 +19,23 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._codes import AttachOutcome, BrokerState
 from ._engine import Message, kernel
-from ._validate import (
-    DRAINING,
-    OVERFLOW_POLICIES,
-    RUNNING,
-    STOPPED,
-    check_str,
-    check_timeout,
-    error,
-    validate_topic_name,
+from ._errors import (
+    BrokerShutdown,
+    GroupNotFound,
+    InvalidConfig,
+    MaxSubscribersReached,
+    MaxTopicsReached,
+    TopicNotFound,
 )
+from ._rows import BrokerSnapshot, RetiredCounts
+from ._validate import OVERFLOW_POLICIES, check_str, check_timeout, validate_topic_name
 
 Cursor = kernel.Cursor
 TopicLog = kernel.TopicLog
 
-# Where the broker's retired counters sit in a topic's snapshot row: published, delivered,
-# expired, dropped, queue_full, lagged, redelivered, dead_lettered.
-_RETIRED_FIELDS = (3, 4, 5, 6, 7, 13, 14, 15)
-_IN_FLIGHT = 16
+RUNNING, DRAINING, STOPPED = BrokerState.RUNNING, BrokerState.DRAINING, BrokerState.STOPPED
 
 
 def _unlimited(value: int | None) -> int:
@@ -84,24 +82,29 @@ class BrokerCore(kernel.BrokerKernel):
         self._persistence = persistence
         self._ordered = ordered
         self._ttl = ttl
-        self._on_new_topic: Callable[[str], Any] | None = None  # called after a topic is made
-        # called with a new topic's log before the topic is visible (pattern subscriptions join)
-        self._on_topic_creating: Callable[[Any], Any] | None = None
-        # held while a topic is created (and by whoever must not interleave with a creation:
-        # pattern registration); reentrant, so a finalizer that publishes cannot deadlock
+        #: Called with a topic's name after the engine created it (logging); None: nothing.
+        self._on_new_topic: Callable[[str], object] | None = None
+        #: Called with a new topic's log before the topic is visible, under
+        #: ``_topic_creation``: pattern subscriptions join it there, so no publish reaches it
+        #: before them.
+        self._on_topic_creating: Callable[[TopicLog], object] | None = None
+        #: Held while a topic is created (and by whoever must not interleave with a creation:
+        #: pattern registration, topic deletion, idle cleanup); reentrant, so a finalizer that
+        #: publishes cannot deadlock. Never taken under an engine mutex.
         self._topic_creation = threading.RLock()
         self._lock = threading.RLock()
-        self._groups: dict[tuple[str, str], Any] = {}  # (topic, group name) -> its Cursor
-        self._pull: dict[str, Any] = {}  # topic -> the Cursor of consume()'s pull group
+        self._groups: dict[tuple[str, str], Cursor] = {}  # (topic, group name) -> its cursor
+        self._pull: dict[str, Cursor] = {}  # topic -> the cursor of consume()'s pull group
         self._started = kernel.monotonic()
         # published, delivered, expired, dropped, queue_full, lagged, redelivered, dead_lettered
         self._retired = [0] * 8
 
     # -- topics ---------------------------------------------------------------------------------
 
-    def _topic(self, name: Any, letters: bool = False) -> Any:
-        """The log of topic ``name``, created if needed (publish and subscribe). ``letters``: a
-        dead-letter topic, created outside ``max_topics`` and while the broker drains."""
+    def _topic(self, name: str, letters: bool = False) -> TopicLog:
+        """The log of topic ``name``, created if needed (publish and subscribe): BrokerShutdown,
+        MaxTopicsReached, InvalidTopicName. ``letters``: a dead-letter topic, created outside
+        ``max_topics`` and while the broker drains."""
         if self._orphans:
             self._detach_orphans()
         log = self._topics.get(name) if type(name) is str else None
@@ -118,19 +121,19 @@ class BrokerCore(kernel.BrokerKernel):
         """True if no topic may be created now (a dead-letter topic may, during a drain)."""
         return self._state != RUNNING and not (letters and self._state == DRAINING)
 
-    def _create(self, name: str, letters: bool) -> tuple[Any, bool]:
+    def _create(self, name: str, letters: bool) -> tuple[TopicLog, bool]:
         """Topic ``name``'s log and whether it was created now (the creation lock held): the
         pattern subscriptions join a new topic before it is visible, so no publish can reach
         it before them."""
         with self._lock:
             found = self._topics.get(name)
             if self._refused(letters):
-                raise error("BrokerShutdown")
+                raise BrokerShutdown()
             if found is not None:
                 return found, False
-            full = self._max_topics is not None and len(self._topics) >= self._max_topics
-            if full and not letters:
-                raise error("MaxTopicsReached", self._max_topics)
+            limit = self._max_topics
+            if limit is not None and len(self._topics) >= limit and not letters:
+                raise MaxTopicsReached(limit)
         log = TopicLog(
             name, self._max_queue_size, self._ttl, self._persistence, self._ordered, self._overflow
         )
@@ -149,19 +152,22 @@ class BrokerCore(kernel.BrokerKernel):
                 self._topics[name] = log
                 return log, True
         log.close()  # never visible: the subscriptions it was given end
-        if refused:
-            raise error("BrokerShutdown")
+        if refused or found is None:
+            raise BrokerShutdown()
         return found, False
 
-    def _existing(self, name: Any) -> Any:
+    def _existing(self, name: Any) -> TopicLog:
+        """The log of topic ``name``; TopicNotFound if there is none (TypeError if ``name`` is
+        not a str: the public callers pass their argument through unchecked)."""
         if self._orphans:
             self._detach_orphans()
         log = self._topics.get(check_str(name, "topic"))
         if log is None:
-            raise error("TopicNotFound", name)
+            raise TopicNotFound(name)
         return log
 
-    def _configure_topic(self, name: Any, overflow: int, capacity: int) -> Any:
+    def _configure_topic(self, name: str, overflow: int, capacity: int) -> TopicLog:
+        """``_topic(name)``, then ``TopicLog.configure(overflow, capacity)``; returns the log."""
         log = self._topic(name)
         log.configure(overflow, capacity)
         return log
@@ -180,15 +186,15 @@ class BrokerCore(kernel.BrokerKernel):
         for key in [key for key in self._groups if key[0] == name]:
             del self._groups[key]
 
-    def _retire(self, log: Any) -> None:
+    def _retire(self, log: TopicLog) -> None:
         """Close a log taken out of the table; keep its counters in the broker's statistics."""
         log.close()
         row = log.snapshot()  # a closed topic's counters no longer change
         with self._lock:
-            for i, field in enumerate(_RETIRED_FIELDS):
-                self._retired[i] += row[field]
+            for i, field in enumerate(RetiredCounts._fields):
+                self._retired[i] += getattr(row, field)
 
-    def _remove(self, name: str) -> Any:
+    def _remove(self, name: str) -> TopicLog | None:
         with self._lock:
             log = self._topics.pop(name, None)
             self._unlist(name)
@@ -200,11 +206,11 @@ class BrokerCore(kernel.BrokerKernel):
         """Delete a topic: its held messages are dropped and its subscriptions end."""
         self._existing(name)
         if self._remove(name) is None:
-            raise error("TopicNotFound", name)
+            raise TopicNotFound(name)
 
     def clear_topic(self, name: str) -> int:
         """Drop every message a topic holds; return how many were held."""
-        return self._existing(name).clear()  # type: ignore[no-any-return]
+        return self._existing(name).clear()
 
     def cleanup_idle_topics(self, idle: Any) -> list[str]:
         """Remove topics with no attached subscriber and no activity for ``idle`` seconds."""
@@ -228,13 +234,13 @@ class BrokerCore(kernel.BrokerKernel):
     def consume(self, name: str) -> Message | None:
         """Pull one message through the topic's built-in pull group, or None if none is ready."""
         if self._state == STOPPED:  # force_shutdown dropped the topics
-            raise error("BrokerShutdown")
+            raise BrokerShutdown()
         log = self._existing(name)
         cursor = self._pull.get(name)
         if cursor is None:
             made = Cursor(log, 0)
             if log.attach(made, -1):
-                raise error("TopicNotFound", name)
+                raise TopicNotFound(name)
             with self._lock:
                 cursor = self._pull.setdefault(name, made)
             if cursor is not made:
@@ -244,7 +250,7 @@ class BrokerCore(kernel.BrokerKernel):
         if got:
             return got[0]
         if self._state != RUNNING:
-            raise error("BrokerShutdown")
+            raise BrokerShutdown()
         return None
 
     def expire_all(self) -> int:
@@ -253,7 +259,9 @@ class BrokerCore(kernel.BrokerKernel):
 
     # -- consumer groups ------------------------------------------------------------------------
 
-    def _join_group(self, topic: str, name: str, acking: bool, creating: Any = None) -> Any:
+    def _join_group(
+        self, topic: str, name: str, acking: bool, creating: TopicLog | None = None
+    ) -> Cursor:
         """Join consumer group ``name`` on ``topic``: its shared cursor, created (durable) on
         first use, with one more member. ``creating``: the topic's log while it is being
         created (not yet in the table)."""
@@ -263,9 +271,9 @@ class BrokerCore(kernel.BrokerKernel):
             found = self._groups.get(key)
             if found is None or found.log is not log or not found.attached:
                 made = Cursor(log, 0, name, acking)
-                if log.attach(made, -1) == 3:
+                if log.attach(made, -1) == AttachOutcome.GONE:
                     if creating is not None:
-                        raise error("TopicNotFound", topic)
+                        raise TopicNotFound(topic)
                     continue  # the topic was deleted meanwhile
                 with self._lock:
                     current = self._groups.get(key)
@@ -280,16 +288,15 @@ class BrokerCore(kernel.BrokerKernel):
             if found.acking != acking:
                 kind = "an acknowledging" if found.acking else "a plain"
                 cls = "InMemoryAckSubscriber" if found.acking else "InMemorySubscriber"
-                raise error(
-                    "InvalidConfig",
+                raise InvalidConfig(
                     "group",
                     name,
                     f"{kind} group on topic {topic!r}: join it with {cls}",
                 )
             refused = log.join(found, self._max_subscribers)
-            if refused == 1:
-                raise error("MaxSubscribersReached", topic, self._max_subscribers)
-            if refused == 0:
+            if refused == AttachOutcome.FULL:
+                raise MaxSubscribersReached(topic, self._max_subscribers)
+            if refused == AttachOutcome.ATTACHED:
                 return found
 
     def delete_group(self, topic: str, name: str) -> None:
@@ -301,8 +308,8 @@ class BrokerCore(kernel.BrokerKernel):
             found = self._groups.pop((topic, name), None)
         if found is None:
             if topic not in self._topics:
-                raise error("TopicNotFound", topic)
-            raise error("GroupNotFound", topic, name)
+                raise TopicNotFound(topic)
+            raise GroupNotFound(topic, name)
         found.log.detach(found)
 
     def list_groups(self, topic: str) -> list[str]:
@@ -310,7 +317,8 @@ class BrokerCore(kernel.BrokerKernel):
         self._existing(topic)
         return [key[1] for key in list(self._groups) if key[0] == topic]
 
-    def _group_cursor(self, topic: str, name: str) -> Any:
+    def _group_cursor(self, topic: str, name: str) -> Cursor | None:
+        """The shared cursor of consumer group ``name`` on ``topic``, or None."""
         return self._groups.get((topic, name))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -320,6 +328,8 @@ class BrokerCore(kernel.BrokerKernel):
         return self._state != RUNNING
 
     def _begin_shutdown(self) -> None:
+        """Start the drain (state DRAINING): no new publishes or subscriptions; receives go on
+        until ``_drained()``."""
         with self._lock:
             if self._state == RUNNING:
                 self._state = DRAINING
@@ -329,6 +339,7 @@ class BrokerCore(kernel.BrokerKernel):
             log.stop_accepting()
 
     def _drained(self) -> bool:
+        """True when no topic has anything left for a reader (the drain may end)."""
         return all(log.drained() for log in list(self._topics.values()))
 
     def _dead_letter(self, topic: str, message: Message) -> bool:
@@ -337,7 +348,7 @@ class BrokerCore(kernel.BrokerKernel):
         (a dead letter never waits); raises what a publish raises (QueueFull, BrokerShutdown
         once stopped, TopicNotFound)."""
         if self._state == STOPPED:
-            raise error("BrokerShutdown")
+            raise BrokerShutdown()
         log = self._topics.get(topic)
         if log is None:
             log = self._topic(topic, True)
@@ -377,14 +388,15 @@ class BrokerCore(kernel.BrokerKernel):
         for log in logs:
             self._remove(log.name)
 
-    def _snapshot(self) -> tuple[Any, ...]:
-        """(state, uptime, retired counters, per-topic snapshots): one read for health/stats."""
+    def _snapshot(self) -> BrokerSnapshot:
+        """A BrokerSnapshot (state, uptime, retired counters, per-topic rows): one read for
+        health and stats."""
         if self._orphans:
             self._detach_orphans()
         logs = list(self._topics.values())
-        return (
-            self._state,
+        return BrokerSnapshot(
+            BrokerState(self._state),
             kernel.monotonic() - self._started,
-            tuple(self._retired),
+            RetiredCounts._make(self._retired),
             [log.snapshot() for log in logs],
         )

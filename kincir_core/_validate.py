@@ -1,26 +1,20 @@
-"""Argument checks and the engine's error registry, written once for both engines.
+"""Argument checks and the overflow policies, written once for both engines.
 
 The kernel (``_broker.pyx`` or its twin ``_broker_py.py``) and the Python layer above it
-(``_topics.py``, ``_subscriptions.py``) raise the public exception classes through ``error``;
-``kincir`` installs them at import with ``set_error_types``. The compiled kernel keeps C copies
-of ``check_timeout`` and ``check_batch_size`` for its hot calls (receive with a timeout,
-batch receives); everything else here runs only off the hot path.
+(``_topics.py``, ``_subscriptions.py``) call these. The compiled kernel checks the common case of
+``check_timeout`` and ``check_batch_size`` in C on its hot calls and comes here for the rest.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
+
+from ._errors import InvalidTopicName
 
 #: The overflow policies, indexed by the code the engine stores per topic.
 OVERFLOW_POLICIES = ("error", "block", "drop_oldest", "drop_newest")
 OVERFLOW_ERROR, OVERFLOW_BLOCK, OVERFLOW_DROP_OLDEST, OVERFLOW_DROP_NEWEST = range(4)
-
-# The broker's states (mirrored by the compiled kernel's enum).
-RUNNING = 0
-DRAINING = 1
-STOPPED = 2
 
 # Estimated bytes a topic costs beyond its messages and ring (the memory estimate's constant).
 TOPIC_OVERHEAD = 512
@@ -28,37 +22,24 @@ MAX_TOPIC_LENGTH = 255
 _INVALID_TOPIC_CHAR = re.compile(r"[\s\x00-\x1f\x7f*>]")
 _INVALID_GROUP_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
-_errors: dict[str, Callable[..., Exception]] = {}
-
-
-def set_error_types(**types: Callable[..., Exception]) -> None:
-    """Install the public exception classes the engine raises (called once by ``kincir``)."""
-    _errors.update(types)
-
-
-def error(name: str, *args: Any) -> Exception:
-    """The public exception ``name`` built from ``args`` (raise it)."""
-    return _errors[name](*args)
-
 
 def validate_topic_name(name: Any) -> str:
     """Return ``name`` if it is a valid topic name, else raise TypeError / InvalidTopicName."""
     if type(name) is not str:
         raise TypeError(f"topic must be str, not {type(name).__name__}")
     if not name:
-        raise error("InvalidTopicName", name, "it is empty")
+        raise InvalidTopicName(name, "it is empty")
     if len(name) > MAX_TOPIC_LENGTH:
-        raise error("InvalidTopicName", name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
+        raise InvalidTopicName(name, f"it is longer than {MAX_TOPIC_LENGTH} characters")
     bad = _INVALID_TOPIC_CHAR.search(name)
     if bad is not None:
-        raise error(
-            "InvalidTopicName",
+        raise InvalidTopicName(
             name,
             f"it contains {bad.group()!r}; "
             "whitespace, control characters, '*' and '>' are not allowed",
         )
     if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise error("InvalidTopicName", name, "it has an empty dot-separated segment")
+        raise InvalidTopicName(name, "it has an empty dot-separated segment")
     return name
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -190,6 +191,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
+def engine_env() -> Callable[[str], dict[str, str]]:
+    """``engine_env(engine)``: the environment for a child process on ``engine`` ("cython" or
+    "python"); skips the test when the compiled engine is asked for but not loaded here."""
+
+    def env_for(engine: str) -> dict[str, str]:
+        env = dict(os.environ)
+        if engine == "python":
+            env[_ENV] = "1"
+        elif kincir.IMPLEMENTATION != "cython":
+            pytest.skip("the compiled engine is not loaded in this run")
+        return env
+
+    return env_for
+
+
+@pytest.fixture
+def quiet_router_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Keep the router's expected handler failures out of the captured log."""
+    caplog.set_level(logging.CRITICAL, logger="kincir.router")
+
+
+@pytest.fixture
 def fast_switching() -> Iterator[None]:
     """Switch threads as often as CPython allows for the test, to shake thread schedules."""
     old = sys.getswitchinterval()
@@ -214,7 +237,18 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
 
     Extras: ``k.impl`` (the parameter id), ``k.new_broker(config=None, **config_fields)``
     (shut down at teardown), ``k.spawn(fn, *args)`` (a ``Worker`` joined at teardown),
-    ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling), ``k.core``.
+    ``k.spawn_blocked(fn, *args)`` (``k.spawn``, then checks that the worker still runs 50 ms
+    later), ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling),
+    ``k.core``, ``k.wait_for(predicate)``, ``k.drain(sub)`` (what ``sub`` can take without
+    waiting, one ``try_receive`` at a time).
+
+    Set-ups: ``k.subscriber(broker, topic, **kwargs)`` and ``k.ack_subscriber(...)`` (a new
+    subscriber of ``topic``), ``k.members(broker, topic, n=2, group="g")`` (a consumer group of
+    ``n`` plain subscribers of ``topic``), ``k.setup(config=None, subscribe=None, **fields)`` (a
+    new broker, a publisher and a subscriber, subscribed to ``subscribe`` if given),
+    ``k.ack_setup(**kwargs)`` (a broker with stats, a publisher and an ack subscriber on
+    ``"t"``), ``k.ack_group(broker, *member_kwargs)`` (ack subscribers of group ``"g"`` on
+    ``"t"``, one a dict of keywords; two by default).
     """
     impl = request.param
     if impl not in COPIES:
@@ -248,10 +282,63 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
         workers.append(worker)
         return worker
 
-    ns.new_broker = new_broker
-    ns.wait_for = wait_for
-    ns.track = track
-    ns.spawn = spawn
+    def spawn_blocked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Worker:
+        worker = spawn(fn, *args, **kwargs)
+        time.sleep(0.05)
+        assert worker.is_alive()
+        return worker
+
+    def subscriber(broker: Any, topic: str, **kwargs: Any) -> Any:
+        sub = ns.InMemorySubscriber(broker, **kwargs)
+        sub.subscribe(topic)
+        return sub
+
+    def ack_subscriber(broker: Any, topic: str, **kwargs: Any) -> Any:
+        sub = ns.InMemoryAckSubscriber(broker, **kwargs)
+        sub.subscribe(topic)
+        return sub
+
+    def members(broker: Any, topic: str, n: int = 2, *, group: str = "g") -> list[Any]:
+        subs = [ns.InMemorySubscriber(broker, group=group) for _ in range(n)]
+        for sub in subs:
+            sub.subscribe(topic)
+        return subs
+
+    def drain(sub: Any) -> list[Any]:
+        got = []
+        while (msg := sub.try_receive()) is not None:
+            got.append(msg)
+        return got
+
+    def setup(
+        config: Any = None, *, subscribe: str | None = None, **fields: Any
+    ) -> tuple[Any, Any, Any]:
+        broker = new_broker(config, **fields)
+        pub, sub = ns.InMemoryPublisher(broker), ns.InMemorySubscriber(broker)
+        if subscribe is not None:
+            sub.subscribe(subscribe)
+        return broker, pub, sub
+
+    def ack_setup(**sub_kwargs: Any) -> tuple[Any, Any, Any]:
+        broker = new_broker(enable_stats=True)
+        pub = ns.InMemoryPublisher(broker)
+        sub = ns.InMemoryAckSubscriber(broker, **sub_kwargs)
+        sub.subscribe("t")
+        return broker, pub, sub
+
+    def ack_group(broker: Any, *member_kwargs: dict[str, Any]) -> list[Any]:
+        members = [
+            ns.InMemoryAckSubscriber(broker, group="g", **kwargs)
+            for kwargs in member_kwargs or ({}, {})
+        ]
+        for member in members:
+            member.subscribe("t")
+        return members
+
+    helpers = (new_broker, track, spawn, spawn_blocked, wait_for, drain)
+    set_ups = (subscriber, ack_subscriber, members, setup, ack_setup, ack_group)
+    for helper in (*helpers, *set_ups):
+        setattr(ns, helper.__name__, helper)
     yield ns
     # Shutting the brokers down first wakes any receive a failed test left blocked.
     for broker in brokers:

@@ -10,16 +10,8 @@ import time
 import pytest
 
 
-def setup(k, **sub_kwargs):
-    broker = k.new_broker(enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, **sub_kwargs)
-    sub.subscribe("t")
-    return broker, pub, sub
-
-
 def test_receive_with_ack_hands_out_message_and_handle(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [k.Message(b"hello")])
     msg, handle = sub.try_receive_with_ack()
     assert msg.payload == b"hello"
@@ -37,8 +29,7 @@ def test_receive_with_ack_hands_out_message_and_handle(k):
 def test_in_flight_messages_hold_their_slot_until_acked(k):
     broker = k.new_broker(max_queue_size=2, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -62,7 +53,7 @@ def test_in_flight_messages_hold_their_slot_until_acked(k):
 
 
 def test_nack_redelivers_with_a_higher_delivery_count(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1", b"2"])
     msg, handle = sub.try_receive_with_ack()
     sub.nack(handle)
@@ -76,9 +67,8 @@ def test_nack_redelivers_with_a_higher_delivery_count(k):
 
 
 def test_past_max_deliveries_the_message_goes_to_the_dead_letter_topic(k):
-    broker, pub, sub = setup(k, max_deliveries=2, dead_letter_topic="t.dlq")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("t.dlq")
+    broker, pub, sub = k.ack_setup(max_deliveries=2, dead_letter_topic="t.dlq")
+    dlq = k.subscriber(broker, "t.dlq")
     pub.publish_nowait("t", [k.Message(b"poison", {"kind": "bad"})])
     msg, h = sub.try_receive_with_ack()
     sub.nack(h)
@@ -99,7 +89,7 @@ def test_past_max_deliveries_the_message_goes_to_the_dead_letter_topic(k):
 
 
 def test_without_dead_letter_topic_exhausted_messages_are_dropped_and_counted(k):
-    broker, pub, sub = setup(k, max_deliveries=1)
+    broker, pub, sub = k.ack_setup(max_deliveries=1)
     pub.publish_nowait("t", [b"x"])
     _, h = sub.try_receive_with_ack()
     sub.nack(h)
@@ -109,7 +99,7 @@ def test_without_dead_letter_topic_exhausted_messages_are_dropped_and_counted(k)
 
 
 def test_unbounded_max_deliveries(k):
-    _broker, pub, sub = setup(k, max_deliveries=None)
+    _broker, pub, sub = k.ack_setup(max_deliveries=None)
     pub.publish_nowait("t", [b"x"])
     for n in range(1, 21):
         _, h = sub.try_receive_with_ack()
@@ -118,9 +108,8 @@ def test_unbounded_max_deliveries(k):
 
 
 def test_nack_without_requeue_rejects_to_the_dead_letter_topic(k):
-    broker, pub, sub = setup(k, dead_letter_topic="dlq")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
+    broker, pub, sub = k.ack_setup(dead_letter_topic="dlq")
+    dlq = k.subscriber(broker, "dlq")
     pub.publish_nowait("t", [b"x"])
     _, h = sub.try_receive_with_ack()
     sub.nack(h, requeue=False)
@@ -129,7 +118,7 @@ def test_nack_without_requeue_rejects_to_the_dead_letter_topic(k):
 
 
 def test_a_missed_ack_deadline_redelivers(k):
-    broker, pub, sub = setup(k, ack_timeout=0.05)
+    broker, pub, sub = k.ack_setup(ack_timeout=0.05)
     pub.publish_nowait("t", [b"x"])
     _, first = sub.receive_with_ack_sync(timeout=1)
     assert sub.try_receive_with_ack() is None
@@ -144,9 +133,8 @@ def test_a_missed_ack_deadline_redelivers(k):
 
 
 def test_settled_foreign_and_wrong_handles_are_rejected(k):
-    broker, pub, sub = setup(k)
-    other = k.InMemoryAckSubscriber(broker)
-    other.subscribe("t")
+    broker, pub, sub = k.ack_setup()
+    other = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     _, h = sub.try_receive_with_ack()
     _, h_other = other.try_receive_with_ack()
@@ -168,7 +156,7 @@ def test_settled_foreign_and_wrong_handles_are_rejected(k):
 
 
 def test_ack_and_nack_return_completed_awaitables(k):
-    _broker, pub, sub = setup(k)
+    _broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1", b"2"])
 
     async def main():
@@ -186,7 +174,7 @@ def test_ack_and_nack_return_completed_awaitables(k):
 
 
 def test_batches_settle_all_or_none(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     handles = [sub.try_receive_with_ack()[1] for _ in range(3)]
     sub.ack(handles[0])
@@ -205,10 +193,7 @@ def test_batches_settle_all_or_none(k):
 def test_group_redelivers_to_any_member(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     pub.publish_nowait("t", [b"x"])
     msg, h = a.try_receive_with_ack()
     assert b.try_receive_with_ack() is None
@@ -223,10 +208,7 @@ def test_group_redelivers_to_any_member(k):
 def test_closing_group_member_returns_its_deliveries(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     got = [a.try_receive_with_ack() for _ in range(2)]
     a.close()
@@ -243,15 +225,10 @@ def test_closing_group_member_returns_its_deliveries(k):
 def test_a_waiting_member_is_woken_by_another_members_nack(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     pub.publish_nowait("t", [b"x"])
     _, h = a.try_receive_with_ack()
-    waiting = k.spawn(b.receive_with_ack_sync, 5)
-    time.sleep(0.05)
-    assert waiting.is_alive()
+    waiting = k.spawn_blocked(b.receive_with_ack_sync, 5)
     a.nack(h)
     msg, h2 = waiting.join()
     assert msg.payload == b"x" and h2.delivery_count == 2
@@ -260,10 +237,7 @@ def test_a_waiting_member_is_woken_by_another_members_nack(k):
 def test_async_member_is_woken_by_a_threads_nack(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     pub.publish_nowait("t", [b"x"])
     _, h = a.try_receive_with_ack()
 
@@ -280,10 +254,7 @@ def test_deadline_expiring_while_an_ack_arrives_settles_exactly_once(k):
     for _ in range(30):
         broker = k.new_broker()
         pub = k.InMemoryPublisher(broker)
-        a = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=0.01)
-        b = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=5)
-        a.subscribe("t")
-        b.subscribe("t")
+        a, b = k.ack_group(broker, {"ack_timeout": 0.01}, {"ack_timeout": 5})
         pub.publish_nowait("t", [b"x"])
         _, h = a.try_receive_with_ack()
         barrier = threading.Barrier(2)
@@ -314,7 +285,7 @@ def test_deadline_expiring_while_an_ack_arrives_settles_exactly_once(k):
 
 
 def test_plain_receive_methods_ack_as_they_hand_out(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
     assert sub.try_receive().payload == b"1"
     assert sub.receive_sync(timeout=1).payload == b"2"
@@ -353,7 +324,7 @@ def test_receive_with_ack_before_subscribing_raises_not_subscribed(k):
 
 
 def test_shutdown_drain_waits_for_in_flight_acks(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1"])
     _, h = sub.try_receive_with_ack()
     assert broker.shutdown(timeout=0.05) is False
@@ -364,9 +335,8 @@ def test_shutdown_drain_waits_for_in_flight_acks(k):
 
 
 def test_delete_group_forgets_its_in_flight_messages(k):
-    broker, pub, _ = setup(k)
-    member = k.InMemoryAckSubscriber(broker, group="g")
-    member.subscribe("t")
+    broker, pub, _ = k.ack_setup()
+    member = k.ack_subscriber(broker, "t", group="g")
     pub.publish_nowait("t", [b"1"])
     _, h = member.try_receive_with_ack()
     assert broker.topic_info("t").in_flight == 1
@@ -413,7 +383,7 @@ def test_worker_pool_with_random_failures_processes_every_message(k):
 
 
 def test_asyncio_iteration_over_an_ack_subscriber(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
 
     async def main():
         await pub.publish("t", [b"1", b"2"])
@@ -449,10 +419,8 @@ def test_a_dropped_plain_ack_subscriber_releases_its_in_flight_slots(k):
 
     broker = k.new_broker(max_queue_size=5)
     pub = k.InMemoryPublisher(broker)
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
-    a = k.InMemoryAckSubscriber(broker)
-    a.subscribe("t")
+    keep = k.subscriber(broker, "t")
+    a = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"x"])
     keep.try_receive()
     msg, handle = a.try_receive_with_ack()
@@ -469,7 +437,7 @@ def test_a_dropped_plain_ack_subscriber_releases_its_in_flight_slots(k):
 
 @pytest.mark.parametrize("how", ["force_shutdown", "delete_topic", "clear_topic"])
 def test_no_redelivery_after_the_log_dropped_the_message(k, how):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"x", b"y"])
     _, h = sub.try_receive_with_ack()
     sub.nack(h)
@@ -491,8 +459,7 @@ def test_no_redelivery_after_the_log_dropped_the_message(k, how):
 def test_drop_oldest_drops_in_flight_slots_and_they_are_not_redelivered(k):
     broker = k.new_broker(max_queue_size=2, overflow="drop_oldest")
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -509,8 +476,7 @@ def test_drop_oldest_drops_in_flight_slots_and_they_are_not_redelivered(k):
 def test_a_redelivery_past_the_ttl_is_expired_not_delivered(k):
     broker = k.new_broker(default_message_ttl=10.5, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"x"])
     _, h = sub.try_receive_with_ack()
     k.core._advance_clock(11)

@@ -8,21 +8,12 @@ import time
 
 import pytest
 
-
-def setup(k, **sub_kwargs):
-    broker = k.new_broker(enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, **sub_kwargs)
-    sub.subscribe("t")
-    return broker, pub, sub
-
-
 # -- a batch returns what it holds (item 2) ----------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["try", "sync", "async"])
 def test_ack_batch_after_shutdown_returns_what_it_collected(k, how):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.ack_setup()
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     broker.shutdown()
     if how == "try":
@@ -45,10 +36,8 @@ def test_ack_batch_after_shutdown_returns_what_it_collected(k, how):
 
 def test_dead_letters_are_published_during_a_graceful_drain(k):
     broker = k.new_broker(enable_stats=True)
-    sub = k.InMemoryAckSubscriber(broker, group="svc", max_deliveries=1, dead_letter_topic="dead")
-    sub.subscribe("jobs")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dead")
+    sub = k.ack_subscriber(broker, "jobs", group="svc", max_deliveries=1, dead_letter_topic="dead")
+    dlq = k.subscriber(broker, "dead")
     k.InMemoryPublisher(broker).publish_sync("jobs", [b"poison", b"ok"])
     broker.shutdown()
     _, h = sub.receive_with_ack_sync(timeout=1)
@@ -69,8 +58,7 @@ def test_dead_letters_are_published_during_a_graceful_drain(k):
 
 def test_a_dead_letter_topic_made_during_the_drain_takes_the_letter(k):
     broker = k.new_broker(enable_stats=True)
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dead")
-    sub.subscribe("jobs")
+    sub = k.ack_subscriber(broker, "jobs", dead_letter_topic="dead")
     k.InMemoryPublisher(broker).publish_nowait("jobs", [b"poison"])
     broker.shutdown()
     _, h = sub.try_receive_with_ack()
@@ -83,16 +71,12 @@ def test_a_dead_letter_topic_made_during_the_drain_takes_the_letter(k):
 
 def test_a_dead_letter_reader_is_woken_when_the_drain_ends(k):
     broker = k.new_broker(enable_stats=True)
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dead")
-    sub.subscribe("jobs")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dead")
+    sub = k.ack_subscriber(broker, "jobs", dead_letter_topic="dead")
+    dlq = k.subscriber(broker, "dead")
     k.InMemoryPublisher(broker).publish_nowait("jobs", [b"fine"])
     broker.shutdown()
     _, h = sub.try_receive_with_ack()
-    waiting = k.spawn(dlq.receive_sync, timeout=5)
-    time.sleep(0.05)
-    assert waiting.is_alive()
+    waiting = k.spawn_blocked(dlq.receive_sync, timeout=5)
     sub.ack(h)  # nothing can be dead-lettered any more
     with pytest.raises(k.BrokerShutdown):
         waiting.join()
@@ -103,10 +87,7 @@ def test_a_dead_letter_reader_is_woken_when_the_drain_ends(k):
 
 def test_a_group_member_keeps_receiving_while_another_members_message_may_return(k):
     broker = k.new_broker(enable_stats=True)
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
     _, ha = a.try_receive_with_ack()
@@ -125,16 +106,11 @@ def test_a_group_member_keeps_receiving_while_another_members_message_may_return
 
 def test_a_waiting_group_member_ends_when_the_last_message_is_acked(k):
     broker = k.new_broker()
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
     _, ha = a.try_receive_with_ack()
-    waiting = k.spawn(b.receive_with_ack_sync, timeout=5)
-    time.sleep(0.05)
-    assert waiting.is_alive()
+    waiting = k.spawn_blocked(b.receive_with_ack_sync, timeout=5)
     a.ack(ha)
     with pytest.raises(k.BrokerShutdown):
         waiting.join()
@@ -208,8 +184,7 @@ def test_an_ack_group_on_threads_drains_and_ends_at_shutdown(k):
 def test_dead_letter_topics_are_created_outside_max_topics(k):
     broker = k.new_broker(max_topics=1, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", dead_letter_topic="dlq")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -240,8 +215,7 @@ def test_a_refused_dead_letter_is_dropped_and_counted_without_raising(k):
     broker = k.new_broker(enable_stats=True)
     broker.configure_topic("dlq", max_queue_size=1)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", dead_letter_topic="dlq")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -256,8 +230,7 @@ def test_a_refused_dead_letter_is_dropped_and_counted_without_raising(k):
 def test_an_unsettled_message_does_not_pin_the_acked_ones_against_the_capacity(k):
     broker = k.new_broker(max_queue_size=3)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"m1", b"m2", b"m3"])
     _, h1 = sub.try_receive_with_ack()  # stays unsettled
     for _ in range(2):
@@ -274,8 +247,7 @@ def test_an_unsettled_message_does_not_pin_the_acked_ones_against_the_capacity(k
 def test_after_clear_topic_a_stale_handle_holds_no_room(k):
     broker = k.new_broker(max_queue_size=3)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"old"])
     _, old = sub.try_receive_with_ack()
     broker.clear_topic("t")
@@ -290,14 +262,11 @@ def test_after_clear_topic_a_stale_handle_holds_no_room(k):
 def test_a_blocked_publisher_is_woken_when_an_in_flight_message_is_acked(k):
     broker = k.new_broker(max_queue_size=2, overflow="block")
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
-    blocked = k.spawn(pub.publish_sync, "t", [b"3"], timeout=5)
-    time.sleep(0.05)
-    assert blocked.is_alive()
+    blocked = k.spawn_blocked(pub.publish_sync, "t", [b"3"], timeout=5)
     sub.ack(h2)  # not the oldest: no slot is released, but one message fewer is held
     blocked.join()
     sub.ack(h1)
@@ -326,8 +295,7 @@ def _identity_holds(broker):
 def test_accounting_identity_with_acks_nacks_drops_and_in_flight(k):
     broker = k.new_broker(enable_stats=True, default_message_ttl=60.0, cleanup_interval=3600)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, max_deliveries=1)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", max_deliveries=1)
     pub.publish_nowait("t", [b"m1", b"m2", b"m3"])
     _, h1 = sub.try_receive_with_ack()
     assert _terms(broker) == (3, 0, 1, 0, 0, 2)  # in flight: neither consumed nor queued
@@ -342,8 +310,7 @@ def test_accounting_identity_with_acks_nacks_drops_and_in_flight(k):
 def test_accounting_identity_with_dead_letters_and_expired_redeliveries(k):
     broker = k.new_broker(enable_stats=True, default_message_ttl=10.5, cleanup_interval=3600)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", dead_letter_topic="dlq")
     pub.publish_nowait("t", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     sub.nack(h1, requeue=False)  # dead-lettered: settled out of the topic, consumed
@@ -370,10 +337,8 @@ def test_accounting_identity_with_dead_letters_and_expired_redeliveries(k):
 def test_settling_a_deleted_topics_messages_reaches_the_broker_stats(k):
     broker = k.new_broker(enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
-    sub.subscribe("t")
+    dlq = k.subscriber(broker, "dlq")
+    sub = k.ack_subscriber(broker, "t", dead_letter_topic="dlq")
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
     handles = [sub.try_receive_with_ack()[1] for _ in range(4)]
     broker.delete_topic("t")
@@ -397,8 +362,7 @@ def test_settling_a_deleted_topics_messages_reaches_the_broker_stats(k):
 def test_a_deleted_topics_handles_stay_valid_whatever_the_subscriber_does_next(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("b")
+    sub = k.ack_subscriber(broker, "b")
     pub.publish_nowait("b", [b"1", b"2"])
     _, h1 = sub.try_receive_with_ack()
     _, h2 = sub.try_receive_with_ack()
@@ -437,8 +401,7 @@ def test_round_robin_after_a_topic_is_deleted_is_the_same_on_both_engines(k, ack
 def test_a_deleted_topics_message_waiting_for_redelivery_is_dropped_and_counted(k):
     broker = k.new_broker(enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     sub.subscribe("u")
     pub.publish_nowait("t", [b"1"])
     _, h = sub.try_receive_with_ack()
@@ -450,10 +413,7 @@ def test_a_deleted_topics_message_waiting_for_redelivery_is_dropped_and_counted(
 
 def test_an_async_group_member_drains_with_the_group(k):
     broker = k.new_broker()
-    a = k.InMemoryAckSubscriber(broker, group="g")
-    b = k.InMemoryAckSubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker)
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     broker.shutdown()
 

@@ -13,13 +13,8 @@ from datetime import timedelta
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def test_publish_is_a_coroutine_and_receive_gets_the_message(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
 
     async def main():
         await sub.subscribe("orders")
@@ -38,7 +33,7 @@ def test_publish_is_a_coroutine_and_receive_gets_the_message(k):
 
 
 def test_publish_with_timeout_arguments(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
 
     async def main():
         sub.subscribe("t")
@@ -51,7 +46,7 @@ def test_publish_with_timeout_arguments(k):
 
 
 def test_subscribe_awaited_and_plain_both_work_without_warnings(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     plain = k.InMemorySubscriber(broker)
     awaited = k.InMemorySubscriber(broker)
 
@@ -81,8 +76,7 @@ def test_subscribe_awaited_and_plain_both_work_without_warnings(k):
 
 @pytest.mark.parametrize("method", ["subscribe", "unsubscribe", "close"])
 def test_non_waiting_calls_return_completed_awaitables(k, method):
-    _, _, sub = setup(k)
-    sub.subscribe("t")
+    _, _, sub = k.setup(subscribe="t")
     args = ("t",) if method != "close" else ()
     result = getattr(sub, method)(*args)
     assert not inspect.iscoroutine(result)
@@ -97,8 +91,7 @@ def test_non_waiting_calls_return_completed_awaitables(k, method):
 
 
 def test_receive_timeout_raises_builtin_timeout_error(k):
-    _, _, sub = setup(k)
-    sub.subscribe("t")
+    _, _, sub = k.setup(subscribe="t")
 
     async def main():
         with pytest.raises(TimeoutError) as first:
@@ -116,8 +109,7 @@ def test_receive_timeout_raises_builtin_timeout_error(k):
 
 
 def test_receive_timeout_loses_no_message_and_keeps_the_subscription(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         with pytest.raises(TimeoutError):
@@ -131,8 +123,7 @@ def test_receive_timeout_loses_no_message_and_keeps_the_subscription(k):
 
 
 def test_cancelled_receive_loses_no_message(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
 
     async def main():
         task = asyncio.ensure_future(sub.receive())
@@ -153,8 +144,7 @@ def test_cancelled_receive_loses_no_message(k):
 
 
 def test_cancelled_receive_batch_loses_no_message(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         task = asyncio.ensure_future(sub.receive_batch(10))
@@ -170,8 +160,7 @@ def test_cancelled_receive_batch_loses_no_message(k):
 
 def test_cancel_racing_a_publish_loses_no_message(k):
     """Publish and cancel in the same loop iteration: the message is still there afterwards."""
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         received = []
@@ -193,8 +182,7 @@ def test_cancel_racing_a_publish_loses_no_message(k):
 
 
 def test_wait_for_timeout_around_receive_loses_no_message(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         with pytest.raises(TimeoutError):
@@ -205,43 +193,40 @@ def test_wait_for_timeout_around_receive_loses_no_message(k):
     assert k.run(main()).payload == b"x"
 
 
-def test_async_receive_woken_by_a_publish_from_another_thread(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+def receive_while_a_thread_publishes(k, pub, payloads, receive):
+    """Await ``receive()`` on a loop while a thread publishes ``payloads`` to 't' 50 ms later."""
 
     def publish_later():
         time.sleep(0.05)
-        pub.publish_sync("t", [b"from a thread"])
+        pub.publish_sync("t", payloads)
 
     async def main():
         worker = k.spawn(publish_later)
-        got = await sub.receive(timeout=3)
+        got = await receive()
         worker.join(2)
         return got
 
-    assert k.run(main()).payload == b"from a thread"
+    return k.run(main())
+
+
+def test_async_receive_woken_by_a_publish_from_another_thread(k):
+    _, pub, sub = k.setup(subscribe="t")
+    got = receive_while_a_thread_publishes(
+        k, pub, [b"from a thread"], lambda: sub.receive(timeout=3)
+    )
+    assert got.payload == b"from a thread"
 
 
 def test_async_receive_batch_woken_by_a_publish_from_another_thread(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
-
-    def publish_later():
-        time.sleep(0.05)
-        pub.publish_sync("t", [b"a", b"b"])
-
-    async def main():
-        worker = k.spawn(publish_later)
-        got = await sub.receive_batch(10, timeout=3)
-        worker.join(2)
-        return got + sub.try_receive_batch(10)
-
-    assert [m.payload for m in k.run(main())] == [b"a", b"b"]
+    _, pub, sub = k.setup(subscribe="t")
+    got = receive_while_a_thread_publishes(
+        k, pub, [b"a", b"b"], lambda: sub.receive_batch(10, timeout=3)
+    )
+    assert [m.payload for m in got + sub.try_receive_batch(10)] == [b"a", b"b"]
 
 
 def test_async_receive_woken_by_a_publish_on_the_same_loop(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         task = asyncio.ensure_future(sub.receive(timeout=3))
@@ -253,7 +238,7 @@ def test_async_receive_woken_by_a_publish_on_the_same_loop(k):
 
 
 def test_receivers_on_several_event_loops_at_once(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     subs = [k.InMemorySubscriber(broker) for _ in range(3)]
     for s in subs:
         s.subscribe("t")
@@ -276,8 +261,7 @@ def test_receivers_on_several_event_loops_at_once(k):
 
 
 def test_receive_batch_waits_for_one_then_returns_without_waiting_further(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     def publish_late():
         time.sleep(0.3)
@@ -297,8 +281,7 @@ def test_receive_batch_waits_for_one_then_returns_without_waiting_further(k):
 
 
 def test_receive_batch_respects_max(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         await pub.publish("t", [str(i).encode() for i in range(5)])
@@ -314,8 +297,7 @@ def test_receive_batch_respects_max(k):
 
 
 def test_async_for_ends_when_the_broker_shuts_down(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
 
     async def main():
         async def consume():
@@ -332,8 +314,7 @@ def test_async_for_ends_when_the_broker_shuts_down(k):
 
 
 def test_async_for_ends_when_shut_down_from_another_thread(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
 
     def stop_later():
         time.sleep(0.05)
@@ -350,8 +331,7 @@ def test_async_for_ends_when_shut_down_from_another_thread(k):
 
 
 def test_async_for_ends_when_closed(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     async def main():
         async def consume():
@@ -367,7 +347,7 @@ def test_async_for_ends_when_closed(k):
 
 
 def test_async_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
 
     async def main():
         with pytest.raises(k.NotSubscribed):
@@ -381,8 +361,7 @@ def test_async_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k)
 
 
 def test_async_receive_ends_with_not_subscribed_when_unsubscribed_meanwhile(k):
-    _, _, sub = setup(k)
-    sub.subscribe("t")
+    _, _, sub = k.setup(subscribe="t")
 
     async def main():
         task = asyncio.ensure_future(sub.receive(timeout=3))
@@ -395,7 +374,7 @@ def test_async_receive_ends_with_not_subscribed_when_unsubscribed_meanwhile(k):
 
 
 def test_async_receive_from_several_topics(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
 
     async def main():
         await sub.subscribe("a")
@@ -410,8 +389,7 @@ def test_async_receive_from_several_topics(k):
 
 
 def test_publish_sync_from_a_thread_while_a_loop_receives_many(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
 
     def produce():
         for i in range(300):

@@ -50,10 +50,7 @@ GOOD_TOPIC_NAMES = [
 
 
 def state(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("keep")
+    broker, pub, sub = k.setup(subscribe="keep")
     precious = k.Message(b"precious", {"k": "v"})
     pub.publish_nowait("keep", [precious])
     return types.SimpleNamespace(k=k, broker=broker, pub=pub, sub=sub, precious=precious)
@@ -411,8 +408,7 @@ def test_rejected_subscribe_leaves_no_trace(k):
 
 def test_message_errors_do_not_reach_the_broker(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _sub = k.subscriber(broker, "t")
     with pytest.raises(TypeError):
         k.Message(b"x", {"a": 1})
     with pytest.raises(TypeError):

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 import kincir
-from kincir import bench, bench_backends
+from kincir import bench
 from kincir.__main__ import main
+from kincir.bench import backends as bench_backends
 from kincir.memory import (
     InMemoryAckSubscriber,
     InMemoryBroker,

@@ -7,12 +7,6 @@ from datetime import timedelta
 
 import pytest
 
-
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 # -- construction -------------------------------------------------------------------------------
 
 
@@ -37,7 +31,7 @@ def test_default_constructor(k):
 
 
 def test_topics_are_created_by_publish_and_subscribe(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     assert broker.list_topics() == []
     assert broker.topic_count() == 0
     pub.publish_nowait("orders", [b"1"])
@@ -50,7 +44,7 @@ def test_topics_are_created_by_publish_and_subscribe(k):
 
 
 def test_list_topics_returns_a_fresh_list(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("a", [b"1"])
     names = broker.list_topics()
     names.append("zzz")
@@ -58,7 +52,7 @@ def test_list_topics_returns_a_fresh_list(k):
 
 
 def test_topic_info_fields(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     created_before = time.time()
     sub.subscribe("orders")
     pub.publish_nowait("orders", [b"a", b"b", b"c"])
@@ -80,7 +74,7 @@ def test_topic_info_fields(k):
 
 
 def test_topic_info_of_an_unknown_topic_raises_topic_not_found(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     with pytest.raises(k.TopicNotFound) as info:
         broker.topic_info("missing.topic")
     assert isinstance(info.value, LookupError)
@@ -90,7 +84,7 @@ def test_topic_info_of_an_unknown_topic_raises_topic_not_found(k):
 
 
 def test_topic_info_is_a_frozen_snapshot(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("t", [b"1"])
     info = broker.topic_info("t")
     pub.publish_nowait("t", [b"2"])
@@ -101,7 +95,7 @@ def test_topic_info_is_a_frozen_snapshot(k):
 
 
 def test_topic_info_age_grows_and_activity_updates(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("t", [b"1"])
     first = broker.topic_info("t")
     time.sleep(0.05)
@@ -115,8 +109,7 @@ def test_topic_info_age_grows_and_activity_updates(k):
 
 
 def test_topic_info_is_active(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("with.sub")
+    broker, pub, sub = k.setup(subscribe="with.sub")
     assert broker.topic_info("with.sub").is_active() is True
     sub.unsubscribe("with.sub")
     assert broker.topic_info("with.sub").is_active() is False
@@ -125,8 +118,7 @@ def test_topic_info_is_active(k):
 
 
 def test_list_topic_info(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("b")
+    broker, pub, _sub = k.setup(subscribe="b")
     pub.publish_nowait("a", [b"1", b"2"])
     pub.publish_nowait("b", [b"3"])
     infos = {info.name: info for info in broker.list_topic_info()}
@@ -139,7 +131,7 @@ def test_list_topic_info(k):
 
 
 def test_list_topic_info_oldest_first(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     for name in ["c", "a", "b"]:
         pub.publish_nowait(name, [b"x"])
     assert [info.name for info in broker.list_topic_info()] == ["c", "a", "b"]
@@ -149,7 +141,7 @@ def test_list_topic_info_oldest_first(k):
 
 
 def test_delete_topic_drops_held_messages(k):
-    broker, pub, _ = setup(k, enable_stats=True)
+    broker, pub, _ = k.setup(enable_stats=True)
     pub.publish_nowait("gone", [b"1", b"2", b"3"])
     pub.publish_nowait("kept", [b"k"])
     broker.delete_topic("gone")
@@ -162,8 +154,7 @@ def test_delete_topic_drops_held_messages(k):
     assert stats.messages_published() == 4
     assert stats.messages_dropped() == 3
     # The name can be used again, starting fresh.
-    late = k.InMemorySubscriber(broker)
-    late.subscribe("gone")
+    late = k.subscriber(broker, "gone")
     assert late.try_receive() is None
     pub.publish_nowait("gone", [b"new"])
     got = late.try_receive()
@@ -172,8 +163,7 @@ def test_delete_topic_drops_held_messages(k):
 
 
 def test_delete_topic_ends_the_subscription_of_its_only_topic(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("gone")
+    broker, pub, sub = k.setup(subscribe="gone")
     pub.publish_nowait("gone", [b"unread"])
     broker.delete_topic("gone")
     assert sub.is_subscribed() is False
@@ -187,8 +177,7 @@ def test_delete_topic_ends_the_subscription_of_its_only_topic(k):
 
 
 def test_delete_topic_keeps_the_subscriber_other_topics(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("gone")
+    broker, pub, sub = k.setup(subscribe="gone")
     sub.subscribe("kept")
     pub.publish_nowait("gone", [b"lost"])
     broker.delete_topic("gone")
@@ -199,8 +188,7 @@ def test_delete_topic_keeps_the_subscriber_other_topics(k):
 
 
 def test_delete_topic_wakes_a_blocked_receiver(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("gone")
+    broker, _, sub = k.setup(subscribe="gone")
     worker = k.spawn(sub.receive_sync, 5)
     worker.started.wait(1)
     time.sleep(0.05)
@@ -210,15 +198,14 @@ def test_delete_topic_wakes_a_blocked_receiver(k):
 
 
 def test_delete_unknown_topic_raises_topic_not_found(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     with pytest.raises(k.TopicNotFound) as info:
         broker.delete_topic("nope")
     assert info.value.topic == "nope"
 
 
 def test_clear_topic_returns_the_held_count(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert broker.clear_topic("t") == 3
     assert broker.topic_info("t").queue_size == 0
@@ -233,7 +220,7 @@ def test_clear_topic_returns_the_held_count(k):
 
 
 def test_clear_topic_without_subscribers(k):
-    broker, pub, _ = setup(k, enable_stats=True)
+    broker, pub, _ = k.setup(enable_stats=True)
     pub.publish_nowait("t", [b"1", b"2"])
     assert broker.clear_topic("t") == 2
     assert broker.topic_info("t").queue_size == 0
@@ -243,7 +230,7 @@ def test_clear_topic_without_subscribers(k):
 
 
 def test_clear_unknown_topic_raises_topic_not_found(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     with pytest.raises(k.TopicNotFound):
         broker.clear_topic("nope")
 
@@ -252,11 +239,9 @@ def test_clear_unknown_topic_raises_topic_not_found(k):
 
 
 def test_cleanup_idle_topics_removes_only_idle_topics_without_subscribers(k):
-    broker, pub, sub = setup(k, enable_stats=True)
-    sub.subscribe("watched")
+    broker, pub, sub = k.setup(enable_stats=True, subscribe="watched")
     pub.publish_nowait("idle.held", [b"1", b"2"])
-    sub2 = k.InMemorySubscriber(broker)
-    sub2.subscribe("idle.empty")
+    sub2 = k.subscriber(broker, "idle.empty")
     sub2.unsubscribe("idle.empty")
     pub.publish_nowait("busy", [b"x"])
     time.sleep(0.25)
@@ -269,7 +254,7 @@ def test_cleanup_idle_topics_removes_only_idle_topics_without_subscribers(k):
 
 
 def test_cleanup_idle_topics_keeps_recent_topics(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("fresh", [b"1"])
     assert broker.cleanup_idle_topics(30) == []
     assert broker.cleanup_idle_topics(timedelta(seconds=30)) == []
@@ -277,7 +262,7 @@ def test_cleanup_idle_topics_keeps_recent_topics(k):
 
 
 def test_cleanup_idle_topics_accepts_timedelta(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("old", [b"1"])
     time.sleep(0.1)
     assert broker.cleanup_idle_topics(timedelta(milliseconds=20)) == ["old"]
@@ -285,7 +270,7 @@ def test_cleanup_idle_topics_accepts_timedelta(k):
 
 
 def test_cleanup_idle_topics_ignores_the_pull_group(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("pulled", [b"1"])
     assert broker.consume("pulled").payload == b"1"
     time.sleep(0.1)
@@ -293,8 +278,7 @@ def test_cleanup_idle_topics_ignores_the_pull_group(k):
 
 
 def test_cleanup_idle_topics_keeps_a_topic_with_an_idle_subscriber(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("quiet")
+    broker, _, _sub = k.setup(subscribe="quiet")
     time.sleep(0.1)
     assert broker.cleanup_idle_topics(0.02) == []
     assert broker.list_topics() == ["quiet"]
@@ -304,7 +288,7 @@ def test_cleanup_idle_topics_keeps_a_topic_with_an_idle_subscriber(k):
 
 
 def test_consume_pulls_one_message_or_none(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("jobs", [b"1", b"2"])
     first = broker.consume("jobs")
     assert first.payload == b"1"
@@ -316,7 +300,7 @@ def test_consume_pulls_one_message_or_none(k):
 
 
 def test_consume_unknown_topic_raises_topic_not_found(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     with pytest.raises(k.TopicNotFound) as info:
         broker.consume("nope")
     assert info.value.topic == "nope"
@@ -324,7 +308,7 @@ def test_consume_unknown_topic_raises_topic_not_found(k):
 
 
 def test_consume_pull_group_is_durable(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("jobs", [b"before"])
     assert broker.consume("jobs").payload == b"before"
     pub.publish_nowait("jobs", [b"a", b"b"])
@@ -335,8 +319,7 @@ def test_consume_pull_group_is_durable(k):
 
 
 def test_consume_and_subscribers_each_see_every_message(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("jobs")
+    broker, pub, sub = k.setup(subscribe="jobs")
     assert broker.consume("jobs") is None  # creates the pull group at the end
     pub.publish_nowait("jobs", [b"1", b"2"])
     assert [m.payload for m in sub.try_receive_batch(10)] == [b"1", b"2"]
@@ -345,7 +328,7 @@ def test_consume_and_subscribers_each_see_every_message(k):
 
 
 def test_consume_counts_as_consumed(k):
-    broker, pub, _ = setup(k, enable_stats=True)
+    broker, pub, _ = k.setup(enable_stats=True)
     pub.publish_nowait("jobs", [b"1", b"2"])
     broker.consume("jobs")
     assert broker.topic_info("jobs").total_consumed == 1
@@ -356,7 +339,7 @@ def test_consume_counts_as_consumed(k):
 
 
 def test_health_check_of_an_empty_broker(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     health = broker.health_check()
     assert type(health) is k.BrokerHealth
     assert health.is_healthy is True
@@ -369,10 +352,8 @@ def test_health_check_of_an_empty_broker(k):
 
 
 def test_health_check_fields(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("a")
-    sub2 = k.InMemorySubscriber(broker)
-    sub2.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
+    sub2 = k.subscriber(broker, "a")
     sub2.subscribe("b")
     pub.publish_nowait("a", [b"1", b"2"])
     pub.publish_nowait("c", [b"3"])
@@ -388,8 +369,7 @@ def test_health_check_fields(k):
 
 
 def test_health_memory_estimate_tracks_payloads(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     empty = broker.health_check().memory_usage_estimate
     pub.publish_nowait("t", [b"x" * 100_000])
     loaded = broker.health_check()
@@ -400,14 +380,14 @@ def test_health_memory_estimate_tracks_payloads(k):
 
 
 def test_health_uptime_grows(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     first = broker.health_check().uptime
     time.sleep(0.03)
     assert broker.health_check().uptime >= first + 0.02
 
 
 def test_health_is_unhealthy_after_shutdown(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     broker.shutdown()
     assert broker.health_check().is_healthy is False
 
@@ -416,15 +396,14 @@ def test_health_is_unhealthy_after_shutdown(k):
 
 
 def test_stats_is_none_when_disabled(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     assert broker.stats() is None
     assert pub.stats() is None
     assert sub.stats() is None
 
 
 def test_stats_snapshot(k):
-    broker, pub, sub = setup(k, enable_stats=True, max_queue_size=3)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(enable_stats=True, max_queue_size=3, subscribe="a")
     pub.publish_nowait("a", [b"1", b"2", b"3"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("a", [b"4"])
@@ -446,8 +425,7 @@ def test_stats_snapshot(k):
 
 
 def test_stats_gauges_never_go_negative(k):
-    broker, _, sub = setup(k, enable_stats=True)
-    sub.subscribe("a")
+    broker, _, sub = k.setup(enable_stats=True, subscribe="a")
     sub.unsubscribe("a")
     sub.unsubscribe()
     sub.close()
@@ -462,7 +440,7 @@ def test_stats_gauges_never_go_negative(k):
 
 
 def test_stats_count_each_delivery(k):
-    broker, pub, _ = setup(k, enable_stats=True)
+    broker, pub, _ = k.setup(enable_stats=True)
     subs = [k.InMemorySubscriber(broker) for _ in range(3)]
     for s in subs:
         s.subscribe("fan")
@@ -476,7 +454,7 @@ def test_stats_count_each_delivery(k):
 
 
 def test_stats_snapshot_is_frozen(k):
-    broker, pub, _ = setup(k, enable_stats=True)
+    broker, pub, _ = k.setup(enable_stats=True)
     snap = broker.stats()
     pub.publish_nowait("a", [b"1"])
     assert snap.messages_published() == 0
@@ -518,7 +496,7 @@ def test_async_with_shuts_down_on_exit(k):
 
 
 def test_is_shutdown(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     assert broker.is_shutdown() is False
     broker.shutdown()
     assert broker.is_shutdown() is True

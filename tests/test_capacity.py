@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def test_queue_full_names_the_real_topic_and_the_limit(k):
-    broker, pub, sub = setup(k, max_queue_size=3, enable_stats=True)
-    sub.subscribe("orders.eu")
+    broker, pub, _sub = k.setup(max_queue_size=3, enable_stats=True, subscribe="orders.eu")
     pub.publish_nowait("orders.eu", [b"1", b"2", b"3"])
     with pytest.raises(k.QueueFull) as info:
         pub.publish_nowait("orders.eu", [b"4"])
@@ -28,8 +22,7 @@ def test_queue_full_names_the_real_topic_and_the_limit(k):
 
 
 def test_queue_full_from_every_publish_flavour(k):
-    _, pub, sub = setup(k, max_queue_size=1)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(max_queue_size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"x"])
@@ -46,8 +39,7 @@ def test_queue_full_from_every_publish_flavour(k):
 
 
 def test_batch_that_does_not_fit_publishes_nothing_and_uses_no_sequence(k):
-    broker, pub, sub = setup(k, max_queue_size=5)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(max_queue_size=5, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"a", b"b", b"c"])
@@ -61,8 +53,7 @@ def test_batch_that_does_not_fit_publishes_nothing_and_uses_no_sequence(k):
 
 
 def test_batch_larger_than_capacity_is_refused_whole(k):
-    broker, pub, sub = setup(k, max_queue_size=2)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(max_queue_size=2, subscribe="t")
     with pytest.raises(k.QueueFull) as info:
         pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert info.value.topic == "t"
@@ -73,8 +64,7 @@ def test_batch_larger_than_capacity_is_refused_whole(k):
 
 
 def test_queue_size_drops_as_subscribers_consume(k):
-    broker, pub, sub = setup(k, max_queue_size=3)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(max_queue_size=3, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert broker.topic_info("t").queue_size == 3
     sub.try_receive()
@@ -87,8 +77,7 @@ def test_queue_size_drops_as_subscribers_consume(k):
 
 def test_a_topic_whose_subscriber_keeps_up_never_fills(k):
     """The Rust original fails after max_queue_size messages even when every reader kept up."""
-    broker, pub, sub = setup(k, max_queue_size=10)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(max_queue_size=10, subscribe="t")
     for i in range(100):
         pub.publish_nowait("t", [str(i).encode()])
         got = sub.try_receive()
@@ -103,7 +92,7 @@ def test_a_topic_whose_subscriber_keeps_up_never_fills(k):
 
 
 def test_a_topic_whose_subscribers_keep_up_never_fills_async(k):
-    broker, pub, sub = setup(k, max_queue_size=4)
+    broker, pub, sub = k.setup(max_queue_size=4)
     other = k.InMemorySubscriber(broker)
     sub.subscribe("t")
     other.subscribe("t")
@@ -119,7 +108,7 @@ def test_a_topic_whose_subscribers_keep_up_never_fills_async(k):
 
 
 def test_the_slowest_of_two_subscribers_holds_messages(k):
-    broker, pub, fast = setup(k, max_queue_size=5)
+    broker, pub, fast = k.setup(max_queue_size=5)
     slow = k.InMemorySubscriber(broker)
     fast.subscribe("t")
     slow.subscribe("t")
@@ -140,7 +129,7 @@ def test_the_slowest_of_two_subscribers_holds_messages(k):
 
 
 def test_capacity_holds_messages_without_readers(k):
-    _, pub, sub = setup(k, max_queue_size=2)
+    _, pub, sub = k.setup(max_queue_size=2)
     pub.publish_nowait("t", [b"1", b"2"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"3"])
@@ -151,7 +140,7 @@ def test_capacity_holds_messages_without_readers(k):
 
 
 def test_capacity_is_per_topic(k):
-    _, pub, _ = setup(k, max_queue_size=1)
+    _, pub, _ = k.setup(max_queue_size=1)
     pub.publish_nowait("a", [b"1"])
     pub.publish_nowait("b", [b"1"])
     with pytest.raises(k.QueueFull) as info:
@@ -160,8 +149,7 @@ def test_capacity_is_per_topic(k):
 
 
 def test_unbounded_topic_grows(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"x"] * 20_000)
     assert broker.topic_info("t").queue_size == 20_000
     got = sub.try_receive_batch(50_000)
@@ -171,7 +159,7 @@ def test_unbounded_topic_grows(k):
 
 
 def test_for_testing_profile_limits_queue_to_100(k):
-    broker, pub, sub = setup(k, k.InMemoryConfig.for_testing())
+    broker, pub, sub = k.setup(k.InMemoryConfig.for_testing())
     sub.subscribe("t")
     pub.publish_nowait("t", [b"x"] * 100)
     with pytest.raises(k.QueueFull) as info:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,10 @@ from kincir.__main__ import main
 
 
 @pytest.mark.parametrize("engine", ["cython", "python"])
-def test_demo_moves_every_message_on_each_engine(engine: str, tmp_path: Path) -> None:
-    env = dict(os.environ)
-    if engine == "python":
-        env["KINCIR_NO_EXTENSIONS"] = "1"
-    elif kincir.IMPLEMENTATION != "cython":
-        pytest.skip("the compiled engine is not loaded in this run")
+def test_demo_moves_every_message_on_each_engine(
+    engine: str, tmp_path: Path, engine_env: Callable[[str], dict[str, str]]
+) -> None:
+    env = engine_env(engine)
     result = subprocess.run(
         [sys.executable, "-m", "kincir", "demo", "--messages", "20000", "--producers", "3"],
         # outside the checkout, so that `-m` imports the installed engine, not the source tree

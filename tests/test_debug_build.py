@@ -88,6 +88,15 @@ def copy_build_sources(dest: Path) -> None:
             shutil.copy2(source, dest / "kincir_core" / source.name)
 
 
+def run_ok(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args``; fail the test with their output unless they exit 0."""
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 @pytest.mark.skipif(
     os.name == "nt" or (shutil.which("cc") is None and shutil.which("gcc") is None),
     reason="needs a C compiler",
@@ -102,34 +111,11 @@ def test_debug_build_leaves_no_live_engine_objects(tmp_path: Path) -> None:
     env = dict(os.environ, KINCIR_DEBUG="1", PYTHONDONTWRITEBYTECODE="1")
     for name in ("KINCIR_NO_EXTENSIONS", "KINCIR_TRACE"):
         env.pop(name, None)
-    build = subprocess.run(
-        [
-            sys.executable,
-            "setup.py",
-            "-q",
-            "build_ext",
-            "--inplace",
-            "--build-temp",
-            str(tmp_path / "temp"),
-        ],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    build = [sys.executable, "setup.py", "-q", "build_ext", "--inplace"]
+    run_ok([*build, "--build-temp", str(tmp_path / "temp")], tree, env, timeout=600)
     # kincir from the checkout's src/, its engine from the debug build
     env["PYTHONPATH"] = os.pathsep.join([str(tree), str(ROOT / "src")])
-    out = subprocess.run(
-        [sys.executable, "-c", WORKLOAD],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_ok([sys.executable, "-c", WORKLOAD], tmp_path, env, timeout=300)
     import json
 
     result = json.loads(out.stdout.strip().splitlines()[-1])

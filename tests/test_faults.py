@@ -11,10 +11,7 @@ import pytest
 
 
 def test_receives_cancelled_at_random_points_lose_nothing(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _broker, pub, sub = k.setup(subscribe="t")
     n = 2000
     rng = random.Random(7)
     cancelled = 0
@@ -51,10 +48,7 @@ def test_receives_cancelled_at_random_points_lose_nothing(k):
 
 
 def test_wait_for_timeouts_on_batches_lose_nothing(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _broker, pub, sub = k.setup(subscribe="t")
     n = 1000
 
     async def main():
@@ -181,8 +175,7 @@ def test_shutdown_while_threads_publish_and_others_block(k, how):
 
 def test_an_event_loop_closed_while_a_thread_still_publishes(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub = k.InMemoryPublisher(broker)
 
     async def wait_then_give_up():
@@ -211,8 +204,7 @@ def test_an_event_loop_closed_while_a_thread_still_publishes(k):
 
 def test_a_thread_publishing_to_a_subscriber_of_a_loop_that_ended(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub = k.InMemoryPublisher(broker)
     started = threading.Event()
 

@@ -95,8 +95,7 @@ def test_newer_calls_refuse_bad_arguments_cleanly(k, topic, overflow, size, grou
     broker = k.InMemoryBroker(k.InMemoryConfig(max_queue_size=4, overflow="block"))
     try:
         pub = k.InMemoryPublisher(broker)
-        sub = k.InMemoryAckSubscriber(broker, group="g")
-        sub.subscribe("t")
+        sub = k.ack_subscriber(broker, "t", group="g")
         pub.publish_nowait("t", [b"1", b"2"])
         for call in (
             lambda: broker.configure_topic(topic, overflow=overflow),

@@ -7,23 +7,13 @@ import threading
 import pytest
 
 
-def drain(sub):
-    out = []
-    while (msg := sub.try_receive()) is not None:
-        out.append(msg)
-    return out
-
-
 def test_members_share_the_messages_each_goes_to_exactly_one(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemorySubscriber(broker, group="workers")
-    b = k.InMemorySubscriber(broker, group="workers")
-    a.subscribe("jobs")
-    b.subscribe("jobs")
+    a, b = k.members(broker, "jobs", group="workers")
     pub.publish_nowait("jobs", [bytes([i]) for i in range(10)])
     got_a = [a.try_receive() for _ in range(3)]
-    got_b = drain(b)
+    got_b = k.drain(b)
     assert [m.sequence for m in got_a] == [1, 2, 3]
     assert [m.sequence for m in got_b] == list(range(4, 11))
     assert a.try_receive() is None
@@ -41,34 +31,31 @@ def test_other_groups_and_plain_subscribers_each_see_every_message(k):
         sub.subscribe("t")
     pub.publish_nowait("t", [b"a", b"b", b"c", b"d"])
     seen_g1 = [g1[0].try_receive().payload for _ in range(2)]
-    seen_g1 += [m.payload for m in drain(g1[1])]
+    seen_g1 += [m.payload for m in k.drain(g1[1])]
     assert sorted(seen_g1) == [b"a", b"b", b"c", b"d"]
-    assert [m.payload for m in drain(g2)] == [b"a", b"b", b"c", b"d"]
-    assert [m.payload for m in drain(plain)] == [b"a", b"b", b"c", b"d"]
+    assert [m.payload for m in k.drain(g2)] == [b"a", b"b", b"c", b"d"]
+    assert [m.payload for m in k.drain(plain)] == [b"a", b"b", b"c", b"d"]
     assert sorted(broker.list_groups("t")) == ["g1", "g2"]
 
 
 def test_a_group_without_members_holds_its_messages_until_deleted(k):
     broker = k.new_broker(max_queue_size=3, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    plain = k.InMemorySubscriber(broker)
-    plain.subscribe("t")
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
+    plain = k.subscriber(broker, "t")
+    member = k.subscriber(broker, "t", group="g")
     member.close()
     pub.publish_nowait("t", [b"1", b"2", b"3"])
-    assert len(drain(plain)) == 3
+    assert len(k.drain(plain)) == 3
     # the plain reader read everything, the memberless group still holds it: capacity counts it
     assert broker.topic_info("t").queue_size == 3
     assert broker.topic_info("t").subscriber_count == 1
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"4"])
-    late = k.InMemorySubscriber(broker, group="g")
-    late.subscribe("t")
-    assert [m.payload for m in drain(late)] == [b"1", b"2", b"3"]
+    late = k.subscriber(broker, "t", group="g")
+    assert [m.payload for m in k.drain(late)] == [b"1", b"2", b"3"]
     late.close()
     pub.publish_nowait("t", [b"5"])
-    assert [m.payload for m in drain(plain)] == [b"5"]
+    assert [m.payload for m in k.drain(plain)] == [b"5"]
     assert broker.topic_info("t").queue_size == 1
     broker.delete_group("t", "g")
     assert broker.topic_info("t").queue_size == 0
@@ -78,8 +65,7 @@ def test_a_group_without_members_holds_its_messages_until_deleted(k):
 
 def test_delete_group_ends_the_members_subscription(k):
     broker = k.new_broker()
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
+    member = k.subscriber(broker, "t", group="g")
     broker.delete_group("t", "g")
     with pytest.raises(k.NotSubscribed):
         member.try_receive()
@@ -116,11 +102,9 @@ def test_invalid_group_names_are_refused(k, bad):
 
 def test_a_new_group_on_a_topic_with_readers_starts_at_the_end(k):
     broker = k.new_broker()
-    pub = k.InMemorySubscriber(broker)
-    pub.subscribe("t")
+    _reader = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"old"])
-    g = k.InMemorySubscriber(broker, group="g")
-    g.subscribe("t")
+    g = k.subscriber(broker, "t", group="g")
     assert g.try_receive() is None
     k.InMemoryPublisher(broker).publish_nowait("t", [b"new"])
     assert g.try_receive().payload == b"new"
@@ -143,18 +127,16 @@ def test_group_members_count_against_max_subscribers(k):
 
 def test_consume_pull_group_is_a_group_of_its_own(k):
     broker = k.new_broker()
-    g = k.InMemorySubscriber(broker, group="g")
-    g.subscribe("t")
+    g = k.subscriber(broker, "t", group="g")
     assert broker.consume("t") is None  # the pull group is made on first use, at the end
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1", b"2"])
     assert [broker.consume("t").payload, broker.consume("t").payload] == [b"1", b"2"]
-    assert [m.payload for m in drain(g)] == [b"1", b"2"]
+    assert [m.payload for m in k.drain(g)] == [b"1", b"2"]
 
 
 def test_plain_subscriber_cannot_join_an_ack_group_by_name(k):
     broker = k.new_broker()
-    acker = k.InMemoryAckSubscriber(broker, group="g")
-    acker.subscribe("t")
+    _acker = k.ack_subscriber(broker, "t", group="g")
     plain = k.InMemorySubscriber(broker, group="g")
     with pytest.raises(k.InvalidConfig) as info:
         plain.subscribe("t")
@@ -164,8 +146,7 @@ def test_plain_subscriber_cannot_join_an_ack_group_by_name(k):
 
 def test_delete_topic_removes_its_groups(k):
     broker = k.new_broker()
-    g = k.InMemorySubscriber(broker, group="g")
-    g.subscribe("t")
+    g = k.subscriber(broker, "t", group="g")
     broker.delete_topic("t")
     g.unsubscribe()
     g.subscribe("t")
@@ -174,11 +155,9 @@ def test_delete_topic_removes_its_groups(k):
 
 def test_shutdown_drain_waits_for_members_not_for_memberless_groups(k):
     broker = k.new_broker()
-    durable = k.InMemorySubscriber(broker, group="durable")
-    durable.subscribe("t")
+    durable = k.subscriber(broker, "t", group="durable")
     durable.close()
-    live = k.InMemorySubscriber(broker, group="live")
-    live.subscribe("t")
+    live = k.subscriber(broker, "t", group="live")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1"])
     assert broker.shutdown() is False
     assert live.try_receive().payload == b"1"
@@ -188,9 +167,7 @@ def test_shutdown_drain_waits_for_members_not_for_memberless_groups(k):
 def test_two_threads_compete_for_the_last_message_exactly_one_wins(k):
     for _ in range(50):
         broker = k.new_broker()
-        members = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-        for m in members:
-            m.subscribe("t")
+        members = k.members(broker, "t")
         k.InMemoryPublisher(broker).publish_nowait("t", [b"last"])
         barrier = threading.Barrier(2)
 
@@ -208,9 +185,7 @@ def test_worker_pool_threads_share_a_stream_without_loss_or_duplicates(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
     n = 4000
-    members = [k.InMemorySubscriber(broker, group="pool") for _ in range(4)]
-    for m in members:
-        m.subscribe("work")
+    members = k.members(broker, "work", 4, group="pool")
 
     def work(sub):
         seen = []

@@ -186,11 +186,8 @@ def test_fan_out(k):
 def test_consumer_group_and_pull_group(k):
     broker = k.InMemoryBroker()
     pub = k.InMemoryPublisher(broker)
-    members = [k.InMemorySubscriber(broker, group="workers") for _ in range(3)]
-    for member in members:
-        member.subscribe("t")
-    plain = k.InMemorySubscriber(broker)
-    plain.subscribe("t")
+    members = k.members(broker, "t", 3, group="workers")
+    plain = k.subscriber(broker, "t")
     t = Tracked(k)
     batch = [t.raw, t.msg, t.raw]
     assert broker.consume("t") is None  # made now, it reads from here on
@@ -231,8 +228,7 @@ def test_ack_subscriber_ack(k):
 def test_ack_subscriber_nack_and_redelivery(k):
     broker = k.InMemoryBroker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, max_deliveries=None)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", max_deliveries=None)
     a = k.InMemoryAckSubscriber(broker, group="g")
     b = k.InMemoryAckSubscriber(broker, group="g")
     a.subscribe("t")
@@ -464,14 +460,12 @@ def test_subscribers_dropped_without_close(k):
 def test_pattern_subscribers_dropped_without_close(k):
     broker = k.InMemoryBroker()
     pub = k.InMemoryPublisher(broker)
-    keeper = k.InMemorySubscriber(broker)
-    keeper.subscribe("t.sub")
+    keeper = k.subscriber(broker, "t.sub")
     t = Tracked(k)
     batch = [t.raw, t.msg]
 
     def step():
-        pattern = k.InMemorySubscriber(broker)
-        pattern.subscribe("t.>")
+        pattern = k.subscriber(broker, "t.>")
         pub.publish_nowait("t.sub", batch)
         pattern.try_receive()
         while keeper.try_receive() is not None:
@@ -490,8 +484,7 @@ def test_ack_subscriber_dropped_with_a_delivery_in_flight(k, group):
     once deadlocked (a finalizer taking the same lock), which must fail, not hang, the test."""
     broker = k.InMemoryBroker()
     pub = k.InMemoryPublisher(broker)
-    keeper = k.InMemorySubscriber(broker)
-    keeper.subscribe("t")
+    keeper = k.subscriber(broker, "t")
     t = Tracked(k)
     before = t.counts()
 
@@ -527,8 +520,7 @@ def test_dead_letters(k):
     dropper = k.InMemoryAckSubscriber(broker, max_deliveries=1)  # no dead-letter topic
     broker.configure_topic("dlq.full", max_queue_size=1)
     pub.publish_nowait("dlq.full", [b"filler"])  # the dead letter is refused: dropped
-    letters = k.InMemorySubscriber(broker)
-    letters.subscribe("dlq")
+    letters = k.subscriber(broker, "dlq")
     sub.subscribe("t")
     full.subscribe("u")
     dropper.subscribe("v")
@@ -681,10 +673,8 @@ def test_memory_stays_flat_with_a_full_topic(k, traced, policy):
 def test_memory_stays_flat_under_ack_churn(k, traced):
     broker = k.new_broker(max_queue_size=64)
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, max_deliveries=3, dead_letter_topic="dlq")
-    sub.subscribe("t")
-    letters = k.InMemorySubscriber(broker)
-    letters.subscribe("dlq")
+    sub = k.ack_subscriber(broker, "t", max_deliveries=3, dead_letter_topic="dlq")
+    letters = k.subscriber(broker, "dlq")
     payload = os.urandom(64)
 
     def step():
@@ -703,8 +693,7 @@ def test_memory_stays_flat_under_ack_churn(k, traced):
 
 
 def _plain(k, broker, pub):
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     sub.try_receive()
     return [sub]
@@ -716,8 +705,7 @@ def _held(k, broker, pub):
 
 
 def _group_and_pull(k, broker, pub):
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
+    member = k.subscriber(broker, "t", group="g")
     pub.publish_nowait("t", [b"1", b"2"])
     member.try_receive()
     broker.consume("t")
@@ -725,22 +713,19 @@ def _group_and_pull(k, broker, pub):
 
 
 def _pattern(k, broker, pub):
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t.*")
+    sub = k.subscriber(broker, "t.*")
     pub.publish_nowait("t.a", [b"1"])
     return [sub]
 
 
 def _ttl(k, broker, pub):
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     return [sub]
 
 
 def _closed_and_shut_down(k, broker, pub):
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     sub.close()
     broker.shutdown()
@@ -748,8 +733,7 @@ def _closed_and_shut_down(k, broker, pub):
 
 
 def _waited(k, broker, pub):
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     with pytest.raises(TimeoutError):
         sub.receive_sync(timeout=0.001)
 
@@ -764,8 +748,7 @@ def _waited(k, broker, pub):
 
 
 def _ack(k, broker, pub):
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     _, handle = sub.try_receive_with_ack()
     sub.ack(handle)
@@ -773,8 +756,7 @@ def _ack(k, broker, pub):
 
 
 def _ack_group_in_flight(k, broker, pub):
-    sub = k.InMemoryAckSubscriber(broker, group="g", dead_letter_topic="dlq")
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", group="g", dead_letter_topic="dlq")
     pub.publish_nowait("t", [b"1", b"2"])
     _, handle = sub.try_receive_with_ack()
     sub.nack(handle, requeue=False)
@@ -783,8 +765,7 @@ def _ack_group_in_flight(k, broker, pub):
 
 
 def _ack_closed(k, broker, pub):
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     sub.try_receive()
     sub.close()

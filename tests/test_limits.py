@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def test_max_topics_by_publish(k):
-    broker, pub, _ = setup(k, max_topics=2)
+    broker, pub, _ = k.setup(max_topics=2)
     pub.publish_nowait("a", [b"1"])
     pub.publish_nowait("b", [b"1"])
     with pytest.raises(k.MaxTopicsReached) as info:
@@ -26,8 +21,7 @@ def test_max_topics_by_publish(k):
 
 
 def test_max_topics_by_subscribe(k):
-    broker, pub, sub = setup(k, max_topics=1)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(max_topics=1, subscribe="a")
     with pytest.raises(k.MaxTopicsReached) as info:
         sub.subscribe("b")
     assert info.value.limit == 1
@@ -40,7 +34,7 @@ def test_max_topics_by_subscribe(k):
 
 
 def test_max_topics_frees_a_slot_when_a_topic_is_deleted(k):
-    broker, pub, _ = setup(k, max_topics=1)
+    broker, pub, _ = k.setup(max_topics=1)
     pub.publish_nowait("a", [b"1"])
     with pytest.raises(k.MaxTopicsReached):
         pub.publish_nowait("b", [b"1"])
@@ -50,7 +44,7 @@ def test_max_topics_frees_a_slot_when_a_topic_is_deleted(k):
 
 
 def test_max_topics_lookup_methods_do_not_create(k):
-    broker, _, _ = setup(k, max_topics=1)
+    broker, _, _ = k.setup(max_topics=1)
     with pytest.raises(k.TopicNotFound):
         broker.consume("ghost")
     with pytest.raises(k.TopicNotFound):
@@ -59,7 +53,7 @@ def test_max_topics_lookup_methods_do_not_create(k):
 
 
 def test_max_subscribers_per_topic(k):
-    broker, _, first = setup(k, max_subscribers_per_topic=2)
+    broker, _, first = k.setup(max_subscribers_per_topic=2)
     second = k.InMemorySubscriber(broker)
     third = k.InMemorySubscriber(broker)
     first.subscribe("t")
@@ -78,7 +72,7 @@ def test_max_subscribers_per_topic(k):
 
 
 def test_max_subscribers_frees_a_slot_on_unsubscribe(k):
-    broker, pub, first = setup(k, max_subscribers_per_topic=1)
+    broker, pub, first = k.setup(max_subscribers_per_topic=1)
     second = k.InMemorySubscriber(broker)
     first.subscribe("t")
     with pytest.raises(k.MaxSubscribersReached):
@@ -90,15 +84,13 @@ def test_max_subscribers_frees_a_slot_on_unsubscribe(k):
 
 
 def test_max_subscribers_subscribing_twice_is_not_counted(k):
-    broker, _, sub = setup(k, max_subscribers_per_topic=1)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(max_subscribers_per_topic=1, subscribe="t")
     sub.subscribe("t")
     assert broker.topic_info("t").subscriber_count == 1
 
 
 def test_max_subscribers_awaited_subscribe_raises(k):
-    broker, _, first = setup(k, max_subscribers_per_topic=1)
-    first.subscribe("t")
+    broker, _, _first = k.setup(max_subscribers_per_topic=1, subscribe="t")
     second = k.InMemorySubscriber(broker)
 
     async def main():
@@ -109,7 +101,7 @@ def test_max_subscribers_awaited_subscribe_raises(k):
 
 
 def test_for_testing_profile_limits(k):
-    broker, pub, _ = setup(k, k.InMemoryConfig.for_testing())
+    broker, pub, _ = k.setup(k.InMemoryConfig.for_testing())
     for i in range(10):
         pub.publish_nowait(f"t{i}", [b"x"])
     with pytest.raises(k.MaxTopicsReached) as info:

@@ -24,10 +24,8 @@ def ring_slots(broker, topic):
 def test_dropped_subscriber_wakes_a_blocked_publisher(k):
     broker = k.new_broker(max_queue_size=2, overflow="block")
     pub = k.InMemoryPublisher(broker)
-    fast = k.InMemorySubscriber(broker)
-    fast.subscribe("t")
-    slow = k.InMemorySubscriber(broker)
-    slow.subscribe("t")
+    fast = k.subscriber(broker, "t")
+    slow = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert len(fast.try_receive_batch(10)) == 2  # slow still holds both slots
     worker = k.spawn(pub.publish_sync, "t", [b"3"], timeout=3.0)
@@ -41,10 +39,8 @@ def test_dropped_subscriber_wakes_a_blocked_publisher(k):
 def test_shutdown_does_not_wait_for_a_dropped_subscriber(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
-    gone = k.InMemorySubscriber(broker)
-    gone.subscribe("t")
+    keep = k.subscriber(broker, "t")
+    gone = k.subscriber(broker, "t")
     pub.publish_nowait("t", [b"1"])
     assert keep.try_receive() is not None
     del gone
@@ -56,10 +52,8 @@ def test_shutdown_does_not_wait_for_a_dropped_subscriber(k):
 
 def test_dropped_group_member_leaves_its_group_at_once(k):
     broker = k.new_broker()
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("t")
-    other = k.InMemorySubscriber(broker, group="g")
-    other.subscribe("t")
+    member = k.subscriber(broker, "t", group="g")
+    _other = k.subscriber(broker, "t", group="g")
     log = broker._topic("t")
     del member
     gc.collect()
@@ -73,10 +67,8 @@ def test_dropped_subscriber_is_released_once_its_topic_lock_is_free(k):
     if k.impl != "python":
         pytest.skip("the twin's topic lock is a Python lock a test can hold")
     broker = k.new_broker()
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
-    gone = k.InMemorySubscriber(broker)
-    gone.subscribe("t")
+    _keep = k.subscriber(broker, "t")
+    gone = k.subscriber(broker, "t")
     log = broker._topic("t")
     with log.lock:  # as if the collection ran inside a locked section of this thread
         del gone
@@ -96,10 +88,7 @@ def burst(pub, topic, count, payload=b"x" * 16):
 
 
 def test_ring_returns_its_memory_once_readers_catch_up(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     fresh = broker.health_check().memory_usage_estimate
     burst(pub, "t", 100_000)
     assert ring_slots(broker, "t") >= 100_000
@@ -113,22 +102,24 @@ def test_ring_returns_its_memory_once_readers_catch_up(k):
     assert fresh < drained < loaded // 50
 
 
-def test_ring_shrinks_when_a_slow_reader_catches_up_one_by_one(k):
+@pytest.mark.parametrize("reader", ["one_by_one", "ack_reader_settling"])
+def test_ring_shrinks_when_a_slow_reader_catches_up(k, reader):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
+    sub = (k.InMemorySubscriber if reader == "one_by_one" else k.InMemoryAckSubscriber)(broker)
     sub.subscribe("t")
     burst(pub, "t", 20_000)
-    while sub.try_receive() is not None:
-        pass
+    if reader == "one_by_one":
+        while sub.try_receive() is not None:
+            pass
+    else:
+        while got := sub.try_receive_with_ack():
+            sub.ack(got[1])
     assert ring_slots(broker, "t") == FLOOR
 
 
 def test_ring_shrinks_after_clear_and_drop_oldest(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     burst(pub, "t", 20_000)
     assert broker.clear_topic("t") == 20_000
     assert ring_slots(broker, "t") == FLOOR
@@ -139,22 +130,8 @@ def test_ring_shrinks_after_clear_and_drop_oldest(k):
     assert [m.payload for m in sub.try_receive_batch(100)] == [b"x" * 16] * 9 + [b"y"]
 
 
-def test_ring_of_an_ack_reader_shrinks_as_it_settles(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("t")
-    burst(pub, "t", 20_000)
-    while got := sub.try_receive_with_ack():
-        sub.ack(got[1])
-    assert ring_slots(broker, "t") == FLOOR
-
-
 def test_steady_queue_does_not_resize_the_ring(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"x"] * 3000)  # hovers between 3000 and 3100 held
     size = ring_slots(broker, "t")
     for _ in range(300):
@@ -176,10 +153,7 @@ def test_steady_queue_does_not_resize_the_ring(k):
 
 
 def test_force_shutdown_drops_every_topic(k):
-    broker = k.new_broker(enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(enable_stats=True, subscribe="a")
     pub.publish_nowait("a", [b"1"])
     pub.publish_nowait("b", [b"2"])
     assert broker.topic_count() == 2
@@ -192,10 +166,7 @@ def test_force_shutdown_drops_every_topic(k):
 
 
 def test_shutdown_keeps_topics_until_drained(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1"])
     assert broker.shutdown() is False
     assert broker.topic_count() == 1
@@ -224,10 +195,9 @@ def test_batch_receives_of_zero_return_an_empty_list_at_once(k, kind):
 
 
 def test_drop_oldest_batch_larger_than_capacity_numbers_every_message(k):
-    broker = k.new_broker(max_queue_size=10, overflow="drop_oldest", enable_stats=True)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(
+        max_queue_size=10, overflow="drop_oldest", enable_stats=True, subscribe="t"
+    )
     pub.publish_nowait("t", [str(i).encode() for i in range(1, 26)])
     msgs = sub.try_receive_batch(100)
     assert [m.sequence for m in msgs] == list(range(16, 26))
@@ -251,8 +221,7 @@ def test_drop_oldest_oversized_batch_without_readers_is_numbered_too(k):
     info = broker.topic_info("t")
     assert info.next_sequence == 7
     assert info.total_dropped == 3
-    late = k.InMemorySubscriber(broker)
-    late.subscribe("t")
+    late = k.subscriber(broker, "t")
     assert [m.sequence for m in late.try_receive_batch(10)] == [4, 5, 6]
 
 
@@ -277,8 +246,7 @@ def test_cleanup_idle_topics_never_takes_a_subscription_attaching_meanwhile(k):
     lost = 0
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe("t")
+        sub = k.subscriber(broker, "t")
         seen = passes[0]
         while passes[0] < seen + 2 and worker.is_alive():
             time.sleep(0)
@@ -298,17 +266,21 @@ def waiting(broker, topic):
     return broker._topic(topic).waiter_count()
 
 
+async def all_waiting(broker, readers):
+    """A receive() task per reader of topic 't', once every one of them waits."""
+    tasks = [asyncio.ensure_future(r.receive()) for r in readers]
+    while waiting(broker, "t") < len(readers):
+        await asyncio.sleep(0)
+    return tasks
+
+
 def test_a_publish_wakes_one_group_member_per_message(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(4)]
-    for member in members:
-        member.subscribe("t")
+    members = k.members(broker, "t", 4)
 
     async def scenario():
-        tasks = [asyncio.ensure_future(m.receive()) for m in members]
-        while waiting(broker, "t") < 4:
-            await asyncio.sleep(0)
+        tasks = await all_waiting(broker, members)
         pub.publish_nowait("t", [b"1"])
         assert waiting(broker, "t") == 3  # one member woken, three still waiting
         done, pending = await asyncio.wait(tasks, timeout=0.2)
@@ -328,10 +300,7 @@ def test_a_publish_wakes_one_group_member_per_message(k):
 def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    first = k.InMemorySubscriber(broker, group="g")
-    second = k.InMemorySubscriber(broker, group="g")
-    first.subscribe("t")
-    second.subscribe("t")
+    first, second = k.members(broker, "t")
 
     async def scenario():
         woken = asyncio.ensure_future(first.receive())
@@ -352,9 +321,7 @@ def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
 def test_sync_members_share_a_batch_by_passing_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(3)]
-    for member in members:
-        member.subscribe("t")
+    members = k.members(broker, "t", 3)
     workers = [k.spawn(m.receive_sync, timeout=2.0) for m in members]
     deadline = time.monotonic() + 2.0
     while waiting(broker, "t") < 3 and time.monotonic() < deadline:
@@ -377,9 +344,7 @@ def test_a_publish_still_wakes_every_reader_of_other_cursors(k):
         reader.subscribe("t")
 
     async def scenario():
-        tasks = [asyncio.ensure_future(r.receive()) for r in readers]
-        while waiting(broker, "t") < 5:
-            await asyncio.sleep(0)
+        tasks = await all_waiting(broker, readers)
         pub.publish_nowait("t", [b"1"])
         assert waiting(broker, "t") == 1  # only g1's second member waits on
         done, pending = await asyncio.wait(tasks, timeout=1.0)
@@ -394,11 +359,9 @@ def test_a_publish_still_wakes_every_reader_of_other_cursors(k):
 def test_group_members_on_several_topics_leave_no_message_unread(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    both = k.InMemorySubscriber(broker, group="g")
-    both.subscribe("a")
+    both = k.subscriber(broker, "a", group="g")
     both.subscribe("b")
-    only_a = k.InMemorySubscriber(broker, group="g")
-    only_a.subscribe("a")
+    only_a = k.subscriber(broker, "a", group="g")
     received = []
 
     def read(sub, count):
@@ -420,10 +383,7 @@ def test_a_woken_member_that_never_runs_does_not_stall_its_group(k):
     # the rest of the group, so B receives every message, A's included.
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    a = k.InMemorySubscriber(broker, group="g")
-    b = k.InMemorySubscriber(broker, group="g")
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.members(broker, "t")
     loop = asyncio.new_event_loop()
     try:
         task = loop.create_task(a.receive())

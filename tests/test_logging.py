@@ -49,15 +49,10 @@ def one(records):
 def test_a_normal_publish_receive_loop_logs_nothing_at_info_or_above(k, logs, capsys):
     broker = k.new_broker(max_queue_size=1000)
     pub = k.InMemoryPublisher(broker)
-    plain = k.InMemorySubscriber(broker)
-    plain.subscribe("orders")
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-    for member in members:
-        member.subscribe("orders")
-    acker = k.InMemoryAckSubscriber(broker)
-    acker.subscribe("jobs")
-    pattern = k.InMemorySubscriber(broker)
-    pattern.subscribe("events.*")
+    plain = k.subscriber(broker, "orders")
+    members = k.members(broker, "orders")
+    acker = k.ack_subscriber(broker, "jobs")
+    pattern = k.subscriber(broker, "events.*")
     for i in range(200):
         pub.publish_nowait("orders", [b"%d" % i])
         pub.publish_nowait("jobs", [b"%d" % i])
@@ -89,12 +84,8 @@ def test_a_normal_publish_receive_loop_logs_nothing_at_info_or_above(k, logs, ca
 
 
 def test_shutdown_logs_its_beginning_and_end_with_the_undelivered_count(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
-    acker = k.InMemoryAckSubscriber(broker)
-    acker.subscribe("b")
+    broker, pub, _sub = k.setup(subscribe="a")
+    acker = k.ack_subscriber(broker, "b")
     pub.publish_nowait("a", [b"1", b"2", b"3"])
     pub.publish_nowait("b", [b"x"])
     acker.try_receive_with_ack()  # in flight
@@ -112,10 +103,7 @@ def test_shutdown_logs_its_beginning_and_end_with_the_undelivered_count(k, logs)
 
 
 def test_a_repeated_shutdown_reports_at_info_only_when_it_waited(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1", b"2"])
     broker.shutdown()
     logs.clear()
@@ -133,10 +121,7 @@ def test_a_repeated_shutdown_reports_at_info_only_when_it_waited(k, logs):
 
 
 def test_force_shutdown_warns_about_the_messages_it_drops(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1", b"2"])
     logs.clear()
     broker.force_shutdown()
@@ -152,8 +137,7 @@ def test_force_shutdown_warns_about_the_messages_it_drops(k, logs):
 
 def test_force_shutdown_of_an_empty_broker_is_info(k, logs):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    _sub = k.subscriber(broker, "a")
     logs.clear()
     broker.force_shutdown()
     record = one(logs.of(MEMORY))
@@ -162,10 +146,7 @@ def test_force_shutdown_of_an_empty_broker_is_info(k, logs):
 
 
 def test_force_shutdown_during_a_drain_still_warns(k, logs):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    broker, pub, _sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1"])
     broker.shutdown()
     logs.clear()
@@ -183,8 +164,7 @@ def test_topic_creation_deletion_and_idle_cleanup_are_debug(k, logs):
     k.InMemorySubscriber(broker).subscribe("made.by.subscribe")
     broker.configure_topic("made.by.configure", overflow="drop_oldest")
     broker.delete_topic("made.by.publish")
-    member = k.InMemorySubscriber(broker, group="g")
-    member.subscribe("grouped")
+    member = k.subscriber(broker, "grouped", group="g")
     member.close()
     broker.delete_group("grouped", "g")
     time.sleep(0.01)
@@ -210,8 +190,7 @@ def test_topic_creation_deletion_and_idle_cleanup_are_debug(k, logs):
 
 def test_the_ttl_cleanup_thread_reports_what_it_expired(k, logs):
     broker = k.new_broker(default_message_ttl=0.05, cleanup_interval=0.02)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _sub = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"1", b"2"])
     k.wait_for(lambda: logs.of(MEMORY, contains="TTL cleanup"))
     record = logs.of(MEMORY, contains="TTL cleanup")[0]
@@ -225,8 +204,7 @@ def test_the_ttl_cleanup_thread_reports_what_it_expired(k, logs):
 def test_a_dead_lettered_message_is_a_warning(k, logs):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, max_deliveries=2, dead_letter_topic="jobs.dlq")
-    sub.subscribe("jobs")
+    sub = k.ack_subscriber(broker, "jobs", max_deliveries=2, dead_letter_topic="jobs.dlq")
     pub.publish_nowait("jobs", [b"poison"])
     msg, handle = sub.try_receive_with_ack()
     sub.nack(handle)
@@ -244,8 +222,7 @@ def test_a_dead_lettered_message_is_a_warning(k, logs):
 def test_a_rejected_message_dead_lettered_as_asked_is_only_debug(k, logs):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="jobs.dlq")
-    sub.subscribe("jobs")
+    sub = k.ack_subscriber(broker, "jobs", dead_letter_topic="jobs.dlq")
     pub.publish_nowait("jobs", [b"invalid"])
     msg, handle = sub.try_receive_with_ack()
     sub.nack(handle, requeue=False)
@@ -258,8 +235,7 @@ def test_a_rejected_message_dead_lettered_as_asked_is_only_debug(k, logs):
 def test_an_exhausted_message_without_dead_letter_topic_is_dropped_with_a_warning(k, logs):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, max_deliveries=1)
-    sub.subscribe("jobs")
+    sub = k.ack_subscriber(broker, "jobs", max_deliveries=1)
     pub.publish_nowait("jobs", [b"a", b"b"])
     first, handle = sub.try_receive_with_ack()
     sub.nack(handle)
@@ -280,11 +256,9 @@ def test_a_dead_letter_topic_refusing_the_message_is_reported(k, logs):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
     broker.configure_topic("dlq", max_queue_size=1)
-    keeper = k.InMemorySubscriber(broker)
-    keeper.subscribe("dlq")
+    _keeper = k.subscriber(broker, "dlq")
     pub.publish_nowait("dlq", [b"full"])
-    sub = k.InMemoryAckSubscriber(broker, dead_letter_topic="dlq")
-    sub.subscribe("jobs")
+    sub = k.ack_subscriber(broker, "jobs", dead_letter_topic="dlq")
     pub.publish_nowait("jobs", [b"x"])
     msg, handle = sub.try_receive_with_ack()
     sub.nack(handle, requeue=False)
@@ -298,8 +272,7 @@ def test_a_dead_letter_topic_refusing_the_message_is_reported(k, logs):
 def test_a_missed_ack_deadline_is_debug(k, logs):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, ack_timeout=1.0, max_deliveries=2)
-    sub.subscribe("jobs")
+    sub = k.ack_subscriber(broker, "jobs", ack_timeout=1.0, max_deliveries=2)
     pub.publish_nowait("jobs", [b"slow"])
     msg, _ = sub.try_receive_with_ack()
     k.core._advance_clock(1.5)
@@ -384,8 +357,7 @@ def test_every_record_is_under_the_kincir_hierarchy(k, logs, caplog):
     caplog.set_level(logging.DEBUG)
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    sub = k.InMemoryAckSubscriber(broker, max_deliveries=1)
-    sub.subscribe("t")
+    sub = k.ack_subscriber(broker, "t", max_deliveries=1)
     pub.publish_nowait("t", [b"x"])
     _, handle = sub.try_receive_with_ack()
     sub.nack(handle)

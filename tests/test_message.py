@@ -221,10 +221,7 @@ def test_pickle_round_trip_keeps_uuid_payload_and_metadata(k):
 
 
 def test_pickle_round_trip_of_a_delivered_message(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("orders")
+    _broker, pub, sub = k.setup(subscribe="orders")
     pub.publish_nowait("orders", [k.Message(b"a", {"x": "1"})])
     got = sub.try_receive()
     with k.activated():
@@ -269,10 +266,7 @@ def test_message_repr_is_bounded_for_large_payloads(k):
 
 
 def test_enqueued_at_metadata_is_unix_ms_only_after_delivery(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _broker, pub, sub = k.setup(subscribe="t")
     before = time.time() * 1000
     pub.publish_nowait("t", [b"x"])
     after = time.time() * 1000

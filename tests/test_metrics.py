@@ -26,10 +26,7 @@ def parse(text):
 
 
 def test_metrics_reflect_the_topics(k):
-    broker = k.new_broker(max_queue_size=2)
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("orders")
+    broker, pub, sub = k.setup(max_queue_size=2, subscribe="orders")
     pub.publish_nowait("orders", [b"1", b"2"])
     sub.try_receive()
     try:

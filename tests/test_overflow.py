@@ -10,19 +10,11 @@ import pytest
 
 
 def setup(k, policy, size=3, **fields):
-    broker = k.new_broker(max_queue_size=size, overflow=policy, enable_stats=True, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
+    return k.setup(max_queue_size=size, overflow=policy, enable_stats=True, **fields)
 
 
 def payloads(msgs):
     return [m.payload for m in msgs]
-
-
-def drain(sub):
-    out = []
-    while (msg := sub.try_receive()) is not None:
-        out.append(msg)
-    return out
 
 
 @pytest.mark.parametrize("policy", ["error", "block", "drop_oldest", "drop_newest"])
@@ -52,12 +44,11 @@ def test_unknown_policy_is_invalid_config(k):
 
 
 def test_drop_newest_keeps_what_fits_and_counts_the_rest(k):
-    broker, pub, sub = setup(k, "drop_newest")
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "drop_newest", subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     pub.publish_nowait("t", [b"3", b"4", b"5"])  # only 3 fits
     pub.publish_nowait("t", [b"6"])  # nothing fits: dropped, no error
-    msgs = drain(sub)
+    msgs = k.drain(sub)
     assert payloads(msgs) == [b"1", b"2", b"3"]
     assert [m.sequence for m in msgs] == [1, 2, 3]  # dropped messages get no number
     info = broker.topic_info("t")
@@ -78,10 +69,10 @@ def test_drop_oldest_makes_room_and_readers_behind_learn_their_lag(k):
     sub.subscribe("t")
     fast.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
-    assert payloads(drain(fast)) == [b"1", b"2", b"3"]
+    assert payloads(k.drain(fast)) == [b"1", b"2", b"3"]
     pub.publish_nowait("t", [b"4", b"5"])  # sub is behind: loses 1 and 2
-    assert payloads(drain(sub)) == [b"3", b"4", b"5"]
-    assert payloads(drain(fast)) == [b"4", b"5"]
+    assert payloads(k.drain(sub)) == [b"3", b"4", b"5"]
+    assert payloads(k.drain(fast)) == [b"4", b"5"]
     assert sub.messages_lagged() == 2
     assert fast.messages_lagged() == 0
     info = broker.topic_info("t")
@@ -92,11 +83,10 @@ def test_drop_oldest_makes_room_and_readers_behind_learn_their_lag(k):
 
 
 def test_drop_oldest_batch_larger_than_capacity_keeps_its_newest(k):
-    broker, pub, sub = setup(k, "drop_oldest")
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "drop_oldest", subscribe="t")
     pub.publish_nowait("t", [b"0"])
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4", b"5"])
-    msgs = drain(sub)
+    msgs = k.drain(sub)
     assert payloads(msgs) == [b"3", b"4", b"5"]
     # the whole batch is numbered, its start dropped with the held message (seed parity, issue
     # 12: it used to number only what it wrote, [2, 3, 4] with a lag of 1)
@@ -109,9 +99,8 @@ def test_drop_oldest_without_readers_drops_held_messages(k):
     broker, pub, _sub = setup(k, "drop_oldest")
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4"])
     assert broker.topic_info("t").queue_size == 3
-    late = k.InMemorySubscriber(broker)
-    late.subscribe("t")
-    assert payloads(drain(late)) == [b"2", b"3", b"4"]
+    late = k.subscriber(broker, "t")
+    assert payloads(k.drain(late)) == [b"2", b"3", b"4"]
     assert broker.topic_info("t").total_dropped == 1
 
 
@@ -119,8 +108,7 @@ def test_drop_oldest_without_readers_drops_held_messages(k):
 
 
 def test_block_nowait_raises_queue_full(k):
-    broker, pub, sub = setup(k, "block")
-    sub.subscribe("t")
+    broker, pub, _sub = setup(k, "block", subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("t", [b"4"])
@@ -129,26 +117,23 @@ def test_block_nowait_raises_queue_full(k):
 
 
 def test_block_sync_timeout_raises_queue_full_and_writes_nothing(k):
-    _broker, pub, sub = setup(k, "block")
-    sub.subscribe("t")
+    _broker, pub, sub = setup(k, "block", subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     start = time.monotonic()
     with pytest.raises(k.QueueFull):
         pub.publish_sync("t", [b"4"], timeout=0.1)
     assert time.monotonic() - start >= 0.09
-    assert payloads(drain(sub)) == [b"1", b"2", b"3"]
+    assert payloads(k.drain(sub)) == [b"1", b"2", b"3"]
 
 
 def test_block_batch_larger_than_capacity_fails_at_once(k):
-    _broker, pub, sub = setup(k, "block")
-    sub.subscribe("t")
+    _broker, pub, _sub = setup(k, "block", subscribe="t")
     with pytest.raises(k.QueueFull):
         pub.publish_sync("t", [b"1", b"2", b"3", b"4"])
 
 
 def test_block_sync_waits_for_a_reader_to_make_room(k):
-    _broker, pub, sub = setup(k, "block", size=2)
-    sub.subscribe("t")
+    _broker, pub, sub = setup(k, "block", size=2, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     done = threading.Event()
 
@@ -160,12 +145,11 @@ def test_block_sync_waits_for_a_reader_to_make_room(k):
     assert not done.wait(0.1)
     assert sub.receive_sync(timeout=1).payload == b"1"
     worker.join()
-    assert payloads(drain(sub)) == [b"2", b"3"]
+    assert payloads(k.drain(sub)) == [b"2", b"3"]
 
 
 def test_block_many_producers_one_slow_consumer_lose_nothing(k):
-    broker, pub, sub = setup(k, "block", size=4)
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "block", size=4, subscribe="t")
     n = 300
 
     def produce(tag):
@@ -184,8 +168,7 @@ def test_block_many_producers_one_slow_consumer_lose_nothing(k):
 
 
 def test_block_async_publish_waits_then_times_out(k):
-    broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "block", size=1, subscribe="t")
 
     async def main():
         await pub.publish("t", [b"1"])
@@ -212,8 +195,7 @@ def test_block_async_publish_waits_then_times_out(k):
 
 
 def test_block_async_woken_by_a_thread_reader(k):
-    _broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    _broker, pub, sub = setup(k, "block", size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
 
     async def main():
@@ -226,12 +208,9 @@ def test_block_async_woken_by_a_thread_reader(k):
 
 
 def test_shutdown_wakes_blocked_publishers_with_broker_shutdown(k):
-    broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    broker, pub, sub = setup(k, "block", size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
-    worker = k.spawn(pub.publish_sync, "t", [b"2"])
-    time.sleep(0.05)
-    assert worker.is_alive()
+    worker = k.spawn_blocked(pub.publish_sync, "t", [b"2"])
     broker.shutdown()
     with pytest.raises(k.BrokerShutdown):
         worker.join()
@@ -239,8 +218,7 @@ def test_shutdown_wakes_blocked_publishers_with_broker_shutdown(k):
 
 
 def test_force_shutdown_and_delete_topic_wake_blocked_publishers(k):
-    broker, pub, sub = setup(k, "block", size=1)
-    sub.subscribe("t")
+    broker, pub, _sub = setup(k, "block", size=1, subscribe="t")
     pub.publish_nowait("t", [b"1"])
     worker = k.spawn(pub.publish_sync, "t", [b"2"])
     time.sleep(0.05)
@@ -271,11 +249,11 @@ def test_configure_topic_overrides_policy_and_capacity(k):
     assert (info.overflow, info.max_queue_size) == ("drop_newest", 1)
     sub.subscribe("t")
     pub.publish_nowait("t", [b"1", b"2"])
-    assert payloads(drain(sub)) == [b"1"]
+    assert payloads(k.drain(sub)) == [b"1"]
     info = broker.configure_topic("t", max_queue_size=None)  # policy kept, unbounded
     assert (info.overflow, info.max_queue_size) == ("drop_newest", None)
     pub.publish_nowait("t", [b"x"] * 50)
-    assert len(drain(sub)) == 50
+    assert len(k.drain(sub)) == 50
     # other topics keep the broker's settings
     other = broker.configure_topic("u")
     assert (other.overflow, other.max_queue_size) == ("error", 2)
@@ -286,9 +264,7 @@ def test_configure_topic_raising_capacity_wakes_blocked_publishers(k):
     pub = k.InMemoryPublisher(broker)
     k.InMemorySubscriber(broker).subscribe("t")
     pub.publish_nowait("t", [b"1"])
-    worker = k.spawn(pub.publish_sync, "t", [b"2"], timeout=5)
-    time.sleep(0.05)
-    assert worker.is_alive()
+    worker = k.spawn_blocked(pub.publish_sync, "t", [b"2"], timeout=5)
     broker.configure_topic("t", max_queue_size=2)
     worker.join()
     assert broker.topic_info("t").queue_size == 2
@@ -301,13 +277,10 @@ def test_configure_topic_raising_capacity_wakes_blocked_publishers(k):
 
 
 def test_lowering_capacity_below_what_is_held_drops_nothing(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     broker.configure_topic("t", max_queue_size=1, overflow="drop_oldest")
     assert broker.topic_info("t").queue_size == 3
     pub.publish_nowait("t", [b"4"])  # drop_oldest now drops down to the new capacity
-    assert payloads(drain(sub)) == [b"4"]
+    assert payloads(k.drain(sub)) == [b"4"]
     assert sub.messages_lagged() == 3

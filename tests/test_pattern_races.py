@@ -43,9 +43,7 @@ def test_a_publish_from_another_thread_while_a_topic_is_created_reaches_every_pa
     subs[0].subscribe("orders.*")
     subs[1].subscribe("orders.>")
     subs[2].subscribe("*.eu")
-    group = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-    for member in group:
-        member.subscribe("orders.*")
+    group = k.members(broker, "orders.*")
     logger = logging.getLogger("kincir.memory")
     handler = _PublishWhenCreated(pub, "orders.eu")
     old_level = logger.level
@@ -73,8 +71,7 @@ def test_a_publish_from_another_thread_while_a_topic_is_created_reaches_every_pa
 def test_topics_created_by_racing_publishers_reach_pattern_readers_from_sequence_1(k):
     broker = k.new_broker(enable_persistence=False)
     pub = k.InMemoryPublisher(broker)
-    plain = k.InMemorySubscriber(broker)
-    plain.subscribe("x.*")
+    plain = k.subscriber(broker, "x.*")
     group = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
     acking = [k.InMemoryAckSubscriber(broker, group="a") for _ in range(2)]
     for member in group + acking:
@@ -125,8 +122,7 @@ def test_a_pattern_subscribed_while_topics_are_created_misses_none_of_them(k):
     worker = k.spawn(create)
     subs = []
     for _ in range(20):
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe("y.*")
+        sub = k.subscriber(broker, "y.*")
         subs.append(sub)
     stop.set()
     worker.join(10)

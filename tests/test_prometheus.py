@@ -42,22 +42,18 @@ def workload(k):
     publish and TTL expiry."""
     broker = k.new_broker(max_queue_size=3, default_message_ttl=60.0, enable_stats=True)
     pub = k.InMemoryPublisher(broker)
-    plain = k.InMemorySubscriber(broker)
-    plain.subscribe("orders")
+    plain = k.subscriber(broker, "orders")
     pub.publish_nowait("orders", [b"1", b"2"])
     assert plain.try_receive().payload == b"1"
     with pytest.raises(k.QueueFull):
         pub.publish_nowait("orders", [b"3", b"4", b"5"])
 
-    members = [k.InMemorySubscriber(broker, group="billing") for _ in range(2)]
-    for member in members:
-        member.subscribe("events")
+    members = k.members(broker, "events", group="billing")
     pub.publish_nowait("events", [b"a", b"b", b"c"])
     assert members[0].try_receive() is not None
     assert members[1].try_receive() is not None
 
-    acker = k.InMemoryAckSubscriber(broker, max_deliveries=2, dead_letter_topic="jobs.dlq")
-    acker.subscribe("jobs")
+    acker = k.ack_subscriber(broker, "jobs", max_deliveries=2, dead_letter_topic="jobs.dlq")
     pub.publish_nowait("jobs", [b"j1", b"j2", b"j3"])
     _, first = acker.try_receive_with_ack()
     acker.ack(first)
@@ -67,15 +63,13 @@ def workload(k):
     acker.nack(again)  # second delivery: dead-lettered
     _, third = acker.try_receive_with_ack()  # left in flight
 
-    rejecter = k.InMemoryAckSubscriber(broker)
-    rejecter.subscribe("tasks")
+    rejecter = k.ack_subscriber(broker, "tasks")
     pub.publish_nowait("tasks", [b"t"])
     _, handle = rejecter.try_receive_with_ack()
     rejecter.nack(handle, requeue=False)  # no dead-letter topic: dropped
 
     broker.configure_topic("ticks", overflow="drop_oldest", max_queue_size=2)
-    slow = k.InMemorySubscriber(broker)
-    slow.subscribe("ticks")
+    slow = k.subscriber(broker, "ticks")
     for tick in (b"1", b"2", b"3", b"4"):
         pub.publish_nowait("ticks", [tick])  # the two oldest are lost: lagged
 
@@ -199,10 +193,7 @@ def test_namespace_prefixes_every_name(k):
 
 
 def test_the_collector_keeps_working_after_shutdown(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, _sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"x"])
     registry = prometheus_client.CollectorRegistry()
     kincir.prometheus.register(broker, registry)

@@ -99,10 +99,7 @@ def test_public_classes_resolve_by_their_module_name(k):
 
 
 def test_reprs_do_not_show_the_engine(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [k.Message(b"x", {"a": "b"})])
     delivered = sub.try_receive()
     objects = [
@@ -258,8 +255,7 @@ def test_version_is_a_string():
 
 def test_message_is_the_engine_message(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"raw"])
     assert type(sub.try_receive()) is k.Message
 

@@ -9,18 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 # -- delivered messages -------------------------------------------------------------------------
 
 
 def test_delivered_message_carries_topic_sequence_and_stamps(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("orders")
+    _, pub, sub = k.setup(subscribe="orders")
     sent = k.Message(b"Order #1234", {"customer": "Alice"})
     before = time.time() * 1000
     pub.publish_nowait("orders", [sent])
@@ -38,8 +31,7 @@ def test_delivered_message_carries_topic_sequence_and_stamps(k):
 
 
 def test_delivered_metadata_is_read_only(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [k.Message(b"x", {"a": "1"})])
     got = sub.try_receive()
     with pytest.raises(TypeError):
@@ -50,8 +42,7 @@ def test_delivered_metadata_is_read_only(k):
 
 
 def test_sequences_are_per_topic_start_at_one_and_gapless(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("a")
+    _, pub, sub = k.setup(subscribe="a")
     sub.subscribe("b")
     pub.publish_nowait("a", [b"a1", b"a2"])
     pub.publish_nowait("b", [b"b1"])
@@ -68,8 +59,7 @@ def test_sequences_are_per_topic_start_at_one_and_gapless(k):
 
 
 def test_sequence_follows_publish_order(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     for i in range(50):
         pub.publish_nowait("t", [str(i).encode()])
     got = sub.try_receive_batch(100)
@@ -79,8 +69,7 @@ def test_sequence_follows_publish_order(k):
 
 
 def test_no_sequence_metadata_without_maintain_order(k):
-    _, pub, sub = setup(k, maintain_order=False)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(maintain_order=False, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     got = sub.try_receive_batch(10)
     assert [m.sequence for m in got] == [1, 2]  # the attribute is always there
@@ -90,8 +79,7 @@ def test_no_sequence_metadata_without_maintain_order(k):
 
 
 def test_publisher_message_is_not_mutated(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     sent = k.Message(b"x", {"a": "1"})
     pub.publish_nowait("t", [sent])
     got = sub.try_receive()
@@ -103,8 +91,7 @@ def test_publisher_message_is_not_mutated(k):
 
 
 def test_same_message_published_twice_gets_two_sequences(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     sent = k.Message(b"again")
     pub.publish_nowait("t", [sent])
     pub.publish_nowait("t", [sent])
@@ -115,7 +102,7 @@ def test_same_message_published_twice_gets_two_sequences(k):
 
 
 def test_two_subscribers_receive_the_same_content(k):
-    broker, pub, sub1 = setup(k)
+    broker, pub, sub1 = k.setup()
     sub2 = k.InMemorySubscriber(broker)
     sub1.subscribe("t")
     sub2.subscribe("t")
@@ -132,8 +119,7 @@ def test_two_subscribers_receive_the_same_content(k):
 
 
 def test_raw_payloads_and_messages_mix_in_one_batch(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     msg = k.Message(b"object", {"kind": "message"})
     pub.publish_nowait("t", [b"raw", msg, bytearray(b"array"), memoryview(b"view")])
     got = sub.try_receive_batch(10)
@@ -149,15 +135,13 @@ def test_raw_payloads_and_messages_mix_in_one_batch(k):
 
 
 def test_publish_accepts_a_tuple(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", (b"1", b"2"))
     assert [m.payload for m in sub.try_receive_batch(10)] == [b"1", b"2"]
 
 
 def test_bytearray_payload_in_a_batch_is_copied(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     data = bytearray(b"before")
     pub.publish_nowait("t", [data])
     data[:] = b"after!"
@@ -165,8 +149,7 @@ def test_bytearray_payload_in_a_batch_is_copied(k):
 
 
 def test_empty_batch_publishes_nothing(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [])
     assert sub.try_receive() is None
     pub.publish_nowait("t", [b"x"])
@@ -174,8 +157,7 @@ def test_empty_batch_publishes_nothing(k):
 
 
 def test_publish_sync(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     assert pub.publish_sync("t", [b"1"]) is None
     pub.publish_sync("t", [b"2"], timeout=1)
     pub.publish_sync("t", [b"3"], timeout=timedelta(seconds=1))
@@ -186,7 +168,7 @@ def test_publish_sync(k):
 
 
 def test_one_subscriber_several_topics_keeps_per_topic_order(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     topics = ["orders", "payments", "refunds"]
     for t in topics:
         sub.subscribe(t)
@@ -204,7 +186,7 @@ def test_one_subscriber_several_topics_keeps_per_topic_order(k):
 
 
 def test_fan_out_to_many_subscribers(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     subs = [k.InMemorySubscriber(broker) for _ in range(8)]
     for s in subs:
         s.subscribe("fan")
@@ -218,7 +200,7 @@ def test_fan_out_to_many_subscribers(k):
 
 
 def test_subscribe_is_immediate_and_not_a_coroutine(k):
-    _, pub, sub = setup(k)
+    _, pub, sub = k.setup()
     result = sub.subscribe("t")
     assert not inspect.iscoroutine(result)
     assert inspect.isawaitable(result)
@@ -228,8 +210,7 @@ def test_subscribe_is_immediate_and_not_a_coroutine(k):
 
 
 def test_subscribing_twice_is_a_no_op(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     sub.subscribe("t")
     assert broker.topic_info("t").subscriber_count == 1
@@ -242,7 +223,7 @@ def test_subscribing_twice_is_a_no_op(k):
 
 
 def test_subscription_queries(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     assert sub.is_subscribed() is False
     assert sub.subscribed_topic() is None
     assert sub.subscribed_topics() == []
@@ -257,8 +238,7 @@ def test_subscription_queries(k):
 
 
 def test_unsubscribe_one_topic(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(subscribe="a")
     sub.subscribe("b")
     result = sub.unsubscribe("a")
     assert not inspect.iscoroutine(result)
@@ -271,16 +251,14 @@ def test_unsubscribe_one_topic(k):
 
 
 def test_unsubscribe_unknown_topic_raises_not_subscribed(k):
-    _, _, sub = setup(k)
-    sub.subscribe("a")
+    _, _, sub = k.setup(subscribe="a")
     with pytest.raises(k.NotSubscribed):
         sub.unsubscribe("b")
     assert sub.subscribed_topics() == ["a"]
 
 
 def test_unsubscribe_all(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("a")
+    broker, pub, sub = k.setup(subscribe="a")
     sub.subscribe("b")
     sub.unsubscribe()
     assert sub.is_subscribed() is False
@@ -295,8 +273,7 @@ def test_unsubscribe_all(k):
 
 
 def test_close_ends_every_subscription(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("a")
+    broker, _, sub = k.setup(subscribe="a")
     sub.subscribe("b")
     assert sub.is_connected() is True
     result = sub.close()
@@ -312,15 +289,14 @@ def test_close_ends_every_subscription(k):
 
 
 def test_close_ends_sync_iteration(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("a")
+    _, pub, sub = k.setup(subscribe="a")
     pub.publish_nowait("a", [b"1"])
     sub.close()
     assert list(sub) == []
 
 
 def test_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     with pytest.raises(k.NotSubscribed):
         sub.receive_sync()
     with pytest.raises(k.NotSubscribed):
@@ -334,7 +310,7 @@ def test_receive_on_a_never_subscribed_subscriber_raises_not_subscribed(k):
 
 
 def test_not_subscribed_is_an_in_memory_error(k):
-    _, _, sub = setup(k)
+    _, _, sub = k.setup()
     with pytest.raises(k.InMemoryError):
         sub.try_receive()
 
@@ -343,16 +319,14 @@ def test_not_subscribed_is_an_in_memory_error(k):
 
 
 def test_try_receive_returns_none_when_empty(k):
-    _, _, sub = setup(k)
-    sub.subscribe("t")
+    _, _, sub = k.setup(subscribe="t")
     assert sub.try_receive() is None
     assert sub.try_receive_batch(5) == []
 
 
 @pytest.mark.parametrize("timeout", [0, 0.05, timedelta(milliseconds=50)], ids=repr)
 def test_receive_sync_timeout_raises_builtin_timeout_error(k, timeout):
-    _, _, sub = setup(k)
-    sub.subscribe("t")
+    _, _, sub = k.setup(subscribe="t")
     with pytest.raises(TimeoutError) as info:
         sub.receive_sync(timeout=timeout)
     assert type(info.value) is TimeoutError
@@ -361,8 +335,7 @@ def test_receive_sync_timeout_raises_builtin_timeout_error(k, timeout):
 
 
 def test_receive_sync_timeout_loses_no_message(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     with pytest.raises(TimeoutError):
         sub.receive_sync(timeout=0.02)
     pub.publish_nowait("t", [b"after"])
@@ -372,8 +345,7 @@ def test_receive_sync_timeout_loses_no_message(k):
 
 
 def test_receive_sync_woken_by_a_publish_from_another_thread(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     worker = k.spawn(sub.receive_sync, 5)
     worker.started.wait(1)
     time.sleep(0.05)
@@ -384,8 +356,7 @@ def test_receive_sync_woken_by_a_publish_from_another_thread(k):
 
 
 def test_receive_sync_woken_by_a_publish_on_any_of_its_topics(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("a")
+    _, pub, sub = k.setup(subscribe="a")
     sub.subscribe("b")
     worker = k.spawn(sub.receive_sync, 5)
     worker.started.wait(1)
@@ -395,8 +366,7 @@ def test_receive_sync_woken_by_a_publish_on_any_of_its_topics(k):
 
 
 def test_try_receive_batch_returns_up_to_max_without_waiting(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [str(i).encode() for i in range(7)])
     first = sub.try_receive_batch(5)
     assert [m.sequence for m in first] == [1, 2, 3, 4, 5]
@@ -406,8 +376,7 @@ def test_try_receive_batch_returns_up_to_max_without_waiting(k):
 
 
 def test_receive_batch_sync_returns_what_is_ready(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     # A later publish must not be folded in: the batch returns once something is ready.
     late = k.spawn(lambda: (time.sleep(0.3), pub.publish_sync("t", [b"late"])))
@@ -418,8 +387,7 @@ def test_receive_batch_sync_returns_what_is_ready(k):
 
 
 def test_receive_batch_sync_waits_for_the_first_message(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     worker = k.spawn(sub.receive_batch_sync, 10, 5)
     worker.started.wait(1)
     time.sleep(0.05)
@@ -432,8 +400,7 @@ def test_receive_batch_sync_waits_for_the_first_message(k):
 
 
 def test_receive_batch_sync_respects_max(k):
-    _, pub, sub = setup(k)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [str(i).encode() for i in range(10)])
     assert len(sub.receive_batch_sync(4, timeout=1)) == 4
     assert len(sub.receive_batch_sync(4, timeout=1)) == 4
@@ -444,8 +411,7 @@ def test_receive_batch_sync_respects_max(k):
 
 
 def test_sync_iteration_ends_when_the_broker_shuts_down(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
 
     def consume():
         return [m.payload for m in sub]
@@ -459,8 +425,7 @@ def test_sync_iteration_ends_when_the_broker_shuts_down(k):
 
 
 def test_sync_iteration_drains_before_ending(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     broker.shutdown()
     assert [m.payload for m in sub] == [b"1", b"2", b"3"]
@@ -470,21 +435,20 @@ def test_sync_iteration_drains_before_ending(k):
 
 
 def test_publisher_is_connected_until_shutdown(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     assert pub.is_connected() is True
     broker.shutdown()
     assert pub.is_connected() is False
 
 
 def test_publisher_and_subscriber_keep_their_broker(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     assert pub.broker is broker
     assert sub.broker is broker
 
 
 def test_many_publishers_share_a_topic(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     pubs = [k.InMemoryPublisher(broker) for _ in range(3)]
     for i, p in enumerate(pubs):
         p.publish_nowait("t", [str(i).encode()])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 
@@ -18,15 +17,12 @@ def collect(sub, n, timeout=5.0):
     return out
 
 
-@pytest.fixture(autouse=True)
-def quiet_router_log(caplog):
-    caplog.set_level(logging.CRITICAL, logger="kincir.router")
+pytestmark = pytest.mark.usefixtures("quiet_router_log")
 
 
 def pipeline(k, handler, **kwargs):
     broker = k.new_broker(enable_stats=True)
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     router = k.Router(broker, "in", "out", handler, **kwargs)
     return broker, k.InMemoryPublisher(broker), out, router
 
@@ -72,8 +68,7 @@ def test_a_failing_handler_is_retried_then_dead_lettered_and_the_router_lives(k)
         return [m.payload]
 
     broker, pub, out, router = pipeline(k, handler, max_deliveries=3, dead_letter_topic="dlq")
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
+    dlq = k.subscriber(broker, "dlq")
     with router:
         pub.publish_nowait("in", [b"ok1", b"poison", b"ok2"])
         assert sorted(m.payload for m in collect(out, 2)) == [b"ok1", b"ok2"]
@@ -139,34 +134,31 @@ def test_processing_timeout_nacks_and_counts(k):
     assert stats.acked == 1
 
 
-def test_always_ack_never_retries(k):
+def run_failing_handler(k, ack_strategy, until):
+    """Route one message to a handler that always raises, until ``router.stats().<until>`` is 1
+    and a little longer (time for a retry that must not come)."""
     calls = []
 
     def handler(m):
         calls.append(m)
         raise RuntimeError("boom")
 
-    broker, pub, _out, router = pipeline(k, handler, ack_strategy=k.AckStrategy.ALWAYS_ACK)
+    broker, pub, _out, router = pipeline(k, handler, ack_strategy=ack_strategy)
     with router:
         pub.publish_nowait("in", [b"a"])
-        k.wait_for(lambda: router.stats().acked == 1)
+        k.wait_for(lambda: getattr(router.stats(), until) == 1)
         time.sleep(0.05)
+    return broker, router, calls
+
+
+def test_always_ack_never_retries(k):
+    broker, _router, calls = run_failing_handler(k, k.AckStrategy.ALWAYS_ACK, "acked")
     assert len(calls) == 1
     assert broker.topic_info("in").queue_size == 0
 
 
 def test_never_ack_reads_at_most_once(k):
-    calls = []
-
-    def handler(m):
-        calls.append(m)
-        raise RuntimeError("boom")
-
-    broker, pub, _out, router = pipeline(k, handler, ack_strategy=k.AckStrategy.NeverAck)
-    with router:
-        pub.publish_nowait("in", [b"a"])
-        k.wait_for(lambda: router.stats().failed == 1)
-        time.sleep(0.05)
+    broker, router, calls = run_failing_handler(k, k.AckStrategy.NeverAck, "failed")
     assert len(calls) == 1
     stats = router.stats()
     assert (stats.acked, stats.nacked) == (0, 0)
@@ -192,8 +184,7 @@ def test_manual_strategy_lets_the_handler_settle(k):
 
 def test_async_handler_under_run(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
 
     async def handler(m):
         await asyncio.sleep(0)
@@ -215,8 +206,7 @@ def test_async_handler_under_run(k):
 
 def test_async_handler_timeout_and_failure(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     seen = []
 
     async def handler(m):
@@ -241,8 +231,7 @@ def test_async_handler_timeout_and_failure(k):
 
 def test_sync_handler_under_run_uses_threads(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     threads = set()
 
     def handler(m):
@@ -290,8 +279,7 @@ def test_stop_drains_the_message_in_hand_and_leaves_the_rest(k):
 
 def test_two_routers_in_one_group_share_the_stream(k):
     broker = k.new_broker()
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     r1 = k.Router(broker, "in", "out", lambda m: [b"r1"], group="workers")
     r2 = k.Router(broker, "in", "out", lambda m: [b"r2"], group="workers")
     with r1, r2:

@@ -11,10 +11,7 @@ import time
 
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def quiet_router_log(caplog):
-    caplog.set_level(logging.CRITICAL, logger="kincir.router")
+pytestmark = pytest.mark.usefixtures("quiet_router_log")
 
 
 class Recorder:
@@ -44,8 +41,7 @@ def full_output(k, capacity=1, **broker_fields):
     reader of 'out' that does not read until the test says so."""
     broker = k.new_broker(enable_stats=True, **broker_fields)
     broker.configure_topic("out", max_queue_size=capacity, overflow="block")
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     return broker, out
 
 
@@ -99,16 +95,23 @@ def test_leaving_with_router_returns_while_the_output_is_full(k):
         assert drain(out, 2) == [b"b", b"c"]
 
 
+async def run_until_handled_twice(k, broker, router, handler):
+    """Start ``router.run()`` as a task and publish a and b to it; the task, once the handler
+    has been called for both (b's output then waits for room on a full 'out')."""
+    task = asyncio.create_task(router.run())
+    await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
+    while handler.count() < 2:
+        await asyncio.sleep(0.005)
+    return task
+
+
 def test_stop_under_run_wakes_a_task_blocked_on_a_full_output(k):
     broker, out = full_output(k)
     handler = Recorder()
     router = k.Router(broker, "in", "out", handler.handle_async)
 
     async def stage():
-        task = asyncio.create_task(router.run())
-        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
-        while handler.count() < 2:
-            await asyncio.sleep(0.005)
+        task = await run_until_handled_twice(k, broker, router, handler)
         assert router.stop() is True  # no threads to wait for under run()
         await asyncio.wait_for(task, 2)
 
@@ -126,10 +129,7 @@ def test_a_sync_handler_under_run_is_woken_too(k):
     router = k.Router(broker, "in", "out", handler)
 
     async def stage():
-        task = asyncio.create_task(router.run())
-        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
-        while handler.count() < 2:
-            await asyncio.sleep(0.005)
+        task = await run_until_handled_twice(k, broker, router, handler)
         router.stop()
         await asyncio.wait_for(task, 2)
 
@@ -143,10 +143,7 @@ def test_cancelling_run_while_the_output_is_full_still_cancels(k):
     router = k.Router(broker, "in", "out", handler.handle_async)
 
     async def stage():
-        task = asyncio.create_task(router.run())
-        await k.InMemoryPublisher(broker).publish("in", [b"a", b"b"])
-        while handler.count() < 2:
-            await asyncio.sleep(0.005)
+        task = await run_until_handled_twice(k, broker, router, handler)
         await asyncio.sleep(0.1)  # a few ticks of the wait for room
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -161,8 +158,7 @@ def test_a_stop_never_counts_as_a_failed_delivery(k):
     # the message handed back by a stop is redelivered even on its last allowed delivery:
     # stopping is not a failure, so it is neither dead-lettered nor dropped
     broker, out = full_output(k)
-    dlq = k.InMemorySubscriber(broker)
-    dlq.subscribe("dlq")
+    dlq = k.subscriber(broker, "dlq")
     handler = Recorder()
     router = k.Router(
         broker, "in", "out", handler, concurrency=2, max_deliveries=1, dead_letter_topic="dlq"
@@ -264,8 +260,7 @@ def test_backpressure_longer_than_ack_timeout_does_not_redeliver_under_run(k):
 def test_a_slow_handler_is_still_redelivered_after_its_ack_deadline(k):
     # only the wait for room is covered: the handler's own time counts against the deadline
     broker = k.new_broker(enable_stats=True)
-    out = k.InMemorySubscriber(broker)
-    out.subscribe("out")
+    out = k.subscriber(broker, "out")
     calls = []
 
     def handler(msg):
@@ -288,10 +283,7 @@ def test_a_slow_handler_is_still_redelivered_after_its_ack_deadline(k):
 
 def ack_pair(k, ack_timeout=10.0):
     broker = k.new_broker(enable_stats=True)
-    a = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=ack_timeout)
-    b = k.InMemoryAckSubscriber(broker, group="g", ack_timeout=ack_timeout)
-    a.subscribe("t")
-    b.subscribe("t")
+    a, b = k.ack_group(broker, {"ack_timeout": ack_timeout}, {"ack_timeout": ack_timeout})
     return broker, a, b
 
 

@@ -91,8 +91,7 @@ def test_pre_configured_profiles(k):
         k.InMemoryConfig.default(),
     ):
         broker = k.new_broker(profile)
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe("t")
+        sub = k.subscriber(broker, "t")
         k.InMemoryPublisher(broker).publish_nowait("t", [b"x"])
         assert sub.receive_sync(timeout=1).payload == b"x"
 
@@ -112,8 +111,7 @@ def test_message_ordering(k):
     config = k.InMemoryConfig.new().with_maintain_order(True)
     broker = k.new_broker(config)
     publisher = k.InMemoryPublisher(broker)
-    subscriber = k.InMemorySubscriber(broker)
-    subscriber.subscribe("ordered")
+    subscriber = k.subscriber(broker, "ordered")
     publisher.publish_nowait("ordered", [k.Message.new(b"a"), k.Message.new(b"b")])
     publisher.publish_nowait("ordered", [k.Message.new(b"c")])
     # Messages will have _sequence metadata: "1", "2", "3", etc.
@@ -131,8 +129,7 @@ def test_message_ttl(k):
     broker = k.new_broker(config)
     assert broker.config.default_message_ttl == 300.0
     assert broker.config.cleanup_interval == 60.0
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"fresh"])
     assert sub.receive_sync(timeout=1).payload == b"fresh"
 
@@ -170,8 +167,7 @@ def test_statistics_collection(k, capsys):
     config = k.InMemoryConfig.new().with_stats(True)
     broker = k.new_broker(config)
     publisher = k.InMemoryPublisher(broker)
-    subscriber = k.InMemorySubscriber(broker)
-    subscriber.subscribe("stats")
+    subscriber = k.subscriber(broker, "stats")
 
     # Publish some messages...
     publisher.publish_nowait("stats", [b"1", b"2", b"3"])
@@ -192,8 +188,7 @@ def test_statistics_collection(k, capsys):
 
 def test_graceful_shutdown(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"in flight"])
     # Graceful shutdown (waits for in-flight operations): the queued message is still delivered.
     broker.shutdown()
@@ -204,8 +199,7 @@ def test_graceful_shutdown(k):
 
 def test_force_shutdown(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     k.InMemoryPublisher(broker).publish_nowait("t", [b"dropped"])
     # Force shutdown (immediate)
     broker.force_shutdown()

@@ -9,14 +9,8 @@ import warnings
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def test_shutdown_stops_publishes_and_subscribes(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     broker.shutdown()
     assert broker.is_shutdown() is True
     with pytest.raises(k.BrokerShutdown):
@@ -35,7 +29,7 @@ def test_shutdown_stops_publishes_and_subscribes(k):
 
 
 def test_shutdown_error_is_an_in_memory_error_with_advice(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     broker.shutdown()
     with pytest.raises(k.InMemoryError) as info:
         pub.publish_nowait("t", [b"x"])
@@ -45,7 +39,7 @@ def test_shutdown_error_is_an_in_memory_error_with_advice(k):
 
 
 def test_subscribers_drain_queued_messages_then_get_broker_shutdown(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     other = k.InMemorySubscriber(broker)
     sub.subscribe("t")
     other.subscribe("t")
@@ -72,8 +66,7 @@ def test_subscribers_drain_queued_messages_then_get_broker_shutdown(k):
 
 
 def test_blocked_receive_sync_wakes_with_broker_shutdown(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     worker = k.spawn(sub.receive_sync)  # no timeout: only the shutdown can end it
     worker.started.wait(1)
     time.sleep(0.05)
@@ -84,8 +77,7 @@ def test_blocked_receive_sync_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_receive_batch_sync_wakes_with_broker_shutdown(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     worker = k.spawn(sub.receive_batch_sync, 10)
     worker.started.wait(1)
     time.sleep(0.05)
@@ -95,8 +87,7 @@ def test_blocked_receive_batch_sync_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_async_receive_wakes_with_broker_shutdown(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
 
     async def main():
         task = asyncio.ensure_future(sub.receive())
@@ -110,8 +101,7 @@ def test_blocked_async_receive_wakes_with_broker_shutdown(k):
 
 
 def test_blocked_async_receive_wakes_when_shut_down_from_a_thread(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
 
     def stop_later():
         time.sleep(0.05)
@@ -127,8 +117,7 @@ def test_blocked_async_receive_wakes_when_shut_down_from_a_thread(k):
 
 
 def test_shutdown_with_timeout_returns_true_when_a_consumer_drains(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [str(i).encode() for i in range(200)])
 
     def consume():
@@ -140,8 +129,7 @@ def test_shutdown_with_timeout_returns_true_when_a_consumer_drains(k):
 
 
 def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     assert broker.shutdown(timeout=0.05) is False
     # The messages are still there for the subscriber to drain.
@@ -151,8 +139,7 @@ def test_shutdown_with_timeout_returns_false_when_nobody_reads(k):
 
 def test_shutdown_async_drains_tasks_on_its_own_loop(k):
     # The async drain must not block the loop its own subscriber tasks run on.
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
 
     async def main():
         async def worker():
@@ -169,8 +156,7 @@ def test_shutdown_async_drains_tasks_on_its_own_loop(k):
 
 
 def test_shutdown_async_returns_false_when_nobody_reads_and_is_idempotent(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
 
     async def main():
@@ -185,14 +171,14 @@ def test_shutdown_async_returns_false_when_nobody_reads_and_is_idempotent(k):
 
 
 def test_shutdown_async_refuses_a_bad_timeout_before_shutting_down(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     with pytest.raises(ValueError):
         k.run(broker.shutdown_async(timeout=-1))
     assert not broker.is_shutdown()
 
 
 def test_shutdown_with_timeout_on_a_running_loop_warns(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
 
     async def main():
         with pytest.warns(RuntimeWarning, match="shutdown_async"):
@@ -200,7 +186,7 @@ def test_shutdown_with_timeout_on_a_running_loop_warns(k):
 
     k.run(main())
     # without a timeout it never waits, so on a loop it is fine
-    other, _, _ = setup(k)
+    other, _, _ = k.setup()
 
     async def plain():
         with warnings.catch_warnings():
@@ -211,24 +197,22 @@ def test_shutdown_with_timeout_on_a_running_loop_warns(k):
 
 
 def test_shutdown_without_timeout_returns_at_once(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, _sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     result = broker.shutdown()
     assert result is False  # a subscriber still has to drain
-    empty, _, _ = setup(k)
+    empty, _, _ = k.setup()
     assert empty.shutdown() is True
 
 
 def test_shutdown_ignores_messages_held_for_nobody(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("orphan", [b"1"])
     assert broker.shutdown(timeout=0.5) is True
 
 
 def test_shutdown_is_idempotent(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     broker.shutdown()
     broker.shutdown()
@@ -239,8 +223,7 @@ def test_shutdown_is_idempotent(k):
 
 
 def test_force_shutdown_drops_everything(k):
-    broker, pub, sub = setup(k, enable_stats=True)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(enable_stats=True, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     pub.publish_nowait("orphan", [b"4"])
     assert broker.force_shutdown() is None
@@ -258,8 +241,7 @@ def test_force_shutdown_drops_everything(k):
 
 
 def test_force_shutdown_wakes_blocked_receivers_at_once(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     others = [k.InMemorySubscriber(broker) for _ in range(3)]
     for s in others:
         s.subscribe("t")
@@ -269,8 +251,7 @@ def test_force_shutdown_wakes_blocked_receivers_at_once(k):
     time.sleep(0.05)
 
     async def waiter():
-        s = k.InMemorySubscriber(broker)
-        s.subscribe("t")
+        s = k.subscriber(broker, "t")
         task = asyncio.ensure_future(s.receive())
         await asyncio.sleep(0.02)
         broker.force_shutdown()
@@ -284,8 +265,7 @@ def test_force_shutdown_wakes_blocked_receivers_at_once(k):
 
 
 def test_force_shutdown_after_shutdown_drops_the_backlog(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     broker.shutdown()
     broker.force_shutdown()
@@ -295,8 +275,7 @@ def test_force_shutdown_after_shutdown_drops_the_backlog(k):
 
 
 def test_force_shutdown_is_idempotent(k):
-    broker, _, sub = setup(k)
-    sub.subscribe("t")
+    broker, _, sub = k.setup(subscribe="t")
     broker.force_shutdown()
     broker.force_shutdown()
     broker.shutdown()
@@ -306,8 +285,7 @@ def test_force_shutdown_is_idempotent(k):
 
 
 def test_is_connected_is_false_after_shutdown(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     assert pub.is_connected() and sub.is_connected()
     broker.shutdown()
     assert pub.is_connected() is False
@@ -315,22 +293,21 @@ def test_is_connected_is_false_after_shutdown(k):
 
 
 def test_is_connected_is_false_after_force_shutdown(k):
-    broker, pub, sub = setup(k)
+    broker, pub, sub = k.setup()
     broker.force_shutdown()
     assert pub.is_connected() is False
     assert sub.is_connected() is False
 
 
 def test_iteration_ends_after_force_shutdown(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(subscribe="t")
     pub.publish_nowait("t", [b"1"])
     broker.force_shutdown()
     assert list(sub) == []
 
 
 def test_new_publishers_and_subscribers_on_a_shut_down_broker(k):
-    broker, _, _ = setup(k)
+    broker, _, _ = k.setup()
     broker.shutdown()
     pub = k.InMemoryPublisher(broker)
     sub = k.InMemorySubscriber(broker)
@@ -342,8 +319,7 @@ def test_new_publishers_and_subscribers_on_a_shut_down_broker(k):
 
 
 def test_shutdown_stops_the_ttl_cleanup(k):
-    broker, pub, sub = setup(k, default_message_ttl=30, cleanup_interval=0.01)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(default_message_ttl=30, cleanup_interval=0.01, subscribe="t")
     pub.publish_nowait("t", [b"1"])
     broker.shutdown()
     time.sleep(0.05)
@@ -351,7 +327,7 @@ def test_shutdown_stops_the_ttl_cleanup(k):
 
 
 def test_consume_drains_then_raises_broker_shutdown(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("jobs", [b"1"])
     assert broker.consume("jobs").payload == b"1"  # the pull group now exists
     pub.publish_nowait("jobs", [b"2"])
@@ -362,7 +338,7 @@ def test_consume_drains_then_raises_broker_shutdown(k):
 
 
 def test_consume_after_force_shutdown_raises_broker_shutdown(k):
-    broker, pub, _ = setup(k)
+    broker, pub, _ = k.setup()
     pub.publish_nowait("jobs", [b"1", b"2"])
     broker.consume("jobs")
     broker.force_shutdown()
@@ -371,8 +347,7 @@ def test_consume_after_force_shutdown_raises_broker_shutdown(k):
 
 
 def test_shutdown_does_not_wait_for_the_pull_group(k):
-    broker, pub, sub = setup(k)
-    sub.subscribe("jobs")
+    broker, pub, sub = k.setup(subscribe="jobs")
     broker.consume("jobs")
     pub.publish_nowait("jobs", [b"1", b"2"])
     assert len(sub.try_receive_batch(10)) == 2
@@ -385,8 +360,7 @@ def test_publish_racing_force_shutdown_leaves_nothing_queued(k):
     """force_shutdown drops everything: a publish racing it must not leave messages behind."""
     for _ in range(20):
         broker = k.new_broker()
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe("t")
+        sub = k.subscriber(broker, "t")
 
         def produce(broker, sub):
             pub = k.InMemoryPublisher(broker)

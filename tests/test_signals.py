@@ -3,16 +3,14 @@ both engines, promptly; the broker stays usable after."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-import kincir
 
 SCRIPT = """
 import sys, time
@@ -49,13 +47,13 @@ sys.exit(1)
 @pytest.mark.parametrize("timeout", ["None", "30"])
 @pytest.mark.parametrize("call", ["receive_sync", "publish_sync"])
 def test_ctrl_c_interrupts_a_blocked_call(
-    engine: str, timeout: str, call: str, tmp_path: Path
+    engine: str,
+    timeout: str,
+    call: str,
+    tmp_path: Path,
+    engine_env: Callable[[str], dict[str, str]],
 ) -> None:
-    env = dict(os.environ)
-    if engine == "python":
-        env["KINCIR_NO_EXTENSIONS"] = "1"
-    elif kincir.IMPLEMENTATION != "cython":
-        pytest.skip("the compiled engine is not loaded in this run")
+    env = engine_env(engine)
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT.format(timeout=timeout, call=call)],
         cwd=tmp_path,

@@ -652,15 +652,10 @@ async def consume_async(sub: Any, reader: Reader, done: threading.Event, seed: i
 # -- the scenarios ------------------------------------------------------------------------------
 
 
-def test_threads_fan_out_and_group_under_block(k: Any, size: Size, fast_switching: None) -> None:
-    """(a) 4 producer threads; 2 fan-out subscribers and a 3-member group on threads; capacity 64
-    under ``block``: each fan-out subscriber gets every message once, in per-producer order, and
-    the group collectively gets each once."""
-    topic = "stress.a"
-    capacity = 64
-    broker = k.new_broker(max_queue_size=capacity, overflow="block", enable_stats=True)
-    history = History(size.seed)
-    done = threading.Event()
+def fan_out_and_group(
+    k: Any, broker: Any, history: History, topic: str
+) -> list[tuple[Any, Reader]]:
+    """2 fan-out subscribers and a 3-member group ``workers`` on ``topic``, each with its reader."""
     consumers = []
     for i in range(2):
         sub = k.InMemorySubscriber(broker)
@@ -670,6 +665,19 @@ def test_threads_fan_out_and_group_under_block(k: Any, size: Size, fast_switchin
         sub = k.InMemorySubscriber(broker, group="workers")
         sub.subscribe(topic)
         consumers.append((sub, history.reader(f"workers member {i}", (topic,), "workers")))
+    return consumers
+
+
+def test_threads_fan_out_and_group_under_block(k: Any, size: Size, fast_switching: None) -> None:
+    """(a) 4 producer threads; 2 fan-out subscribers and a 3-member group on threads; capacity 64
+    under ``block``: each fan-out subscriber gets every message once, in per-producer order, and
+    the group collectively gets each once."""
+    topic = "stress.a"
+    capacity = 64
+    broker = k.new_broker(max_queue_size=capacity, overflow="block", enable_stats=True)
+    history = History(size.seed)
+    done = threading.Event()
+    consumers = fan_out_and_group(k, broker, history, topic)
     with history.sampling(k, broker, (topic,), {topic: 3}, capacity):
         readers = [
             k.spawn(consume_sync, sub, reader, done, size.seed + i)
@@ -698,15 +706,7 @@ def test_asyncio_tasks_with_timeouts_and_cancellation(
     broker = k.new_broker(max_queue_size=64, overflow="block", enable_stats=True)
     history = History(size.seed)
     done = threading.Event()
-    consumers = []
-    for i in range(2):
-        sub = k.InMemorySubscriber(broker)
-        sub.subscribe(topic)
-        consumers.append((sub, history.reader(f"fan-out {i}", (topic,))))
-    for i in range(3):
-        sub = k.InMemorySubscriber(broker, group="workers")
-        sub.subscribe(topic)
-        consumers.append((sub, history.reader(f"workers member {i}", (topic,), "workers")))
+    consumers = fan_out_and_group(k, broker, history, topic)
 
     async def main() -> Counter[str]:
         readers = [
@@ -985,8 +985,7 @@ def test_the_checker_names_every_kind_of_problem() -> None:
 
 def test_the_checker_compares_the_broker_accounting(k: Any) -> None:
     broker = k.new_broker(enable_stats=True)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
     history = History()
     k.InMemoryPublisher(broker).publish_sync("t", [stamp(0, i) for i in range(3)])
     history.producer(0).extend(("t", i) for i in range(3))

@@ -11,10 +11,7 @@ import pytest
 
 
 def test_waiting_receive_sync_sees_a_topic_subscribed_meanwhile(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    _broker, pub, sub = k.setup(subscribe="a")
     waiting = k.spawn(sub.receive_sync, 5.0)
     time.sleep(0.1)
     sub.subscribe("b")
@@ -26,10 +23,7 @@ def test_waiting_receive_sync_sees_a_topic_subscribed_meanwhile(k):
 
 
 def test_waiting_async_receive_sees_a_topic_subscribed_meanwhile(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a")
+    _broker, pub, sub = k.setup(subscribe="a")
 
     async def main():
         task = asyncio.ensure_future(sub.receive(timeout=5.0))
@@ -42,10 +36,7 @@ def test_waiting_async_receive_sees_a_topic_subscribed_meanwhile(k):
 
 
 def test_receive_sync_accepts_an_infinite_timeout(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    _broker, pub, sub = k.setup(subscribe="t")
     waiting = k.spawn(sub.receive_sync, float("inf"))
     time.sleep(0.1)
     pub.publish_nowait("t", [b"late"])
@@ -55,8 +46,7 @@ def test_receive_sync_accepts_an_infinite_timeout(k):
 def test_a_dropped_subscriber_leaves_its_topics(k):
     broker = k.new_broker(max_queue_size=10, max_subscribers_per_topic=2)
     pub = k.InMemoryPublisher(broker)
-    keep = k.InMemorySubscriber(broker)
-    keep.subscribe("t")
+    keep = k.subscriber(broker, "t")
 
     def join_and_forget():
         k.InMemorySubscriber(broker).subscribe("t")

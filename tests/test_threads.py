@@ -70,8 +70,7 @@ def test_four_producers_two_subscribers(k):
 
 def test_batches_from_many_threads_are_contiguous(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("batches")
+    sub = k.subscriber(broker, "batches")
     batch = 10
     rounds = 100
 
@@ -120,10 +119,7 @@ def test_concurrent_subscribe_and_unsubscribe_keep_gauges_exact(k):
 
 def test_many_receivers_on_one_subscriber_get_each_message_once(k):
     """Threads sharing one subscriber split its messages: none lost, none duplicated."""
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("shared")
+    _broker, pub, sub = k.setup(subscribe="shared")
     total = 3000
     lock = threading.Lock()
     seen = []
@@ -152,8 +148,7 @@ def test_many_receivers_on_one_subscriber_get_each_message_once(k):
 def shutdown_race_round(k, seconds):
     """Producers and a consumer run until a shutdown from this thread; return (sent, received)."""
     broker = k.new_broker(max_queue_size=1000)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("t")
+    sub = k.subscriber(broker, "t")
 
     def produce():
         pub = k.InMemoryPublisher(broker)

@@ -8,11 +8,6 @@ from datetime import timedelta
 import pytest
 
 
-def setup(k, config=None, **fields):
-    broker = k.new_broker(config, **fields)
-    return broker, k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
-
-
 def wait_until(predicate, timeout=3.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -23,8 +18,7 @@ def wait_until(predicate, timeout=3.0):
 
 
 def test_expired_message_is_never_delivered_and_is_counted(k):
-    broker, pub, sub = setup(k, default_message_ttl=0.05, enable_stats=True)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(default_message_ttl=0.05, enable_stats=True, subscribe="t")
     pub.publish_nowait("t", [b"old"])
     time.sleep(0.15)
     assert sub.try_receive() is None
@@ -38,15 +32,13 @@ def test_expired_message_is_never_delivered_and_is_counted(k):
 
 
 def test_fresh_messages_are_delivered(k):
-    _, pub, sub = setup(k, default_message_ttl=5.0)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(default_message_ttl=5.0, subscribe="t")
     pub.publish_nowait("t", [b"fresh"])
     assert sub.receive_sync(timeout=1).payload == b"fresh"
 
 
 def test_only_the_expired_part_is_skipped(k):
-    broker, pub, sub = setup(k, default_message_ttl=0.2, enable_stats=True)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(default_message_ttl=0.2, enable_stats=True, subscribe="t")
     pub.publish_nowait("t", [b"old1", b"old2"])
     time.sleep(0.4)
     pub.publish_nowait("t", [b"new"])
@@ -58,8 +50,7 @@ def test_only_the_expired_part_is_skipped(k):
 
 
 def test_expired_messages_are_skipped_by_async_receive(k):
-    _, pub, sub = setup(k, default_message_ttl=0.05)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(default_message_ttl=0.05, subscribe="t")
     pub.publish_nowait("t", [b"old"])
     time.sleep(0.15)
 
@@ -73,7 +64,7 @@ def test_expired_messages_are_skipped_by_async_receive(k):
 
 
 def test_held_messages_expire_before_the_first_subscriber(k):
-    broker, pub, sub = setup(k, default_message_ttl=0.05, enable_stats=True)
+    broker, pub, sub = k.setup(default_message_ttl=0.05, enable_stats=True)
     pub.publish_nowait("t", [b"old"])
     time.sleep(0.15)
     sub.subscribe("t")
@@ -82,7 +73,7 @@ def test_held_messages_expire_before_the_first_subscriber(k):
 
 
 def test_ttl_accepts_timedelta(k):
-    broker, pub, sub = setup(k, default_message_ttl=timedelta(milliseconds=50))
+    broker, pub, sub = k.setup(default_message_ttl=timedelta(milliseconds=50))
     sub.subscribe("t")
     pub.publish_nowait("t", [b"old"])
     time.sleep(0.15)
@@ -91,8 +82,9 @@ def test_ttl_accepts_timedelta(k):
 
 
 def test_cleanup_pass_reclaims_expired_messages_without_a_receive(k):
-    broker, pub, sub = setup(k, default_message_ttl=0.05, cleanup_interval=0.05, enable_stats=True)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(
+        default_message_ttl=0.05, cleanup_interval=0.05, enable_stats=True, subscribe="t"
+    )
     pub.publish_nowait("t", [b"1", b"2", b"3", b"4", b"5"])
     assert broker.topic_info("t").queue_size == 5
     assert wait_until(lambda: broker.topic_info("t").queue_size == 0), broker.topic_info("t")
@@ -103,15 +95,14 @@ def test_cleanup_pass_reclaims_expired_messages_without_a_receive(k):
 
 
 def test_cleanup_pass_reclaims_messages_held_without_readers(k):
-    broker, pub, _ = setup(k, default_message_ttl=0.05, cleanup_interval=0.05)
+    broker, pub, _ = k.setup(default_message_ttl=0.05, cleanup_interval=0.05)
     pub.publish_nowait("orphan", [b"1", b"2"])
     assert wait_until(lambda: broker.topic_info("orphan").queue_size == 0)
     assert broker.topic_info("orphan").total_expired == 2
 
 
 def test_cleanup_pass_frees_memory_estimate(k):
-    broker, pub, sub = setup(k, default_message_ttl=0.05, cleanup_interval=0.05)
-    sub.subscribe("t")
+    broker, pub, _sub = k.setup(default_message_ttl=0.05, cleanup_interval=0.05, subscribe="t")
     empty = broker.health_check().memory_usage_estimate
     pub.publish_nowait("t", [b"x" * 50_000])
     assert broker.health_check().memory_usage_estimate >= empty + 50_000
@@ -119,8 +110,7 @@ def test_cleanup_pass_frees_memory_estimate(k):
 
 
 def test_expired_messages_free_capacity(k):
-    _, pub, sub = setup(k, default_message_ttl=0.05, max_queue_size=2)
-    sub.subscribe("t")
+    _, pub, sub = k.setup(default_message_ttl=0.05, max_queue_size=2, subscribe="t")
     pub.publish_nowait("t", [b"1", b"2"])
     time.sleep(0.15)
     pub.publish_nowait("t", [b"3", b"4"])  # the expired ones no longer take room
@@ -128,8 +118,7 @@ def test_expired_messages_free_capacity(k):
 
 
 def test_without_ttl_messages_never_expire(k):
-    broker, pub, sub = setup(k, cleanup_interval=0.01)
-    sub.subscribe("t")
+    broker, pub, sub = k.setup(cleanup_interval=0.01, subscribe="t")
     pub.publish_nowait("t", [b"kept"])
     time.sleep(0.1)
     assert sub.try_receive().payload == b"kept"
@@ -137,7 +126,7 @@ def test_without_ttl_messages_never_expire(k):
 
 
 def test_expiry_counts_per_reader(k):
-    broker, pub, a = setup(k, default_message_ttl=0.05, enable_stats=True)
+    broker, pub, a = k.setup(default_message_ttl=0.05, enable_stats=True)
     b = k.InMemorySubscriber(broker)
     a.subscribe("t")
     b.subscribe("t")

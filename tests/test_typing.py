@@ -685,14 +685,16 @@ STUB_BREAKAGES = [
         "def take(self, *, limit: int)",
         id="parameter-made-keyword-only",
     ),
-    pytest.param("_broker", "    def ring_slots(self) -> int: ...\n", "", id="method-missing"),
+    pytest.param(
+        "_broker", "    def try_receive(self) -> Message | None: ...\n", "", id="method-missing"
+    ),
     pytest.param(
         "_broker", "def waiter_count(self)", "def waiter_counts(self)", id="method-misspelled"
     ),
     pytest.param(
         "_broker",
-        "    def expire(self) -> int: ...\n",
-        "    @property\n    def expire(self) -> int: ...\n",
+        "    def subscriber_count(self) -> int: ...\n",
+        "    @property\n    def subscriber_count(self) -> int: ...\n",
         id="method-made-property",
     ),
     pytest.param(
@@ -721,8 +723,8 @@ STUB_BREAKAGES = [
     ),
     pytest.param(
         "_broker",
-        "    def drained(self) -> bool: ...\n",
-        "    def drained(self) -> bool: ...\n    def _held(self) -> int: ...\n",
+        "    def subscriber_count(self) -> int: ...\n",
+        "    def subscriber_count(self) -> int: ...\n    def _held(self) -> int: ...\n",
         id="declares-a-method-the-engine-keeps-c-level",
     ),
 ]

@@ -45,8 +45,7 @@ def test_pattern_joins_existing_and_later_topics(k):
     pub = k.InMemoryPublisher(broker)
     pub.publish_nowait("orders.eu", [b"held"])  # no reader yet: held for the first one
     pub.publish_nowait("users.new", [b"other"])
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("orders.*")
+    sub = k.subscriber(broker, "orders.*")
     assert sub.subscribed_topics() == ["orders.eu"]
     assert sub.subscribed_patterns() == ["orders.*"]
     pub.publish_nowait("orders.us", [b"new topic"])
@@ -58,8 +57,7 @@ def test_pattern_joins_existing_and_later_topics(k):
 
 def test_a_receive_waiting_on_a_pattern_with_no_topic_yet_gets_the_first_message(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("sensors.>")
+    sub = k.subscriber(broker, "sensors.>")
     assert sub.try_receive() is None  # no topic yet: nothing, not NotSubscribed
     waiting = k.spawn(sub.receive_sync, 5)
     time.sleep(0.05)
@@ -70,8 +68,7 @@ def test_a_receive_waiting_on_a_pattern_with_no_topic_yet_gets_the_first_message
 
 def test_async_receive_on_a_pattern_sees_topics_created_by_threads(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("jobs.*")
+    sub = k.subscriber(broker, "jobs.*")
     pub = k.InMemoryPublisher(broker)
 
     async def main():
@@ -86,10 +83,7 @@ def test_async_receive_on_a_pattern_sees_topics_created_by_threads(k):
 
 
 def test_unsubscribe_pattern_leaves_only_the_topics_it_joined(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a.x")
+    _broker, pub, sub = k.setup(subscribe="a.x")
     sub.subscribe("a.*")
     pub.publish_nowait("a.y", [b"1"])
     assert sorted(sub.subscribed_topics()) == ["a.x", "a.y"]
@@ -104,8 +98,7 @@ def test_unsubscribe_pattern_leaves_only_the_topics_it_joined(k):
 
 def test_overlapping_patterns_keep_a_topic_until_the_last_one_leaves(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a.*")
+    sub = k.subscriber(broker, "a.*")
     sub.subscribe("a.>")
     k.InMemoryPublisher(broker).publish_nowait("a.b", [b"1"])
     assert sub.subscribed_topics() == ["a.b"]
@@ -118,10 +111,7 @@ def test_overlapping_patterns_keep_a_topic_until_the_last_one_leaves(k):
 
 
 def test_unsubscribe_all_and_close_drop_patterns(k):
-    broker = k.new_broker()
-    pub = k.InMemoryPublisher(broker)
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("p.*")
+    _broker, pub, sub = k.setup(subscribe="p.*")
     sub.unsubscribe()
     pub.publish_nowait("p.a", [b"1"])
     assert sub.subscribed_topics() == []
@@ -138,8 +128,7 @@ def test_a_dropped_pattern_subscriber_is_forgotten(k):
     import gc
 
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("g.*")
+    sub = k.subscriber(broker, "g.*")
     del sub
     gc.collect()
     k.InMemoryPublisher(broker).publish_nowait("g.a", [b"1"])
@@ -148,9 +137,7 @@ def test_a_dropped_pattern_subscriber_is_forgotten(k):
 
 def test_pattern_with_a_group_spreads_each_topic_over_members(k):
     broker = k.new_broker()
-    members = [k.InMemorySubscriber(broker, group="g") for _ in range(2)]
-    for m in members:
-        m.subscribe("q.*")
+    members = k.members(broker, "q.*")
     pub = k.InMemoryPublisher(broker)
     pub.publish_nowait("q.a", [b"1", b"2", b"3", b"4"])
     got = [members[0].try_receive(), members[1].try_receive()]
@@ -161,10 +148,8 @@ def test_pattern_with_a_group_spreads_each_topic_over_members(k):
 
 def test_pattern_skips_topics_at_their_subscriber_limit(k):
     broker = k.new_broker(max_subscribers_per_topic=1)
-    first = k.InMemorySubscriber(broker)
-    first.subscribe("full.a")
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("full.*")
+    first = k.subscriber(broker, "full.a")
+    sub = k.subscriber(broker, "full.*")
     assert sub.subscribed_topics() == []
     k.InMemoryPublisher(broker).publish_nowait("full.b", [b"1"])
     assert sub.subscribed_topics() == ["full.b"]
@@ -181,8 +166,7 @@ def test_pattern_subscription_after_shutdown_is_refused(k):
 
 def test_pattern_receive_ends_at_shutdown(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("z.*")
+    sub = k.subscriber(broker, "z.*")
     k.InMemoryPublisher(broker).publish_nowait("z.a", [b"1"])
     broker.shutdown()
     assert [m.payload for m in sub] == [b"1"]
@@ -190,8 +174,7 @@ def test_pattern_receive_ends_at_shutdown(k):
 
 def test_pattern_with_ack_subscriber(k):
     broker = k.new_broker()
-    sub = k.InMemoryAckSubscriber(broker)
-    sub.subscribe("acks.>")
+    sub = k.ack_subscriber(broker, "acks.>")
     k.InMemoryPublisher(broker).publish_nowait("acks.one.two", [b"1"])
     msg, handle = sub.receive_with_ack_sync(timeout=2)
     assert msg.topic == "acks.one.two"
@@ -200,8 +183,7 @@ def test_pattern_with_ack_subscriber(k):
 
 def test_leaving_a_pattern_keeps_topics_subscribed_by_name(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a.*")
+    sub = k.subscriber(broker, "a.*")
     k.InMemoryPublisher(broker).publish_nowait("a.b", [b"1"])
     sub.subscribe("a.b")  # already joined by the pattern; now also by name
     sub.unsubscribe("a.*")
@@ -287,8 +269,7 @@ def test_shutdown_wakes_a_task_waiting_on_a_pattern_with_no_topic(k, how, kind):
 
 def test_a_pattern_subscriber_drains_its_topics_then_ends_at_shutdown(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("d.*")
+    sub = k.subscriber(broker, "d.*")
     sub.subscribe("never.*")
     k.InMemoryPublisher(broker).publish_nowait("d.a", [b"1", b"2"])
     assert sub.receive_sync(timeout=1).payload == b"1"
@@ -329,8 +310,7 @@ def test_leaving_one_of_two_overlapping_patterns_keeps_what_the_other_matches(
 
 def test_leaving_a_pattern_keeps_a_topic_another_pattern_or_a_name_covers(k):
     broker = k.new_broker()
-    sub = k.InMemorySubscriber(broker)
-    sub.subscribe("a.b")
+    sub = k.subscriber(broker, "a.b")
     sub.subscribe("a.*")
     sub.subscribe("*.c")
     sub.subscribe("a.>")

@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 import kincir
-from kincir import bench, bench_backends, demo
+from kincir import demo
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -39,15 +40,21 @@ class Command:
 #: The subcommands, in the order ``kincir --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("demo", demo.HELP, demo.configure_parser, demo.run, demo.DESCRIPTION),
-    # bench_backends: kincir.bench's options plus --backend/--url; without --backend, bench.run
     Command(
         "bench",
-        bench.HELP,
-        bench_backends.configure_parser,
-        bench_backends.run,
-        bench_backends.DESCRIPTION,
+        "measure kincir against the standard library's queues, with the project's goals",
+        lambda parser: _bench_cli().configure_parser(parser),
+        lambda args: _bench_cli().run(args),
     ),
 )
+
+
+def _bench_cli() -> ModuleType:
+    """``kincir.bench.cli``, imported when the ``bench`` command is configured or run: the
+    benchmark is a tool beside the library, never on its import path."""
+    from kincir.bench import cli
+
+    return cli
 
 
 def version_text() -> str:

@@ -641,58 +641,39 @@ def format_report(report: DemoReport) -> str:
 # -- command line ---------------------------------------------------------------------------------
 
 
+def _options() -> list[tuple[str, Callable[[str], object], str, str]]:
+    """The demo's options, one per ``DemoSettings`` field: flag, type, metavar, help."""
+    return [
+        ("--producers", positive_int, "N", "producer threads"),
+        ("--messages", positive_int, "M", "messages in total, split among the producers"),
+        ("--batch", positive_int, "B", "messages per publish"),
+        ("--payload-size", positive_int, "BYTES", f"bytes per payload, at least {_HEADER.size}"),
+        ("--queue-size", positive_int, "N", "the topic's max_queue_size"),
+        ("--receive-batch", positive_int, "N", "most messages a subscriber takes per receive"),
+        (
+            "--drain-timeout",
+            positive_float,
+            "SECONDS",
+            "how long shutdown waits for the subscribers to drain",
+        ),
+    ]
+
+
+def _field(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to its subparser."""
     defaults = DemoSettings()
-    parser.add_argument(
-        "--producers",
-        type=positive_int,
-        default=defaults.producers,
-        metavar="N",
-        help="producer threads (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--messages",
-        type=positive_int,
-        default=defaults.messages,
-        metavar="M",
-        help="messages in total, split among the producers (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=defaults.batch,
-        metavar="B",
-        help="messages per publish (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--payload-size",
-        type=positive_int,
-        default=defaults.payload_size,
-        metavar="BYTES",
-        help=f"bytes per payload, at least {_HEADER.size} (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--queue-size",
-        type=positive_int,
-        default=defaults.queue_size,
-        metavar="N",
-        help="the topic's max_queue_size (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--receive-batch",
-        type=positive_int,
-        default=defaults.receive_batch,
-        metavar="N",
-        help="most messages a subscriber takes per receive (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=positive_float,
-        default=defaults.drain_timeout,
-        metavar="SECONDS",
-        help="how long shutdown waits for the subscribers to drain (default: %(default)s)",
-    )
+    for flag, kind, metavar, text in _options():
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=getattr(defaults, _field(flag)),
+            metavar=metavar,
+            help=f"{text} (default: %(default)s)",
+        )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
 
 
@@ -700,13 +681,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``kincir demo`` with parsed options; print the report; 0 if every check passed."""
     try:
         settings = DemoSettings(
-            producers=args.producers,
-            messages=args.messages,
-            batch=args.batch,
-            payload_size=args.payload_size,
-            queue_size=args.queue_size,
-            receive_batch=args.receive_batch,
-            drain_timeout=args.drain_timeout,
+            **{_field(flag): getattr(args, _field(flag)) for flag, *_ in _options()}
         )
     except ValueError as exc:
         print(f"kincir demo: error: {exc}", file=sys.stderr)

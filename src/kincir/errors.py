@@ -7,6 +7,12 @@ them moves between backends unchanged.
 
 from __future__ import annotations
 
+# Defined once with the engine, which raises them directly; these are the very same classes.
+from kincir_core._errors import BaseAckError as AckError
+from kincir_core._errors import BaseBrokerShutdown as BrokerShutdown
+from kincir_core._errors import BaseNotSubscribed as NotSubscribed
+from kincir_core._errors import KincirError
+
 __all__ = [
     "AckError",
     "BackendError",
@@ -15,30 +21,6 @@ __all__ = [
     "KincirError",
     "NotSubscribed",
 ]
-
-
-class KincirError(Exception):
-    """Base class of every error kincir raises on purpose."""
-
-    __module__ = "kincir"
-
-
-class BrokerShutdown(KincirError):
-    """The broker was shut down (or closed): no more publishing, subscribing or receiving."""
-
-    __module__ = "kincir"
-
-
-class NotSubscribed(KincirError):
-    """A receive or unsubscribe on a subscriber without that subscription."""
-
-    __module__ = "kincir"
-
-
-class AckError(KincirError):
-    """An acknowledgement that cannot be applied (settled, unknown or foreign handle)."""
-
-    __module__ = "kincir"
 
 
 class ConnectionFailed(KincirError, ConnectionError):

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import enum
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -53,6 +54,17 @@ _POLL = 0.05  # how often an idle worker looks at the stop flag, in seconds
 
 class _Interrupted(Exception):
     """stop() interrupted a worker waiting for room on the output topic (nothing published)."""
+
+
+class _Attempt:
+    """How the handling of one message went (see ``Router._handling``)."""
+
+    __slots__ = ("interrupted", "ok", "timed_out")
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.timed_out = False
+        self.interrupted = False
 
 
 class _PublishWatch:
@@ -424,6 +436,31 @@ class Router:
         if self._max_deliveries is not None and handle.delivery_count >= self._max_deliveries:
             self._count("retries_exhausted")
 
+    @contextlib.contextmanager
+    def _handling(self, sub: Any, msg: Message, handle: AckHandle | None) -> Iterator[_Attempt]:
+        """Around the handling of one message (the handler call and the publish of its outputs,
+        which set the attempt's ``ok`` and ``timed_out``): a handler exception is logged and
+        counts as a failure, then the message is counted and settled (``_finish``); an
+        interrupted publish hands the message back instead and sets ``interrupted``."""
+        attempt = _Attempt()
+        start = time.perf_counter()
+        try:
+            yield attempt
+        except _Interrupted:
+            self._interrupted(sub, msg, handle, time.perf_counter() - start)
+            attempt.interrupted = True
+            return
+        except Exception:
+            _log.exception(
+                "router handler failed on message %s (topic %r, sequence %s)",
+                msg.uuid,
+                msg.topic,
+                msg.sequence,
+            )
+        if attempt.timed_out:
+            self._log_timeout(msg)
+        self._finish(sub, msg, handle, attempt.ok, attempt.timed_out, time.perf_counter() - start)
+
     def _log_timeout(self, msg: Message) -> None:
         _log.warning(
             "router handler timed out after %g s on message %s (topic %r, sequence %s)",
@@ -464,34 +501,21 @@ class Router:
             if handle is not None and self._stopping.is_set():
                 self._hand_back(sub, msg, handle)  # taken as stop() began: not handled
                 return
-            start = time.perf_counter()
-            ok = timed_out = False
-            try:
+            with self._handling(sub, msg, handle) as attempt:
                 if self._executor is not None:
                     future = self._executor.submit(self._handler, *self._args(sub, msg, handle))
                     try:
                         result = future.result(self.processing_timeout)
                     except concurrent.futures.TimeoutError:
-                        timed_out = True
+                        attempt.timed_out = True
                         result = None
                 else:
                     result = self._handler(*self._args(sub, msg, handle))
-                if not timed_out:
+                if not attempt.timed_out:
                     self._publish_sync(sub, handle, _outputs(result))
-                    ok = True
-            except _Interrupted:
-                self._interrupted(sub, msg, handle, time.perf_counter() - start)
+                    attempt.ok = True
+            if attempt.interrupted:
                 return
-            except Exception:
-                _log.exception(
-                    "router handler failed on message %s (topic %r, sequence %s)",
-                    msg.uuid,
-                    msg.topic,
-                    msg.sequence,
-                )
-            if timed_out:
-                self._log_timeout(msg)
-            self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
 
     def _output_topic(self) -> str:
         if self.output_topic is None:
@@ -640,9 +664,7 @@ class Router:
             if handle is not None and self._stopping.is_set():
                 self._hand_back(sub, msg, handle)  # taken as stop() began: not handled
                 return
-            start = time.perf_counter()
-            ok = timed_out = False
-            try:
+            with self._handling(sub, msg, handle) as attempt:
                 call = (
                     self._handler(*self._args(sub, msg, handle))
                     if self._is_async
@@ -652,28 +674,17 @@ class Router:
                     async with asyncio.timeout(self.processing_timeout):
                         result = await call
                 except TimeoutError:
-                    timed_out = True
+                    attempt.timed_out = True
                     result = None
-                if not timed_out:
+                if not attempt.timed_out:
                     outputs = _outputs(result)
                     if outputs:
                         topic = self._output_topic()
                         await self._publish_async(watch, handle, topic, outputs)
                         self._count("published", len(outputs))
-                    ok = True
-            except _Interrupted:
-                self._interrupted(sub, msg, handle, time.perf_counter() - start)
+                    attempt.ok = True
+            if attempt.interrupted:
                 return
-            except Exception:
-                _log.exception(
-                    "router handler failed on message %s (topic %r, sequence %s)",
-                    msg.uuid,
-                    msg.topic,
-                    msg.sequence,
-                )
-            if timed_out:
-                self._log_timeout(msg)
-            self._finish(sub, msg, handle, ok, timed_out, time.perf_counter() - start)
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -19,7 +19,7 @@ from datetime import timedelta
 from types import TracebackType
 
 import kincir_core
-from kincir_core import BrokerCore, Message, PublisherCore, SubscriberCore
+from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, SubscriberCore
 
 from .._awaitable import DONE, Completed
 from .ack import AckMixin
@@ -93,8 +93,10 @@ def _topic_created(name: str) -> None:
 
 def _held(broker: BrokerCore) -> tuple[int, int, int, int]:
     """(topics, messages held, messages in flight, engine state) now; costs O(topics)."""
-    state, _uptime, _retired, rows = broker._snapshot()
-    return len(rows), sum(r[1] + r[16] for r in rows), sum(r[16] for r in rows), state
+    snapshot = broker._snapshot()
+    rows = snapshot.topics
+    held = sum(r.queued + r.in_flight for r in rows)
+    return len(rows), held, sum(r.in_flight for r in rows), snapshot.state
 
 
 class InMemoryBroker(BrokerCore):
@@ -167,8 +169,8 @@ class InMemoryBroker(BrokerCore):
             max_queue_size = check_queue_size(max_queue_size)
         kincir_core.validate_topic_name(topic)
         current = self._topic(topic).snapshot()
-        policy = overflow if overflow is not None else current[17]
-        size = current[18] if isinstance(max_queue_size, _Unset) else max_queue_size
+        policy = overflow if overflow is not None else current.overflow
+        size = current.capacity if isinstance(max_queue_size, _Unset) else max_queue_size
         log = self._configure_topic(
             topic, OVERFLOW_POLICIES.index(policy), -1 if size is None else size
         )
@@ -182,7 +184,7 @@ class InMemoryBroker(BrokerCore):
 
     def list_topic_info(self) -> list[TopicInfo]:
         """A TopicInfo for every topic, oldest first."""
-        return [topic_info(row) for row in self._snapshot()[3]]
+        return [topic_info(row) for row in self._snapshot().topics]
 
     def topic_info(self, name: str) -> TopicInfo:
         """The TopicInfo of one topic; raises TopicNotFound."""
@@ -320,7 +322,7 @@ class InMemoryBroker(BrokerCore):
         topics, held, in_flight, state = _held(self)
         super().force_shutdown()
         self._cleaner_stop.set()
-        if state == 2:  # already stopped: nothing was dropped now
+        if state == BrokerState.STOPPED:  # already stopped: nothing was dropped now
             _log.debug("broker force_shutdown: already stopped")
         else:
             # WARNING when messages were lost, INFO when the broker held none
@@ -528,7 +530,7 @@ class InMemorySubscriber(SubscriberCore):
     def messages_lagged(self) -> int:
         """Messages this subscriber's live subscriptions lost to the drop_oldest policy while
         it was behind (a group's count is shared by its members)."""
-        return sum(cursor.counts()[3] for cursor in self._attached_cursors())
+        return sum(cursor.counts().lagged for cursor in self._attached_cursors())
 
     def stats(self) -> StatsSnapshot | None:
         """The broker's statistics snapshot, or None when stats are off."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+
+from kincir_core import BrokerState
+from kincir_core._rows import BrokerSnapshot, TopicRow
 
 __all__ = ["METRICS", "BrokerHealth", "MetricDef", "StatsSnapshot", "TopicInfo", "metric_samples"]
 
@@ -184,81 +186,60 @@ for _cls in (TopicInfo, BrokerHealth, StatsSnapshot):
     _cls.__module__ = _MODULE
 
 
-def topic_info(row: tuple[Any, ...]) -> TopicInfo:
+def topic_info(row: TopicRow) -> TopicInfo:
     """Build a TopicInfo from one row of the engine's snapshot."""
-    (
-        name,
-        queued,
-        subscribers,
-        published,
-        delivered,
-        expired,
-        dropped,
-        queue_full,
-        created_at,
-        last_activity,
-        next_sequence,
-        held_bytes,
-        _idle,
-        lagged,
-        redelivered,
-        dead_lettered,
-        in_flight,
-        overflow,
-        capacity,
-    ) = row
     return TopicInfo(
-        name,
-        queued,
-        subscribers,
-        published,
-        delivered,
-        created_at,
-        last_activity,
-        next_sequence,
-        expired,
-        dropped,
-        queue_full,
-        held_bytes,
-        lagged,
-        redelivered,
-        dead_lettered,
-        in_flight,
-        overflow,
-        capacity,
+        row.name,
+        row.queued,
+        row.subscribers,
+        row.published,
+        row.delivered,
+        row.created_at,
+        row.last_activity,
+        row.next_sequence,
+        row.expired,
+        row.dropped,
+        row.queue_full,
+        row.held_bytes,
+        row.lagged,
+        row.redelivered,
+        row.dead_lettered,
+        row.in_flight,
+        row.overflow,
+        row.capacity,
     )
 
 
-def broker_health(snapshot: tuple[Any, ...], topic_overhead: int) -> BrokerHealth:
+def broker_health(snapshot: BrokerSnapshot, topic_overhead: int) -> BrokerHealth:
     """Build a BrokerHealth from the engine's snapshot."""
-    state, uptime, _retired, rows = snapshot
+    rows = snapshot.topics
     return BrokerHealth(
-        is_healthy=state == 0,
+        is_healthy=snapshot.state == BrokerState.RUNNING,
         topic_count=len(rows),
-        total_queued_messages=sum(r[1] for r in rows),
-        total_subscribers=sum(r[2] for r in rows),
-        uptime=uptime,
-        memory_usage_estimate=sum(r[11] for r in rows) + topic_overhead * len(rows),
+        total_queued_messages=sum(r.queued for r in rows),
+        total_subscribers=sum(r.subscribers for r in rows),
+        uptime=snapshot.uptime,
+        memory_usage_estimate=sum(r.held_bytes for r in rows) + topic_overhead * len(rows),
     )
 
 
-def stats_snapshot(snapshot: tuple[Any, ...]) -> StatsSnapshot:
+def stats_snapshot(snapshot: BrokerSnapshot) -> StatsSnapshot:
     """Build a StatsSnapshot from the engine's snapshot (retired topics included)."""
-    _state, uptime, retired, rows = snapshot
+    retired, rows = snapshot.retired, snapshot.topics
     return StatsSnapshot(
-        published=retired[0] + sum(r[3] for r in rows),
-        consumed=retired[1] + sum(r[4] for r in rows),
-        expired=retired[2] + sum(r[5] for r in rows),
-        dropped=retired[3] + sum(r[6] for r in rows),
-        queue_full=retired[4] + sum(r[7] for r in rows),
-        lagged=retired[5] + sum(r[13] for r in rows),
-        redelivered=retired[6] + sum(r[14] for r in rows),
-        dead_lettered=retired[7] + sum(r[15] for r in rows),
+        published=retired.published + sum(r.published for r in rows),
+        consumed=retired.delivered + sum(r.delivered for r in rows),
+        expired=retired.expired + sum(r.expired for r in rows),
+        dropped=retired.dropped + sum(r.dropped for r in rows),
+        queue_full=retired.queue_full + sum(r.queue_full for r in rows),
+        lagged=retired.lagged + sum(r.lagged for r in rows),
+        redelivered=retired.redelivered + sum(r.redelivered for r in rows),
+        dead_lettered=retired.dead_lettered + sum(r.dead_lettered for r in rows),
         topics=len(rows),
-        subscribers=sum(r[2] for r in rows),
-        queued=sum(r[1] for r in rows),
-        uptime_seconds=uptime,
-        in_flight=sum(r[16] for r in rows),
+        subscribers=sum(r.subscribers for r in rows),
+        queued=sum(r.queued for r in rows),
+        uptime_seconds=snapshot.uptime,
+        in_flight=sum(r.in_flight for r in rows),
     )
 
 
@@ -283,7 +264,7 @@ class MetricDef:
     #: Label names: ``()`` for a broker-wide metric, ``("topic",)`` for a per-topic one.
     labels: tuple[str, ...]
     #: The metric's samples in one engine snapshot.
-    samples: Callable[[tuple[Any, ...]], Samples]
+    samples: Callable[[BrokerSnapshot], Samples]
 
     def exposition_name(self, namespace: str = "kincir") -> str:
         """The metric's name in the text exposition format (``_total`` on a counter)."""
@@ -291,13 +272,13 @@ class MetricDef:
         return f"{name}_total" if self.kind == "counter" else name
 
 
-def _broker_wide(read: Callable[[tuple[Any, ...]], float]) -> Callable[[tuple[Any, ...]], Samples]:
+def _broker_wide(read: Callable[[BrokerSnapshot], float]) -> Callable[[BrokerSnapshot], Samples]:
     return lambda snapshot: [((), read(snapshot))]
 
 
-def _per_topic(index: int) -> Callable[[tuple[Any, ...]], Samples]:
-    """Samples from field ``index`` of every topic row of the snapshot (see ``topic_info``)."""
-    return lambda snapshot: [((row[0],), row[index]) for row in snapshot[3]]
+def _per_topic(read: Callable[[TopicRow], float]) -> Callable[[BrokerSnapshot], Samples]:
+    """Samples from one field (``read``) of every topic row of the snapshot."""
+    return lambda snapshot: [((row.name,), read(row)) for row in snapshot.topics]
 
 
 _TOPIC = ("topic",)
@@ -309,76 +290,96 @@ METRICS: tuple[MetricDef, ...] = (
         "gauge",
         "1 while the broker runs, 0 once it is shut down.",
         (),
-        _broker_wide(lambda snapshot: 1 if snapshot[0] == 0 else 0),
+        _broker_wide(lambda snapshot: 1 if snapshot.state == BrokerState.RUNNING else 0),
     ),
     MetricDef(
         "uptime_seconds",
         "gauge",
         "Seconds since the broker was created.",
         (),
-        _broker_wide(lambda snapshot: float(snapshot[1])),
+        _broker_wide(lambda snapshot: float(snapshot.uptime)),
     ),
-    MetricDef("topics", "gauge", "Topics that exist.", (), _broker_wide(lambda s: len(s[3]))),
+    MetricDef("topics", "gauge", "Topics that exist.", (), _broker_wide(lambda s: len(s.topics))),
     MetricDef(
         "messages_published",
         "counter",
         "Messages written to the topic's log.",
         _TOPIC,
-        _per_topic(3),
+        _per_topic(lambda r: r.published),
     ),
-    MetricDef("messages_consumed", "counter", "Deliveries to readers.", _TOPIC, _per_topic(4)),
+    MetricDef(
+        "messages_consumed",
+        "counter",
+        "Deliveries to readers.",
+        _TOPIC,
+        _per_topic(lambda r: r.delivered),
+    ),
     MetricDef(
         "messages_expired",
         "counter",
         "(reader, message) pairs whose TTL ran out before the read.",
         _TOPIC,
-        _per_topic(5),
+        _per_topic(lambda r: r.expired),
     ),
-    MetricDef("messages_dropped", "counter", "Messages dropped.", _TOPIC, _per_topic(6)),
     MetricDef(
-        "queue_full_errors", "counter", "Publishes refused for want of room.", _TOPIC, _per_topic(7)
+        "messages_dropped", "counter", "Messages dropped.", _TOPIC, _per_topic(lambda r: r.dropped)
+    ),
+    MetricDef(
+        "queue_full_errors",
+        "counter",
+        "Publishes refused for want of room.",
+        _TOPIC,
+        _per_topic(lambda r: r.queue_full),
     ),
     MetricDef(
         "messages_lagged",
         "counter",
         "(reader, message) pairs lost to the drop_oldest policy.",
         _TOPIC,
-        _per_topic(13),
+        _per_topic(lambda r: r.lagged),
     ),
     MetricDef(
         "messages_redelivered",
         "counter",
         "Redeliveries by acknowledgement.",
         _TOPIC,
-        _per_topic(14),
+        _per_topic(lambda r: r.redelivered),
     ),
     MetricDef(
         "messages_dead_lettered",
         "counter",
         "Messages sent to a dead-letter topic.",
         _TOPIC,
-        _per_topic(15),
+        _per_topic(lambda r: r.dead_lettered),
     ),
-    MetricDef("queue_size", "gauge", "Messages not yet read.", _TOPIC, _per_topic(1)),
-    MetricDef("subscribers", "gauge", "Subscribers attached to the topic.", _TOPIC, _per_topic(2)),
+    MetricDef(
+        "queue_size", "gauge", "Messages not yet read.", _TOPIC, _per_topic(lambda r: r.queued)
+    ),
+    MetricDef(
+        "subscribers",
+        "gauge",
+        "Subscribers attached to the topic.",
+        _TOPIC,
+        _per_topic(lambda r: r.subscribers),
+    ),
     MetricDef(
         "in_flight",
         "gauge",
         "Messages delivered to acknowledging readers and not yet settled.",
         _TOPIC,
-        _per_topic(16),
+        _per_topic(lambda r: r.in_flight),
     ),
     MetricDef(
         "memory_usage_bytes",
         "gauge",
         "Estimated bytes the held messages occupy.",
         _TOPIC,
-        _per_topic(11),
+        _per_topic(lambda r: r.held_bytes),
     ),
 )
 
 
-def metric_samples(snapshot: tuple[Any, ...]) -> list[tuple[MetricDef, Samples]]:
+def metric_samples(snapshot: BrokerSnapshot) -> list[tuple[MetricDef, Samples]]:
     """Every metric of ``METRICS`` with its samples, all from the one engine ``snapshot``."""
     return [(metric, metric.samples(snapshot)) for metric in METRICS]
 
@@ -392,7 +393,7 @@ def _value(value: float) -> str:
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
-def prometheus_text(snapshot: tuple[Any, ...]) -> str:
+def prometheus_text(snapshot: BrokerSnapshot) -> str:
     """The engine's snapshot in Prometheus text exposition format (version 0.0.4)."""
     lines = []
     for metric, samples in metric_samples(snapshot):

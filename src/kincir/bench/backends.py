@@ -1,10 +1,10 @@
 """``kincir bench --backend redis|rabbitmq|kafka``: what leaving the process costs.
 
 The same async workloads run on the in-memory broker and on a backend's server, side by side in
-one run, with ``kincir bench``'s machinery (kincir.bench: a warm-up at a tenth of the size, then
-``--repeat`` timed repetitions per side taking turns, medians, ``--json``, ``--quick``). Every
-workload runs on one event loop (a fresh one per repetition) and the code is the same on both
-sides: only the broker, publisher and subscriber classes differ. Payloads are 64 bytes.
+one run, with ``kincir bench``'s harness (a warm-up at a tenth of the size, then ``--repeat``
+timed repetitions per side taking turns, medians, ``--json``, ``--quick``). Every workload runs
+on one event loop (a fresh one per repetition) and the code is the same on both sides: only the
+broker, publisher and subscriber classes differ. Payloads are 64 bytes.
 
 =========  ==================================================================================
 B1         asyncio producer -> subscriber: batches of 100 payloads (``await publish``), one plain
@@ -20,85 +20,58 @@ Each row shows kincir memory against kincir <backend>, and the ratio memory/back
 throughput, backend/memory for latency: how many times faster staying in-process is. The rows
 have no goals; they inform.
 
-The backend's classes are found by name: module ``kincir.<name>``, classes ``<Prefix>Broker``,
-``<Prefix>Publisher``, ``<Prefix>Subscriber`` and ``<Prefix>AckSubscriber`` (prefixes Redis,
-RabbitMQ, Kafka). Each run uses topic and group names of its own (``kincir-bench.<run id>.*``)
-and, on Redis, a key prefix of its own (``kincir-bench-<run id>:``); every repetition closes its
-subscribers and deletes its topics (and groups, where the backend can) before the next one.
-
-The server address is ``--url``, else the backend's environment variable (``KINCIR_REDIS_URL``,
-``KINCIR_RABBITMQ_URL``, ``KINCIR_KAFKA_URL``), else the default on 127.0.0.1. The connection is
-tried before anything runs: a server that cannot be reached ends the command with its
+The backend's module, classes and server are found as ``kincir.bench.servers`` says. Each run
+uses topic and group names of its own (``kincir-bench.<run id>.*``) and, on Redis, a key prefix of
+its own (``kincir-bench-<run id>:``); every repetition closes its subscribers and deletes its
+topics (and groups, where the backend can) before the next one. The connection is tried before
+anything runs (``kincir.bench.cli``): a server that cannot be reached ends the command with its
 ``kincir.ConnectionFailed`` message on one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import abc
-import argparse
 import asyncio
-import dataclasses
 import importlib
 import inspect
 import itertools
-import logging
-import os
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import kincir
-from kincir import Message, bench
-from kincir.bench import (
+from kincir.errors import KincirError
+from kincir.memory import InMemoryAckSubscriber, InMemoryPublisher, InMemorySubscriber
+
+from .drive import ping_pong_tasks, together
+from .harness import (
     BATCH,
     PAYLOAD,
     STUCK_AFTER,
     BenchError,
-    Row,
     Sample,
+    Side,
     Sizes,
-    Workload,
-    _check,
-    _Context,
-    _latency,
-    _measurement,
-    _one,
-    _Side,
-    _throughput,
-    _together,
+    check,
+    clock,
+    fast_broker,
+    latency,
+    one,
+    throughput,
 )
-from kincir.errors import KincirError
-from kincir.memory import (
-    InMemoryAckSubscriber,
-    InMemoryBroker,
-    InMemoryConfig,
-    InMemoryPublisher,
-    InMemorySubscriber,
-)
+from .servers import BACKENDS, BackendSpec, default_url
+from .suite import Compare, Workload
 
 __all__ = [
     "BACKENDS",
-    "DESCRIPTION",
     "Backend",
     "BackendSpec",
     "BackendUnavailable",
-    "configure_parser",
     "default_url",
     "load_backend",
-    "run",
     "workloads",
 ]
-
-#: The text of ``kincir bench --help``: the in-process benchmark's, and ``--backend``'s.
-DESCRIPTION = (
-    bench.DESCRIPTION
-    + " With --backend redis|rabbitmq|kafka [--url URL]: run instead the async workloads B1 "
-    "producer -> subscriber, B2 fan-out to 4 subscribers, B3 ack group of 2 members, B4 round "
-    "trip latency, on the in-memory broker and on the backend side by side (ratio: how many "
-    "times faster in-process is); exits 2 when the server cannot be reached."
-)
 
 #: Subscribers in B2's fan-out.
 FANOUT = 4
@@ -109,44 +82,9 @@ ACK_POLL = 0.1
 
 MEMORY = "kincir memory"
 
-_now = bench._now
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """How to find a backend and its server."""
-
-    #: ``--backend`` NAME, and the module ``kincir.<name>``.
-    name: str
-    #: The classes' prefix: ``<prefix>Broker`` ...
-    prefix: str
-    #: The server when neither ``--url`` nor ``env`` says otherwise.
-    default_url: str
-    #: The environment variable that overrides ``default_url``.
-    env: str
-
-
-#: The backends ``--backend`` knows, by name.
-BACKENDS: dict[str, BackendSpec] = {
-    spec.name: spec
-    for spec in (
-        BackendSpec("redis", "Redis", "redis://127.0.0.1:6379/0", "KINCIR_REDIS_URL"),
-        BackendSpec(
-            "rabbitmq", "RabbitMQ", "amqp://guest:guest@127.0.0.1:5672/", "KINCIR_RABBITMQ_URL"
-        ),
-        BackendSpec("kafka", "Kafka", "127.0.0.1:9092", "KINCIR_KAFKA_URL"),
-    )
-}
-
 
 class BackendUnavailable(RuntimeError):
     """The backend's module or one of its classes cannot be imported."""
-
-
-def default_url(name: str) -> str:
-    """The server of backend ``name`` when ``--url`` is not given: its env variable, or default."""
-    spec = BACKENDS[name]
-    return os.environ.get(spec.env) or spec.default_url
 
 
 def _redact(url: str) -> str:
@@ -282,7 +220,7 @@ class _Memory(_Endpoint):
     label = MEMORY
 
     def __init__(self) -> None:
-        self.broker = InMemoryBroker(InMemoryConfig.high_performance())
+        self.broker = fast_broker()
 
     async def open(self) -> None:
         pass
@@ -396,11 +334,11 @@ async def _repetition(endpoint: _Endpoint, body: _Body, sizes: Sizes) -> Sample:
     return sample
 
 
-def _side(label: str, endpoint: Callable[[], _Endpoint], body: _Body) -> _Side:
+def _side(label: str, endpoint: Callable[[], _Endpoint], body: _Body) -> Side:
     def run(sizes: Sizes) -> Sample:
         return asyncio.run(_repetition(endpoint(), body, sizes))
 
-    return _one(label, run)
+    return one(label, run)
 
 
 # -- the workloads --------------------------------------------------------------------------------
@@ -423,8 +361,8 @@ async def _drain(subscriber: Any, n: int, what: str) -> int:
     got = 0
     while got < n:
         got += len(await take(BATCH))
-    _check(got == n, f"{what}: a subscriber received {got} messages, {n} were published")
-    return _now()
+    check(got == n, f"{what}: a subscriber received {got} messages, {n} were published")
+    return clock()
 
 
 async def _b1(ep: _Endpoint, sizes: Sizes) -> Sample:
@@ -432,9 +370,9 @@ async def _b1(ep: _Endpoint, sizes: Sizes) -> Sample:
     topic = ep.name("b1")
     sub = await ep.subscriber(topic)
     pub = ep.publisher()
-    started = _now()
-    finished, _ = await _together(_drain(sub, n, "B1"), _produce(pub, topic, n))
-    return _throughput(n, int(finished) - started)
+    started = clock()
+    finished, _ = await together(_drain(sub, n, "B1"), _produce(pub, topic, n))
+    return throughput(n, int(finished) - started)
 
 
 async def _b2(ep: _Endpoint, sizes: Sizes) -> Sample:
@@ -446,9 +384,9 @@ async def _b2(ep: _Endpoint, sizes: Sizes) -> Sample:
     async def drained() -> int:
         return max(await asyncio.gather(*(_drain(sub, n, "B2") for sub in subs)))
 
-    started = _now()
-    finished, _ = await _together(drained(), _produce(pub, topic, n))
-    sample = _throughput(n * FANOUT, int(finished) - started)
+    started = clock()
+    finished, _ = await together(drained(), _produce(pub, topic, n))
+    sample = throughput(n * FANOUT, int(finished) - started)
     sample.raw["subscribers"] = FANOUT
     return sample
 
@@ -474,146 +412,62 @@ async def _b3(ep: _Endpoint, sizes: Sizes) -> Sample:
             mine += 1
             acked[0] += 1
             if acked[0] == n:
-                finished[0] = _now()
+                finished[0] = clock()
         return mine
 
     async def group_done() -> list[int]:
         return list(await asyncio.gather(*(work(member) for member in members)))
 
-    started = _now()
-    counts, _ = await _together(group_done(), _produce(pub, topic, n))
-    _check(sum(counts) == n, f"B3: the group acked {sum(counts)} messages, {n} were published")
-    sample = _throughput(n, finished[0] - started)
+    started = clock()
+    counts, _ = await together(group_done(), _produce(pub, topic, n))
+    check(sum(counts) == n, f"B3: the group acked {sum(counts)} messages, {n} were published")
+    sample = throughput(n, finished[0] - started)
     sample.raw["members"] = MEMBERS
     return sample
 
 
 async def _b4(ep: _Endpoint, sizes: Sizes) -> Sample:
-    trips = sizes.b4_trips
     ping_topic, pong_topic = ep.name("b4-ping"), ep.name("b4-pong")
     ping_sub = await ep.subscriber(ping_topic)
     pong_sub = await ep.subscriber(pong_topic)
     ping_pub, pong_pub = ep.publisher(), ep.publisher()
-
-    async def pong() -> None:
-        receive, publish = ping_sub.receive, pong_pub.publish
-        for _ in range(trips):
-            await receive()
-            await publish(pong_topic, [Message(PAYLOAD)])
-
-    async def ping() -> list[int]:
-        receive, publish = pong_sub.receive, ping_pub.publish
-        now = _now
-        times = [0] * trips
-        for i in range(trips):
-            started = now()
-            await publish(ping_topic, [Message(PAYLOAD)])
-            await receive()
-            times[i] = now() - started
-        return times
-
-    _, times = await _together(pong(), ping())
-    return _latency(list(times))
+    return latency(
+        await ping_pong_tasks(
+            sizes.b4_trips, ping_sub, pong_sub, ping_pub, pong_pub, ping_topic, pong_topic
+        )
+    )
 
 
 def workloads(backend: Backend) -> tuple[Workload, ...]:
     """B1-B4 comparing the in-memory broker with ``backend``."""
     remote = backend.label
-    ratio = f"memory/{backend.name}"
 
-    def compare(
-        key: str, name: str, body: _Body, unit: str, note: bool = False
-    ) -> Callable[[_Context], tuple[Row, ...]]:
-        latency = unit == "us"
+    def sides(body: _Body) -> tuple[Side, Side]:
+        return _side(MEMORY, _Memory, body), _side(remote, lambda: _Remote(backend), body)
 
-        def measure(ctx: _Context) -> tuple[Row, ...]:
-            if note:
-                ctx.notes.extend(backend.describe())
-            got = ctx.measure(
-                [_side(MEMORY, _Memory, body), _side(remote, lambda: _Remote(backend), body)]
-            )
-            return (
-                Row(
-                    key,
-                    name,
-                    _measurement(got, MEMORY, unit, not latency),
-                    _measurement(got, remote, unit, not latency),
-                    None,
-                    f"{backend.name}/memory" if latency else ratio,
-                    inverted=latency,
-                ),
-            )
-
-        return measure
+    def compare(key: str, name: str, unit: str) -> tuple[Compare]:
+        ratio = f"{backend.name}/memory" if unit == "us" else f"memory/{backend.name}"
+        return (Compare(key, name, MEMORY, remote, unit, ratio=ratio),)
 
     return (
         Workload(
             "B1",
             "asyncio producer -> subscriber",
-            compare("B1", "asyncio producer -> subscriber", _b1, "msg/s", note=True),
+            sides(_b1),
+            compare("B1", "asyncio producer -> subscriber", "msg/s"),
+            notes=tuple(backend.describe()),
         ),
         Workload(
             "B2",
             f"fan-out to {FANOUT} subscribers",
-            compare("B2", f"fan-out to {FANOUT} subscribers", _b2, "deliveries/s"),
+            sides(_b2),
+            compare("B2", f"fan-out to {FANOUT} subscribers", "deliveries/s"),
         ),
         Workload(
             "B3",
             f"ack group of {MEMBERS} members",
-            compare("B3", f"ack group of {MEMBERS} members", _b3, "msg/s"),
+            sides(_b3),
+            compare("B3", f"ack group of {MEMBERS} members", "msg/s"),
         ),
-        Workload("B4", "round trip latency", compare("B4", "round trip p50", _b4, "us")),
+        Workload("B4", "round trip latency", sides(_b4), compare("B4", "round trip p50", "us")),
     )
-
-
-# -- command line ---------------------------------------------------------------------------------
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """``kincir bench``'s options, and ``--backend`` and ``--url``."""
-    bench.configure_parser(parser)
-    parser.add_argument(
-        "--backend",
-        choices=list(BACKENDS),
-        default=None,
-        help="run the async workloads B1-B4 on the in-memory broker and on this backend, side "
-        "by side, instead of the in-process benchmark",
-    )
-    parser.add_argument(
-        "--url",
-        default=None,
-        metavar="URL",
-        help="the backend's server (default: "
-        + "; ".join(f"{s.name}: ${s.env} or {s.default_url}" for s in BACKENDS.values())
-        + ")",
-    )
-
-
-def _error(text: str) -> int:
-    print(f"kincir bench: error: {' '.join(text.splitlines())}", file=sys.stderr)
-    return 2
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``kincir bench`` (``--backend``: B1-B4 against a backend); the exit code."""
-    name: str | None = getattr(args, "backend", None)
-    url: str | None = getattr(args, "url", None)
-    if name is None:
-        if url is not None:
-            return _error("--url needs --backend")
-        return bench.run(args)
-    if args.only is not None:
-        return _error("--only selects in-process workloads; --backend runs B1-B4")
-    try:
-        backend = load_backend(name, url)
-    except BackendUnavailable as exc:
-        return _error(str(exc))
-    # a client library may log its failure too (aiormq does): the error line says it all
-    logging.disable(logging.CRITICAL)
-    try:
-        asyncio.run(backend.check())
-    except (KincirError, ValueError, TypeError) as exc:  # ConnectionFailed, a malformed URL
-        return _error(str(exc))
-    finally:
-        logging.disable(logging.NOTSET)
-    return bench.run(args, suite=workloads(backend))

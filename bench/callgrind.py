@@ -1,0 +1,118 @@
+"""Instructions per message of kincir's hot loops, counted by valgrind's callgrind.
+
+Wall time on a shared machine is too noisy to decide a micro-optimisation; instruction counts are
+steady. Each loop runs at two sizes under `valgrind --tool=callgrind`; the difference of the two
+totals divided by the difference of the sizes is the cost of one message, free of start-up.
+
+    python bench/callgrind.py            # every loop
+    python bench/callgrind.py w1 w5      # some of them
+
+Needs valgrind on PATH and kincir installed in the running interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SMALL, LARGE = 20_000, 120_000
+
+# Each loop is a program run as `python -c LOOP N`: N messages through the loop.
+LOOPS = {
+    "w1": (
+        "publish_nowait(t, [Message(p)]) + try_receive()",
+        """
+import sys
+from kincir import Message
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
+sub.subscribe("t")
+def loop(publish=pub.publish_nowait, take=sub.try_receive, payload=b"x" * 64):
+    for _ in range(n):
+        publish("t", [Message(payload)])
+        take()
+loop()
+""",
+    ),
+    "w5": (
+        "asyncio producer task -> consumer task",
+        """
+import asyncio, sys
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+async def main():
+    broker = InMemoryBroker.with_default_config()
+    pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
+    await sub.subscribe("t")
+    async def produce():
+        for i in range(n):
+            await pub.publish("t", [b"x" * 64])
+    async def consume():
+        for _ in range(n):
+            await sub.receive()
+    await asyncio.gather(produce(), consume())
+asyncio.run(main())
+""",
+    ),
+    "ack": (
+        "publish_nowait + try_receive_with_ack + ack",
+        """
+import sys
+from kincir.memory import InMemoryAckSubscriber, InMemoryBroker, InMemoryPublisher
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub, sub = InMemoryPublisher(broker), InMemoryAckSubscriber(broker)
+sub.subscribe("t")
+def loop(publish=pub.publish_nowait, take=sub.try_receive_with_ack, ack=sub.ack, payload=b"x" * 64):
+    for _ in range(n):
+        publish("t", [payload])
+        message, handle = take()
+        ack(handle)
+loop()
+""",
+    ),
+}
+
+
+def instructions(program: str, count: int) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "callgrind.out")
+        run = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-c",
+                program,
+                str(count),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if run.returncode:
+            raise RuntimeError(f"the loop failed under valgrind:\n{run.stderr[-2000:]}")
+        with open(out) as f:
+            summary = re.search(r"^summary:\s+(\d+)", f.read(), re.MULTILINE)
+        if summary is None:
+            raise RuntimeError("callgrind wrote no summary line")
+        return int(summary.group(1))
+
+
+def main(names: list[str]) -> None:
+    for name in names or list(LOOPS):
+        label, program = LOOPS[name]
+        per_message = (instructions(program, LARGE) - instructions(program, SMALL)) / (
+            LARGE - SMALL
+        )
+        print(f"{name:4} {per_message:10,.0f} instructions/message  {label}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

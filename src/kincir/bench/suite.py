@@ -1,0 +1,400 @@
+"""The workloads as data, and the goals the project set for them: one table, ``WORKLOADS``.
+
+A ``Workload`` names its sides (the contestants: kincir and the baselines, each a function of a
+family module in ``kincir.bench.workloads``) and its rows; a ``Compare`` is one row of the table:
+which side's samples are set against which, in what unit, and the goal. The unit says which way
+is better: a rate (``.../s``) is better higher, and its ratio is kincir/base; a latency (``us``)
+is better lower, and its ratio is base/kincir, so that a ratio over 1 is always kincir ahead; a
+cost (``us/publish``, ``us/call``) or a size (``B/msg``) is better lower, and its ratio is
+kincir/reference, kincir compared with itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import statistics
+import sys
+from collections.abc import Callable, Mapping
+
+from .harness import BATCH, PAYLOAD_SIZE, Context, Measurement, Samples, Side, one
+from .results import Goal, Row
+from .workloads import g, h, m, r, w1, w2, w3, w4, w5, w6, w7
+
+__all__ = ["WORKLOADS", "Compare", "Workload"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Compare:
+    """One row of the table, as data.
+
+    With a workload's ``facts``, the texts (``name``, the labels, ``ratio``, ``notes``) are
+    templates whose ``{placeholders}`` the facts fill.
+    """
+
+    #: Unique: "W1", "W3/Queue", "W6/asyncio", "H/stats" ...
+    id: str
+    #: What the row measures, in a few words.
+    name: str
+    #: The samples of kincir's side, by the name the side gave them.
+    kincir: str
+    #: The samples of the baseline (or of kincir in the reference situation); None: no ratio.
+    baseline: str | None
+    #: The unit of both sides' values.
+    unit: str
+    #: The target, if the project set one.
+    goal: Goal | None = None
+    #: The labels the sides are shown under; the samples' names when None.
+    kincir_label: str | None = None
+    baseline_label: str | None = None
+    #: How the ratio is formed; None: "kincir/base", or "base/kincir" for a latency.
+    ratio: str | None = None
+    #: A further baseline (janus) shown in its own column, when its side ran.
+    extra: str | None = None
+    extra_label: str | None = None
+    #: Remarks printed under the table.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def higher_is_better(self) -> bool:
+        """A rate is better higher; a latency, a cost or a size lower."""
+        return self.unit.endswith("/s")
+
+    @property
+    def inverted(self) -> bool:
+        """A latency's ratio is base/kincir, so that over 1 is kincir ahead."""
+        return self.unit == "us"
+
+    def row(self, samples: Samples, facts: Mapping[str, object] | None = None) -> Row:
+        """The row, from every repetition's samples."""
+
+        def text(template: str) -> str:
+            return template if facts is None else template.format_map(facts)
+
+        def side(name: str, label: str | None) -> Measurement:
+            return Measurement(
+                text(label or name), self.unit, self.higher_is_better, tuple(samples[name])
+            )
+
+        ratio = self.ratio
+        if ratio is None:
+            ratio = "base/kincir" if self.inverted else "kincir/base"
+        extras: tuple[Measurement, ...] = ()
+        if self.extra is not None and self.extra in samples:
+            extras = (side(self.extra, self.extra_label),)
+        return Row(
+            self.id,
+            text(self.name),
+            side(self.kincir, self.kincir_label),
+            None if self.baseline is None else side(self.baseline, self.baseline_label),
+            self.goal,
+            text(ratio),
+            inverted=self.inverted,
+            extras=extras,
+            notes=tuple(text(note) for note in self.notes),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Workload:
+    """One workload: a key for ``--only``, a title, its sides and its rows."""
+
+    key: str
+    title: str
+    #: The contestants, run in turn in every repetition.
+    sides: tuple[Side, ...]
+    #: The rows of the table it fills.
+    rows: tuple[Compare, ...]
+    #: Remarks about the workload as a whole, printed under the table.
+    notes: tuple[str, ...] = ()
+    #: What fills the rows' ``{placeholders}``, from the run's sizes and samples.
+    facts: Callable[[Context, Samples], Mapping[str, object]] | None = None
+
+    def measure(self, ctx: Context) -> tuple[Row, ...]:
+        """Run the sides (``ctx.measure``) and build the rows."""
+        ctx.notes.extend(self.notes)
+        got = ctx.measure(self.sides)
+        facts = None if self.facts is None else self.facts(ctx, got)
+        return tuple(compare.row(got, facts) for compare in self.rows)
+
+
+def count(n: int) -> str:
+    """1000000 -> "1M", 20000 -> "20k"."""
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1_000_000:g}M"
+    if n >= 1000 and n % 100 == 0:
+        return f"{n / 1000:g}k"
+    return str(n)
+
+
+def _memory_facts(ctx: Context, got: Samples) -> Mapping[str, object]:
+    return {
+        "messages": ctx.sizes.m_messages,
+        "payload_alone": sys.getsizeof(bytes(PAYLOAD_SIZE)),
+        "estimate": statistics.median(
+            s.raw["memory_usage_estimate"] / s.raw["messages"] for s in got["kincir"]
+        ),
+    }
+
+
+def _health_facts(ctx: Context, got: Samples) -> Mapping[str, object]:
+    return {"queued": f"{ctx.sizes.h_queued:,}", "many": count(ctx.sizes.h_queued)}
+
+
+def _health_row(key: str, call: str) -> Compare:
+    return Compare(
+        f"H/{key}",
+        f"{call}(), {{many}} vs 0 queued",
+        f"{key} full",
+        f"{key} empty",
+        "us/call",
+        Goal("<=", 1.5),
+        kincir_label="kincir, {queued} queued",
+        baseline_label="kincir, 0 queued",
+        ratio="{many}/empty",
+    )
+
+
+_SLOWER = Goal(">=", 0.5)
+_FASTER = Goal(">=", 2.0)
+_AS_FAST = Goal(">=", 1.0)
+_MANY, _ONE = f"{w4.FANOUT_MANY} subs", "1 sub"
+
+#: Every workload, in the order they run and print.
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "W1",
+        "one thread, a Message per publish",
+        (one("kincir", w1.kincir_messages), one("SimpleQueue", w1.simple_queue)),
+        (
+            Compare(
+                "W1", "1 thread, a Message per publish", "kincir", "SimpleQueue", "msg/s", _SLOWER
+            ),
+        ),
+    ),
+    Workload(
+        "W2",
+        "one thread, batches of raw payloads",
+        (
+            one("kincir", w2.kincir_batches),
+            one("kincir backlog", w2.kincir_backlog),
+            one("SimpleQueue", w2.simple_queue),
+        ),
+        (
+            Compare(
+                "W2", f"1 thread, batches of {BATCH}", "kincir", "SimpleQueue", "msg/s", _FASTER
+            ),
+            Compare(
+                "W2/backlog",
+                f"batches of {BATCH}, all held first",
+                "kincir backlog",
+                "SimpleQueue",
+                "msg/s",
+                _FASTER,
+            ),
+        ),
+    ),
+    Workload(
+        "W3",
+        "producer thread -> consumer thread",
+        (
+            one("kincir", w3.kincir_messages),
+            one("SimpleQueue", w3.stdlib_queue(queue.SimpleQueue)),
+            one("queue.Queue", w3.stdlib_queue(queue.Queue)),
+            one("janus", w3.janus_sync, optional=True, needs="janus"),
+        ),
+        (
+            Compare(
+                "W3",
+                "thread -> thread",
+                "kincir",
+                "SimpleQueue",
+                "msg/s",
+                _SLOWER,
+                extra="janus",
+                extra_label="janus (sync_q)",
+            ),
+            Compare(
+                "W3/Queue", "thread -> thread", "kincir", "queue.Queue", "msg/s", Goal(">=", 10.0)
+            ),
+        ),
+    ),
+    Workload(
+        "W4",
+        "fan-out",
+        (
+            one("kincir", w4.kincir_fanout),
+            one(f"{w4.FANOUT} SimpleQueues", w4.simple_queues),
+            one(_MANY, w4.publish_cost(w4.FANOUT_MANY)),
+            one(_ONE, w4.publish_cost(1)),
+        ),
+        (
+            Compare(
+                "W4",
+                f"fan-out to {w4.FANOUT} subs, 1 thread",
+                "kincir",
+                f"{w4.FANOUT} SimpleQueues",
+                "deliveries/s",
+                Goal(">=", 1.5),
+            ),
+            Compare(
+                "W4/fanout",
+                f"publish cost, {w4.FANOUT_MANY} vs 1 sub",
+                _MANY,
+                _ONE,
+                "us/publish",
+                Goal("<=", 1.25),
+                kincir_label=f"kincir, {_MANY}",
+                baseline_label=f"kincir, {_ONE}",
+                ratio=f"{_MANY}/{_ONE}",
+            ),
+        ),
+    ),
+    Workload(
+        "W5",
+        "asyncio producer task -> consumer task",
+        (one("kincir", w5.kincir_messages), one("asyncio.Queue", w5.asyncio_queue)),
+        (Compare("W5", "asyncio task -> task", "kincir", "asyncio.Queue", "msg/s", _FASTER),),
+    ),
+    Workload(
+        "W6",
+        "ping-pong latency",
+        (
+            one("kincir threads", w6.kincir_threads),
+            one("2 SimpleQueues", w6.simple_queue_threads),
+            one("kincir asyncio", w6.kincir_tasks),
+            one("2 asyncio.Queues", w6.asyncio_queue_tasks),
+        ),
+        (
+            Compare(
+                "W6/threads",
+                "ping-pong p50, 2 threads",
+                "kincir threads",
+                "2 SimpleQueues",
+                "us",
+                _AS_FAST,
+                kincir_label="kincir",
+            ),
+            Compare(
+                "W6/asyncio",
+                "ping-pong p50, 2 tasks",
+                "kincir asyncio",
+                "2 asyncio.Queues",
+                "us",
+                _AS_FAST,
+                kincir_label="kincir",
+            ),
+        ),
+    ),
+    Workload(
+        "W7",
+        "thread -> asyncio task",
+        (
+            one("kincir", w7.kincir_messages),
+            one("asyncio.Queue", w7.asyncio_queue),
+            one("janus", w7.janus_queue, optional=True, needs="janus"),
+        ),
+        (
+            Compare(
+                "W7",
+                "thread -> asyncio task",
+                "kincir",
+                "asyncio.Queue",
+                "msg/s",
+                Goal(">=", 6.0),
+                baseline_label="asyncio.Queue (threadsafe)",
+                extra="janus",
+                extra_label="janus (sync_q -> async_q)",
+                notes=(
+                    "W7: the baseline's producer thread calls "
+                    "loop.call_soon_threadsafe(q.put_nowait, payload) per message.",
+                ),
+            ),
+        ),
+    ),
+    Workload(
+        "M",
+        "memory per queued message",
+        (one("kincir", m.kincir_memory),),
+        (
+            Compare(
+                "M",
+                "memory per queued message",
+                "kincir",
+                None,
+                "B/msg",
+                Goal("<=", 200, on="value", unit="B"),
+                ratio="",
+                notes=(
+                    "M: tracemalloc's delta over {messages:,} queued messages (default config, 1 "
+                    "subscriber not reading), each payload object ({payload_alone} B) included. "
+                    "tracemalloc sees only memory allocated through Python's allocators, not C "
+                    "malloc/calloc. The broker's own memory_usage_estimate says {estimate:,.0f} "
+                    "B/msg.",
+                ),
+            ),
+        ),
+        facts=_memory_facts,
+    ),
+    Workload(
+        "H",
+        "health_check() and stats() cost",
+        (Side("kincir", h.kincir_calls),),
+        (_health_row("health", "health_check"), _health_row("stats", "stats")),
+        facts=_health_facts,
+    ),
+    Workload(
+        "G",
+        "consumer group of worker threads",
+        (
+            one("kincir", g.kincir_group(False)),
+            one("kincir ack", g.kincir_group(True)),
+            one("SimpleQueue", g.stdlib_queue(queue.SimpleQueue, False)),
+            one("queue.Queue", g.stdlib_queue(queue.Queue, True)),
+        ),
+        (
+            Compare(
+                "G", f"thread -> group of {g.WORKERS} threads", "kincir", "SimpleQueue", "msg/s"
+            ),
+            Compare(
+                "G/ack",
+                f"same, each message acked ({g.WORKERS} ack subscribers)",
+                "kincir ack",
+                "queue.Queue",
+                "msg/s",
+                kincir_label="kincir, ack",
+                baseline_label="queue.Queue, task_done",
+            ),
+        ),
+    ),
+    Workload(
+        "R",
+        "Router stage",
+        (
+            one("kincir", r.kincir_router(1)),
+            one("queue.Queue", r.queue_stage(1)),
+            one(f"kincir x{g.WORKERS}", r.kincir_router(g.WORKERS)),
+            one(f"queue.Queue x{g.WORKERS}", r.queue_stage(g.WORKERS)),
+        ),
+        (
+            Compare(
+                "R",
+                "Router, 1 worker thread, ack on success",
+                "kincir",
+                "queue.Queue",
+                "msg/s",
+                kincir_label="kincir Router",
+                baseline_label="queue.Queue stage",
+            ),
+            Compare(
+                f"R/{g.WORKERS}",
+                f"Router, {g.WORKERS} worker threads",
+                f"kincir x{g.WORKERS}",
+                f"queue.Queue x{g.WORKERS}",
+                "msg/s",
+                kincir_label="kincir Router",
+                baseline_label="queue.Queue stage",
+            ),
+        ),
+    ),
+)

@@ -1,0 +1,64 @@
+"""W5: asyncio producer task -> consumer task."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kincir import Message
+from kincir.memory import InMemoryPublisher
+
+from ..drive import together
+from ..harness import PAYLOAD, TOPIC, Sample, Sizes, clock, fast_broker, subscriber, throughput
+
+
+def kincir_messages(sizes: Sizes) -> Sample:
+    n = sizes.w5_messages
+
+    async def main() -> int:
+        broker = fast_broker()
+        sub = subscriber(broker, TOPIC)
+        pub = InMemoryPublisher(broker)
+
+        async def consume() -> int:
+            receive = sub.receive
+            for _ in range(n):
+                await receive()
+            return clock()
+
+        async def produce() -> None:
+            publish = pub.publish
+            payload = PAYLOAD
+            for _ in range(n):
+                await publish(TOPIC, [Message(payload)])
+
+        started = clock()
+        finished, _ = await together(consume(), produce())
+        broker.force_shutdown()
+        return int(finished) - started
+
+    return throughput(n, asyncio.run(main()))
+
+
+def asyncio_queue(sizes: Sizes) -> Sample:
+    n = sizes.w5_messages
+
+    async def main() -> int:
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def consume() -> int:
+            get = q.get
+            for _ in range(n):
+                await get()
+            return clock()
+
+        async def produce() -> None:
+            put = q.put
+            payload = PAYLOAD
+            for _ in range(n):
+                await put(payload)
+
+        started = clock()
+        finished, _ = await together(consume(), produce())
+        return int(finished) - started
+
+    return throughput(n, asyncio.run(main()))

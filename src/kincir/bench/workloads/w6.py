@@ -1,0 +1,122 @@
+"""W6: ping-pong round trip latency, two threads and two asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+
+from kincir import Message
+from kincir.memory import InMemoryPublisher
+
+from ..drive import ping_pong_tasks, ping_pong_threads, together
+from ..harness import PAYLOAD, PING, PONG, Sample, Sizes, clock, fast_broker, latency, subscriber
+
+
+def kincir_threads(sizes: Sizes) -> Sample:
+    trips = sizes.w6_thread_trips
+    broker = fast_broker()
+    ping_sub = subscriber(broker, PING)
+    pong_sub = subscriber(broker, PONG)
+    ping_pub = InMemoryPublisher(broker)
+    pong_pub = InMemoryPublisher(broker)
+
+    def pong() -> None:
+        receive = ping_sub.receive_sync
+        publish = pong_pub.publish_nowait
+        payload = PAYLOAD
+        for _ in range(trips):
+            receive()
+            publish(PONG, [Message(payload)])
+
+    def ping() -> list[int]:
+        receive = pong_sub.receive_sync
+        publish = ping_pub.publish_nowait
+        payload = PAYLOAD
+        now = clock
+        times = [0] * trips
+        for i in range(trips):
+            started = now()
+            publish(PING, [Message(payload)])
+            receive()
+            times[i] = now() - started
+        return times
+
+    sample = ping_pong_threads(ping, pong, broker.force_shutdown)
+    broker.force_shutdown()
+    return sample
+
+
+def simple_queue_threads(sizes: Sizes) -> Sample:
+    trips = sizes.w6_thread_trips
+    pings: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    pongs: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def pong() -> None:
+        get, put = pings.get, pongs.put
+        payload = PAYLOAD
+        for _ in range(trips):
+            get()
+            put(payload)
+
+    def ping() -> list[int]:
+        get, put = pongs.get, pings.put
+        payload = PAYLOAD
+        now = clock
+        times = [0] * trips
+        for i in range(trips):
+            started = now()
+            put(payload)
+            get()
+            times[i] = now() - started
+        return times
+
+    return ping_pong_threads(ping, pong, lambda: None)
+
+
+def kincir_tasks(sizes: Sizes) -> Sample:
+    trips = sizes.w6_async_trips
+
+    async def main() -> list[int]:
+        broker = fast_broker()
+        ping_sub = subscriber(broker, PING)
+        pong_sub = subscriber(broker, PONG)
+        ping_pub = InMemoryPublisher(broker)
+        pong_pub = InMemoryPublisher(broker)
+
+        times = await ping_pong_tasks(trips, ping_sub, pong_sub, ping_pub, pong_pub, PING, PONG)
+        broker.force_shutdown()
+        return times
+
+    return latency(asyncio.run(main()))
+
+
+def asyncio_queue_tasks(sizes: Sizes) -> Sample:
+    trips = sizes.w6_async_trips
+
+    async def main() -> list[int]:
+        pings: asyncio.Queue[bytes] = asyncio.Queue()
+        pongs: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def pong() -> None:
+            get, put = pings.get, pongs.put
+            payload = PAYLOAD
+            for _ in range(trips):
+                await get()
+                await put(payload)
+
+        async def ping() -> list[int]:
+            get, put = pongs.get, pings.put
+            payload = PAYLOAD
+            now = clock
+            times = [0] * trips
+            for i in range(trips):
+                started = now()
+                await put(payload)
+                await get()
+                times[i] = now() - started
+            return times
+
+        _, times = await together(pong(), ping())
+        return list(times)
+
+    return latency(asyncio.run(main()))

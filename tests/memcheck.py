@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPRESSIONS = Path(__file__).with_name("valgrind-python.supp")
-ENGINE_FILES = ("_broker.c", "_message.c", "_broker.pyx", "_message.pyx", "_lock.h")
+ENGINE_FILES = ("_broker.c", "_message.c", "_broker.pyx", "_message.pyx", "_lock.h", ".pxi")
 IMPORT_MARKERS = ("__pyx_pymod_exec_", "PyInit__", "__Pyx_modinit_")
 MEMORY_ERRORS = (
     "InvalidRead",

@@ -2,7 +2,7 @@
 feature, and once everything is dropped, every count is back to zero.
 
 The debug build (no optimisation, assertions on) is compiled from a copy of this checkout's build
-sources (setup.py, pyproject.toml and the engine's .pyx/.pxd/.h/.py files, never its generated
+sources (setup.py, pyproject.toml and the engine's .pyx/.pxi/.pxd/.h/.py files, never its generated
 .c files) in pytest's temporary directory, so the checkout is never written: the coverage job
 keeps its line-traced kincir_core/*.c there. The test needs Cython and a C compiler (the ``test``
 extra installs Cython); it runs the workload in a child process against that build.
@@ -76,7 +76,7 @@ print(json.dumps({"engine": engine.__file__, "live": engine._live_objects()}))
 # What the build reads, copied from the checkout: the build scripts and the README that
 # pyproject.toml names, and the engine's sources (not the generated .c, nor a built .so).
 BUILD_FILES = ("setup.py", "pyproject.toml", "README.md")
-ENGINE_SOURCES = ("*.pyx", "*.pxd", "*.h", "*.py", "*.pyi", "py.typed")
+ENGINE_SOURCES = ("*.pyx", "*.pxi", "*.pxd", "*.h", "*.py", "*.pyi", "py.typed")
 
 
 def copy_build_sources(dest: Path) -> None:

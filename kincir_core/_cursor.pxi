@@ -1,0 +1,69 @@
+# Cursors: one reader's position in a topic log.
+# Included by _broker.pyx (one module: its cdef classes and functions see each other).
+
+# -- cursors and topic logs -------------------------------------------------------------------
+
+cdef class Cursor:
+    """One reader's position in a topic log: the sequence number it reads next."""
+
+    def __cinit__(self, TopicLog log, Py_ssize_t members, object group=None, bint acking=False):
+        KINCIR_LIVE(LIVE_CURSORS, 1)
+        self.log = log
+        self.members = members
+        self.group = group
+        self.acking = acking
+        # a group's waiting members, in line: the first is on the topic's waiter list
+        self.waiters = [] if group is not None else None
+
+    cdef bint pending_now(self) noexcept:
+        """True if this reader has unread messages."""
+        cdef bint pending
+        kincir_mutex_lock(&self.log.lock)
+        try:
+            pending = self.attached and self.pos != self.log.head
+        finally:
+            kincir_mutex_unlock(&self.log.lock)
+        return pending
+
+    def pending(self):
+        """Messages this reader has not read yet (0 once detached)."""
+        cdef uint64_t n = 0
+        kincir_mutex_lock(&self.log.lock)
+        try:
+            if self.attached:
+                n = self.log.head - self.pos
+        finally:
+            kincir_mutex_unlock(&self.log.lock)
+        return n
+
+    def __dealloc__(self):
+        KINCIR_LIVE(LIVE_CURSORS, -1)
+
+    def take(self, Py_ssize_t limit):
+        """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
+        return self.log.take_many(self, limit)
+
+    def settle(self, uint64_t floor, int64_t count, int64_t consumed=0):
+        """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
+        ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
+        The log releases the slots every reader has settled. Returns the floor the log holds
+        from (it may have dropped slots meanwhile), or -1 when the topic was deleted: nothing
+        is counted (the caller counts on the broker's totals)."""
+        return self.log.settle(self, floor, count, consumed)
+
+    def counts(self):
+        """This reader's own counters (a CursorCounts)."""
+        return _CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
+
+    def floor_now(self):
+        """The oldest sequence the log still holds for this reader (its settled floor)."""
+        cdef uint64_t floor
+        kincir_mutex_lock(&self.log.lock)
+        floor = self.floor if self.acking else self.pos
+        kincir_mutex_unlock(&self.log.lock)
+        return floor
+
+
+cdef inline uint64_t* _tracked(Cursor cursor) noexcept:
+    """The position that holds this reader's slots: the floor of an acknowledging reader."""
+    return &cursor.floor if cursor.acking else &cursor.pos

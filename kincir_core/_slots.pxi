@@ -1,0 +1,80 @@
+# Ring slots: filling and clearing them, and the pure C scans over positions and stamps.
+# Included by _broker.pyx (one module: its cdef classes and functions see each other).
+
+# -- pure C helpers ---------------------------------------------------------------------------
+
+cdef uint64_t _min_position(
+    uint64_t** positions, Py_ssize_t count, Py_ssize_t* at_min
+) noexcept nogil:
+    cdef uint64_t low = positions[0][0]
+    cdef Py_ssize_t i, n = 1
+    for i in range(1, count):
+        if positions[i][0] < low:
+            low = positions[i][0]
+            n = 1
+        elif positions[i][0] == low:
+            n += 1
+    at_min[0] = n
+    return low
+
+
+cdef uint64_t _first_live(const double* stamps, uint64_t mask, uint64_t pos, uint64_t head,
+                          double deadline) noexcept nogil:
+    while pos < head and stamps[pos & mask] < deadline:
+        pos += 1
+    return pos
+
+
+cdef inline Py_ssize_t _payload_size(PyObject* payload) noexcept:
+    return PyBytes_GET_SIZE(<object>payload)
+
+
+cdef inline void _clear_slot(Slot* slot) noexcept:
+    """Drop a slot's references. Frees only bytes, dicts of str and Messages: no Python code."""
+    Py_XDECREF(slot.message)
+    Py_XDECREF(slot.payload)
+    Py_XDECREF(slot.meta)
+    slot.message = slot.payload = slot.meta = NULL
+
+
+cdef dict _NO_METADATA = {}
+
+
+cdef int _fill_slot(Slot* slot, object item, Py_ssize_t index) except -1:
+    """Write ``item`` (a Message or a bytes-like payload) into ``slot``, taking references.
+
+    Raises TypeError naming ``messages[index]`` for anything else, leaving the slot empty.
+    """
+    cdef Message source
+    cdef object payload
+    cdef object meta
+    if type(item) is Message:
+        source = <Message>item
+        payload = source.payload
+        meta = source._meta
+        slot.id_hi = source._id_hi
+        slot.id_lo = source._id_lo
+    else:
+        if PyBytes_CheckExact(item):
+            payload = item
+        elif isinstance(item, str) or not PyObject_CheckBuffer(item):
+            raise TypeError(
+                f"messages[{index}] must be a Message or a bytes-like payload, "
+                f"not {type(item).__name__}"
+            )
+        else:
+            payload = bytes(item)
+        meta = _NO_METADATA
+        new_id(&slot.id_hi, &slot.id_lo)
+    Py_INCREF(payload)
+    Py_INCREF(meta)
+    slot.payload = <PyObject*>payload
+    slot.meta = <PyObject*>meta
+    slot.message = NULL
+    return 0
+
+
+cdef void _clear_slots(Slot* slots, Py_ssize_t count) noexcept:
+    cdef Py_ssize_t i
+    for i in range(count):
+        _clear_slot(&slots[i])

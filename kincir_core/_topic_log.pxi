@@ -1,0 +1,808 @@
+# TopicLog: a topic's ring of slots, its readers, publishing into it and reading from it.
+# Included by _broker.pyx (one module: its cdef classes and functions see each other).
+
+cdef class TopicLog:
+    """A topic: a ring of message slots addressed by sequence number, read through cursors."""
+
+    def __cinit__(self, str name, object capacity, object ttl, bint persistence,
+                  bint ordered, int overflow):
+        """``capacity``: None for unbounded; ``ttl``: None for no TTL."""
+        KINCIR_LIVE(LIVE_LOGS, 1)
+        self.name = name
+        self.capacity = -1 if capacity is None else capacity
+        self.overflow = overflow
+        self.room_waiters = []
+        self.ttl = -1.0 if ttl is None else ttl
+        self.persistence = persistence
+        self.ordered = ordered
+        self.ring = <Slot*>calloc(MIN_RING, sizeof(Slot))
+        if self.ttl >= 0:  # publish times, kept only for a topic with a TTL
+            self.stamps = <double*>calloc(MIN_RING, sizeof(double))
+            if self.stamps == NULL:
+                raise MemoryError("cannot allocate a topic log")
+        self.positions = <uint64_t**>malloc(4 * sizeof(uint64_t*))
+        if self.ring == NULL or self.positions == NULL:
+            raise MemoryError("cannot allocate a topic log")
+        self.positions_cap = 4
+        self.mask = MIN_RING - 1
+        self.head = 1
+        self.tail = 1
+        self.cursors = []
+        self.waiters = []
+        self.accepting = True
+        self.created_at = _wall()
+        self.last_activity = _wall()
+
+    def __dealloc__(self):
+        cdef uint64_t seq
+        KINCIR_LIVE(LIVE_LOGS, -1)
+        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(self.head - self.tail))
+        if self.ring != NULL:
+            for seq in range(self.tail, self.head):
+                _clear_slot(&self.ring[seq & self.mask])
+            free(self.ring)
+        free(self.stamps)
+        free(self.positions)
+
+    # -- ring management (lock held) ------------------------------------------------------------
+
+    cdef void _release_to(self, uint64_t new_tail) noexcept:
+        """Drop the log's references to the slots before ``new_tail``."""
+        cdef uint64_t seq
+        cdef Slot* slot
+        cdef int64_t freed = 0
+        cdef uint64_t size, held, fit
+        for seq in range(self.tail, new_tail):
+            slot = &self.ring[seq & self.mask]
+            freed += _payload_size(slot.payload)
+            _clear_slot(slot)
+        self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
+        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(new_tail - self.tail))
+        self.tail = new_tail
+        if self.room_waiters:
+            self.room_freed = True
+        size = self.mask + 1
+        held = self.head - new_tail
+        if size > RING_FLOOR and held * 8 < size:
+            fit = RING_FLOOR
+            while fit < held * 4:
+                fit *= 2
+            _ring_shrink(self, fit)
+
+    cdef uint64_t _held(self) noexcept:
+        """Messages held against the capacity: the most any reader holds, unread plus in flight
+        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
+        no reader, every message the log holds. Lock held."""
+        cdef uint64_t most = 0, held, pinned
+        cdef Cursor cursor
+        if not self.cursors:
+            return self.head - self.tail
+        for cursor in self.cursors:
+            held = self.head - cursor.pos
+            if cursor.acking:
+                pinned = cursor.pos - cursor.floor
+                if <uint64_t>cursor.unsettled < pinned:
+                    pinned = <uint64_t>cursor.unsettled
+                held += pinned
+            if held > most:
+                most = held
+        return most
+
+    cdef uint64_t _queued(self) noexcept:
+        """Messages not yet read by the reader furthest behind (all held ones: no reader).
+        Lock held."""
+        cdef uint64_t most = 0
+        cdef Cursor cursor
+        if not self.cursors:
+            return self.head - self.tail
+        for cursor in self.cursors:
+            if self.head - cursor.pos > most:
+                most = self.head - cursor.pos
+        return most
+
+    cdef void _recompute_tail(self) noexcept:
+        cdef Py_ssize_t count = len(self.cursors)
+        cdef uint64_t low
+        if count == 0:
+            self.at_tail = 0
+            return
+        low = _min_position(self.positions, count, &self.at_tail)
+        if low != self.tail:
+            self._release_to(low)
+
+    cdef void _moved(self, uint64_t old_pos) noexcept:
+        """A cursor advanced from ``old_pos``: release slots every reader has passed."""
+        if old_pos == self.tail:
+            self.at_tail -= 1
+            if self.at_tail == 0:
+                if self.positions_count == 1:  # one reader: it is the new tail
+                    self.at_tail = 1
+                    self._release_to(self.positions[0][0])
+                else:
+                    self._recompute_tail()
+
+    cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
+        cdef uint64_t old = cursor.pos
+        cdef uint64_t pos = _first_live(self.stamps, self.mask, old, self.head, now - self.ttl)
+        if pos != old:
+            cursor.pos = pos
+            cursor.expired += pos - old
+            self.expired += pos - old
+            if not cursor.acking:
+                self._moved(old)
+            elif cursor.floor == old:  # nothing in flight below: the floor follows
+                cursor.floor = pos
+                self._moved(old)
+
+    cdef void _skip(self, uint64_t count) noexcept:
+        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
+        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
+        cdef Cursor cursor
+        self.head += count
+        self.tail = self.head
+        self.published += count
+        if not self.cursors:
+            self.dropped += count
+        for cursor in self.cursors:
+            cursor.lagged += count
+            cursor.dropped += count
+            self.lagged += count
+            self.dropped += count
+            cursor.pos = self.head
+            cursor.floor = self.head
+        self.at_tail = self.positions_count
+
+    cdef void _drop_oldest(self, uint64_t count) noexcept:
+        """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
+        them lose them, counted as lagged. Lock held."""
+        cdef uint64_t new_tail = self.tail + count
+        cdef uint64_t lost
+        cdef Cursor cursor
+        if count == 0:
+            return
+        if new_tail > self.head:
+            new_tail = self.head
+        if not self.cursors:
+            self.dropped += new_tail - self.tail
+        for cursor in self.cursors:
+            if cursor.pos < new_tail:
+                lost = new_tail - cursor.pos
+                cursor.lagged += lost
+                cursor.dropped += lost
+                self.lagged += lost
+                self.dropped += lost
+                cursor.pos = new_tail
+            if cursor.floor < new_tail:
+                cursor.floor = new_tail
+        self._release_to(new_tail)
+        if self.positions_count:
+            _min_position(self.positions, self.positions_count, &self.at_tail)
+
+    cdef void _wake_room(self) noexcept:
+        """Wake the publishers waiting for room (after the lock is released)."""
+        cdef list fresh = []
+        cdef list waiters
+        kincir_mutex_lock(&self.lock)
+        waiters = self.room_waiters
+        self.room_waiters = fresh
+        self.room_freed = False
+        kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
+
+    cdef uint64_t _expire(self, double now) noexcept:
+        """The cleanup pass: move every reader past expired messages; reclaim orphans."""
+        cdef uint64_t before = self.expired
+        cdef uint64_t pos
+        cdef Cursor cursor
+        if self.ttl < 0:
+            return 0
+        if self.cursors:
+            for cursor in self.cursors:
+                self._skip_expired(cursor, now)
+        else:
+            pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
+            self.expired += pos - self.tail
+            self._release_to(pos)
+        return self.expired - before
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=False) except -1:
+        """Append ``count`` filled slots atomically: all of them get consecutive sequence
+        numbers, or none does. Takes over the slots' references in every case."""
+        cdef Py_ssize_t i
+        cdef list waiters = None
+        cdef bint stale = False  # a line whose first member was woken before: wake it whole
+        cdef double now = _monotonic() if self.ttl >= 0 else 0.0
+        cdef uint64_t held, size, seq
+        cdef int64_t added = 0
+        cdef Slot* slot
+        # an append_outcome (_broker.pxd): APPEND_WRITTEN, or why nothing (more) was written
+        cdef int outcome = APPEND_WRITTEN
+        # the part of the batch written: drop_newest cuts its end, drop_oldest its start
+        cdef Py_ssize_t first = 0, last = count
+        cdef uint64_t keep
+        if count == 0:
+            return 0
+        kincir_mutex_lock(&self.lock)
+        try:
+            # first: a force_shutdown closes the topics too; a dead letter passes a draining
+            # topic
+            if not self.accepting and not letter:
+                outcome = APPEND_SHUTTING_DOWN
+            elif self.closed:
+                outcome = APPEND_TOPIC_DELETED
+            elif not self.cursors and not self.persistence:
+                self.dropped += count
+                self.last_activity = batch[0].enqueued_at * 1e-3
+                outcome = APPEND_DROPPED
+            else:
+                self.last_activity = batch[0].enqueued_at * 1e-3
+                held = self.head - self.tail
+                if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
+                    if self.ttl >= 0:
+                        self._expire(now)
+                    held = self._held()
+                    if held + count > <uint64_t>self.capacity:
+                        if self.overflow == OVERFLOW_DROP_NEWEST:
+                            keep = 0
+                            if held < <uint64_t>self.capacity:
+                                keep = <uint64_t>self.capacity - held
+                            last = <Py_ssize_t>keep
+                            self.dropped += count - last
+                            if last == 0:
+                                outcome = APPEND_DROPPED
+                        elif self.overflow == OVERFLOW_DROP_OLDEST:
+                            if count > self.capacity:
+                                # the batch alone overflows: everything held goes, and so does
+                                # the batch's start, numbered like the rest
+                                first = count - self.capacity
+                                self._drop_oldest(self.head - self.tail)
+                                self._skip(first)
+                            else:
+                                # the oldest slots go: acked ones behind an in-flight message
+                                # free nothing, so count them too
+                                self._drop_oldest(self.head - self.tail + count
+                                                  - <uint64_t>self.capacity)
+                        elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
+                            outcome = APPEND_MUST_WAIT
+                        else:
+                            self.queue_full += 1
+                            outcome = APPEND_QUEUE_FULL
+                    held = self.head - self.tail
+                if outcome == APPEND_WRITTEN and held + (last - first) > self.mask + 1:
+                    size = self.mask + 1
+                    while size < held + (last - first):
+                        size *= 2
+                    if _ring_grow(self, size) < 0:
+                        outcome = APPEND_NO_MEMORY
+                if outcome == APPEND_WRITTEN:
+                    seq = self.head
+                    for i in range(first, last):
+                        slot = &self.ring[seq & self.mask]
+                        slot[0] = batch[i]
+                        if self.stamps != NULL:
+                            self.stamps[seq & self.mask] = now
+                        added += _payload_size(slot.payload)
+                        seq += 1
+                    self.head = seq
+                    KINCIR_LIVE(LIVE_SLOTS, last - first)
+                    self.published += last - first
+                    self.held_bytes += added + (last - first) * _MESSAGE_OVERHEAD
+                    # take the one-shot waiters; _add_waiter brings a new list when needed
+                    waiters = self.waiters
+                    self.waiters = None
+                    if self.lined:
+                        stale = _lines_woken(self)
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        if outcome:
+            _clear_slots(batch, count)  # not written: give the references back
+            if outcome == APPEND_MUST_WAIT:
+                return 1
+            if outcome == APPEND_QUEUE_FULL:
+                raise QueueFull(self.name, self.capacity)
+            if outcome == APPEND_TOPIC_DELETED:
+                raise TopicNotFound(self.name)
+            if outcome == APPEND_SHUTTING_DOWN:
+                raise BrokerShutdown()
+            if outcome == APPEND_NO_MEMORY:
+                raise MemoryError(f"cannot grow topic {self.name!r}")
+            return 0
+        if first:
+            _clear_slots(batch, first)  # dropped by drop_oldest before they were written
+        if last < count:
+            _clear_slots(batch + last, count - last)  # dropped by drop_newest
+        _wake_all(waiters)
+        if stale:
+            _wake_lines(self)
+        return 0
+
+    cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1:
+        """Register ``waiter`` to be woken when ``count`` messages fit: 1 if registered, 0 if
+        the publisher should retry now (room, a policy change, deletion or shutdown)."""
+        cdef int waiting = 0
+        cdef double now = _monotonic() if self.ttl >= 0 else 0.0
+        kincir_mutex_lock(&self.lock)
+        try:
+            if self.ttl >= 0:
+                self._expire(now)
+            if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
+                    and self.capacity >= 0
+                    and self._held() + count > <uint64_t>self.capacity):
+                self.room_waiters.append(waiter)
+                waiting = 1
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        return waiting
+
+    def remove_room_waiter(self, Waiter waiter):
+        cdef Py_ssize_t i
+        kincir_mutex_lock(&self.lock)
+        for i in range(len(self.room_waiters) - 1, -1, -1):
+            if self.room_waiters[i] is waiter:
+                del self.room_waiters[i]
+                break
+        kincir_mutex_unlock(&self.lock)
+
+    def note_queue_full(self):
+        """Count a publish refused for want of room (a block-policy timeout or nowait)."""
+        kincir_mutex_lock(&self.lock)
+        self.queue_full += 1
+        kincir_mutex_unlock(&self.lock)
+
+    def configure(self, int overflow, Py_ssize_t capacity):
+        """Change the topic's overflow policy and capacity (-1: unbounded); wakes blocked
+        publishers to look again."""
+        kincir_mutex_lock(&self.lock)
+        self.overflow = overflow
+        self.capacity = capacity
+        kincir_mutex_unlock(&self.lock)
+        self._wake_room()
+
+    def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
+                   int64_t in_flight, uint64_t expired=0):
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
+        kincir_mutex_lock(&self.lock)
+        if self.closed:
+            kincir_mutex_unlock(&self.lock)
+            return False
+        self.redelivered += redelivered
+        self.dead_lettered += dead_lettered
+        self.dropped += dropped
+        self.expired += expired
+        self.delivered += dead_lettered  # settled out of the topic: consumed
+        self.in_flight += in_flight
+        if self.in_flight < 0:
+            self.in_flight = 0
+        kincir_mutex_unlock(&self.lock)
+        return True
+
+    def settle(self, Cursor cursor, uint64_t floor, int64_t count, int64_t consumed=0):
+        cdef uint64_t old, new, held_from
+        kincir_mutex_lock(&self.lock)
+        try:
+            if self.closed:  # retired: its counters are already in the broker's totals
+                return -1
+            self.in_flight -= count
+            if self.in_flight < 0:
+                self.in_flight = 0
+            cursor.unsettled = cursor.unsettled - count if cursor.unsettled > count else 0
+            cursor.delivered += consumed
+            self.delivered += consumed
+            if self.room_waiters and count:  # an in-flight message no longer counts
+                self.room_freed = True
+            if cursor.attached and cursor.acking:
+                new = floor if floor and floor < cursor.pos else cursor.pos
+                if new > cursor.floor:
+                    old = cursor.floor
+                    cursor.floor = new
+                    self._moved(old)
+            held_from = cursor.floor
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        return held_from
+
+    # -- reading --------------------------------------------------------------------------------
+
+    cdef Message _delivered(self, uint64_t seq):
+        """The Message readers receive for ``seq``, built by the first reader (lock held)."""
+        cdef Slot* slot = &self.ring[seq & self.mask]
+        cdef Message msg
+        if slot.message == NULL:
+            msg = delivered_copy(slot.payload, slot.meta, slot.id_hi, slot.id_lo, self.name,
+                                 <int64_t>seq, slot.enqueued_at, self.ordered)
+            Py_INCREF(msg)
+            slot.message = <PyObject*>msg
+            return msg
+        return <Message>slot.message
+
+    cdef Message take_one(self, Cursor cursor):
+        """The next message for ``cursor``, or None."""
+        cdef Message got = None
+        cdef uint64_t old
+        cdef double now
+        if cursor.pos == self.head:  # racy pre-check; re-checked under the lock
+            return None
+        now = _monotonic() if self.ttl >= 0 else 0.0
+        kincir_mutex_lock(&self.lock)
+        try:
+            if cursor.attached:
+                if self.ttl >= 0:
+                    self._skip_expired(cursor, now)
+                old = cursor.pos
+                if old != self.head:
+                    got = self._delivered(old)
+                    cursor.pos = old + 1
+                    if not cursor.acking:
+                        cursor.delivered += 1
+                        self.delivered += 1
+                        self._moved(old)
+                    else:  # its floor stays: in flight (not consumed) until settled
+                        cursor.unsettled += 1
+                        self.in_flight += 1
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        return got
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef list take_many(self, Cursor cursor, Py_ssize_t limit):
+        """Up to ``limit`` messages for ``cursor``, in sequence order (maybe none)."""
+        cdef uint64_t available = self.head - cursor.pos  # racy estimate, sizes the list
+        cdef Py_ssize_t n = 0
+        cdef uint64_t old, end
+        cdef double now
+        cdef list out
+        if available == 0 or not cursor.attached:
+            return []
+        if <uint64_t>limit > available:
+            limit = <Py_ssize_t>available
+        # made before locking (a list is GC-tracked); filled under the lock, which only
+        # replaces its None items (n < limit stays in range: audited, so no bounds checks)
+        out = [None] * limit
+        now = _monotonic() if self.ttl >= 0 else 0.0
+        kincir_mutex_lock(&self.lock)
+        try:
+            if cursor.attached:
+                if self.ttl >= 0:
+                    self._skip_expired(cursor, now)
+                old = cursor.pos
+                end = self.head
+                if end - old > <uint64_t>limit:
+                    end = old + limit
+                while old + <uint64_t>n < end:
+                    out[n] = self._delivered(old + n)
+                    n += 1
+                if n:
+                    cursor.pos = end
+                    if not cursor.acking:
+                        cursor.delivered += n
+                        self.delivered += n
+                        self._moved(old)
+                    else:  # in flight (not consumed) until settled
+                        cursor.unsettled += n
+                        self.in_flight += n
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        if n < limit:
+            del out[n:]
+        return out
+
+    # -- readers joining and leaving ------------------------------------------------------------
+
+    cpdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1:
+        """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
+
+        Returns an attach_outcome (_broker.pxd): ATTACH_FULL if ``limit`` subscribers are already
+        attached, ATTACH_GONE if the topic was deleted (nothing changed in either case), else
+        ATTACH_OK.
+        """
+        cdef Py_ssize_t count
+        cdef uint64_t** grown
+        cdef int full = ATTACH_OK
+        kincir_mutex_lock(&self.lock)
+        try:
+            if self.closed:
+                full = ATTACH_GONE
+            elif limit >= 0 and cursor.members and self._subscriber_count() >= limit:
+                full = ATTACH_FULL
+            elif len(self.cursors) + 1 > self.positions_cap:
+                grown = <uint64_t**>realloc(self.positions,
+                                            2 * self.positions_cap * sizeof(uint64_t*))
+                if grown == NULL:
+                    full = ATTACH_NO_MEMORY
+                else:
+                    self.positions = grown
+                    self.positions_cap *= 2
+            if full == ATTACH_OK:
+                count = len(self.cursors)
+                cursor.pos = self.tail if count == 0 else self.head
+                cursor.floor = cursor.pos
+                self.cursors.append(cursor)
+                self.positions[count] = _tracked(cursor)
+                self.positions_count = count + 1
+                cursor.attached = True
+                if cursor.pos == self.tail:
+                    self.at_tail += 1
+                self.last_activity = _wall()
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if full == ATTACH_NO_MEMORY:
+            raise MemoryError("cannot add a reader")
+        return full
+
+    cpdef int join(self, Cursor cursor, Py_ssize_t limit) except -1:
+        """One more subscriber on an attached group cursor: ATTACH_OK, or ATTACH_FULL if ``limit``
+        subscribers are already attached, or ATTACH_GONE if the group or topic is gone (nothing
+        changed)."""
+        cdef int refused = ATTACH_OK
+        kincir_mutex_lock(&self.lock)
+        if self.closed or not cursor.attached:
+            refused = ATTACH_GONE
+        elif limit >= 0 and self._subscriber_count() >= limit:
+            refused = ATTACH_FULL
+        else:
+            cursor.members += 1
+            self.last_activity = _wall()
+        kincir_mutex_unlock(&self.lock)
+        return refused
+
+    def leave(self, Cursor cursor):
+        """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
+        cdef list waiters = None
+        kincir_mutex_lock(&self.lock)
+        try:
+            if cursor.members > 0:
+                cursor.members -= 1
+            self.last_activity = _wall()
+            waiters = self.waiters
+            self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
+        _wake_lines(self)
+
+    cpdef int detach(self, Cursor cursor) except -1:
+        """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
+        cdef list waiters = None
+        cdef Py_ssize_t i, count
+        kincir_mutex_lock(&self.lock)
+        try:
+            if cursor.attached:
+                cursor.attached = False
+                count = len(self.cursors)
+                for i in range(count):
+                    if self.cursors[i] is cursor:
+                        # swap-remove, keeping positions[] aligned with cursors[]
+                        self.positions[i] = self.positions[count - 1]
+                        self.cursors[i] = self.cursors[count - 1]
+                        del self.cursors[count - 1]
+                        self.positions_count = count - 1
+                        break
+                self.last_activity = _wall()
+                if self.cursors:
+                    self._moved(_tracked(cursor)[0])
+                else:
+                    self.at_tail = 0
+                    if not self.persistence:
+                        self.dropped += self.head - self.tail
+                        self._release_to(self.head)
+                waiters = self.waiters
+                self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        _wake_all(waiters)
+        if cursor.waiters:
+            _wake_all(list(cursor.waiters))
+        _wake_lines(self)
+        return 0
+
+    cdef Py_ssize_t _subscriber_count(self) noexcept:
+        cdef Py_ssize_t total = 0
+        cdef Cursor cursor
+        for cursor in self.cursors:
+            total += cursor.members
+        return total
+
+    def waiter_count(self):
+        """Waiters registered and not yet woken (a gauge for tests and debugging)."""
+        cdef Py_ssize_t n = 0
+        cdef object cursor
+        kincir_mutex_lock(&self.lock)
+        if self.waiters is not None:
+            n = len(self.waiters)
+        for cursor in self.cursors:
+            if (<Cursor>cursor).waiters:
+                n += len((<Cursor>cursor).waiters) - 1
+        kincir_mutex_unlock(&self.lock)
+        return n
+
+    def wake_waiters(self):
+        cdef list waiters
+        kincir_mutex_lock(&self.lock)
+        try:
+            waiters = self.waiters
+            self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
+        _wake_lines(self)
+
+    def stop_accepting(self):
+        """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
+        cdef list waiters
+        kincir_mutex_lock(&self.lock)
+        try:
+            self.accepting = False
+            waiters = self.waiters
+            self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
+        _wake_lines(self)
+        self._wake_room()  # blocked publishers retry and meet BrokerShutdown
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def expire(self):
+        """Run the TTL cleanup pass now; return how many (reader, message) pairs expired."""
+        cdef uint64_t n
+        if self.ttl < 0:
+            return 0
+        kincir_mutex_lock(&self.lock)
+        try:
+            n = self._expire(_monotonic())
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        return n
+
+    def clear(self):
+        """Drop every held message (each reader's unread ones counted as dropped)."""
+        cdef uint64_t held, lost
+        cdef Cursor cursor
+        kincir_mutex_lock(&self.lock)
+        try:
+            held = self._held()
+            for cursor in self.cursors:
+                lost = self.head - cursor.pos
+                cursor.dropped += lost
+                self.dropped += lost
+                cursor.pos = self.head
+                cursor.floor = self.head
+            if not self.cursors:
+                self.dropped += held
+            self._release_to(self.head)
+            self.at_tail = len(self.cursors)
+            self.last_activity = _wall()
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        if self.room_freed:
+            self._wake_room()
+        return held
+
+    def close(self):
+        """Detach every reader and drop everything held (the topic is being deleted)."""
+        cdef list waiters
+        cdef list no_cursors = []
+        cdef Cursor cursor
+        kincir_mutex_lock(&self.lock)
+        self.closed = True  # first: a publish racing the deletion is refused, not lost
+        kincir_mutex_unlock(&self.lock)
+        held = self.clear()
+        _wake_lines(self)
+        kincir_mutex_lock(&self.lock)
+        try:
+            for cursor in self.cursors:
+                cursor.attached = False
+            self.cursors = no_cursors
+            self.positions_count = 0
+            self.at_tail = 0
+            waiters = self.waiters
+            self.waiters = None
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet TopicNotFound
+        return held
+
+    def close_if_idle(self, double threshold):
+        """Refuse publishes and readers from now on (True) if no subscriber is attached and
+        nothing happened for ``threshold`` seconds; the caller then closes the topic."""
+        cdef bint idle
+        kincir_mutex_lock(&self.lock)
+        idle = (not self.closed and self._subscriber_count() == 0
+                and _wall() - self.last_activity > threshold)
+        if idle:
+            self.closed = True
+        kincir_mutex_unlock(&self.lock)
+        return idle
+
+    def touch(self):
+        """Stamp the topic active now (a pull through ``consume``)."""
+        self.last_activity = _wall()
+
+    def append_letter(self, Message message):
+        """Append a dead letter (accepted while the broker drains): False if the topic is full
+        under the block policy (a dead letter never waits); raises what a publish raises."""
+        cdef Slot one
+        _fill_slot(&one, message, 0)
+        one.enqueued_at = _now_ms()
+        return not self.append(&one, 1, True)  # takes over the reference, whatever happens
+
+    def drained(self):
+        """True when every reader with an attached subscriber has read everything."""
+        cdef Cursor cursor
+        cdef bint done = True
+        kincir_mutex_lock(&self.lock)
+        try:
+            for cursor in self.cursors:
+                if cursor.members and (cursor.pos != self.head or cursor.floor < cursor.pos
+                                       and cursor.acking):
+                    done = False
+                    break
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        return done
+
+    def subscriber_count(self):
+        cdef Py_ssize_t n
+        kincir_mutex_lock(&self.lock)
+        try:
+            n = self._subscriber_count()
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        return n
+
+    def ring_slots(self):
+        """The slots the ring has allocated (a gauge for tests and debugging)."""
+        return self.mask + 1
+
+    def snapshot(self):
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
+        cdef uint64_t queued, published, delivered, expired, dropped, queue_full, head
+        cdef uint64_t lagged, redelivered, dead_lettered
+        cdef int64_t in_flight
+        cdef Py_ssize_t subscribers
+        cdef int64_t held_bytes
+        cdef double wall, last
+        kincir_mutex_lock(&self.lock)
+        try:
+            wall = _wall()
+            queued = self._queued()
+            subscribers = self._subscriber_count()
+            published = self.published
+            delivered = self.delivered
+            expired = self.expired
+            dropped = self.dropped
+            queue_full = self.queue_full
+            head = self.head
+            held_bytes = self.held_bytes + <int64_t>(self.mask + 1) * (
+                sizeof(Slot) + (sizeof(double) if self.stamps != NULL else 0))
+            last = self.last_activity
+            lagged = self.lagged
+            redelivered = self.redelivered
+            dead_lettered = self.dead_lettered
+            in_flight = self.in_flight
+        finally:
+            kincir_mutex_unlock(&self.lock)
+        return _TopicRow(self.name, queued, subscribers, published, delivered, expired, dropped,
+                         queue_full, self.created_at, last, head, held_bytes,
+                         max(0.0, wall - last), lagged, redelivered, dead_lettered, in_flight,
+                         OVERFLOW_POLICIES[self.overflow],
+                         None if self.capacity < 0 else self.capacity)

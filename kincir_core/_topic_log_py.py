@@ -1,0 +1,783 @@
+"""The twin's cursors and topic logs (part of the pure-Python kernel; see ``_broker_py.py``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ._codes import AttachOutcome
+from ._errors import BrokerShutdown, QueueFull, TopicNotFound
+from ._message_py import Message, payload_size, stamp_all
+from ._rows import CursorCounts, TopicRow
+from ._validate import (
+    OVERFLOW_BLOCK,
+    OVERFLOW_DROP_NEWEST,
+    OVERFLOW_DROP_OLDEST,
+    OVERFLOW_POLICIES,
+)
+from ._waiting_py import _now_ms, _wake_all, monotonic
+
+# Estimated bytes a held message costs beyond its payload and its ring slot: the message object
+# and the bytes object header. Used by the memory estimate, which is kept incrementally.
+MESSAGE_OVERHEAD = 80 + 33
+_MIN_RING = 16
+# A ring that grew shrinks back once it is less than 1/8 full, to four times what it holds but
+# never below _RING_FLOOR slots: it grows only when full, so a steady queue never resizes.
+_RING_FLOOR = 1024
+# Bytes one allocated ring slot costs (the memory estimate counts the whole ring): a list item,
+# and with a TTL a float and its list item.
+_SLOT_BYTES = 8
+_STAMP_BYTES = 8 + 24
+
+
+class Cursor:
+    """One reader's position in a topic log: the sequence number it reads next.
+
+    An acknowledging reader also has a ``floor``, its oldest unsettled sequence: the log holds
+    slots from there, so in-flight messages keep their slot; ``unsettled`` counts its messages
+    in flight, which (not the span from the floor) count against the topic's capacity.
+    """
+
+    __slots__ = (
+        "ack",
+        "acking",
+        "attached",
+        "delivered",
+        "dropped",
+        "expired",
+        "floor",
+        "group",
+        "lagged",
+        "line_woken",
+        "log",
+        "members",
+        "pos",
+        "unsettled",
+        "waiters",
+    )
+
+    def __init__(
+        self, log: TopicLog, members: int, group: str | None = None, acking: bool = False
+    ) -> None:
+        self.log = log
+        # a group's waiting members, in line: the first is on the topic's waiter list
+        self.waiters: list[Any] | None = [] if group is not None else None
+        # the first in line was woken and has not come back yet: the next publish must not
+        # count on it (it may never run: a blocked or stopped event loop), so it wakes the line
+        self.line_woken = False
+        self.pos = 0
+        self.floor = 0
+        self.members = members
+        self.group = group
+        self.acking = acking
+        self.ack: Any = None
+        self.delivered = 0
+        self.expired = 0
+        self.dropped = 0
+        self.lagged = 0
+        self.unsettled = 0
+        self.attached = False
+
+    def tracked(self) -> int:
+        """The position that holds this reader's slots."""
+        return self.floor if self.acking else self.pos
+
+    def take(self, limit: int) -> list[Message]:
+        """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
+        return self.log.take(self, limit)
+
+    def settle(self, floor: int, count: int, consumed: int = 0) -> int:
+        """An acknowledging reader settled ``count`` messages, ``consumed`` of them acked:
+        ``floor`` is its oldest unsettled sequence whose slot the log holds (0: none is left).
+        Returns the floor the log holds from (it may have dropped slots meanwhile), or -1 when
+        the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
+        return self.log.settle(self, floor, count, consumed)
+
+    def counts(self) -> CursorCounts:
+        """This reader's own counters (a CursorCounts)."""
+        return CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
+
+    def floor_now(self) -> int:
+        """The oldest sequence the log still holds for this reader (its settled floor)."""
+        with self.log.lock:
+            return self.floor if self.acking else self.pos
+
+    def pending(self) -> int:
+        """Messages this reader has not read yet (0 once detached)."""
+        if not self.attached:
+            return 0
+        log = self.log
+        with log.lock:
+            return log.head - self.pos if self.attached else 0
+
+
+class TopicLog:
+    """A topic: a ring of message slots addressed by sequence number, read through cursors."""
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int | None,
+        ttl: float | None,
+        persistence: bool,
+        ordered: bool,
+        overflow: int,
+    ) -> None:
+        self.name = name
+        self.ordered = ordered
+        self.capacity = capacity
+        self.overflow = overflow
+        self.room_waiters: list[Any] = []
+        self.room_freed = False
+        self.lagged = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+        self.in_flight = 0
+        self.ttl = ttl
+        self.persistence = persistence
+        self.lock = threading.Lock()
+        self.ring: list[Message | None] = [None] * _MIN_RING
+        self.mask = _MIN_RING - 1
+        self.stamps: list[float] | None = [0.0] * _MIN_RING if ttl is not None else None
+        self.head = 1
+        self.tail = 1
+        self.cursors: list[Cursor] = []
+        self.at_tail = 0
+        self.waiters: list[Any] = []
+        self.lined = 0  # cursors whose line of waiting group members is not empty
+        self.published = 0
+        self.delivered = 0
+        self.expired = 0
+        self.dropped = 0
+        self.queue_full = 0
+        self.held_bytes = 0
+        self.created_at = time.time()
+        # wall-clock seconds of the last publish, subscribe, unsubscribe, pull or clear; a
+        # subscriber's receive is not stamped (the clock read would cost more than the receive)
+        self.last_activity = self.created_at
+        self.closed = False
+        self.accepting = True
+
+    # -- ring management (lock held) ------------------------------------------------------------
+
+    def _resize(self, size: int) -> None:
+        ring: list[Message | None] = [None] * size
+        stamps = [0.0] * size if self.stamps is not None else None
+        mask = size - 1
+        for seq in range(self.tail, self.head):
+            ring[seq & mask] = self.ring[seq & self.mask]
+            if stamps is not None and self.stamps is not None:
+                stamps[seq & mask] = self.stamps[seq & self.mask]
+        self.ring = ring
+        self.stamps = stamps
+        self.mask = mask
+
+    def _release_to(self, new_tail: int) -> None:
+        """Drop the log's references to the slots before ``new_tail``."""
+        ring = self.ring
+        mask = self.mask
+        freed = 0
+        for seq in range(self.tail, new_tail):
+            msg = ring[seq & mask]
+            ring[seq & mask] = None
+            if msg is not None:
+                freed += payload_size(msg)
+        self.held_bytes -= freed + (new_tail - self.tail) * MESSAGE_OVERHEAD
+        self.tail = new_tail
+        if self.room_waiters:
+            self.room_freed = True
+        size = self.mask + 1
+        held = self.head - new_tail
+        if size > _RING_FLOOR and held * 8 < size:
+            fit = _RING_FLOOR
+            while fit < held * 4:
+                fit *= 2
+            self._resize(fit)
+
+    def _held(self) -> int:
+        """Messages held against the capacity: the most any reader holds, unread plus in flight
+        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
+        no reader, every message the log holds."""
+        if not self.cursors:
+            return self.head - self.tail
+        return max(
+            self.head - c.pos + (min(c.unsettled, c.pos - c.floor) if c.acking else 0)
+            for c in self.cursors
+        )
+
+    def _queued(self) -> int:
+        """Messages not yet read by the reader furthest behind (all held ones: no reader)."""
+        if not self.cursors:
+            return self.head - self.tail
+        return self.head - min(c.pos for c in self.cursors)
+
+    def _recompute_tail(self) -> None:
+        cursors = self.cursors
+        if not cursors:
+            self.at_tail = 0
+            return
+        low = min(c.tracked() for c in cursors)
+        self.at_tail = sum(1 for c in cursors if c.tracked() == low)
+        if low != self.tail:
+            self._release_to(low)
+
+    def _moved(self, old_pos: int) -> None:
+        """A cursor advanced from ``old_pos``: release slots every reader has passed."""
+        if old_pos == self.tail:
+            self.at_tail -= 1
+            if self.at_tail == 0:
+                self._recompute_tail()
+
+    def _skip_expired(self, cursor: Cursor, now: float) -> None:
+        assert self.ttl is not None and self.stamps is not None
+        deadline = now - self.ttl
+        pos = old = cursor.pos
+        head = self.head
+        stamps = self.stamps
+        mask = self.mask
+        while pos < head and stamps[pos & mask] < deadline:
+            pos += 1
+        if pos != old:
+            cursor.pos = pos
+            cursor.expired += pos - old
+            self.expired += pos - old
+            if not cursor.acking:
+                self._moved(old)
+            elif cursor.floor == old:  # nothing in flight below: the floor follows
+                cursor.floor = pos
+                self._moved(old)
+
+    def _skip(self, count: int) -> None:
+        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
+        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
+        self.head += count
+        self.tail = self.head
+        self.published += count
+        if not self.cursors:
+            self.dropped += count
+        for cursor in self.cursors:
+            cursor.lagged += count
+            cursor.dropped += count
+            self.lagged += count
+            self.dropped += count
+            cursor.pos = cursor.floor = self.head
+        self.at_tail = len(self.cursors)
+
+    def _drop_oldest(self, count: int) -> None:
+        """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
+        them lose them, counted as lagged. Lock held."""
+        if count <= 0:
+            return
+        new_tail = min(self.tail + count, self.head)
+        if not self.cursors:
+            self.dropped += new_tail - self.tail
+        for cursor in self.cursors:
+            if cursor.pos < new_tail:
+                lost = new_tail - cursor.pos
+                cursor.lagged += lost
+                cursor.dropped += lost
+                self.lagged += lost
+                self.dropped += lost
+                cursor.pos = new_tail
+            if cursor.floor < new_tail:
+                cursor.floor = new_tail
+        self._release_to(new_tail)
+        if self.cursors:
+            low = min(c.tracked() for c in self.cursors)
+            self.at_tail = sum(1 for c in self.cursors if c.tracked() == low)
+
+    def _wake_room(self) -> None:
+        """Wake the publishers waiting for room (after the lock is released)."""
+        with self.lock:
+            waiters = self.room_waiters
+            self.room_waiters = []
+            self.room_freed = False
+        _wake_all(waiters)
+
+    def _expire(self, now: float) -> int:
+        """The cleanup pass: move every reader past expired messages; reclaim orphans."""
+        before = self.expired
+        if self.cursors:
+            for cursor in list(self.cursors):
+                self._skip_expired(cursor, now)
+        elif self.stamps is not None and self.ttl is not None:
+            deadline = now - self.ttl
+            pos = self.tail
+            while pos < self.head and self.stamps[pos & self.mask] < deadline:
+                pos += 1
+            self.expired += pos - self.tail
+            self._release_to(pos)
+        return self.expired - before
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def append(self, stamped: list[Message], letter: bool = False) -> bool:
+        """Append a stamped batch atomically: all of it gets consecutive sequence numbers, or
+        none does. Returns True, writing nothing, when the topic is full under the block policy
+        (the caller waits for room and retries). ``letter``: a dead letter, accepted while the
+        broker drains."""
+        try:
+            return self._append(stamped, letter)
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def _append(self, stamped: list[Message], letter: bool = False) -> bool:
+        count = len(stamped)
+        if not count:
+            return False
+        now = monotonic()
+        with self.lock:
+            # first: a force_shutdown closes the topics too; a dead letter passes a draining
+            # topic
+            if not self.accepting and not letter:
+                raise BrokerShutdown()
+            if self.closed:
+                raise TopicNotFound(self.name)
+            self.last_activity = stamped[0]._enqueued_at * 1e-3
+            if not self.cursors and not self.persistence:
+                self.dropped += count
+                return False
+            held = self.head - self.tail
+            capacity = self.capacity
+            if capacity is not None and held + count > capacity:
+                if self.ttl is not None:
+                    self._expire(now)
+                held = self._held()
+                if held + count > capacity:
+                    if self.overflow == OVERFLOW_DROP_NEWEST:
+                        keep = max(0, capacity - held)
+                        self.dropped += count - keep
+                        if keep == 0:
+                            return False
+                        stamped = stamped[:keep]
+                    elif self.overflow == OVERFLOW_DROP_OLDEST:
+                        if count > capacity:
+                            # the batch alone overflows: everything held goes, and so does the
+                            # batch's start, numbered like the rest
+                            self._drop_oldest(self.head - self.tail)
+                            self._skip(count - capacity)
+                            stamped = stamped[count - capacity :]
+                        else:
+                            # the oldest slots go: acked ones behind an in-flight message free
+                            # nothing, so count them too
+                            self._drop_oldest(self.head - self.tail + count - capacity)
+                    elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
+                        return True
+                    else:
+                        self.queue_full += 1
+                        raise QueueFull(self.name, capacity)
+                    count = len(stamped)
+                held = self.head - self.tail
+            if held + count > self.mask + 1:
+                size = self.mask + 1
+                while size < held + count:
+                    size *= 2
+                self._resize(size)
+            ring = self.ring
+            mask = self.mask
+            seq = self.head
+            added = 0
+            for msg in stamped:
+                msg._sequence = seq
+                ring[seq & mask] = msg
+                if self.stamps is not None:
+                    self.stamps[seq & mask] = now
+                added += payload_size(msg)
+                seq += 1
+            self.head = seq
+            self.published += count
+            self.held_bytes += added + count * MESSAGE_OVERHEAD
+            waiters = self.waiters
+            if waiters:
+                self.waiters = []
+            if self.lined and self._lines_woken():
+                # (an empty ``waiters`` is still the topic's list, which this takes too)
+                waiters = (
+                    waiters + self._take_all_waiters() if waiters else self._take_all_waiters()
+                )
+        if waiters:
+            _wake_all(waiters)
+        return False
+
+    def _lines_woken(self) -> bool:
+        """A publish woke the first member of each line (lock held). True if a line's first
+        member had already been woken and has not come back: that line must be woken whole."""
+        stale = False
+        for cursor in self.cursors:
+            if cursor.waiters:
+                if cursor.line_woken:
+                    stale = True
+                else:
+                    cursor.line_woken = True
+        return stale
+
+    def wait_room(self, waiter: Any, count: int) -> bool:
+        """Register ``waiter`` to be woken when ``count`` messages fit: True if registered,
+        False if the publisher should retry now (room, a policy change, deletion, shutdown)."""
+        try:
+            with self.lock:
+                if self.ttl is not None:
+                    self._expire(monotonic())
+                if (
+                    not self.closed
+                    and self.accepting
+                    and self.overflow == OVERFLOW_BLOCK
+                    and self.capacity is not None
+                    and self._held() + count > self.capacity
+                ):
+                    self.room_waiters.append(waiter)
+                    return True
+                return False
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def remove_room_waiter(self, waiter: Any) -> None:
+        with self.lock:
+            try:
+                self.room_waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def note_queue_full(self) -> None:
+        """Count a publish refused for want of room (a block-policy timeout or nowait)."""
+        with self.lock:
+            self.queue_full += 1
+
+    def configure(self, overflow: int, capacity: int) -> None:
+        """Change the topic's overflow policy and capacity (-1: unbounded); wakes blocked
+        publishers to look again."""
+        with self.lock:
+            self.overflow = overflow
+            self.capacity = None if capacity < 0 else capacity
+        self._wake_room()
+
+    def count_acks(
+        self, redelivered: int, dead_lettered: int, dropped: int, in_flight: int, expired: int = 0
+    ) -> bool:
+        """Add the acknowledgement layer's events to the topic's counters; False, counting
+        nothing, when the topic was deleted (the caller counts on the broker's totals)."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.redelivered += redelivered
+            self.dead_lettered += dead_lettered
+            self.dropped += dropped
+            self.expired += expired
+            self.delivered += dead_lettered  # settled out of the topic: consumed
+            self.in_flight = max(0, self.in_flight + in_flight)
+        return True
+
+    def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
+        with self.lock:
+            if self.closed:  # retired: its counters are already in the broker's totals
+                return -1
+            self.in_flight = max(0, self.in_flight - count)
+            cursor.unsettled = max(0, cursor.unsettled - count)
+            cursor.delivered += consumed
+            self.delivered += consumed
+            if self.room_waiters and count:  # an in-flight message no longer counts
+                self.room_freed = True
+            if cursor.attached and cursor.acking:
+                new = floor if floor and floor < cursor.pos else cursor.pos
+                if new > cursor.floor:
+                    old = cursor.floor
+                    cursor.floor = new
+                    self._moved(old)
+            held_from = cursor.floor
+        if self.room_freed:
+            self._wake_room()
+        return held_from
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def take(self, cursor: Cursor, limit: int) -> list[Message]:
+        """Up to ``limit`` messages for ``cursor``, in sequence order."""
+        try:
+            return self._take(cursor, limit)
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def _take(self, cursor: Cursor, limit: int) -> list[Message]:
+        with self.lock:
+            if not cursor.attached or cursor.pos == self.head:
+                return []
+            now = monotonic()
+            if self.ttl is not None:
+                self._skip_expired(cursor, now)
+            old = cursor.pos
+            end = min(self.head, old + limit)
+            if end == old:
+                return []
+            ring = self.ring
+            mask = self.mask
+            out: list[Message] = [ring[seq & mask] for seq in range(old, end)]  # type: ignore[misc]
+            cursor.pos = end
+            if not cursor.acking:
+                cursor.delivered += end - old
+                self.delivered += end - old
+                self._moved(old)
+            else:  # its floor stays: in flight (not consumed) until settled
+                cursor.unsettled += end - old
+                self.in_flight += end - old
+            return out
+
+    # -- readers joining and leaving ------------------------------------------------------------
+
+    def attach(self, cursor: Cursor, limit: int) -> AttachOutcome:
+        """Start ``cursor``: the first reader inherits held messages, later ones start at the end.
+
+        Returns AttachOutcome.FULL if ``limit`` subscribers are already attached,
+        AttachOutcome.GONE if the topic was deleted (nothing changed in either case), else
+        AttachOutcome.ATTACHED.
+        """
+        with self.lock:
+            if self.closed:
+                return AttachOutcome.GONE
+            if limit >= 0 and cursor.members and self.subscriber_count() >= limit:
+                return AttachOutcome.FULL
+            cursor.pos = self.tail if not self.cursors else self.head
+            cursor.floor = cursor.pos
+            self.cursors.append(cursor)
+            cursor.attached = True
+            if cursor.pos == self.tail:
+                self.at_tail += 1
+            self.last_activity = time.time()
+            return AttachOutcome.ATTACHED
+
+    def join(self, cursor: Cursor, limit: int) -> AttachOutcome:
+        """One more subscriber on an attached group cursor: ATTACHED, or FULL if ``limit``
+        subscribers are already attached (-1: no limit), or GONE if the group or topic is gone
+        (nothing changed)."""
+        with self.lock:
+            if self.closed or not cursor.attached:
+                return AttachOutcome.GONE
+            if limit >= 0 and self.subscriber_count() >= limit:
+                return AttachOutcome.FULL
+            cursor.members += 1
+            self.last_activity = time.time()
+            return AttachOutcome.ATTACHED
+
+    def leave(self, cursor: Cursor) -> None:
+        """One subscriber fewer on a group cursor; the group keeps its place (durable)."""
+        with self.lock:
+            if cursor.members > 0:
+                cursor.members -= 1
+            self.last_activity = time.time()
+            waiters = self._take_all_waiters()
+        _wake_all(waiters)
+
+    def detach(self, cursor: Cursor) -> None:
+        """Stop ``cursor``; the last reader's unread messages stay held if persistence is on."""
+        try:
+            self._detach(cursor)
+        finally:
+            if self.room_freed:
+                self._wake_room()
+
+    def _detach(self, cursor: Cursor) -> None:
+        with self.lock:
+            if not cursor.attached:
+                return
+            cursor.attached = False
+            self.cursors.remove(cursor)
+            self.last_activity = time.time()
+            if self.cursors:
+                self._moved(cursor.tracked())
+            else:
+                self.at_tail = 0
+                if not self.persistence:
+                    self.dropped += self.head - self.tail
+                    self._release_to(self.head)
+            waiters = self._take_all_waiters()
+            if cursor.waiters:
+                waiters.extend(cursor.waiters)
+        _wake_all(waiters)
+
+    def _take_all_waiters(self) -> list[Any]:
+        """Every waiter, group members in line included, to wake after unlocking (lock held):
+        something other than a publish happened that each must look at."""
+        waiters = self.waiters
+        self.waiters = []
+        for cursor in self.cursors:
+            if cursor.waiters:
+                cursor.line_woken = True
+                waiters.extend(
+                    cursor.waiters[1:] if cursor.waiters[0] in waiters else cursor.waiters
+                )
+        return waiters
+
+    def add_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
+        """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
+        joins the line instead when another member is first."""
+        with self.lock:
+            line = cursor.waiters if cursor is not None else None
+            if line is not None:
+                line.append(waiter)
+                if len(line) > 1:
+                    return
+                self.lined += 1
+                cursor.line_woken = False  # type: ignore[union-attr]
+            self.waiters.append(waiter)
+
+    def remove_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
+        """Unregister ``waiter``. The first member of a group's line hands its place to the
+        next: woken at once if messages are unread (it may have taken none), else put on the
+        topic's waiter list."""
+        after = None
+        with self.lock:
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                pass
+            line = cursor.waiters if cursor is not None else None
+            if line:
+                if line[0] is waiter:
+                    del line[0]
+                    if not line:
+                        self.lined -= 1
+                    elif cursor is not None and cursor.attached and cursor.pos != self.head:
+                        after = line[0]
+                        cursor.line_woken = True
+                    else:
+                        self.waiters.append(line[0])
+                        cursor.line_woken = False  # type: ignore[union-attr]
+                else:
+                    try:
+                        line.remove(waiter)
+                    except ValueError:
+                        pass
+        if after is not None:
+            after.wake()
+
+    def waiter_count(self) -> int:
+        """Waiters registered and not yet woken (a gauge for tests and debugging)."""
+        with self.lock:
+            return len(self.waiters) + sum(len(c.waiters) - 1 for c in self.cursors if c.waiters)
+
+    def wake_waiters(self) -> None:
+        with self.lock:
+            waiters = self._take_all_waiters()
+        _wake_all(waiters)
+
+    def stop_accepting(self) -> None:
+        """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
+        with self.lock:
+            self.accepting = False
+            waiters = self._take_all_waiters()
+        _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet BrokerShutdown
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def expire(self) -> int:
+        """Run the TTL cleanup pass now; return how many (reader, message) pairs expired."""
+        if self.ttl is None:
+            return 0
+        with self.lock:
+            n = self._expire(monotonic())
+        if self.room_freed:
+            self._wake_room()
+        return n
+
+    def clear(self) -> int:
+        """Drop every held message (each reader's unread ones counted as dropped)."""
+        with self.lock:
+            held = self._held()
+            for cursor in self.cursors:
+                lost = self.head - cursor.pos
+                cursor.dropped += lost
+                self.dropped += lost
+                cursor.pos = self.head
+                cursor.floor = self.head
+            if not self.cursors:
+                self.dropped += held
+            self._release_to(self.head)
+            self.at_tail = len(self.cursors)
+            self.last_activity = time.time()
+        if self.room_freed:
+            self._wake_room()
+        return held
+
+    def close(self) -> int:
+        """Detach every reader and drop everything held (the topic is being deleted)."""
+        with self.lock:
+            self.closed = True  # first: a publish racing the deletion is refused, not lost
+        held = self.clear()
+        with self.lock:
+            waiters = self._take_all_waiters()
+            for cursor in self.cursors:
+                cursor.attached = False
+            self.cursors = []
+            self.at_tail = 0
+        _wake_all(waiters)
+        self._wake_room()  # blocked publishers retry and meet TopicNotFound
+        return held
+
+    def close_if_idle(self, threshold: float) -> bool:
+        """Refuse publishes and readers from now on (True) if no subscriber is attached and
+        nothing happened for ``threshold`` seconds; the caller then closes the topic."""
+        with self.lock:
+            idle = time.time() - self.last_activity
+            if self.closed or self.subscriber_count() or idle <= threshold:
+                return False
+            self.closed = True
+            return True
+
+    def touch(self) -> None:
+        """Stamp the topic active now (a pull through ``consume``)."""
+        self.last_activity = time.time()
+
+    def append_letter(self, message: Message) -> bool:
+        """Append a dead letter (accepted while the broker drains): False if the topic is full
+        under the block policy (a dead letter never waits); raises what a publish raises."""
+        stamped = stamp_all([message], self.name, _now_ms(), self.ordered)
+        return not self.append(stamped, True)
+
+    def drained(self) -> bool:
+        """True when every reader with an attached subscriber has read everything."""
+        with self.lock:
+            return all(
+                c.pos == self.head and not (c.acking and c.floor < c.pos)
+                for c in self.cursors
+                if c.members
+            )
+
+    def subscriber_count(self) -> int:
+        return sum(c.members for c in self.cursors)
+
+    def ring_slots(self) -> int:
+        """The slots the ring has allocated (a gauge for tests and debugging)."""
+        return self.mask + 1
+
+    def _ring_bytes(self) -> int:
+        return (self.mask + 1) * (_SLOT_BYTES + (_STAMP_BYTES if self.stamps is not None else 0))
+
+    def snapshot(self) -> TopicRow:
+        """One consistent read of the topic's gauges and counters: a TopicRow."""
+        with self.lock:
+            wall = time.time()
+            return TopicRow(
+                self.name,
+                self._queued(),
+                self.subscriber_count(),
+                self.published,
+                self.delivered,
+                self.expired,
+                self.dropped,
+                self.queue_full,
+                self.created_at,
+                self.last_activity,
+                self.head,
+                self.held_bytes + self._ring_bytes(),
+                max(0.0, wall - self.last_activity),
+                self.lagged,
+                self.redelivered,
+                self.dead_lettered,
+                self.in_flight,
+                OVERFLOW_POLICIES[self.overflow],
+                self.capacity,
+            )

@@ -6,6 +6,18 @@ depend on the engine: argument checks, the message envelope (payload, metadata, 
 time), the local receive buffer and its timeouts, ack handles and the dead-letter decision. A
 backend subclasses them and implements the ``_``-prefixed hooks.
 
+Modules, by role (as aio-pika splits its own):
+- ``envelope``: the wire envelope, a message as payload + string headers and back
+  (``encode_message``, ``decode_message``, ``to_messages``).
+- ``connection``: the connection lifecycle (``RemoteBroker``, ``resolve_broker``) and
+  ``guarded``, through which every call to a server goes (timeouts, error translation).
+- ``publisher``: ``RemotePublisher``.
+- ``subscriber``: ``RemoteSubscriber``, the fetch buffer shared by concurrent receives and the
+  reconnect loop; ``Delivered``, a fetched message.
+- ``ack``: ``RemoteAckHandle`` and ``RemoteAckSubscriber`` (in flight, deadlines, redelivery,
+  dead letters), on the ack rules every backend shares (``kincir._ack``).
+The backends themselves are described in one registry, ``kincir._backends``.
+
 Delivery rules shared by every backend (the conformance suite checks them):
 - ``receive(timeout)`` raises ``TimeoutError`` when nothing arrives in time and
   ``BrokerShutdown`` once the broker is closed; a network failure raises ``ConnectionFailed``.

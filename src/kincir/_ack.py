@@ -71,7 +71,8 @@ class AckHandleBase:
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it.
 
     ``_owner`` names the subscriber (or its token) the handle belongs to: a handle settles only
-    on its own subscriber.
+    on its own subscriber. The in-memory handle sets these attributes in its own ``__init__``
+    (one call less on its receive path); the others call this one.
     """
 
     __slots__ = ("_message", "_owner", "delivery_count", "timestamp", "topic")

@@ -37,6 +37,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -71,10 +72,17 @@ class AckHandle(AckHandleBase):
         topic: str,
         delivery_count: int,
     ) -> None:
-        AckHandleBase.__init__(self, owner, message, topic, delivery_count)
         self._state = state
+        self._owner = owner
+        self._message = message
         self._seq: int = message.sequence  # type: ignore[assignment]
         self._token = token
+        #: The topic the message came from.
+        self.topic = topic
+        #: Unix time (seconds) of this delivery.
+        self.timestamp = time.time()
+        #: How many times the message has been delivered, this delivery included.
+        self.delivery_count = delivery_count
 
     @property
     def sequence(self) -> int:

@@ -4,17 +4,20 @@ servers and classes.
 ``backends()`` lists the descriptors (``BackendSpec``), ``get(name)`` finds one, and
 ``spec.load()`` imports the backend's module and returns its classes (``BackendClasses``);
 nothing here imports a backend's client library until ``load`` is called. The broker
-constructors take their default URL from here, the conformance suite (``tests/conformance``)
-its servers, and ``.ci/servers`` starts them on the default ports listed here (a test checks
-that ``.ci/servers env`` prints exactly these default URLs).
+constructors take their default URL from here, ``kincir bench --backend`` (``kincir.bench
+.backends``) and the conformance suite (``tests/conformance``) their servers and classes, and
+``.ci/servers`` starts them on the default ports listed here (a test checks that ``.ci/servers
+env`` prints exactly these default URLs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -50,7 +53,8 @@ class BackendSpec:
     default_port: int
     #: The variable that moves ``.ci/servers``'s server off ``default_port``.
     port_env: str
-    _loader: Callable[[], BackendClasses] = dataclasses.field(repr=False, compare=False)
+    #: The backend's classes, taken from its imported module.
+    _classes: Callable[[ModuleType], BackendClasses] = dataclasses.field(repr=False, compare=False)
 
     @property
     def module(self) -> str:
@@ -84,33 +88,30 @@ class BackendSpec:
         return parts.hostname or "127.0.0.1", parts.port or self.default_port
 
     def load(self) -> BackendClasses:
-        """Import the backend (ImportError without its client library) and return its classes."""
-        return self._loader()
+        """Import the backend (ImportError without its client library) and return its classes
+        (AttributeError, its ``name`` the class, if the module lacks one)."""
+        return self._classes(importlib.import_module(self.module))
 
 
-def _redis() -> BackendClasses:
-    from .redis import RedisAckSubscriber, RedisBroker, RedisPublisher, RedisSubscriber
-
-    return BackendClasses(RedisBroker, RedisPublisher, RedisSubscriber, RedisAckSubscriber)
-
-
-def _rabbitmq() -> BackendClasses:
-    from .rabbitmq import (
-        RabbitMQAckSubscriber,
-        RabbitMQBroker,
-        RabbitMQPublisher,
-        RabbitMQSubscriber,
-    )
-
+def _redis(module: ModuleType) -> BackendClasses:
     return BackendClasses(
-        RabbitMQBroker, RabbitMQPublisher, RabbitMQSubscriber, RabbitMQAckSubscriber
+        module.RedisBroker, module.RedisPublisher, module.RedisSubscriber, module.RedisAckSubscriber
     )
 
 
-def _kafka() -> BackendClasses:
-    from .kafka import KafkaAckSubscriber, KafkaBroker, KafkaPublisher, KafkaSubscriber
+def _rabbitmq(module: ModuleType) -> BackendClasses:
+    return BackendClasses(
+        module.RabbitMQBroker,
+        module.RabbitMQPublisher,
+        module.RabbitMQSubscriber,
+        module.RabbitMQAckSubscriber,
+    )
 
-    return BackendClasses(KafkaBroker, KafkaPublisher, KafkaSubscriber, KafkaAckSubscriber)
+
+def _kafka(module: ModuleType) -> BackendClasses:
+    return BackendClasses(
+        module.KafkaBroker, module.KafkaPublisher, module.KafkaSubscriber, module.KafkaAckSubscriber
+    )
 
 
 REDIS = BackendSpec(
@@ -121,7 +122,7 @@ REDIS = BackendSpec(
     default_url="redis://127.0.0.1:6379/0",
     default_port=6379,
     port_env="KINCIR_REDIS_PORT",
-    _loader=_redis,
+    _classes=_redis,
 )
 RABBITMQ = BackendSpec(
     name="rabbitmq",
@@ -131,7 +132,7 @@ RABBITMQ = BackendSpec(
     default_url="amqp://guest:guest@127.0.0.1:5672/",
     default_port=5672,
     port_env="KINCIR_AMQP_PORT",
-    _loader=_rabbitmq,
+    _classes=_rabbitmq,
 )
 KAFKA = BackendSpec(
     name="kafka",
@@ -141,7 +142,7 @@ KAFKA = BackendSpec(
     default_url="127.0.0.1:9092",
     default_port=9092,
     port_env="KINCIR_KAFKA_PORT",
-    _loader=_kafka,
+    _classes=_kafka,
 )
 
 _ALL = {spec.name: spec for spec in (REDIS, RABBITMQ, KAFKA)}

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import kincir
-from kincir import bench
+from kincir import _backends, bench
 from kincir.__main__ import main
 from kincir.bench import backends as bench_backends
 from kincir.memory import (
@@ -91,7 +91,7 @@ def _check_json(path: Path, backend: str) -> dict[str, Any]:
 
 def _redis_url() -> str:
     """The server to use, or skip (fail with KINCIR_REQUIRE_BACKENDS=1) if it does not answer."""
-    url = bench_backends.default_url("redis")
+    url = _backends.REDIS.url()
     try:
         asyncio.run(bench_backends.load_backend("redis", url).check())
     except (bench_backends.BackendUnavailable, kincir.KincirError) as exc:
@@ -176,12 +176,12 @@ def test_missing_backend_module(
 
 def test_default_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("redis", "rabbitmq", "kafka"):
-        monkeypatch.delenv(bench_backends.BACKENDS[name].env, raising=False)
-    assert bench_backends.default_url("redis") == "redis://127.0.0.1:6379/0"
-    assert bench_backends.default_url("rabbitmq") == "amqp://guest:guest@127.0.0.1:5672/"
-    assert bench_backends.default_url("kafka") == "127.0.0.1:9092"
+        monkeypatch.delenv(_backends.get(name).url_env, raising=False)
+    assert _backends.get("redis").url() == "redis://127.0.0.1:6379/0"
+    assert _backends.get("rabbitmq").url() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert _backends.get("kafka").url() == "127.0.0.1:9092"
     monkeypatch.setenv("KINCIR_KAFKA_URL", "broker.example:9093")
-    assert bench_backends.default_url("kafka") == "broker.example:9093"
+    assert _backends.get("kafka").url() == "broker.example:9093"
 
 
 def test_sizes() -> None:

@@ -1,7 +1,9 @@
 """One behaviour suite for every backend: memory, redis, rabbitmq, kafka.
 
 Each test takes the ``backend`` fixture, an adapter that builds brokers, publishers and
-subscribers of one backend with the same (async) calls. A backend's servers are found through
+subscribers of one backend with the same (async) calls; ``backend.play(body)`` runs a test body
+on a ``Scene`` (a broker, a fresh topic, a publisher, and subscribers made already subscribed).
+The server backends come from the registry ``kincir._backends``: their servers are found through
 ``KINCIR_REDIS_URL``, ``KINCIR_RABBITMQ_URL`` and ``KINCIR_KAFKA_URL`` (defaults: the ports
 ``.ci/servers`` starts them on). An unreachable server skips that backend's tests, unless
 ``KINCIR_REQUIRE_BACKENDS=1`` (set by ``.ci/run``): then it fails them, so CI cannot pass without
@@ -16,24 +18,20 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import importlib
+import dataclasses
 import os
 import socket
-import urllib.parse
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import pytest
 
 import kincir
 import kincir.memory
+from kincir import _backends
 
-DEFAULT_URLS = {
-    "redis": "redis://127.0.0.1:6379/0",
-    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
-    "kafka": "127.0.0.1:9092",
-}
+T = TypeVar("T")
 
 
 class Backend(abc.ABC):
@@ -60,6 +58,15 @@ class Backend(abc.ABC):
                 await asyncio.wait_for(self.cleanup(), 30)
 
         return asyncio.run(main())
+
+    def play(self, body: Callable[[Scene], Coroutine[Any, Any, T]], timeout: float = 60.0) -> T:
+        """``run`` a test body on a fresh ``Scene``: a broker, a new topic and a publisher."""
+
+        async def main() -> T:
+            broker = await self.broker()
+            return await body(Scene(self, broker, self.topic(), self.publisher(broker)))
+
+        return self.run(main(), timeout)  # type: ignore[no-any-return]
 
     def requires(self, rule: str) -> None:
         if rule in self.lacks:
@@ -124,22 +131,20 @@ class MemoryBackend(Backend):
 
 
 class RemoteBackend(Backend):
-    """A backend on a server: its module ``kincir.<name>`` and classes ``<Prefix>Broker`` ..."""
+    """A backend on a server, described by its ``spec`` in the registry."""
 
-    module = ""
-    prefix = ""
-    env = ""
+    spec: _backends.BackendSpec
 
     def __init__(self) -> None:
         super().__init__()
-        self.mod = importlib.import_module(self.module)
-        self.url = os.environ.get(self.env, DEFAULT_URLS[self.name])
+        self.classes = self.spec.load()
+        self.url = self.spec.url()
 
     def broker_options(self) -> dict[str, Any]:
         return {}
 
     async def broker(self) -> Any:
-        broker = getattr(self.mod, f"{self.prefix}Broker")(self.url, **self.broker_options())
+        broker = self.classes.broker(self.url, **self.broker_options())
         self.brokers.append(broker)
         await broker.connect()
         return broker
@@ -149,35 +154,29 @@ class RemoteBackend(Backend):
         return obj
 
     def publisher(self, broker: Any) -> Any:
-        return getattr(self.mod, f"{self.prefix}Publisher")(broker)
+        return self.classes.publisher(broker)
 
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
-        cls = getattr(self.mod, f"{self.prefix}Subscriber")
-        return self._track(cls(broker, group, **options))
+        return self._track(self.classes.subscriber(broker, group, **options))
 
     def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
-        cls = getattr(self.mod, f"{self.prefix}AckSubscriber")
-        return self._track(cls(broker, group, **options))
+        return self._track(self.classes.ack_subscriber(broker, group, **options))
 
     async def shutdown(self, broker: Any) -> None:
         await broker.shutdown()
 
 
 class RedisBackend(RemoteBackend):
-    name = "redis"
-    module = "kincir.redis"
-    prefix = "Redis"
-    env = "KINCIR_REDIS_URL"
+    spec = _backends.REDIS
+    name = spec.name
 
     def broker_options(self) -> dict[str, Any]:
         return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}:"}
 
 
 class RabbitMQBackend(RemoteBackend):
-    name = "rabbitmq"
-    module = "kincir.rabbitmq"
-    prefix = "RabbitMQ"
-    env = "KINCIR_RABBITMQ_URL"
+    spec = _backends.RABBITMQ
+    name = spec.name
 
     def broker_options(self) -> dict[str, Any]:
         return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}."}
@@ -188,10 +187,8 @@ class RabbitMQBackend(RemoteBackend):
 
 
 class KafkaBackend(RemoteBackend):
-    name = "kafka"
-    module = "kincir.kafka"
-    prefix = "Kafka"
-    env = "KINCIR_KAFKA_URL"
+    spec = _backends.KAFKA
+    name = spec.name
     redelivery_wait = 15.0
     lacks = {  # noqa: RUF012
         "restart_durability": (
@@ -205,6 +202,41 @@ class KafkaBackend(RemoteBackend):
         return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}.", "session_timeout": 3.0}
 
 
+@dataclasses.dataclass
+class Scene:
+    """What a test starts from (``Backend.play``): a connected broker, a fresh topic and a
+    publisher; subscribers are made subscribed to the topic (closed after the test)."""
+
+    backend: Backend
+    broker: Any
+    topic: str
+    pub: Any
+
+    async def publish(self, messages: list[Any]) -> None:
+        """Publish ``messages`` to the scene's topic."""
+        await self.pub.publish(self.topic, messages)
+
+    async def subscriber(
+        self, group: str | None = None, *, topics: Iterable[str] | None = None, **options: Any
+    ) -> Any:
+        """A plain subscriber (a member of ``group``) subscribed to ``topics`` (default: the
+        scene's topic; ``()``: none)."""
+        sub = self.backend.subscriber(self.broker, group, **options)
+        return await self._subscribed(sub, topics)
+
+    async def ack_subscriber(
+        self, group: str | None = None, *, topics: Iterable[str] | None = None, **options: Any
+    ) -> Any:
+        """An acknowledging subscriber, like ``subscriber``."""
+        sub = self.backend.ack_subscriber(self.broker, group, **options)
+        return await self._subscribed(sub, topics)
+
+    async def _subscribed(self, sub: Any, topics: Iterable[str] | None) -> Any:
+        for topic in (self.topic,) if topics is None else topics:
+            await sub.subscribe(topic)
+        return sub
+
+
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "redis": RedisBackend,
@@ -213,23 +245,14 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 
 
-def _address(name: str, url: str) -> tuple[str, int]:
-    if name == "kafka":
-        host, _, port = url.split(",")[0].rpartition(":")
-        return host or "127.0.0.1", int(port)
-    parts = urllib.parse.urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or {"redis": 6379, "rabbitmq": 5672}[name]
-
-
 def _reachable(name: str) -> str | None:
     """None if the backend's server accepts connections, else why not."""
-    backend = BACKENDS[name]
-    url = os.environ.get(backend.env, DEFAULT_URLS[name])  # type: ignore[attr-defined]
+    spec = _backends.get(name)
     try:
-        importlib.import_module(backend.module)  # type: ignore[attr-defined]
+        spec.load()
     except ImportError as exc:
-        return f"{backend.module} cannot be imported: {exc}"  # type: ignore[attr-defined]
-    host, port = _address(name, url)
+        return f"{spec.module} cannot be imported: {exc}"
+    host, port = spec.address(spec.url())
     try:
         socket.create_connection((host, port), timeout=2.0).close()
     except OSError as exc:
@@ -278,4 +301,4 @@ async def drain(sub: Any, quiet: float = 0.5) -> list[Any]:
             return out
 
 
-__all__ = ["Backend", "collect", "drain", "receive_from_any"]
+__all__ = ["Backend", "Scene", "collect", "drain", "receive_from_any"]

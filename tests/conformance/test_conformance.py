@@ -10,7 +10,7 @@ import pytest
 
 import kincir
 
-from .conftest import Backend, collect, drain, receive_from_any
+from .conftest import Backend, Scene, collect, drain, receive_from_any
 
 
 def user_metadata(msg: Any) -> dict[str, str]:
@@ -18,91 +18,72 @@ def user_metadata(msg: Any) -> dict[str, str]:
 
 
 def test_objects_satisfy_the_protocols(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        assert isinstance(backend.publisher(broker), kincir.Publisher)
-        assert isinstance(backend.subscriber(broker), kincir.Subscriber)
-        assert isinstance(backend.ack_subscriber(broker), kincir.AckSubscriber)
+    async def body(s: Scene) -> None:
+        assert isinstance(s.pub, kincir.Publisher)
+        assert isinstance(await s.subscriber(topics=()), kincir.Subscriber)
+        assert isinstance(await s.ack_subscriber(topics=()), kincir.AckSubscriber)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_publish_then_receive_in_order(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"one", kincir.Message(b"two"), b"three"])
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        await s.publish([b"one", kincir.Message(b"two"), b"three"])
         got = await collect(sub, 3)
         assert [m.payload for m in got] == [b"one", b"two", b"three"]
-        assert all(m.topic == topic for m in got)
+        assert all(m.topic == s.topic for m in got)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_metadata_and_uuid_round_trip(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
         sent = (
             kincir.Message.new(b"\x00binary\xff")
             .with_metadata("customer", "Alice")
             .with_metadata("unicode", "h\u00e9llo \u2603")
             .with_metadata("empty", "")
         )
-        await backend.publisher(broker).publish(topic, [sent])
+        await s.publish([sent])
         got = await sub.receive(timeout=10)
         assert got.payload == sent.payload
         assert got.uuid == sent.uuid
         assert user_metadata(got) == dict(sent.metadata)
         assert got.enqueued_at is not None and got.enqueued_at > 0
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_fan_out_to_every_plain_subscriber(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        subs = [backend.subscriber(broker) for _ in range(3)]
-        for sub in subs:
-            await sub.subscribe(topic)
+    async def body(s: Scene) -> None:
+        subs = [await s.subscriber() for _ in range(3)]
         payloads = [f"m{i}".encode() for i in range(20)]
-        await backend.publisher(broker).publish(topic, payloads)
+        await s.publish(payloads)
         for sub in subs:
             assert [m.payload for m in await collect(sub, 20)] == payloads
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_topics_are_separate(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        a, b = backend.topic(), backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(a)
-        pub = backend.publisher(broker)
-        await pub.publish(b, [b"other topic"])
-        await pub.publish(a, [b"mine"])
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        await s.pub.publish(backend.topic(), [b"other topic"])
+        await s.publish([b"mine"])
         assert (await sub.receive(timeout=10)).payload == b"mine"
         assert await drain(sub) == []
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_group_members_share_and_groups_each_get_everything(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        members = [backend.subscriber(broker, group="workers") for _ in range(2)]
-        audit = backend.subscriber(broker, group="audit")
-        for sub in [*members, audit]:
-            await sub.subscribe(topic)
+    async def body(s: Scene) -> None:
+        members = [await s.subscriber(group="workers") for _ in range(2)]
+        audit = await s.subscriber(group="audit")
         payloads = [f"job{i}".encode() for i in range(40)]
-        await backend.publisher(broker).publish(topic, payloads)
+        await s.publish(payloads)
         got: list[list[bytes]] = [[], []]
 
         async def take(i: int) -> None:
@@ -112,36 +93,29 @@ def test_group_members_share_and_groups_each_get_everything(backend: Backend) ->
         assert sorted(got[0] + got[1]) == sorted(payloads), "each message to exactly one member"
         assert [m.payload for m in await collect(audit, 40)] == payloads
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_order_and_sequence_per_topic(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
-        pub = backend.publisher(broker)
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
         for batch in range(5):
-            await pub.publish(topic, [f"{batch}-{i}".encode() for i in range(30)])
+            await s.publish([f"{batch}-{i}".encode() for i in range(30)])
         got = await collect(sub, 150)
         expected = [f"{b}-{i}".encode() for b in range(5) for i in range(30)]
         assert [m.payload for m in got] == expected
         return got
 
-    got = backend.run(body())
+    got = backend.play(body)
     backend.requires("gapless_sequence")
     sequences = [m.sequence for m in got]
     assert sequences == list(range(sequences[0], sequences[0] + 150)), "gapless and increasing"
 
 
 def test_receive_batch(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"a", b"b", b"c"])
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        await s.publish([b"a", b"b", b"c"])
         seen: list[bytes] = []
         while len(seen) < 3:
             batch = await sub.receive_batch(10, timeout=10)
@@ -149,41 +123,35 @@ def test_receive_batch(backend: Backend) -> None:
             seen += [m.payload for m in batch]
         assert seen == [b"a", b"b", b"c"]
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_receive_timeout_and_errors(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        sub = backend.subscriber(broker)
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber(topics=())
         with pytest.raises(kincir.NotSubscribed):
             await sub.receive(timeout=0.1)
         await sub.subscribe(backend.topic())
         with pytest.raises(TimeoutError):
             await sub.receive(timeout=0.2)
-        pub = backend.publisher(broker)
         with pytest.raises(TypeError):
-            await pub.publish(backend.topic(), ["text is not bytes"])
+            await s.pub.publish(backend.topic(), ["text is not bytes"])
         with pytest.raises(ValueError):
-            await pub.publish("", [b"x"])
+            await s.pub.publish("", [b"x"])
         with pytest.raises(TypeError):
             await sub.receive(timeout="soon")
         # the refusals left everything working
-        topic = backend.topic()
-        await sub.subscribe(topic)
-        await pub.publish(topic, [b"still fine"])
+        await sub.subscribe(s.topic)
+        await s.publish([b"still fine"])
         assert (await sub.receive(timeout=10)).payload == b"still fine"
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_ack_settles_for_good(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.ack_subscriber(broker, group="g", ack_timeout=1.0)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"a", b"b"])
+    async def body(s: Scene) -> None:
+        sub = await s.ack_subscriber(group="g", ack_timeout=1.0)
+        await s.publish([b"a", b"b"])
         for expected in (b"a", b"b"):
             msg, handle = await sub.receive_with_ack(timeout=10)
             assert msg.payload == expected
@@ -196,16 +164,13 @@ def test_ack_settles_for_good(backend: Backend) -> None:
         with pytest.raises(kincir.AckError):
             await sub.ack(handle)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_nack_redelivers_with_a_delivery_count(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.ack_subscriber(broker, group="g", ack_timeout=30.0, max_deliveries=5)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"retry me"])
+    async def body(s: Scene) -> None:
+        sub = await s.ack_subscriber(group="g", ack_timeout=30.0, max_deliveries=5)
+        await s.publish([b"retry me"])
         msg, handle = await sub.receive_with_ack(timeout=10)
         await sub.nack(handle)
         again, handle2 = await sub.receive_with_ack(timeout=backend.redelivery_wait)
@@ -213,16 +178,13 @@ def test_nack_redelivers_with_a_delivery_count(backend: Backend) -> None:
         assert handle2.delivery_count == 2 and handle2.is_retry
         await sub.ack(handle2)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_missed_ack_deadline_redelivers(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.ack_subscriber(broker, group="g", ack_timeout=0.5)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"slow"])
+    async def body(s: Scene) -> None:
+        sub = await s.ack_subscriber(group="g", ack_timeout=0.5)
+        await s.publish([b"slow"])
         _, late = await sub.receive_with_ack(timeout=10)
         again, handle = await sub.receive_with_ack(timeout=backend.redelivery_wait)
         assert again.payload == b"slow" and handle.delivery_count == 2
@@ -230,21 +192,17 @@ def test_missed_ack_deadline_redelivers(backend: Backend) -> None:
         with pytest.raises(kincir.AckError):
             await sub.ack(late)  # its deadline passed: the handle is stale
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_dead_letters_past_max_deliveries_and_on_reject(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic, dead = backend.topic(), backend.topic()
-        letters = backend.subscriber(broker)
-        await letters.subscribe(dead)
-        sub = backend.ack_subscriber(
-            broker, group="g", ack_timeout=30.0, max_deliveries=2, dead_letter_topic=dead
+    async def body(s: Scene) -> None:
+        dead = backend.topic()
+        letters = await s.subscriber(topics=(dead,))
+        sub = await s.ack_subscriber(
+            group="g", ack_timeout=30.0, max_deliveries=2, dead_letter_topic=dead
         )
-        await sub.subscribe(topic)
-        pub = backend.publisher(broker)
-        await pub.publish(topic, [kincir.Message(b"poison").with_metadata("k", "v")])
+        await s.publish([kincir.Message(b"poison").with_metadata("k", "v")])
         for _ in range(2):
             _, handle = await sub.receive_with_ack(timeout=backend.redelivery_wait)
             await sub.nack(handle)
@@ -252,9 +210,9 @@ def test_dead_letters_past_max_deliveries_and_on_reject(backend: Backend) -> Non
         assert letter.payload == b"poison"
         assert letter.metadata["_dead_letter_reason"] == "max_deliveries_exceeded"
         assert letter.metadata["_delivery_count"] == "2"
-        assert letter.metadata["_original_topic"] == topic
+        assert letter.metadata["_original_topic"] == s.topic
         assert letter.metadata["k"] == "v"
-        await pub.publish(topic, [b"bad input"])
+        await s.publish([b"bad input"])
         _, handle = await sub.receive_with_ack(timeout=10)
         await sub.nack(handle, requeue=False)
         letter = await letters.receive(timeout=10)
@@ -263,18 +221,14 @@ def test_dead_letters_past_max_deliveries_and_on_reject(backend: Backend) -> Non
         with pytest.raises(TimeoutError):
             await sub.receive_with_ack(timeout=1.0)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_ack_batch_checks_every_handle_first(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.ack_subscriber(broker, group="g", ack_timeout=30.0, prefetch=4)
-        other = backend.ack_subscriber(broker, group="g2", ack_timeout=30.0)
-        await sub.subscribe(topic)
-        await other.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"1", b"2", b"3"])
+    async def body(s: Scene) -> None:
+        sub = await s.ack_subscriber(group="g", ack_timeout=30.0, prefetch=4)
+        other = await s.ack_subscriber(group="g2", ack_timeout=30.0)
+        await s.publish([b"1", b"2", b"3"])
         handles = [(await sub.receive_with_ack(timeout=10))[1] for _ in range(3)]
         _, foreign = await other.receive_with_ack(timeout=10)
         with pytest.raises(kincir.AckError):
@@ -284,18 +238,13 @@ def test_ack_batch_checks_every_handle_first(backend: Backend) -> None:
         await sub.ack_batch(handles)  # none was settled by the refused batches
         await other.ack(foreign)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_a_closing_member_hands_its_messages_to_the_group(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        first = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
-        second = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
-        await first.subscribe(topic)
-        await second.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"held"])
+    async def body(s: Scene) -> None:
+        first, second = [await s.ack_subscriber(group="g", ack_timeout=30.0) for _ in range(2)]
+        await s.publish([b"held"])
         msg, _, holder = await receive_from_any([first, second], timeout=backend.redelivery_wait)
         other = second if holder is first else first
         await holder.close()
@@ -303,50 +252,40 @@ def test_a_closing_member_hands_its_messages_to_the_group(backend: Backend) -> N
         assert again.uuid == msg.uuid and handle.delivery_count == 2
         await other.ack(handle)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_plain_receive_on_an_ack_subscriber_acks(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.ack_subscriber(broker, group="g", ack_timeout=0.5)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"x"])
+    async def body(s: Scene) -> None:
+        sub = await s.ack_subscriber(group="g", ack_timeout=0.5)
+        await s.publish([b"x"])
         assert (await sub.receive(timeout=10)).payload == b"x"
         await asyncio.sleep(1.0)
         with pytest.raises(TimeoutError):
             await sub.receive(timeout=1.0)
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_shutdown_refuses_new_work(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
-        pub = backend.publisher(broker)
-        await backend.shutdown(broker)
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        await backend.shutdown(s.broker)
         with pytest.raises(kincir.BrokerShutdown):
-            await pub.publish(topic, [b"late"])
+            await s.publish([b"late"])
         with pytest.raises(kincir.BrokerShutdown):
             await sub.subscribe(backend.topic())
         with pytest.raises(kincir.BrokerShutdown):
             await sub.receive(timeout=5)
-        await backend.shutdown(broker)  # idempotent
+        await backend.shutdown(s.broker)  # idempotent
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_receive_with_timeout_zero_asks_the_server(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"ready"])
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        await s.publish([b"ready"])
         for _ in range(200):  # a poll loop: each call may wait 0 s, but must look
             try:
                 got = await sub.receive(timeout=0)
@@ -357,22 +296,18 @@ def test_receive_with_timeout_zero_asks_the_server(backend: Backend) -> None:
             pytest.fail("receive(timeout=0) never returned the published message")
         assert got.payload == b"ready"
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_cancelled_receives_lose_nothing(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker, group="cancel", prefetch=1)
-        await sub.subscribe(topic)
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber(group="cancel", prefetch=1)
         payloads = [f"m{i}".encode() for i in range(300)]
-        pub = backend.publisher(broker)
         rng = random.Random(7)
 
         async def produce() -> None:
             for payload in payloads:
-                await pub.publish(topic, [payload])
+                await s.publish([payload])
                 await asyncio.sleep(rng.random() * 0.002)
 
         producing = asyncio.ensure_future(produce())
@@ -387,55 +322,43 @@ def test_cancelled_receives_lose_nothing(backend: Backend) -> None:
         got += [m.payload for m in await drain(sub, quiet=2.0)]
         assert sorted(got) == sorted(payloads), f"{cancelled} cancelled receives"
 
-    backend.run(body(), timeout=120)
+    backend.play(body, timeout=120)
 
 
 def test_two_tasks_receiving_on_one_subscriber_share_the_messages(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(topic)
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
         payloads = [f"m{i}".encode() for i in range(50)]
-        await backend.publisher(broker).publish(topic, payloads)
+        await s.publish(payloads)
         first, second = await asyncio.gather(drain(sub, quiet=1.5), drain(sub, quiet=1.5))
         got = [m.payload for m in first + second]
         assert sorted(got) == sorted(payloads), "each message once, to one of the two tasks"
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_unsubscribe_during_a_receive_stops_the_topic(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
+    async def body(s: Scene) -> None:
         a, b = backend.topic(), backend.topic()
-        sub = backend.subscriber(broker)
-        await sub.subscribe(a)
-        await sub.subscribe(b)
+        sub = await s.subscriber(topics=(a, b))
         waiting = asyncio.ensure_future(sub.receive(timeout=3))
         await asyncio.sleep(0.2)  # the receive is waiting on the server
         await sub.unsubscribe(a)
-        pub = backend.publisher(broker)
-        await pub.publish(a, [b"after unsubscribe"])
-        await pub.publish(b, [b"still subscribed"])
+        await s.pub.publish(a, [b"after unsubscribe"])
+        await s.pub.publish(b, [b"still subscribed"])
         first = await waiting
         rest = await drain(sub, quiet=1.0)
         assert [m.payload for m in [first, *rest]] == [b"still subscribed"]
         assert sub.subscribed_topics() == [b]
 
-    backend.run(body())
+    backend.play(body)
 
 
 def test_a_closing_plain_group_member_leaves_the_rest_to_the_group(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        first = backend.subscriber(broker, group="handover")
-        second = backend.subscriber(broker, group="handover")
-        await first.subscribe(topic)
-        await second.subscribe(topic)
+    async def body(s: Scene) -> None:
+        first, second = [await s.subscriber(group="handover") for _ in range(2)]
         payloads = [f"m{i}".encode() for i in range(20)]
-        await backend.publisher(broker).publish(topic, payloads)
+        await s.publish(payloads)
         taken: list[bytes] = []
         # one receive from whichever member is served, then that member leaves
         try:
@@ -448,25 +371,20 @@ def test_a_closing_plain_group_member_leaves_the_rest_to_the_group(backend: Back
         rest = [m.payload for m in await drain(staying, quiet=backend.redelivery_wait / 2)]
         assert sorted(taken + rest) == sorted(payloads), "nothing lost when a member leaves"
 
-    backend.run(body(), timeout=120)
+    backend.play(body, timeout=120)
 
 
 def test_unsubscribing_gives_back_what_is_in_flight(backend: Backend) -> None:
-    async def body() -> None:
-        broker = await backend.broker()
-        topic = backend.topic()
-        first = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
-        second = backend.ack_subscriber(broker, group="g", ack_timeout=30.0)
-        await first.subscribe(topic)
-        await second.subscribe(topic)
-        await backend.publisher(broker).publish(topic, [b"held"])
+    async def body(s: Scene) -> None:
+        first, second = [await s.ack_subscriber(group="g", ack_timeout=30.0) for _ in range(2)]
+        await s.publish([b"held"])
         msg, handle, holder = await receive_from_any([first, second], backend.redelivery_wait)
         other = second if holder is first else first
-        await holder.unsubscribe(topic)
+        await holder.unsubscribe(s.topic)
         with pytest.raises(kincir.AckError):
             await holder.ack(handle)  # the handle went stale with the subscription
         again, handle2 = await other.receive_with_ack(timeout=backend.redelivery_wait)
         assert again.uuid == msg.uuid and handle2.delivery_count == 2
         await other.ack(handle2)
 
-    backend.run(body(), timeout=120)
+    backend.play(body, timeout=120)

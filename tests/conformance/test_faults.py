@@ -15,7 +15,7 @@ import pytest
 
 import kincir
 
-from .conftest import Backend, RemoteBackend
+from .conftest import Backend, RemoteBackend, Scene
 
 SERVERS = os.environ.get("KINCIR_SERVERS")
 
@@ -26,26 +26,18 @@ def remote_only(backend: Backend) -> RemoteBackend:
     return backend
 
 
-def refused_url(name: str) -> str:
-    return {
-        "redis": "redis://127.0.0.1:1/0",
-        "rabbitmq": "amqp://guest:guest@127.0.0.1:1/",
-        "kafka": "127.0.0.1:1",
-    }[name]
-
-
 def test_connection_refused_is_a_clear_error(backend: Backend) -> None:
     remote = remote_only(backend)
-    cls = getattr(remote.mod, f"{remote.prefix}Broker")
+    classes = remote.classes
 
     async def body() -> None:
-        broker = cls(refused_url(remote.name))
+        broker = classes.broker(remote.spec.url_at(1))  # nothing listens on port 1
         started = time.monotonic()
         with pytest.raises(kincir.ConnectionFailed) as info:
             await broker.connect()
         assert info.value.backend == remote.name
         assert "127.0.0.1:1" in str(info.value)
-        publisher = getattr(remote.mod, f"{remote.prefix}Publisher")(broker)
+        publisher = classes.publisher(broker)
         with pytest.raises(kincir.ConnectionFailed):
             await publisher.publish("t", [b"x"])
         assert time.monotonic() - started < 30, "refused connections must not hang"
@@ -54,15 +46,11 @@ def test_connection_refused_is_a_clear_error(backend: Backend) -> None:
     backend.run(body())
 
 
-def silent_url(name: str, port: int) -> str:
-    return refused_url(name).replace(":1", f":{port}")
-
-
 def test_a_server_that_never_answers_is_a_clear_error(backend: Backend) -> None:
     """A server that accepts the connection and then says nothing (hung, or a firewall
     black-holing it): every call ends with ConnectionFailed after its timeout, never hangs."""
     remote = remote_only(backend)
-    cls = getattr(remote.mod, f"{remote.prefix}Broker")
+    cls = remote.classes.broker
 
     async def body() -> None:
         held: list[asyncio.StreamWriter] = []
@@ -73,7 +61,7 @@ def test_a_server_that_never_answers_is_a_clear_error(backend: Backend) -> None:
         server = await asyncio.start_server(accept, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            broker = cls(silent_url(remote.name, port), connect_timeout=1.0, operation_timeout=2.0)
+            broker = cls(remote.spec.url_at(port), connect_timeout=1.0, operation_timeout=2.0)
             started = time.monotonic()
             with pytest.raises(kincir.ConnectionFailed) as info:
                 await broker.connect()
@@ -103,13 +91,9 @@ def test_server_restart_mid_stream_is_at_least_once(backend: Backend) -> None:
             pytest.fail("KINCIR_REQUIRE_BACKENDS is set but KINCIR_SERVERS is not", pytrace=False)
         pytest.skip("KINCIR_SERVERS (the .ci/servers script) is not set")
 
-    async def body() -> None:
-        broker = await remote.broker()
-        topic = remote.topic()
-        sub = remote.ack_subscriber(broker, group="restart", ack_timeout=5.0, max_deliveries=None)
-        await sub.subscribe(topic)
-        pub = remote.publisher(broker)
-        await pub.publish(topic, [f"before-{i}".encode() for i in range(10)])
+    async def body(s: Scene) -> None:
+        sub = await s.ack_subscriber(group="restart", ack_timeout=5.0, max_deliveries=None)
+        await s.publish([f"before-{i}".encode() for i in range(10)])
         acked: list[bytes] = []
         for _ in range(5):
             msg, handle = await sub.receive_with_ack(timeout=10)
@@ -122,7 +106,7 @@ def test_server_restart_mid_stream_is_at_least_once(backend: Backend) -> None:
         deadline = time.monotonic() + 60
         while True:  # the publisher reports the outage; the application retries
             try:
-                await pub.publish(topic, [f"after-{i}".encode() for i in range(10)])
+                await s.publish([f"after-{i}".encode() for i in range(10)])
                 break
             except kincir.ConnectionFailed:
                 if time.monotonic() > deadline:
@@ -143,7 +127,7 @@ def test_server_restart_mid_stream_is_at_least_once(backend: Backend) -> None:
         assert expected <= set(got), f"lost: {sorted(expected - set(got))}"
         assert not set(acked) & set(got), "acked messages are never redelivered"
 
-    backend.run(body(), timeout=240)
+    backend.play(body, timeout=240)
 
 
 class Proxy:
@@ -193,8 +177,8 @@ def test_a_lost_connection_is_reported_and_recovered(backend: Backend) -> None:
     remote = remote_only(backend)
     if remote.name == "kafka":
         pytest.skip("kafka clients reconnect to the advertised listener, not through a relay")
-    cls = getattr(remote.mod, f"{remote.prefix}Broker")
-    host, port = conftest_address(remote)
+    cls = remote.classes.broker
+    host, port = remote.spec.address(remote.url)
 
     async def body() -> None:
         proxy = Proxy((host, port))
@@ -237,9 +221,3 @@ def test_a_lost_connection_is_reported_and_recovered(backend: Backend) -> None:
         await proxy.cut()
 
     backend.run(body(), timeout=120)
-
-
-def conftest_address(remote: RemoteBackend) -> tuple[str, int]:
-    from .conftest import _address
-
-    return _address(remote.name, remote.url)

@@ -51,9 +51,10 @@ tasks a side runs on); ``workloads`` (one module per family: the code each side 
 (the workloads as data, one table, with the project's goals); ``runner`` (``BenchSettings``,
 ``run_bench``, which does the work and returns a ``BenchReport``, printing nothing);
 ``results`` (rows, reports); ``report`` (``format_table``, ``report_json``, ``plot_ratios``);
-``backends`` and ``servers`` (``kincir bench --backend``); ``cli`` (the command line, which
-prints). ``--scale FACTOR`` multiplies every workload size: it exists so that tests
-can run every code path in a blink (the numbers it gives at tiny sizes are noise).
+``backends`` (``kincir bench --backend``; its servers and classes come from the registry
+``kincir._backends``); ``cli`` (the command line, which prints). ``--scale FACTOR`` multiplies
+every workload size: it exists so that tests can run every code path in a blink (the numbers it
+gives at tiny sizes are noise).
 """
 
 from __future__ import annotations

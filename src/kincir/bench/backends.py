@@ -20,7 +20,8 @@ Each row shows kincir memory against kincir <backend>, and the ratio memory/back
 throughput, backend/memory for latency: how many times faster staying in-process is. The rows
 have no goals; they inform.
 
-The backend's module, classes and server are found as ``kincir.bench.servers`` says. Each run
+The backend's module, classes and server come from the registry ``kincir._backends``: the server
+is ``--url``, else the backend's environment variable, else its default on 127.0.0.1. Each run
 uses topic and group names of its own (``kincir-bench.<run id>.*``) and, on Redis, a key prefix of
 its own (``kincir-bench-<run id>:``); every repetition closes its subscribers and deletes its
 topics (and groups, where the backend can) before the next one. The connection is tried before
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import importlib
 import inspect
 import itertools
 import uuid
@@ -41,8 +41,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import kincir
+from kincir import _backends
 from kincir.errors import KincirError
-from kincir.memory import InMemoryAckSubscriber, InMemoryPublisher, InMemorySubscriber
+from kincir.memory import (
+    InMemoryAckSubscriber,
+    InMemoryBroker,
+    InMemoryPublisher,
+    InMemorySubscriber,
+)
 
 from .drive import ping_pong_tasks, together
 from .harness import (
@@ -60,15 +66,13 @@ from .harness import (
     one,
     throughput,
 )
-from .servers import BACKENDS, BackendSpec, default_url
 from .suite import Compare, Workload
 
 __all__ = [
-    "BACKENDS",
-    "Backend",
-    "BackendSpec",
     "BackendUnavailable",
-    "default_url",
+    "Endpoint",
+    "MemoryEndpoint",
+    "RemoteEndpoint",
     "load_backend",
     "workloads",
 ]
@@ -96,108 +100,22 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-class Backend:
-    """A backend's classes, its server and the names this run gives its topics."""
-
-    def __init__(
-        self,
-        spec: BackendSpec,
-        url: str,
-        broker: type[Any],
-        publisher: type[Any],
-        subscriber: type[Any],
-        ack_subscriber: type[Any],
-    ) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.url = url
-        self.broker_type = broker
-        self.publisher_type = publisher
-        self.subscriber_type = subscriber
-        self.ack_subscriber_type = ack_subscriber
-        #: Unique to this run: in every topic and group name (and the Redis key prefix).
-        self.run_id = uuid.uuid4().hex[:12]
-        self._serial = itertools.count(1)
-
-    @property
-    def label(self) -> str:
-        return f"kincir {self.name}"
-
-    @property
-    def key_prefix(self) -> str | None:
-        """The Redis key prefix of this run (None for the other backends)."""
-        return f"kincir-bench-{self.run_id}:" if self.name == "redis" else None
-
-    def new_broker(self) -> Any:
-        """A broker on the server (not connected yet)."""
-        prefix = self.key_prefix
-        if prefix is not None:
-            return self.broker_type(self.url, prefix=prefix)
-        return self.broker_type(self.url)
-
-    def unique_name(self, what: str) -> str:
-        """A topic or group name no other run or repetition uses."""
-        return f"kincir-bench.{self.run_id}.{what}.{next(self._serial)}"
-
-    async def check(self) -> None:
-        """Connect and disconnect; ``ConnectionFailed`` when the server cannot be reached."""
-        broker = self.new_broker()
-        try:
-            await broker.connect()
-        finally:
-            await broker.shutdown()
-
-    def describe(self) -> list[str]:
-        """The notes printed under the table (each short enough to stay on one line)."""
-        where = f"{self.label}: {_redact(self.url)}"
-        if self.key_prefix is not None:
-            where += f" (key prefix {self.key_prefix})"
-        return [
-            where,
-            f"topics kincir-bench.{self.run_id}.*, deleted (groups too) after each repetition",
-            f"ratio: memory/{self.name} for throughput, {self.name}/memory for latency (B4): how "
-            "many times faster in memory",
-        ]
+async def _settle(result: Any) -> None:
+    """Await ``result`` if a backend's administration call returned an awaitable."""
+    if inspect.isawaitable(result):
+        await result
 
 
-def load_backend(name: str, url: str | None = None) -> Backend:
-    """Import ``kincir.<name>`` and find its classes; ``BackendUnavailable`` if they are not
-    there. ``url``: the server, ``default_url(name)`` when None."""
-    try:
-        spec = BACKENDS[name]
-    except KeyError:
-        raise BackendUnavailable(
-            f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}"
-        ) from None
-    module_name = f"kincir.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name == module_name:
-            raise BackendUnavailable(
-                f"--backend {name}: this kincir ({kincir.__version__}) has no {module_name}"
-            ) from exc
-        raise BackendUnavailable(f"--backend {name}: cannot import {module_name}: {exc}") from exc
-    classes = []
-    for role in ("Broker", "Publisher", "Subscriber", "AckSubscriber"):
-        cls = getattr(module, f"{spec.prefix}{role}", None)
-        if not isinstance(cls, type):
-            raise BackendUnavailable(f"--backend {name}: {module_name} has no {spec.prefix}{role}")
-        classes.append(cls)
-    return Backend(spec, url or default_url(name), *classes)
-
-
-# -- the two sides --------------------------------------------------------------------------------
-
-
-class _Endpoint(abc.ABC):
-    """Where one repetition of a workload runs: builds the objects, cleans up after."""
+class Endpoint(abc.ABC):
+    """Where one side of the workloads runs, one repetition at a time: ``open`` starts a
+    repetition (connects, before the clock starts), ``close`` ends it (closes what it built and
+    deletes what it left on a server)."""
 
     label: str
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Connect (before the clock starts)."""
+        """Start a repetition: a fresh broker, connected."""
 
     @abc.abstractmethod
     def name(self, what: str) -> str:
@@ -213,17 +131,17 @@ class _Endpoint(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Close everything and delete what the repetition left on a server."""
+        """End the repetition: close everything, delete what it left on a server."""
 
 
-class _Memory(_Endpoint):
+class MemoryEndpoint(Endpoint):
+    """The in-memory broker (``InMemoryConfig.high_performance()``), a fresh one per repetition."""
+
     label = MEMORY
-
-    def __init__(self) -> None:
-        self.broker = fast_broker()
+    broker: InMemoryBroker
 
     async def open(self) -> None:
-        pass
+        self.broker = fast_broker()
 
     def name(self, what: str) -> str:
         return f"bench.{what}"
@@ -240,33 +158,71 @@ class _Memory(_Endpoint):
         self.broker.force_shutdown()
 
 
-async def _settle(result: Any) -> None:
-    """Await ``result`` if a backend's administration call returned an awaitable."""
-    if inspect.isawaitable(result):
-        await result
+class RemoteEndpoint(Endpoint):
+    """A backend's server (``spec``, ``url``) with its classes, and the names this run gives its
+    topics: a broker of its own per repetition."""
 
-
-class _Remote(_Endpoint):
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.label = backend.label
+    def __init__(
+        self, spec: _backends.BackendSpec, url: str, classes: _backends.BackendClasses
+    ) -> None:
+        self.spec = spec
+        self.url = url
+        self.classes = classes
+        self.label = f"kincir {spec.name}"
+        #: Unique to this run: in every topic and group name (and the Redis key prefix).
+        self.run_id = uuid.uuid4().hex[:12]
+        self._serial = itertools.count(1)
+        # the repetition's (open to close)
         self.broker: Any = None
         self._subscribers: list[Any] = []
         self._topics: list[str] = []
         self._groups: list[tuple[str, str]] = []
 
+    @property
+    def key_prefix(self) -> str | None:
+        """The Redis key prefix of this run (None for the other backends)."""
+        return f"kincir-bench-{self.run_id}:" if self.spec is _backends.REDIS else None
+
+    def new_broker(self) -> Any:
+        """A broker on the server (not connected yet)."""
+        options: dict[str, Any] = {} if self.key_prefix is None else {"prefix": self.key_prefix}
+        return self.classes.broker(self.url, **options)
+
+    async def check(self) -> None:
+        """Connect and disconnect; ``ConnectionFailed`` when the server cannot be reached."""
+        broker = self.new_broker()
+        try:
+            await broker.connect()
+        finally:
+            await broker.shutdown()
+
+    def describe(self) -> list[str]:
+        """The notes printed under the table (each short enough to stay on one line)."""
+        name = self.spec.name
+        where = f"{self.label}: {_redact(self.url)}"
+        if self.key_prefix is not None:
+            where += f" (key prefix {self.key_prefix})"
+        return [
+            where,
+            f"topics kincir-bench.{self.run_id}.*, deleted (groups too) after each repetition",
+            f"ratio: memory/{name} for throughput, {name}/memory for latency (B4): how many "
+            "times faster in memory",
+        ]
+
     async def open(self) -> None:
-        self.broker = self.backend.new_broker()
+        self._subscribers, self._topics, self._groups = [], [], []
+        self.broker = self.new_broker()
         await self.broker.connect()
 
     def name(self, what: str) -> str:
-        return self.backend.unique_name(what)
+        """A topic or group name no other run or repetition uses."""
+        return f"kincir-bench.{self.run_id}.{what}.{next(self._serial)}"
 
     def publisher(self) -> Any:
-        return self.backend.publisher_type(self.broker)
+        return self.classes.publisher(self.broker)
 
     async def subscriber(self, topic: str, group: str | None = None, *, ack: bool = False) -> Any:
-        cls = self.backend.ack_subscriber_type if ack else self.backend.subscriber_type
+        cls = self.classes.ack_subscriber if ack else self.classes.subscriber
         sub = cls(self.broker) if group is None else cls(self.broker, group)
         self._subscribers.append(sub)
         if topic not in self._topics:
@@ -277,7 +233,7 @@ class _Remote(_Endpoint):
         return sub
 
     async def close(self) -> None:
-        broker = self.broker
+        broker, self.broker = self.broker, None
         if broker is None:
             return
         errors: list[Exception] = []
@@ -313,10 +269,31 @@ class _Remote(_Endpoint):
                 await _settle(delete_topic(topic))
 
 
-_Body = Callable[[_Endpoint, Sizes], Awaitable[Sample]]
+def load_backend(name: str, url: str | None = None) -> RemoteEndpoint:
+    """The endpoint of backend ``name`` (its module imported, its classes found);
+    ``BackendUnavailable`` if they are not there. ``url``: the server, the registry's
+    (``--backend``'s environment variable, else its default) when None."""
+    try:
+        spec = _backends.get(name)
+    except KeyError as exc:
+        raise BackendUnavailable(exc.args[0]) from None
+    try:
+        classes = spec.load()
+    except ImportError as exc:
+        if exc.name == spec.module:
+            raise BackendUnavailable(
+                f"--backend {name}: this kincir ({kincir.__version__}) has no {spec.module}"
+            ) from exc
+        raise BackendUnavailable(f"--backend {name}: cannot import {spec.module}: {exc}") from exc
+    except AttributeError as exc:
+        raise BackendUnavailable(f"--backend {name}: {spec.module} has no {exc.name}") from exc
+    return RemoteEndpoint(spec, url or spec.url(), classes)
 
 
-async def _repetition(endpoint: _Endpoint, body: _Body, sizes: Sizes) -> Sample:
+_Body = Callable[[Endpoint, Sizes], Awaitable[Sample]]
+
+
+async def _repetition(endpoint: Endpoint, body: _Body, sizes: Sizes) -> Sample:
     """Open, run ``body`` (at most STUCK_AFTER seconds), clean up (also when it failed)."""
     try:
         await endpoint.open()
@@ -334,11 +311,11 @@ async def _repetition(endpoint: _Endpoint, body: _Body, sizes: Sizes) -> Sample:
     return sample
 
 
-def _side(label: str, endpoint: Callable[[], _Endpoint], body: _Body) -> Side:
+def _side(endpoint: Endpoint, body: _Body) -> Side:
     def run(sizes: Sizes) -> Sample:
-        return asyncio.run(_repetition(endpoint(), body, sizes))
+        return asyncio.run(_repetition(endpoint, body, sizes))
 
-    return one(label, run)
+    return one(endpoint.label, run)
 
 
 # -- the workloads --------------------------------------------------------------------------------
@@ -365,7 +342,7 @@ async def _drain(subscriber: Any, n: int, what: str) -> int:
     return clock()
 
 
-async def _b1(ep: _Endpoint, sizes: Sizes) -> Sample:
+async def _b1(ep: Endpoint, sizes: Sizes) -> Sample:
     n = sizes.b1_messages
     topic = ep.name("b1")
     sub = await ep.subscriber(topic)
@@ -375,7 +352,7 @@ async def _b1(ep: _Endpoint, sizes: Sizes) -> Sample:
     return throughput(n, int(finished) - started)
 
 
-async def _b2(ep: _Endpoint, sizes: Sizes) -> Sample:
+async def _b2(ep: Endpoint, sizes: Sizes) -> Sample:
     n = sizes.b2_messages
     topic = ep.name("b2")
     subs = [await ep.subscriber(topic) for _ in range(FANOUT)]
@@ -391,7 +368,7 @@ async def _b2(ep: _Endpoint, sizes: Sizes) -> Sample:
     return sample
 
 
-async def _b3(ep: _Endpoint, sizes: Sizes) -> Sample:
+async def _b3(ep: Endpoint, sizes: Sizes) -> Sample:
     n = sizes.b3_messages
     topic = ep.name("b3")
     group = ep.name("b3-group")
@@ -426,7 +403,7 @@ async def _b3(ep: _Endpoint, sizes: Sizes) -> Sample:
     return sample
 
 
-async def _b4(ep: _Endpoint, sizes: Sizes) -> Sample:
+async def _b4(ep: Endpoint, sizes: Sizes) -> Sample:
     ping_topic, pong_topic = ep.name("b4-ping"), ep.name("b4-pong")
     ping_sub = await ep.subscriber(ping_topic)
     pong_sub = await ep.subscriber(pong_topic)
@@ -438,16 +415,16 @@ async def _b4(ep: _Endpoint, sizes: Sizes) -> Sample:
     )
 
 
-def workloads(backend: Backend) -> tuple[Workload, ...]:
+def workloads(backend: RemoteEndpoint) -> tuple[Workload, ...]:
     """B1-B4 comparing the in-memory broker with ``backend``."""
-    remote = backend.label
+    memory, remote, name = MemoryEndpoint(), backend.label, backend.spec.name
 
     def sides(body: _Body) -> tuple[Side, Side]:
-        return _side(MEMORY, _Memory, body), _side(remote, lambda: _Remote(backend), body)
+        return _side(memory, body), _side(backend, body)
 
-    def compare(key: str, name: str, unit: str) -> tuple[Compare]:
-        ratio = f"{backend.name}/memory" if unit == "us" else f"memory/{backend.name}"
-        return (Compare(key, name, MEMORY, remote, unit, ratio=ratio),)
+    def compare(key: str, title: str, unit: str) -> tuple[Compare]:
+        ratio = f"{name}/memory" if unit == "us" else f"memory/{name}"
+        return (Compare(key, title, MEMORY, remote, unit, ratio=ratio),)
 
     return (
         Workload(

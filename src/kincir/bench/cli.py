@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from kincir import _backends
 from kincir._argtypes import positive_float, positive_int
 from kincir.errors import KincirError
 
 from .backends import BackendUnavailable, load_backend, workloads
 from .report import PlotUnavailable, format_table, import_pyplot, plot_ratios, report_json
 from .runner import BY_KEY, BenchSettings, run_bench
-from .servers import BACKENDS
 from .suite import Workload
 
 __all__ = ["DESCRIPTION", "configure_parser", "run"]
@@ -102,7 +102,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=list(BACKENDS),
+        choices=[spec.name for spec in _backends.backends()],
         default=None,
         help="run the async workloads B1-B4 on the in-memory broker and on this backend, side "
         "by side, instead of the in-process benchmark",
@@ -112,7 +112,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="URL",
         help="the backend's server (default: "
-        + "; ".join(f"{s.name}: ${s.env} or {s.default_url}" for s in BACKENDS.values())
+        + "; ".join(f"{s.name}: ${s.url_env} or {s.default_url}" for s in _backends.backends())
         + ")",
     )
 

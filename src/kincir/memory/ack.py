@@ -46,9 +46,10 @@ from typing import Any
 import kincir_core
 from kincir_core import Message
 
+from .._ack import AckHandleBase, check_settings, dead_letter_copy
 from .._awaitable import DONE, Completed
 from ..errors import KincirError
-from .errors import AckError, InvalidConfig
+from .errors import AckError
 
 __all__ = ["AckHandle", "AckMixin", "check_settings"]
 
@@ -57,19 +58,10 @@ _log = logging.getLogger("kincir.memory.ack")
 _creating = threading.Lock()  # makes a cursor's state exactly once
 
 
-class AckHandle:
+class AckHandle(AckHandleBase):
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
 
-    __slots__ = (
-        "_message",
-        "_owner",
-        "_seq",
-        "_state",
-        "_token",
-        "delivery_count",
-        "timestamp",
-        "topic",
-    )
+    __slots__ = ("_seq", "_state", "_token")
 
     def __init__(
         self,
@@ -91,16 +83,6 @@ class AckHandle:
         self.timestamp = time.time()
         #: How many times the message has been delivered, this delivery included.
         self.delivery_count = delivery_count
-
-    @property
-    def message_id(self) -> str:
-        """The message's uuid."""
-        return self._message.uuid
-
-    @property
-    def is_retry(self) -> bool:
-        """True when this is a redelivery."""
-        return self.delivery_count > 1
 
     @property
     def sequence(self) -> int:
@@ -457,13 +439,7 @@ class _AckState:
             self.wake_drain()
 
     def _dead_letter(self, rec: _Record, reason: str) -> bool:
-        msg = rec.message
-        letter = (
-            msg.with_metadata("_dead_letter_reason", reason)
-            .with_metadata("_delivery_count", str(rec.deliveries))
-            .with_metadata("_original_topic", self.log.name)
-            .with_metadata("_original_sequence", str(rec.seq))
-        )
+        letter = dead_letter_copy(rec.message, reason, rec.deliveries, self.log.name, rec.seq)
         broker = self._broker()
         if broker is None:
             return False
@@ -496,33 +472,6 @@ def _state_of(cursor: Any, publisher: Any) -> _AckState:
             if state is None:
                 state = cursor.ack = _AckState(cursor, publisher)
     return state  # type: ignore[no-any-return]
-
-
-def check_settings(
-    ack_timeout: Any, max_deliveries: Any, dead_letter_topic: Any
-) -> tuple[float, int | None, str | None]:
-    if hasattr(ack_timeout, "total_seconds"):
-        ack_timeout = ack_timeout.total_seconds()
-    if type(ack_timeout) is bool or not isinstance(ack_timeout, (int, float)):
-        raise TypeError(
-            f"ack_timeout must be a number of seconds, not {type(ack_timeout).__name__}"
-        )
-    if not ack_timeout > 0 or ack_timeout == float("inf"):
-        raise InvalidConfig("ack_timeout", ack_timeout, "must be a finite number of seconds > 0")
-    if max_deliveries is not None:
-        if type(max_deliveries) is bool or not isinstance(max_deliveries, int):
-            raise TypeError(
-                f"max_deliveries must be int or None, not {type(max_deliveries).__name__}"
-            )
-        if max_deliveries < 1:
-            raise InvalidConfig(
-                "max_deliveries",
-                max_deliveries,
-                "must be >= 1 (it counts the first delivery), or None",
-            )
-    if dead_letter_topic is not None:
-        kincir_core.validate_topic_name(dead_letter_topic)
-    return float(ack_timeout), max_deliveries, dead_letter_topic
 
 
 # InMemoryAckSubscriber itself is built in broker.py (it extends InMemorySubscriber, whose

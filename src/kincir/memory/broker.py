@@ -21,9 +21,9 @@ from types import TracebackType
 import kincir_core
 from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, SubscriberCore
 
+from .._ack import check_settings as check_ack_settings
 from .._awaitable import DONE, Completed
 from .ack import AckMixin
-from .ack import check_settings as check_ack_settings
 from .config import OVERFLOW_POLICIES, InMemoryConfig, Overflow, check_overflow, check_queue_size
 from .errors import BrokerShutdown, NotSubscribed
 from .health import (

@@ -1,0 +1,51 @@
+"""What the backends on distributed engines (Redis, RabbitMQ, Kafka) share.
+
+A backend provides a broker (owns the connection), a publisher, a subscriber and an acknowledging
+subscriber with the in-memory broker's async API. The classes here keep everything that does not
+depend on the engine: argument checks, the message envelope (payload, metadata, uuid, enqueue
+time), the local receive buffer and its timeouts, ack handles and the dead-letter decision. A
+backend subclasses them and implements the ``_``-prefixed hooks.
+
+Modules, by role (as aio-pika splits its own):
+- ``envelope``: the wire envelope, a message as payload + string headers and back
+  (``encode_message``, ``decode_message``, ``to_messages``).
+- ``connection``: the connection lifecycle (``RemoteBroker``, ``resolve_broker``) and
+  ``guarded``, through which every call to a server goes (timeouts, error translation).
+- ``publisher``: ``RemotePublisher``.
+- ``subscriber``: ``RemoteSubscriber``, the fetch buffer shared by concurrent receives and the
+  reconnect loop; ``Delivered``, a fetched message.
+- ``ack``: ``RemoteAckHandle`` and ``RemoteAckSubscriber`` (in flight, deadlines, redelivery,
+  dead letters), on the ack rules every backend shares (``kincir._ack``).
+The backends themselves are described in one registry, ``kincir._backends``.
+
+Delivery rules shared by every backend (the conformance suite checks them):
+- ``receive(timeout)`` raises ``TimeoutError`` when nothing arrives in time and
+  ``BrokerShutdown`` once the broker is closed; a network failure raises ``ConnectionFailed``.
+- A handle's ``delivery_count`` counts deliveries of the message to the group (1 first); past
+  ``max_deliveries`` the message goes to ``dead_letter_topic`` with the metadata keys
+  ``_dead_letter_reason``, ``_delivery_count``, ``_original_topic``, ``_original_sequence``
+  (as the in-memory broker does), or is dropped.
+"""
+
+from .ack import RemoteAckHandle, RemoteAckSubscriber
+from .connection import RemoteBroker, guarded, resolve_broker
+from .envelope import ENQUEUED_KEY, UUID_KEY, decode_message, encode_message, to_messages
+from .publisher import RemotePublisher
+from .subscriber import POLL_SECONDS, Delivered, RemoteSubscriber
+
+__all__ = [
+    "ENQUEUED_KEY",
+    "POLL_SECONDS",
+    "UUID_KEY",
+    "Delivered",
+    "RemoteAckHandle",
+    "RemoteAckSubscriber",
+    "RemoteBroker",
+    "RemotePublisher",
+    "RemoteSubscriber",
+    "decode_message",
+    "encode_message",
+    "guarded",
+    "resolve_broker",
+    "to_messages",
+]

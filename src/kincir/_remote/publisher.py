@@ -1,0 +1,48 @@
+"""``RemotePublisher``: checks a batch and hands it to the broker's ``_publish``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic
+
+import kincir_core
+
+from .connection import B, RemoteBroker, guarded, resolve_broker
+from .envelope import to_messages
+
+__all__ = ["RemotePublisher"]
+
+
+class RemotePublisher(Generic[B]):
+    """Publishes batches to a backend's topics; built on a broker or on a URL (its own broker)."""
+
+    broker_type: ClassVar[type[RemoteBroker]]
+
+    def __init__(self, broker_or_url: B | str) -> None:
+        self.broker: B
+        self.broker, self._owns_broker = resolve_broker(self.broker_type, broker_or_url)  # type: ignore[arg-type]
+
+    async def publish(
+        self, topic: str, messages: Sequence[Any], timeout: float | None = None
+    ) -> None:
+        """Publish ``messages`` (Messages or bytes-like payloads) to ``topic``, in order."""
+        kincir_core.validate_topic_name(topic)
+        batch = to_messages(messages)
+        seconds = kincir_core.check_timeout(timeout)
+        broker = self.broker
+        await broker.connect()
+        if batch:
+            await guarded(broker, asyncio.wait_for(broker._publish(topic, batch), seconds))
+
+    def is_connected(self) -> bool:
+        """True while the broker is open."""
+        return not self.broker.is_shutdown()
+
+    async def close(self) -> None:
+        """Close the broker if this publisher built it from a URL."""
+        if self._owns_broker:
+            await self.broker.shutdown()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.broker!r})"

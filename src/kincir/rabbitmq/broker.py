@@ -1,0 +1,146 @@
+"""``RabbitMQBroker``: the robust connection, the exchanges, publishing (with confirms)
+and the administration."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kincir_core import Message
+
+from .._backends import RABBITMQ
+from .._remote import (
+    RemoteBroker,
+    encode_message,
+    guarded,
+)
+from ..errors import BackendError, ConnectionFailed, KincirError
+from ._client import aio_pika, aiormq
+
+__all__ = ["COUNT_HEADER", "RabbitMQBroker"]
+
+#: The header carrying the number of deliveries a message had before this copy was published.
+COUNT_HEADER = "kincir-delivery-count"
+
+
+class RabbitMQBroker(RemoteBroker):
+    """One robust AMQP connection; ``url`` as aio-pika takes it (``amqp://user:pw@host:5672/``).
+
+    Options: ``prefix`` (exchange and queue name prefix, default ``"kincir."``),
+    ``connect_timeout`` (seconds, default 5), ``reconnect_timeout`` (how long a receive keeps
+    retrying a lost connection, default 30; the robust connection also reconnects by itself),
+    ``operation_timeout`` (the longest one call to the server may take, default 30).
+    """
+
+    backend = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str = RABBITMQ.default_url,
+        *,
+        prefix: str = "kincir.",
+        connect_timeout: float = 5.0,
+        reconnect_timeout: float = 30.0,
+        operation_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(
+            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+        )
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        self.prefix = prefix
+        self.connect_timeout = float(connect_timeout)
+        self.connection: Any = None
+        self._channel: Any = None
+        self._exchanges: dict[str, Any] = {}
+
+    def exchange_name(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+    def group_queue(self, topic: str, group: str) -> str:
+        # the topic's length makes the name unambiguous: ("a.b", "c") and ("a", "b.c") differ
+        return f"{self.prefix}{len(topic)}:{topic}.{group}"
+
+    def translate(self, exc: Exception) -> KincirError:
+        if isinstance(
+            exc,
+            (
+                OSError,
+                ConnectionError,
+                aiormq.exceptions.AMQPConnectionError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ),
+        ):
+            return ConnectionFailed(self.backend, self.url, exc)
+        return BackendError(self.backend, exc)
+
+    async def _connect(self) -> None:
+        try:
+            self.connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
+        except aiormq.exceptions.AMQPConnectionError as exc:
+            raise ConnectionFailed(self.backend, self.url, exc) from exc
+        self._channel = await self.connection.channel(publisher_confirms=True)
+
+    async def _close(self) -> None:
+        self._exchanges.clear()
+        await self.connection.close()
+
+    async def _probe(self) -> None:
+        self.check_connected()
+
+    def check_connected(self) -> None:
+        """Raise at once while the robust connection is down (its calls would wait for the
+        reconnect instead)."""
+        if not self.connection.connected.is_set():
+            raise ConnectionError("the connection is lost; aio-pika is reconnecting")
+
+    async def exchange(self, topic: str) -> Any:
+        """The topic's exchange, declared (idempotently) on first use."""
+        exchange = self._exchanges.get(topic)
+        if exchange is None:
+            exchange = await self._channel.declare_exchange(
+                self.exchange_name(topic), aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            self._exchanges[topic] = exchange
+        return exchange
+
+    async def channel(self, prefetch: int) -> Any:
+        """A new channel (each subscriber has its own, for its own prefetch)."""
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def _publish(self, topic: str, messages: list[Message]) -> None:
+        self.check_connected()
+        exchange = await self.exchange(topic)
+        await asyncio.gather(*(exchange.publish(_amqp(m), routing_key="") for m in messages))
+
+    async def republish(self, queue: str, msg: Message, count: int) -> None:
+        """Put a copy of ``msg`` back on ``queue`` alone, after ``count`` deliveries."""
+        await self._channel.default_exchange.publish(_amqp(msg, count), routing_key=queue)
+
+    # -- administration -------------------------------------------------------------------
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the topic's exchange (its group queues stay until ``delete_group``)."""
+        await self.connect()
+        self._exchanges.pop(topic, None)
+        await guarded(self, self._channel.exchange_delete(self.exchange_name(topic)))
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Delete a group's durable queue and what it holds."""
+        await self.connect()
+        await guarded(self, self._channel.queue_delete(self.group_queue(topic, group)))
+
+
+def _amqp(msg: Message, count: int = 0) -> aio_pika.Message:
+    payload, headers = encode_message(msg)
+    wire: dict[str, Any] = dict(headers)
+    if count:
+        wire[COUNT_HEADER] = count
+    return aio_pika.Message(
+        payload,
+        headers=wire,
+        message_id=msg.uuid,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )

@@ -10,7 +10,7 @@
   ``sequence`` and what it needs to settle the delivery (``kincir.memory.AckHandle``,
   ``RemoteAckHandle``).
 
-Who uses it: ``kincir.memory`` (``memory/ack.py``, ``memory/broker.py``) and the remote layer
+Who uses it: ``kincir.memory`` (``memory/ack.py``, ``memory/in_flight.py``) and the remote layer
 (``_remote/ack.py``) on which ``kincir.redis``, ``kincir.rabbitmq`` and ``kincir.kafka`` build.
 """
 

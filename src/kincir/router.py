@@ -36,13 +36,8 @@ from typing import Any
 
 from kincir_core import Message, validate_topic_name
 
-from .memory.ack import AckHandle
-from .memory.broker import (
-    InMemoryAckSubscriber,
-    InMemoryBroker,
-    InMemoryPublisher,
-    InMemorySubscriber,
-)
+from .memory.ack import AckHandle, InMemoryAckSubscriber
+from .memory.broker import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 from .memory.errors import AckError, BrokerShutdown, NotSubscribed, QueueFull, TopicNotFound
 from .memory.patterns import compile_pattern, is_pattern
 

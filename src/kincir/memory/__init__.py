@@ -1,7 +1,7 @@
 """kincir's in-memory broker: everything runs inside this process."""
 
 from .ack import AckHandle as AckHandle
-from .broker import InMemoryAckSubscriber as InMemoryAckSubscriber
+from .ack import InMemoryAckSubscriber as InMemoryAckSubscriber
 from .broker import InMemoryBroker as InMemoryBroker
 from .broker import InMemoryPublisher as InMemoryPublisher
 from .broker import InMemorySubscriber as InMemorySubscriber

@@ -21,9 +21,7 @@ from types import TracebackType
 import kincir_core
 from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, SubscriberCore
 
-from .._ack import check_settings as check_ack_settings
 from .._awaitable import DONE, Completed
-from .ack import AckMixin
 from .config import OVERFLOW_POLICIES, InMemoryConfig, Overflow, check_overflow, check_queue_size
 from .errors import BrokerShutdown, NotSubscribed
 from .health import (
@@ -37,7 +35,7 @@ from .health import (
 )
 from .patterns import PatternRegistry, compile_pattern, is_pattern, join_quietly, matches
 
-__all__ = ["InMemoryAckSubscriber", "InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
+__all__ = ["InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
 _MODULE = "kincir.memory"
 _log = logging.getLogger("kincir.memory")
@@ -574,82 +572,5 @@ class InMemorySubscriber(SubscriberCore):
         return f"<InMemorySubscriber topics={self.subscribed_topics()!r}>"
 
 
-class InMemoryAckSubscriber(AckMixin, InMemorySubscriber):
-    """A subscriber that acknowledges: each message stays in flight (holding its slot) until
-    ``ack``; ``nack`` or a missed ack deadline redelivers it, up to ``max_deliveries`` (the
-    first delivery counts), then it goes to ``dead_letter_topic`` or is dropped.
-
-    ``receive_with_ack`` (and ``_sync``/``try_`` variants) hand out ``(Message, AckHandle)``;
-    the plain receive methods and iteration ack each message as they hand it out. With
-    ``group``, members share the group's messages and its redeliveries.
-    """
-
-    __slots__ = (
-        "_ack_owner",
-        "_ack_timeout",
-        "_cache",
-        "_dead_letter_topic",
-        "_finalizing",
-        "_max_deliveries",
-        "_publisher",
-        "_rotation",
-    )
-
-    def __init__(
-        self,
-        broker: InMemoryBroker,
-        group: str | None = None,
-        *,
-        ack_timeout: float = 30.0,
-        max_deliveries: int | None = 5,
-        dead_letter_topic: str | None = None,
-    ) -> None:
-        settings = check_ack_settings(ack_timeout, max_deliveries, dead_letter_topic)
-        SubscriberCore.__init__(self, broker, group, True)
-        self._ack_timeout, self._max_deliveries, self._dead_letter_topic = settings
-        if settings[2] is not None:  # its readers wait for dead letters while the broker drains
-            broker._letter_topics.add(settings[2])
-        self._publisher = InMemoryPublisher(broker)
-        self._rotation = -1
-        self._cache = (None, [])
-        self._ack_owner = object()
-        self._finalizing = False
-
-    @property
-    def ack_timeout(self) -> float:
-        """Seconds a delivery may stay unacked before it is redelivered."""
-        return self._ack_timeout
-
-    @property
-    def max_deliveries(self) -> int | None:
-        """Deliveries (the first included) before a message is dead-lettered; None: no bound."""
-        return self._max_deliveries
-
-    @property
-    def dead_letter_topic(self) -> str | None:
-        """Where messages past ``max_deliveries`` or rejected go; None: they are dropped."""
-        return self._dead_letter_topic
-
-    def _unsubscribe(self, topic: str | None) -> None:
-        # unsettled deliveries of the topics left go back for redelivery first
-        if (topic is None or type(topic) is str) and not self._finalizing:
-            self._release_deliveries(topic)
-        super()._unsubscribe(topic)
-
-    def _release_on_gc(self) -> None:
-        try:
-            self._finalizing = True
-            self._release_on_gc_ack()
-        except AttributeError:  # the constructor refused its arguments: nothing to release
-            return
-        super()._release_on_gc()
-
-    def __repr__(self) -> str:
-        return (
-            f"<InMemoryAckSubscriber topics={self.subscribed_topics()!r} "
-            f"group={self.group!r} in_flight={self.in_flight()}>"
-        )
-
-
-for _cls in (InMemoryBroker, InMemoryPublisher, InMemorySubscriber, InMemoryAckSubscriber):
+for _cls in (InMemoryBroker, InMemoryPublisher, InMemorySubscriber):
     _cls.__module__ = _MODULE

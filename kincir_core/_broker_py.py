@@ -464,5 +464,6 @@ class SubscriberKernel:
         return self._receive_blocking(limit, timeout)
 
 
-# A receive never awaited warns under the public class's name, as the compiled engine's does.
+# A receive never awaited warns as SubscriberCore.receive (the class above the kernel that
+# kincir.memory subclasses), as the compiled engine's does.
 SubscriberKernel.receive.__qualname__ = "SubscriberCore.receive"

@@ -3,7 +3,7 @@
 Metadata lives in pyproject.toml; this file only lists the extensions and reads the build switches:
   KINCIR_NO_EXTENSIONS=1  build a pure-Python package (the engine runs on its twin)
   KINCIR_DEBUG=1          compile with assertions and without optimisation
-  KINCIR_TRACE=1          compile with line tracing (coverage of .pyx lines)
+  KINCIR_TRACE=1          compile with line tracing (coverage of .pyx/.pxi lines)
 """
 
 import os

@@ -1,7 +1,8 @@
 """kincir's engine: a kernel, compiled or its pure-Python twin, and the layer above it.
 
 An implementation package: users import ``kincir``, never this. Only the kernel is written twice
-(``_broker.pyx`` and its twin ``_broker_py.py``; ``_message.pyx`` and ``_message_py.py``): the
+(``_broker.pyx`` with the ``.pxi`` files it includes, and its twin ``_broker_py.py`` with
+``_topic_log_py.py`` and ``_waiting_py.py``; ``_message.pyx`` and ``_message_py.py``): the
 ring, cursors, locks, waiters and the hot calls. Above it, written once in Python: the broker's
 topic table, groups, lifecycle and snapshots (``_topics.py``), a subscriber's subscriptions
 (``_subscriptions.py``), argument checks (``_validate.py``); and what both layers share: the

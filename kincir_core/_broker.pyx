@@ -1,11 +1,12 @@
 # cython: language_level=3, embedsignature=True, binding=False
 """The engine's kernel: topic logs, cursors, waiting, and the hot calls.
 
-Only this is written twice (the twin is _broker_py.py). The broker's topic management, groups,
-lifecycle and snapshots (_topics.py) and a subscriber's subscriptions (_subscriptions.py) are
-written once, in Python, above it: they subclass BrokerKernel and SubscriberKernel and call the
-TopicLog and Cursor methods below; the hot calls (publish*, try_receive*, receive*) never leave
-this module while the topic exists.
+Only this is written twice (the twin is _broker_py.py, with _topic_log_py.py and _waiting_py.py).
+The broker's topic management, groups, lifecycle and snapshots (_topics.py) and a subscriber's
+subscriptions (_subscriptions.py) are written once, in Python, above it: they subclass
+BrokerKernel and SubscriberKernel and call the TopicLog and Cursor methods of the .pxi files
+included at the end; the hot calls (publish*, try_receive*, receive*) never leave this module
+while the topic exists.
 
 A topic is a ring of message slots addressed by sequence number (slot = seq & mask), with a head
 (the next sequence to assign) and a tail (the oldest sequence still held). Every reader owns a
@@ -35,9 +36,9 @@ waiter list under the lock and wakes each waiter after unlocking: the thread-saf
 only when someone waits. A consumer group's members wait in line on its cursor, and only the
 first is on the topic's list: a publish wakes one member, which passes the wake on to the next
 when it stops waiting with messages still unread (one member woken per message, and none left
-waiting beside unread messages). Only waiting releases the GIL; the ``nogil`` helpers below are
-pure C (cursor and expiry scans) and run with the GIL held, since dropping it costs more than
-they do.
+waiting beside unread messages). Only waiting releases the GIL; the ``nogil`` helpers of
+_slots.pxi are pure C (cursor and expiry scans) and run with the GIL held, since dropping it costs
+more than they do.
 """
 
 cimport cython

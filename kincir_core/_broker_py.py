@@ -1,6 +1,8 @@
 """Pure-Python twin of ``_broker.pyx``, the engine's kernel: topic logs, cursors, waiting, and
 the hot calls. The broker and subscriber management above it is written once (``_topics.py``,
-``_subscriptions.py``) and runs on either kernel.
+``_subscriptions.py``) and runs on either kernel. This module holds ``BrokerKernel``,
+``PublisherCore`` and ``SubscriberKernel`` and exports the kernel's names; the cursors and topic
+logs are in ``_topic_log_py.py``, the clock and waiters in ``_waiting_py.py``.
 
 Same names, behaviour and errors as the compiled engine; read that file's header for the design.
 In short: a topic is a ring of message slots addressed by sequence number; every reader owns a
@@ -462,5 +464,6 @@ class SubscriberKernel:
         return self._receive_blocking(limit, timeout)
 
 
-# A receive never awaited warns under the public class's name, as the compiled engine's does.
+# A receive never awaited warns as SubscriberCore.receive (the class above the kernel that
+# kincir.memory subclasses), as the compiled engine's does.
 SubscriberKernel.receive.__qualname__ = "SubscriberCore.receive"

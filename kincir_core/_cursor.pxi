@@ -1,7 +1,7 @@
 # Cursors: one reader's position in a topic log.
 # Included by _broker.pyx (one module: its cdef classes and functions see each other).
 
-# -- cursors and topic logs -------------------------------------------------------------------
+# -- cursors ----------------------------------------------------------------------------------
 
 cdef class Cursor:
     """One reader's position in a topic log: the sequence number it reads next."""

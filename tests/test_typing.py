@@ -15,10 +15,10 @@ twin (``_broker_py``, ``_message_py``) and the ``.pyx`` source say. Three surfac
 - the stub, parsed with ``ast``;
 - the twin, imported (``inspect.signature`` of every function; classes' members from their
   ``__dict__``, plus the instance attributes their methods assign, found with ``ast``);
-- the engine's Python-visible surface, scanned from the ``.pyx``/``.pxd`` source (``def`` and
-  ``cpdef`` functions and methods, ``cdef class``es, ``cdef public``/``readonly`` attributes,
-  module-level Python assignments); ``cdef`` functions, methods and fields are C-level, invisible
-  to Python and to type checkers.
+- the engine's Python-visible surface, scanned from the ``.pyx``/``.pxd`` source with the
+  ``.pxi`` files it includes inlined (``def`` and ``cpdef`` functions and methods, ``cdef
+  class``es, ``cdef public``/``readonly`` attributes, module-level Python assignments);
+  ``cdef`` functions, methods and fields are C-level, invisible to Python and to type checkers.
 
 Names compared: public ones (no leading underscore), the protocol dunders below, and every
 name the stub declares (engine-internal methods that the public layer calls have underscores).

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_bench_cli import bench_ok, table_rows
 
 import kincir
 from kincir import _backends, bench
@@ -39,20 +40,8 @@ TINY = ["--quick", "--repeat", "1", "--scale", "0.1"]
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _table_rows(out: str) -> dict[str, str]:
-    """The table's data lines (after the header's rule, up to the first blank line), by id."""
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("--"))
-    rows: dict[str, str] = {}
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        rows[line.split()[0]] = line
-    return rows
-
-
 def _check_output(out: str, backend: str) -> None:
-    rows = _table_rows(out)
+    rows = table_rows(out)
     assert list(rows) == ROWS, out
     for row_id, line in rows.items():
         numbers = [float(m.group().replace(",", "").rstrip("kM ")) for m in NUMBER.finditer(line)]
@@ -115,9 +104,7 @@ async def _redis_keys(url: str, pattern: str) -> list[bytes]:
 def test_redis_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = _redis_url()
     path = tmp_path / "backends.json"
-    code = main(["bench", "--backend", "redis", "--url", url, *TINY, "--json", str(path)])
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
+    out, err = bench_ok(capsys, "--backend", "redis", "--url", url, *TINY, "--json", str(path))
     _check_output(out, "redis")
     assert "B3 ack group of 2 members: repetition 1/1, kincir redis" in err  # progress
     data = _check_json(path, "redis")
@@ -280,9 +267,7 @@ def test_a_backend_found_by_name_runs_and_is_cleaned_up(
     monkeypatch.setattr(__name__ + ".LOG", _Log())
     monkeypatch.setenv("KINCIR_KAFKA_URL", "kafka.test:9092")
     path = tmp_path / "kafka.json"
-    code = main(["bench", "--backend", "kafka", *TINY, "--repeat", "2", "--json", str(path)])
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
+    out, _ = bench_ok(capsys, "--backend", "kafka", *TINY, "--repeat", "2", "--json", str(path))
     _check_output(out, "kafka")
     assert "\nkincir kafka: kafka.test:9092\n" in out
     assert "\nratio: memory/kafka for throughput, kafka/memory for latency (B4)" in out

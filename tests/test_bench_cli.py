@@ -42,12 +42,22 @@ ROWS = {
 # rows measured side by side without a goal of the project's
 GOALLESS = {"G", "G/ack", "R", "R/4"}
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
+#: One repetition of the ``--quick`` sizes times 0.01.
+TINY = ["--quick", "--repeat", "1", "--scale", "0.01"]
 
 
-def _table_rows(out: str) -> dict[str, str]:
+def bench_ok(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
+    """Run ``kincir bench ARGS``, check that it succeeded; its stdout and stderr."""
+    code = main(["bench", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    return out, err
+
+
+def table_rows(out: str) -> dict[str, str]:
     """The table's data lines (after the header's rule, up to the first blank line), by id."""
     lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("----"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("--"))
     rows: dict[str, str] = {}
     for line in lines[start + 1 :]:
         if not line.strip():
@@ -85,23 +95,8 @@ def test_quick_run_prints_and_writes_the_selected_workloads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "bench.json"
-    code = main(
-        [
-            "bench",
-            "--quick",
-            "--repeat",
-            "1",
-            "--only",
-            "W1,W2,H",
-            "--scale",
-            "0.01",
-            "--json",
-            str(path),
-        ]
-    )
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
-    rows = _table_rows(out)
+    out, err = bench_ok(capsys, *TINY, "--only", "W1,W2,H", "--json", str(path))
+    rows = table_rows(out)
     assert sorted(rows) == sorted(ROWS["W1"] + ROWS["W2"] + ROWS["H"])
     for row_id, line in rows.items():
         assert NUMBER.search(line), f"{row_id} has no number: {line}"
@@ -115,10 +110,8 @@ def test_quick_run_prints_and_writes_the_selected_workloads(
 
 def test_every_workload_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bench.json"
-    code = main(["bench", "--quick", "--repeat", "2", "--scale", "0.002", "--json", str(path)])
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
-    assert sorted(_table_rows(out)) == sorted(r for rows in ROWS.values() for r in rows)
+    out, _ = bench_ok(capsys, "--quick", "--repeat", "2", "--scale", "0.002", "--json", str(path))
+    assert sorted(table_rows(out)) == sorted(r for rows in ROWS.values() for r in rows)
     data = _check_json(path, list(ROWS), repeat=2)
     # one goal per row, except the rows the project set no goal for
     assert data["goals_total"] == sum(len(rows) for rows in ROWS.values()) - len(GOALLESS)
@@ -167,22 +160,7 @@ def test_janus_is_an_extra_column_when_installed(
     fake.__version__ = "0-fake"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "janus", fake)
     path = tmp_path / "bench.json"
-    code = main(
-        [
-            "bench",
-            "--quick",
-            "--repeat",
-            "1",
-            "--only",
-            "W3,W7",
-            "--scale",
-            "0.01",
-            "--json",
-            str(path),
-        ]
-    )
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
+    out, _ = bench_ok(capsys, *TINY, "--only", "W3,W7", "--json", str(path))
     assert "vs janus" in out
     data = _check_json(path, ["W3", "W7"], repeat=1)
     assert data["machine"]["janus_version"] == "0-fake"
@@ -219,22 +197,7 @@ def test_plot_draws_with_matplotlib(
     monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", pyplot)
     target = tmp_path / "ratios.png"
-    code = main(
-        [
-            "bench",
-            "--quick",
-            "--repeat",
-            "1",
-            "--only",
-            "W1,H",
-            "--scale",
-            "0.01",
-            "--plot",
-            str(target),
-        ]
-    )
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
+    bench_ok(capsys, *TINY, "--only", "W1,H", "--plot", str(target))
     assert target.read_bytes().startswith(b"\x89PNG")
     ratios = axes.barh.call_args.args[1]
     assert len(ratios) == 3 and all(r > 0 for r in ratios)  # W1, H/health, H/stats

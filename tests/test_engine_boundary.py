@@ -14,10 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-import kincir
-import kincir.memory
-import kincir_core
+from test_typing import package_roots
 
 CONTRACT = """\
 from __future__ import annotations
@@ -88,15 +85,6 @@ def errors() -> None:
 """
 
 
-def _roots() -> list[Path]:
-    roots: list[Path] = []
-    for module in (kincir, kincir_core):
-        root = Path(module.__file__).resolve().parent.parent  # type: ignore[arg-type]
-        if root not in roots:
-            roots.append(root)
-    return roots
-
-
 def test_mypy_strict_checks_the_boundary_end_to_end(tmp_path: Path) -> None:
     api = pytest.importorskip(
         "mypy.api", reason="mypy is not installed (it is in the test extra: pip install '.[test]')"
@@ -116,6 +104,6 @@ def test_mypy_strict_checks_the_boundary_end_to_end(tmp_path: Path) -> None:
         str(contract),  # its imports bring in kincir.memory and kincir_core: checked too
     ]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MYPYPATH", os.pathsep.join(str(p) for p in _roots()))
+        mp.setenv("MYPYPATH", os.pathsep.join(str(p) for p in package_roots()))
         stdout, stderr, status = api.run(args)
     assert status == 0 and not stderr, f"mypy (exit {status}):\n{stderr}\n{stdout}"

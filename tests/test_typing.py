@@ -98,7 +98,7 @@ def _site_dirs() -> set[Path]:
     return {Path(d).resolve() for d in dirs if d}
 
 
-def _package_roots() -> list[Path]:
+def package_roots() -> list[Path]:
     """The sys.path entries this test imported kincir and kincir_core from."""
     roots: list[Path] = []
     for module in (kincir, kincir_core):
@@ -112,7 +112,7 @@ def _mypy_path() -> list[Path]:
     """Where mypy must look for kincir: nowhere extra for an installed package (mypy finds
     packages with a py.typed in the interpreter's site-packages), the roots otherwise."""
     site_dirs = _site_dirs()
-    return [root for root in _package_roots() if root not in site_dirs]
+    return [root for root in package_roots() if root not in site_dirs]
 
 
 _DIAGNOSTIC = re.compile(
@@ -236,7 +236,7 @@ def test_pass_example_runs(k: types.SimpleNamespace, path: Path, tmp_path: Path)
     env.pop("KINCIR_NO_EXTENSIONS", None)
     if k.impl == "python":
         env["KINCIR_NO_EXTENSIONS"] = "1"
-    roots = [str(root) for root in _package_roots()]
+    roots = [str(root) for root in package_roots()]
     env["PYTHONPATH"] = os.pathsep.join([*roots, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     result = subprocess.run(
         [sys.executable, "-c", _RUNNER, str(path), k.impl, os.path.realpath(kincir.__file__)],

@@ -47,5 +47,13 @@ __all__ = [
     "encode_message",
     "guarded",
     "resolve_broker",
+    "set_public_module",
     "to_messages",
 ]
+
+
+def set_public_module(module: str, *classes: type) -> None:
+    """Give each of a backend's ``classes`` the ``__module__`` ``module`` (its package): where
+    they are documented and imported from."""
+    for cls in classes:
+        cls.__module__ = module

@@ -22,7 +22,7 @@ A batch is published record by record (not a Kafka transaction): a connection lo
 may leave a prefix published.
 """
 
-from .._remote import RemoteAckHandle
+from .._remote import RemoteAckHandle, set_public_module
 from .ack import KafkaAckSubscriber
 from .broker import COUNT_HEADER as COUNT_HEADER
 from .broker import SEQUENCE_HEADER as SEQUENCE_HEADER
@@ -40,6 +40,4 @@ __all__ = [
 
 AckHandle = RemoteAckHandle
 
-for _cls in (KafkaAckSubscriber, KafkaBroker, KafkaPublisher, KafkaSubscriber):
-    _cls.__module__ = __name__  # where they are documented and imported from
-del _cls
+set_public_module(__name__, KafkaAckSubscriber, KafkaBroker, KafkaPublisher, KafkaSubscriber)

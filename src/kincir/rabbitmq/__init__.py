@@ -22,7 +22,7 @@ The connection is aio-pika's robust connection: after a server restart it reconn
 restores exchanges, queues, bindings and consumers by itself.
 """
 
-from .._remote import RemoteAckHandle
+from .._remote import RemoteAckHandle, set_public_module
 from .ack import RabbitMQAckSubscriber
 from .broker import COUNT_HEADER as COUNT_HEADER
 from .broker import RabbitMQBroker
@@ -38,6 +38,6 @@ __all__ = [
 
 AckHandle = RemoteAckHandle
 
-for _cls in (RabbitMQAckSubscriber, RabbitMQBroker, RabbitMQPublisher, RabbitMQSubscriber):
-    _cls.__module__ = __name__  # where they are documented and imported from
-del _cls
+set_public_module(
+    __name__, RabbitMQAckSubscriber, RabbitMQBroker, RabbitMQPublisher, RabbitMQSubscriber
+)

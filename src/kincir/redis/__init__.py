@@ -17,7 +17,7 @@ approximately (``XADD MAXLEN ~``): a reader that falls behind loses the oldest m
   private group, destroyed when it closes.
 """
 
-from .._remote import RemoteAckHandle
+from .._remote import RemoteAckHandle, set_public_module
 from .ack import RedisAckSubscriber
 from .broker import RedisBroker
 from .publisher import RedisPublisher
@@ -32,6 +32,4 @@ __all__ = [
 
 AckHandle = RemoteAckHandle
 
-for _cls in (RedisAckSubscriber, RedisBroker, RedisPublisher, RedisSubscriber):
-    _cls.__module__ = __name__  # where they are documented and imported from
-del _cls
+set_public_module(__name__, RedisAckSubscriber, RedisBroker, RedisPublisher, RedisSubscriber)

@@ -10,16 +10,7 @@ from kincir import Router
 from kincir.memory import InMemoryPublisher
 
 from ..drive import call_times, publish_messages, put_payloads, thread_pair
-from ..harness import (
-    STUCK_AFTER,
-    TOPIC,
-    Sample,
-    Sizes,
-    check,
-    fast_broker,
-    subscriber,
-    throughput,
-)
+from ..harness import STUCK_AFTER, TOPIC, Sample, Sizes, check, fast_broker, subscriber, throughput
 
 
 def kincir_router(workers: int) -> Callable[[Sizes], Sample]:

@@ -5,26 +5,14 @@ from __future__ import annotations
 import queue
 
 from kincir import Message
-from kincir.memory import InMemoryPublisher
 
-from ..harness import (
-    PAYLOAD,
-    TOPIC,
-    Sample,
-    Sizes,
-    check,
-    clock,
-    fast_broker,
-    subscriber,
-    throughput,
-)
+from ..harness import PAYLOAD, TOPIC, Sample, Sizes, check, clock, fast_setup, throughput
 
 
 def kincir_messages(sizes: Sizes) -> Sample:
     n = sizes.w1_messages
-    broker = fast_broker()
-    sub = subscriber(broker, TOPIC)
-    publish = InMemoryPublisher(broker).publish_nowait
+    broker, (sub,), pub = fast_setup()
+    publish = pub.publish_nowait
     receive = sub.try_receive
     payload = PAYLOAD
     msg = None

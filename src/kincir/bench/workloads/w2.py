@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from kincir.memory import InMemoryPublisher
-
-from ..harness import (
-    BATCH,
-    PAYLOAD,
-    TOPIC,
-    Sample,
-    Sizes,
-    check,
-    clock,
-    fast_broker,
-    subscriber,
-    throughput,
-)
+from ..harness import BATCH, PAYLOAD, TOPIC, Sample, Sizes, check, clock, fast_setup, throughput
 from .w1 import simple_queue as w1_simple_queue
 
 
 def kincir_batches(sizes: Sizes, backlog: bool = False) -> Sample:
     n = sizes.w2_messages
     batches = n // BATCH
-    broker = fast_broker()
-    sub = subscriber(broker, TOPIC)
-    publish = InMemoryPublisher(broker).publish_nowait
+    broker, (sub,), pub = fast_setup()
+    publish = pub.publish_nowait
     take = sub.try_receive_batch
     batch = [PAYLOAD] * BATCH
     got = 0

@@ -8,26 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kincir.memory import InMemoryPublisher
-
 from ..drive import call_times, close_janus, load_janus, publish_messages, put_payloads, thread_pair
-from ..harness import (
-    STUCK_AFTER,
-    TOPIC,
-    Sample,
-    Sizes,
-    check,
-    fast_broker,
-    subscriber,
-    throughput,
-)
+from ..harness import STUCK_AFTER, Sample, Sizes, check, fast_setup, throughput
 
 
 def kincir_messages(sizes: Sizes) -> Sample:
     n = sizes.w3_messages
-    broker = fast_broker()
-    sub = subscriber(broker, TOPIC)
-    pub = InMemoryPublisher(broker)
+    broker, (sub,), pub = fast_setup()
 
     def produce() -> None:
         publish_messages(pub.publish_nowait, n)

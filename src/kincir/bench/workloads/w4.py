@@ -6,20 +6,8 @@ import queue
 from collections.abc import Callable
 
 from kincir import Message
-from kincir.memory import InMemoryPublisher
 
-from ..harness import (
-    PAYLOAD,
-    TOPIC,
-    Sample,
-    Sizes,
-    check,
-    clock,
-    cost,
-    fast_broker,
-    subscriber,
-    throughput,
-)
+from ..harness import PAYLOAD, TOPIC, Sample, Sizes, check, clock, cost, fast_setup, throughput
 
 #: Subscribers in W4's fan-out throughput, and the two counts its publish-cost rows compare.
 FANOUT = 8
@@ -30,9 +18,8 @@ DRAIN_BATCH = 1000
 
 def kincir_fanout(sizes: Sizes) -> Sample:
     n = sizes.w4_messages
-    broker = fast_broker()
-    subs = [subscriber(broker, TOPIC) for _ in range(FANOUT)]
-    publish = InMemoryPublisher(broker).publish_nowait
+    broker, subs, pub = fast_setup(TOPIC, FANOUT)
+    publish = pub.publish_nowait
     payload = PAYLOAD
     counts = []
     started = clock()
@@ -77,9 +64,8 @@ def simple_queues(sizes: Sizes) -> Sample:
 def publish_cost(subscribers: int) -> Callable[[Sizes], Sample]:
     def run(sizes: Sizes) -> Sample:
         n = sizes.w4_publishes
-        broker = fast_broker()
-        subs = [subscriber(broker, TOPIC) for _ in range(subscribers)]
-        publish = InMemoryPublisher(broker).publish_nowait
+        broker, subs, pub = fast_setup(TOPIC, subscribers)
+        publish = pub.publish_nowait
         payload = PAYLOAD
         started = clock()
         for _ in range(n):

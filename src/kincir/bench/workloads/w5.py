@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from kincir import Message
-from kincir.memory import InMemoryPublisher
 
 from ..drive import together
-from ..harness import PAYLOAD, TOPIC, Sample, Sizes, clock, fast_broker, subscriber, throughput
+from ..harness import PAYLOAD, TOPIC, Sample, Sizes, clock, fast_setup, throughput
 
 
 def kincir_messages(sizes: Sizes) -> Sample:
     n = sizes.w5_messages
 
     async def main() -> int:
-        broker = fast_broker()
-        sub = subscriber(broker, TOPIC)
-        pub = InMemoryPublisher(broker)
+        broker, (sub,), pub = fast_setup()
 
         async def consume() -> int:
             receive = sub.receive

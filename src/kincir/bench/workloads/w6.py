@@ -6,19 +6,26 @@ import asyncio
 import queue
 
 from kincir import Message
-from kincir.memory import InMemoryPublisher
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 
 from ..drive import ping_pong_tasks, ping_pong_threads, together
 from ..harness import PAYLOAD, PING, PONG, Sample, Sizes, clock, fast_broker, latency, subscriber
 
 
-def kincir_threads(sizes: Sizes) -> Sample:
-    trips = sizes.w6_thread_trips
+def _ping_pong_broker() -> tuple[
+    InMemoryBroker, InMemorySubscriber, InMemorySubscriber, InMemoryPublisher, InMemoryPublisher
+]:
+    """A ``fast_broker()``, its subscribers of PING and of PONG, and two publishers (made in
+    that order): what both kincir sides of W6 set up before their round trips."""
     broker = fast_broker()
     ping_sub = subscriber(broker, PING)
     pong_sub = subscriber(broker, PONG)
-    ping_pub = InMemoryPublisher(broker)
-    pong_pub = InMemoryPublisher(broker)
+    return broker, ping_sub, pong_sub, InMemoryPublisher(broker), InMemoryPublisher(broker)
+
+
+def kincir_threads(sizes: Sizes) -> Sample:
+    trips = sizes.w6_thread_trips
+    broker, ping_sub, pong_sub, ping_pub, pong_pub = _ping_pong_broker()
 
     def pong() -> None:
         receive = ping_sub.receive_sync
@@ -77,12 +84,7 @@ def kincir_tasks(sizes: Sizes) -> Sample:
     trips = sizes.w6_async_trips
 
     async def main() -> list[int]:
-        broker = fast_broker()
-        ping_sub = subscriber(broker, PING)
-        pong_sub = subscriber(broker, PONG)
-        ping_pub = InMemoryPublisher(broker)
-        pong_pub = InMemoryPublisher(broker)
-
+        broker, ping_sub, pong_sub, ping_pub, pong_pub = _ping_pong_broker()
         times = await ping_pong_tasks(trips, ping_sub, pong_sub, ping_pub, pong_pub, PING, PONG)
         broker.force_shutdown()
         return times

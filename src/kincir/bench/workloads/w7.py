@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from kincir.memory import InMemoryPublisher
-
-from ..drive import (
-    close_janus,
-    load_janus,
-    publish_messages,
-    put_payloads,
-    thread_to_loop,
-)
-from ..harness import PAYLOAD, TOPIC, Sample, Sizes, clock, fast_broker, subscriber, throughput
+from ..drive import close_janus, load_janus, publish_messages, put_payloads, thread_to_loop
+from ..harness import PAYLOAD, Sample, Sizes, clock, fast_setup, throughput
 
 
 def kincir_messages(sizes: Sizes) -> Sample:
     n = sizes.w7_messages
 
     async def main() -> int:
-        broker = fast_broker()
-        sub = subscriber(broker, TOPIC)
-        pub = InMemoryPublisher(broker)
+        broker, (sub,), pub = fast_setup()
 
         def produce() -> None:
             publish_messages(pub.publish_nowait, n)

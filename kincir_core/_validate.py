@@ -88,11 +88,6 @@ def _check_int(value: Any, name: str, low: int) -> int:
     return min(int(value), 1 << 62)
 
 
-def check_count(value: Any, name: str) -> int:
-    """Validate a positive count argument."""
-    return _check_int(value, name, 1)
-
-
 def check_batch_size(value: Any, name: str) -> int:
     """Validate a batch receive's size (>= 0; 0 asks for an empty batch)."""
     return _check_int(value, name, 0)

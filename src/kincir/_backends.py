@@ -16,7 +16,8 @@ import dataclasses
 import importlib
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class BackendSpec:
     default_port: int
     #: The variable that moves ``.ci/servers``'s server off ``default_port``.
     port_env: str
+    #: The backend's classes, taken from its imported module.
+    _classes: Callable[[ModuleType], BackendClasses] = dataclasses.field(repr=False, compare=False)
 
     @property
     def module(self) -> str:
@@ -87,11 +90,28 @@ class BackendSpec:
     def load(self) -> BackendClasses:
         """Import the backend (ImportError without its client library) and return its classes
         (AttributeError, its ``name`` the class, if the module lacks one)."""
-        module = importlib.import_module(self.module)
-        return BackendClasses._make(
-            getattr(module, f"{self.title}{role}")
-            for role in ("Broker", "Publisher", "Subscriber", "AckSubscriber")
-        )
+        return self._classes(importlib.import_module(self.module))
+
+
+def _redis(module: ModuleType) -> BackendClasses:
+    return BackendClasses(
+        module.RedisBroker, module.RedisPublisher, module.RedisSubscriber, module.RedisAckSubscriber
+    )
+
+
+def _rabbitmq(module: ModuleType) -> BackendClasses:
+    return BackendClasses(
+        module.RabbitMQBroker,
+        module.RabbitMQPublisher,
+        module.RabbitMQSubscriber,
+        module.RabbitMQAckSubscriber,
+    )
+
+
+def _kafka(module: ModuleType) -> BackendClasses:
+    return BackendClasses(
+        module.KafkaBroker, module.KafkaPublisher, module.KafkaSubscriber, module.KafkaAckSubscriber
+    )
 
 
 REDIS = BackendSpec(
@@ -102,6 +122,7 @@ REDIS = BackendSpec(
     default_url="redis://127.0.0.1:6379/0",
     default_port=6379,
     port_env="KINCIR_REDIS_PORT",
+    _classes=_redis,
 )
 RABBITMQ = BackendSpec(
     name="rabbitmq",
@@ -111,6 +132,7 @@ RABBITMQ = BackendSpec(
     default_url="amqp://guest:guest@127.0.0.1:5672/",
     default_port=5672,
     port_env="KINCIR_AMQP_PORT",
+    _classes=_rabbitmq,
 )
 KAFKA = BackendSpec(
     name="kafka",
@@ -120,6 +142,7 @@ KAFKA = BackendSpec(
     default_url="127.0.0.1:9092",
     default_port=9092,
     port_env="KINCIR_KAFKA_PORT",
+    _classes=_kafka,
 )
 
 _ALL = {spec.name: spec for spec in (REDIS, RABBITMQ, KAFKA)}

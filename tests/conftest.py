@@ -74,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--stress",
         action="store_true",
         default=False,
-        help="run tests/test_stress.py at full size (1M messages per scenario)",
+        help="run tests/test_stress_scenarios.py at full size (1M messages per scenario)",
     )
 
 

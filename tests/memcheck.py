@@ -20,7 +20,7 @@ interpreter's own (it does not free everything at exit) and are only counted.
 
 What memcheck cannot see: a leaked *reference* to an object the engine did not allocate (a
 user's payload kept alive by a missing decref) has a stack without kincir_core; the refcount
-tests in test_leaks.py cover that.
+tests in test_leaks_refcounts.py cover that.
 
 valgrind runs the real interpreter binary: a pyenv shim or other wrapper script is resolved to
 the ELF file behind it (``sys.executable``, its realpath, then ``sys._base_executable``).

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_typing import package_roots
+from test_typing import mypy_path
 
 CONTRACT = """\
 from __future__ import annotations
@@ -104,6 +104,6 @@ def test_mypy_strict_checks_the_boundary_end_to_end(tmp_path: Path) -> None:
         str(contract),  # its imports bring in kincir.memory and kincir_core: checked too
     ]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MYPYPATH", os.pathsep.join(str(p) for p in package_roots()))
+        mp.setenv("MYPYPATH", os.pathsep.join(str(p) for p in mypy_path()))
         stdout, stderr, status = api.run(args)
     assert status == 0 and not stderr, f"mypy (exit {status}):\n{stderr}\n{stdout}"

@@ -108,7 +108,7 @@ def package_roots() -> list[Path]:
     return roots
 
 
-def _mypy_path() -> list[Path]:
+def mypy_path() -> list[Path]:
     """Where mypy must look for kincir: nowhere extra for an installed package (mypy finds
     packages with a py.typed in the interpreter's site-packages), the roots otherwise."""
     site_dirs = _site_dirs()
@@ -152,7 +152,7 @@ def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, list[Dia
         *(str(path) for path in PASS_FILES + FAIL_FILES),
     ]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MYPYPATH", os.pathsep.join(str(p) for p in _mypy_path()))
+        mp.setenv("MYPYPATH", os.pathsep.join(str(p) for p in mypy_path()))
         stdout, stderr, status = api.run(args)
     if status not in (0, 1) or stderr:
         pytest.fail(f"mypy did not run (exit {status}):\n{stderr}\n{stdout}", pytrace=False)

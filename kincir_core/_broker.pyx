@@ -54,7 +54,7 @@ from cpython.pythread cimport (
     PyThread_release_lock,
     PyThread_type_lock,
 )
-from cpython.bytes cimport PyBytes_Check, PyBytes_CheckExact
+from cpython.bytes cimport PyBytes_Check
 from cpython.exc cimport PyErr_Clear
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_TimeRaw
@@ -87,6 +87,9 @@ cdef extern from "Python.h":
     int PyList_Append(object lst, object item)
     Py_ssize_t PyList_GET_SIZE(object lst)
     int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject* items)
+    # on the pointer itself: a cast to object would add the temporary reference it counts
+    Py_ssize_t _refcount "Py_REFCNT" (PyObject* obj)
+    bint _is_exact_bytes "PyBytes_CheckExact" (PyObject* obj)
 
 cdef extern from "_debug.h":
     bint KINCIR_DEBUG_BUILD

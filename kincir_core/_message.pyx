@@ -25,6 +25,8 @@ from types import GenericAlias, MappingProxyType
 
 cdef extern from "Python.h":
     object PyDictProxy_New(object mapping)
+    bint PyByteArray_Check(object obj)
+    bint PyMemoryView_Check(object obj)
     void PyType_Modified(PyTypeObject* tp)
 
 cdef dict _EMPTY = {}
@@ -119,7 +121,7 @@ cdef object to_payload(object value):
     for that must not see its later writes reach subscribers."""
     if PyBytes_CheckExact(value):
         return value
-    if isinstance(value, (bytearray, memoryview)):
+    if PyByteArray_Check(value) or PyMemoryView_Check(value):
         return bytes(value)
     return value
 

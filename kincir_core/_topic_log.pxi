@@ -16,6 +16,19 @@ cdef void _bury(TopicLog log) noexcept:
         PyErr_Clear()
 
 
+cdef inline bint _last_holder(Slot* slot) noexcept:
+    """Whether clearing ``slot`` may free an object payload (bytes free no Python code): the
+    slot holds the payload once, and once more through its delivered copy when nobody else
+    holds that copy. Usually a reader or the publisher still holds the payload, and the slot
+    is cleared at once; otherwise the payload goes to the log's graves."""
+    cdef Py_ssize_t held = 1
+    if _is_exact_bytes(slot.payload):
+        return False
+    if slot.message != NULL and _refcount(slot.message) == 1:
+        held += 1
+    return _refcount(slot.payload) <= held
+
+
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
@@ -71,8 +84,7 @@ cdef class TopicLog:
         for seq in range(self.tail, new_tail):
             slot = &self.ring[seq & self.mask]
             freed += _payload_size(slot.payload)
-            if not PyBytes_CheckExact(<object>slot.payload) and PyList_Append(
-                    self.graves, <object>slot.payload) < 0:
+            if _last_holder(slot) and PyList_Append(self.graves, <object>slot.payload) < 0:
                 PyErr_Clear()  # no room for the grave: drop it here, as before objects
             _clear_slot(slot)
         self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD

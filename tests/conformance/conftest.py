@@ -12,6 +12,12 @@ running them.
 A rule a backend cannot keep is listed in its adapter's ``lacks`` with the reason; a test of that
 rule calls ``backend.requires("rule")``, which skips with the reason (the README's backend table
 says the same).
+
+Codecs: ``backend.play(body, codec=c)`` builds the scene's broker with ``codec=c`` (its publisher
+and subscribers inherit it); ``backend.publisher(broker, codec=...)`` and the subscribers take
+their own. A backend without codecs (memory, which moves payloads by reference) lacks
+``"codecs"``; an in-memory backend with wire fidelity is one more entry of ``BACKENDS`` whose
+``broker(codec)`` builds ``InMemoryBroker(InMemoryConfig(codec=codec))``.
 """
 
 from __future__ import annotations
@@ -59,11 +65,18 @@ class Backend(abc.ABC):
 
         return asyncio.run(main())
 
-    def play(self, body: Callable[[Scene], Coroutine[Any, Any, T]], timeout: float = 60.0) -> T:
-        """``run`` a test body on a fresh ``Scene``: a broker, a new topic and a publisher."""
+    def play(
+        self,
+        body: Callable[[Scene], Coroutine[Any, Any, T]],
+        timeout: float = 60.0,
+        *,
+        codec: Any = None,
+    ) -> T:
+        """``run`` a test body on a fresh ``Scene``: a broker (with ``codec``, if given), a new
+        topic and a publisher."""
 
         async def main() -> T:
-            broker = await self.broker()
+            broker = await self.broker(codec)
             return await body(Scene(self, broker, self.topic(), self.publisher(broker)))
 
         return self.run(main(), timeout)  # type: ignore[no-any-return]
@@ -76,10 +89,11 @@ class Backend(abc.ABC):
         return f"conf-{uuid.uuid4().hex[:12]}"
 
     @abc.abstractmethod
-    async def broker(self) -> Any: ...
+    async def broker(self, codec: Any = None) -> Any:
+        """A new broker; with ``codec`` as its codec unless None."""
 
     @abc.abstractmethod
-    def publisher(self, broker: Any) -> Any: ...
+    def publisher(self, broker: Any, **options: Any) -> Any: ...
 
     @abc.abstractmethod
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
@@ -109,14 +123,18 @@ class Backend(abc.ABC):
 class MemoryBackend(Backend):
     name = "memory"
     redelivery_wait = 2.0
+    lacks = {  # noqa: RUF012
+        "codecs": "in memory payloads move by reference, never encoded",
+    }
 
-    async def broker(self) -> Any:
+    async def broker(self, codec: Any = None) -> Any:
+        assert codec is None, "the plain in-memory broker has no codec"
         broker = kincir.memory.InMemoryBroker(kincir.memory.InMemoryConfig())
         self.brokers.append(broker)
         return broker
 
-    def publisher(self, broker: Any) -> Any:
-        return kincir.memory.InMemoryPublisher(broker)
+    def publisher(self, broker: Any, **options: Any) -> Any:
+        return kincir.memory.InMemoryPublisher(broker, **options)
 
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
         options.pop("prefetch", None)  # the in-memory reader takes from the log itself
@@ -143,8 +161,11 @@ class RemoteBackend(Backend):
     def broker_options(self) -> dict[str, Any]:
         return {}
 
-    async def broker(self) -> Any:
-        broker = self.classes.broker(self.url, **self.broker_options())
+    async def broker(self, codec: Any = None) -> Any:
+        options = self.broker_options()
+        if codec is not None:
+            options["codec"] = codec
+        broker = self.classes.broker(self.url, **options)
         self.brokers.append(broker)
         await broker.connect()
         return broker
@@ -153,8 +174,8 @@ class RemoteBackend(Backend):
         self.closers.append(obj.close)
         return obj
 
-    def publisher(self, broker: Any) -> Any:
-        return self.classes.publisher(broker)
+    def publisher(self, broker: Any, **options: Any) -> Any:
+        return self.classes.publisher(broker, **options)
 
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
         return self._track(self.classes.subscriber(broker, group, **options))

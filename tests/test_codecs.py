@@ -375,3 +375,13 @@ def test_opening_with_another_codec_is_a_decode_error_carrying_the_raw_message()
     assert CONTENT_TYPE_KEY not in error.message.metadata
     assert error.message.topic == "t" and error.message.sequence == 2
     assert (error.content_type, error.expected) == ("application/msgpack", "application/json")
+
+
+def test_a_codec_is_checked_where_it_is_given() -> None:
+    from kincir._remote import check_codec
+
+    assert isinstance(check_codec(JsonCodec()), JsonCodec)
+    with pytest.raises(TypeError, match=r"codec=JsonCodec\(\)"):
+        check_codec(JsonCodec)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="content_type and encode/decode"):
+        check_codec(object())  # type: ignore[arg-type]

@@ -179,6 +179,8 @@ def test_another_content_type_is_a_decode_error_and_the_subscription_goes_on(
         error = info.value
         assert error.content_type == other().content_type
         assert error.expected == codec.content_type
+        assert error.__cause__ is None, "refused on its content type, never decoded"
+        assert other().content_type in error.reason
         assert error.message.topic == s.topic
         assert error.message.payload == other().encode({"a": [1]})
         assert "kincir-content-type" not in error.message.metadata

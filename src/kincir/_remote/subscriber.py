@@ -8,14 +8,17 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
 
 import kincir_core
 from kincir_core import Message
 
+if TYPE_CHECKING:
+    from typing import Self
+
 from ..codecs import Codec
 from ..errors import BrokerShutdown, ConnectionFailed, DecodeError, NotSubscribed
-from .connection import B, RemoteBroker, guarded, resolve_broker
+from .connection import B, P, RemoteBroker, guarded, resolve_broker
 from .envelope import check_codec, open_message
 
 __all__ = ["POLL_SECONDS", "Delivered", "RemoteSubscriber"]
@@ -30,7 +33,7 @@ def _retrieve(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-class RemoteSubscriber(abc.ABC, Generic[B]):
+class RemoteSubscriber(abc.ABC, Generic[B, P]):
     """Receives the topics it subscribed to; ``group`` shares each message among its members.
 
     Messages are fetched from the server in batches of ``prefetch`` into a local buffer: 64 by
@@ -68,7 +71,9 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self.group = group
         self.prefetch = prefetch
         #: How this subscriber decodes payloads.
-        self.codec: Codec[Any] = self.broker.codec if codec is None else check_codec(codec)
+        self.codec: Codec[P] = cast(
+            "Codec[P]", self.broker.codec if codec is None else check_codec(codec)
+        )
         self._topics: dict[str, None] = {}
         self._buffer: deque[Delivered] = deque()
         self._closed = False
@@ -232,7 +237,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
             if self._owns_broker:
                 await self.broker.shutdown()
 
-    async def __aenter__(self) -> RemoteSubscriber[B]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

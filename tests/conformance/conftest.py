@@ -16,8 +16,9 @@ says the same).
 Codecs: ``backend.play(body, codec=c)`` builds the scene's broker with ``codec=c`` (its publisher
 and subscribers inherit it); ``backend.publisher(broker, codec=...)`` and the subscribers take
 their own. A backend without codecs (memory, which moves payloads by reference) lacks
-``"codecs"``; an in-memory backend with wire fidelity is one more entry of ``BACKENDS`` whose
-``broker(codec)`` builds ``InMemoryBroker(InMemoryConfig(codec=codec))``.
+``"codecs"``; ``memory-wire`` is the in-memory broker with wire fidelity
+(``InMemoryConfig(codec=codec)``, ``BytesCodec`` when the test gives none), which lacks what only
+a transport does: per-publisher and per-subscriber codecs, and decoding on receive.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pytest
 import kincir
 import kincir.memory
 from kincir import _backends
+from kincir.codecs import BytesCodec
 
 T = TypeVar("T")
 
@@ -146,6 +148,27 @@ class MemoryBackend(Backend):
 
     async def shutdown(self, broker: Any) -> None:
         broker.shutdown()
+
+
+class MemoryWireBackend(MemoryBackend):
+    """The in-memory broker with wire fidelity (``InMemoryConfig(codec=...)``): every payload
+    goes through the codec on publish; without a codec of the test's, through ``BytesCodec``."""
+
+    name = "memory-wire"
+    lacks = {  # noqa: RUF012
+        "codec_override": (
+            "wire fidelity is the broker's codec alone: publishers and subscribers take none"
+        ),
+        "decode_on_receive": (
+            "wire fidelity decodes as it publishes: nothing undecodable reaches a subscriber"
+        ),
+    }
+
+    async def broker(self, codec: Any = None) -> Any:
+        config = kincir.memory.InMemoryConfig(codec=BytesCodec() if codec is None else codec)
+        broker = kincir.memory.InMemoryBroker(config)
+        self.brokers.append(broker)
+        return broker
 
 
 class RemoteBackend(Backend):
@@ -260,6 +283,7 @@ class Scene:
 
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
+    "memory-wire": MemoryWireBackend,
     "redis": RedisBackend,
     "rabbitmq": RabbitMQBackend,
     "kafka": KafkaBackend,
@@ -284,7 +308,7 @@ def _reachable(name: str) -> str | None:
 @pytest.fixture(params=list(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Any:
     name = request.param
-    if name != "memory":
+    if not name.startswith("memory"):
         why = _reachable(name)
         if why is not None:
             if os.environ.get("KINCIR_REQUIRE_BACKENDS", "") not in ("", "0"):

@@ -127,7 +127,7 @@ def test_ack_subscribers_decode_and_redeliver_as_sent(backend: Backend, case: Ca
     backend.requires("codecs")
 
     async def body(s: Scene) -> None:
-        sub = await s.ack_subscriber(group="g", ack_timeout=30.0, codec=case.codec())
+        sub = await s.ack_subscriber(group="g", ack_timeout=30.0)  # the broker's codec
         await s.publish(case.payloads[:1])
         msg, handle = await sub.receive_with_ack(timeout=10)
         assert msg.payload == arrived(case.payloads[0])
@@ -142,6 +142,7 @@ def test_ack_subscribers_decode_and_redeliver_as_sent(backend: Backend, case: Ca
 
 def test_publishers_and_subscribers_override_the_brokers_codec(backend: Backend) -> None:
     backend.requires("codecs")
+    backend.requires("codec_override")
 
     async def body(s: Scene) -> None:
         as_json = await s.subscriber(codec=JsonCodec())
@@ -164,6 +165,8 @@ def test_another_content_type_is_a_decode_error_and_the_subscription_goes_on(
     backend: Backend, case: Case
 ) -> None:
     backend.requires("codecs")
+    backend.requires("codec_override")
+    backend.requires("decode_on_receive")
     if case.other is None:
         pytest.skip("the bytes codec takes every content type")
     other = case.other
@@ -195,6 +198,8 @@ def test_corrupt_bytes_are_a_decode_error_and_the_subscription_goes_on(
     backend: Backend, case: Case
 ) -> None:
     backend.requires("codecs")
+    backend.requires("codec_override")
+    backend.requires("decode_on_receive")
     if case.other is None:
         pytest.skip("the bytes codec reads any bytes")
 
@@ -220,6 +225,7 @@ def test_corrupt_bytes_are_a_decode_error_and_the_subscription_goes_on(
 
 def test_a_message_without_a_content_type_is_tried_with_the_codec(backend: Backend) -> None:
     backend.requires("codecs")
+    backend.requires("decode_on_receive")
 
     async def body(s: Scene) -> None:
         sub = await s.subscriber(codec=JsonCodec())
@@ -236,6 +242,8 @@ def test_a_message_without_a_content_type_is_tried_with_the_codec(backend: Backe
 
 def test_a_batch_ends_before_an_undecodable_message(backend: Backend) -> None:
     backend.requires("codecs")
+    backend.requires("codec_override")
+    backend.requires("decode_on_receive")
 
     async def body(s: Scene) -> None:
         sub = await s.subscriber(codec=JsonCodec())
@@ -259,6 +267,8 @@ def test_a_batch_ends_before_an_undecodable_message(backend: Backend) -> None:
 
 def test_ack_subscribers_dead_letter_undecodable_messages(backend: Backend) -> None:
     backend.requires("codecs")
+    backend.requires("codec_override")
+    backend.requires("decode_on_receive")
 
     async def body(s: Scene) -> None:
         dead = backend.topic()
@@ -298,6 +308,8 @@ def test_without_a_dead_letter_topic_an_undecodable_message_is_raised_once(
     backend: Backend,
 ) -> None:
     backend.requires("codecs")
+    backend.requires("codec_override")
+    backend.requires("decode_on_receive")
 
     async def body(s: Scene) -> None:
         sub = await s.ack_subscriber(group="g", ack_timeout=1.0, codec=JsonCodec())
@@ -322,15 +334,25 @@ def test_an_unencodable_payload_publishes_nothing_of_its_batch(backend: Backend)
     backend.requires("codecs")
 
     async def body(s: Scene) -> None:
-        sub = await s.subscriber(codec=JsonCodec())
+        sub = await s.subscriber()
         with pytest.raises(kincir.EncodeError) as info:
             await s.publish([{"ok": 1}, {"not", "json"}, {"ok": 2}])
         assert info.value.payload_type == "set" and info.value.content_type == "application/json"
         assert isinstance(info.value, TypeError)
-        raw = backend.publisher(s.broker, codec=BytesCodec())
-        with pytest.raises(TypeError, match="codec="):
-            await raw.publish(s.topic, [b"fine", {"a": 1}])
         await s.publish([{"ok": 3}])  # the broker is fine
         assert [m.payload for m in await drain(sub, quiet=1.0)] == [{"ok": 3}]
 
     backend.play(body, codec=JsonCodec())
+
+
+def test_an_object_without_a_codec_is_a_type_error_naming_the_option(backend: Backend) -> None:
+    backend.requires("codecs")
+
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        with pytest.raises(TypeError, match="codec="):
+            await s.publish([b"fine", {"a": 1}])
+        await s.publish([b"still fine"])
+        assert [m.payload for m in await drain(sub, quiet=1.0)] == [b"still fine"]
+
+    backend.play(body, codec=BytesCodec())

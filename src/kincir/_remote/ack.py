@@ -87,7 +87,7 @@ class RemoteAckSubscriber(RemoteSubscriber[B, P]):
 
     async def receive_with_ack(
         self, timeout: float | None = None
-    ) -> tuple[Message, RemoteAckHandle]:
+    ) -> tuple[Message[P], RemoteAckHandle]:
         """Wait for the next message; it stays in flight until ``ack``/``nack`` or its deadline.
 
         A message the codec cannot decode is dead-lettered and skipped, or (without a

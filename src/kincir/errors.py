@@ -96,7 +96,7 @@ class DecodeError(KincirError):
     __module__ = "kincir"
 
     def __init__(
-        self, message: Message, content_type: str | None, expected: str, reason: str
+        self, message: Message[bytes], content_type: str | None, expected: str, reason: str
     ) -> None:
         self.message = message
         self.content_type = content_type

@@ -12,6 +12,13 @@ running them.
 A rule a backend cannot keep is listed in its adapter's ``lacks`` with the reason; a test of that
 rule calls ``backend.requires("rule")``, which skips with the reason (the README's backend table
 says the same).
+
+Codecs: ``backend.play(body, codec=c)`` builds the scene's broker with ``codec=c`` (its publisher
+and subscribers inherit it); ``backend.publisher(broker, codec=...)`` and the subscribers take
+their own. A backend without codecs (memory, which moves payloads by reference) lacks
+``"codecs"``; ``memory-wire`` is the in-memory broker with wire fidelity
+(``InMemoryConfig(codec=codec)``, ``BytesCodec`` when the test gives none), which lacks what only
+a transport does: per-publisher and per-subscriber codecs, and decoding on receive.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import pytest
 import kincir
 import kincir.memory
 from kincir import _backends
+from kincir.codecs import BytesCodec
 
 T = TypeVar("T")
 
@@ -59,11 +67,18 @@ class Backend(abc.ABC):
 
         return asyncio.run(main())
 
-    def play(self, body: Callable[[Scene], Coroutine[Any, Any, T]], timeout: float = 60.0) -> T:
-        """``run`` a test body on a fresh ``Scene``: a broker, a new topic and a publisher."""
+    def play(
+        self,
+        body: Callable[[Scene], Coroutine[Any, Any, T]],
+        timeout: float = 60.0,
+        *,
+        codec: Any = None,
+    ) -> T:
+        """``run`` a test body on a fresh ``Scene``: a broker (with ``codec``, if given), a new
+        topic and a publisher."""
 
         async def main() -> T:
-            broker = await self.broker()
+            broker = await self.broker(codec)
             return await body(Scene(self, broker, self.topic(), self.publisher(broker)))
 
         return self.run(main(), timeout)  # type: ignore[no-any-return]
@@ -76,10 +91,11 @@ class Backend(abc.ABC):
         return f"conf-{uuid.uuid4().hex[:12]}"
 
     @abc.abstractmethod
-    async def broker(self) -> Any: ...
+    async def broker(self, codec: Any = None) -> Any:
+        """A new broker; with ``codec`` as its codec unless None."""
 
     @abc.abstractmethod
-    def publisher(self, broker: Any) -> Any: ...
+    def publisher(self, broker: Any, **options: Any) -> Any: ...
 
     @abc.abstractmethod
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
@@ -109,14 +125,18 @@ class Backend(abc.ABC):
 class MemoryBackend(Backend):
     name = "memory"
     redelivery_wait = 2.0
+    lacks = {  # noqa: RUF012
+        "codecs": "in memory payloads move by reference, never encoded",
+    }
 
-    async def broker(self) -> Any:
+    async def broker(self, codec: Any = None) -> Any:
+        assert codec is None, "the plain in-memory broker has no codec"
         broker = kincir.memory.InMemoryBroker(kincir.memory.InMemoryConfig())
         self.brokers.append(broker)
         return broker
 
-    def publisher(self, broker: Any) -> Any:
-        return kincir.memory.InMemoryPublisher(broker)
+    def publisher(self, broker: Any, **options: Any) -> Any:
+        return kincir.memory.InMemoryPublisher(broker, **options)
 
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
         options.pop("prefetch", None)  # the in-memory reader takes from the log itself
@@ -128,6 +148,27 @@ class MemoryBackend(Backend):
 
     async def shutdown(self, broker: Any) -> None:
         broker.shutdown()
+
+
+class MemoryWireBackend(MemoryBackend):
+    """The in-memory broker with wire fidelity (``InMemoryConfig(codec=...)``): every payload
+    goes through the codec on publish; without a codec of the test's, through ``BytesCodec``."""
+
+    name = "memory-wire"
+    lacks = {  # noqa: RUF012
+        "codec_override": (
+            "wire fidelity is the broker's codec alone: publishers and subscribers take none"
+        ),
+        "decode_on_receive": (
+            "wire fidelity decodes as it publishes: nothing undecodable reaches a subscriber"
+        ),
+    }
+
+    async def broker(self, codec: Any = None) -> Any:
+        config = kincir.memory.InMemoryConfig(codec=BytesCodec() if codec is None else codec)
+        broker = kincir.memory.InMemoryBroker(config)
+        self.brokers.append(broker)
+        return broker
 
 
 class RemoteBackend(Backend):
@@ -143,8 +184,11 @@ class RemoteBackend(Backend):
     def broker_options(self) -> dict[str, Any]:
         return {}
 
-    async def broker(self) -> Any:
-        broker = self.classes.broker(self.url, **self.broker_options())
+    async def broker(self, codec: Any = None) -> Any:
+        options = self.broker_options()
+        if codec is not None:
+            options["codec"] = codec
+        broker = self.classes.broker(self.url, **options)
         self.brokers.append(broker)
         await broker.connect()
         return broker
@@ -153,8 +197,8 @@ class RemoteBackend(Backend):
         self.closers.append(obj.close)
         return obj
 
-    def publisher(self, broker: Any) -> Any:
-        return self.classes.publisher(broker)
+    def publisher(self, broker: Any, **options: Any) -> Any:
+        return self.classes.publisher(broker, **options)
 
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
         return self._track(self.classes.subscriber(broker, group, **options))
@@ -239,6 +283,7 @@ class Scene:
 
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
+    "memory-wire": MemoryWireBackend,
     "redis": RedisBackend,
     "rabbitmq": RabbitMQBackend,
     "kafka": KafkaBackend,
@@ -263,7 +308,7 @@ def _reachable(name: str) -> str | None:
 @pytest.fixture(params=list(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Any:
     name = request.param
-    if name != "memory":
+    if not name.startswith("memory"):
         why = _reachable(name)
         if why is not None:
             if os.environ.get("KINCIR_REQUIRE_BACKENDS", "") not in ("", "0"):

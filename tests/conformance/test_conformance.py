@@ -134,8 +134,9 @@ def test_receive_timeout_and_errors(backend: Backend) -> None:
         await sub.subscribe(backend.topic())
         with pytest.raises(TimeoutError):
             await sub.receive(timeout=0.2)
-        with pytest.raises(TypeError):
-            await s.pub.publish(backend.topic(), ["text is not bytes"])
+        if "codecs" not in backend.lacks:  # in memory, any object is a payload
+            with pytest.raises(TypeError):  # the default codec sends bytes only
+                await s.pub.publish(backend.topic(), ["text is not bytes"])
         with pytest.raises(ValueError):
             await s.pub.publish("", [b"x"])
         with pytest.raises(TypeError):

@@ -35,7 +35,7 @@ Delivery rules shared by every backend (the conformance suite checks them):
 """
 
 from .ack import UNDECODABLE, RemoteAckHandle, RemoteAckSubscriber
-from .connection import RemoteBroker, guarded, resolve_broker
+from .connection import P, RemoteBroker, guarded, resolve_broker
 from .envelope import (
     CONTENT_TYPE_KEY,
     ENQUEUED_KEY,
@@ -56,6 +56,7 @@ __all__ = [
     "UNDECODABLE",
     "UUID_KEY",
     "Delivered",
+    "P",
     "RemoteAckHandle",
     "RemoteAckSubscriber",
     "RemoteBroker",

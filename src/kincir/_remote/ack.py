@@ -17,7 +17,7 @@ from kincir_core import Message
 from .._ack import AckHandleBase, check_settings, dead_letter_copy
 from ..codecs import Codec
 from ..errors import AckError, DecodeError
-from .connection import B, guarded
+from .connection import B, P, guarded
 from .subscriber import Delivered, RemoteSubscriber
 
 __all__ = ["UNDECODABLE", "RemoteAckHandle", "RemoteAckSubscriber"]
@@ -46,7 +46,7 @@ class RemoteAckHandle(AckHandleBase):
         )
 
 
-class RemoteAckSubscriber(RemoteSubscriber[B]):
+class RemoteAckSubscriber(RemoteSubscriber[B, P]):
     """A subscriber whose messages stay in flight until acked; see the module's rules.
 
     A message its codec cannot decode is never handed out: with a ``dead_letter_topic`` it goes
@@ -87,7 +87,7 @@ class RemoteAckSubscriber(RemoteSubscriber[B]):
 
     async def receive_with_ack(
         self, timeout: float | None = None
-    ) -> tuple[Message, RemoteAckHandle]:
+    ) -> tuple[Message[P], RemoteAckHandle]:
         """Wait for the next message; it stays in flight until ``ack``/``nack`` or its deadline.
 
         A message the codec cannot decode is dead-lettered and skipped, or (without a

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuid_module
-from typing import Any
+from typing import Any, TypeVar
 
 import kincir_core
 from kincir_core import Message
@@ -37,10 +37,13 @@ UUID_KEY = "kincir-uuid"
 ENQUEUED_KEY = "kincir-enqueued-at"
 CONTENT_TYPE_KEY = "kincir-content-type"
 _STAMPS = ("_sequence", "_enqueued_at")
+C = TypeVar("C")
 
 
-def check_codec(codec: Any) -> Codec[Any]:
+def check_codec(codec: Codec[C]) -> Codec[C]:
     """``codec`` if it has what a codec needs (``content_type``, ``encode``, ``decode``)."""
+    if isinstance(codec, type):
+        raise TypeError(f"codec must be a codec object, not a class: codec={codec.__name__}()")
     if not isinstance(codec, Codec) or not isinstance(codec.content_type, str):
         raise TypeError(
             "codec must have a str content_type and encode/decode methods "

@@ -8,14 +8,17 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
 
 import kincir_core
 from kincir_core import Message
 
+if TYPE_CHECKING:
+    from typing import Self
+
 from ..codecs import Codec
 from ..errors import BrokerShutdown, ConnectionFailed, DecodeError, NotSubscribed
-from .connection import B, RemoteBroker, guarded, resolve_broker
+from .connection import B, P, RemoteBroker, guarded, resolve_broker
 from .envelope import check_codec, open_message
 
 __all__ = ["POLL_SECONDS", "Delivered", "RemoteSubscriber"]
@@ -30,7 +33,7 @@ def _retrieve(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-class RemoteSubscriber(abc.ABC, Generic[B]):
+class RemoteSubscriber(abc.ABC, Generic[B, P]):
     """Receives the topics it subscribed to; ``group`` shares each message among its members.
 
     Messages are fetched from the server in batches of ``prefetch`` into a local buffer: 64 by
@@ -68,7 +71,9 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self.group = group
         self.prefetch = prefetch
         #: How this subscriber decodes payloads.
-        self.codec: Codec[Any] = self.broker.codec if codec is None else check_codec(codec)
+        self.codec: Codec[P] = cast(
+            "Codec[P]", self.broker.codec if codec is None else check_codec(codec)
+        )
         self._topics: dict[str, None] = {}
         self._buffer: deque[Delivered] = deque()
         self._closed = False
@@ -126,19 +131,21 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
 
     # -- receiving ----------------------------------------------------------------------------
 
-    async def receive(self, timeout: float | None = None) -> Message:
+    async def receive(self, timeout: float | None = None) -> Message[P]:
         """Wait for the next message (TimeoutError after ``timeout`` seconds); DecodeError if
         the codec cannot decode it (the next receive goes on after it)."""
         return (await self._take(1, timeout))[0]
 
-    async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
+    async def receive_batch(
+        self, max_messages: int, timeout: float | None = None
+    ) -> list[Message[P]]:
         """Wait for at least one message, then return up to ``max_messages`` ready ones; the
         batch ends before a message the codec cannot decode (DecodeError if it is the first)."""
         if type(max_messages) is not int or max_messages < 1:
             raise ValueError(f"max_messages must be an int >= 1, got {max_messages!r}")
         return await self._take(max_messages, timeout)
 
-    def _hand_out(self, delivered: Delivered) -> Message:
+    def _hand_out(self, delivered: Delivered) -> Message[P]:
         """``delivered`` decoded for the user (once: the outcome is kept); DecodeError if not."""
         opened = delivered.opened
         if opened is None:
@@ -174,7 +181,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         if self._settles:
             await guarded(self.broker, self._ack([delivered]))
 
-    async def _take(self, most: int, timeout: float | None) -> list[Message]:
+    async def _take(self, most: int, timeout: float | None) -> list[Message[P]]:
         """Hand out up to ``most`` decoded messages from the head of the buffer (waiting for one).
 
         Where handing out settles a message on the server, it is settled first and taken from
@@ -204,16 +211,16 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
                     d.settled = True
                 if fresh:
                     await asyncio.shield(guarded(self.broker, self._ack(fresh)))
-            taken: list[Message] = []
+            taken: list[Message[P]] = []
             while self._buffer and len(taken) < len(batch) and self._buffer[0] is batch[len(taken)]:
                 taken.append(self._hand_out(self._buffer.popleft()))
             if taken:  # else a concurrent receive took them meanwhile: look again
                 return taken
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def __aiter__(self) -> AsyncIterator[Message[P]]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[Message]:
+    async def _iterate(self) -> AsyncIterator[Message[P]]:
         while True:
             try:
                 yield await self.receive()
@@ -232,7 +239,7 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
             if self._owns_broker:
                 await self.broker.shutdown()
 
-    async def __aenter__(self) -> RemoteSubscriber[B]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, overload
 
 from kincir_core import Message
 
 from .._remote import (
     Delivered,
+    P,
     RemoteAckSubscriber,
 )
+from ..codecs import Codec
 from ._client import (
     TopicPartition,
     kafka_errors,
@@ -21,9 +23,68 @@ from .subscriber import KafkaSubscriber
 __all__ = ["KafkaAckSubscriber"]
 
 
-class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker], KafkaSubscriber):
+class KafkaAckSubscriber(RemoteAckSubscriber[KafkaBroker[Any], P], KafkaSubscriber[P]):
     """Acknowledging Kafka reader: commits acked offsets; retries go to the group's retry
     topic (see the module's rules)."""
+
+    # The payload type follows the codec: the subscriber's own, else its broker's (bytes for a
+    # private broker built from a URL).
+    @overload
+    def __init__(
+        self,
+        broker_or_url: KafkaBroker[P],
+        group: str | None = None,
+        *,
+        ack_timeout: float = ...,
+        max_deliveries: int | None = ...,
+        dead_letter_topic: str | None = None,
+        codec: None = None,
+        prefetch: int = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: KafkaAckSubscriber[bytes],
+        broker_or_url: str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = ...,
+        max_deliveries: int | None = ...,
+        dead_letter_topic: str | None = None,
+        codec: None = None,
+        prefetch: int = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        broker_or_url: KafkaBroker[Any] | str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = ...,
+        max_deliveries: int | None = ...,
+        dead_letter_topic: str | None = None,
+        codec: Codec[P],
+        prefetch: int = ...,
+    ) -> None: ...
+    def __init__(
+        self,
+        broker_or_url: KafkaBroker[Any] | str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = 30.0,
+        max_deliveries: int | None = 5,
+        dead_letter_topic: str | None = None,
+        codec: Codec[Any] | None = None,
+        prefetch: int = 1,
+    ) -> None:
+        super().__init__(
+            broker_or_url,
+            group,
+            ack_timeout=ack_timeout,
+            max_deliveries=max_deliveries,
+            dead_letter_topic=dead_letter_topic,
+            codec=codec,
+            prefetch=prefetch,
+        )
 
     def _start_acking(self) -> None:
         # per partition: offsets handed out and not yet acked, and those acked above the lowest

@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from kincir_core import Message
 
 from .._backends import KAFKA
 from .._remote import (
+    P,
     RemoteBroker,
     encode_message,
     guarded,
@@ -44,7 +45,7 @@ def _escape(name: str) -> str:
     return _UNSAFE.sub(lambda m: "".join(f"_{b:02x}" for b in m.group().encode()), name)
 
 
-class KafkaBroker(RemoteBroker):
+class KafkaBroker(RemoteBroker[P]):
     """A producer and an admin client for one Kafka cluster; ``url`` is its bootstrap servers
     (``"host:port[,host:port...]"``, an optional ``kafka://`` scheme is dropped).
 
@@ -60,11 +61,37 @@ class KafkaBroker(RemoteBroker):
 
     backend = "kafka"
 
+    @overload
+    def __init__(
+        self: KafkaBroker[bytes],
+        url: str = ...,
+        *,
+        codec: None = None,
+        prefix: str = ...,
+        connect_timeout: float = ...,
+        session_timeout: float = ...,
+        replication_factor: int = ...,
+        reconnect_timeout: float = ...,
+        operation_timeout: float = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        url: str = ...,
+        *,
+        codec: Codec[P],
+        prefix: str = ...,
+        connect_timeout: float = ...,
+        session_timeout: float = ...,
+        replication_factor: int = ...,
+        reconnect_timeout: float = ...,
+        operation_timeout: float = ...,
+    ) -> None: ...
     def __init__(
         self,
         url: str = KAFKA.default_url,
         *,
-        codec: Codec[Any] | None = None,
+        codec: Codec[P] | None = None,
         prefix: str = "kincir.",
         connect_timeout: float = 5.0,
         session_timeout: float = 10.0,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from typing import Any
+from typing import Any, overload
 
 from .._remote import (
     Delivered,
+    P,
     RemoteSubscriber,
     decode_message,
     guarded,
 )
+from ..codecs import Codec
 from ._client import (
     TopicPartition,
     aiokafka,
@@ -33,10 +35,49 @@ def _decode(topic: str, record: Any) -> Delivered:
     return Delivered(msg, record, int(before) + 1 if before.isdigit() else 1)
 
 
-class KafkaSubscriber(RemoteSubscriber[KafkaBroker]):
+class KafkaSubscriber(RemoteSubscriber[KafkaBroker[Any], P]):
     """Reads Kafka topics: alone (assigned partitions, fan-out) or in a consumer group."""
 
     broker_type = KafkaBroker
+
+    # The payload type follows the codec: the subscriber's own, else its broker's (bytes for a
+    # private broker built from a URL).
+    @overload
+    def __init__(
+        self,
+        broker_or_url: KafkaBroker[P],
+        group: str | None = None,
+        *,
+        codec: None = None,
+        prefetch: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: KafkaSubscriber[bytes],
+        broker_or_url: str,
+        group: str | None = None,
+        *,
+        codec: None = None,
+        prefetch: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        broker_or_url: KafkaBroker[Any] | str,
+        group: str | None = None,
+        *,
+        codec: Codec[P],
+        prefetch: int | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        broker_or_url: KafkaBroker[Any] | str,
+        group: str | None = None,
+        *,
+        codec: Codec[Any] | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        super().__init__(broker_or_url, group, codec=codec, prefetch=prefetch)
 
     def _start(self) -> None:
         self._consumer: Any = None

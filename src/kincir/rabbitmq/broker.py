@@ -4,13 +4,14 @@ and the administration."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, overload
 
 from kincir_core import Message
 
 from .._backends import RABBITMQ
 from .._remote import (
     CONTENT_TYPE_KEY,
+    P,
     RemoteBroker,
     encode_message,
     guarded,
@@ -25,7 +26,7 @@ __all__ = ["COUNT_HEADER", "RabbitMQBroker"]
 COUNT_HEADER = "kincir-delivery-count"
 
 
-class RabbitMQBroker(RemoteBroker):
+class RabbitMQBroker(RemoteBroker[P]):
     """One robust AMQP connection; ``url`` as aio-pika takes it (``amqp://user:pw@host:5672/``).
 
     Options: ``codec`` (how payloads are encoded and decoded, default ``BytesCodec()``: see
@@ -38,11 +39,33 @@ class RabbitMQBroker(RemoteBroker):
 
     backend = "rabbitmq"
 
+    @overload
+    def __init__(
+        self: RabbitMQBroker[bytes],
+        url: str = ...,
+        *,
+        codec: None = None,
+        prefix: str = ...,
+        connect_timeout: float = ...,
+        reconnect_timeout: float = ...,
+        operation_timeout: float = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        url: str = ...,
+        *,
+        codec: Codec[P],
+        prefix: str = ...,
+        connect_timeout: float = ...,
+        reconnect_timeout: float = ...,
+        operation_timeout: float = ...,
+    ) -> None: ...
     def __init__(
         self,
         url: str = RABBITMQ.default_url,
         *,
-        codec: Codec[Any] | None = None,
+        codec: Codec[P] | None = None,
         prefix: str = "kincir.",
         connect_timeout: float = 5.0,
         reconnect_timeout: float = 30.0,

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, overload
 
 from .._remote import (
     CONTENT_TYPE_KEY,
     UUID_KEY,
     Delivered,
+    P,
     RemoteSubscriber,
     decode_message,
 )
+from ..codecs import Codec
 from ._client import AbstractIncomingMessage, aio_pika, aiormq
 from .broker import COUNT_HEADER, RabbitMQBroker
 
@@ -35,10 +37,49 @@ def _decode(topic: str, incoming: AbstractIncomingMessage) -> Delivered:
     return Delivered(msg, incoming, count)
 
 
-class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker]):
+class RabbitMQSubscriber(RemoteSubscriber[RabbitMQBroker[Any], P]):
     """Reads RabbitMQ queues bound to the topics' exchanges (one per subscriber, or a group's)."""
 
     broker_type = RabbitMQBroker
+
+    # The payload type follows the codec: the subscriber's own, else its broker's (bytes for a
+    # private broker built from a URL).
+    @overload
+    def __init__(
+        self,
+        broker_or_url: RabbitMQBroker[P],
+        group: str | None = None,
+        *,
+        codec: None = None,
+        prefetch: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: RabbitMQSubscriber[bytes],
+        broker_or_url: str,
+        group: str | None = None,
+        *,
+        codec: None = None,
+        prefetch: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        broker_or_url: RabbitMQBroker[Any] | str,
+        group: str | None = None,
+        *,
+        codec: Codec[P],
+        prefetch: int | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        broker_or_url: RabbitMQBroker[Any] | str,
+        group: str | None = None,
+        *,
+        codec: Codec[Any] | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        super().__init__(broker_or_url, group, codec=codec, prefetch=prefetch)
 
     def _start(self) -> None:
         self._incoming: asyncio.Queue[tuple[str, AbstractIncomingMessage]] = asyncio.Queue()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, overload
 
-from .._remote import POLL_SECONDS, Delivered, RemoteAckSubscriber
+from .._remote import POLL_SECONDS, Delivered, P, RemoteAckSubscriber
+from ..codecs import Codec
 from .broker import RedisBroker, _text
 from .subscriber import RedisSubscriber, _decode_entry
 
@@ -16,8 +17,67 @@ __all__ = ["RedisAckSubscriber"]
 _RECLAIM_NOW_MS = 10**12
 
 
-class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker], RedisSubscriber):
+class RedisAckSubscriber(RemoteAckSubscriber[RedisBroker[Any], P], RedisSubscriber[P]):
     """Acknowledging reader of Redis streams (consumer group, ``XACK``, ``XAUTOCLAIM``)."""
+
+    # The payload type follows the codec: the subscriber's own, else its broker's (bytes for a
+    # private broker built from a URL).
+    @overload
+    def __init__(
+        self,
+        broker_or_url: RedisBroker[P],
+        group: str | None = None,
+        *,
+        ack_timeout: float = ...,
+        max_deliveries: int | None = ...,
+        dead_letter_topic: str | None = None,
+        codec: None = None,
+        prefetch: int = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: RedisAckSubscriber[bytes],
+        broker_or_url: str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = ...,
+        max_deliveries: int | None = ...,
+        dead_letter_topic: str | None = None,
+        codec: None = None,
+        prefetch: int = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        broker_or_url: RedisBroker[Any] | str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = ...,
+        max_deliveries: int | None = ...,
+        dead_letter_topic: str | None = None,
+        codec: Codec[P],
+        prefetch: int = ...,
+    ) -> None: ...
+    def __init__(
+        self,
+        broker_or_url: RedisBroker[Any] | str,
+        group: str | None = None,
+        *,
+        ack_timeout: float = 30.0,
+        max_deliveries: int | None = 5,
+        dead_letter_topic: str | None = None,
+        codec: Codec[Any] | None = None,
+        prefetch: int = 1,
+    ) -> None:
+        super().__init__(
+            broker_or_url,
+            group,
+            ack_timeout=ack_timeout,
+            max_deliveries=max_deliveries,
+            dead_letter_topic=dead_letter_topic,
+            codec=codec,
+            prefetch=prefetch,
+        )
 
     def _start_acking(self) -> None:
         self._claim_due = 0.0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, overload
 
 from kincir_core import Message
 
 from .._backends import REDIS
-from .._remote import POLL_SECONDS, RemoteBroker, encode_message, guarded
+from .._remote import POLL_SECONDS, P, RemoteBroker, encode_message, guarded
 from ..codecs import Codec
 from ..errors import BackendError, ConnectionFailed, KincirError
 from ._client import aioredis, redis_errors
@@ -34,7 +34,7 @@ return first
 """
 
 
-class RedisBroker(RemoteBroker):
+class RedisBroker(RemoteBroker[P]):
     """A connection to one Redis server; ``url`` as redis-py takes it (``redis://host:port/db``).
 
     Options: ``codec`` (how payloads are encoded and decoded, default ``BytesCodec()``: see
@@ -47,11 +47,35 @@ class RedisBroker(RemoteBroker):
 
     backend = "redis"
 
+    @overload
+    def __init__(
+        self: RedisBroker[bytes],
+        url: str = ...,
+        *,
+        codec: None = None,
+        prefix: str = ...,
+        max_len: int | None = None,
+        connect_timeout: float = ...,
+        reconnect_timeout: float = ...,
+        operation_timeout: float = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        url: str = ...,
+        *,
+        codec: Codec[P],
+        prefix: str = ...,
+        max_len: int | None = None,
+        connect_timeout: float = ...,
+        reconnect_timeout: float = ...,
+        operation_timeout: float = ...,
+    ) -> None: ...
     def __init__(
         self,
         url: str = REDIS.default_url,
         *,
-        codec: Codec[Any] | None = None,
+        codec: Codec[P] | None = None,
         prefix: str = "kincir:",
         max_len: int | None = None,
         connect_timeout: float = 5.0,

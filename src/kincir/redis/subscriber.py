@@ -6,10 +6,12 @@ import json
 import os
 import socket
 import uuid
+from typing import Any, overload
 
 from kincir_core import Message
 
-from .._remote import Delivered, RemoteSubscriber, decode_message
+from .._remote import Delivered, P, RemoteSubscriber, decode_message
+from ..codecs import Codec
 from ._client import redis_errors
 from .broker import RedisBroker, _text
 
@@ -37,10 +39,49 @@ def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class RedisSubscriber(RemoteSubscriber[RedisBroker]):
+class RedisSubscriber(RemoteSubscriber[RedisBroker[Any], P]):
     """Reads Redis streams: alone (fan-out from its subscription on) or in a consumer group."""
 
     broker_type = RedisBroker
+
+    # The payload type follows the codec: the subscriber's own, else its broker's (bytes for a
+    # private broker built from a URL).
+    @overload
+    def __init__(
+        self,
+        broker_or_url: RedisBroker[P],
+        group: str | None = None,
+        *,
+        codec: None = None,
+        prefetch: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: RedisSubscriber[bytes],
+        broker_or_url: str,
+        group: str | None = None,
+        *,
+        codec: None = None,
+        prefetch: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        broker_or_url: RedisBroker[Any] | str,
+        group: str | None = None,
+        *,
+        codec: Codec[P],
+        prefetch: int | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        broker_or_url: RedisBroker[Any] | str,
+        group: str | None = None,
+        *,
+        codec: Codec[Any] | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        super().__init__(broker_or_url, group, codec=codec, prefetch=prefetch)
 
     def _start(self) -> None:
         self._positions: dict[str, bytes | str] = {}  # stream key -> last id read (no group)

@@ -58,7 +58,8 @@ def check_settings(
 
 def dead_letter_copy(msg: Message, reason: str, count: int, topic: str, sequence: int) -> Message:
     """The copy of ``msg`` (from ``topic`` at ``sequence``, delivered ``count`` times) that goes
-    to a dead-letter topic; ``reason`` is ``"max_deliveries_exceeded"`` or ``"rejected"``."""
+    to a dead-letter topic; ``reason`` is ``"max_deliveries_exceeded"``, ``"rejected"``, or, from
+    a server backend's subscriber whose codec cannot read it, ``"undecodable: <why>"``."""
     return (
         msg.with_metadata("_dead_letter_reason", reason)
         .with_metadata("_delivery_count", str(count))

@@ -1,7 +1,10 @@
-"""The pytest-benchmark suites under bench/ run (once, timing disabled) as a smoke test."""
+"""The scripts under bench/ run: the pytest-benchmark suites (once, timing disabled) and the
+codec costs (tiny sizes), as smoke tests."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +37,34 @@ def test_benchmark_suites_run(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
+
+
+def test_codec_costs_script_measures_each_codec(tmp_path: Path) -> None:
+    pytest.importorskip("kincir.codecs")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "codecs.py"), "--runs", "2", "--number", "30"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    #: each codec's row, and the package it needs beyond the standard library
+    needs = {
+        "JsonCodec": None,
+        "PickleCodec": None,
+        "MsgpackCodec": "msgpack",
+        "MsgspecCodec(Order, json)": "msgspec",
+        "MsgspecCodec(Order, msgpack)": "msgspec",
+    }
+    out = result.stdout.splitlines()
+    assert not any("BytesCodec" in line for line in out)  # a dict is no bytes payload
+    for name, package in needs.items():
+        [line] = [line for line in out if line.startswith(name + " ")]
+        if package is None or importlib.util.find_spec(package) is not None:
+            costs = [float(x) for x in re.findall(r"(\d+\.\d+) us", line)]
+            assert len(costs) == 3 and all(c > 0 for c in costs), line
+            assert re.search(r"\d+\.\d B$", line), line
+        else:
+            assert "not measured" in line and package in line, line

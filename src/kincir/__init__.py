@@ -14,6 +14,8 @@ from .errors import AckError as AckError
 from .errors import BackendError as BackendError
 from .errors import BrokerShutdown as BrokerShutdown
 from .errors import ConnectionFailed as ConnectionFailed
+from .errors import DecodeError as DecodeError
+from .errors import EncodeError as EncodeError
 from .errors import KincirError as KincirError
 from .errors import NotSubscribed as NotSubscribed
 from .protocols import AckSubscriber as AckSubscriber
@@ -39,7 +41,9 @@ __all__ = [
     "BrokerShutdown",
     "Completed",
     "ConnectionFailed",
+    "DecodeError",
     "Delivery",
+    "EncodeError",
     "KincirError",
     "Message",
     "NotSubscribed",

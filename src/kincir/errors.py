@@ -7,17 +7,24 @@ them moves between backends unchanged.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 # Defined once with the engine, which raises them directly; these are the very same classes.
 from kincir_core._errors import BaseAckError as AckError
 from kincir_core._errors import BaseBrokerShutdown as BrokerShutdown
 from kincir_core._errors import BaseNotSubscribed as NotSubscribed
 from kincir_core._errors import KincirError
 
+if TYPE_CHECKING:
+    from kincir_core import Message
+
 __all__ = [
     "AckError",
     "BackendError",
     "BrokerShutdown",
     "ConnectionFailed",
+    "DecodeError",
+    "EncodeError",
     "KincirError",
     "NotSubscribed",
 ]
@@ -55,3 +62,48 @@ class BackendError(KincirError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.backend, self.detail))
+
+
+class EncodeError(KincirError, TypeError):
+    """A codec cannot encode a payload; ``content_type`` names the codec's format,
+    ``payload_type`` the payload's type, and the codec's own error is the ``__cause__``.
+
+    A publish that raises it has published nothing of its batch.
+    """
+
+    __module__ = "kincir"
+
+    def __init__(self, content_type: str, payload_type: str, detail: object = None) -> None:
+        self.content_type = content_type
+        self.payload_type = payload_type
+        self.detail = detail
+        text = f"cannot encode a {payload_type} payload as {content_type}"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.content_type, self.payload_type, self.detail))
+
+
+class DecodeError(KincirError):
+    """A received message that the subscriber's codec cannot decode.
+
+    ``message`` is the message as it arrived (its payload the raw bytes, with its uuid, topic,
+    sequence and metadata), ``content_type`` what it said it was (None if it did not say),
+    ``expected`` the subscriber codec's content type and ``reason`` what went wrong (the codec's
+    error, if any, is the ``__cause__``). The subscription goes on with the next message.
+    """
+
+    __module__ = "kincir"
+
+    def __init__(
+        self, message: Message, content_type: str | None, expected: str, reason: str
+    ) -> None:
+        self.message = message
+        self.content_type = content_type
+        self.expected = expected
+        self.reason = reason
+        where = f" from {message.topic!r}" if message.topic is not None else ""
+        super().__init__(f"cannot decode message {message.uuid}{where} as {expected}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.content_type, self.expected, self.reason))

@@ -25,17 +25,35 @@ Delivery rules shared by every backend (the conformance suite checks them):
   ``max_deliveries`` the message goes to ``dead_letter_topic`` with the metadata keys
   ``_dead_letter_reason``, ``_delivery_count``, ``_original_topic``, ``_original_sequence``
   (as the in-memory broker does), or is dropped.
+- Codecs: the broker's ``codec`` (default ``BytesCodec``), or a publisher's or subscriber's own,
+  encodes payloads as they are published and decodes them as they are handed out; the codec's
+  content type travels in the ``kincir-content-type`` header. A message the subscriber's codec
+  cannot decode raises ``DecodeError`` from the receive that reaches it and is consumed (the
+  subscription goes on); an acknowledging subscriber dead-letters it instead (reason
+  ``"undecodable: <why>"``) when it has a dead-letter topic. Dead letters and redeliveries are
+  sent as they arrived, byte for byte, with their content type.
 """
 
-from .ack import RemoteAckHandle, RemoteAckSubscriber
+from .ack import UNDECODABLE, RemoteAckHandle, RemoteAckSubscriber
 from .connection import RemoteBroker, guarded, resolve_broker
-from .envelope import ENQUEUED_KEY, UUID_KEY, decode_message, encode_message, to_messages
+from .envelope import (
+    CONTENT_TYPE_KEY,
+    ENQUEUED_KEY,
+    UUID_KEY,
+    check_codec,
+    decode_message,
+    encode_message,
+    open_message,
+    to_messages,
+)
 from .publisher import RemotePublisher
 from .subscriber import POLL_SECONDS, Delivered, RemoteSubscriber
 
 __all__ = [
+    "CONTENT_TYPE_KEY",
     "ENQUEUED_KEY",
     "POLL_SECONDS",
+    "UNDECODABLE",
     "UUID_KEY",
     "Delivered",
     "RemoteAckHandle",
@@ -43,9 +61,11 @@ __all__ = [
     "RemoteBroker",
     "RemotePublisher",
     "RemoteSubscriber",
+    "check_codec",
     "decode_message",
     "encode_message",
     "guarded",
+    "open_message",
     "resolve_broker",
     "set_public_module",
     "to_messages",

@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import uuid as uuid_module
 from collections.abc import Iterable
+from typing import Any
 
+import kincir_core
 from kincir_core import Message
 
 from .._ack import AckHandleBase, check_settings, dead_letter_copy
-from ..errors import AckError
+from ..codecs import Codec
+from ..errors import AckError, DecodeError
 from .connection import B, guarded
 from .subscriber import Delivered, RemoteSubscriber
 
-__all__ = ["RemoteAckHandle", "RemoteAckSubscriber"]
+__all__ = ["UNDECODABLE", "RemoteAckHandle", "RemoteAckSubscriber"]
+
+#: The dead-letter reason of a message the subscriber's codec cannot decode, beside
+#: ``"max_deliveries_exceeded"`` and ``"rejected"``: ``"undecodable: <why>"``.
+UNDECODABLE = "undecodable"
 
 
 class RemoteAckHandle(AckHandleBase):
@@ -39,7 +47,13 @@ class RemoteAckHandle(AckHandleBase):
 
 
 class RemoteAckSubscriber(RemoteSubscriber[B]):
-    """A subscriber whose messages stay in flight until acked; see the module's rules."""
+    """A subscriber whose messages stay in flight until acked; see the module's rules.
+
+    A message its codec cannot decode is never handed out: with a ``dead_letter_topic`` it goes
+    there as it arrived (reason ``"undecodable: <why>"``, a warning logged) and the receive goes
+    on with the next message; without one it is acked away and the receive raises
+    ``DecodeError``, which carries the message (the only copy left).
+    """
 
     acking = True
 
@@ -51,10 +65,11 @@ class RemoteAckSubscriber(RemoteSubscriber[B]):
         ack_timeout: float = 30.0,
         max_deliveries: int | None = 5,
         dead_letter_topic: str | None = None,
+        codec: Codec[Any] | None = None,
         prefetch: int = 1,
     ) -> None:
         settings = check_settings(ack_timeout, max_deliveries, dead_letter_topic)
-        super().__init__(broker_or_url, group, prefetch=prefetch)
+        super().__init__(broker_or_url, group, codec=codec, prefetch=prefetch)
         self.ack_timeout, self.max_deliveries, self.dead_letter_topic = settings
         self._inflight: dict[int, RemoteAckHandle] = {}
         #: Without a group, an acknowledging reader reads through a group of its own (the
@@ -73,12 +88,47 @@ class RemoteAckSubscriber(RemoteSubscriber[B]):
     async def receive_with_ack(
         self, timeout: float | None = None
     ) -> tuple[Message, RemoteAckHandle]:
-        """Wait for the next message; it stays in flight until ``ack``/``nack`` or its deadline."""
-        delivered = await self._next(timeout)
-        deadline = asyncio.get_running_loop().time() + self.ack_timeout
-        handle = RemoteAckHandle(self, delivered, deadline)
-        self._inflight[id(handle)] = handle
-        return delivered.message, handle
+        """Wait for the next message; it stays in flight until ``ack``/``nack`` or its deadline.
+
+        A message the codec cannot decode is dead-lettered and skipped, or (without a
+        dead-letter topic) acked and raised as ``DecodeError``.
+        """
+        seconds = kincir_core.check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        until = None if seconds is None else loop.time() + seconds
+        while True:
+            left = None if until is None else max(0.0, until - loop.time())
+            delivered = await self._next(left)
+            try:
+                message = self._hand_out(delivered)
+            except DecodeError as error:
+                delivered.settled = True
+                await asyncio.shield(self._settle_undecodable(delivered, error))
+                if not self._skips_undecodable:
+                    raise
+                continue
+            deadline = loop.time() + self.ack_timeout
+            handle = RemoteAckHandle(self, delivered, deadline)
+            self._inflight[id(handle)] = handle
+            return message, handle
+
+    @property
+    def _skips_undecodable(self) -> bool:
+        return self.dead_letter_topic is not None
+
+    async def _settle_undecodable(self, delivered: Delivered, error: DecodeError) -> None:
+        if self.dead_letter_topic is None:
+            await RemoteSubscriber._settle_undecodable(self, delivered, error)
+            return
+        await self._dead_letter([delivered], f"{UNDECODABLE}: {error.reason}")
+        msg = delivered.message
+        logging.getLogger(f"kincir.{self.broker.backend}").warning(
+            "dead-lettered message %s of topic %r to %r: %s",
+            msg.uuid,
+            msg.topic,
+            self.dead_letter_topic,
+            error,
+        )
 
     def in_flight(self) -> int:
         """Messages this subscriber received with a handle and has not settled yet."""

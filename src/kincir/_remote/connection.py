@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import kincir_core
 from kincir_core import Message
 
+from ..codecs import BytesCodec, Codec
 from ..errors import BackendError, BrokerShutdown, ConnectionFailed, KincirError
+from .envelope import check_codec
 
 if TYPE_CHECKING:
     from .subscriber import RemoteSubscriber
@@ -37,11 +39,18 @@ class RemoteBroker(abc.ABC):
     backend: ClassVar[str] = "remote"
 
     def __init__(
-        self, url: str, *, reconnect_timeout: float = 30.0, operation_timeout: float = 30.0
+        self,
+        url: str,
+        *,
+        codec: Codec[Any] | None = None,
+        reconnect_timeout: float = 30.0,
+        operation_timeout: float = 30.0,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise TypeError(f"url must be a non-empty str, not {url!r}")
         self.url = url
+        #: How payloads are encoded and decoded unless a publisher or subscriber says otherwise.
+        self.codec: Codec[Any] = BytesCodec() if codec is None else check_codec(codec)
         #: How long a receive keeps retrying a lost connection before ConnectionFailed.
         self.reconnect_timeout = _seconds("reconnect_timeout", reconnect_timeout)
         #: The longest any one call to the server may take before ConnectionFailed.
@@ -128,7 +137,8 @@ class RemoteBroker(abc.ABC):
 
     @abc.abstractmethod
     async def _publish(self, topic: str, messages: list[Message]) -> None:
-        """Append ``messages`` to ``topic`` (one batch; atomic where the engine allows)."""
+        """Append ``messages`` (wire forms: encoded payloads, see ``envelope``) to ``topic``
+        (one batch; atomic where the engine allows)."""
 
 
 def resolve_broker(broker_cls: type[B], broker_or_url: Any) -> tuple[B, bool]:

@@ -8,27 +8,36 @@ from typing import Any, ClassVar, Generic
 
 import kincir_core
 
+from ..codecs import Codec
 from .connection import B, RemoteBroker, guarded, resolve_broker
-from .envelope import to_messages
+from .envelope import check_codec, to_messages
 
 __all__ = ["RemotePublisher"]
 
 
 class RemotePublisher(Generic[B]):
-    """Publishes batches to a backend's topics; built on a broker or on a URL (its own broker)."""
+    """Publishes batches to a backend's topics; built on a broker or on a URL (its own broker).
+
+    ``codec`` encodes the payloads (default: the broker's codec).
+    """
 
     broker_type: ClassVar[type[RemoteBroker]]
 
-    def __init__(self, broker_or_url: B | str) -> None:
+    def __init__(self, broker_or_url: B | str, *, codec: Codec[Any] | None = None) -> None:
         self.broker: B
         self.broker, self._owns_broker = resolve_broker(self.broker_type, broker_or_url)  # type: ignore[arg-type]
+        #: How this publisher encodes payloads.
+        self.codec: Codec[Any] = self.broker.codec if codec is None else check_codec(codec)
 
     async def publish(
         self, topic: str, messages: Sequence[Any], timeout: float | None = None
     ) -> None:
-        """Publish ``messages`` (Messages or bytes-like payloads) to ``topic``, in order."""
+        """Publish ``messages`` (Messages or payloads) to ``topic``, in order.
+
+        Every payload is encoded first: an EncodeError publishes nothing of the batch.
+        """
         kincir_core.validate_topic_name(topic)
-        batch = to_messages(messages)
+        batch = to_messages(messages, self.codec)
         seconds = kincir_core.check_timeout(timeout)
         broker = self.broker
         await broker.connect()

@@ -13,8 +13,10 @@ from typing import Any, ClassVar, Generic
 import kincir_core
 from kincir_core import Message
 
-from ..errors import BrokerShutdown, ConnectionFailed, NotSubscribed
+from ..codecs import Codec
+from ..errors import BrokerShutdown, ConnectionFailed, DecodeError, NotSubscribed
 from .connection import B, RemoteBroker, guarded, resolve_broker
+from .envelope import check_codec, open_message
 
 __all__ = ["POLL_SECONDS", "Delivered", "RemoteSubscriber"]
 
@@ -35,13 +37,23 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
     default for a subscriber alone, 1 for a group member (what a member fetched and did not hand
     out yet is lost to its group if it closes, on the engines that count a fetch as a delivery);
     a plain subscriber sees every message published after its ``subscribe`` returned.
+
+    ``codec`` decodes the payloads (default: the broker's codec). A message it cannot decode
+    raises ``DecodeError`` from the receive that reaches it, and is consumed: the next receive
+    goes on with the next message. ``receive_batch`` stops before such a message (returning the
+    ones before it), so the next call raises for it.
     """
 
     broker_type: ClassVar[type[RemoteBroker]]
     acking: ClassVar[bool] = False
 
     def __init__(
-        self, broker_or_url: B | str, group: str | None = None, *, prefetch: int | None = None
+        self,
+        broker_or_url: B | str,
+        group: str | None = None,
+        *,
+        codec: Codec[Any] | None = None,
+        prefetch: int | None = None,
     ) -> None:
         if group is not None:
             if not isinstance(group, str):
@@ -55,6 +67,8 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
         self.broker, self._owns_broker = resolve_broker(self.broker_type, broker_or_url)  # type: ignore[arg-type]
         self.group = group
         self.prefetch = prefetch
+        #: How this subscriber decodes payloads.
+        self.codec: Codec[Any] = self.broker.codec if codec is None else check_codec(codec)
         self._topics: dict[str, None] = {}
         self._buffer: deque[Delivered] = deque()
         self._closed = False
@@ -113,39 +127,86 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
     # -- receiving ----------------------------------------------------------------------------
 
     async def receive(self, timeout: float | None = None) -> Message:
-        """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
-        return (await self._take(1, timeout))[0].message
+        """Wait for the next message (TimeoutError after ``timeout`` seconds); DecodeError if
+        the codec cannot decode it (the next receive goes on after it)."""
+        return (await self._take(1, timeout))[0]
 
     async def receive_batch(self, max_messages: int, timeout: float | None = None) -> list[Message]:
-        """Wait for at least one message, then return up to ``max_messages`` ready ones."""
+        """Wait for at least one message, then return up to ``max_messages`` ready ones; the
+        batch ends before a message the codec cannot decode (DecodeError if it is the first)."""
         if type(max_messages) is not int or max_messages < 1:
             raise ValueError(f"max_messages must be an int >= 1, got {max_messages!r}")
-        return [d.message for d in await self._take(max_messages, timeout)]
+        return await self._take(max_messages, timeout)
 
-    async def _take(self, most: int, timeout: float | None) -> list[Delivered]:
-        """Hand out up to ``most`` messages from the head of the buffer (waiting for one).
+    def _hand_out(self, delivered: Delivered) -> Message:
+        """``delivered`` decoded for the user (once: the outcome is kept); DecodeError if not."""
+        opened = delivered.opened
+        if opened is None:
+            try:
+                opened = open_message(delivered.message, self.codec)
+            except DecodeError as exc:
+                opened = exc
+            delivered.opened = opened
+        if isinstance(opened, DecodeError):
+            raise opened
+        return opened
+
+    def _decodable(self, most: int) -> tuple[list[Delivered], DecodeError | None]:
+        """The decodable messages at the head of the buffer, up to ``most``; if the head itself
+        is not decodable, none and its DecodeError."""
+        batch: list[Delivered] = []
+        for d in itertools.islice(self._buffer, most):
+            try:
+                self._hand_out(d)
+            except DecodeError as exc:
+                return batch, (None if batch else exc)
+            batch.append(d)
+        return batch, None
+
+    @property
+    def _skips_undecodable(self) -> bool:
+        """Whether an undecodable message is put aside without raising (dead-lettered)."""
+        return False
+
+    async def _settle_undecodable(self, delivered: Delivered, error: DecodeError) -> None:
+        """Settle an undecodable message on the server (where handing out settles): it is never
+        delivered again, to anyone of the group."""
+        if self._settles:
+            await guarded(self.broker, self._ack([delivered]))
+
+    async def _take(self, most: int, timeout: float | None) -> list[Message]:
+        """Hand out up to ``most`` decoded messages from the head of the buffer (waiting for one).
 
         Where handing out settles a message on the server, it is settled first and taken from
         the buffer after: a receive cancelled during the settling leaves it (marked settled) at
         the head for the next receive, instead of losing it.
         """
+        seconds = kincir_core.check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
         while True:
-            if not self._settles:
-                first = await self._next(timeout)
-                batch = [first]
-                while self._buffer and len(batch) < most:
-                    batch.append(self._buffer.popleft())
-                return batch
-            await self._next(timeout, take=False)
-            batch = list(itertools.islice(self._buffer, most))
-            fresh = [d for d in batch if not d.settled]
-            for d in fresh:
-                d.settled = True
-            if fresh:
-                await asyncio.shield(guarded(self.broker, self._ack(fresh)))
-            taken: list[Delivered] = []
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await self._next(left, take=False)
+            batch, error = self._decodable(most)
+            if error is not None:
+                head = self._buffer[0]
+                if not head.settled:
+                    head.settled = True
+                    await asyncio.shield(self._settle_undecodable(head, error))
+                if self._buffer and self._buffer[0] is head:
+                    self._buffer.popleft()
+                    if not self._skips_undecodable:
+                        raise error
+                continue  # dead-lettered, or a concurrent receive took it meanwhile
+            if self._settles:
+                fresh = [d for d in batch if not d.settled]
+                for d in fresh:
+                    d.settled = True
+                if fresh:
+                    await asyncio.shield(guarded(self.broker, self._ack(fresh)))
+            taken: list[Message] = []
             while self._buffer and len(taken) < len(batch) and self._buffer[0] is batch[len(taken)]:
-                taken.append(self._buffer.popleft())
+                taken.append(self._hand_out(self._buffer.popleft()))
             if taken:  # else a concurrent receive took them meanwhile: look again
                 return taken
 
@@ -288,12 +349,15 @@ class RemoteSubscriber(abc.ABC, Generic[B]):
 
 
 class Delivered:
-    """A fetched message with the backend's reference to it and its delivery count."""
+    """A fetched message (its wire form: encoded payload, content type in its metadata) with
+    the backend's reference to it and its delivery count."""
 
-    __slots__ = ("count", "message", "ref", "settled")
+    __slots__ = ("count", "message", "opened", "ref", "settled")
 
     def __init__(self, message: Message, ref: Any = None, count: int = 1) -> None:
         self.message = message
         self.ref = ref
         self.count = count
         self.settled = False  # acked on the server as a plain receive handed it out
+        #: the message decoded for the user, or why it cannot be (None: not tried yet)
+        self.opened: Message | DecodeError | None = None

@@ -17,6 +17,7 @@ from .._remote import (
     encode_message,
     guarded,
 )
+from ..codecs import Codec
 from ..errors import BackendError, ConnectionFailed, KincirError
 from ._client import (
     AIOKafkaAdminClient,
@@ -47,7 +48,9 @@ class KafkaBroker(RemoteBroker):
     """A producer and an admin client for one Kafka cluster; ``url`` is its bootstrap servers
     (``"host:port[,host:port...]"``, an optional ``kafka://`` scheme is dropped).
 
-    Options: ``prefix`` (topic and group name prefix, default ``"kincir."``),
+    Options: ``codec`` (how payloads are encoded and decoded, default ``BytesCodec()``: see
+    ``kincir.codecs``; publishers and subscribers may override it), ``prefix`` (topic and
+    group name prefix, default ``"kincir."``),
     ``connect_timeout`` (seconds, default 5), ``session_timeout`` (a group member's session,
     seconds, default 10: a member that stops heartbeating is replaced after it),
     ``replication_factor`` of created topics (default 1), ``reconnect_timeout`` (how long a
@@ -61,6 +64,7 @@ class KafkaBroker(RemoteBroker):
         self,
         url: str = KAFKA.default_url,
         *,
+        codec: Codec[Any] | None = None,
         prefix: str = "kincir.",
         connect_timeout: float = 5.0,
         session_timeout: float = 10.0,
@@ -69,7 +73,10 @@ class KafkaBroker(RemoteBroker):
         operation_timeout: float = 30.0,
     ) -> None:
         super().__init__(
-            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+            url,
+            codec=codec,
+            reconnect_timeout=reconnect_timeout,
+            operation_timeout=operation_timeout,
         )
         if not isinstance(prefix, str) or re.search(r"[^A-Za-z0-9._-]", prefix):
             raise ValueError(f"prefix must use the characters [A-Za-z0-9._-], got {prefix!r}")

@@ -10,10 +10,12 @@ from kincir_core import Message
 
 from .._backends import RABBITMQ
 from .._remote import (
+    CONTENT_TYPE_KEY,
     RemoteBroker,
     encode_message,
     guarded,
 )
+from ..codecs import Codec
 from ..errors import BackendError, ConnectionFailed, KincirError
 from ._client import aio_pika, aiormq
 
@@ -26,7 +28,9 @@ COUNT_HEADER = "kincir-delivery-count"
 class RabbitMQBroker(RemoteBroker):
     """One robust AMQP connection; ``url`` as aio-pika takes it (``amqp://user:pw@host:5672/``).
 
-    Options: ``prefix`` (exchange and queue name prefix, default ``"kincir."``),
+    Options: ``codec`` (how payloads are encoded and decoded, default ``BytesCodec()``: see
+    ``kincir.codecs``; publishers and subscribers may override it), ``prefix`` (exchange and
+    queue name prefix, default ``"kincir."``),
     ``connect_timeout`` (seconds, default 5), ``reconnect_timeout`` (how long a receive keeps
     retrying a lost connection, default 30; the robust connection also reconnects by itself),
     ``operation_timeout`` (the longest one call to the server may take, default 30).
@@ -38,13 +42,17 @@ class RabbitMQBroker(RemoteBroker):
         self,
         url: str = RABBITMQ.default_url,
         *,
+        codec: Codec[Any] | None = None,
         prefix: str = "kincir.",
         connect_timeout: float = 5.0,
         reconnect_timeout: float = 30.0,
         operation_timeout: float = 30.0,
     ) -> None:
         super().__init__(
-            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+            url,
+            codec=codec,
+            reconnect_timeout=reconnect_timeout,
+            operation_timeout=operation_timeout,
         )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
@@ -141,6 +149,8 @@ def _amqp(msg: Message, count: int = 0) -> aio_pika.Message:
     return aio_pika.Message(
         payload,
         headers=wire,
+        # AMQP's own property too, for consumers that are not kincir
+        content_type=headers.get(CONTENT_TYPE_KEY),
         message_id=msg.uuid,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )

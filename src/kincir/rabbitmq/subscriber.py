@@ -8,6 +8,8 @@ import contextlib
 from typing import Any
 
 from .._remote import (
+    CONTENT_TYPE_KEY,
+    UUID_KEY,
     Delivered,
     RemoteSubscriber,
     decode_message,
@@ -24,8 +26,10 @@ def _decode(topic: str, incoming: AbstractIncomingMessage) -> Delivered:
     server = headers.pop("x-delivery-count", None)
     retries = int(server) if isinstance(server, int) else (1 if incoming.redelivered else 0)
     text = {str(k): v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()}
-    if incoming.message_id and "kincir-uuid" not in text:
-        text["kincir-uuid"] = incoming.message_id
+    if incoming.message_id and UUID_KEY not in text:
+        text[UUID_KEY] = incoming.message_id
+    if incoming.content_type and CONTENT_TYPE_KEY not in text:  # a producer that is not kincir
+        text[CONTENT_TYPE_KEY] = incoming.content_type
     msg = decode_message(incoming.body, text, topic, None)
     count = (before if isinstance(before, int) else 0) + retries + 1
     return Delivered(msg, incoming, count)

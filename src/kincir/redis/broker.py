@@ -9,6 +9,7 @@ from kincir_core import Message
 
 from .._backends import REDIS
 from .._remote import POLL_SECONDS, RemoteBroker, encode_message, guarded
+from ..codecs import Codec
 from ..errors import BackendError, ConnectionFailed, KincirError
 from ._client import aioredis, redis_errors
 
@@ -36,7 +37,9 @@ return first
 class RedisBroker(RemoteBroker):
     """A connection to one Redis server; ``url`` as redis-py takes it (``redis://host:port/db``).
 
-    Options: ``prefix`` (key prefix, default ``"kincir:"``), ``max_len`` (approximate stream
+    Options: ``codec`` (how payloads are encoded and decoded, default ``BytesCodec()``: see
+    ``kincir.codecs``; publishers and subscribers may override it), ``prefix`` (key prefix,
+    default ``"kincir:"``), ``max_len`` (approximate stream
     capacity, default None: unbounded), ``connect_timeout`` (seconds, default 5),
     ``reconnect_timeout`` (how long a receive keeps retrying a lost connection, default 30),
     ``operation_timeout`` (the longest one call to the server may take, default 30).
@@ -48,6 +51,7 @@ class RedisBroker(RemoteBroker):
         self,
         url: str = REDIS.default_url,
         *,
+        codec: Codec[Any] | None = None,
         prefix: str = "kincir:",
         max_len: int | None = None,
         connect_timeout: float = 5.0,
@@ -55,7 +59,10 @@ class RedisBroker(RemoteBroker):
         operation_timeout: float = 30.0,
     ) -> None:
         super().__init__(
-            url, reconnect_timeout=reconnect_timeout, operation_timeout=operation_timeout
+            url,
+            codec=codec,
+            reconnect_timeout=reconnect_timeout,
+            operation_timeout=operation_timeout,
         )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")

@@ -47,7 +47,7 @@ cdef enum attach_outcome:       # what TopicLog.attach / join did with a reader 
 # Message readers receive is built by the first reader and kept in the slot for the others.
 cdef struct Slot:
     PyObject* message     # the delivered copy, made by the first reader; NULL until then
-    PyObject* payload     # bytes
+    PyObject* payload     # any object (bytes-like ones published are bytes)
     PyObject* meta        # dict, never mutated
     uint64_t id_hi
     uint64_t id_lo
@@ -129,6 +129,9 @@ cdef class TopicLog:
     cdef uint64_t dead_lettered
     cdef readonly int64_t in_flight
     cdef int64_t held_bytes
+    # payloads the log let go of under its lock, dropped once it is released (_unlock): freeing
+    # an object may run Python code, which must never run while the lock is held
+    cdef list graves
     cdef double created_at
     # wall-clock seconds of the last publish, subscribe, unsubscribe, pull or clear; a
     # subscriber's receive is not stamped (the clock read would cost more than the receive)

@@ -13,10 +13,8 @@
 # classes of kincir_core._errors, raised directly by both engines. The public names' signatures
 # are part of the public typing surface (tests/typing) and stay as they are.
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
-
-from typing_extensions import Buffer
 
 from ._message import Message
 from ._rows import CursorCounts, TopicRow
@@ -245,13 +243,14 @@ class PublisherCore:
     @property
     def broker(self) -> Any: ...  # the InMemoryBroker (the Python layer's subclass)
     def __init__(self, broker: BrokerKernel) -> None: ...
-    # messages: a list or tuple (checked at run time) of Messages and bytes-like payloads
-    def publish_nowait(self, topic: str, messages: Sequence[Message | Buffer]) -> None: ...
+    # messages: a list or tuple of Messages and payloads (any object; the run time refuses
+    # anything but a list or tuple, so a bare bytes or str is a type error here too)
+    def publish_nowait(self, topic: str, messages: list[Any] | tuple[Any, ...]) -> None: ...
     def publish_sync(
-        self, topic: str, messages: Sequence[Message | Buffer], timeout: float | None = None
+        self, topic: str, messages: list[Any] | tuple[Any, ...], timeout: float | None = None
     ) -> None: ...
     def publish(
-        self, topic: str, messages: Sequence[Message | Buffer], timeout: float | None = None
+        self, topic: str, messages: list[Any] | tuple[Any, ...], timeout: float | None = None
     ) -> Coroutine[Any, Any, None]: ...
 
 class SubscriberKernel:

@@ -54,7 +54,8 @@ from cpython.pythread cimport (
     PyThread_release_lock,
     PyThread_type_lock,
 )
-from cpython.bytes cimport PyBytes_CheckExact
+from cpython.bytes cimport PyBytes_Check
+from cpython.exc cimport PyErr_Clear
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_TimeRaw
 from libc.stdint cimport int64_t, uint64_t
@@ -64,7 +65,7 @@ from cpython.mem cimport PyMem_RawFree as free
 from cpython.mem cimport PyMem_RawMalloc as malloc
 from cpython.mem cimport PyMem_RawRealloc as realloc
 
-from ._message cimport Message, check_batch, delivered_copy, new_id
+from ._message cimport Message, check_batch, delivered_copy, new_id, to_payload
 
 from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout
@@ -80,7 +81,15 @@ from ._errors import BrokerShutdown, QueueFull, TopicNotFound
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
-    bint PyObject_CheckBuffer(object obj)
+    const Py_ssize_t PY_SSIZE_T_MAX
+    # the list calls the graves need, declared to return their status (no exception check):
+    # they run in noexcept code, which clears an error itself
+    int PyList_Append(object lst, object item)
+    Py_ssize_t PyList_GET_SIZE(object lst)
+    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject* items)
+    # on the pointer itself: a cast to object would add the temporary reference it counts
+    Py_ssize_t _refcount "Py_REFCNT" (PyObject* obj)
+    bint _is_exact_bytes "PyBytes_CheckExact" (PyObject* obj)
 
 cdef extern from "_debug.h":
     bint KINCIR_DEBUG_BUILD

@@ -22,7 +22,7 @@ cdef class Cursor:
         try:
             pending = self.attached and self.pos != self.log.head
         finally:
-            kincir_mutex_unlock(&self.log.lock)
+            _unlock(self.log)
         return pending
 
     def pending(self):
@@ -33,7 +33,7 @@ cdef class Cursor:
             if self.attached:
                 n = self.log.head - self.pos
         finally:
-            kincir_mutex_unlock(&self.log.lock)
+            _unlock(self.log)
         return n
 
     def __dealloc__(self):
@@ -60,7 +60,7 @@ cdef class Cursor:
         cdef uint64_t floor
         kincir_mutex_lock(&self.log.lock)
         floor = self.floor if self.acking else self.pos
-        kincir_mutex_unlock(&self.log.lock)
+        _unlock(self.log)
         return floor
 
 

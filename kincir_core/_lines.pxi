@@ -28,7 +28,7 @@ cdef int _add_waiter(TopicLog log, Waiter waiter, Cursor cursor) except -1:
             if log.waiters is not None:
                 log.waiters.append(waiter)
                 added = True
-        kincir_mutex_unlock(&log.lock)
+        _unlock(log)
     return 0
 
 
@@ -65,7 +65,7 @@ cdef int _remove_waiter(TopicLog log, Waiter waiter, Cursor cursor) except -1:
                 if line[i] is waiter:
                     del line[i]
                     break
-    kincir_mutex_unlock(&log.lock)
+    _unlock(log)
     if after is not None:
         (<Waiter>after).wake()
     return 0
@@ -81,7 +81,7 @@ cdef int _wake_lines(TopicLog log) except -1:
         if (<Cursor>cursor).waiters:
             lines.append((<Cursor>cursor).waiters)
             (<Cursor>cursor).line_woken = True
-    kincir_mutex_unlock(&log.lock)
+    _unlock(log)
     for line in lines:
         _wake_all(list(line))
     return 0

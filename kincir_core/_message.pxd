@@ -3,7 +3,7 @@ from libc.stdint cimport int64_t, uint64_t
 
 
 cdef class Message:
-    cdef readonly bytes payload
+    cdef readonly object payload
     cdef dict _meta
     cdef object _topic
     cdef uint64_t _id_hi
@@ -14,6 +14,7 @@ cdef class Message:
 
 
 cdef int check_batch(object items) except -1
+cdef object to_payload(object value)
 cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept
 cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
                             str topic, int64_t sequence, int64_t enqueued_at, bint ordered)

@@ -1,15 +1,17 @@
 # cython: language_level=3, embedsignature=True, binding=False
 """The message type and its delivered (stamped) copies.
 
-Ownership: a Message owns its payload (exact ``bytes``), its metadata dict (exact ``str`` keys and
-values, never mutated after construction, so copies share it) and its topic string. Freeing a
-Message therefore never runs Python code, which lets the topic log release slots while holding
-its lock. The type is excluded from the cyclic GC (it cannot form cycles) and has a freelist.
+Ownership: a Message holds its payload (any object, by reference; a ``bytearray`` or
+``memoryview`` is snapshotted to ``bytes`` once, see ``to_payload``), its metadata dict (exact
+``str`` keys and values, never mutated after construction, so copies share it) and its topic
+string. Freeing a Message runs Python code only through its payload's last reference, which the
+topic log never drops while holding its lock (it moves such payloads to its graves first). The
+type is excluded from the cyclic GC, so a payload that refers back to its own Message forms a
+cycle the collector cannot see (documented in the README). It has a freelist.
 
 The uuid is 128 random bits from a xoshiro256** generator seeded from ``os.urandom`` (and
 re-seeded in a forked child), stored as two integers and formatted only when ``uuid`` is read.
-Nothing here waits or locks.
-"""
+Nothing here waits or locks."""
 
 cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
@@ -19,11 +21,12 @@ from libc.stdint cimport int64_t, uint64_t
 
 import os
 from collections.abc import Mapping
-from types import MappingProxyType
+from types import GenericAlias, MappingProxyType
 
 cdef extern from "Python.h":
     object PyDictProxy_New(object mapping)
-    bint PyObject_CheckBuffer(object obj)
+    bint PyByteArray_Check(object obj)
+    bint PyMemoryView_Check(object obj)
     void PyType_Modified(PyTypeObject* tp)
 
 cdef dict _EMPTY = {}
@@ -83,7 +86,7 @@ cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, u
     """The message readers receive, built from a topic log slot. Allocates only a Message (no
     GC tracking, no Python code runs), so the log may call it under its lock."""
     cdef Message msg = Message.__new__(Message)
-    msg.payload = <bytes>payload
+    msg.payload = <object>payload
     msg._meta = <dict>meta
     msg._id_hi = id_hi
     msg._id_lo = id_lo
@@ -111,12 +114,16 @@ cdef str _format_uuid(uint64_t hi, uint64_t lo):
 
 # -- validation -------------------------------------------------------------------------------
 
-cdef bytes _to_bytes(object value, str what):
+cdef object to_payload(object value):
+    """A published payload as the broker keeps it: the object itself, except that a
+    ``bytearray`` or ``memoryview`` becomes ``bytes`` (a snapshot). Those two are the mutable
+    buffers callers refill and publish again; bytes-only releases copied them, and code written
+    for that must not see its later writes reach subscribers."""
     if PyBytes_CheckExact(value):
-        return <bytes>value
-    if isinstance(value, str) or not PyObject_CheckBuffer(value):
-        raise TypeError(f"{what} must be bytes or a bytes-like object, not {type(value).__name__}")
-    return bytes(value)
+        return value
+    if PyByteArray_Check(value) or PyMemoryView_Check(value):
+        return bytes(value)
+    return value
 
 
 cdef dict _copy_metadata(object metadata):
@@ -135,22 +142,33 @@ cdef dict _copy_metadata(object metadata):
     return copied if copied else _EMPTY
 
 
+cdef str _short(object payload):
+    """A payload for a repr: bytes cut at 32, other objects' reprs cut at 80 characters."""
+    if PyBytes_CheckExact(payload):
+        if len(<bytes>payload) <= 32:
+            return repr(payload)
+        return f"{(<bytes>payload)[:32]!r}...({len(<bytes>payload)} bytes)"
+    shown = repr(payload)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
+
+
 # -- the message type -------------------------------------------------------------------------
 
 @cython.final
 @cython.no_gc
 @cython.freelist(256)
 cdef class Message:
-    """A message: a bytes payload, read-only str->str metadata and a uuid4 identifier.
+    """A message: a payload (any object, shared by reference), read-only str->str metadata and
+    a uuid4 identifier.
 
     Messages handed out by a subscriber also carry ``topic`` and ``sequence``, and the metadata
     keys ``_sequence`` (when the broker maintains order) and ``_enqueued_at`` (Unix milliseconds).
     """
 
     def __init__(self, payload, metadata=None):
-        if self.payload is not None:
+        if self._meta is not None:
             raise TypeError("a Message is immutable: build a new one instead of re-initialising")
-        self.payload = _to_bytes(payload, "payload")
+        self.payload = to_payload(payload)
         self._meta = _copy_metadata(metadata)
         _new_id(self)
         self._topic = None
@@ -191,6 +209,16 @@ cdef class Message:
         """Unix milliseconds at which a delivered message entered its topic; None before."""
         return self._enqueued_at if self._topic is not None else None
 
+    def with_payload(self, payload):
+        """Return a new message with the same uuid and metadata and another payload."""
+        cdef Message copy = Message.__new__(Message)
+        copy.payload = to_payload(payload)
+        copy._meta = self._meta
+        copy._id_hi = self._id_hi
+        copy._id_lo = self._id_lo
+        copy._topic = None
+        return copy
+
     def with_metadata(self, key, value):
         """Return a new message with the same uuid and payload and one metadata entry set."""
         if type(key) is not str:
@@ -206,9 +234,10 @@ cdef class Message:
         copy._topic = None
         return copy
 
+    __class_getitem__ = classmethod(GenericAlias)  # Message[Order] in annotations
+
     def __repr__(self):
-        cdef bytes p = self.payload
-        shown = repr(p) if len(p) <= 32 else f"{p[:32]!r}...({len(p)} bytes)"
+        shown = _short(self.payload)
         where = "" if self._topic is None else f", topic={self._topic!r}, sequence={self._sequence}"
         return f"Message(uuid={self.uuid!r}, payload={shown}{where})"
 
@@ -252,7 +281,7 @@ cdef object _message_vectorcall(PyObject* callable, PyObject** args, size_t narg
     if PyVectorcall_NARGS(nargsf) != 1 or kwnames != NULL:
         return _generated_vectorcall(callable, args, nargsf, kwnames)
     msg = Message.__new__(Message)
-    msg.payload = _to_bytes(<object>args[0], "payload")
+    msg.payload = to_payload(<object>args[0])
     msg._meta = _EMPTY
     _new_id(msg)
     return msg
@@ -265,7 +294,7 @@ if _generated_vectorcall != NULL:
 def restore_message(payload, meta, ident, topic, sequence, enqueued_at, ordered):
     """Rebuild a message from its pickled state."""
     cdef Message msg = Message.__new__(Message)
-    msg.payload = _to_bytes(payload, "payload")
+    msg.payload = to_payload(payload)
     msg._meta = _copy_metadata(meta)
     msg._id_hi = (ident >> 64) & 0xFFFFFFFFFFFFFFFF
     msg._id_lo = ident & 0xFFFFFFFFFFFFFFFF
@@ -282,7 +311,7 @@ cdef int check_batch(object items) except -1:
     """Refuse anything but a list or tuple of messages."""
     if type(items) is not list and type(items) is not tuple:
         raise TypeError(
-            f"messages must be a list of Message objects or bytes-like payloads, "
+            f"messages must be a list of Message objects or payloads, "
             f"not {type(items).__name__}"
         )
     return 0

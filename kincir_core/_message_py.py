@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping
-from types import MappingProxyType
+from types import GenericAlias, MappingProxyType
 from typing import Any
 
 _EMPTY: dict[str, str] = {}
@@ -33,21 +33,15 @@ def _format_uuid(value: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def to_payload(value: Any, what: str = "payload") -> bytes:
-    """Return ``value`` as bytes: bytes as they are, other bytes-like objects copied once."""
+def to_payload(value: Any) -> Any:
+    """A published payload as the broker keeps it: the object itself, except that a
+    ``bytearray`` or ``memoryview`` becomes ``bytes`` (a snapshot: they are the mutable buffers
+    callers refill and publish again, and bytes-only releases copied them)."""
     if type(value) is bytes:
         return value
-    if isinstance(value, str) or not _is_bytes_like(value):
-        raise TypeError(f"{what} must be bytes or a bytes-like object, not {type(value).__name__}")
-    return bytes(value)
-
-
-def _is_bytes_like(value: Any) -> bool:
-    try:
-        memoryview(value)
-    except TypeError:
-        return False
-    return True
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return value
 
 
 def _copy_metadata(metadata: Any) -> dict[str, str]:
@@ -67,7 +61,8 @@ def _copy_metadata(metadata: Any) -> dict[str, str]:
 
 
 class Message:
-    """A message: a bytes payload, read-only str->str metadata and a uuid4 identifier.
+    """A message: a payload (any object, shared by reference), read-only str->str metadata and
+    a uuid4 identifier.
 
     Messages handed out by a subscriber also carry ``topic`` and ``sequence``, and the metadata
     keys ``_sequence`` (when the broker maintains order) and ``_enqueued_at`` (Unix milliseconds).
@@ -76,13 +71,17 @@ class Message:
     __slots__ = ("_enqueued_at", "_id", "_meta", "_ordered", "_payload", "_sequence", "_topic")
     __module__ = "kincir"
 
-    _payload: bytes
+    _payload: Any
     _meta: dict[str, str]
     _id: int
     _topic: str | None
     _sequence: int
     _enqueued_at: int
     _ordered: bool
+
+    def __class_getitem__(cls, item: Any) -> GenericAlias:
+        """``Message[Order]`` in annotations evaluated at run time."""
+        return GenericAlias(cls, item)
 
     def __init__(self, payload: Any, metadata: Mapping[str, str] | None = None) -> None:
         if hasattr(self, "_payload"):
@@ -101,7 +100,7 @@ class Message:
         return cls(payload)
 
     @property
-    def payload(self) -> bytes:
+    def payload(self) -> Any:
         """The message body."""
         return self._payload
 
@@ -135,6 +134,18 @@ class Message:
     def enqueued_at(self) -> int | None:
         """Unix milliseconds at which a delivered message entered its topic; None before."""
         return self._enqueued_at if self._topic is not None else None
+
+    def with_payload(self, payload: Any) -> Message:
+        """Return a new message with the same uuid and metadata and another payload."""
+        copy = Message.__new__(Message)
+        copy._payload = to_payload(payload)
+        copy._meta = self._meta
+        copy._id = self._id
+        copy._topic = None
+        copy._sequence = 0
+        copy._enqueued_at = 0
+        copy._ordered = False
+        return copy
 
     def with_metadata(self, key: str, value: str) -> Message:
         """Return a new message with the same uuid and payload and one metadata entry set."""
@@ -171,12 +182,18 @@ class Message:
         )
 
 
-def _short(payload: bytes) -> str:
-    return repr(payload) if len(payload) <= 32 else f"{payload[:32]!r}...({len(payload)} bytes)"
+def _short(payload: Any) -> str:
+    """A payload for a repr: bytes cut at 32, other objects' reprs cut at 80 characters."""
+    if isinstance(payload, bytes):
+        if len(payload) <= 32:
+            return repr(payload)
+        return f"{payload[:32]!r}...({len(payload)} bytes)"
+    shown = repr(payload)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
 
 
 def restore_message(
-    payload: bytes,
+    payload: Any,
     meta: dict[str, str],
     ident: int,
     topic: str | None,
@@ -199,30 +216,24 @@ def restore_message(
 
 
 def stamp_all(items: Any, topic: str, enqueued_at: int, ordered: bool) -> list[Message]:
-    """The copies of ``items`` (Messages or bytes-like payloads) that a topic log stores.
+    """The copies of ``items`` (Messages or payloads) that a topic log stores.
 
     Raises TypeError naming the first bad item, before anything is published. The sequence
     numbers are written by the log, under its lock, when the copies are appended.
     """
     if type(items) is not list and type(items) is not tuple:
         raise TypeError(
-            f"messages must be a list of Message objects or bytes-like payloads, "
-            f"not {type(items).__name__}"
+            f"messages must be a list of Message objects or payloads, not {type(items).__name__}"
         )
     stamped = []
-    for index, item in enumerate(items):
+    for item in items:
         copy = Message.__new__(Message)
         if type(item) is Message:
             copy._payload = item._payload
             copy._meta = item._meta
             copy._id = item._id
         else:
-            if isinstance(item, str) or not _is_bytes_like(item):
-                raise TypeError(
-                    f"messages[{index}] must be a Message or a bytes-like payload, "
-                    f"not {type(item).__name__}"
-                )
-            copy._payload = bytes(item) if type(item) is not bytes else item
+            copy._payload = to_payload(item)
             copy._meta = _EMPTY
             copy._id = _new_id()
         copy._topic = topic
@@ -234,5 +245,7 @@ def stamp_all(items: Any, topic: str, enqueued_at: int, ordered: bool) -> list[M
 
 
 def payload_size(msg: Message) -> int:
-    """The number of payload bytes a stored message holds."""
-    return len(msg._payload)
+    """The payload bytes the memory estimate counts: a bytes payload's length. An object is
+    shared with the publisher, not copied, and counts as a reference (0)."""
+    payload = msg._payload
+    return len(payload) if isinstance(payload, bytes) else 0

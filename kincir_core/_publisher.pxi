@@ -101,7 +101,7 @@ cdef class PublisherCore:
                 raise MemoryError("cannot allocate a publish buffer")
         try:
             for i in range(count):
-                _fill_slot(&batch[i], messages[i], i)
+                _fill_slot(&batch[i], messages[i])
                 batch[i].enqueued_at = now_ms
                 filled += 1
             if log is None:

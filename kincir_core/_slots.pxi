@@ -26,11 +26,17 @@ cdef uint64_t _first_live(const double* stamps, uint64_t mask, uint64_t pos, uin
 
 
 cdef inline Py_ssize_t _payload_size(PyObject* payload) noexcept:
-    return PyBytes_GET_SIZE(<object>payload)
+    """The bytes of a payload the memory estimate counts: a bytes payload's length. An object
+    is shared with the publisher, not copied, and counts as a reference (0).
+    (PyBytes_Check: a bytes subclass counts its length too.)"""
+    if PyBytes_Check(<object>payload):
+        return PyBytes_GET_SIZE(<object>payload)
+    return 0
 
 
 cdef inline void _clear_slot(Slot* slot) noexcept:
-    """Drop a slot's references. Frees only bytes, dicts of str and Messages: no Python code."""
+    """Drop a slot's references. Frees Python code only through an object payload: the log
+    moves those to its graves before clearing a slot under its lock."""
     Py_XDECREF(slot.message)
     Py_XDECREF(slot.payload)
     Py_XDECREF(slot.meta)
@@ -40,11 +46,8 @@ cdef inline void _clear_slot(Slot* slot) noexcept:
 cdef dict _NO_METADATA = {}
 
 
-cdef int _fill_slot(Slot* slot, object item, Py_ssize_t index) except -1:
-    """Write ``item`` (a Message or a bytes-like payload) into ``slot``, taking references.
-
-    Raises TypeError naming ``messages[index]`` for anything else, leaving the slot empty.
-    """
+cdef int _fill_slot(Slot* slot, object item) except -1:
+    """Write ``item`` (a Message or a payload) into ``slot``, taking references."""
     cdef Message source
     cdef object payload
     cdef object meta
@@ -55,15 +58,7 @@ cdef int _fill_slot(Slot* slot, object item, Py_ssize_t index) except -1:
         slot.id_hi = source._id_hi
         slot.id_lo = source._id_lo
     else:
-        if PyBytes_CheckExact(item):
-            payload = item
-        elif isinstance(item, str) or not PyObject_CheckBuffer(item):
-            raise TypeError(
-                f"messages[{index}] must be a Message or a bytes-like payload, "
-                f"not {type(item).__name__}"
-            )
-        else:
-            payload = bytes(item)
+        payload = to_payload(item)
         meta = _NO_METADATA
         new_id(&slot.id_hi, &slot.id_lo)
     Py_INCREF(payload)

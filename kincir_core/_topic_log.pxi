@@ -1,6 +1,34 @@
 # TopicLog: a topic's ring of slots, its readers, publishing into it and reading from it.
 # Included by _broker.pyx (one module: its cdef classes and functions see each other).
 
+cdef inline void _unlock(TopicLog log) noexcept:
+    """Release the log's lock, then drop the payloads it let go of meanwhile (their last
+    reference may run ``__del__`` or a weakref callback, which may call the broker)."""
+    kincir_mutex_unlock(&log.lock)
+    if PyList_GET_SIZE(log.graves):
+        _bury(log)
+
+
+cdef void _bury(TopicLog log) noexcept:
+    # list slice deletion detaches the items before dropping them: a payload's finalizer that
+    # publishes and reads (adding graves) finds a consistent list
+    if PyList_SetSlice(log.graves, 0, PY_SSIZE_T_MAX, NULL) < 0:
+        PyErr_Clear()
+
+
+cdef inline bint _last_holder(Slot* slot) noexcept:
+    """Whether clearing ``slot`` may free an object payload (bytes free no Python code): the
+    slot holds the payload once, and once more through its delivered copy when nobody else
+    holds that copy. Usually a reader or the publisher still holds the payload, and the slot
+    is cleared at once; otherwise the payload goes to the log's graves."""
+    cdef Py_ssize_t held = 1
+    if _is_exact_bytes(slot.payload):
+        return False
+    if slot.message != NULL and _refcount(slot.message) == 1:
+        held += 1
+    return _refcount(slot.payload) <= held
+
+
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
@@ -12,6 +40,7 @@ cdef class TopicLog:
         self.capacity = -1 if capacity is None else capacity
         self.overflow = overflow
         self.room_waiters = []
+        self.graves = []
         self.ttl = -1.0 if ttl is None else ttl
         self.persistence = persistence
         self.ordered = ordered
@@ -55,6 +84,8 @@ cdef class TopicLog:
         for seq in range(self.tail, new_tail):
             slot = &self.ring[seq & self.mask]
             freed += _payload_size(slot.payload)
+            if _last_holder(slot) and PyList_Append(self.graves, <object>slot.payload) < 0:
+                PyErr_Clear()  # no room for the grave: drop it here, as before objects
             _clear_slot(slot)
         self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
         KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(new_tail - self.tail))
@@ -186,7 +217,7 @@ cdef class TopicLog:
         waiters = self.room_waiters
         self.room_waiters = fresh
         self.room_freed = False
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         _wake_all(waiters)
 
     cdef uint64_t _expire(self, double now) noexcept:
@@ -295,7 +326,7 @@ cdef class TopicLog:
                     if self.lined:
                         stale = _lines_woken(self)
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         if outcome:
@@ -335,7 +366,7 @@ cdef class TopicLog:
                 self.room_waiters.append(waiter)
                 waiting = 1
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         return waiting
@@ -347,13 +378,13 @@ cdef class TopicLog:
             if self.room_waiters[i] is waiter:
                 del self.room_waiters[i]
                 break
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
 
     def note_queue_full(self):
         """Count a publish refused for want of room (a block-policy timeout or nowait)."""
         kincir_mutex_lock(&self.lock)
         self.queue_full += 1
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
 
     def configure(self, int overflow, Py_ssize_t capacity):
         """Change the topic's overflow policy and capacity (-1: unbounded); wakes blocked
@@ -361,7 +392,7 @@ cdef class TopicLog:
         kincir_mutex_lock(&self.lock)
         self.overflow = overflow
         self.capacity = capacity
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         self._wake_room()
 
     def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
@@ -370,7 +401,7 @@ cdef class TopicLog:
         nothing, when the topic was deleted (the caller counts on the broker's totals)."""
         kincir_mutex_lock(&self.lock)
         if self.closed:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
             return False
         self.redelivered += redelivered
         self.dead_lettered += dead_lettered
@@ -380,7 +411,7 @@ cdef class TopicLog:
         self.in_flight += in_flight
         if self.in_flight < 0:
             self.in_flight = 0
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         return True
 
     def settle(self, Cursor cursor, uint64_t floor, int64_t count, int64_t consumed=0):
@@ -405,7 +436,7 @@ cdef class TopicLog:
                     self._moved(old)
             held_from = cursor.floor
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         return held_from
@@ -449,7 +480,7 @@ cdef class TopicLog:
                         cursor.unsettled += 1
                         self.in_flight += 1
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         return got
@@ -493,7 +524,7 @@ cdef class TopicLog:
                         cursor.unsettled += n
                         self.in_flight += n
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         if n < limit:
@@ -538,7 +569,7 @@ cdef class TopicLog:
                     self.at_tail += 1
                 self.last_activity = _wall()
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if full == ATTACH_NO_MEMORY:
             raise MemoryError("cannot add a reader")
         return full
@@ -556,7 +587,7 @@ cdef class TopicLog:
         else:
             cursor.members += 1
             self.last_activity = _wall()
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         return refused
 
     def leave(self, Cursor cursor):
@@ -570,7 +601,7 @@ cdef class TopicLog:
             waiters = self.waiters
             self.waiters = None
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         _wake_all(waiters)
         _wake_lines(self)
 
@@ -602,7 +633,7 @@ cdef class TopicLog:
                 waiters = self.waiters
                 self.waiters = None
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         _wake_all(waiters)
@@ -628,7 +659,7 @@ cdef class TopicLog:
         for cursor in self.cursors:
             if (<Cursor>cursor).waiters:
                 n += len((<Cursor>cursor).waiters) - 1
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         return n
 
     def wake_waiters(self):
@@ -638,7 +669,7 @@ cdef class TopicLog:
             waiters = self.waiters
             self.waiters = None
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         _wake_all(waiters)
         _wake_lines(self)
 
@@ -651,7 +682,7 @@ cdef class TopicLog:
             waiters = self.waiters
             self.waiters = None
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         _wake_all(waiters)
         _wake_lines(self)
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown
@@ -667,7 +698,7 @@ cdef class TopicLog:
         try:
             n = self._expire(_monotonic())
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         return n
@@ -691,7 +722,7 @@ cdef class TopicLog:
             self.at_tail = len(self.cursors)
             self.last_activity = _wall()
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         if self.room_freed:
             self._wake_room()
         return held
@@ -703,7 +734,7 @@ cdef class TopicLog:
         cdef Cursor cursor
         kincir_mutex_lock(&self.lock)
         self.closed = True  # first: a publish racing the deletion is refused, not lost
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         held = self.clear()
         _wake_lines(self)
         kincir_mutex_lock(&self.lock)
@@ -716,7 +747,7 @@ cdef class TopicLog:
             waiters = self.waiters
             self.waiters = None
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
         return held
@@ -730,7 +761,7 @@ cdef class TopicLog:
                 and _wall() - self.last_activity > threshold)
         if idle:
             self.closed = True
-        kincir_mutex_unlock(&self.lock)
+        _unlock(self)
         return idle
 
     def touch(self):
@@ -741,7 +772,7 @@ cdef class TopicLog:
         """Append a dead letter (accepted while the broker drains): False if the topic is full
         under the block policy (a dead letter never waits); raises what a publish raises."""
         cdef Slot one
-        _fill_slot(&one, message, 0)
+        _fill_slot(&one, message)
         one.enqueued_at = _now_ms()
         return not self.append(&one, 1, True)  # takes over the reference, whatever happens
 
@@ -757,7 +788,7 @@ cdef class TopicLog:
                     done = False
                     break
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         return done
 
     def subscriber_count(self):
@@ -766,7 +797,7 @@ cdef class TopicLog:
         try:
             n = self._subscriber_count()
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         return n
 
     def ring_slots(self):
@@ -800,7 +831,7 @@ cdef class TopicLog:
             dead_lettered = self.dead_lettered
             in_flight = self.in_flight
         finally:
-            kincir_mutex_unlock(&self.lock)
+            _unlock(self)
         return _TopicRow(self.name, queued, subscribers, published, delivered, expired, dropped,
                          queue_full, self.created_at, last, head, held_bytes,
                          max(0.0, wall - last), lagged, redelivered, dead_lettered, in_flight,

@@ -137,6 +137,7 @@ class TopicLog:
         self.ttl = ttl
         self.persistence = persistence
         self.lock = threading.Lock()
+        self.graves: list[Message] = []  # released messages with object payloads: _wake_room
         self.ring: list[Message | None] = [None] * _MIN_RING
         self.mask = _MIN_RING - 1
         self.stamps: list[float] | None = [0.0] * _MIN_RING if ttl is not None else None
@@ -183,6 +184,10 @@ class TopicLog:
             ring[seq & mask] = None
             if msg is not None:
                 freed += payload_size(msg)
+                if type(msg._payload) is not bytes:
+                    # freeing an object may run Python code (``__del__``, a weakref callback
+                    # that calls the broker): never under the lock; _wake_room drops it
+                    self.graves.append(msg)
         self.held_bytes -= freed + (new_tail - self.tail) * MESSAGE_OVERHEAD
         self.tail = new_tail
         if self.room_waiters:
@@ -287,6 +292,16 @@ class TopicLog:
             low = min(c.tracked() for c in self.cursors)
             self.at_tail = sum(1 for c in self.cursors if c.tracked() == low)
 
+    def _after_unlock(self) -> None:
+        """Drop the payloads the log let go of under its lock, then wake the publishers
+        waiting for room if some was freed."""
+        if self.graves:
+            # list.clear empties the list before dropping the items: a payload's finalizer
+            # that publishes and reads (adding graves) finds a consistent list
+            self.graves.clear()
+        if self.room_freed:
+            self._wake_room()
+
     def _wake_room(self) -> None:
         """Wake the publishers waiting for room (after the lock is released)."""
         with self.lock:
@@ -320,8 +335,8 @@ class TopicLog:
         try:
             return self._append(stamped, letter)
         finally:
-            if self.room_freed:
-                self._wake_room()
+            if self.room_freed or self.graves:
+                self._after_unlock()
 
     def _append(self, stamped: list[Message], letter: bool = False) -> bool:
         count = len(stamped)
@@ -431,8 +446,8 @@ class TopicLog:
                     return True
                 return False
         finally:
-            if self.room_freed:
-                self._wake_room()
+            if self.room_freed or self.graves:
+                self._after_unlock()
 
     def remove_room_waiter(self, waiter: Any) -> None:
         with self.lock:
@@ -487,8 +502,8 @@ class TopicLog:
                     cursor.floor = new
                     self._moved(old)
             held_from = cursor.floor
-        if self.room_freed:
-            self._wake_room()
+        if self.room_freed or self.graves:
+            self._after_unlock()
         return held_from
 
     # -- reading --------------------------------------------------------------------------------
@@ -498,8 +513,8 @@ class TopicLog:
         try:
             return self._take(cursor, limit)
         finally:
-            if self.room_freed:
-                self._wake_room()
+            if self.room_freed or self.graves:
+                self._after_unlock()
 
     def _take(self, cursor: Cursor, limit: int) -> list[Message]:
         with self.lock:
@@ -575,8 +590,8 @@ class TopicLog:
         try:
             self._detach(cursor)
         finally:
-            if self.room_freed:
-                self._wake_room()
+            if self.room_freed or self.graves:
+                self._after_unlock()
 
     def _detach(self, cursor: Cursor) -> None:
         with self.lock:
@@ -679,8 +694,8 @@ class TopicLog:
             return 0
         with self.lock:
             n = self._expire(monotonic())
-        if self.room_freed:
-            self._wake_room()
+        if self.room_freed or self.graves:
+            self._after_unlock()
         return n
 
     def clear(self) -> int:
@@ -698,8 +713,8 @@ class TopicLog:
             self._release_to(self.head)
             self.at_tail = len(self.cursors)
             self.last_activity = time.time()
-        if self.room_freed:
-            self._wake_room()
+        if self.room_freed or self.graves:
+            self._after_unlock()
         return held
 
     def close(self) -> int:
@@ -715,6 +730,7 @@ class TopicLog:
             self.at_tail = 0
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet TopicNotFound
+        self.graves.clear()
         return held
 
     def close_if_idle(self, threshold: float) -> bool:

@@ -226,7 +226,7 @@ def workload(rounds: int, inject_leak: bool) -> None:
             pub.publish_nowait("drop_oldest", [payload] * 8)
             if got is not None:
                 acker.ack(got[1])
-            for bad in ([payload, 42], "not a list", [payload, "text"]):
+            for bad in ("not a list", payload, 42):
                 try:
                     pub.publish_nowait("error", bad)
                 except TypeError:

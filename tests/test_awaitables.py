@@ -149,8 +149,8 @@ def test_a_failing_publish_raises_when_awaited(k):
     _, pub, _ = setup(k)
 
     async def main():
-        pending = pub.publish("t", [123])
-        with pytest.raises(TypeError, match=r"messages\[0\]"):
+        pending = pub.publish("t", 123)
+        with pytest.raises(TypeError, match="messages must be a list"):
             await pending
 
     k.run(main())

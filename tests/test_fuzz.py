@@ -53,7 +53,10 @@ def test_message_construction(k, payload, metadata):
         msg = k.Message(payload, metadata)
     except (TypeError, ValueError):
         return
-    assert isinstance(msg.payload, bytes)
+    if isinstance(payload, (bytearray, memoryview)):
+        assert type(msg.payload) is bytes and msg.payload == bytes(payload)
+    else:
+        assert msg.payload is payload
     assert dict(msg.metadata) == (dict(metadata) if metadata else {})
 
 

@@ -333,13 +333,11 @@ def test_refused_publishes_give_their_references_back(k):
     closed_pub = k.InMemoryPublisher(closed)
     closed.shutdown()
     t = Tracked(k)
-    pair, bad, odd = [t.raw, t.msg], [t.raw, t.msg, 42], [t.msg, t.raw, "text"]
+    pair = [t.raw, t.msg]
     refusals = (
         (pub.publish_nowait, "full", pair, k.QueueFull),
         (pub.publish_sync, "full", pair, k.QueueFull),
         (pub.publish_nowait, "blocking", pair, k.QueueFull),
-        (pub.publish_nowait, "t", bad, TypeError),  # checked item by item: refs already taken
-        (pub.publish_nowait, "t", odd, TypeError),
         (pub.publish_nowait, "new.topic", pair, k.MaxTopicsReached),
         (pub.publish_nowait, "bad..name", pair, k.InvalidTopicName),
         (closed_pub.publish_nowait, "t", pair, k.BrokerShutdown),

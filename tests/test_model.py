@@ -106,14 +106,17 @@ def test_topic_matches_the_model(k, persistence, capacity, ops):
         subs[0].subscribe(TOPIC)
         subs[0].unsubscribe(TOPIC)
         model = Model(capacity, persistence)
-        payload_of: dict[int, bytes] = {}
+        payload_of: dict[int, object] = {}
         counter = 0
 
         for op in ops:
             kind = op[0]
             if kind == "publish":
                 count = op[1]
-                batch = [f"m{counter + i}".encode() for i in range(count)]
+                # bytes and objects alike (objects arrive by reference: compared by identity)
+                batch = [
+                    f"m{n}".encode() if n % 2 else {"n": n} for n in range(counter, counter + count)
+                ]
                 counter += count
                 expected = model.publish(count)
                 if expected == "QueueFull":
@@ -144,6 +147,8 @@ def test_topic_matches_the_model(k, persistence, capacity, ops):
                     got = subs[sub].try_receive_batch(limit)
                     assert [m.sequence for m in got] == expected, op
                     assert [m.payload for m in got] == [payload_of[s] for s in expected]
+                    sent = [payload_of[s] for s in expected]
+                    assert all(m.payload is p for m, p in zip(got, sent, strict=True))
                     assert all(m.topic == TOPIC for m in got)
 
             info = broker.topic_info(TOPIC)

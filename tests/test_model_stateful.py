@@ -41,6 +41,28 @@ GROUP_TOPIC = "a"
 ACK_TOPIC = "b"
 
 
+def payload_for(topic: str, n: int) -> object:
+    """The n-th payload: bytes, a dict, a tuple or an object with no equality of its own."""
+    kind = n % 4
+    if kind == 0:
+        return f"{topic}{n}".encode()
+    if kind == 1:
+        return {"topic": topic, "n": n}
+    if kind == 2:
+        return (topic, n)
+    return Opaque(n)
+
+
+class Opaque:
+    """A payload that equals only itself."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"Opaque({self.n})"
+
+
 @dataclass
 class Reader:
     pos: int
@@ -72,7 +94,7 @@ class Reader:
 class Topic:
     capacity: int | None
     stamps: dict[int, float] = field(default_factory=dict)  # seq -> publish time
-    payloads: dict[int, bytes] = field(default_factory=dict)
+    payloads: dict[int, object] = field(default_factory=dict)
     head: int = 1
     tail: int = 1
     readers: dict[str, Reader] = field(default_factory=dict)
@@ -175,13 +197,15 @@ class BrokerMachine(RuleBasedStateMachine):
     def check_messages(self, topic: Topic, got: list[Any], seqs: list[int], name: str) -> None:
         assert [m.sequence for m in got] == seqs, (name, [m.sequence for m in got], seqs)
         assert [m.payload for m in got] == [topic.payloads[s] for s in seqs]
+        # objects travel by reference: each reader gets the published object itself
+        assert all(m.payload is topic.payloads[s] for m, s in zip(got, seqs, strict=True))
 
     # -- publishing -----------------------------------------------------------------------------
 
     @rule(topic=st.sampled_from(["a", "b"]), count=st.integers(0, 4))
     def publish(self, topic: str, count: int) -> None:
         t = self.topics[topic]
-        batch = [f"{topic}{self.counter + i}".encode() for i in range(count)]
+        batch = [payload_for(topic, self.counter + i) for i in range(count)]
         self.counter += count
         if self.shut:  # even an empty batch: the broker's state is checked first
             self.expect_error(self.k.BrokerShutdown, lambda: self.pub.publish_nowait(topic, batch))

@@ -85,9 +85,12 @@ def test_a_failing_handler_is_retried_then_dead_lettered_and_the_router_lives(k)
 
 
 def test_bad_handler_result_counts_as_a_failure(k):
-    _broker, pub, _out, router = pipeline(k, lambda m: 42, max_deliveries=1)
+    # any object is an output; one the broker's codec cannot encode is a failure
+    broker = k.new_broker(enable_stats=True, codec=k.modules["kincir.codecs"].JsonCodec())
+    router = k.Router(broker, "in", "out", lambda m: object(), max_deliveries=1)
+    pub = k.InMemoryPublisher(broker)
     with router:
-        pub.publish_nowait("in", [b"a"])
+        pub.publish_nowait("in", ["a"])
         k.wait_for(lambda: router.stats().failed == 1)
     assert router.stats().retries_exhausted == 1
 

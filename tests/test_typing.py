@@ -323,6 +323,16 @@ def _ast_member(node: ast.stmt) -> tuple[str, Member] | None:
     return None
 
 
+def _is_type_variable(node: ast.stmt) -> bool:
+    """``T = TypeVar("T", ...)`` (or ParamSpec / TypeVarTuple) at a stub's top level."""
+    return (
+        isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id in ("TypeVar", "ParamSpec", "TypeVarTuple")
+    )
+
+
 def stub_surface(path: Path) -> Surface:
     tree = ast.parse(path.read_text(), str(path))
     names: dict[str, Member] = {}
@@ -334,6 +344,8 @@ def stub_surface(path: Path) -> Surface:
             body = [m for m in map(_ast_member, node.body) if m is not None]
             classes[node.name] = dict(body)
             bases[node.name] = [b.id for b in node.bases if isinstance(b, ast.Name)]
+        elif _is_type_variable(node):
+            continue  # a stub's own typing device, not part of the module
         elif (found := _ast_member(node)) is not None:
             name, member = found
             names[name] = Member("function", member.params) if member.kind == "method" else member

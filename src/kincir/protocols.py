@@ -15,7 +15,7 @@ class Publisher(Protocol):
     """Publishes batches of messages to named topics."""
 
     async def publish(
-        self, topic: str, messages: Sequence[Any], timeout: float | None = None
+        self, topic: str, messages: list[Any] | tuple[Any, ...], timeout: float | None = None
     ) -> None:
         """Publish ``messages`` to ``topic``."""
         ...

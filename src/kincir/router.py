@@ -30,7 +30,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -156,17 +156,14 @@ class Delivery:
 
 
 def _outputs(result: Any) -> list[Any]:
-    """The messages a handler returned: None, one Message or payload, or an iterable of them."""
+    """The messages a handler returned. None: nothing; a list, a tuple or an iterator (a
+    generator): one output per item; a Message or any other object: one output, that payload.
+    A handler that means to send one list as a payload wraps it: ``Message([...])``."""
     if result is None:
         return []
-    if isinstance(result, (Message, bytes, bytearray, memoryview)):
-        return [result]
-    if isinstance(result, Iterable) and not isinstance(result, str):
+    if type(result) is list or type(result) is tuple or isinstance(result, Iterator):
         return list(result)
-    raise TypeError(
-        "a router handler must return None, a Message, a bytes-like payload, or an iterable "
-        f"of them, not {type(result).__name__}"
-    )
+    return [result]
 
 
 class Router:

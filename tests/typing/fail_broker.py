@@ -22,7 +22,7 @@ broker.topic_info("orders").queue_size = 0  # E: Property "queue_size" defined i
 
 
 def settle(message: Message) -> None:
-    acker.ack(message)  # E: incompatible type "Message"; expected "AckHandle"
+    acker.ack(message)  # E: incompatible type "Message[Any]"; expected "AckHandle"
 
 
 def handler(message: Message) -> None:

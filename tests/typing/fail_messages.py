@@ -10,21 +10,21 @@ pub = InMemoryPublisher(broker)
 sub = InMemorySubscriber(broker)
 sub.subscribe("orders")
 
-Message("text")  # E: Argument 1 to "Message" has incompatible type "str"; expected "Buffer"
-Message.new(42)  # E: Argument 1 to "new" of "Message" has incompatible type "int"
+Message(None, ["retries"])  # E: Argument 2 to "Message" has incompatible type "list[str]"
+order: Message[dict[str, int]] = Message("text")  # E: Argument 1 to "Message" has incompatible
 Message(b"x", {"retries": 3})  # E: Dict entry 0 has incompatible type "str": "int"
 Message(b"x").with_metadata("retries", 3)  # E: Argument 2 to "with_metadata" of "Message"
-pub.publish_nowait("orders", 5)  # E: type "int"; expected "Sequence[Message | Buffer]"
-pub.publish_nowait("orders", [1, 2])  # E: List item 0 has incompatible type "int"  # E: List item 1
-pub.publish_sync("orders", b"x")  # E: type "bytes"; expected "Sequence[Message | Buffer]"
+pub.publish_nowait("orders", 5)  # E: type "int"; expected "list[Any] | tuple[Any, ...]"
+pub.publish_nowait("orders", {"id": 1})  # E: type "dict[str, int]"; expected "list[Any] | tuple
+pub.publish_sync("orders", b"x")  # E: type "bytes"; expected "list[Any] | tuple[Any, ...]"
 pub.publish_sync("orders", [b"x"], timeout="1s")  # E: Argument "timeout" to "publish_sync"
 pub.publish_now("orders", [b"x"])  # E: "InMemoryPublisher" has no attribute "publish_now"
 sub.recieve_sync()  # E: "InMemorySubscriber" has no attribute "recieve_sync"
 sub.receive_batch_sync()  # E: Missing positional argument "max_messages"
 
 
-def first_payload() -> bytes:
-    return sub.try_receive().payload  # E: Item "None" of "Message | None" has no attribute
+def first_payload() -> object:
+    return sub.try_receive().payload  # E: Item "None" of "Message[Any] | None" has no attribute
 
 
 def next_sequence() -> int:
@@ -33,7 +33,7 @@ def next_sequence() -> int:
 
 
 async def forgot_await() -> None:
-    message: Message = sub.receive()  # E: (expression has type "Coroutine[Any, Any, Message]"
+    message: Message = sub.receive()  # E: (expression has type "Coroutine[Any, Any, Message[Any]]"
     print(message)
 
 

@@ -21,7 +21,8 @@ async def handle_one(subscriber: AckSubscriber) -> bytes:
     message, handle = await subscriber.receive_with_ack(timeout=1.0)
     assert_type(message, Message)
     await subscriber.ack(handle)
-    return message.payload
+    payload: bytes = message.payload  # in memory a payload is any object: Any
+    return payload
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import assert_type
+from typing import Any, assert_type
 
 from kincir import Completed, Message, Publisher, Subscriber
 from kincir.memory import (
@@ -45,12 +45,12 @@ async def main() -> None:
             .with_metadata("customer", "Alice")
             .with_metadata("priority", "high")
         )
-        assert_type(message, Message)
-        await publisher.publish("orders", [message])
+        assert_type(message, Message[bytes])
+        await publisher.publish("orders", [message, {"id": 1234}])
 
         received = await subscriber.receive()
         assert_type(received, Message)
-        assert_type(received.payload, bytes)
+        assert_type(received.payload, Any)  # any object in memory
         assert_type(received.metadata, Mapping[str, str])
         assert_type(received.uuid, str)
         assert_type(received.topic, str | None)
@@ -59,6 +59,7 @@ async def main() -> None:
         assert received.payload == b"Order #1234"
         assert received.metadata["customer"] == "Alice"
         assert (received.topic, received.sequence, received.uuid) == ("orders", 1, message.uuid)
+        assert (await subscriber.receive()).payload == {"id": 1234}  # any object, as it was
 
         # a producer task and a consumer task, typed by the protocols alone
         _, payloads = await asyncio.gather(produce(publisher, 3), consume(subscriber, 3))
@@ -90,7 +91,7 @@ async def main() -> None:
         assert_type(stats, StatsSnapshot | None)
         assert stats is not None
         assert_type(stats.messages_published(), int)
-        assert stats.messages_published() == stats.messages_consumed() == 8
+        assert stats.messages_published() == stats.messages_consumed() == 9
 
 
 if __name__ == "__main__":

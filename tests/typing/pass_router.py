@@ -21,7 +21,7 @@ def settle_by_hand(message: Message, delivery: Delivery) -> None:
         delivery.nack(requeue=False)
 
 
-async def shout(message: Message) -> bytes:
+async def shout(message: Message[bytes]) -> bytes:
     await asyncio.sleep(0)
     return message.payload + b"!"
 

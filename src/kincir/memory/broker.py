@@ -14,9 +14,10 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 import kincir_core
 from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, SubscriberCore
@@ -34,6 +35,7 @@ from .health import (
     topic_info,
 )
 from .patterns import PatternRegistry, compile_pattern, is_pattern, join_quietly, matches
+from .wire import failed, through_codec
 
 __all__ = ["InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
@@ -360,9 +362,20 @@ class InMemoryBroker(BrokerCore):
 
 
 class InMemoryPublisher(PublisherCore):
-    """Publishes batches of messages (Message objects or bytes-like payloads) to topics."""
+    """Publishes batches of messages (Message objects or payloads: any object) to topics."""
 
     __slots__ = ()
+
+    def __new__(cls, broker: InMemoryBroker) -> InMemoryPublisher:
+        # a broker with wire fidelity on gets the publisher that runs payloads through its
+        # codec; without one, publishing stays the engine's own calls
+        if (
+            cls is InMemoryPublisher
+            and isinstance(broker, InMemoryBroker)
+            and broker.config.codec is not None
+        ):
+            cls = _CodecPublisher
+        return super().__new__(cls)
 
     def stats(self) -> StatsSnapshot | None:
         """The broker's statistics snapshot, or None when stats are off."""
@@ -374,6 +387,28 @@ class InMemoryPublisher(PublisherCore):
 
     def __repr__(self) -> str:
         return f"<InMemoryPublisher connected={self.is_connected()}>"
+
+
+class _CodecPublisher(InMemoryPublisher):
+    """An ``InMemoryPublisher`` on a broker with ``InMemoryConfig.codec`` set: every payload is
+    encoded and decoded before the engine sees the batch (see ``kincir.memory.wire``)."""
+
+    __slots__ = ()
+
+    def publish_nowait(self, topic: str, messages: Any) -> None:
+        super().publish_nowait(topic, through_codec(self.broker.config.codec, messages))
+
+    def publish_sync(self, topic: str, messages: Any, timeout: float | None = None) -> None:
+        super().publish_sync(topic, through_codec(self.broker.config.codec, messages), timeout)
+
+    def publish(
+        self, topic: str, messages: Any, timeout: float | None = None
+    ) -> Coroutine[Any, Any, None]:
+        try:
+            wired = through_codec(self.broker.config.codec, messages)
+        except Exception as exc:
+            return failed(exc)
+        return super().publish(topic, wired, timeout)
 
 
 class InMemorySubscriber(SubscriberCore):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import kincir_core
 
 from .errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from ..codecs import Codec
 
 __all__ = ["OVERFLOW_POLICIES", "InMemoryConfig", "Overflow", "check_overflow", "check_queue_size"]
 
@@ -66,6 +69,20 @@ def check_queue_size(value: Any) -> int | None:
     return _limit("max_queue_size", value)
 
 
+def _check_codec(codec: Any) -> None:
+    if codec is None:
+        return
+    if not (
+        callable(getattr(codec, "encode", None))
+        and callable(getattr(codec, "decode", None))
+        and isinstance(getattr(codec, "content_type", None), str)
+    ):
+        raise TypeError(
+            "codec must be a kincir.codecs codec (encode, decode and a str content_type), "
+            f"not {type(codec).__name__}"
+        )
+
+
 def _flag(field: str, value: Any) -> bool:
     if type(value) is not bool:
         raise TypeError(f"{field} must be bool, not {type(value).__name__}")
@@ -100,6 +117,11 @@ class InMemoryConfig:
     #: published), "block" waits for room, "drop_oldest" drops the oldest held messages (readers
     #: behind lose them: lagged), "drop_newest" drops the new ones. Per topic: configure_topic.
     overflow: Overflow = "error"
+    #: Wire fidelity for tests: a ``kincir.codecs`` codec that every publish runs its payloads
+    #: through (encode, then decode), so an in-memory test suite meets an unencodable payload,
+    #: or one that does not decode as it was sent, before the code moves to a network backend.
+    #: None (the default): payloads are shared by reference, never serialized.
+    codec: Codec[Any] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -124,6 +146,7 @@ class InMemoryConfig:
             _seconds("cleanup_interval", self.cleanup_interval, optional=False),
         )
         check_overflow(self.overflow)
+        _check_codec(self.codec)
 
     # -- profiles -------------------------------------------------------------------------------
 
@@ -198,6 +221,10 @@ class InMemoryConfig:
     def with_overflow(self, policy: Overflow) -> InMemoryConfig:
         """Choose what a publish to a full topic does."""
         return self._with(overflow=policy)
+
+    def with_codec(self, codec: Codec[Any] | None) -> InMemoryConfig:
+        """Run every published payload through ``codec`` (wire fidelity; None: off)."""
+        return self._with(codec=codec)
 
 
 InMemoryConfig.__module__ = "kincir.memory"

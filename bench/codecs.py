@@ -7,14 +7,14 @@ price for the payload of the object workloads, a 4-key dict (``kincir.bench.harn
     python bench/codecs.py                  # every codec whose package is installed
     python bench/codecs.py --runs 9 --number 50000
 
-Each run encodes then decodes ``--number`` distinct dicts (their ids differ, as in the
-workloads) and divides the time by that number; the median over ``--runs`` runs is printed, in
-microseconds per message, for encode + decode and for each alone, with the mean size of an
-encoded payload. ``BytesCodec`` is left out (it takes bytes, not a dict). ``MsgspecCodec``
-round-trips a ``msgspec.Struct`` of the same four fields, built from the dicts before the clock
-starts: its decoding validates into that type, which is what it is for. MsgpackCodec and
-MsgspecCodec need their extras (``pip install 'kincir[msgpack]'`` / ``'kincir[msgspec]'``);
-without them their rows say so.
+After an untimed warm-up pass, each run encodes then decodes ``--number`` distinct dicts (their
+ids differ, as in the workloads) and divides the time by that number; the median over ``--runs``
+runs is printed, in microseconds per message, for encode + decode and for each alone, with the
+mean size of an encoded payload. ``BytesCodec`` is left out (it takes bytes, not a dict).
+``MsgspecCodec`` round-trips a ``msgspec.Struct`` of the same four fields, built from the dicts
+before the clock starts: its decoding validates into that type, which is what it is for.
+MsgpackCodec and MsgspecCodec need their extras (``pip install 'kincir[msgpack]'`` /
+``'kincir[msgspec]'``); without them their rows say so.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def measure(codec: Any, payloads: Sequence[Any], runs: int) -> dict[str, float]:
             decode(data)
 
     n = len(payloads)
+    both()  # a warm-up: the first pass is the slowest by far, whatever the codec
     times: dict[str, list[float]] = {"both": [], "encode": [], "decode": []}
     for _ in range(runs):
         times["both"].append(per_message(both, n))

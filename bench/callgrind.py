@@ -6,6 +6,7 @@ totals divided by the difference of the sizes is the cost of one message, free o
 
     python bench/callgrind.py            # every loop
     python bench/callgrind.py w1 w5      # some of them
+    python bench/callgrind.py w1 w1o     # a dict payload against a bytes one
 
 Needs valgrind on PATH and kincir installed in the running interpreter.
 """
@@ -33,6 +34,26 @@ broker = InMemoryBroker.with_default_config()
 pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
 sub.subscribe("t")
 def loop(publish=pub.publish_nowait, take=sub.try_receive, payload=b"x" * 64):
+    for _ in range(n):
+        publish("t", [Message(payload)])
+        take()
+loop()
+""",
+    ),
+    # w1 with a dict for the payload, the loop otherwise the same: the difference per message is
+    # what moving an object costs over moving bytes
+    "w1o": (
+        "publish_nowait(t, [Message(d)]) + try_receive(), d a 4-key dict",
+        """
+import sys
+from kincir import Message
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
+sub.subscribe("t")
+def loop(publish=pub.publish_nowait, take=sub.try_receive,
+         payload={"id": 1, "sku": "A-1", "qty": 3, "price": 9.5}):
     for _ in range(n):
         publish("t", [Message(payload)])
         take()

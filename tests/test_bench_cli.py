@@ -28,10 +28,13 @@ from kincir.__main__ import main
 #: The rows each workload prints, by workload key.
 ROWS = {
     "W1": ["W1"],
+    "W1o": ["W1o", "W1o/Queue", "W1o/bytes"],
     "W2": ["W2", "W2/backlog"],
     "W3": ["W3", "W3/Queue"],
+    "W3o": ["W3o", "W3o/Queue", "W3o/bytes"],
     "W4": ["W4", "W4/fanout"],
     "W5": ["W5"],
+    "W5o": ["W5o", "W5o/bytes"],
     "W6": ["W6/threads", "W6/asyncio"],
     "W7": ["W7"],
     "M": ["M"],
@@ -39,8 +42,9 @@ ROWS = {
     "G": ["G", "G/ack"],
     "R": ["R", "R/4"],
 }
-# rows measured side by side without a goal of the project's
-GOALLESS = {"G", "G/ack", "R", "R/4"}
+# rows measured side by side without a goal of the project's (for objects it set two: the rate
+# against bytes, and against queue.Queue)
+GOALLESS = {"G", "G/ack", "R", "R/4", "W1o", "W3o", "W5o"}
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
 #: One repetition of the ``--quick`` sizes times 0.01.
 TINY = ["--quick", "--repeat", "1", "--scale", "0.01"]
@@ -226,3 +230,110 @@ def test_json_into_a_missing_directory_is_refused_before_running(
     assert main(["bench", "--json", str(tmp_path / "no" / "such.json")]) == 2
     out, err = capsys.readouterr()
     assert "no such directory" in err and out == ""
+
+
+# -- the object workloads (W1o, W3o, W5o) ----------------------------------------------------------
+
+OBJECT_KEYS = ["W1o", "W3o", "W5o"]
+
+
+def test_object_workloads_run_and_judge_their_goals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bench.json"
+    # --only takes the keys in any case
+    out, _ = bench_ok(capsys, *TINY, "--only", "w1o,W3O,W5o", "--json", str(path))
+    assert sorted(table_rows(out)) == sorted(r for key in OBJECT_KEYS for r in ROWS[key])
+    assert "(W1o, W3o, W5o: a 4-key dict)" in out
+    assert out.count("each message carries its own 4-key dict") == 1  # one note, not three
+    data = _check_json(path, OBJECT_KEYS, repeat=1)
+    assert data["settings"]["object_payload_keys"] == 4
+    assert data["goals_total"] == 5  # two /Queue rows, three /bytes rows
+    for workload in data["workloads"]:
+        rows = {row["id"]: row for row in workload["rows"]}
+        key = workload["id"]
+        first = rows[key]
+        assert first["goal"] is None
+        assert [m["label"] for m in first["measurements"]] == [
+            "kincir",
+            "asyncio.Queue" if key == "W5o" else "SimpleQueue",
+        ]
+        against_bytes = rows[f"{key}/bytes"]
+        dicts, raw_bytes = against_bytes["measurements"]
+        assert (dicts["label"], raw_bytes["label"]) == ("kincir, dicts", "kincir, bytes")
+        assert dicts["repetitions"][0]["messages"] == raw_bytes["repetitions"][0]["messages"]
+        assert against_bytes["ratio_definition"] == "dicts/bytes"
+        assert against_bytes["goal"]["op"] == ">=" and against_bytes["goal"]["threshold"] == 0.9
+        ratio = against_bytes["ratio"]
+        assert ratio == pytest.approx(dicts["median"] / raw_bytes["median"])
+        assert against_bytes["met"] is (ratio >= 0.9)
+        if key != "W5o":
+            vs_queue = rows[f"{key}/Queue"]
+            assert vs_queue["measurements"][1]["label"] == "queue.Queue"
+            assert vs_queue["goal"]["threshold"] == 5.0
+            assert vs_queue["met"] is (vs_queue["ratio"] >= 5.0)
+
+
+@pytest.mark.parametrize("key", OBJECT_KEYS)
+def test_an_object_rate_under_nine_tenths_of_the_bytes_rate_misses_its_goal(key: str) -> None:
+    [compare] = [c for w in bench.WORKLOADS for c in w.rows if c.id == f"{key}/bytes"]
+
+    def rates(dicts: float, raw: float) -> dict[str, list[bench.Sample]]:
+        return {
+            compare.kincir: [bench.Sample(dicts, {})],
+            str(compare.baseline): [bench.Sample(raw, {})],
+        }
+
+    assert compare.row(rates(899_000, 1_000_000)).met is False
+    assert compare.row(rates(900_000, 1_000_000)).met is True
+    assert compare.row(rates(1_200_000, 1_000_000)).met is True  # faster than bytes is fine
+
+
+def test_the_object_workloads_move_one_set_of_dicts_by_reference() -> None:
+    from kincir.bench import harness
+    from kincir.bench.workloads import w1, w3
+
+    sizes = harness.Sizes().scaled(0.0002)  # W1: 100 messages, W3: 40
+    payloads = harness.orders(sizes.w1_messages)
+    assert harness.orders(sizes.w1_messages) is payloads  # every side gets the same list
+    assert len({id(p) for p in payloads}) == len(payloads) == sizes.w1_messages
+    assert all(len(p) == harness.ORDER_KEYS for p in payloads)
+    assert [p["id"] for p in payloads] == list(range(sizes.w1_messages))
+
+    put: list[object] = []
+
+    class Recording(queue.SimpleQueue[Any]):
+        def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+            put.append(item)
+            super().put(item, block, timeout)
+
+    for side, n in (
+        (w1.stdlib_objects(Recording), sizes.w1_messages),
+        (w3.stdlib_objects(Recording), sizes.w3_messages),
+    ):
+        put.clear()
+        assert side(sizes).raw["messages"] == n
+        expected = harness.orders(n)
+        assert len(put) == n and all(a is b for a, b in zip(put, expected, strict=True))
+    harness.release_orders()
+    assert harness.orders.cache_info().currsize == 0
+
+
+def test_w1o_refuses_a_payload_that_was_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kincir.bench import harness
+    from kincir.bench.workloads import w1
+
+    sizes = harness.Sizes().scaled(0.0002)
+    assert w1.kincir_objects(sizes).raw["messages"] == sizes.w1_messages
+    # an engine that copied payloads would pass W1o off as moving objects by reference
+    monkeypatch.setattr(w1, "Message", lambda payload: kincir.Message(dict(payload)))
+    with pytest.raises(bench.BenchError, match="copied"):
+        w1.kincir_objects(sizes)
+
+
+def test_a_run_lets_the_dicts_go() -> None:
+    from kincir.bench import harness
+
+    report = bench.run_bench(bench.BenchSettings(quick=True, repeat=1, scale=0.01, only=("W1o",)))
+    assert report.ok, report.workloads[0].error
+    assert harness.orders.cache_info().currsize == 0

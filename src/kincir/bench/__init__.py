@@ -8,13 +8,18 @@ queues. The garbage collector stays enabled, as users have it (a collection runs
 timed runs, never inside one). Times come from ``time.perf_counter_ns``. The median over the
 repetitions is reported, and every repetition's raw numbers go to ``--json``.
 
-Payloads are 64 bytes. Per-message workloads build a ``Message`` per send, as a user would;
-the queue baselines put the bare payload. Brokers use ``InMemoryConfig.high_performance()``
-(unbounded, no ordering metadata, no stats) except where a workload says otherwise.
+Payloads are 64 bytes, except in W1o, W3o and W5o: there each message carries its own 4-key dict
+(``{"id": i, "sku": "A-1", "qty": 3, "price": 9.5}``), the dicts built before the clock starts
+and the baselines putting the very same dicts. Per-message workloads build a ``Message`` per
+send, as a user would; the queue baselines put the bare payload. Brokers use
+``InMemoryConfig.high_performance()`` (unbounded, no ordering metadata, no stats) except where a
+workload says otherwise.
 
 =========  ==================================================================================
 W1         one thread: ``publish_nowait(topic, [Message(p)])`` x N, then ``try_receive()`` x N;
            vs ``queue.SimpleQueue`` put x N, get x N
+W1o        W1 with a dict per message; vs SimpleQueue and ``queue.Queue``, and vs W1's kincir
+           side run in the same repetitions (the /bytes row: dict rate / bytes rate)
 W2         one thread: batches of 100 raw payloads, ``publish_nowait(topic, batch)`` then
            ``try_receive_batch(100)`` per batch (a reader that keeps up); W2/backlog publishes
            every batch before reading the first (N messages held at once); vs SimpleQueue
@@ -22,11 +27,15 @@ W2         one thread: batches of 100 raw payloads, ``publish_nowait(topic, batc
 W3         producer thread -> consumer thread (``publish_nowait`` a Message per send /
            ``receive_sync``), timed until the consumer has N; vs SimpleQueue and
            ``queue.Queue`` (and ``janus`` when installed)
+W3o        W3 with a dict per message; vs SimpleQueue and ``queue.Queue`` (no janus), and vs W3's
+           kincir side in the same repetitions
 W4         one publisher, 8 subscribers, one thread: publish N, then each subscriber drains with
            ``try_receive_batch``; deliveries/s vs 8 SimpleQueues. Also the cost of one publish
            with 64 subscribers against 1 subscriber
 W5         asyncio producer task -> consumer task (``await publish`` / ``await receive()``); vs
            ``asyncio.Queue``
+W5o        W5 with a dict per message; vs ``asyncio.Queue``, and vs W5's kincir side in the same
+           repetitions
 W6         ping-pong round trip, median (p50) latency: two threads (two topics, ``receive_sync``
            on each side; vs two SimpleQueues) and two asyncio tasks (vs two asyncio.Queues)
 W7         producer thread -> asyncio consumer (``await receive()``); vs an asyncio.Queue fed by
@@ -43,8 +52,10 @@ R          a ``Router`` stage (1 and 4 worker threads, ack on success); vs the s
 =========  ==================================================================================
 
 Ratios read "greater than 1 is better for kincir": throughput is kincir / baseline, latency is
-baseline / kincir. Two rows compare kincir with itself, as cost ratios where lower is better:
-W4's publish cost with 64 subscribers / with 1, and H's cost with 1M queued / with none.
+baseline / kincir. Some rows compare kincir with itself: as cost ratios where lower is better,
+W4's publish cost with 64 subscribers / with 1, and H's cost with 1M queued / with none; as rate
+ratios where higher is better, the /bytes rows of W1o, W3o and W5o, kincir's rate with a dict per
+message / its rate with W1's, W3's, W5's 64-byte payload.
 
 The package: ``harness`` (sizes, samples, repetitions, medians) and ``drive`` (the threads and
 tasks a side runs on); ``workloads`` (one module per family: the code each side runs); ``suite``

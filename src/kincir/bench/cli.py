@@ -35,7 +35,9 @@ DESCRIPTION = (
     "medians, ratios to the baselines and the goals met or not; progress goes to stderr. "
     "Workloads: W1 one-thread publish/receive, W2 batches, W3 thread to thread, W4 fan-out, "
     "W5 asyncio tasks, W6 ping-pong latency, W7 thread to asyncio, M memory per queued message, "
-    "H health/stats cost. Exits 0 when every workload ran (goals met or not), 1 when one failed, "
+    "H health/stats cost, G consumer group, R Router stage; W1o, W3o, W5o are W1, W3, W5 with a "
+    "dict per message (the baselines put the same dicts), their /bytes rows kincir's dict rate "
+    "over its bytes rate. Exits 0 when every workload ran (goals met or not), 1 when one failed, "
     "2 on a usage error."
     " With --backend redis|rabbitmq|kafka [--url URL]: run instead the async workloads B1 "
     "producer -> subscriber, B2 fan-out to 4 subscribers, B3 ack group of 2 members, B4 round "
@@ -44,8 +46,18 @@ DESCRIPTION = (
 )
 
 
+#: Keys as typed, any case ("w1o", "W1O") -> as the suite spells them ("W1o").
+_KEYS = {key.upper(): key for key in BY_KEY}
+
+
 def _workload_list(text: str) -> tuple[str, ...]:
-    keys = tuple(dict.fromkeys(part.strip().upper() for part in text.split(",") if part.strip()))
+    keys = tuple(
+        dict.fromkeys(
+            _KEYS.get(part.strip().upper(), part.strip().upper())
+            for part in text.split(",")
+            if part.strip()
+        )
+    )
     if not keys:
         raise argparse.ArgumentTypeError("name at least one workload")
     unknown = [key for key in keys if key not in BY_KEY]

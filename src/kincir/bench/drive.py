@@ -15,7 +15,17 @@ from typing import Any
 
 from kincir import Message
 
-from .harness import PAYLOAD, STUCK_AFTER, TOPIC, BenchError, Sample, check, clock, latency
+from .harness import (
+    PAYLOAD,
+    STUCK_AFTER,
+    TOPIC,
+    BenchError,
+    Order,
+    Sample,
+    check,
+    clock,
+    latency,
+)
 
 
 def _guarded(
@@ -255,6 +265,18 @@ def put_payloads(put: Callable[[bytes], object], n: int) -> None:
     """The queue baselines' producer: ``n`` puts of the payload."""
     payload = PAYLOAD
     for _ in range(n):
+        put(payload)
+
+
+def publish_each(publish: Callable[[str, list[Message]], object], payloads: list[Order]) -> None:
+    """The object workloads' threaded producer: a publish to TOPIC per dict, a ``Message`` each."""
+    for payload in payloads:
+        publish(TOPIC, [Message(payload)])
+
+
+def put_each(put: Callable[[Order], object], payloads: list[Order]) -> None:
+    """The queue baselines' producer in the object workloads: a put per payload."""
+    for payload in payloads:
         put(payload)
 
 

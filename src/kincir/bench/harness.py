@@ -11,6 +11,7 @@ that a noisy machine disturbs both alike. The garbage collector stays enabled, a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import statistics
 import time
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 PAYLOAD_SIZE = 64
 #: The payload the throughput workloads send.
 PAYLOAD = bytes(range(PAYLOAD_SIZE))
+#: What the object workloads (W1o, W3o, W5o) send: a small dict per message, an order line.
+Order = dict[str, int | str | float]
+#: Keys per dict payload.
+ORDER_KEYS = 4
 #: Messages per batch in W2 (and B1-B3's producer).
 BATCH = 100
 #: How long a two-sided workload may run before it counts as stuck.
@@ -229,6 +234,23 @@ class Context:
             live.remove(side)
             self.notes.append(f"{side.label} failed and was left out: {type(exc).__name__}: {exc}")
             return None
+
+
+@functools.lru_cache(maxsize=1)
+def orders(n: int) -> list[Order]:
+    """``n`` distinct dicts of ORDER_KEYS keys: the object workloads' payloads, one per message.
+
+    Cached, so that every side of a workload (kincir and the queues it is set against) moves the
+    very same objects, built before any clock starts; one size at a time (the warm-up's, then the
+    repetitions'). ``release_orders()`` lets them go once the workload is done.
+    """
+    return [{"id": i, "sku": "A-1", "qty": 3, "price": 9.5} for i in range(n)]
+
+
+def release_orders() -> None:
+    """Drop the cached ``orders`` (about 100 MB at W1's full size, which would
+    outlive the workload)."""
+    orders.cache_clear()
 
 
 def throughput(count: int, elapsed_ns: int) -> Sample:

@@ -9,8 +9,9 @@ import os
 import textwrap
 from typing import Any
 
-from .harness import PAYLOAD_SIZE, Measurement
+from .harness import ORDER_KEYS, PAYLOAD_SIZE, Measurement
 from .results import BenchReport, MachineInfo, Row
+from .suite import OBJECT_WORKLOADS
 
 __all__ = ["PlotUnavailable", "format_table", "plot_ratios", "report_json"]
 
@@ -110,6 +111,11 @@ def format_table(report: BenchReport) -> str:
         f"kincir bench - {_machine_line(report.machine)}",
         f"{s.repeat} repetition{'s' if s.repeat != 1 else ''} per side after a warm-up, "
         f"median shown; {PAYLOAD_SIZE}-byte payloads"
+        + (
+            f" ({', '.join(objects)}: a {ORDER_KEYS}-key dict)"
+            if (objects := [w.key for w in report.workloads if w.key in OBJECT_WORKLOADS])
+            else ""
+        )
         + ("; --quick sizes" if s.quick else "")
         + (f"; sizes x{s.scale:g}" if s.scale != 1.0 else ""),
         "",
@@ -127,7 +133,8 @@ def format_table(report: BenchReport) -> str:
         lines += [
             "ratio: throughput is kincir/base and latency base/kincir, so > 1 means kincir is "
             "better; the",
-            "       W4/fanout and H rows compare kincir with itself: cost ratios, lower is better.",
+            "       W4/fanout and H rows compare kincir with itself: cost ratios, lower is better;",
+            "       the /bytes rows too, as rates: kincir with dicts / bytes, higher is better.",
         ]
     if s.repeat > 1:
         lines.append("spread: (max - min) / median over the repetitions, worst side of the row.")
@@ -136,7 +143,7 @@ def format_table(report: BenchReport) -> str:
         lines.append("janus: not installed, so W3 and W7 have no janus column.")
     elif janus is not None and s.suite is None:
         lines.append(f"janus {janus}: vs janus = same ratio rule as the baseline column.")
-    for note in notes:
+    for note in dict.fromkeys(notes):  # the object workloads share their note
         lines += textwrap.wrap(note, 100, subsequent_indent="   ")
     lines += [
         "",
@@ -198,6 +205,7 @@ def report_json(report: BenchReport) -> dict[str, Any]:
             "scale": report.settings.scale,
             "only": [w.key for w in report.settings.workloads()],
             "payload_size": PAYLOAD_SIZE,
+            "object_payload_keys": ORDER_KEYS,
             "sizes": dataclasses.asdict(report.sizes),
         },
         "goals_met": met,
@@ -251,7 +259,8 @@ def plot_ratios(report: BenchReport, path: str | os.PathLike[str]) -> None:
     if ratios and max(ratios) / max(min(ratios), 1e-9) > 20:
         axes.set_xscale("log")
     axes.set_xlabel(
-        "ratio (black tick: goal; green met, red not met; W4/fanout and H: lower is better)"
+        "ratio (black tick: goal; green met, red not met; W4/fanout and H: lower is better; "
+        "/bytes: kincir with dicts / with bytes)"
     )
     m = report.machine
     axes.set_title(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from .drive import load_janus
-from .harness import Context, Sizes, clock
+from .harness import Context, Sizes, clock, release_orders
 from .results import BenchReport, WorkloadResult, machine_info
 from .suite import WORKLOADS, Workload
 
@@ -105,6 +105,7 @@ def run_bench(
                 tuple(ctx.notes),
             )
         )
+        release_orders()
         gc.collect()
     return BenchReport(
         settings=settings,

@@ -7,6 +7,11 @@ is better: a rate (``.../s``) is better higher, and its ratio is kincir/base; a 
 is better lower, and its ratio is base/kincir, so that a ratio over 1 is always kincir ahead; a
 cost (``us/publish``, ``us/call``) or a size (``B/msg``) is better lower, and its ratio is
 kincir/reference, kincir compared with itself.
+
+Two kincir workloads are compared in one run by making the reference one a side of the other:
+W1o runs W1's kincir side beside its own (as do W3o and W5o with W3's and W5's), so both take
+turns in the same repetitions and their ``/bytes`` row is a rate ratio, kincir with dicts over
+kincir with bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from .harness import BATCH, PAYLOAD_SIZE, Context, Measurement, Samples, Side, o
 from .results import Goal, Row
 from .workloads import g, h, m, r, w1, w2, w3, w4, w5, w6, w7
 
-__all__ = ["WORKLOADS", "Compare", "Workload"]
+__all__ = ["OBJECT_WORKLOADS", "WORKLOADS", "Compare", "Workload"]
+
+#: The workloads whose payload is a dict per message rather than PAYLOAD_SIZE bytes.
+OBJECT_WORKLOADS = ("W1o", "W3o", "W5o")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,9 +163,33 @@ def _health_row(key: str, call: str) -> Compare:
     )
 
 
+def _against_bytes(key: str, what: str) -> Compare:
+    """The row of an object workload that sets kincir with dicts against kincir with the bytes
+    workload's payload: both sides of one workload, so one run and the same repetitions."""
+    return Compare(
+        f"{key}/bytes",
+        f"{what}, dicts vs bytes",
+        "kincir",
+        "kincir bytes",
+        "msg/s",
+        Goal(">=", 0.9),
+        kincir_label="kincir, dicts",
+        baseline_label="kincir, bytes",
+        ratio="dicts/bytes",
+    )
+
+
+#: Said once under the table however many object workloads ran (the report drops repeats).
+_OBJECT_NOTES = (
+    "W1o, W3o, W5o: each message carries its own 4-key dict (id, sku, qty, price), built before "
+    "the clock starts; the queues put the very same dicts. Their /bytes rows set kincir with "
+    "dicts against kincir with the bytes workload's 64-byte payload, in the same repetitions.",
+)
+
 _SLOWER = Goal(">=", 0.5)
 _FASTER = Goal(">=", 2.0)
 _AS_FAST = Goal(">=", 1.0)
+_VS_QUEUE = Goal(">=", 5.0)
 _MANY, _ONE = f"{w4.FANOUT_MANY} subs", "1 sub"
 
 #: Every workload, in the order they run and print.
@@ -171,6 +203,29 @@ WORKLOADS: tuple[Workload, ...] = (
                 "W1", "1 thread, a Message per publish", "kincir", "SimpleQueue", "msg/s", _SLOWER
             ),
         ),
+    ),
+    Workload(
+        "W1o",
+        "one thread, a dict per Message",
+        (
+            one("kincir", w1.kincir_objects),
+            one("kincir bytes", w1.kincir_messages),
+            one("SimpleQueue", w1.stdlib_objects(queue.SimpleQueue)),
+            one("queue.Queue", w1.stdlib_objects(queue.Queue)),
+        ),
+        (
+            Compare("W1o", "1 thread, a dict per Message", "kincir", "SimpleQueue", "msg/s"),
+            Compare(
+                "W1o/Queue",
+                "1 thread, a dict per Message",
+                "kincir",
+                "queue.Queue",
+                "msg/s",
+                _VS_QUEUE,
+            ),
+            _against_bytes("W1o", "1 thread"),
+        ),
+        notes=_OBJECT_NOTES,
     ),
     Workload(
         "W2",
@@ -220,6 +275,24 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
     ),
     Workload(
+        "W3o",
+        "producer thread -> consumer thread, a dict per Message",
+        (
+            one("kincir", w3.kincir_objects),
+            one("kincir bytes", w3.kincir_messages),
+            one("SimpleQueue", w3.stdlib_objects(queue.SimpleQueue)),
+            one("queue.Queue", w3.stdlib_objects(queue.Queue)),
+        ),
+        (
+            Compare("W3o", "thread -> thread, dicts", "kincir", "SimpleQueue", "msg/s"),
+            Compare(
+                "W3o/Queue", "thread -> thread, dicts", "kincir", "queue.Queue", "msg/s", _VS_QUEUE
+            ),
+            _against_bytes("W3o", "thread -> thread"),
+        ),
+        notes=_OBJECT_NOTES,
+    ),
+    Workload(
         "W4",
         "fan-out",
         (
@@ -255,6 +328,20 @@ WORKLOADS: tuple[Workload, ...] = (
         "asyncio producer task -> consumer task",
         (one("kincir", w5.kincir_messages), one("asyncio.Queue", w5.asyncio_queue)),
         (Compare("W5", "asyncio task -> task", "kincir", "asyncio.Queue", "msg/s", _FASTER),),
+    ),
+    Workload(
+        "W5o",
+        "asyncio producer task -> consumer task, a dict per Message",
+        (
+            one("kincir", w5.kincir_objects),
+            one("kincir bytes", w5.kincir_messages),
+            one("asyncio.Queue", w5.asyncio_objects),
+        ),
+        (
+            Compare("W5o", "asyncio task -> task, dicts", "kincir", "asyncio.Queue", "msg/s"),
+            _against_bytes("W5o", "asyncio task -> task"),
+        ),
+        notes=_OBJECT_NOTES,
     ),
     Workload(
         "W6",

@@ -1,4 +1,5 @@
-"""W3: producer thread -> consumer thread."""
+"""W3: producer thread -> consumer thread. W3o: the same with a dict per message
+(``harness.orders``), the stdlib queues putting the same dicts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..drive import call_times, close_janus, load_janus, publish_messages, put_payloads, thread_pair
-from ..harness import STUCK_AFTER, Sample, Sizes, check, fast_setup, throughput
+from ..drive import (
+    call_times,
+    close_janus,
+    load_janus,
+    publish_each,
+    publish_messages,
+    put_each,
+    put_payloads,
+    thread_pair,
+)
+from ..harness import STUCK_AFTER, Order, Sample, Sizes, check, fast_setup, orders, throughput
 
 
 def kincir_messages(sizes: Sizes) -> Sample:
@@ -37,6 +47,45 @@ def stdlib_queue(
 
         def produce() -> None:
             put_payloads(q.put, n)
+
+        def consume() -> None:
+            call_times(q.get, n)
+
+        return throughput(n, thread_pair(produce, consume, lambda: None))
+
+    return run
+
+
+def kincir_objects(sizes: Sizes) -> Sample:
+    """W3o: ``kincir_messages`` with a dict per message."""
+    n = sizes.w3_messages
+    payloads = orders(n)
+    broker, (sub,), pub = fast_setup()
+
+    def produce() -> None:
+        publish_each(pub.publish_nowait, payloads)
+
+    def consume() -> None:
+        call_times(sub.receive_sync, n)
+
+    elapsed = thread_pair(produce, consume, broker.force_shutdown)
+    check(sub.try_receive() is None, "W3o: kincir delivered too few")
+    broker.force_shutdown()
+    return throughput(n, elapsed)
+
+
+def stdlib_objects(
+    factory: Callable[[], queue.SimpleQueue[Order] | queue.Queue[Order]],
+) -> Callable[[Sizes], Sample]:
+    """W3o's baselines: ``stdlib_queue`` putting the dicts of ``orders``."""
+
+    def run(sizes: Sizes) -> Sample:
+        n = sizes.w3_messages
+        payloads = orders(n)
+        q = factory()
+
+        def produce() -> None:
+            put_each(q.put, payloads)
 
         def consume() -> None:
             call_times(q.get, n)

@@ -1,4 +1,5 @@
-"""W5: asyncio producer task -> consumer task."""
+"""W5: asyncio producer task -> consumer task. W5o: the same with a dict per message
+(``harness.orders``), ``asyncio.Queue`` putting the same dicts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from kincir import Message
 
 from ..drive import together
-from ..harness import PAYLOAD, TOPIC, Sample, Sizes, clock, fast_setup, throughput
+from ..harness import PAYLOAD, TOPIC, Order, Sample, Sizes, clock, fast_setup, orders, throughput
 
 
 def kincir_messages(sizes: Sizes) -> Sample:
@@ -52,6 +53,59 @@ def asyncio_queue(sizes: Sizes) -> Sample:
             put = q.put
             payload = PAYLOAD
             for _ in range(n):
+                await put(payload)
+
+        started = clock()
+        finished, _ = await together(consume(), produce())
+        return int(finished) - started
+
+    return throughput(n, asyncio.run(main()))
+
+
+def kincir_objects(sizes: Sizes) -> Sample:
+    """W5o: ``kincir_messages`` with a dict per message."""
+    n = sizes.w5_messages
+    payloads = orders(n)
+
+    async def main() -> int:
+        broker, (sub,), pub = fast_setup()
+
+        async def consume() -> int:
+            receive = sub.receive
+            for _ in range(n):
+                await receive()
+            return clock()
+
+        async def produce() -> None:
+            publish = pub.publish
+            for payload in payloads:
+                await publish(TOPIC, [Message(payload)])
+
+        started = clock()
+        finished, _ = await together(consume(), produce())
+        broker.force_shutdown()
+        return int(finished) - started
+
+    return throughput(n, asyncio.run(main()))
+
+
+def asyncio_objects(sizes: Sizes) -> Sample:
+    """W5o's baseline: ``asyncio_queue`` putting the dicts of ``orders``."""
+    n = sizes.w5_messages
+    payloads = orders(n)
+
+    async def main() -> int:
+        q: asyncio.Queue[Order] = asyncio.Queue()
+
+        async def consume() -> int:
+            get = q.get
+            for _ in range(n):
+                await get()
+            return clock()
+
+        async def produce() -> None:
+            put = q.put
+            for payload in payloads:
                 await put(payload)
 
         started = clock()

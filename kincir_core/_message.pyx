@@ -24,6 +24,10 @@ from collections.abc import Mapping
 from types import GenericAlias, MappingProxyType
 
 cdef extern from "Python.h":
+    """
+    #define KINCIR_HAS_BUFFER_SLOT(o) (Py_TYPE(o)->tp_as_buffer != NULL)
+    """
+    bint KINCIR_HAS_BUFFER_SLOT(object obj)
     object PyDictProxy_New(object mapping)
     bint PyByteArray_Check(object obj)
     bint PyMemoryView_Check(object obj)
@@ -121,7 +125,9 @@ cdef object to_payload(object value):
     for that must not see its later writes reach subscribers."""
     if PyBytes_CheckExact(value):
         return value
-    if PyByteArray_Check(value) or PyMemoryView_Check(value):
+    # most objects export no buffer: one slot test skips the two subtype walks (a bytearray
+    # subclass inherits the buffer slot, and memoryview cannot be subclassed)
+    if KINCIR_HAS_BUFFER_SLOT(value) and (PyByteArray_Check(value) or PyMemoryView_Check(value)):
         return bytes(value)
     return value
 

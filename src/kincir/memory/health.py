@@ -46,7 +46,8 @@ class TopicInfo:
     total_dropped: int = 0
     #: Publishes refused with QueueFull.
     queue_full_errors: int = 0
-    #: Estimated bytes the held messages and the topic's allocated ring occupy.
+    #: Estimated bytes the held messages and the topic's allocated ring occupy (an object
+    #: payload counts as a reference).
     memory_usage_estimate: int = 0
     #: (reader, message) pairs lost by readers that were behind, to the drop_oldest policy.
     total_lagged: int = 0
@@ -93,7 +94,9 @@ class BrokerHealth:
     total_subscribers: int
     #: Seconds since the broker was created.
     uptime: float
-    #: Estimated bytes held by queued messages and topics, kept incrementally.
+    #: Estimated bytes held by queued messages and topics, kept incrementally: what the broker
+    #: allocates (slots, its Messages, rings) plus the length of bytes payloads; an object
+    #: payload is shared with the publisher and counts as a reference (README, "Payloads").
     memory_usage_estimate: int
 
     def is_overloaded(self, max_topics: int, max_messages: int) -> bool:

@@ -155,6 +155,7 @@ cdef class TopicLog:
     cdef void _took(self, Cursor cursor, uint64_t old, uint64_t first, uint64_t end,
                     Py_ssize_t n) noexcept
     cdef void _drop_settled(self, Cursor cursor) noexcept
+    cdef void _refill_holes(self, uint64_t new_tail) noexcept
     cdef uint64_t _held(self) noexcept
     cdef uint64_t _queued(self) noexcept
     cdef void _recompute_tail(self) noexcept

@@ -81,24 +81,17 @@ cdef class TopicLog:
         cdef Slot* slot
         cdef int64_t freed = 0
         cdef uint64_t size, held, fit
-        cdef uint64_t holes = 0
-        if self.hole_end > self.tail:  # tombstones: a cleared slot holds nothing
-            holes = self._holes_in(self.tail, new_tail)
+        if self.hole_end > self.tail:  # tombstones among the slots released
+            self._refill_holes(new_tail)
         for seq in range(self.tail, new_tail):
             slot = &self.ring[seq & self.mask]
-            if holes and slot.payload == NULL:
-                continue
             freed += _payload_size(slot.payload)
             if _last_holder(slot) and PyList_Append(self.graves, <object>slot.payload) < 0:
                 PyErr_Clear()  # no room for the grave: drop it here, as before objects
             _clear_slot(slot)
-        self.held_bytes -= freed + <int64_t>(new_tail - self.tail - holes) * _MESSAGE_OVERHEAD
-        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(new_tail - self.tail - holes))
+        self.held_bytes -= freed + <int64_t>(new_tail - self.tail) * _MESSAGE_OVERHEAD
+        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(new_tail - self.tail))
         self.tail = new_tail
-        if holes:
-            self.holes -= holes
-            if self.holes == 0:
-                self.hole_end = 0
         if self.room_waiters:
             self.room_freed = True
         size = self.mask + 1
@@ -108,6 +101,26 @@ cdef class TopicLog:
             while fit < held * 4:
                 fit *= 2
             _ring_shrink(self, fit)
+
+    cdef void _refill_holes(self, uint64_t new_tail) noexcept:
+        """Before _release_to(new_tail): turn the tombstones it releases into slots holding None
+        (no bytes, never a grave), counted as if held, so that releasing them counts nothing.
+        Lock held (None is only referenced: nothing is allocated or freed)."""
+        cdef uint64_t seq, n = 0, end = new_tail
+        cdef Slot* slot
+        if end > self.hole_end:
+            end = self.hole_end
+        for seq in range(self.tail, end):
+            slot = &self.ring[seq & self.mask]
+            if slot.payload == NULL:
+                Py_INCREF(None)
+                slot.payload = <PyObject*>None
+                n += 1
+        self.held_bytes += <int64_t>n * _MESSAGE_OVERHEAD
+        KINCIR_LIVE(LIVE_SLOTS, <Py_ssize_t>n)
+        self.holes -= n
+        if self.holes == 0:
+            self.hole_end = 0
 
     cdef uint64_t _held(self) noexcept:
         """Messages held against the capacity: the most any reader holds, unread plus in flight

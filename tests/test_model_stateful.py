@@ -483,11 +483,18 @@ class BrokerMachine(RuleBasedStateMachine):
             for reader_name, reader in t.readers.items():
                 reader.check_identity(t.head, t.unread(reader.pos), reader_name)
             only = list(t.readers.values())
-            if len(only) == 1 and (only[0].start, only[0].consumed, only[0].dropped) == (
+            if len(only) == 1 and (
+                only[0].start,
+                only[0].consumed,
+                only[0].dropped,
+                only[0].expired,
+            ) == (
                 1,
                 t.delivered,
                 t.dropped,
-            ):  # one reader since the start: the identity reads from the topic's stats alone
+                t.expired,
+            ):  # one reader since the start (and every event its own): the identity reads from
+                # the topic's stats alone
                 assert info.total_published == (
                     info.total_consumed
                     + info.in_flight

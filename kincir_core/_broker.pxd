@@ -93,6 +93,11 @@ cdef class Cursor:
     # the first in line was woken and has not come back yet: the next publish must not count on
     # it (it may never run: a blocked or stopped event loop), so it wakes the whole line
     cdef bint line_woken
+    # set by keep() before an acknowledging reader detaches: the sequences it delivered and has
+    # not settled (ascending, malloc'd), all below kept_end. NULL: not told.
+    cdef uint64_t* kept
+    cdef Py_ssize_t kept_count
+    cdef uint64_t kept_end
     cdef bint pending_now(self) noexcept
 
 
@@ -110,6 +115,11 @@ cdef class TopicLog:
     cdef uint64_t mask
     cdef uint64_t head
     cdef uint64_t tail
+    # tombstones: cleared slots (payload NULL) in [tail, hole_end) of settled messages that the
+    # last acknowledging reader to leave had delivered behind an unsettled one. Every read skips
+    # them, no count or size includes them; holes counts them (0: hole_end is 0 too).
+    cdef uint64_t holes
+    cdef uint64_t hole_end
     cdef list cursors
     cdef uint64_t** positions
     cdef Py_ssize_t positions_cap
@@ -139,6 +149,13 @@ cdef class TopicLog:
     cdef bint closed
     cdef readonly bint accepting
     cdef void _release_to(self, uint64_t new_tail) noexcept
+    cdef uint64_t _holes_in(self, uint64_t start, uint64_t end) noexcept
+    cdef uint64_t _skip_holes(self, uint64_t pos) noexcept
+    cdef uint64_t _after_live(self, uint64_t count) noexcept
+    cdef void _took(self, Cursor cursor, uint64_t old, uint64_t first, uint64_t end,
+                    Py_ssize_t n) noexcept
+    cdef void _drop_settled(self, Cursor cursor) noexcept
+    cdef void _refill_holes(self, uint64_t new_tail) noexcept
     cdef uint64_t _held(self) noexcept
     cdef uint64_t _queued(self) noexcept
     cdef void _recompute_tail(self) noexcept

@@ -97,6 +97,12 @@ class Cursor:
         from (it may have dropped slots meanwhile), or -1 when the topic was deleted: nothing
         is counted (the caller counts on ``BrokerCore._count_retired``)."""
 
+    def keep(self, unsettled: list[int]) -> None:
+        """This acknowledging reader is about to detach: ``unsettled`` (ascending) are the
+        sequences it delivered and has not settled. If it is the last reader to leave, the log
+        keeps only those of its delivered messages for the next reader (the settled ones behind
+        the oldest unsettled one become tombstones, which no read or count sees)."""
+
     def counts(self) -> CursorCounts:
         """This reader's own counters."""
 

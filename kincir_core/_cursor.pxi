@@ -31,13 +31,14 @@ cdef class Cursor:
         kincir_mutex_lock(&self.log.lock)
         try:
             if self.attached:
-                n = self.log.head - self.pos
+                n = self.log.head - self.pos - self.log._holes_in(self.pos, self.log.head)
         finally:
             _unlock(self.log)
         return n
 
     def __dealloc__(self):
         KINCIR_LIVE(LIVE_CURSORS, -1)
+        free(self.kept)
 
     def take(self, Py_ssize_t limit):
         """Up to ``limit`` messages for this reader (the acknowledgement layer's read)."""
@@ -50,6 +51,29 @@ cdef class Cursor:
         from (it may have dropped slots meanwhile), or -1 when the topic was deleted: nothing
         is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
+
+    def keep(self, list unsettled):
+        """This acknowledging reader is about to detach: ``unsettled`` (ascending) are the
+        sequences it delivered and has not settled. If it is the last reader to leave, the log
+        keeps only those of its delivered messages for the next reader (it drops the settled
+        ones behind the oldest unsettled one)."""
+        cdef Py_ssize_t i, count = len(unsettled)
+        cdef uint64_t* kept = <uint64_t*>malloc((count if count else 1) * sizeof(uint64_t))
+        cdef uint64_t* old
+        if kept == NULL:
+            raise MemoryError("cannot keep the unsettled messages")
+        for i in range(count):
+            kept[i] = unsettled[i]
+        kincir_mutex_lock(&self.log.lock)
+        if self.attached:
+            old = self.kept
+            self.kept = kept
+            self.kept_count = count
+            self.kept_end = self.pos
+        else:
+            old = kept
+        _unlock(self.log)
+        free(old)
 
     def counts(self):
         """This reader's own counters (a CursorCounts)."""

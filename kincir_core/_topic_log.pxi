@@ -65,7 +65,7 @@ cdef class TopicLog:
     def __dealloc__(self):
         cdef uint64_t seq
         KINCIR_LIVE(LIVE_LOGS, -1)
-        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(self.head - self.tail))
+        KINCIR_LIVE(LIVE_SLOTS, -<Py_ssize_t>(self.head - self.tail - self.holes))
         if self.ring != NULL:
             for seq in range(self.tail, self.head):
                 _clear_slot(&self.ring[seq & self.mask])
@@ -81,6 +81,8 @@ cdef class TopicLog:
         cdef Slot* slot
         cdef int64_t freed = 0
         cdef uint64_t size, held, fit
+        if self.hole_end > self.tail:  # tombstones among the slots released
+            self._refill_holes(new_tail)
         for seq in range(self.tail, new_tail):
             slot = &self.ring[seq & self.mask]
             freed += _payload_size(slot.payload)
@@ -100,6 +102,26 @@ cdef class TopicLog:
                 fit *= 2
             _ring_shrink(self, fit)
 
+    cdef void _refill_holes(self, uint64_t new_tail) noexcept:
+        """Before _release_to(new_tail): turn the tombstones it releases into slots holding None
+        (no bytes, never a grave), counted as if held, so that releasing them counts nothing.
+        Lock held (None is only referenced: nothing is allocated or freed)."""
+        cdef uint64_t seq, n = 0, end = new_tail
+        cdef Slot* slot
+        if end > self.hole_end:
+            end = self.hole_end
+        for seq in range(self.tail, end):
+            slot = &self.ring[seq & self.mask]
+            if slot.payload == NULL:
+                Py_INCREF(None)
+                slot.payload = <PyObject*>None
+                n += 1
+        self.held_bytes += <int64_t>n * _MESSAGE_OVERHEAD
+        KINCIR_LIVE(LIVE_SLOTS, <Py_ssize_t>n)
+        self.holes -= n
+        if self.holes == 0:
+            self.hole_end = 0
+
     cdef uint64_t _held(self) noexcept:
         """Messages held against the capacity: the most any reader holds, unread plus in flight
         (not the acked ones behind an unsettled message; none whose slot the log dropped); with
@@ -107,9 +129,9 @@ cdef class TopicLog:
         cdef uint64_t most = 0, held, pinned
         cdef Cursor cursor
         if not self.cursors:
-            return self.head - self.tail
+            return self.head - self.tail - self.holes
         for cursor in self.cursors:
-            held = self.head - cursor.pos
+            held = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
             if cursor.acking:
                 pinned = cursor.pos - cursor.floor
                 if <uint64_t>cursor.unsettled < pinned:
@@ -122,14 +144,103 @@ cdef class TopicLog:
     cdef uint64_t _queued(self) noexcept:
         """Messages not yet read by the reader furthest behind (all held ones: no reader).
         Lock held."""
-        cdef uint64_t most = 0
+        cdef uint64_t most = 0, unread
         cdef Cursor cursor
         if not self.cursors:
-            return self.head - self.tail
+            return self.head - self.tail - self.holes
         for cursor in self.cursors:
-            if self.head - cursor.pos > most:
-                most = self.head - cursor.pos
+            unread = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
+            if unread > most:
+                most = unread
         return most
+
+    cdef uint64_t _holes_in(self, uint64_t start, uint64_t end) noexcept:
+        """The tombstones among the slots [start, end). Lock held."""
+        cdef uint64_t n = 0, seq
+        if start >= self.hole_end:
+            return 0
+        if start < self.tail:
+            start = self.tail
+        if end > self.hole_end:
+            end = self.hole_end
+        if start == self.tail and end == self.hole_end:
+            return self.holes
+        for seq in range(start, end):
+            if self.ring[seq & self.mask].payload == NULL:
+                n += 1
+        return n
+
+    cdef uint64_t _skip_holes(self, uint64_t pos) noexcept:
+        """The first position from ``pos`` that is not a tombstone. Lock held."""
+        while pos < self.hole_end and self.ring[pos & self.mask].payload == NULL:
+            pos += 1
+        return pos
+
+    cdef uint64_t _after_live(self, uint64_t count) noexcept:
+        """The sequence after the ``count`` oldest held messages (tombstones skipped)."""
+        cdef uint64_t seq = self.tail
+        if self.holes == 0:
+            return self.tail + count if count < self.head - self.tail else self.head
+        while count and seq < self.head:
+            if self.ring[seq & self.mask].payload != NULL:
+                count -= 1
+            seq += 1
+        return seq
+
+    cdef void _took(self, Cursor cursor, uint64_t old, uint64_t first, uint64_t end,
+                    Py_ssize_t n) noexcept:
+        """``cursor`` read among tombstones from ``old`` to ``end``: ``n`` messages, the first
+        at ``first``. Lock held."""
+        cursor.pos = end
+        if not cursor.acking:
+            cursor.delivered += n
+            self.delivered += n
+            self._moved(old)
+        else:  # in flight until settled; the floor skips the tombstones before them
+            cursor.unsettled += n
+            self.in_flight += n
+            if cursor.floor == old:
+                cursor.floor = first if n else end
+                if cursor.floor != old:
+                    self._moved(old)
+
+    cdef void _drop_settled(self, Cursor cursor) noexcept:
+        """The last reader, an acknowledging one, left: of the messages it delivered, drop the
+        settled ones, keeping the unsettled ones (``cursor.kept``) for the next reader. Their
+        slots become tombstones. Lock held."""
+        cdef uint64_t seq, start = cursor.floor, end = cursor.pos
+        cdef uint64_t tail
+        cdef Py_ssize_t i = 0
+        cdef int64_t freed = 0
+        cdef Slot* slot
+        if start < self.tail:
+            start = self.tail
+        if end > cursor.kept_end:
+            end = cursor.kept_end
+        for seq in range(start, end):
+            while i < cursor.kept_count and cursor.kept[i] < seq:
+                i += 1
+            if i < cursor.kept_count and cursor.kept[i] == seq:
+                continue
+            slot = &self.ring[seq & self.mask]
+            if slot.payload == NULL:
+                continue
+            freed += _payload_size(slot.payload) + _MESSAGE_OVERHEAD
+            if _last_holder(slot) and PyList_Append(self.graves, <object>slot.payload) < 0:
+                PyErr_Clear()  # no room for the grave: drop it here, as before objects
+            _clear_slot(slot)
+            KINCIR_LIVE(LIVE_SLOTS, -1)
+            self.holes += 1
+        if freed == 0:
+            return
+        self.held_bytes -= freed
+        if end > self.hole_end:
+            self.hole_end = end
+        if self.room_waiters:
+            self.room_freed = True
+        tail = self._skip_holes(self.tail)
+        if tail != self.tail:
+            self._release_to(tail)
 
     cdef void _recompute_tail(self) noexcept:
         cdef Py_ssize_t count = len(self.cursors)
@@ -155,10 +266,12 @@ cdef class TopicLog:
     cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
         cdef uint64_t old = cursor.pos
         cdef uint64_t pos = _first_live(self.stamps, self.mask, old, self.head, now - self.ttl)
+        cdef uint64_t expired
         if pos != old:
             cursor.pos = pos
-            cursor.expired += pos - old
-            self.expired += pos - old
+            expired = pos - old - self._holes_in(old, pos)
+            cursor.expired += expired
+            self.expired += expired
             if not cursor.acking:
                 self._moved(old)
             elif cursor.floor == old:  # nothing in flight below: the floor follows
@@ -171,6 +284,7 @@ cdef class TopicLog:
         cdef Cursor cursor
         self.head += count
         self.tail = self.head
+        self.holes = self.hole_end = 0
         self.published += count
         if not self.cursors:
             self.dropped += count
@@ -186,18 +300,17 @@ cdef class TopicLog:
     cdef void _drop_oldest(self, uint64_t count) noexcept:
         """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
         them lose them, counted as lagged. Lock held."""
-        cdef uint64_t new_tail = self.tail + count
+        cdef uint64_t new_tail
         cdef uint64_t lost
         cdef Cursor cursor
         if count == 0:
             return
-        if new_tail > self.head:
-            new_tail = self.head
+        new_tail = self._after_live(count)
         if not self.cursors:
-            self.dropped += new_tail - self.tail
+            self.dropped += new_tail - self.tail - self._holes_in(self.tail, new_tail)
         for cursor in self.cursors:
             if cursor.pos < new_tail:
-                lost = new_tail - cursor.pos
+                lost = new_tail - cursor.pos - self._holes_in(cursor.pos, new_tail)
                 cursor.lagged += lost
                 cursor.dropped += lost
                 self.lagged += lost
@@ -232,7 +345,7 @@ cdef class TopicLog:
                 self._skip_expired(cursor, now)
         else:
             pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
-            self.expired += pos - self.tail
+            self.expired += pos - self.tail - self._holes_in(self.tail, pos)
             self._release_to(pos)
         return self.expired - before
 
@@ -293,7 +406,7 @@ cdef class TopicLog:
                             else:
                                 # the oldest slots go: acked ones behind an in-flight message
                                 # free nothing, so count them too
-                                self._drop_oldest(self.head - self.tail + count
+                                self._drop_oldest(self.head - self.tail - self.holes + count
                                                   - <uint64_t>self.capacity)
                         elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
                             outcome = APPEND_MUST_WAIT
@@ -458,7 +571,7 @@ cdef class TopicLog:
     cdef Message take_one(self, Cursor cursor):
         """The next message for ``cursor``, or None."""
         cdef Message got = None
-        cdef uint64_t old
+        cdef uint64_t old, first
         cdef double now
         if cursor.pos == self.head:  # racy pre-check; re-checked under the lock
             return None
@@ -469,7 +582,14 @@ cdef class TopicLog:
                 if self.ttl >= 0:
                     self._skip_expired(cursor, now)
                 old = cursor.pos
-                if old != self.head:
+                if old < self.hole_end:  # among tombstones (old < head): skip them
+                    first = self._skip_holes(old)
+                    if first != self.head:
+                        got = self._delivered(first)
+                        self._took(cursor, old, first, self._skip_holes(first + 1), 1)
+                    else:
+                        self._took(cursor, old, first, first, 0)
+                elif old != self.head:
                     got = self._delivered(old)
                     cursor.pos = old + 1
                     if not cursor.acking:
@@ -491,7 +611,7 @@ cdef class TopicLog:
         """Up to ``limit`` messages for ``cursor``, in sequence order (maybe none)."""
         cdef uint64_t available = self.head - cursor.pos  # racy estimate, sizes the list
         cdef Py_ssize_t n = 0
-        cdef uint64_t old, end
+        cdef uint64_t old, end, first, seq
         cdef double now
         cdef list out
         if available == 0 or not cursor.attached:
@@ -511,18 +631,26 @@ cdef class TopicLog:
                 end = self.head
                 if end - old > <uint64_t>limit:
                     end = old + limit
-                while old + <uint64_t>n < end:
-                    out[n] = self._delivered(old + n)
-                    n += 1
-                if n:
-                    cursor.pos = end
-                    if not cursor.acking:
-                        cursor.delivered += n
-                        self.delivered += n
-                        self._moved(old)
-                    else:  # in flight (not consumed) until settled
-                        cursor.unsettled += n
-                        self.in_flight += n
+                if old < self.hole_end:  # among tombstones (old < head): skip them
+                    first = seq = self._skip_holes(old)
+                    while seq < self.head and n < limit:
+                        out[n] = self._delivered(seq)
+                        n += 1
+                        seq = self._skip_holes(seq + 1)
+                    self._took(cursor, old, first, seq, n)
+                else:
+                    while old + <uint64_t>n < end:
+                        out[n] = self._delivered(old + n)
+                        n += 1
+                    if n:
+                        cursor.pos = end
+                        if not cursor.acking:
+                            cursor.delivered += n
+                            self.delivered += n
+                            self._moved(old)
+                        else:  # in flight (not consumed) until settled
+                            cursor.unsettled += n
+                            self.in_flight += n
         finally:
             _unlock(self)
         if self.room_freed:
@@ -628,8 +756,12 @@ cdef class TopicLog:
                 else:
                     self.at_tail = 0
                     if not self.persistence:
-                        self.dropped += self.head - self.tail
+                        self.dropped += self.head - self.tail - self.holes
                         self._release_to(self.head)
+                    elif cursor.kept != NULL and cursor.floor < cursor.pos:
+                        self._drop_settled(cursor)
+                free(cursor.kept)  # (C memory: no Python code runs)
+                cursor.kept = NULL
                 waiters = self.waiters
                 self.waiters = None
         finally:
@@ -711,7 +843,7 @@ cdef class TopicLog:
         try:
             held = self._held()
             for cursor in self.cursors:
-                lost = self.head - cursor.pos
+                lost = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
                 cursor.dropped += lost
                 self.dropped += lost
                 cursor.pos = self.head
@@ -783,8 +915,9 @@ cdef class TopicLog:
         kincir_mutex_lock(&self.lock)
         try:
             for cursor in self.cursors:
-                if cursor.members and (cursor.pos != self.head or cursor.floor < cursor.pos
-                                       and cursor.acking):
+                if cursor.members and (
+                        cursor.pos + self._holes_in(cursor.pos, self.head) != self.head
+                        or cursor.floor < cursor.pos and cursor.acking):
                     done = False
                     break
         finally:

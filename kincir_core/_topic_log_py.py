@@ -37,6 +37,9 @@ class Cursor:
     An acknowledging reader also has a ``floor``, its oldest unsettled sequence: the log holds
     slots from there, so in-flight messages keep their slot; ``unsettled`` counts its messages
     in flight, which (not the span from the floor) count against the topic's capacity.
+    Before such a reader detaches, the acknowledgement layer tells it (``keep``) which of its
+    delivered messages are still unsettled: if it is the last reader, the log holds only those
+    of the span [floor, pos) for the next one, and drops the settled ones (tombstones).
     """
 
     __slots__ = (
@@ -48,6 +51,8 @@ class Cursor:
         "expired",
         "floor",
         "group",
+        "kept",
+        "kept_end",
         "lagged",
         "line_woken",
         "log",
@@ -78,6 +83,9 @@ class Cursor:
         self.lagged = 0
         self.unsettled = 0
         self.attached = False
+        # set by ``keep``: the sequences still unsettled (ascending), below ``kept_end``
+        self.kept: list[int] | None = None
+        self.kept_end = 0
 
     def tracked(self) -> int:
         """The position that holds this reader's slots."""
@@ -94,6 +102,16 @@ class Cursor:
         the topic was deleted: nothing is counted (the caller counts on the broker's totals)."""
         return self.log.settle(self, floor, count, consumed)
 
+    def keep(self, unsettled: list[int]) -> None:
+        """This acknowledging reader is about to detach: ``unsettled`` (ascending) are the
+        sequences it delivered and has not settled. If it is the last reader to leave, the log
+        keeps only those of its delivered messages for the next reader."""
+        log = self.log
+        with log.lock:
+            if self.attached:
+                self.kept = unsettled
+                self.kept_end = self.pos
+
     def counts(self) -> CursorCounts:
         """This reader's own counters (a CursorCounts)."""
         return CursorCounts(self.delivered, self.expired, self.dropped, self.lagged)
@@ -109,7 +127,7 @@ class Cursor:
             return 0
         log = self.log
         with log.lock:
-            return log.head - self.pos if self.attached else 0
+            return log.head - self.pos - log._holes_in(self.pos, log.head) if self.attached else 0
 
 
 class TopicLog:
@@ -143,6 +161,11 @@ class TopicLog:
         self.stamps: list[float] | None = [0.0] * _MIN_RING if ttl is not None else None
         self.head = 1
         self.tail = 1
+        # tombstones: slots (None) in [tail, hole_end) of settled messages that the last
+        # acknowledging reader to leave had delivered behind an unsettled one. Every read skips
+        # them and no count or size includes them; ``holes`` counts them (0: hole_end is 0)
+        self.holes = 0
+        self.hole_end = 0
         self.cursors: list[Cursor] = []
         self.at_tail = 0
         self.waiters: list[Any] = []
@@ -179,6 +202,7 @@ class TopicLog:
         ring = self.ring
         mask = self.mask
         freed = 0
+        holes = self._holes_in(self.tail, new_tail)
         for seq in range(self.tail, new_tail):
             msg = ring[seq & mask]
             ring[seq & mask] = None
@@ -188,8 +212,12 @@ class TopicLog:
                     # freeing an object may run Python code (``__del__``, a weakref callback
                     # that calls the broker): never under the lock; _wake_room drops it
                     self.graves.append(msg)
-        self.held_bytes -= freed + (new_tail - self.tail) * MESSAGE_OVERHEAD
+        self.held_bytes -= freed + (new_tail - self.tail - holes) * MESSAGE_OVERHEAD
         self.tail = new_tail
+        if holes:
+            self.holes -= holes
+            if not self.holes:
+                self.hole_end = 0
         if self.room_waiters:
             self.room_freed = True
         size = self.mask + 1
@@ -200,22 +228,51 @@ class TopicLog:
                 fit *= 2
             self._resize(fit)
 
+    def _holes_in(self, start: int, end: int) -> int:
+        """The tombstones among the slots [start, end) (lock held)."""
+        if start >= self.hole_end:
+            return 0
+        start = max(start, self.tail)
+        end = min(end, self.hole_end)
+        if start == self.tail and end == self.hole_end:
+            return self.holes
+        ring = self.ring
+        mask = self.mask
+        return sum(1 for seq in range(start, end) if ring[seq & mask] is None)
+
+    def _after_live(self, count: int) -> int:
+        """The sequence after the ``count`` oldest held messages (tombstones skipped)."""
+        if not self.holes:
+            return min(self.tail + count, self.head)
+        ring = self.ring
+        mask = self.mask
+        seq = self.tail
+        while count and seq < self.head:
+            if ring[seq & mask] is not None:
+                count -= 1
+            seq += 1
+        return seq
+
     def _held(self) -> int:
         """Messages held against the capacity: the most any reader holds, unread plus in flight
         (not the acked ones behind an unsettled message; none whose slot the log dropped); with
         no reader, every message the log holds."""
         if not self.cursors:
-            return self.head - self.tail
+            return self.head - self.tail - self.holes
         return max(
-            self.head - c.pos + (min(c.unsettled, c.pos - c.floor) if c.acking else 0)
+            self.head
+            - c.pos
+            - self._holes_in(c.pos, self.head)
+            + (min(c.unsettled, c.pos - c.floor) if c.acking else 0)
             for c in self.cursors
         )
 
     def _queued(self) -> int:
         """Messages not yet read by the reader furthest behind (all held ones: no reader)."""
         if not self.cursors:
-            return self.head - self.tail
-        return self.head - min(c.pos for c in self.cursors)
+            return self.head - self.tail - self.holes
+        low = min(c.pos for c in self.cursors)
+        return self.head - low - self._holes_in(low, self.head)
 
     def _recompute_tail(self) -> None:
         cursors = self.cursors
@@ -245,8 +302,9 @@ class TopicLog:
             pos += 1
         if pos != old:
             cursor.pos = pos
-            cursor.expired += pos - old
-            self.expired += pos - old
+            expired = pos - old - self._holes_in(old, pos)
+            cursor.expired += expired
+            self.expired += expired
             if not cursor.acking:
                 self._moved(old)
             elif cursor.floor == old:  # nothing in flight below: the floor follows
@@ -258,6 +316,7 @@ class TopicLog:
         capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
         self.head += count
         self.tail = self.head
+        self.holes = self.hole_end = 0
         self.published += count
         if not self.cursors:
             self.dropped += count
@@ -274,12 +333,12 @@ class TopicLog:
         them lose them, counted as lagged. Lock held."""
         if count <= 0:
             return
-        new_tail = min(self.tail + count, self.head)
+        new_tail = self._after_live(count)
         if not self.cursors:
-            self.dropped += new_tail - self.tail
+            self.dropped += new_tail - self.tail - self._holes_in(self.tail, new_tail)
         for cursor in self.cursors:
             if cursor.pos < new_tail:
-                lost = new_tail - cursor.pos
+                lost = new_tail - cursor.pos - self._holes_in(cursor.pos, new_tail)
                 cursor.lagged += lost
                 cursor.dropped += lost
                 self.lagged += lost
@@ -321,7 +380,7 @@ class TopicLog:
             pos = self.tail
             while pos < self.head and self.stamps[pos & self.mask] < deadline:
                 pos += 1
-            self.expired += pos - self.tail
+            self.expired += pos - self.tail - self._holes_in(self.tail, pos)
             self._release_to(pos)
         return self.expired - before
 
@@ -377,7 +436,7 @@ class TopicLog:
                         else:
                             # the oldest slots go: acked ones behind an in-flight message free
                             # nothing, so count them too
-                            self._drop_oldest(self.head - self.tail + count - capacity)
+                            self._drop_oldest(self.head - self.tail - self.holes + count - capacity)
                     elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
                         return True
                     else:
@@ -524,6 +583,8 @@ class TopicLog:
             if self.ttl is not None:
                 self._skip_expired(cursor, now)
             old = cursor.pos
+            if old < self.hole_end:
+                return self._take_past_holes(cursor, limit)
             end = min(self.head, old + limit)
             if end == old:
                 return []
@@ -539,6 +600,70 @@ class TopicLog:
                 cursor.unsettled += end - old
                 self.in_flight += end - old
             return out
+
+    def _take_past_holes(self, cursor: Cursor, limit: int) -> list[Message]:
+        """``_take`` for a reader among tombstones: skips them, and those after its last
+        message too (a reader never rests on one). Lock held."""
+        ring = self.ring
+        mask = self.mask
+        head = self.head
+        old = pos = cursor.pos
+        first = 0  # the first message taken
+        out: list[Message] = []
+        while pos < head and len(out) < limit:
+            msg = ring[pos & mask]
+            if msg is not None:
+                if not out:
+                    first = pos
+                out.append(msg)
+            pos += 1
+        while pos < self.hole_end and pos < head and ring[pos & mask] is None:
+            pos += 1
+        cursor.pos = pos
+        taken = len(out)
+        if not cursor.acking:
+            cursor.delivered += taken
+            self.delivered += taken
+            self._moved(old)
+        else:  # its floor stays at its oldest unsettled message, past the tombstones before
+            cursor.unsettled += taken
+            self.in_flight += taken
+            if cursor.floor == old:
+                cursor.floor = first if taken else pos
+                if cursor.floor != old:
+                    self._moved(old)
+        return out
+
+    def _drop_settled(self, cursor: Cursor) -> None:
+        """The last reader, an acknowledging one, left: of the messages it delivered, drop the
+        settled ones, keeping the unsettled ones (``cursor.kept``) for the next reader. Their
+        slots become tombstones. Lock held."""
+        kept = set(cursor.kept or ())
+        end = min(cursor.pos, cursor.kept_end)
+        ring = self.ring
+        mask = self.mask
+        freed = 0
+        for seq in range(max(cursor.floor, self.tail), end):
+            msg = ring[seq & mask]
+            if seq in kept or msg is None:
+                continue
+            ring[seq & mask] = None
+            freed += payload_size(msg) + MESSAGE_OVERHEAD
+            if type(msg._payload) is not bytes:
+                self.graves.append(msg)  # never freed under the lock (see _release_to)
+            self.holes += 1
+        if not freed:
+            return
+        self.held_bytes -= freed
+        if end > self.hole_end:
+            self.hole_end = end
+        if self.room_waiters:
+            self.room_freed = True
+        tail = self.tail
+        while tail < self.hole_end and ring[tail & mask] is None:
+            tail += 1
+        if tail != self.tail:
+            self._release_to(tail)
 
     # -- readers joining and leaving ------------------------------------------------------------
 
@@ -605,8 +730,11 @@ class TopicLog:
             else:
                 self.at_tail = 0
                 if not self.persistence:
-                    self.dropped += self.head - self.tail
+                    self.dropped += self.head - self.tail - self.holes
                     self._release_to(self.head)
+                elif cursor.kept is not None and cursor.floor < cursor.pos:
+                    self._drop_settled(cursor)
+            cursor.kept = None
             waiters = self._take_all_waiters()
             if cursor.waiters:
                 waiters.extend(cursor.waiters)
@@ -703,7 +831,7 @@ class TopicLog:
         with self.lock:
             held = self._held()
             for cursor in self.cursors:
-                lost = self.head - cursor.pos
+                lost = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
                 cursor.dropped += lost
                 self.dropped += lost
                 cursor.pos = self.head
@@ -757,7 +885,8 @@ class TopicLog:
         """True when every reader with an attached subscriber has read everything."""
         with self.lock:
             return all(
-                c.pos == self.head and not (c.acking and c.floor < c.pos)
+                c.pos + self._holes_in(c.pos, self.head) == self.head
+                and not (c.acking and c.floor < c.pos)
                 for c in self.cursors
                 if c.members
             )

@@ -73,6 +73,7 @@ class Reader:
     owned: set[int] = field(default_factory=set)  # delivered, handle still valid
     # this reader's terms of the accounting identity (the first sequence it was due: ``start``)
     start: int = 0
+    skips: int = 0  # settled messages of a reader that left, in [start, head): never its own
     consumed: int = 0
     dropped: int = 0
     expired: int = 0
@@ -80,14 +81,14 @@ class Reader:
     def hold(self) -> int:
         return min([self.pos, *self.inflight])
 
-    def held(self, head: int) -> int:
+    def held(self, unread: int) -> int:
         """What counts against the capacity: unread plus in flight."""
-        return head - self.pos + len(self.inflight)
+        return unread + len(self.inflight)
 
-    def check_identity(self, head: int, name: str) -> None:
+    def check_identity(self, head: int, unread: int, name: str) -> None:
         """published = consumed + in_flight + dropped + expired + queued, for this reader."""
-        terms = (self.consumed, len(self.inflight), self.dropped, self.expired, head - self.pos)
-        assert head - self.start == sum(terms), (name, head - self.start, terms)
+        terms = (self.consumed, len(self.inflight), self.dropped, self.expired, unread)
+        assert head - self.start - self.skips == sum(terms), (name, head - self.start, terms)
 
 
 @dataclass
@@ -98,6 +99,9 @@ class Topic:
     head: int = 1
     tail: int = 1
     readers: dict[str, Reader] = field(default_factory=dict)
+    # the settled messages, in [tail, head), that the last acknowledging reader to leave had
+    # received after its oldest unsettled one: kept for no one, skipped by every reader
+    gone: set[int] = field(default_factory=set)
     published: int = 0
     delivered: int = 0
     dropped: int = 0
@@ -108,18 +112,26 @@ class Topic:
     def release(self) -> None:
         if self.readers:
             self.tail = max(self.tail, min(r.hold() for r in self.readers.values()))
+        self.gone = {seq for seq in self.gone if seq >= self.tail}
+
+    def unread(self, pos: int) -> int:
+        """The messages from ``pos`` on (the settled ones left behind skipped)."""
+        return self.head - pos - sum(1 for seq in self.gone if seq >= pos)
+
+    def live(self, start: int, end: int) -> list[int]:
+        return [seq for seq in range(start, end) if seq not in self.gone]
 
     def held(self) -> int:
         """Messages counted against the capacity: the most any reader holds."""
         if not self.readers:
-            return self.head - self.tail
-        return max(r.held(self.head) for r in self.readers.values())
+            return self.unread(self.tail)
+        return max(r.held(self.unread(r.pos)) for r in self.readers.values())
 
     def queued(self) -> int:
         """Messages not read yet by the reader furthest behind."""
         if not self.readers:
-            return self.head - self.tail
-        return self.head - min(r.pos for r in self.readers.values())
+            return self.unread(self.tail)
+        return self.unread(min(r.pos for r in self.readers.values()))
 
     def is_expired(self, seq: int, now: float) -> bool:
         return now - self.stamps[seq] > TTL
@@ -128,8 +140,9 @@ class Topic:
         pos = reader.pos
         while pos < self.head and self.is_expired(pos, now):
             pos += 1
-        self.expired += pos - reader.pos
-        reader.expired += pos - reader.pos
+        expired = len(self.live(reader.pos, pos))
+        self.expired += expired
+        reader.expired += expired
         reader.pos = pos
         self.release()
 
@@ -142,8 +155,9 @@ class Topic:
             pos = self.tail
             while pos < self.head and self.is_expired(pos, now):
                 pos += 1
-            self.expired += pos - self.tail
+            self.expired += len(self.live(self.tail, pos))
             self.tail = pos
+            self.release()
 
     def subscribers(self) -> int:
         return sum(r.members if name == "g" else 1 for name, r in self.readers.items())
@@ -235,6 +249,7 @@ class BrokerMachine(RuleBasedStateMachine):
 
     def _join(self, t: Topic, name: str, reader: Reader) -> None:
         reader.pos = reader.start = t.tail if not t.readers else t.head
+        reader.skips = len(t.gone) if not t.readers else 0
         t.readers[name] = reader
 
     @rule(name=st.sampled_from(sorted(PLAIN)))
@@ -262,8 +277,10 @@ class BrokerMachine(RuleBasedStateMachine):
     def _take(self, t: Topic, reader: Reader, limit: int) -> list[int]:
         if reader.pos < t.head:
             t.skip_expired(reader, self.clock())
-        end = min(t.head, reader.pos + limit)
-        seqs = list(range(reader.pos, end))
+        seqs = t.live(reader.pos, t.head)[:limit]
+        end = seqs[-1] + 1 if seqs else t.head
+        while end < t.head and end in t.gone:  # no reader stops before a skipped message
+            end += 1
         reader.pos = end
         if not reader.acking:  # an acknowledging reader's take is in flight: released later
             t.delivered += len(seqs)
@@ -358,6 +375,9 @@ class BrokerMachine(RuleBasedStateMachine):
         reader = t.readers.pop("k")
         self.stale.extend(self.handles[s] for s in reader.owned)
         self.handles.clear()
+        if not t.readers:  # the last reader: its unsettled messages stay, the settled ones go
+            t.gone.update(t.live(t.tail, reader.pos))
+            t.gone.difference_update(reader.inflight)
         t.release()
 
     @rule()
@@ -461,13 +481,20 @@ class BrokerMachine(RuleBasedStateMachine):
             assert info.in_flight == t.in_flight(), name
             assert info.total_redelivered == t.redelivered, name
             for reader_name, reader in t.readers.items():
-                reader.check_identity(t.head, reader_name)
+                reader.check_identity(t.head, t.unread(reader.pos), reader_name)
             only = list(t.readers.values())
-            if len(only) == 1 and (only[0].start, only[0].consumed, only[0].dropped) == (
+            if len(only) == 1 and (
+                only[0].start,
+                only[0].consumed,
+                only[0].dropped,
+                only[0].expired,
+            ) == (
                 1,
                 t.delivered,
                 t.dropped,
-            ):  # one reader since the start: the identity reads from the topic's stats alone
+                t.expired,
+            ):  # one reader since the start (and every event its own): the identity reads from
+                # the topic's stats alone
                 assert info.total_published == (
                     info.total_consumed
                     + info.in_flight

@@ -211,9 +211,14 @@ class InMemoryBroker(BrokerCore):
         released (dropped, unless the topic keeps them for its next reader) and its members'
         subscriptions to the topic end. Raises TopicNotFound / GroupNotFound."""
         cursor = self._group_cursor(topic, group) if type(topic) is str else None
+        state = cursor.ack if cursor is not None else None
+        if state is not None:
+            # if the group is the topic's last reader, the log keeps only its unsettled
+            # messages (not the settled ones behind them) for the next reader
+            state.hold_unsettled()
         super().delete_group(topic, group)
-        if cursor is not None and cursor.ack is not None:
-            cursor.ack.abandon()
+        if state is not None:
+            state.abandon()
         _log.debug("consumer group %r of topic %r deleted", group, topic)
 
     def metrics(self) -> str:

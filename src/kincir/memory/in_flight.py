@@ -368,9 +368,18 @@ class _AckState:
         if mine:
             self.log.wake_waiters()
 
+    def hold_unsettled(self) -> None:
+        """The cursor is about to detach: tell the log which of its delivered messages are
+        still unsettled. If it is the topic's last reader, the log keeps those for the next
+        reader and drops the settled ones delivered after the oldest unsettled one."""
+        with self.lock:
+            self.cursor.keep(sorted(self.records))
+
     def abandon(self) -> None:
         """The cursor is gone (its subscriber left, or its group was deleted): forget all."""
         with self.lock:
+            if self.cursor.attached:  # it detaches next (after its state is forgotten)
+                self.cursor.keep(sorted(self.records))
             count = self._forget_all()
         self.log.count_acks(0, 0, 0, -count)
         if not self.cursor.attached:

@@ -2,7 +2,8 @@
 
 An implementation package: users import ``kincir``, never this. Only the kernel is written twice
 (``_broker.pyx`` with the ``.pxi`` files it includes, and its twin ``_broker_py.py`` with
-``_topic_log_py.py`` and ``_waiting_py.py``; ``_message.pyx`` and ``_message_py.py``): the
+``_cursor_py.py``, ``_topic_log_py.py`` and ``_waiting_py.py``; ``_message.pyx`` and
+``_message_py.py``): the
 ring, cursors, locks, waiters and the hot calls. Above it, written once in Python: the broker's
 topic table, groups, lifecycle and snapshots (``_topics.py``), a subscriber's subscriptions
 (``_subscriptions.py``), argument checks (``_validate.py``); and what both layers share: the

@@ -149,13 +149,6 @@ cdef class TopicLog:
     cdef bint closed
     cdef readonly bint accepting
     cdef void _release_to(self, uint64_t new_tail) noexcept
-    cdef uint64_t _holes_in(self, uint64_t start, uint64_t end) noexcept
-    cdef uint64_t _skip_holes(self, uint64_t pos) noexcept
-    cdef uint64_t _after_live(self, uint64_t count) noexcept
-    cdef void _took(self, Cursor cursor, uint64_t old, uint64_t first, uint64_t end,
-                    Py_ssize_t n) noexcept
-    cdef void _drop_settled(self, Cursor cursor) noexcept
-    cdef void _refill_holes(self, uint64_t new_tail) noexcept
     cdef uint64_t _held(self) noexcept
     cdef uint64_t _queued(self) noexcept
     cdef void _recompute_tail(self) noexcept

@@ -1,8 +1,9 @@
 """Pure-Python twin of ``_broker.pyx``, the engine's kernel: topic logs, cursors, waiting, and
 the hot calls. The broker and subscriber management above it is written once (``_topics.py``,
 ``_subscriptions.py``) and runs on either kernel. This module holds ``BrokerKernel``,
-``PublisherCore`` and ``SubscriberKernel`` and exports the kernel's names; the cursors and topic
-logs are in ``_topic_log_py.py``, the clock and waiters in ``_waiting_py.py``.
+``PublisherCore`` and ``SubscriberKernel`` and exports the kernel's names; the cursors are in
+``_cursor_py.py``, the topic logs in ``_topic_log_py.py``, the clock and waiters in
+``_waiting_py.py``.
 
 Same names, behaviour and errors as the compiled engine; read that file's header for the design.
 In short: a topic is a ring of message slots addressed by sequence number; every reader owns a
@@ -22,12 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codes import BrokerState
+from ._cursor_py import Cursor
 from ._errors import (
     BrokerShutdown,
     QueueFull,
 )
 from ._message_py import Message, stamp_all
-from ._topic_log_py import MESSAGE_OVERHEAD, Cursor, TopicLog
+from ._topic_log_py import MESSAGE_OVERHEAD, TopicLog
 from ._validate import (
     check_batch_size,
     check_timeout,

@@ -31,7 +31,7 @@ cdef class Cursor:
         kincir_mutex_lock(&self.log.lock)
         try:
             if self.attached:
-                n = self.log.head - self.pos - self.log._holes_in(self.pos, self.log.head)
+                n = self.log.head - self.pos - _holes_in(self.log, self.pos, self.log.head)
         finally:
             _unlock(self.log)
         return n

@@ -82,7 +82,7 @@ cdef class TopicLog:
         cdef int64_t freed = 0
         cdef uint64_t size, held, fit
         if self.hole_end > self.tail:  # tombstones among the slots released
-            self._refill_holes(new_tail)
+            _refill_holes(self, new_tail)
         for seq in range(self.tail, new_tail):
             slot = &self.ring[seq & self.mask]
             freed += _payload_size(slot.payload)
@@ -102,26 +102,6 @@ cdef class TopicLog:
                 fit *= 2
             _ring_shrink(self, fit)
 
-    cdef void _refill_holes(self, uint64_t new_tail) noexcept:
-        """Before _release_to(new_tail): turn the tombstones it releases into slots holding None
-        (no bytes, never a grave), counted as if held, so that releasing them counts nothing.
-        Lock held (None is only referenced: nothing is allocated or freed)."""
-        cdef uint64_t seq, n = 0, end = new_tail
-        cdef Slot* slot
-        if end > self.hole_end:
-            end = self.hole_end
-        for seq in range(self.tail, end):
-            slot = &self.ring[seq & self.mask]
-            if slot.payload == NULL:
-                Py_INCREF(None)
-                slot.payload = <PyObject*>None
-                n += 1
-        self.held_bytes += <int64_t>n * _MESSAGE_OVERHEAD
-        KINCIR_LIVE(LIVE_SLOTS, <Py_ssize_t>n)
-        self.holes -= n
-        if self.holes == 0:
-            self.hole_end = 0
-
     cdef uint64_t _held(self) noexcept:
         """Messages held against the capacity: the most any reader holds, unread plus in flight
         (not the acked ones behind an unsettled message; none whose slot the log dropped); with
@@ -131,7 +111,7 @@ cdef class TopicLog:
         if not self.cursors:
             return self.head - self.tail - self.holes
         for cursor in self.cursors:
-            held = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
+            held = self.head - cursor.pos - _holes_in(self, cursor.pos, self.head)
             if cursor.acking:
                 pinned = cursor.pos - cursor.floor
                 if <uint64_t>cursor.unsettled < pinned:
@@ -149,98 +129,10 @@ cdef class TopicLog:
         if not self.cursors:
             return self.head - self.tail - self.holes
         for cursor in self.cursors:
-            unread = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
+            unread = self.head - cursor.pos - _holes_in(self, cursor.pos, self.head)
             if unread > most:
                 most = unread
         return most
-
-    cdef uint64_t _holes_in(self, uint64_t start, uint64_t end) noexcept:
-        """The tombstones among the slots [start, end). Lock held."""
-        cdef uint64_t n = 0, seq
-        if start >= self.hole_end:
-            return 0
-        if start < self.tail:
-            start = self.tail
-        if end > self.hole_end:
-            end = self.hole_end
-        if start == self.tail and end == self.hole_end:
-            return self.holes
-        for seq in range(start, end):
-            if self.ring[seq & self.mask].payload == NULL:
-                n += 1
-        return n
-
-    cdef uint64_t _skip_holes(self, uint64_t pos) noexcept:
-        """The first position from ``pos`` that is not a tombstone. Lock held."""
-        while pos < self.hole_end and self.ring[pos & self.mask].payload == NULL:
-            pos += 1
-        return pos
-
-    cdef uint64_t _after_live(self, uint64_t count) noexcept:
-        """The sequence after the ``count`` oldest held messages (tombstones skipped)."""
-        cdef uint64_t seq = self.tail
-        if self.holes == 0:
-            return self.tail + count if count < self.head - self.tail else self.head
-        while count and seq < self.head:
-            if self.ring[seq & self.mask].payload != NULL:
-                count -= 1
-            seq += 1
-        return seq
-
-    cdef void _took(self, Cursor cursor, uint64_t old, uint64_t first, uint64_t end,
-                    Py_ssize_t n) noexcept:
-        """``cursor`` read among tombstones from ``old`` to ``end``: ``n`` messages, the first
-        at ``first``. Lock held."""
-        cursor.pos = end
-        if not cursor.acking:
-            cursor.delivered += n
-            self.delivered += n
-            self._moved(old)
-        else:  # in flight until settled; the floor skips the tombstones before them
-            cursor.unsettled += n
-            self.in_flight += n
-            if cursor.floor == old:
-                cursor.floor = first if n else end
-                if cursor.floor != old:
-                    self._moved(old)
-
-    cdef void _drop_settled(self, Cursor cursor) noexcept:
-        """The last reader, an acknowledging one, left: of the messages it delivered, drop the
-        settled ones, keeping the unsettled ones (``cursor.kept``) for the next reader. Their
-        slots become tombstones. Lock held."""
-        cdef uint64_t seq, start = cursor.floor, end = cursor.pos
-        cdef uint64_t tail
-        cdef Py_ssize_t i = 0
-        cdef int64_t freed = 0
-        cdef Slot* slot
-        if start < self.tail:
-            start = self.tail
-        if end > cursor.kept_end:
-            end = cursor.kept_end
-        for seq in range(start, end):
-            while i < cursor.kept_count and cursor.kept[i] < seq:
-                i += 1
-            if i < cursor.kept_count and cursor.kept[i] == seq:
-                continue
-            slot = &self.ring[seq & self.mask]
-            if slot.payload == NULL:
-                continue
-            freed += _payload_size(slot.payload) + _MESSAGE_OVERHEAD
-            if _last_holder(slot) and PyList_Append(self.graves, <object>slot.payload) < 0:
-                PyErr_Clear()  # no room for the grave: drop it here, as before objects
-            _clear_slot(slot)
-            KINCIR_LIVE(LIVE_SLOTS, -1)
-            self.holes += 1
-        if freed == 0:
-            return
-        self.held_bytes -= freed
-        if end > self.hole_end:
-            self.hole_end = end
-        if self.room_waiters:
-            self.room_freed = True
-        tail = self._skip_holes(self.tail)
-        if tail != self.tail:
-            self._release_to(tail)
 
     cdef void _recompute_tail(self) noexcept:
         cdef Py_ssize_t count = len(self.cursors)
@@ -269,7 +161,7 @@ cdef class TopicLog:
         cdef uint64_t expired
         if pos != old:
             cursor.pos = pos
-            expired = pos - old - self._holes_in(old, pos)
+            expired = pos - old - _holes_in(self, old, pos)
             cursor.expired += expired
             self.expired += expired
             if not cursor.acking:
@@ -305,12 +197,12 @@ cdef class TopicLog:
         cdef Cursor cursor
         if count == 0:
             return
-        new_tail = self._after_live(count)
+        new_tail = _after_live(self, count)
         if not self.cursors:
-            self.dropped += new_tail - self.tail - self._holes_in(self.tail, new_tail)
+            self.dropped += new_tail - self.tail - _holes_in(self, self.tail, new_tail)
         for cursor in self.cursors:
             if cursor.pos < new_tail:
-                lost = new_tail - cursor.pos - self._holes_in(cursor.pos, new_tail)
+                lost = new_tail - cursor.pos - _holes_in(self, cursor.pos, new_tail)
                 cursor.lagged += lost
                 cursor.dropped += lost
                 self.lagged += lost
@@ -345,7 +237,7 @@ cdef class TopicLog:
                 self._skip_expired(cursor, now)
         else:
             pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
-            self.expired += pos - self.tail - self._holes_in(self.tail, pos)
+            self.expired += pos - self.tail - _holes_in(self, self.tail, pos)
             self._release_to(pos)
         return self.expired - before
 
@@ -583,12 +475,12 @@ cdef class TopicLog:
                     self._skip_expired(cursor, now)
                 old = cursor.pos
                 if old < self.hole_end:  # among tombstones (old < head): skip them
-                    first = self._skip_holes(old)
+                    first = _skip_holes(self, old)
                     if first != self.head:
                         got = self._delivered(first)
-                        self._took(cursor, old, first, self._skip_holes(first + 1), 1)
+                        _took(self, cursor, old, first, _skip_holes(self, first + 1), 1)
                     else:
-                        self._took(cursor, old, first, first, 0)
+                        _took(self, cursor, old, first, first, 0)
                 elif old != self.head:
                     got = self._delivered(old)
                     cursor.pos = old + 1
@@ -632,12 +524,12 @@ cdef class TopicLog:
                 if end - old > <uint64_t>limit:
                     end = old + limit
                 if old < self.hole_end:  # among tombstones (old < head): skip them
-                    first = seq = self._skip_holes(old)
+                    first = seq = _skip_holes(self, old)
                     while seq < self.head and n < limit:
                         out[n] = self._delivered(seq)
                         n += 1
-                        seq = self._skip_holes(seq + 1)
-                    self._took(cursor, old, first, seq, n)
+                        seq = _skip_holes(self, seq + 1)
+                    _took(self, cursor, old, first, seq, n)
                 else:
                     while old + <uint64_t>n < end:
                         out[n] = self._delivered(old + n)
@@ -759,7 +651,7 @@ cdef class TopicLog:
                         self.dropped += self.head - self.tail - self.holes
                         self._release_to(self.head)
                     elif cursor.kept != NULL and cursor.floor < cursor.pos:
-                        self._drop_settled(cursor)
+                        _drop_settled(self, cursor)
                 free(cursor.kept)  # (C memory: no Python code runs)
                 cursor.kept = NULL
                 waiters = self.waiters
@@ -843,7 +735,7 @@ cdef class TopicLog:
         try:
             held = self._held()
             for cursor in self.cursors:
-                lost = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
+                lost = self.head - cursor.pos - _holes_in(self, cursor.pos, self.head)
                 cursor.dropped += lost
                 self.dropped += lost
                 cursor.pos = self.head
@@ -916,7 +808,7 @@ cdef class TopicLog:
         try:
             for cursor in self.cursors:
                 if cursor.members and (
-                        cursor.pos + self._holes_in(cursor.pos, self.head) != self.head
+                        cursor.pos + _holes_in(self, cursor.pos, self.head) != self.head
                         or cursor.floor < cursor.pos and cursor.acking):
                     done = False
                     break

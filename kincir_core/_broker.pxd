@@ -188,6 +188,8 @@ cdef class BrokerKernel:
 
 cdef class PublisherCore:
     cdef readonly BrokerKernel broker
+    cdef uint64_t published           # messages of the publishes the broker accepted
+    cdef uint64_t refused             # messages of the publishes it refused (an error raised)
     cdef object _publish(self, object topic, object messages, TopicLog target=*)
     cdef int _publish_waiting(self, object topic, object messages, double deadline) except -1
 
@@ -207,6 +209,7 @@ cdef class SubscriberKernel:
     cdef kincir_mutex lock
     cdef list waiting
     cdef SyncWaiter spare_waiter
+    cdef uint64_t received            # messages the receives handed to the caller
     cdef void _refresh(self) noexcept
     cdef void _subscriptions_changed(self) noexcept
     cdef object _nothing(self)

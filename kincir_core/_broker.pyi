@@ -258,6 +258,9 @@ class PublisherCore:
     @property
     def broker(self) -> Any: ...  # the InMemoryBroker (the Python layer's subclass)
     def __init__(self, broker: BrokerKernel) -> None: ...
+    def _own_counts(self) -> tuple[int, int]:
+        """(published, refused): the messages of this publisher's accepted and refused
+        publishes."""
     # messages: a list or tuple of Messages and payloads (any object; the run time refuses
     # anything but a list or tuple, so a bare bytes or str is a type error here too)
     def publish_nowait(self, topic: str, messages: list[Any] | tuple[Any, ...]) -> None: ...
@@ -321,6 +324,8 @@ class SubscriberKernel:
         """Leave every topic; called by the finalizer of a subscriber dropped without
         close()."""
 
+    def _received_count(self) -> int:
+        """Messages this subscriber's receives handed to the caller."""
     def try_receive(self) -> Message | None: ...
     def try_receive_batch(self, max_messages: int) -> list[Message]: ...
     def receive(self, timeout: float | None = None) -> Coroutine[Any, Any, Message]: ...

@@ -118,11 +118,19 @@ class PublisherCore:
         if not isinstance(broker, BrokerKernel):
             raise TypeError(f"broker must be an InMemoryBroker, not {type(broker).__name__}")
         self.broker = broker
+        self._published = 0  # messages of the publishes the broker accepted
+        self._refused = 0  # messages of the publishes it refused (an error raised)
+
+    def _own_counts(self) -> tuple[int, int]:
+        """(published, refused): the messages of this publisher's accepted and refused
+        publishes."""
+        return self._published, self._refused
 
     def publish_nowait(self, topic: str, messages: Any) -> None:
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
         blocked = self._publish(topic, messages)
         if blocked is not None:
+            self._refused += len(messages)
             _refuse_full(blocked)
 
     def publish_sync(self, topic: str, messages: Any, timeout: Any = None) -> None:
@@ -142,11 +150,13 @@ class PublisherCore:
                     if deadline is not None:
                         remaining = deadline - monotonic()
                         if remaining <= 0:
+                            self._refused += len(messages)
                             _refuse_full(blocked)
                     waiter.wait(remaining)
                 finally:
                     blocked.remove_room_waiter(waiter)
                 if not waiter._woken and deadline is not None and monotonic() >= deadline:
+                    self._refused += len(messages)
                     _refuse_full(blocked)
 
     async def publish(self, topic: str, messages: Any, timeout: Any = None) -> None:
@@ -173,6 +183,7 @@ class PublisherCore:
                     log = blocked
                     blocked = self._publish(topic, messages, blocked)
         except TimeoutError:
+            self._refused += len(messages)
             _refuse_full(log if blocked is None else blocked)
 
     def _publish(
@@ -183,6 +194,8 @@ class PublisherCore:
         deleted meanwhile raises TopicNotFound); None once published."""
         broker = self.broker
         if broker._state != RUNNING:
+            if type(messages) is list or type(messages) is tuple:
+                self._refused += len(messages)
             raise BrokerShutdown()
         if broker._orphans:
             broker._detach_orphans()
@@ -195,9 +208,17 @@ class PublisherCore:
         stamped = stamp_all(messages, topic, _now_ms(), broker._ordered)  # type: ignore[attr-defined]
         if not stamped:
             return None
-        if log is None:
-            log = broker._topic(topic)  # type: ignore[attr-defined]
-        return log if log.append(stamped) else None
+        try:
+            if log is None:
+                log = broker._topic(topic)  # type: ignore[attr-defined]
+            blocked = log.append(stamped)
+        except BaseException:
+            self._refused += len(stamped)
+            raise
+        if blocked:
+            return log
+        self._published += len(stamped)
+        return None
 
 
 def _refuse_full(log: TopicLog) -> None:
@@ -229,6 +250,7 @@ class SubscriberKernel:
         self._patterned = False  # has pattern subscriptions: may gain topics later
         self._lock = threading.Lock()
         self._waiting: list[Any] = []
+        self._received = 0  # messages the receives handed to the caller
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -343,6 +365,7 @@ class SubscriberKernel:
         if count == 1:
             got = cursors[0].log.take(cursors[0], limit)
             if got:
+                self._received += len(got)
                 return got
         elif count:
             start = self._next
@@ -351,6 +374,7 @@ class SubscriberKernel:
                 cursor = cursors[(start + i) % count]
                 got = cursor.log.take(cursor, limit)
                 if got:
+                    self._received += len(got)
                     return got
         return self._nothing()
 
@@ -362,6 +386,10 @@ class SubscriberKernel:
         ):
             self._nothing_ready()  # type: ignore[attr-defined]
         return []
+
+    def _received_count(self) -> int:
+        """Messages this subscriber's receives handed to the caller."""
+        return self._received
 
     def try_receive(self) -> Message | None:
         """The next message if one is ready, else None."""

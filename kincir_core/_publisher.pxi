@@ -13,6 +13,7 @@ cdef class PublisherCore:
         """Publish a batch now; never waits. Raises QueueFull when the topic has no room."""
         cdef object blocked = self._publish(topic, messages)
         if blocked is not None:
+            self.refused += len(messages)
             _refuse_full(<TopicLog>blocked)
 
     def publish_sync(self, topic, messages, timeout=None):
@@ -40,7 +41,13 @@ cdef class PublisherCore:
                 finally:
                     (<TopicLog>blocked).remove_room_waiter(waiter)
                 if not woken:
+                    self.refused += len(messages)
                     _refuse_full(<TopicLog>blocked)
+
+    def _own_counts(self):
+        """(published, refused): the messages of this publisher's accepted and refused
+        publishes."""
+        return self.published, self.refused
 
     def publish(self, topic, messages, timeout=None):
         """Publish a batch: all of it, with consecutive sequence numbers, or none of it.
@@ -69,6 +76,7 @@ cdef class PublisherCore:
         except TimeoutError:
             if op.blocked is None:
                 raise
+            self.refused += len(messages)
             _refuse_full(op.blocked)
 
     cdef object _publish(self, object topic, object messages, TopicLog target=None):
@@ -81,7 +89,10 @@ cdef class PublisherCore:
         cdef Slot* batch
         cdef Py_ssize_t i, count, filled = 0
         cdef int64_t now_ms
+        cdef int outcome = -1
         if broker._state != RUNNING:
+            if type(messages) is list or type(messages) is tuple:
+                self.refused += len(messages)
             raise BrokerShutdown()
         if log is None:
             log = broker._topics.get(topic) if type(topic) is str else None
@@ -107,17 +118,23 @@ cdef class PublisherCore:
             if log is None:
                 log = broker._topic(topic)
         except BaseException:
+            if filled == count:  # the broker refused it (a bad item is not counted)
+                self.refused += count
             _clear_slots(batch, filled)
             if batch != &one:
                 free(batch)
             raise
         try:
             # takes over the references, whatever happens
-            if (<TopicLog>log).append(batch, count):
-                return log
+            outcome = (<TopicLog>log).append(batch, count)
         finally:
             if batch != &one:
                 free(batch)
+            if outcome < 0:  # it raised: the whole batch is refused
+                self.refused += count
+        if outcome:
+            return log
+        self.published += count
         return None
 
 

@@ -154,6 +154,7 @@ cdef class SubscriberKernel:
             cursor = <Cursor>cursors[0]
             got = cursor.log.take_one(cursor)
             if got is not None:
+                self.received += 1
                 return got
         return self._take_round_robin(cursors, count)
 
@@ -169,6 +170,7 @@ cdef class SubscriberKernel:
                 cursor = <Cursor>cursors[(start + i) % count]
                 got = cursor.log.take_one(cursor)
                 if got is not None:
+                    self.received += 1
                     return got
         self._nothing()
         return None
@@ -182,6 +184,7 @@ cdef class SubscriberKernel:
             cursor = <Cursor>cursors[0]
             got = cursor.log.take_many(cursor, limit)
             if got:
+                self.received += len(got)
                 return got
         elif count:
             start = self.next_index
@@ -190,9 +193,14 @@ cdef class SubscriberKernel:
                 cursor = <Cursor>cursors[(start + i) % count]
                 got = cursor.log.take_many(cursor, limit)
                 if got:
+                    self.received += len(got)
                     return got
         self._nothing()
         return []
+
+    def _received_count(self):
+        """Messages this subscriber's receives handed to the caller."""
+        return self.received
 
     def try_receive(self):
         """The next message if one is ready, else None."""

@@ -15,7 +15,9 @@ EXPECTED_KINCIR = {
     "Message",
     "KincirError",
     "Publisher",
+    "PublisherStats",
     "Subscriber",
+    "SubscriberStats",
     "IMPLEMENTATION",
     "__version__",
 }
@@ -37,6 +39,8 @@ EXPECTED_MEMORY = {
     "BrokerHealth",
     "TopicInfo",
     "StatsSnapshot",
+    "PublisherStats",
+    "SubscriberStats",
 }
 
 

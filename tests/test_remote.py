@@ -123,3 +123,100 @@ def test_the_envelope_round_trips_uuid_metadata_and_stamps() -> None:
     # a foreign record (no kincir envelope) still decodes, with a fresh uuid
     foreign = _remote.decode_message(b"x", {"kincir-uuid": "not-a-uuid"}, "t", None)
     assert foreign.payload == b"x" and len(foreign.uuid) == 36
+
+
+# -- own statistics -----------------------------------------------------------------------------
+
+
+class QueueBroker(FakeBroker):
+    """A fake server: one in-process queue per topic; ``refuse`` makes publishes fail."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.queues: dict[str, list[_remote.Delivered]] = {}
+        self.refuse = False
+
+    async def _publish(self, topic: str, messages: list[kincir.Message]) -> None:
+        if self.refuse:
+            raise OSError("the server refused the batch")
+        queue = self.queues.setdefault(topic, [])
+        for m in messages:
+            payload, headers = _remote.encode_message(m)
+            queue.append(_remote.Delivered(_remote.decode_message(payload, headers, topic, None)))
+
+
+class QueuePublisher(_remote.RemotePublisher[QueueBroker]):
+    broker_type = QueueBroker
+
+
+class QueueSubscriber(_remote.RemoteSubscriber[QueueBroker, bytes]):
+    broker_type = QueueBroker
+
+    async def _subscribe(self, topic: str) -> None:
+        pass
+
+    async def _unsubscribe(self, topic: str) -> None:
+        pass
+
+    async def _fetch(self, wait: float) -> list[_remote.Delivered]:
+        fetched: list[_remote.Delivered] = []
+        for topic in self._topics:
+            queue = self.broker.queues.setdefault(topic, [])
+            fetched += queue[: self.prefetch - len(fetched)]
+            del queue[: len(fetched)]
+        if not fetched:
+            await asyncio.sleep(min(wait, 0.01))
+        return fetched
+
+
+class QueueAckSubscriber(_remote.RemoteAckSubscriber[QueueBroker, bytes], QueueSubscriber):
+    broker_type = QueueBroker
+
+    async def _requeue(self, delivered: list[_remote.Delivered]) -> None:
+        for d in delivered:
+            queue = self.broker.queues.setdefault(d.message.topic or "", [])
+            queue.insert(0, _remote.Delivered(d.message, count=d.count + 1))
+
+
+def test_remote_publishers_and_subscribers_keep_their_own_counts() -> None:
+    async def body() -> None:
+        broker = QueueBroker("fake://x")
+        publisher = QueuePublisher(broker)
+        subscriber = QueueSubscriber(broker)
+        await subscriber.subscribe("t")
+        await publisher.publish("t", [b"1", b"2", b"3"])
+        broker.refuse = True
+        with pytest.raises(kincir.ConnectionFailed):
+            await publisher.publish("t", [b"4", b"5"])
+        assert publisher.stats() == kincir.PublisherStats(published=3, refused=2)
+        assert isinstance(publisher, kincir.Publisher)
+        assert (await subscriber.receive(timeout=1)).payload == b"1"
+        assert len(await subscriber.receive_batch(5, timeout=1)) == 2
+        assert subscriber.stats() == kincir.SubscriberStats(received=3)
+        assert isinstance(subscriber, kincir.Subscriber)
+
+    asyncio.run(body())
+
+
+def test_remote_ack_subscribers_count_their_settles() -> None:
+    async def body() -> None:
+        broker = QueueBroker("fake://x")
+        subscriber = QueueAckSubscriber(broker, max_deliveries=2, dead_letter_topic="dead")
+        await subscriber.subscribe("t")
+        await QueuePublisher(broker).publish("t", [b"%d" % i for i in range(4)])
+        _, first = await subscriber.receive_with_ack(timeout=1)
+        await subscriber.nack(first)
+        _, again = await subscriber.receive_with_ack(timeout=1)
+        assert again.delivery_count == 2
+        await subscriber.nack(again)  # past max_deliveries: dead-lettered
+        _, second = await subscriber.receive_with_ack(timeout=1)
+        await subscriber.ack(second)
+        _, third = await subscriber.receive_with_ack(timeout=1)
+        await subscriber.nack(third, requeue=False)
+        await subscriber.receive(timeout=1)  # a plain receive acks what it hands out
+        assert len(broker.queues["dead"]) == 2
+        assert subscriber.stats() == kincir.SubscriberStats(
+            received=5, acked=2, nacked=3, redelivered=1, dead_lettered=2
+        )
+
+    asyncio.run(body())

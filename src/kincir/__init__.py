@@ -10,6 +10,8 @@ from kincir_core import IMPLEMENTATION as IMPLEMENTATION
 from kincir_core import Message as Message
 
 from ._awaitable import Completed as Completed
+from ._stats import PublisherStats as PublisherStats
+from ._stats import SubscriberStats as SubscriberStats
 from .errors import AckError as AckError
 from .errors import BackendError as BackendError
 from .errors import BrokerShutdown as BrokerShutdown
@@ -49,9 +51,11 @@ __all__ = [
     "Message",
     "NotSubscribed",
     "Publisher",
+    "PublisherStats",
     "Router",
     "RouterStats",
     "Subscriber",
+    "SubscriberStats",
     "TopicClosed",
     "__version__",
 ]

@@ -7,6 +7,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from kincir_core import Message
 
+from ._stats import PublisherStats, SubscriberStats
+
 __all__ = ["AckSubscriber", "Publisher", "Subscriber"]
 
 
@@ -18,6 +20,10 @@ class Publisher(Protocol):
         self, topic: str, messages: list[Any] | tuple[Any, ...], timeout: float | None = None
     ) -> None:
         """Publish ``messages`` to ``topic``."""
+        ...
+
+    def stats(self) -> PublisherStats:
+        """This publisher's own counts."""
         ...
 
 
@@ -35,6 +41,10 @@ class Subscriber(Protocol):
 
     def unsubscribe(self, topic: str | None = None) -> Awaitable[None]:
         """Stop receiving ``topic`` (or every topic)."""
+        ...
+
+    def stats(self) -> SubscriberStats:
+        """This subscriber's own counts."""
         ...
 
 

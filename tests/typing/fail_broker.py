@@ -17,6 +17,7 @@ acker = InMemoryAckSubscriber(broker, ack_timeout="30s")  # E: Argument "ack_tim
 publisher: Publisher = InMemorySubscriber(broker)  # E: Incompatible types in assignment
 
 broker.stats().messages_published()  # E: Item "None" of "StatsSnapshot | None" has no attribute
+sub.stats().messages_consumed()  # E: "SubscriberStats" has no attribute "messages_consumed"
 queued: str = broker.health_check().total_queued_messages  # E: (expression has type "int"
 broker.topic_info("orders").queue_size = 0  # E: Property "queue_size" defined in "TopicInfo"
 

@@ -60,6 +60,7 @@ def main() -> None:
     assert_type(pair, tuple[Message, AckHandle] | None)
     assert pair is not None and pair[0].payload == b"poison"
     assert_type(worker.in_flight(), int)
+    assert_type(worker.stats().acked, int)
     worker.nack(pair[1])
     retry = worker.receive_with_ack_sync(timeout=1.0)
     assert retry[1].is_retry and retry[1].delivery_count == 2

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 from typing import assert_type
 
-from kincir import KincirError, Message
+from kincir import KincirError, Message, PublisherStats, SubscriberStats
 from kincir.memory import (
     BrokerHealth,
     BrokerShutdown,
@@ -88,6 +88,12 @@ def main() -> None:
         assert health.is_healthy and not health.is_overloaded(100, 10_000)
         assert_type(health.memory_usage_mb(), float)
         assert_type(broker.metrics(), str)
+
+        # a publisher's and a subscriber's own counts
+        assert_type(publisher.stats(), PublisherStats)
+        assert_type(publisher.stats().published, int)
+        assert_type(subscriber.stats(), SubscriberStats)
+        assert subscriber.stats().received == 7
 
         # errors are exceptions with typed fields
         small = broker.configure_topic("small", overflow="error", max_queue_size=1)

@@ -110,6 +110,9 @@ class RemoteAckSubscriber(RemoteSubscriber[B, P]):
             deadline = loop.time() + self.ack_timeout
             handle = RemoteAckHandle(self, delivered, deadline)
             self._inflight[id(handle)] = handle
+            self._received += 1
+            if delivered.count > 1:
+                self._redelivered += 1
             return message, handle
 
     @property
@@ -169,13 +172,19 @@ class RemoteAckSubscriber(RemoteSubscriber[B, P]):
         delivered = [h._delivered for h in handles]
         if ack:
             await guarded(self.broker, self._ack(delivered))
-        elif not requeue:
+            self._acked += len(delivered)
+            return
+        if not requeue:
             await self._dead_letter(delivered, "rejected")
+            lettered = len(delivered) if self.dead_letter_topic is not None else 0
         else:
-            await self._retry(delivered)
+            lettered = await self._retry(delivered)
+        self._nacked += len(delivered)
+        self._dead_lettered += lettered
 
-    async def _retry(self, delivered: list[Delivered]) -> None:
-        """Redeliver ``delivered``, or dead-letter those that used up their deliveries."""
+    async def _retry(self, delivered: list[Delivered]) -> int:
+        """Redeliver ``delivered``, or dead-letter those that used up their deliveries;
+        returns how many went to the dead-letter topic."""
         limit = self.max_deliveries
         spent = [d for d in delivered if limit is not None and d.count >= limit]
         again = [d for d in delivered if not (limit is not None and d.count >= limit)]
@@ -183,6 +192,7 @@ class RemoteAckSubscriber(RemoteSubscriber[B, P]):
             await self._dead_letter(spent, "max_deliveries_exceeded")
         if again:
             await guarded(self.broker, self._requeue(again))
+        return len(spent) if self.dead_letter_topic is not None else 0
 
     async def _dead_letter(self, delivered: list[Delivered], reason: str) -> None:
         """Publish copies to the dead-letter topic (if any), then settle the originals."""

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Generic
 
 import kincir_core
 
+from .._stats import PublisherStats
 from ..codecs import Codec
 from .connection import B, RemoteBroker, guarded, resolve_broker
 from .envelope import check_codec, to_messages
@@ -28,6 +29,8 @@ class RemotePublisher(Generic[B]):
         self.broker, self._owns_broker = resolve_broker(self.broker_type, broker_or_url)  # type: ignore[arg-type]
         #: How this publisher encodes payloads.
         self.codec: Codec[Any] = self.broker.codec if codec is None else check_codec(codec)
+        self._published = 0  # messages of the publishes the server accepted
+        self._refused = 0  # messages of the publishes that raised
 
     async def publish(
         self, topic: str, messages: Sequence[Any], timeout: float | None = None
@@ -40,9 +43,19 @@ class RemotePublisher(Generic[B]):
         batch = to_messages(messages, self.codec)
         seconds = kincir_core.check_timeout(timeout)
         broker = self.broker
-        await broker.connect()
-        if batch:
-            await guarded(broker, asyncio.wait_for(broker._publish(topic, batch), seconds))
+        try:
+            await broker.connect()
+            if batch:
+                await guarded(broker, asyncio.wait_for(broker._publish(topic, batch), seconds))
+        except Exception:  # a cancelled publish is not refused
+            self._refused += len(batch)
+            raise
+        self._published += len(batch)
+
+    def stats(self) -> PublisherStats:
+        """This publisher's own counts: messages of the publishes that returned, and of those
+        that raised."""
+        return PublisherStats(published=self._published, refused=self._refused)
 
     def is_connected(self) -> bool:
         """True while the broker is open."""

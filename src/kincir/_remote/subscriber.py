@@ -16,6 +16,7 @@ from kincir_core import Message
 if TYPE_CHECKING:
     from typing import Self
 
+from .._stats import SubscriberStats
 from ..codecs import Codec
 from ..errors import BrokerShutdown, ConnectionFailed, DecodeError, NotSubscribed
 from .connection import B, P, RemoteBroker, guarded, resolve_broker
@@ -80,6 +81,9 @@ class RemoteSubscriber(abc.ABC, Generic[B, P]):
         self._filling: asyncio.Future[None] | None = None
         #: whether handing a message out settles it on the server (``_ack``)
         self._settles = type(self)._ack is not RemoteSubscriber._ack
+        # its own counts (stats()); the ack subscriber counts its settles
+        self._received = self._redelivered = self._acked = self._nacked = 0
+        self._dead_lettered = 0
         self.broker._subscribers.add(self)
         self._start()
 
@@ -128,6 +132,16 @@ class RemoteSubscriber(abc.ABC, Generic[B, P]):
 
     def is_connected(self) -> bool:
         return not (self._closed or self.broker.is_shutdown())
+
+    def stats(self) -> SubscriberStats:
+        """This subscriber's own counts (a plain subscriber's acknowledgement counts are 0)."""
+        return SubscriberStats(
+            received=self._received,
+            acked=self._acked,
+            nacked=self._nacked,
+            redelivered=self._redelivered,
+            dead_lettered=self._dead_lettered,
+        )
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -215,6 +229,10 @@ class RemoteSubscriber(abc.ABC, Generic[B, P]):
             while self._buffer and len(taken) < len(batch) and self._buffer[0] is batch[len(taken)]:
                 taken.append(self._hand_out(self._buffer.popleft()))
             if taken:  # else a concurrent receive took them meanwhile: look again
+                self._received += len(taken)
+                self._redelivered += sum(1 for d in batch[: len(taken)] if d.count > 1)
+                if self.acking:  # an acknowledging subscriber's plain receive acks them
+                    self._acked += len(taken)
                 return taken
 
     def __aiter__(self) -> AsyncIterator[Message[P]]:

@@ -1,5 +1,7 @@
 """kincir's in-memory broker: everything runs inside this process."""
 
+from .._stats import PublisherStats as PublisherStats
+from .._stats import SubscriberStats as SubscriberStats
 from .ack import AckHandle as AckHandle
 from .ack import InMemoryAckSubscriber as InMemoryAckSubscriber
 from .broker import InMemoryBroker as InMemoryBroker
@@ -41,8 +43,10 @@ __all__ = [
     "MaxSubscribersReached",
     "MaxTopicsReached",
     "NotSubscribed",
+    "PublisherStats",
     "QueueFull",
     "StatsSnapshot",
+    "SubscriberStats",
     "TopicClosed",
     "TopicInfo",
     "TopicNotFound",

@@ -9,6 +9,7 @@ settings check and the dead-letter metadata are the rules every backend shares (
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,11 +18,23 @@ from kincir_core import Message, SubscriberCore
 
 from .._ack import check_settings
 from .._awaitable import DONE, Completed
+from .._stats import SubscriberStats
 from ..errors import KincirError
 from .broker import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 from .in_flight import AckHandle, _AckState, _state_of
 
 __all__ = ["AckHandle", "InMemoryAckSubscriber", "check_settings"]
+
+
+class _AckCounts:
+    """An acknowledging subscriber's own counts (``stats()``): a lock guards them, as its
+    receives and settles may run on several threads at once."""
+
+    __slots__ = ("acked", "dead_lettered", "lock", "nacked", "received", "redelivered")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = self.redelivered = self.acked = self.nacked = self.dead_lettered = 0
 
 
 class InMemoryAckSubscriber(InMemorySubscriber):
@@ -38,6 +51,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         "_ack_owner",
         "_ack_timeout",
         "_cache",
+        "_counts",
         "_dead_letter_topic",
         "_finalizing",
         "_max_deliveries",
@@ -64,6 +78,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         self._cache = (None, [])
         self._ack_owner = object()
         self._finalizing = False
+        self._counts = _AckCounts()
 
     @property
     def ack_timeout(self) -> float:
@@ -88,6 +103,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
     _cache: tuple[Any, list[_AckState]]
 
     _ack_owner: object  # the token records and handles name this subscriber by
+    _counts: _AckCounts
 
     def _states(self) -> list[_AckState]:
         cursors = self._attached_cursors()
@@ -126,6 +142,11 @@ class InMemoryAckSubscriber(InMemorySubscriber):
             for i in range(count):
                 got = states[(start + i) % count].next(self)
                 if got is not None:
+                    counts = self._counts
+                    with counts.lock:
+                        counts.received += 1
+                        if got[1].delivery_count > 1:
+                            counts.redelivered += 1
                     return got
             if any(state.has_ready() for state in states):
                 return None
@@ -183,8 +204,15 @@ class InMemoryAckSubscriber(InMemorySubscriber):
                 with state.lock:
                     for handle in handles_:
                         state._check(handle, owner)
+        counts = self._counts
         for state, handles_ in by_state.values():
-            state.settle(handles_, owner, ack=ack, requeue=requeue)
+            lettered = state.settle(handles_, owner, ack=ack, requeue=requeue)
+            with counts.lock:
+                if ack:
+                    counts.acked += len(handles_)
+                else:
+                    counts.nacked += len(handles_)
+                counts.dead_lettered += lettered
 
     def ack(self, handle: AckHandle) -> Completed[None]:
         """The message is processed: settle it for good. AckError for a settled or foreign
@@ -192,6 +220,9 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         if type(handle) is not AckHandle:
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
         handle._state.ack_one(handle, self._ack_owner)
+        counts = self._counts
+        with counts.lock:
+            counts.acked += 1
         return DONE
 
     def nack(self, handle: AckHandle, requeue: bool = True) -> Completed[None]:
@@ -223,6 +254,21 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         """Nack several handles (see ``nack``)."""
         self._settle(handles, ack=False, requeue=_flag(requeue))
         return DONE
+
+    def stats(self) -> SubscriberStats:
+        """This subscriber's own counts (kept whether or not ``enable_stats`` is on); the
+        broker's are ``broker.stats()``."""
+        lagged = self.messages_lagged()
+        counts = self._counts
+        with counts.lock:
+            return SubscriberStats(
+                received=counts.received + self._received_count(),
+                acked=counts.acked,
+                nacked=counts.nacked,
+                redelivered=counts.redelivered,
+                dead_lettered=counts.dead_lettered,
+                lagged=lagged,
+            )
 
     def in_flight(self) -> int:
         """Messages this subscriber received and has not settled yet."""

@@ -23,6 +23,7 @@ import kincir_core
 from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, SubscriberCore
 
 from .._awaitable import DONE, Completed
+from .._stats import PublisherStats, SubscriberStats
 from .config import OVERFLOW_POLICIES, InMemoryConfig, Overflow, check_overflow, check_queue_size
 from .errors import BrokerShutdown, NotSubscribed, TopicClosed
 from .health import (
@@ -426,9 +427,11 @@ class InMemoryPublisher(PublisherCore):
             cls = _CodecPublisher
         return super().__new__(cls)
 
-    def stats(self) -> StatsSnapshot | None:
-        """The broker's statistics snapshot, or None when stats are off."""
-        return self.broker.stats()  # type: ignore[no-any-return]
+    def stats(self) -> PublisherStats:
+        """This publisher's own counts (kept whether or not ``enable_stats`` is on); the
+        broker's are ``broker.stats()``."""
+        published, refused = self._own_counts()
+        return PublisherStats(published=published, refused=refused)
 
     def is_connected(self) -> bool:
         """True while the broker accepts publishes."""
@@ -620,9 +623,10 @@ class InMemorySubscriber(SubscriberCore):
         it was behind (a group's count is shared by its members)."""
         return sum(cursor.counts().lagged for cursor in self._attached_cursors())
 
-    def stats(self) -> StatsSnapshot | None:
-        """The broker's statistics snapshot, or None when stats are off."""
-        return self.broker.stats()  # type: ignore[no-any-return]
+    def stats(self) -> SubscriberStats:
+        """This subscriber's own counts (kept whether or not ``enable_stats`` is on); the
+        broker's are ``broker.stats()``."""
+        return SubscriberStats(received=self._received_count(), lagged=self.messages_lagged())
 
     def is_connected(self) -> bool:
         """True while the broker is running and this subscriber is not closed."""

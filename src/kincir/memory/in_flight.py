@@ -319,10 +319,11 @@ class _AckState:
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
 
-    def settle(self, handles: list[AckHandle], owner: Any, *, ack: bool, requeue: bool) -> None:
-        """Ack or nack ``handles`` (all checked first: one bad handle settles none)."""
+    def settle(self, handles: list[AckHandle], owner: Any, *, ack: bool, requeue: bool) -> int:
+        """Ack or nack ``handles`` (all checked first: one bad handle settles none); returns
+        how many went to the dead-letter topic."""
         dead: list[tuple[_Record, str]] = []
-        gone = 0
+        gone = lettered = 0
         with self.lock:
             recs = [self._check(h, owner) for h in handles]
             if len({id(r) for r in recs}) != len(recs):
@@ -351,11 +352,12 @@ class _AckState:
                 self.log.name,
             )
         if dead or gone:
-            self._after(dead, 0, gone)
+            lettered = self._after(dead, 0, gone)
         if not ack and requeue:
             self.log.wake_waiters()  # a waiting member takes the redelivery
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
+        return lettered
 
     def release(self, owner: Any) -> None:
         """``owner`` (a token) is closing: its deliveries go back for redelivery, oldest
@@ -401,9 +403,10 @@ class _AckState:
         redelivered: int,
         dropped: int = 0,
         expired: int = 0,
-    ) -> None:
+    ) -> int:
         """Publish the dead letters; count them, the redeliveries, and the records dropped or
-        expired (``_settle`` already counted them out of the in-flight gauge)."""
+        expired (``_settle`` already counted them out of the in-flight gauge). Returns how
+        many dead letters were published."""
         lettered = 0
         for rec, reason in dead:
             if rec.dead_letter_topic is not None and self._dead_letter(rec, reason):
@@ -449,6 +452,7 @@ class _AckState:
             self._count_retired(lettered, dropped, expired, redelivered, lettered)
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
+        return lettered
 
     def _dead_letter(self, rec: _Record, reason: str) -> bool:
         letter = dead_letter_copy(rec.message, reason, rec.deliveries, self.log.name, rec.seq)

@@ -80,6 +80,7 @@ class Router:
         self._take = 1 if batch_size is None else batch_size
         self.ack_strategy = ack_strategy
         self.processing_timeout = processing_timeout
+        self._timeout = 0.0 if processing_timeout is None else float(processing_timeout)
         self.group = group if group is not None else f"router:{input_topic}"
         acking = ack_strategy is not AckStrategy.NEVER_ACK
         # Built now, so bad settings and topic names fail here, not in a worker.
@@ -282,12 +283,16 @@ class Router:
         self._ledger.handled(len(msgs), ok, elapsed)
         settle(self.ack_strategy, self._ledger, sub, handles, ok)
 
-    def _failed(self, sub: Any, msgs: list[Message], handles: list[Any], elapsed: float) -> None:
+    def _failed(
+        self,
+        sub: Any,
+        msgs: list[Message],
+        handles: list[Any],
+        elapsed: float,
+        error: BaseException | None = None,
+    ) -> None:
         """The handler raised (or its outputs could not be published): log, count, settle."""
-        _log.exception(
-            "router handler failed on %s",
-            _describe(msgs),
-        )
+        _log.error("router handler failed on %s", _describe(msgs), exc_info=error or True)
         self._finish(sub, msgs, handles, False, elapsed)
 
     def _expired(self, sub: Any, msgs: list[Message], handles: list[Any]) -> None:
@@ -357,27 +362,34 @@ class Router:
         """Handle one take on this thread; False when stop() interrupted its publish."""
         args = self._args(sub, msgs, handles)
         started = time.perf_counter()
-        if slot is not None:
-            slot.begin(sub, msgs, handles, self.processing_timeout)  # type: ignore[arg-type]
+        if slot is not None:  # Slot's protocol, inline: this is every message's path
+            slot.call = (sub, msgs, handles)
+            slot.deadline = time.monotonic() + self._timeout  # last: the watchdog reads it first
+        error: Exception | None = None
         try:
             result = self._handler(*args)
-        except Exception:
-            if slot is not None and not slot.end():
-                _log.debug("router: a timed-out handler raised late; discarded", exc_info=True)
-                return True
-            self._failed(sub, msgs, handles, time.perf_counter() - started)
-            return True
+        except Exception as exc:
+            error, result = exc, None
         elapsed = time.perf_counter() - started
-        if slot is not None and not slot.end():
-            _log.debug("router: the late result of a timed-out handler is discarded")
+        if slot is not None:
+            slot.lock.acquire()
+            expired = slot.expired
+            slot.expired = False
+            slot.deadline = None
+            slot.lock.release()
+            if expired:  # the watchdog settled the call as timed out
+                _log.debug("router: a timed-out handler's late result is discarded", exc_info=error)
+                return True
+        if error is not None:
+            self._failed(sub, msgs, handles, elapsed, error)
             return True
         try:
             self._output.publish_sync(sub, handles, outputs_of(result))
         except Interrupted:
             self._interrupted(sub, msgs, handles, elapsed)
             return False
-        except Exception:
-            self._failed(sub, msgs, handles, elapsed)
+        except Exception as exc:
+            self._failed(sub, msgs, handles, elapsed, exc)
             return True
         self._finish(sub, msgs, handles, True, elapsed)
         return True

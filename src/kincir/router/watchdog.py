@@ -1,13 +1,13 @@
 """The processing timeout of thread workers: one watchdog thread per router, not a thread per
 handler call.
 
-A worker runs its handler itself, between ``Slot.begin`` (which stamps a deadline) and
-``Slot.end``. The watchdog sleeps until the earliest deadline of the calls in progress (a call
-that begins later has a later deadline, so a sleep never misses one), and takes over a call
-past its deadline: it settles the call's messages as timed out and marks the slot ``expired``.
-``end`` then tells the worker whether its call was still its own: the late result of an
-expired one is discarded. The slot's lock decides which of the two, worker or watchdog, settles
-a call that ends at its deadline; in time, a call costs a clock read and one uncontended lock.
+A worker runs its handler itself, after stamping its ``Slot`` with a deadline. The watchdog
+sleeps until the earliest deadline of the calls in progress (a call that begins later has a
+later deadline, so a sleep never misses one), and takes over a call past its deadline: it
+settles the call's messages as timed out and marks the slot ``expired``; the worker, once its
+handler returns, finds the mark and discards the late result. The slot's lock decides which of
+the two, worker or watchdog, settles a call that ends at its deadline; in time, a call costs a
+clock read and one uncontended lock.
 """
 
 from __future__ import annotations
@@ -21,34 +21,24 @@ from kincir_core import Message
 
 
 class Slot:
-    """One worker thread's handler call in progress, as the watchdog sees it."""
+    """One worker thread's handler call in progress, as the watchdog sees it.
 
-    __slots__ = ("deadline", "expired", "handles", "lock", "messages", "sub")
+    The worker, around each call (inline, as ``Router._call_sync`` does: it is every message's
+    path): ``call = (sub, messages, handles)``, then ``deadline = now + timeout``; after the
+    call, under ``lock``: read ``expired``, clear it and ``deadline``. An expired call was
+    settled by the watchdog: its result is discarded.
+    """
+
+    __slots__ = ("call", "deadline", "expired", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        #: What the call in progress handles: (subscriber, messages, handles).
+        self.call: tuple[Any, list[Message], list[Any]] | None = None
         #: When the call in progress times out (monotonic); None between calls.
         self.deadline: float | None = None
         #: The watchdog took the call over: its worker is still in the handler, holding nothing.
         self.expired = False
-        self.sub: Any = None
-        self.messages: list[Message] = []
-        self.handles: list[Any] = []
-
-    def begin(self, sub: Any, messages: list[Message], handles: list[Any], timeout: float) -> None:
-        self.sub = sub
-        self.messages = messages
-        self.handles = handles
-        self.deadline = time.monotonic() + timeout  # last: the watchdog looks at it first
-
-    def end(self) -> bool:
-        """The handler returned (or raised): True if the call is still the worker's to settle,
-        False if it timed out and the watchdog settled it."""
-        with self.lock:
-            expired = self.expired
-            self.expired = False
-            self.deadline = None
-        return not expired
 
 
 #: What the watchdog calls for an expired call: (subscriber, messages, handles).
@@ -96,8 +86,9 @@ class Watchdog:
             if deadline is None or deadline > now:
                 return  # the call ended meanwhile (and maybe a new one began)
             slot.deadline = None
+            call, slot.call = slot.call, None
             # settled under the lock, so that a worker ending now waits for it, and stop() sees
             # ``expired`` only once the call's messages are settled
-            self._on_expiry(slot.sub, slot.messages, slot.handles)
+            if call is not None:
+                self._on_expiry(*call)
             slot.expired = True
-            slot.sub, slot.messages, slot.handles = None, [], []

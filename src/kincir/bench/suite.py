@@ -460,14 +460,14 @@ WORKLOADS: tuple[Workload, ...] = (
         "R",
         "Router stage",
         (
-            one("kincir", r.kincir_router(1)),
             one("queue.Queue", r.queue_stage(1)),
+            one("kincir", r.kincir_router(1)),
+            one("kincir timeout", r.kincir_router(1, processing_timeout=r.TIMEOUT)),
+            one("kincir never_ack", r.kincir_router(1, ack_strategy=AckStrategy.NEVER_ACK)),
             one(f"kincir x{g.WORKERS}", r.kincir_router(g.WORKERS)),
             one(f"queue.Queue x{g.WORKERS}", r.queue_stage(g.WORKERS)),
             one("kincir batch", r.kincir_router(1, batch_size=r.BATCH_SIZE)),
             one("queue.Queue batch", r.queue_stage(1, r.BATCH_SIZE)),
-            one("kincir timeout", r.kincir_router(1, processing_timeout=r.TIMEOUT)),
-            one("kincir never_ack", r.kincir_router(1, ack_strategy=AckStrategy.NEVER_ACK)),
         ),
         (
             Compare(

@@ -34,6 +34,7 @@ cdef enum append_outcome:       # what TopicLog.append did with a batch (AppendO
     APPEND_SHUTTING_DOWN = 4    # BrokerShutdown
     APPEND_NO_MEMORY = 5        # the ring could not grow: MemoryError
     APPEND_MUST_WAIT = 6        # no room under the block policy: wait for room, retry
+    APPEND_TOPIC_CLOSED = 7     # closed for writing (close_topic): TopicClosed
 
 cdef enum attach_outcome:       # what TopicLog.attach / join did with a reader (AttachOutcome)
     ATTACH_OK = 0
@@ -148,6 +149,7 @@ cdef class TopicLog:
     cdef double last_activity
     cdef bint closed
     cdef readonly bint accepting
+    cdef readonly bint ended          # closed for writing (close_topic): readers end once drained
     cdef void _release_to(self, uint64_t new_tail) noexcept
     cdef uint64_t _held(self) noexcept
     cdef uint64_t _queued(self) noexcept
@@ -160,6 +162,9 @@ cdef class TopicLog:
     cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=*) except -1
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1
+    cdef bint _settled_to(self, uint64_t mark) noexcept
+    cdef int _watch_settled(self, Waiter waiter, uint64_t mark) except -1
+    cdef double _join_deadline(self, double deadline)
     cdef Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)

@@ -183,10 +183,19 @@ class TopicLog:
     def ttl(self) -> float | None: ...
     @property
     def accepting(self) -> bool:
-        """False once the broker began shutting down (dead letters still pass while it drains)."""
+        """False once the broker began shutting down or the topic was closed for writing (dead
+        letters still pass)."""
 
-    # refuse publishes from now on (shutdown) and wake the waiters to notice
-    def stop_accepting(self) -> None: ...
+    # refuse publishes from now on (shutdown; end: closed for writing) and wake the waiters
+    def stop_accepting(self, end: bool = False) -> None: ...
+    @property
+    def ended(self) -> bool:
+        """Closed for writing (``close_topic``): its readers end once drained."""
+    def wait_settled(self, timeout: float | None) -> bool:
+        """Block until every message published before the call is read and settled by every
+        reader (True) or ``timeout`` seconds pass (False)."""
+    async def settled(self) -> None:
+        """``wait_settled`` on the running event loop."""
     def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
         """``cursor.settle``: see there."""
 

@@ -77,7 +77,7 @@ from ._codes import AttachOutcome as _AttachOutcome
 from ._codes import BrokerState as _BrokerState
 from ._rows import CursorCounts as _CursorCounts
 from ._rows import TopicRow as _TopicRow
-from ._errors import BrokerShutdown, QueueFull, TopicNotFound
+from ._errors import BrokerShutdown, QueueFull, TopicClosed, TopicNotFound
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
@@ -136,7 +136,7 @@ cdef enum:
 if (tuple(_BrokerState) != (RUNNING, DRAINING, STOPPED)
         or tuple(_AppendOutcome) != (APPEND_WRITTEN, APPEND_DROPPED, APPEND_QUEUE_FULL,
                                      APPEND_TOPIC_DELETED, APPEND_SHUTTING_DOWN,
-                                     APPEND_NO_MEMORY, APPEND_MUST_WAIT)
+                                     APPEND_NO_MEMORY, APPEND_MUST_WAIT, APPEND_TOPIC_CLOSED)
         or tuple(_AttachOutcome) != (ATTACH_OK, ATTACH_FULL, ATTACH_NO_MEMORY, ATTACH_GONE)):
     raise ImportError("the codes of kincir_core/_broker.pxd differ from kincir_core/_codes.py")
 

@@ -357,7 +357,9 @@ class SubscriberKernel:
     def _nothing(self) -> list[Message]:
         """No message is ready: an empty batch while one may come, else raise (SubscriberCore's
         ``_nothing_ready`` decides)."""
-        if self.broker._state != RUNNING or not any(c.attached for c in self._cursors):
+        if self.broker._state != RUNNING or not any(
+            c.attached and c.log.accepting for c in self._cursors
+        ):
             self._nothing_ready()  # type: ignore[attr-defined]
         return []
 

@@ -44,6 +44,8 @@ class AppendOutcome(IntEnum):
     NO_MEMORY = 5
     #: No room under the ``block`` policy: the publisher waits for room and retries.
     MUST_WAIT = 6
+    #: The topic was closed for writing (``close_topic``): ``TopicClosed``.
+    TOPIC_CLOSED = 7
 
 
 class AttachOutcome(IntEnum):

@@ -16,6 +16,7 @@ __all__ = [
     "BaseAckError",
     "BaseBrokerShutdown",
     "BaseNotSubscribed",
+    "BaseTopicClosed",
     "BrokerShutdown",
     "GroupNotFound",
     "InMemoryError",
@@ -26,6 +27,7 @@ __all__ = [
     "MaxTopicsReached",
     "NotSubscribed",
     "QueueFull",
+    "TopicClosed",
     "TopicNotFound",
 ]
 
@@ -53,13 +55,20 @@ class BaseNotSubscribed(KincirError):
     __module__ = _COMMON
 
 
+class BaseTopicClosed(KincirError):
+    """The topic was closed for writing: publishing to it is refused, and its readers end once
+    they have everything published before the close."""
+
+    __module__ = _COMMON
+
+
 class BaseAckError(KincirError):
     """An acknowledgement that cannot be applied (settled, unknown or foreign handle)."""
 
     __module__ = _COMMON
 
 
-for _cls in (BaseBrokerShutdown, BaseNotSubscribed, BaseAckError):
+for _cls in (BaseBrokerShutdown, BaseNotSubscribed, BaseTopicClosed, BaseAckError):
     _cls.__name__ = _cls.__qualname__ = _cls.__name__.removeprefix("Base")
 
 
@@ -161,6 +170,32 @@ class TopicNotFound(InMemoryError, LookupError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.topic,))
+
+
+class TopicClosed(InMemoryError, BaseTopicClosed):
+    """The topic was closed for writing (``close_topic``): a publish to it is refused, and a
+    receive raises this once every message published before the close was delivered (and, for
+    an acknowledging reader, settled). The broker itself goes on."""
+
+    __module__ = _MODULE
+
+    def __init__(self, topic: str, reading: bool = False) -> None:
+        self.topic = topic
+        self.reading = reading
+        if reading:
+            detail = (
+                f"topic {topic!r} was closed for writing and everything published to it was "
+                "received: the stream has ended"
+            )
+        else:
+            detail = (
+                f"topic {topic!r} is closed for writing: nothing was published; delete the "
+                "topic to start it afresh"
+            )
+        super().__init__(detail)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.topic, self.reading))
 
 
 class GroupNotFound(InMemoryError, LookupError):

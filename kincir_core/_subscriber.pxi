@@ -89,7 +89,7 @@ cdef class SubscriberKernel:
 
     def _check_receivable(self):
         """Raise what a receive with nothing ready raises: BrokerShutdown once drained,
-        NotSubscribed without a subscription."""
+        TopicClosed once every topic read has ended, NotSubscribed without a subscription."""
         self._nothing()
 
     def _wait_ready(self, timeout, ready):
@@ -140,7 +140,7 @@ cdef class SubscriberKernel:
         ``_nothing_ready`` decides, off the hot path)."""
         if self.broker._state == RUNNING:
             for cursor in self.cursors:
-                if (<Cursor>cursor).attached:
+                if (<Cursor>cursor).attached and (<Cursor>cursor).log.accepting:
                     return None
         self._nothing_ready()
         return None

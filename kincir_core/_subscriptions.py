@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._codes import AttachOutcome, BrokerState
 from ._engine import kernel
-from ._errors import BrokerShutdown, MaxSubscribersReached, NotSubscribed
+from ._errors import BrokerShutdown, MaxSubscribersReached, NotSubscribed, TopicClosed
 from ._validate import validate_group_name, validate_topic_name
 
 Cursor = kernel.Cursor
@@ -90,32 +90,43 @@ class SubscriberCore(kernel.SubscriberKernel):
 
     def _nothing_ready(self) -> None:
         """No message is ready and the kernel cannot tell at once that one may come: return if
-        one still may, else raise BrokerShutdown (drained) or NotSubscribed."""
+        one still may, else raise BrokerShutdown (drained), TopicClosed (every topic read was
+        closed for writing and is drained) or NotSubscribed."""
         broker = self.broker
-        cursors = self._attached_cursors()
+        cursors = [c for c in self._attached_cursors() if c.attached]
         if broker._state == BrokerState.STOPPED:
             raise BrokerShutdown()
         if broker._state == BrokerState.DRAINING:
-            # Ended only once every topic refuses publishes (so none can still land) and
-            # nothing is left for this reader; else the caller looks again.
-            # An acknowledging reader also waits while its cursor holds unsettled messages
-            # (one may come back, to any member of its group), and a reader of a dead-letter
-            # topic while any message is in flight (it may be dead-lettered).
-            letters = broker._letter_topics
-            for cursor in cursors:
-                if cursor.attached and (
-                    cursor.log.accepting
-                    or cursor.pending()
-                    or (cursor.acking and cursor.floor_now() < cursor.pos)
-                    or (cursor.log.name in letters and broker._letters_due())
-                ):
-                    return
+            if any(self._may_deliver(c) for c in cursors):
+                return
             raise BrokerShutdown()
-        if any(c.attached for c in cursors) or self._patterned:
+        if cursors:
+            ended = [c.log.name for c in cursors if not self._may_deliver(c)]
+            if len(ended) < len(cursors):
+                return
+            # a pattern subscriber reads the topics created later too, but its receive ends
+            # with the topics it reads now: it would otherwise never end
+            raise TopicClosed(ended[0], reading=True)
+        if self._patterned:
             return  # a pattern subscriber waits for a topic its patterns match
         if self._closed:
             raise NotSubscribed("this subscriber is closed")
         raise NotSubscribed("subscribe to a topic before receiving")
+
+    def _may_deliver(self, cursor: Cursor) -> bool:
+        """Whether ``cursor`` may still deliver: its topic takes publishes, or it has messages
+        unread. A topic that refuses publishes (closed for writing, or the broker draining)
+        has ended for this reader once nothing can come: an acknowledging reader also waits
+        while its cursor holds unsettled messages (one may come back, to any member of its
+        group), and a reader of a dead-letter topic while any message is in flight (it may be
+        dead-lettered)."""
+        broker = self.broker
+        return bool(
+            cursor.log.accepting
+            or cursor.pending()
+            or (cursor.acking and cursor.floor_now() < cursor.pos)
+            or (cursor.log.name in broker._letter_topics and broker._letters_due())
+        )
 
     def is_subscribed(self) -> bool:
         """True while at least one subscription is live."""

@@ -265,7 +265,7 @@ cdef class TopicLog:
             # first: a force_shutdown closes the topics too; a dead letter passes a draining
             # topic
             if not self.accepting and not letter:
-                outcome = APPEND_SHUTTING_DOWN
+                outcome = APPEND_TOPIC_CLOSED if self.ended else APPEND_SHUTTING_DOWN
             elif self.closed:
                 outcome = APPEND_TOPIC_DELETED
             elif not self.cursors and not self.persistence:
@@ -344,6 +344,8 @@ cdef class TopicLog:
                 raise TopicNotFound(self.name)
             if outcome == APPEND_SHUTTING_DOWN:
                 raise BrokerShutdown()
+            if outcome == APPEND_TOPIC_CLOSED:
+                raise TopicClosed(self.name)
             if outcome == APPEND_NO_MEMORY:
                 raise MemoryError(f"cannot grow topic {self.name!r}")
             return 0
@@ -697,19 +699,105 @@ cdef class TopicLog:
         _wake_all(waiters)
         _wake_lines(self)
 
-    def stop_accepting(self):
-        """Refuse publishes from now on (shutdown) and wake the waiters to notice."""
+    def stop_accepting(self, bint end=False):
+        """Refuse publishes from now on and wake the waiters to notice: the broker shuts down,
+        or (``end``) the topic is closed for writing."""
         cdef list waiters
         kincir_mutex_lock(&self.lock)
         try:
             self.accepting = False
+            if end:
+                self.ended = True
             waiters = self.waiters
             self.waiters = None
         finally:
             _unlock(self)
         _wake_all(waiters)
         _wake_lines(self)
-        self._wake_room()  # blocked publishers retry and meet BrokerShutdown
+        self._wake_room()  # blocked publishers retry and meet BrokerShutdown or TopicClosed
+
+    # -- join: waiting until the readers settle -------------------------------------------------
+
+    cdef bint _settled_to(self, uint64_t mark) noexcept:
+        """Whether no message before sequence ``mark`` is still held for a reader (every reader
+        read it and, acknowledging, settled it; with no reader, it was dropped). Lock held."""
+        cdef uint64_t end = mark if mark < self.head else self.head
+        if self.ttl >= 0:
+            self._expire(_monotonic())
+        return (self.closed or self.tail >= end
+                or end - self.tail == _holes_in(self, self.tail, end))
+
+    cdef int _watch_settled(self, Waiter waiter, uint64_t mark) except -1:
+        """Register ``waiter`` to be woken as slots are released (with the room waiters): 1,
+        or 0, registering nothing, when everything before ``mark`` is settled already."""
+        cdef int waiting = 0
+        kincir_mutex_lock(&self.lock)
+        try:
+            if not self._settled_to(mark):
+                self.room_waiters.append(waiter)
+                waiting = 1
+        finally:
+            _unlock(self)
+        if self.room_freed:
+            self._wake_room()
+        return waiting
+
+    cdef double _join_deadline(self, double deadline):
+        """When one wait of a join ends: at ``deadline`` (< 0: none), and within the TTL (a
+        message that expires meanwhile releases its slot only when a reader or the cleanup
+        pass comes by, so the join looks itself)."""
+        cdef double by_ttl
+        if self.ttl < 0:
+            return deadline
+        by_ttl = _monotonic() + self.ttl
+        return by_ttl if deadline < 0 or by_ttl < deadline else deadline
+
+    def wait_settled(self, timeout):
+        """Block until every message published before this call was read and settled by every
+        reader (True), or ``timeout`` seconds pass (False)."""
+        cdef double seconds = _check_timeout_c(timeout)
+        cdef double deadline = -1.0 if seconds < 0 else _monotonic() + seconds
+        cdef SyncWaiter waiter = SyncWaiter()
+        cdef uint64_t mark
+        cdef int settled
+        kincir_mutex_lock(&self.lock)
+        mark = self.head
+        _unlock(self)
+        while True:
+            waiter.rearm()
+            if not self._watch_settled(waiter, mark):
+                return True
+            try:
+                waiter.wait(self._join_deadline(deadline))
+            finally:
+                self.remove_room_waiter(waiter)
+            if deadline >= 0 and _monotonic() >= deadline:
+                kincir_mutex_lock(&self.lock)
+                settled = self._settled_to(mark)
+                _unlock(self)
+                return bool(settled)
+
+    async def settled(self):
+        """``wait_settled`` on the running event loop (bound it with ``asyncio.timeout``)."""
+        cdef object loop = _get_running_loop()
+        cdef object future
+        cdef AsyncWaiter waiter
+        cdef uint64_t mark
+        kincir_mutex_lock(&self.lock)
+        mark = self.head
+        _unlock(self)
+        while True:
+            future = loop.create_future()
+            waiter = AsyncWaiter(loop, future)
+            if not self._watch_settled(waiter, mark):
+                return
+            try:
+                async with _asyncio_timeout(None if self.ttl < 0 else self.ttl):
+                    await future
+            except TimeoutError:
+                pass  # under a TTL: look again
+            finally:
+                self.remove_room_waiter(waiter)
 
     # -- maintenance ----------------------------------------------------------------------------
 

@@ -208,6 +208,11 @@ class BrokerCore(kernel.BrokerKernel):
         if self._remove(name) is None:
             raise TopicNotFound(name)
 
+    def close_topic(self, name: str) -> None:
+        """Close a topic for writing: publishes to it raise TopicClosed from now on; its readers
+        receive what it holds, then their receives raise TopicClosed. Idempotent."""
+        self._existing(name).stop_accepting(True)
+
     def clear_topic(self, name: str) -> int:
         """Drop every message a topic holds; return how many were held."""
         return self._existing(name).clear()

@@ -711,7 +711,7 @@ STUB_BREAKAGES = [
     ),
     pytest.param(
         "_broker",
-        "    def stop_accepting(self) -> None: ...\n",
+        "    def stop_accepting(self, end: bool = False) -> None: ...\n",
         "",
         id="twin-and-engine-method-missing",
     ),

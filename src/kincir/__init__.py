@@ -18,6 +18,7 @@ from .errors import DecodeError as DecodeError
 from .errors import EncodeError as EncodeError
 from .errors import KincirError as KincirError
 from .errors import NotSubscribed as NotSubscribed
+from .errors import TopicClosed as TopicClosed
 from .protocols import AckSubscriber as AckSubscriber
 from .protocols import Publisher as Publisher
 from .protocols import Subscriber as Subscriber
@@ -51,5 +52,6 @@ __all__ = [
     "Router",
     "RouterStats",
     "Subscriber",
+    "TopicClosed",
     "__version__",
 ]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from kincir_core._errors import BaseAckError as AckError
 from kincir_core._errors import BaseBrokerShutdown as BrokerShutdown
 from kincir_core._errors import BaseNotSubscribed as NotSubscribed
+from kincir_core._errors import BaseTopicClosed as TopicClosed
 from kincir_core._errors import KincirError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "EncodeError",
     "KincirError",
     "NotSubscribed",
+    "TopicClosed",
 ]
 
 

@@ -17,6 +17,7 @@ from .errors import MaxSubscribersReached as MaxSubscribersReached
 from .errors import MaxTopicsReached as MaxTopicsReached
 from .errors import NotSubscribed as NotSubscribed
 from .errors import QueueFull as QueueFull
+from .errors import TopicClosed as TopicClosed
 from .errors import TopicNotFound as TopicNotFound
 from .health import BrokerHealth as BrokerHealth
 from .health import StatsSnapshot as StatsSnapshot
@@ -42,6 +43,7 @@ __all__ = [
     "NotSubscribed",
     "QueueFull",
     "StatsSnapshot",
+    "TopicClosed",
     "TopicInfo",
     "TopicNotFound",
 ]

@@ -102,12 +102,14 @@ class InMemoryAckSubscriber(InMemorySubscriber):
 
     def _has_ready(self) -> bool:
         """Whether a waiting receive must look again: a redelivery is ready, or the broker
-        drains and this receive can end. The engine calls it after registering the waiter, so
-        a settle that ends the drain just before the wait (its wake-up found no waiter) is not
-        missed."""
+        drains (or a topic read was closed for writing) and this receive can end. The engine
+        calls it after registering the waiter, so a settle that ends the drain just before the
+        wait (its wake-up found no waiter) is not missed."""
         if any(state.has_ready() for state in self._states()):
             return True
-        if self.broker.is_shutdown():
+        if self.broker.is_shutdown() or any(
+            not cursor.log.accepting for cursor in self._attached_cursors()
+        ):
             try:
                 self._check_receivable()
             except KincirError:

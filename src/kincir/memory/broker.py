@@ -24,7 +24,7 @@ from kincir_core import BrokerCore, BrokerState, Message, PublisherCore, Subscri
 
 from .._awaitable import DONE, Completed
 from .config import OVERFLOW_POLICIES, InMemoryConfig, Overflow, check_overflow, check_queue_size
-from .errors import BrokerShutdown, NotSubscribed
+from .errors import BrokerShutdown, NotSubscribed, TopicClosed
 from .health import (
     BrokerHealth,
     StatsSnapshot,
@@ -234,6 +234,50 @@ class InMemoryBroker(BrokerCore):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def join(self, topic: str, timeout: float | None = None) -> None:
+        """Block until every reader of ``topic`` has received, and settled, every message
+        published to it before this call (``queue.Queue.join``).
+
+        Every reader counts: plain subscribers, consumer groups (durable ones without members
+        and the pull group of ``consume`` too: they hold their messages) and acknowledging
+        readers, whose messages count once acked, dead-lettered or dropped. With no reader, the
+        messages held for the first one keep the join waiting (persistence on). Raises
+        TopicNotFound, TimeoutError after ``timeout`` seconds, BrokerShutdown if the broker is
+        force-shut down meanwhile; returns if the topic is deleted meanwhile (nothing is left
+        to settle). On an event loop, await ``join_async`` instead.
+        """
+        seconds = kincir_core.check_timeout(timeout)
+        if _loop_running_here():
+            warnings.warn(
+                "InMemoryBroker.join blocks this thread's running event loop, so its tasks "
+                "cannot settle while it waits; use `await broker.join_async(topic)` in async code",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if not self._existing(topic).wait_settled(seconds):
+            raise TimeoutError(f"topic {topic!r} was not settled within {seconds} seconds")
+        self._check_joined()
+
+    async def join_async(self, topic: str, timeout: float | None = None) -> None:
+        """``join`` for async code: awaits without blocking the loop."""
+        seconds = kincir_core.check_timeout(timeout)
+        log = self._existing(topic)
+        if seconds is None:
+            await log.settled()
+        else:
+            try:
+                async with asyncio.timeout(seconds):
+                    await log.settled()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"topic {topic!r} was not settled within {seconds} seconds"
+                ) from None
+        self._check_joined()
+
+    def _check_joined(self) -> None:
+        if self._state == BrokerState.STOPPED:
+            raise BrokerShutdown("the broker was force-shut down during the join")
+
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop new publishes and subscribes; subscribers drain what is queued, then end.
 
@@ -390,6 +434,12 @@ class InMemoryPublisher(PublisherCore):
         """True while the broker accepts publishes."""
         return not self.broker.is_shutdown()
 
+    def close_topic(self, topic: str) -> Completed[None]:
+        """Close ``topic`` for writing, now (``InMemoryBroker.close_topic``); may also be
+        awaited."""
+        self.broker.close_topic(topic)
+        return DONE
+
     def __repr__(self) -> str:
         return f"<InMemoryPublisher connected={self.is_connected()}>"
 
@@ -420,8 +470,8 @@ class InMemorySubscriber(SubscriberCore):
     """Receives the messages of one or more topics, in sequence order per topic.
 
     Use it from threads (``receive_sync``, ``for msg in sub``) or from asyncio (``await
-    receive()``, ``async for msg in sub``). Iteration ends when the broker shuts down or the
-    subscriber is closed.
+    receive()``, ``async for msg in sub``). Iteration ends when the broker shuts down, the
+    subscriber is closed, or every topic it reads was closed for writing and is drained.
     """
 
     __slots__ = ("_by_name", "_by_pattern")
@@ -588,7 +638,7 @@ class InMemorySubscriber(SubscriberCore):
     def __next__(self) -> Message:
         try:
             return self.receive_sync()
-        except BrokerShutdown:
+        except (BrokerShutdown, TopicClosed):
             raise StopIteration from None
         except NotSubscribed:
             if self._closed:
@@ -601,7 +651,7 @@ class InMemorySubscriber(SubscriberCore):
     async def __anext__(self) -> Message:
         try:
             return await self.receive()
-        except BrokerShutdown:
+        except (BrokerShutdown, TopicClosed):
             raise StopAsyncIteration from None
         except NotSubscribed:
             if self._closed:

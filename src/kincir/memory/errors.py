@@ -17,6 +17,7 @@ from kincir_core._errors import (
     MaxTopicsReached,
     NotSubscribed,
     QueueFull,
+    TopicClosed,
     TopicNotFound,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "MaxTopicsReached",
     "NotSubscribed",
     "QueueFull",
+    "TopicClosed",
     "TopicNotFound",
 ]

@@ -469,10 +469,11 @@ class _AckState:
             broker._count_retired(consumed, dropped, expired, redelivered, dead_lettered)
 
     def wake_drain(self) -> None:
-        """During a drain, a settle may end it: waiting receives (this group's members, the
-        dead-letter topics' readers) look again."""
+        """During a drain, or once the topic was closed for writing, a settle may end the
+        stream: waiting receives (this group's members, the dead-letter topics' readers) look
+        again."""
         broker = self._broker()
-        if broker is not None and broker.is_shutdown():
+        if broker is not None and (broker.is_shutdown() or self.log.ended):
             broker._wake_drain()
 
 

@@ -16,8 +16,9 @@ from kincir_core import Message, validate_topic_name
 from ..errors import KincirError
 from ..memory.ack import InMemoryAckSubscriber
 from ..memory.broker import InMemoryBroker
-from ..memory.errors import BrokerShutdown, NotSubscribed
+from ..memory.errors import BrokerShutdown, NotSubscribed, TopicClosed, TopicNotFound
 from ..memory.patterns import compile_pattern, is_pattern
+from .ending import RunEnd
 from .inputs import POLL, AckStrategy, Delivery, PlainMember, settle, take_async, take_sync
 from .output import Interrupted, Output, PublishWatch, hold, outputs_of
 from .stats import RouterStats, _Ledger
@@ -107,7 +108,7 @@ class Router:
         self._threads: list[threading.Thread] = []
         self._slots: list[Slot | None] = []
         self._watchdog: Watchdog | None = None
-        self._generation = 0  # one per start(): a worker of an earlier one ends
+        self._end = RunEnd(self._close_output)  # its ``run`` numbers the runs
         self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -131,11 +132,12 @@ class Router:
         self._subscribe_all()
         self._running = True
         self._stopping.clear()
-        self._generation += 1
-        generation = self._generation
+        generation = self._end.begin(self.concurrency)
         if self._is_async:
             thread = threading.Thread(
-                target=lambda: asyncio.run(self._run_tasks()), name="kincir-router", daemon=True
+                target=lambda: asyncio.run(self._run_tasks(generation)),
+                name="kincir-router",
+                daemon=True,
             )
             self._threads = [thread]
             self._slots = [None]
@@ -177,16 +179,18 @@ class Router:
         self._subscribe_all()
         self._running = True
         self._stopping.clear()
+        generation = self._end.begin(self.concurrency)
         self._log_started()
         try:
-            await self._run_tasks()
+            await self._run_tasks(generation)
         finally:
+            self._end.stopped()  # unless the input ended first
             self._detach()
             self._running = False
             _log.info("router stopped: %r -> %r", self.input_topic, self.output_topic)
 
-    async def _run_tasks(self) -> None:
-        await asyncio.gather(*(self._work_async(sub) for sub in self._subscribers))
+    async def _run_tasks(self, generation: int) -> None:
+        await asyncio.gather(*(self._work_async(sub, generation) for sub in self._subscribers))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop taking messages; each worker finishes (publishes and settles) the message it is
@@ -224,6 +228,7 @@ class Router:
                 timeout,
             )
         if stopped:
+            self._end.stopped()  # unless the input ended first
             if self._watchdog is not None:
                 self._watchdog.stop()
                 self._watchdog = None
@@ -243,6 +248,28 @@ class Router:
     def is_running(self) -> bool:
         """True between start()/run() and the end of stop()."""
         return self._running
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until the router's run ends (the current one, or the next if none runs): True
+        when its input ended — every worker read the end of the input topic (``close_topic``)
+        after settling what it handled, and the router closed its output topic — False when it
+        was stopped first (``stop()``, the end of ``run()``, the broker shutting down). A run
+        that already ended answers at once. TimeoutError after ``timeout`` seconds."""
+        return self._end.join(timeout)
+
+    async def wait_closed(self, timeout: float | None = None) -> bool:
+        """``join`` for async code: wait without blocking the loop."""
+        return await self._end.wait(timeout)
+
+    def _close_output(self) -> None:
+        """The input ended and every worker settled its messages: end the output too."""
+        _log.info("router %r -> %r: the input ended", self.input_topic, self.output_topic)
+        if self.output_topic is None:
+            return
+        try:
+            self._broker.close_topic(self.output_topic)
+        except (TopicNotFound, BrokerShutdown):
+            pass  # no topic (nobody subscribed, nothing published), or no broker: nobody reads
 
     def __enter__(self) -> Router:
         return self.start()
@@ -336,13 +363,17 @@ class Router:
     # -- thread workers -------------------------------------------------------------------------
 
     def _live(self, generation: int) -> bool:
-        return not self._stopping.is_set() and self._generation == generation
+        return not self._stopping.is_set() and self._end.run == generation
 
     def _work_sync(self, sub: Any, slot: Slot | None, generation: int) -> None:
+        at_end = False
         try:
             while self._live(generation):
                 try:
                     taken = take_sync(sub, self._take)
+                except TopicClosed:
+                    at_end = True  # everything this worker handled is settled
+                    return
                 except (BrokerShutdown, NotSubscribed):
                     return
                 if taken is None:
@@ -355,6 +386,7 @@ class Router:
                     return
         finally:
             self._output.close_thread()
+            self._end.exited(generation, at_end)
 
     def _call_sync(
         self, sub: Any, slot: Slot | None, msgs: list[Message], handles: list[Any]
@@ -396,12 +428,16 @@ class Router:
 
     # -- asyncio workers ------------------------------------------------------------------------
 
-    async def _work_async(self, sub: Any) -> None:
+    async def _work_async(self, sub: Any, generation: int) -> None:
         watch = self._output.watch(sub)
+        at_end = False
         try:
-            while not self._stopping.is_set():
+            while self._live(generation):
                 try:
                     taken = await take_async(sub, self._take)
+                except TopicClosed:
+                    at_end = True
+                    return
                 except (BrokerShutdown, NotSubscribed):
                     return
                 if taken is None:
@@ -414,6 +450,7 @@ class Router:
                     return
         finally:
             self._output.unwatch(watch)
+            self._end.exited(generation, at_end)
 
     async def _call_async(
         self, sub: Any, watch: PublishWatch, taken: list[Message], handles: list[Any]

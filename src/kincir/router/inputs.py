@@ -11,7 +11,7 @@ from kincir_core import Message
 
 from ..memory.ack import AckHandle, InMemoryAckSubscriber
 from ..memory.broker import InMemoryBroker, InMemorySubscriber
-from ..memory.errors import AckError
+from ..memory.errors import AckError, TopicClosed
 from .stats import _Ledger
 
 __all__ = ["AckStrategy", "Delivery"]
@@ -139,7 +139,10 @@ async def take_async(sub: Any, limit: int) -> Taken | None:
 
 def _take_ready(sub: Any, limit: int, msgs: list[Message], handles: list[Any]) -> Taken:
     while len(msgs) < limit:
-        got = sub.try_receive_with_ack()
+        try:
+            got = sub.try_receive_with_ack()
+        except TopicClosed:
+            break  # the next take reads the end again, once these are settled
         if got is None:
             break
         msgs.append(got[0])

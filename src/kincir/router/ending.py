@@ -67,8 +67,13 @@ class RunEnd:
         self._settle(run, reached)
 
     def stopped(self) -> None:
-        """The run was stopped (``stop()``, the end of ``run()``, the broker shutting down)."""
-        self._settle(self.run, False)
+        """The run was stopped (``stop()``, the end of ``run()``, the broker shutting down),
+        unless all of its workers had already read the end (``exited`` concludes it then)."""
+        with self._lock:
+            if self._exited >= self._workers and self._all_at_end:
+                return
+            run = self.run
+        self._settle(run, False)
 
     def _settle(self, run: int, reached: bool) -> None:
         with self._lock:

@@ -173,7 +173,8 @@ class Router:
         )
 
     async def run(self) -> None:
-        """Run the workers as tasks of the running loop until ``stop()`` is called."""
+        """Run the workers as tasks of the running loop until ``stop()`` is called, or until
+        the input ends (its topic closed and drained: the output topic is closed then)."""
         if self._running:
             raise RuntimeError("the router is already running")
         self._subscribe_all()

@@ -22,6 +22,8 @@ import statistics
 import sys
 from collections.abc import Callable, Mapping
 
+from kincir import AckStrategy
+
 from .harness import BATCH, PAYLOAD_SIZE, Context, Measurement, Samples, Side, one
 from .results import Goal, Row
 from .workloads import g, h, m, r, w1, w2, w3, w4, w5, w6, w7
@@ -458,10 +460,14 @@ WORKLOADS: tuple[Workload, ...] = (
         "R",
         "Router stage",
         (
-            one("kincir", r.kincir_router(1)),
             one("queue.Queue", r.queue_stage(1)),
+            one("kincir", r.kincir_router(1)),
+            one("kincir timeout", r.kincir_router(1, processing_timeout=r.TIMEOUT)),
+            one("kincir never_ack", r.kincir_router(1, ack_strategy=AckStrategy.NEVER_ACK)),
             one(f"kincir x{g.WORKERS}", r.kincir_router(g.WORKERS)),
             one(f"queue.Queue x{g.WORKERS}", r.queue_stage(g.WORKERS)),
+            one("kincir batch", r.kincir_router(1, batch_size=r.BATCH_SIZE)),
+            one("queue.Queue batch", r.queue_stage(1, r.BATCH_SIZE)),
         ),
         (
             Compare(
@@ -482,6 +488,41 @@ WORKLOADS: tuple[Workload, ...] = (
                 kincir_label="kincir Router",
                 baseline_label="queue.Queue stage",
             ),
+            Compare(
+                "R/batch",
+                f"Router, batch handler of up to {r.BATCH_SIZE}",
+                "kincir batch",
+                "queue.Queue batch",
+                "msg/s",
+                kincir_label="kincir Router",
+                baseline_label="queue.Queue stage",
+            ),
+            Compare(
+                "R/timeout",
+                "Router with processing_timeout vs without",
+                "kincir timeout",
+                "kincir",
+                "msg/s",
+                kincir_label="kincir, timeout",
+                baseline_label="kincir, no timeout",
+                ratio="timeout/none",
+            ),
+            Compare(
+                "R/never_ack",
+                "Router NEVER_ACK vs ack on success",
+                "kincir never_ack",
+                "kincir",
+                "msg/s",
+                kincir_label="kincir, NEVER_ACK",
+                baseline_label="kincir, ack",
+                ratio="never/ack",
+            ),
+        ),
+        notes=(
+            "R: the handler returns its input; each side's producer thread publishes (puts) one "
+            "message at a time and its consumer thread receives (gets) them one at a time; the "
+            "queue.Queue stages are worker threads between two queue.Queue (task_done per item); "
+            f"the batch sides take up to {r.BATCH_SIZE} ready messages per handler call.",
         ),
     ),
 )

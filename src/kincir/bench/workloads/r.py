@@ -1,27 +1,48 @@
-"""R: a Router stage against the same stage built by hand from queues and threads."""
+"""R: a Router stage against the same stage built by hand from queues and threads, and what
+each Router option costs against the plain Router, in the same repetitions.
+
+Every side moves the same messages through the same trivial handler (it returns its input);
+the producer publishes (puts) one message at a time and the consumer receives (gets) them one
+at a time from the output, so the sides differ only in the stage between.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-from kincir import Router
+from kincir import AckStrategy, Router
 from kincir.memory import InMemoryPublisher
 
 from ..drive import call_times, publish_messages, put_payloads, thread_pair
 from ..harness import STUCK_AFTER, TOPIC, Sample, Sizes, check, fast_broker, subscriber, throughput
 
+T = TypeVar("T")
 
-def kincir_router(workers: int) -> Callable[[Sizes], Sample]:
-    return lambda sizes: _kincir_run(sizes, workers)
+#: The batch handler's batch size (``Router(batch_size=)``, and the hand-made stage's gets).
+BATCH_SIZE = 64
+#: The processing timeout of the timed side: long enough never to fire.
+TIMEOUT = 30.0
 
 
-def _kincir_run(sizes: Sizes, workers: int) -> Sample:
+def kincir_router(workers: int, **options: Any) -> Callable[[Sizes], Sample]:
+    """The Router side: ``workers`` threads, with ``options`` (``batch_size``,
+    ``processing_timeout``, ``ack_strategy``) passed to ``Router``."""
+    return lambda sizes: _kincir_run(sizes, workers, options)
+
+
+def _echo(item: T) -> T:
+    """The handler of every side: its input is its output."""
+    return item
+
+
+def _kincir_run(sizes: Sizes, workers: int, options: dict[str, Any]) -> Sample:
     n = sizes.r_messages
     broker = fast_broker()
     out = subscriber(broker, "bench.out")
-    router = Router(broker, TOPIC, "bench.out", lambda msg: msg, concurrency=workers)
+    router = Router(broker, TOPIC, "bench.out", _echo, concurrency=workers, **options)
     router.start()
     pub = InMemoryPublisher(broker)
 
@@ -39,33 +60,60 @@ def _kincir_run(sizes: Sizes, workers: int) -> Sample:
         router.stop(STUCK_AFTER)
         broker.force_shutdown()
     stats = router.stats()
-    check(stats.acked == n, f"R: the router acked {stats.acked}, not {n}")
+    settled = stats.acked if options.get("ack_strategy") is not AckStrategy.NEVER_ACK else n
+    check(
+        stats.processed == n and settled == n and stats.timed_out == 0,
+        f"R: the router processed {stats.processed} and settled {settled}, not {n}",
+    )
     sample = throughput(n, elapsed)
     sample.raw["workers"] = workers
+    sample.raw["batch_size"] = options.get("batch_size") or 1
     return sample
 
 
-def queue_stage(workers: int) -> Callable[[Sizes], Sample]:
-    return lambda sizes: _queues_run(sizes, workers)
+def queue_stage(workers: int, batch: int | None = None) -> Callable[[Sizes], Sample]:
+    """The hand-made side: ``workers`` threads between two ``queue.Queue``; with ``batch``,
+    each takes up to that many items ready (one ``get``, then ``get_nowait``) per call."""
+    return lambda sizes: _queues_run(sizes, workers, batch)
 
 
-def _queues_run(sizes: Sizes, workers: int) -> Sample:
+def _queues_run(sizes: Sizes, workers: int, batch: int | None) -> Sample:
     """The same stage by hand: worker threads, queue.Queue in (task_done), queue.Queue out."""
     n = sizes.r_messages
     inbox: queue.Queue[bytes | None] = queue.Queue()
     outbox: queue.Queue[bytes] = queue.Queue()
 
-    def handler(item: bytes) -> bytes:
-        return item
-
     def stage() -> None:
         get, put, done = inbox.get, outbox.put, inbox.task_done
         while (item := get()) is not None:
-            put(handler(item))
+            put(_echo(item))
             done()
 
+    def batch_stage(size: int) -> None:
+        get, get_nowait, put, done = inbox.get, inbox.get_nowait, outbox.put, inbox.task_done
+        while (item := get()) is not None:
+            items = [item]
+            try:
+                while len(items) < size:
+                    more = get_nowait()
+                    if more is None:
+                        inbox.put(None)  # the end: for the next loop
+                        break
+                    items.append(more)
+            except queue.Empty:
+                pass
+            for output in _echo(items):
+                put(output)
+            for _ in items:
+                done()
+
     threads = [
-        threading.Thread(target=stage, name="kincir-bench-stage", daemon=True)
+        threading.Thread(
+            target=stage if batch is None else batch_stage,
+            args=() if batch is None else (batch,),
+            name="kincir-bench-stage",
+            daemon=True,
+        )
         for _ in range(workers)
     ]
     for thread in threads:

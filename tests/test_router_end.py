@@ -179,3 +179,14 @@ def test_wait_closed_is_false_when_run_is_stopped(k):
         return result
 
     assert k.run(main()) is False
+
+
+def test_the_end_reaches_a_reader_of_an_output_that_did_not_exist_yet(k):
+    broker = k.new_broker()
+    router = k.Router(broker, "src", "out", lambda m: m.payload)
+    with router:
+        broker.close_topic("src")  # the router's subscription made it
+        assert router.join(timeout=10) is True
+    assert "out" in broker.list_topics()  # made to carry the end
+    late = k.subscriber(broker, "out")
+    assert list(late) == []

@@ -16,7 +16,13 @@ from kincir_core import Message, validate_topic_name
 from ..errors import KincirError
 from ..memory.ack import InMemoryAckSubscriber
 from ..memory.broker import InMemoryBroker
-from ..memory.errors import BrokerShutdown, NotSubscribed, TopicClosed, TopicNotFound
+from ..memory.errors import (
+    BrokerShutdown,
+    MaxTopicsReached,
+    NotSubscribed,
+    TopicClosed,
+    TopicNotFound,
+)
 from ..memory.patterns import compile_pattern, is_pattern
 from .ending import RunEnd
 from .inputs import POLL, AckStrategy, Delivery, PlainMember, settle, take_async, take_sync
@@ -268,9 +274,19 @@ class Router:
         if self.output_topic is None:
             return
         try:
+            # made if nobody subscribed and nothing was published yet, so that a reader who
+            # subscribes later meets the end rather than waiting for ever
+            self._broker._topic(self.output_topic)
             self._broker.close_topic(self.output_topic)
         except (TopicNotFound, BrokerShutdown):
-            pass  # no topic (nobody subscribed, nothing published), or no broker: nobody reads
+            pass  # deleted meanwhile, or no broker: nobody reads
+        except MaxTopicsReached:
+            _log.warning(
+                "router %r -> %r: the output topic could not be created to mark its end "
+                "(max_topics reached)",
+                self.input_topic,
+                self.output_topic,
+            )
 
     def __enter__(self) -> Router:
         return self.start()

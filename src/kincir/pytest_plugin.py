@@ -8,11 +8,16 @@ installed): fixtures for testing code that uses an in-memory broker.
   At teardown a passing test fails if a topic still holds messages (published, never delivered
   to a reader that should have had them), unless it is marked
   ``@pytest.mark.kincir_allow_undelivered``.
+- ``async def`` tests that use a kincir fixture or carry the ``kincir`` marker run on a fresh
+  asyncio event loop, with no other plugin needed; a test that pytest-asyncio (its ``asyncio``
+  marker) or anyio (its ``anyio_backend`` fixture) runs is left to that plugin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 from collections.abc import Generator, Iterator
 
 import pytest
@@ -41,8 +46,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{_MARKER}(**fields): InMemoryConfig fields that kincir_broker sets on top of "
-        "kincir_config",
+        "kincir_config; an async test carrying it runs on an asyncio event loop",
     )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test that uses kincir on a fresh asyncio event loop."""
+    # pytest-asyncio swaps the tests it runs for plain functions before this hook: they are
+    # not coroutine functions here. anyio runs the tests that ask for its anyio_backend.
+    if (
+        not inspect.iscoroutinefunction(pyfuncitem.obj)
+        or "anyio_backend" in pyfuncitem.fixturenames
+    ):
+        return None
+    if pyfuncitem.get_closest_marker(_MARKER) is None and _FIXTURES.isdisjoint(
+        pyfuncitem.fixturenames
+    ):
+        return None  # not ours: pytest reports the unsupported async test as usual
+    funcargs = pyfuncitem.funcargs
+    testargs = {name: funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    with asyncio.Runner() as runner:
+        runner.run(pyfuncitem.obj(**testargs))
+    return True
 
 
 @pytest.hookimpl(wrapper=True)

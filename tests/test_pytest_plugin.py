@@ -34,6 +34,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         "-W",
         "ignore::DeprecationWarning",
         *(args or WITHOUT_ASYNC_PLUGINS),
+        timeout=120,
     )
 
 

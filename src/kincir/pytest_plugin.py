@@ -75,6 +75,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember whether the test itself passed: ``kincir_broker`` checks only passing tests."""
     report = yield
     if report.when == "call":
         item.stash[_CALL_PASSED] = report.passed

@@ -236,3 +236,18 @@ def test_a_closed_dead_letter_topic_still_takes_dead_letters(backend: Backend) -
         await ends(letters.receive)
 
     backend.play(body)
+
+
+def test_join_waits_for_plain_readers(backend: Backend) -> None:
+    backend.requires("join")
+    backend.requires("join_plain_readers")
+
+    async def body(s: Scene) -> None:
+        sub = await s.subscriber()
+        await s.publish([b"a", b"b", b"c"])
+        with pytest.raises(TimeoutError):
+            await s.broker.join_async(s.topic, timeout=0.3)
+        await collect(sub, 3)
+        await s.broker.join_async(s.topic, timeout=10)
+
+    backend.play(body)

@@ -56,10 +56,29 @@ class BaseNotSubscribed(KincirError):
 
 
 class BaseTopicClosed(KincirError):
-    """The topic was closed for writing: publishing to it is refused, and its readers end once
-    they have everything published before the close."""
+    """The topic was closed for writing: publishing to it is refused (``reading`` False), and
+    its readers end once they have everything published before the close (``reading`` True).
+    Every backend that keeps an end of stream raises it with these fields."""
 
     __module__ = _COMMON
+
+    def __init__(self, topic: str, reading: bool = False) -> None:
+        self.topic = topic
+        self.reading = reading
+        if reading:
+            detail = (
+                f"topic {topic!r} was closed for writing and everything published to it was "
+                "received: the stream has ended"
+            )
+        else:
+            detail = (
+                f"topic {topic!r} is closed for writing: nothing was published; delete the "
+                "topic to start it afresh"
+            )
+        super().__init__(detail)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.topic, self.reading))
 
 
 class BaseAckError(KincirError):
@@ -178,24 +197,6 @@ class TopicClosed(InMemoryError, BaseTopicClosed):
     an acknowledging reader, settled). The broker itself goes on."""
 
     __module__ = _MODULE
-
-    def __init__(self, topic: str, reading: bool = False) -> None:
-        self.topic = topic
-        self.reading = reading
-        if reading:
-            detail = (
-                f"topic {topic!r} was closed for writing and everything published to it was "
-                "received: the stream has ended"
-            )
-        else:
-            detail = (
-                f"topic {topic!r} is closed for writing: nothing was published; delete the "
-                "topic to start it afresh"
-            )
-        super().__init__(detail)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.topic, self.reading))
 
 
 class GroupNotFound(InMemoryError, LookupError):

@@ -26,6 +26,12 @@ class FakeBroker(_remote.RemoteBroker):
     async def _publish(self, topic: str, messages: list[kincir.Message]) -> None:
         pass
 
+    async def _close_topic(self, topic: str) -> None:
+        pass
+
+    async def _join(self, topic: str) -> None:
+        pass
+
 
 async def forever() -> None:
     await asyncio.Event().wait()
@@ -78,12 +84,31 @@ def test_client_errors_are_translated() -> None:
     [
         kincir.ConnectionFailed("redis", "redis://h:1/0", "refused"),
         kincir.BackendError("kafka", "x"),
+        kincir.Unsupported("kafka", "close topic 't' (end of stream)", "no atomic end"),
     ],
 )
 def test_errors_pickle_with_their_fields(error: kincir.KincirError) -> None:
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error) and str(again) == str(error)
     assert again.backend == error.backend  # type: ignore[attr-defined]
+
+
+def test_unsupported_says_what_and_why() -> None:
+    error = kincir.Unsupported("rabbitmq", "join topic 't'", "a queue cannot tell")
+    assert isinstance(error, kincir.BackendError)
+    assert (error.backend, error.operation, error.reason) == (
+        "rabbitmq",
+        "join topic 't'",
+        "a queue cannot tell",
+    )
+    assert str(error) == "rabbitmq: cannot join topic 't': a queue cannot tell"
+
+
+def test_topic_closed_is_raised_with_its_fields_by_every_backend() -> None:
+    error = kincir.TopicClosed("jobs", reading=True)
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.topic, again.reading) == ("jobs", True) and str(again) == str(error)
+    assert not kincir.TopicClosed("jobs").reading
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from .errors import EncodeError as EncodeError
 from .errors import KincirError as KincirError
 from .errors import NotSubscribed as NotSubscribed
 from .errors import TopicClosed as TopicClosed
+from .errors import Unsupported as Unsupported
 from .protocols import AckSubscriber as AckSubscriber
 from .protocols import Publisher as Publisher
 from .protocols import Subscriber as Subscriber
@@ -57,5 +58,6 @@ __all__ = [
     "Subscriber",
     "SubscriberStats",
     "TopicClosed",
+    "Unsupported",
     "__version__",
 ]

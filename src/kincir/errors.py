@@ -29,6 +29,7 @@ __all__ = [
     "KincirError",
     "NotSubscribed",
     "TopicClosed",
+    "Unsupported",
 ]
 
 
@@ -64,6 +65,24 @@ class BackendError(KincirError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.backend, self.detail))
+
+
+class Unsupported(BackendError):
+    """The backend cannot honour this operation at all (not a failure of the server):
+    ``operation`` names it, ``reason`` says why the engine cannot and what to use instead.
+
+    Nothing was changed on the server. Code that needs the operation picks a backend that has
+    it (the README's backend table says which)."""
+
+    __module__ = "kincir"
+
+    def __init__(self, backend: str, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(backend, f"cannot {operation}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.backend, self.operation, self.reason))
 
 
 class EncodeError(KincirError, TypeError):

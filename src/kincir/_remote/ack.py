@@ -203,7 +203,9 @@ class RemoteAckSubscriber(RemoteSubscriber[B, P]):
                 )
                 for d in delivered
             ]
-            await guarded(self.broker, self.broker._publish(self.dead_letter_topic, letters))
+            await guarded(
+                self.broker, self.broker._publish_dead_letters(self.dead_letter_topic, letters)
+            )
         await guarded(self.broker, self._ack(delivered))
 
     def _forget(self, topic: str) -> list[Delivered]:

@@ -134,7 +134,49 @@ class RemoteBroker(abc.ABC, Generic[P]):
         state = "closed" if self._closed else "open"
         return f"{type(self).__name__}({self.url!r}, {state})"
 
+    # -- end of stream --------------------------------------------------------------------------
+
+    async def close_topic(self, topic: str) -> None:
+        """Close ``topic`` for writing: publishes to it raise ``TopicClosed`` from now on, and
+        its readers end (``TopicClosed``, ``reading=True``) once they received what was
+        published before. Idempotent. ``Unsupported`` on a backend that cannot mark an end."""
+        kincir_core.validate_topic_name(topic)
+        await self.connect()
+        await guarded(self, self._close_topic(topic))
+
+    async def join_async(self, topic: str, timeout: float | None = None) -> None:
+        """Wait until the topic's readers the server knows of received and settled everything
+        published to it before this call; ``TimeoutError`` after ``timeout`` seconds.
+        ``Unsupported`` on a backend whose server cannot tell."""
+        kincir_core.validate_topic_name(topic)
+        seconds = kincir_core.check_timeout(timeout)
+        await self.connect()
+        scope = asyncio.timeout(seconds)
+        try:
+            async with scope:
+                await self._join(topic)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            detail = f"topic {topic!r} was not settled within {seconds} seconds"
+            raise TimeoutError(detail) from None
+
     # -- what a backend implements -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _close_topic(self, topic: str) -> None:
+        """Mark the end of ``topic``'s stream, atomically with respect to publishes (or raise
+        ``Unsupported`` saying why the engine cannot)."""
+
+    @abc.abstractmethod
+    async def _join(self, topic: str) -> None:
+        """Return once the readers of ``topic`` settled what it holds now (or raise
+        ``Unsupported``); cancelled at the join's timeout."""
+
+    async def _publish_dead_letters(self, topic: str, messages: list[Message]) -> None:
+        """Append dead letters to ``topic``: as ``_publish``, but a closed topic takes them
+        too (they are the broker's, not a publisher's)."""
+        await self._publish(topic, messages)
 
     @abc.abstractmethod
     async def _connect(self) -> None:

@@ -57,6 +57,11 @@ class RemotePublisher(Generic[B]):
         that raised."""
         return PublisherStats(published=self._published, refused=self._refused)
 
+    async def close_topic(self, topic: str) -> None:
+        """Close ``topic`` for writing (the broker's ``close_topic``): its readers end once
+        they received what was published before."""
+        await self.broker.close_topic(topic)
+
     def is_connected(self) -> bool:
         """True while the broker is open."""
         return not self.broker.is_shutdown()

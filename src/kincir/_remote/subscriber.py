@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 from .._stats import SubscriberStats
 from ..codecs import Codec
-from ..errors import BrokerShutdown, ConnectionFailed, DecodeError, NotSubscribed
+from ..errors import BrokerShutdown, ConnectionFailed, DecodeError, NotSubscribed, TopicClosed
 from .connection import B, P, RemoteBroker, guarded, resolve_broker
 from .envelope import check_codec, open_message
 
@@ -242,7 +242,7 @@ class RemoteSubscriber(abc.ABC, Generic[B, P]):
         while True:
             try:
                 yield await self.receive()
-            except BrokerShutdown:
+            except (BrokerShutdown, TopicClosed):
                 return
 
     async def close(self) -> None:

@@ -20,6 +20,9 @@ headers.
 
 A batch is published record by record (not a Kafka transaction): a connection lost mid-batch
 may leave a prefix published.
+
+``close_topic`` and ``join_async`` raise ``kincir.Unsupported`` (``broker.NO_END_OF_STREAM`` and
+``broker.NO_JOIN`` say why): the backend cannot keep an end of stream.
 """
 
 from .._remote import RemoteAckHandle, set_public_module

@@ -19,7 +19,7 @@ from .._remote import (
     guarded,
 )
 from ..codecs import Codec
-from ..errors import BackendError, ConnectionFailed, KincirError
+from ..errors import BackendError, ConnectionFailed, KincirError, Unsupported
 from ._client import (
     AIOKafkaAdminClient,
     DeleteGroupsRequest_v0,
@@ -43,6 +43,21 @@ def _escape(name: str) -> str:
     character becomes ``_xx`` (hex of its UTF-8 bytes). No escaped name contains ``.``, so the
     dots that join a prefix, a group and a topic cannot be confused with a name's own."""
     return _UNSAFE.sub(lambda m: "".join(f"_{b:02x}" for b in m.group().encode()), name)
+
+
+#: Why ``close_topic`` is refused: refusing later produces needs a check that is atomic with
+#: them, which Kafka has only through transactions kincir does not use.
+NO_END_OF_STREAM = (
+    "Kafka cannot refuse a produce to an open topic atomically with recording its end (only a "
+    "transactional fence could), and a marker record is read by the one group member that "
+    "holds the partition, with the retry topics past it; the redis and memory backends keep "
+    "an end of stream"
+)
+#: Why ``join_async`` is refused.
+NO_JOIN = (
+    "plain subscribers commit no offsets, and an acknowledging group's retry topics hold "
+    "messages beyond the committed ones; the redis and memory backends can join"
+)
 
 
 class KafkaBroker(RemoteBroker[P]):
@@ -188,6 +203,12 @@ class KafkaBroker(RemoteBroker[P]):
 
     async def _publish(self, topic: str, messages: list[Message]) -> None:
         await self.send(self.kafka_topic(topic), [(m, None) for m in messages])
+
+    async def _close_topic(self, topic: str) -> None:
+        raise Unsupported(self.backend, f"close topic {topic!r} (end of stream)", NO_END_OF_STREAM)
+
+    async def _join(self, topic: str) -> None:
+        raise Unsupported(self.backend, f"join topic {topic!r}", NO_JOIN)
 
     async def send(
         self, name: str, records: Sequence[tuple[Message, list[tuple[str, bytes]] | None]]

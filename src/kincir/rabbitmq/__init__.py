@@ -20,6 +20,9 @@ There are no per-topic sequence numbers in AMQP: ``Message.sequence`` is 0. A ba
 message by message (each confirmed): a connection lost mid-batch may leave a prefix published.
 The connection is aio-pika's robust connection: after a server restart it reconnects and
 restores exchanges, queues, bindings and consumers by itself.
+
+``close_topic`` and ``join_async`` raise ``kincir.Unsupported`` (``broker.NO_END_OF_STREAM`` and
+``broker.NO_JOIN`` say why): the backend cannot keep an end of stream.
 """
 
 from .._remote import RemoteAckHandle, set_public_module

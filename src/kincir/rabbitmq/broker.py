@@ -17,13 +17,26 @@ from .._remote import (
     guarded,
 )
 from ..codecs import Codec
-from ..errors import BackendError, ConnectionFailed, KincirError
+from ..errors import BackendError, ConnectionFailed, KincirError, Unsupported
 from ._client import aio_pika, aiormq
 
 __all__ = ["COUNT_HEADER", "RabbitMQBroker"]
 
 #: The header carrying the number of deliveries a message had before this copy was published.
 COUNT_HEADER = "kincir-delivery-count"
+
+
+#: Why ``close_topic`` is refused: AMQP has no end of stream to mark.
+NO_END_OF_STREAM = (
+    "an exchange keeps no last message to record as the end, and a marker message would reach "
+    "one member of a group only (its members share one queue, each message to one of them); "
+    "the redis and memory backends keep an end of stream"
+)
+#: Why ``join_async`` is refused.
+NO_JOIN = (
+    "a queue counts the messages it holds, not which were published before a given moment, "
+    "and plain subscribers' queues are private; the redis and memory backends can join"
+)
 
 
 class RabbitMQBroker(RemoteBroker[P]):
@@ -145,6 +158,12 @@ class RabbitMQBroker(RemoteBroker[P]):
         self.check_connected()
         exchange = await self.exchange(topic)
         await asyncio.gather(*(exchange.publish(_amqp(m), routing_key="") for m in messages))
+
+    async def _close_topic(self, topic: str) -> None:
+        raise Unsupported(self.backend, f"close topic {topic!r} (end of stream)", NO_END_OF_STREAM)
+
+    async def _join(self, topic: str) -> None:
+        raise Unsupported(self.backend, f"join topic {topic!r}", NO_JOIN)
 
     async def republish(self, queue: str, msg: Message, count: int) -> None:
         """Put a copy of ``msg`` back on ``queue`` alone, after ``count`` deliveries."""

@@ -15,6 +15,13 @@ approximately (``XADD MAXLEN ~``): a reader that falls behind loses the oldest m
   (so does any member, after ``ack_timeout``, for the entries of a member that died); the
   delivery count is the stream's ``times_delivered``. Without a group, each ack subscriber has a
   private group, destroyed when it closes.
+
+End of stream: ``close_topic`` records the stream's last entry id under ``<prefix>e:<topic>``
+(a script, atomic with the publish script, which refuses batches once it is set: TopicClosed). A
+reader ends (TopicClosed, ``reading=True``) once an empty read finds it past the end of every
+topic it reads: alone by its own position, in a group by the group's last delivered id (and, for
+acknowledging groups, no entry pending), so every member ends. ``join_async`` waits for the
+stream's groups only: plain ``XREAD`` readers are unknown to the server.
 """
 
 from .._remote import RemoteAckHandle, set_public_module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, overload
 
@@ -10,28 +11,58 @@ from kincir_core import Message
 from .._backends import REDIS
 from .._remote import POLL_SECONDS, P, RemoteBroker, encode_message, guarded
 from ..codecs import Codec
-from ..errors import BackendError, ConnectionFailed, KincirError
+from ..errors import BackendError, ConnectionFailed, KincirError, TopicClosed
 from ._client import aioredis, redis_errors
 
 __all__ = ["RedisBroker"]
 
-# KEYS: stream, counter. ARGV: max_len (0: none), then payload, headers per message.
-# Returns the first sequence number of the batch.
+# KEYS: stream, counter, end mark. ARGV: max_len (0: none), dead letters (1) or not (0), then
+# payload, headers per message. Returns the first sequence number of the batch, or 0 if the
+# topic is closed (nothing written). A closed topic takes dead letters: the end moves past them.
 _PUBLISH = """
-local n = (#ARGV - 1) / 2
+local closed = redis.call('EXISTS', KEYS[3]) == 1
+if closed and ARGV[2] == '0' then
+  return 0
+end
+local n = (#ARGV - 2) / 2
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n + 1
 local maxlen = tonumber(ARGV[1])
+local id
 for i = 1, n do
+  local payload, headers = ARGV[2 * i + 1], ARGV[2 * i + 2]
   if maxlen > 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      's', first + i - 1, 'p', ARGV[2 * i], 'h', ARGV[2 * i + 1])
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      's', first + i - 1, 'p', payload, 'h', headers)
   else
-    redis.call('XADD', KEYS[1], '*', 's', first + i - 1, 'p', ARGV[2 * i], 'h', ARGV[2 * i + 1])
+    id = redis.call('XADD', KEYS[1], '*', 's', first + i - 1, 'p', payload, 'h', headers)
   end
+end
+if closed then
+  redis.call('SET', KEYS[3], id)
 end
 return first
 """
+
+# KEYS: stream, end mark. Records the stream's last entry id ("0-0" if it has none) as its end,
+# unless it has one already; returns the end. Atomic with _PUBLISH: each batch lands before it
+# or is refused.
+_CLOSE = """
+local done = redis.call('GET', KEYS[2])
+if done then
+  return done
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then
+  id = last[1][1]
+end
+redis.call('SET', KEYS[2], id)
+return id
+"""
+
+#: How often ``join_async`` looks at the groups of a stream.
+JOIN_POLL_SECONDS = 0.05
 
 
 class RedisBroker(RemoteBroker[P]):
@@ -97,9 +128,14 @@ class RedisBroker(RemoteBroker[P]):
         self.connect_timeout = float(connect_timeout)
         self.client: Any = None
         self._script: Any = None
+        self._close_script: Any = None
 
     def stream_key(self, topic: str) -> str:
         return f"{self.prefix}t:{topic}"
+
+    def end_key(self, topic: str) -> str:
+        """The key holding the stream's end (its last entry id) once the topic is closed."""
+        return f"{self.prefix}e:{topic}"
 
     def _topic_of(self, key: str) -> str:
         return key[len(self.prefix) + 2 :]
@@ -123,6 +159,7 @@ class RedisBroker(RemoteBroker[P]):
             raise self.translate(exc) from exc
         self.client = client
         self._script = client.register_script(_PUBLISH)
+        self._close_script = client.register_script(_CLOSE)
 
     async def _close(self) -> None:
         await self.client.aclose()
@@ -131,19 +168,58 @@ class RedisBroker(RemoteBroker[P]):
         await self.client.ping()
 
     async def _publish(self, topic: str, messages: list[Message]) -> None:
-        args: list[Any] = [self.max_len or 0]
+        await self._append(topic, messages, dead_letters=False)
+
+    async def _publish_dead_letters(self, topic: str, messages: list[Message]) -> None:
+        await self._append(topic, messages, dead_letters=True)
+
+    async def _append(self, topic: str, messages: list[Message], *, dead_letters: bool) -> None:
+        args: list[Any] = [self.max_len or 0, 1 if dead_letters else 0]
         for msg in messages:
             payload, headers = encode_message(msg)
             args.append(payload)
             args.append(json.dumps(headers, separators=(",", ":")))
-        await self._script(keys=[self.stream_key(topic), f"{self.prefix}s:{topic}"], args=args)
+        keys = [self.stream_key(topic), f"{self.prefix}s:{topic}", self.end_key(topic)]
+        if not await self._script(keys=keys, args=args):
+            raise TopicClosed(topic)
+
+    async def _close_topic(self, topic: str) -> None:
+        await self._close_script(keys=[self.stream_key(topic), self.end_key(topic)])
+
+    async def _join(self, topic: str) -> None:
+        # plain readers (XREAD) leave no trace on the server: only the groups can be waited for
+        key = self.stream_key(topic)
+        last = await guarded(self, self.client.xrevrange(key, count=1))
+        if not last:
+            return
+        mark = stream_id(last[0][0])
+        while True:
+            groups = await guarded(self, self._groups(key))
+            if groups is None:
+                return  # the topic was deleted: nothing is left to settle
+            if all(
+                stream_id(g["last-delivered-id"]) >= mark and int(g["pending"]) == 0 for g in groups
+            ):
+                return
+            await asyncio.sleep(JOIN_POLL_SECONDS)
+
+    async def _groups(self, key: str) -> list[dict[str, Any]] | None:
+        """``XINFO GROUPS`` of a stream; None if there is no such stream."""
+        try:
+            return list(await self.client.xinfo_groups(key))
+        except redis_errors.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None
+            raise
 
     # -- administration -------------------------------------------------------------------
 
     async def delete_topic(self, topic: str) -> None:
-        """Delete the topic's stream, its groups and its sequence counter."""
+        """Delete the topic's stream, its groups, its sequence counter and its end (a closed
+        topic starts afresh)."""
         await self.connect()
-        await guarded(self, self.client.delete(self.stream_key(topic), f"{self.prefix}s:{topic}"))
+        keys = (self.stream_key(topic), f"{self.prefix}s:{topic}", self.end_key(topic))
+        await guarded(self, self.client.delete(*keys))
 
     async def delete_group(self, topic: str, group: str) -> None:
         """Delete a consumer group (and its pending entries) from a topic."""
@@ -167,3 +243,9 @@ class RedisBroker(RemoteBroker[P]):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_id(value: Any) -> tuple[int, int]:
+    """A stream entry id (``b"1700000000000-3"``) as a pair that compares in stream order."""
+    millis, _, seq = _text(value).partition("-")
+    return int(millis), int(seq or 0)

@@ -1,7 +1,9 @@
-"""``RedisSubscriber``: ``XREAD`` alone, ``XREADGROUP`` in a consumer group."""
+"""``RedisSubscriber``: ``XREAD`` alone, ``XREADGROUP`` in a consumer group; the end of a
+closed topic's stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -12,10 +14,15 @@ from kincir_core import Message
 
 from .._remote import Delivered, P, RemoteSubscriber, decode_message
 from ..codecs import Codec
+from ..errors import TopicClosed
 from ._client import redis_errors
-from .broker import RedisBroker, _text
+from .broker import RedisBroker, _text, stream_id
 
 __all__ = ["RedisSubscriber"]
+
+#: Between two looks at a closed stream whose end this reader has not reached yet (an
+#: acknowledging group with entries still pending): the reads there do not block.
+_END_POLL_SECONDS = 0.05
 
 
 def _decode_entry(topic: str, fields: dict[bytes, bytes]) -> Message:
@@ -85,6 +92,7 @@ class RedisSubscriber(RemoteSubscriber[RedisBroker[Any], P]):
 
     def _start(self) -> None:
         self._positions: dict[str, bytes | str] = {}  # stream key -> last id read (no group)
+        self._ends: dict[str, tuple[int, int]] = {}  # stream key -> its end, once closed
         self._consumer = _consumer_name()
 
     @property
@@ -107,10 +115,14 @@ class RedisSubscriber(RemoteSubscriber[RedisBroker[Any], P]):
             self._positions[key] = ">"
 
     async def _unsubscribe(self, topic: str) -> None:
-        self._positions.pop(self.broker.stream_key(topic), None)
+        key = self.broker.stream_key(topic)
+        self._positions.pop(key, None)
+        self._ends.pop(key, None)
 
     async def _fetch(self, wait: float) -> list[Delivered]:
-        block = max(1, int(wait * 1000))
+        # once every stream read is known closed, reads do not block: the end is near
+        ending = bool(self._positions) and all(key in self._ends for key in self._positions)
+        block = None if ending else max(1, int(wait * 1000))
         client = self.broker.client
         try:
             if self._group is None:
@@ -142,4 +154,40 @@ class RedisSubscriber(RemoteSubscriber[RedisBroker[Any], P]):
                 if self._group is None:
                     self._positions[name] = entry_id
                 out.append(Delivered(_decode_entry(topic, fields), (key, entry_id), 1))
+        if not out:
+            ended = await self._ended()
+            if ended is not None:
+                raise TopicClosed(ended, reading=True)
+            if ending:
+                await asyncio.sleep(min(wait, _END_POLL_SECONDS))
         return out
+
+    async def _ended(self) -> str | None:
+        """The first topic read if every stream read was closed and this reader is past its
+        end, else None. Past the end: alone, by its own position; in a group, by the group's
+        last delivered id with, for an acknowledging group, no entry pending (one could still
+        be redelivered to this member)."""
+        keys = list(self._positions)
+        if not keys:
+            return None
+        broker = self.broker
+        marks = await broker.client.mget([broker.end_key(broker._topic_of(k)) for k in keys])
+        for key, mark in zip(keys, marks, strict=True):
+            if mark is None:
+                self._ends.pop(key, None)
+            else:
+                self._ends[key] = stream_id(mark)
+        if any(key not in self._ends for key in keys):
+            return None
+        for key in keys:
+            if self._group is None:
+                if stream_id(self._positions[key]) < self._ends[key]:
+                    return None
+                continue
+            groups = await broker._groups(key) or []
+            mine = [g for g in groups if _text(g["name"]) == self._group]
+            if not mine or stream_id(mine[0]["last-delivered-id"]) < self._ends[key]:
+                return None
+            if self.acking and int(mine[0]["pending"]) > 0:
+                return None
+        return broker._topic_of(keys[0])

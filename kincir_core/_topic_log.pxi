@@ -274,7 +274,8 @@ cdef class TopicLog:
                 outcome = APPEND_DROPPED
             else:
                 self.last_activity = batch[0].enqueued_at * 1e-3
-                held = self.head - self.tail
+                # tombstones hold no message: they must not make a publish reclaim expired ones
+                held = self.head - self.tail - self.holes
                 if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
                     if self.ttl >= 0:
                         self._expire(now)

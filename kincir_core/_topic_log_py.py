@@ -319,7 +319,8 @@ class TopicLog:
             if not self.cursors and not self.persistence:
                 self.dropped += count
                 return False
-            held = self.head - self.tail
+            # tombstones hold no message: they must not make a publish reclaim expired ones
+            held = self.head - self.tail - self.holes
             capacity = self.capacity
             if capacity is not None and held + count > capacity:
                 if self.ttl is not None:

@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
 import types
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -204,6 +206,45 @@ def engine_env() -> Callable[[str], dict[str, str]]:
         return env
 
     return env_for
+
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def _readme_blocks(start: str, end: str = "\n## ") -> list[str]:
+    text = README.read_text()
+    first = text.index(start)
+    last = text.find(end, first + len(start))
+    section = text[first : last if last >= 0 else len(text)]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+@pytest.fixture
+def readme_blocks() -> Callable[..., list[str]]:
+    """``readme_blocks(start, end="\\n## ")``: the README's ```python blocks from the text
+    ``start`` up to ``end`` (the next section by default)."""
+    return _readme_blocks
+
+
+@pytest.fixture
+def run_readme_example(engine_env: Callable[[str], dict[str, str]]) -> Callable[..., str]:
+    """``run_readme_example(start, engine, index=0)``: run the ``index``-th ```python block of
+    the README after the text ``start`` in a child process on ``engine``; its standard output
+    (the test fails if it exits with an error)."""
+
+    def run(start: str, engine: str, index: int = 0) -> str:
+        code = _readme_blocks(start)[index]
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=engine_env(engine),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return run
 
 
 @pytest.fixture

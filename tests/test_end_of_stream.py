@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -542,16 +539,5 @@ def test_join_under_a_ttl_counts_expired_messages_as_settled(k):
 
 
 @pytest.mark.parametrize("engine", ["cython", "python"])
-def test_readme_end_of_stream_example_runs(engine_env, engine):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    section = text[text.index("**End of stream.**") :]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=engine_env(engine),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "1000 LINE 0\n", done.stdout
+def test_readme_end_of_stream_example_runs(run_readme_example, engine):
+    assert run_readme_example("**End of stream.**", engine) == "1000 LINE 0\n"

@@ -313,3 +313,10 @@ def test_ack_group_members_count_separately(k):
     second.ack(h2)
     assert first.stats() == k.SubscriberStats(received=1, nacked=1)
     assert second.stats() == k.SubscriberStats(received=2, acked=2, redelivered=1)
+
+
+@pytest.mark.parametrize("engine", ["cython", "python"])
+def test_the_readme_example_prints_what_it_says(readme_blocks, run_readme_example, engine):
+    start = "A publisher's and a subscriber's `stats()`"
+    expected = [line[2:] for line in readme_blocks(start)[0].splitlines() if line[:2] == "# "]
+    assert run_readme_example(start, engine).splitlines() == expected

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import weakref
-from pathlib import Path
 
 import pytest
 
@@ -322,16 +321,6 @@ def test_a_payload_finalizer_may_call_the_broker(engine_env, engine, case):
 
 
 @pytest.mark.parametrize("engine", ["cython", "python"])
-def test_readme_quick_start_moves_a_dict_by_reference(engine_env, engine):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    quick_start = text[text.index("## Quick start") :]
-    code = quick_start.split("```python\n", 1)[1].split("```", 1)[0]
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=engine_env(engine),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("{'id': 1234, 'sku': 'A-1', 'qty': 3} 1 {"), done.stdout
+def test_readme_quick_start_moves_a_dict_by_reference(run_readme_example, engine):
+    out = run_readme_example("## Quick start", engine)
+    assert out.startswith("{'id': 1234, 'sku': 'A-1', 'qty': 3} 1 {"), out

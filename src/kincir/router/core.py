@@ -133,12 +133,7 @@ class Router:
 
     def start(self) -> Router:
         """Start the workers in background threads; returns the router."""
-        if self._running:
-            raise RuntimeError("the router is already running")
-        self._subscribe_all()
-        self._running = True
-        self._stopping.clear()
-        generation = self._end.begin(self.concurrency)
+        generation = self._begin_run()
         if self._is_async:
             thread = threading.Thread(
                 target=lambda: asyncio.run(self._run_tasks(generation)),
@@ -168,6 +163,15 @@ class Router:
         self._log_started()
         return self
 
+    def _begin_run(self) -> int:
+        """Subscribe the workers and mark the router running; the new run's number."""
+        if self._running:
+            raise RuntimeError("the router is already running")
+        self._subscribe_all()
+        self._running = True
+        self._stopping.clear()
+        return self._end.begin(self.concurrency)
+
     def _log_started(self) -> None:
         _log.info(
             "router started: %r -> %r, group %r, %d workers, %s",
@@ -181,12 +185,7 @@ class Router:
     async def run(self) -> None:
         """Run the workers as tasks of the running loop until ``stop()`` is called, or until
         the input ends (its topic closed and drained: the output topic is closed then)."""
-        if self._running:
-            raise RuntimeError("the router is already running")
-        self._subscribe_all()
-        self._running = True
-        self._stopping.clear()
-        generation = self._end.begin(self.concurrency)
+        generation = self._begin_run()
         self._log_started()
         try:
             await self._run_tasks(generation)

@@ -162,9 +162,6 @@ cdef class TopicLog:
     cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=*) except -1
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1
-    cdef bint _settled_to(self, uint64_t mark) noexcept
-    cdef int _watch_settled(self, Waiter waiter, uint64_t mark) except -1
-    cdef double _join_deadline(self, double deadline)
     cdef Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)

@@ -112,6 +112,13 @@ class Cursor:
 def leave(cursor: Cursor) -> None:
     """A subscriber lets go of ``cursor``: a group member leaves, a plain reader detaches."""
 
+def wait_settled(log: TopicLog, timeout: float | None) -> bool:
+    """Block until every message published to ``log`` before the call is read and settled by
+    every reader (True) or ``timeout`` seconds pass (False)."""
+
+async def settled(log: TopicLog) -> None:
+    """``wait_settled`` on the running event loop (bound it with ``asyncio.timeout``)."""
+
 class TopicLog:
     """One topic: a ring of message slots, its readers' cursors, waiters and counters."""
 
@@ -191,11 +198,6 @@ class TopicLog:
     @property
     def ended(self) -> bool:
         """Closed for writing (``close_topic``): its readers end once drained."""
-    def wait_settled(self, timeout: float | None) -> bool:
-        """Block until every message published before the call is read and settled by every
-        reader (True) or ``timeout`` seconds pass (False)."""
-    async def settled(self) -> None:
-        """``wait_settled`` on the running event loop."""
     def settle(self, cursor: Cursor, floor: int, count: int, consumed: int = 0) -> int:
         """``cursor.settle``: see there."""
 

@@ -28,6 +28,7 @@ from ._errors import (
     BrokerShutdown,
     QueueFull,
 )
+from ._join_py import settled, wait_settled
 from ._message_py import Message, stamp_all
 from ._topic_log_py import MESSAGE_OVERHEAD, TopicLog
 from ._validate import (
@@ -62,6 +63,8 @@ __all__ = [
     "_reset_clock",
     "leave",
     "monotonic",
+    "settled",
+    "wait_settled",
     "wall_ms",
 ]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Any
@@ -18,7 +17,7 @@ from ._validate import (
     OVERFLOW_DROP_OLDEST,
     OVERFLOW_POLICIES,
 )
-from ._waiting_py import AsyncWaiter, SyncWaiter, _now_ms, _wake_all, monotonic
+from ._waiting_py import _now_ms, _wake_all, monotonic
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the message object
 # and the bytes object header. Used by the memory estimate, which is kept incrementally.
@@ -722,74 +721,6 @@ class TopicLog:
             waiters = self._take_all_waiters()
         _wake_all(waiters)
         self._wake_room()  # blocked publishers retry and meet BrokerShutdown or TopicClosed
-
-    # -- join: waiting until the readers settle -------------------------------------------------
-
-    def _settled_to(self, mark: int) -> bool:
-        """Whether no message before sequence ``mark`` is still held for a reader (every reader
-        read it and, acknowledging, settled it; with no reader, it was dropped). Lock held."""
-        if self.ttl is not None:
-            self._expire(monotonic())
-        end = min(mark, self.head)
-        return self.closed or self.tail >= end or end - self.tail == self._holes_in(self.tail, end)
-
-    def _watch_settled(self, waiter: Any, mark: int) -> bool:
-        """Register ``waiter`` to be woken as slots are released (with the room waiters); False,
-        registering nothing, when everything before ``mark`` is settled already."""
-        try:
-            with self.lock:
-                if self._settled_to(mark):
-                    return False
-                self.room_waiters.append(waiter)
-                return True
-        finally:
-            if self.room_freed or self.graves:
-                self._after_unlock()
-
-    def _wait_bound(self, deadline: float | None) -> float | None:
-        """How long one wait of a join may last: to its deadline, and no longer than the TTL
-        (a message that expires meanwhile releases its slot only when a reader or the cleanup
-        pass comes by, so the join looks itself)."""
-        bound = None if deadline is None else max(0.0, deadline - monotonic())
-        if self.ttl is not None and (bound is None or self.ttl < bound):
-            bound = self.ttl
-        return bound
-
-    def wait_settled(self, timeout: float | None) -> bool:
-        """Block until every message published before this call was read and settled by every
-        reader (True), or ``timeout`` seconds pass (False)."""
-        with self.lock:
-            mark = self.head
-        deadline = None if timeout is None else monotonic() + timeout
-        while True:
-            waiter = SyncWaiter()
-            if not self._watch_settled(waiter, mark):
-                return True
-            try:
-                waiter.wait(self._wait_bound(deadline))
-            finally:
-                self.remove_room_waiter(waiter)
-            if deadline is not None and monotonic() >= deadline:
-                with self.lock:
-                    return self._settled_to(mark)
-
-    async def settled(self) -> None:
-        """``wait_settled`` on the running event loop (bound it with ``asyncio.timeout``)."""
-        with self.lock:
-            mark = self.head
-        loop = asyncio.get_running_loop()
-        while True:
-            future = loop.create_future()
-            waiter = AsyncWaiter(loop, future)
-            if not self._watch_settled(waiter, mark):
-                return
-            try:
-                async with asyncio.timeout(self.ttl):
-                    await future
-            except TimeoutError:
-                pass  # under a TTL: look again
-            finally:
-                self.remove_room_waiter(waiter)
 
     # -- maintenance ----------------------------------------------------------------------------
 

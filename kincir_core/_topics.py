@@ -16,7 +16,7 @@ reach it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._codes import AttachOutcome, BrokerState
@@ -212,6 +212,16 @@ class BrokerCore(kernel.BrokerKernel):
         """Close a topic for writing: publishes to it raise TopicClosed from now on; its readers
         receive what it holds, then their receives raise TopicClosed. Idempotent."""
         self._existing(name).stop_accepting(True)
+
+    def _wait_settled(self, name: str, seconds: float | None) -> bool:
+        """``join``'s wait on topic ``name``: True once every reader settled what was
+        published before the call, False after ``seconds``; TopicNotFound."""
+        return kernel.wait_settled(self._existing(name), seconds)
+
+    def _settled(self, name: str) -> Coroutine[Any, Any, None]:
+        """``_wait_settled`` as a coroutine for the running event loop (bound it with
+        ``asyncio.timeout``); TopicNotFound at once."""
+        return kernel.settled(self._existing(name))
 
     def clear_topic(self, name: str) -> int:
         """Drop every message a topic holds; return how many were held."""

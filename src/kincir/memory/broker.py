@@ -255,20 +255,20 @@ class InMemoryBroker(BrokerCore):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        if not self._existing(topic).wait_settled(seconds):
+        if not self._wait_settled(topic, seconds):
             raise TimeoutError(f"topic {topic!r} was not settled within {seconds} seconds")
         self._check_joined()
 
     async def join_async(self, topic: str, timeout: float | None = None) -> None:
         """``join`` for async code: awaits without blocking the loop."""
         seconds = kincir_core.check_timeout(timeout)
-        log = self._existing(topic)
+        settled = self._settled(topic)  # TopicNotFound before any wait
         if seconds is None:
-            await log.settled()
+            await settled
         else:
             try:
                 async with asyncio.timeout(seconds):
-                    await log.settled()
+                    await settled
             except TimeoutError:
                 raise TimeoutError(
                     f"topic {topic!r} was not settled within {seconds} seconds"

@@ -9,7 +9,6 @@ settings check and the dead-letter metadata are the rules every backend shares (
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,14 +25,15 @@ from .in_flight import AckHandle, _AckState, _state_of
 __all__ = ["AckHandle", "InMemoryAckSubscriber", "check_settings"]
 
 
-class _AckCounts:
-    """An acknowledging subscriber's own counts (``stats()``): a lock guards them, as its
-    receives and settles may run on several threads at once."""
+class AckCounts:
+    """An acknowledging subscriber's own counts (``stats()``), and the token its in-flight
+    records and handles name it by. The acknowledgement state updates them under its own lock,
+    which the receive or settle holds anyway (a lock of their own cost a sixth of the ack
+    path)."""
 
-    __slots__ = ("acked", "dead_lettered", "lock", "nacked", "received", "redelivered")
+    __slots__ = ("acked", "dead_lettered", "nacked", "received", "redelivered")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.received = self.redelivered = self.acked = self.nacked = self.dead_lettered = 0
 
 
@@ -51,7 +51,6 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         "_ack_owner",
         "_ack_timeout",
         "_cache",
-        "_counts",
         "_dead_letter_topic",
         "_finalizing",
         "_max_deliveries",
@@ -76,9 +75,8 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         self._publisher = InMemoryPublisher(broker)
         self._rotation = -1
         self._cache = (None, [])
-        self._ack_owner = object()
+        self._ack_owner = AckCounts()
         self._finalizing = False
-        self._counts = _AckCounts()
 
     @property
     def ack_timeout(self) -> float:
@@ -102,8 +100,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
     _rotation: int
     _cache: tuple[Any, list[_AckState]]
 
-    _ack_owner: object  # the token records and handles name this subscriber by
-    _counts: _AckCounts
+    _ack_owner: AckCounts  # the token records and handles name this subscriber by
 
     def _states(self) -> list[_AckState]:
         cursors = self._attached_cursors()
@@ -142,11 +139,6 @@ class InMemoryAckSubscriber(InMemorySubscriber):
             for i in range(count):
                 got = states[(start + i) % count].next(self)
                 if got is not None:
-                    counts = self._counts
-                    with counts.lock:
-                        counts.received += 1
-                        if got[1].delivery_count > 1:
-                            counts.redelivered += 1
                     return got
             if any(state.has_ready() for state in states):
                 return None
@@ -204,15 +196,8 @@ class InMemoryAckSubscriber(InMemorySubscriber):
                 with state.lock:
                     for handle in handles_:
                         state._check(handle, owner)
-        counts = self._counts
         for state, handles_ in by_state.values():
-            lettered = state.settle(handles_, owner, ack=ack, requeue=requeue)
-            with counts.lock:
-                if ack:
-                    counts.acked += len(handles_)
-                else:
-                    counts.nacked += len(handles_)
-                counts.dead_lettered += lettered
+            state.settle(handles_, owner, ack=ack, requeue=requeue)
 
     def ack(self, handle: AckHandle) -> Completed[None]:
         """The message is processed: settle it for good. AckError for a settled or foreign
@@ -220,9 +205,6 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         if type(handle) is not AckHandle:
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
         handle._state.ack_one(handle, self._ack_owner)
-        counts = self._counts
-        with counts.lock:
-            counts.acked += 1
         return DONE
 
     def nack(self, handle: AckHandle, requeue: bool = True) -> Completed[None]:
@@ -258,17 +240,15 @@ class InMemoryAckSubscriber(InMemorySubscriber):
     def stats(self) -> SubscriberStats:
         """This subscriber's own counts (kept whether or not ``enable_stats`` is on); the
         broker's are ``broker.stats()``."""
-        lagged = self.messages_lagged()
-        counts = self._counts
-        with counts.lock:
-            return SubscriberStats(
-                received=counts.received + self._received_count(),
-                acked=counts.acked,
-                nacked=counts.nacked,
-                redelivered=counts.redelivered,
-                dead_lettered=counts.dead_lettered,
-                lagged=lagged,
-            )
+        counts = self._ack_owner
+        return SubscriberStats(
+            received=counts.received + self._received_count(),
+            acked=counts.acked,
+            nacked=counts.nacked,
+            redelivered=counts.redelivered,
+            dead_lettered=counts.dead_lettered,
+            lagged=self.messages_lagged(),
+        )
 
     def in_flight(self) -> int:
         """Messages this subscriber received and has not settled yet."""

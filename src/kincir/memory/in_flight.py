@@ -284,6 +284,9 @@ class _AckState:
                     self.records[rec.seq] = rec
             if rec is not None:
                 rec.deliveries += 1
+                token_owner.received += 1
+                if rec.deliveries > 1:
+                    token_owner.redelivered += 1
                 rec.owner = token_owner
                 rec.token = token = next(self.tokens)
                 rec.max_deliveries = owner._max_deliveries
@@ -316,6 +319,7 @@ class _AckState:
         """``ack`` of one handle (the common case, without the batch's bookkeeping)."""
         with self.lock:
             self._settle(self._check(handle, owner), 1)
+            owner.acked += 1
         if not self.log.accepting:  # the broker is shutting down
             self.wake_drain()
 
@@ -329,6 +333,10 @@ class _AckState:
             if len({id(r) for r in recs}) != len(recs):
                 raise AckError("the same AckHandle appears twice in one batch")
             attached = self.cursor.attached
+            if ack:
+                owner.acked += len(recs)
+            else:
+                owner.nacked += len(recs)
             for rec in recs:
                 if ack:
                     self._settle(rec, 1)
@@ -353,6 +361,9 @@ class _AckState:
             )
         if dead or gone:
             lettered = self._after(dead, 0, gone)
+            if lettered:
+                with self.lock:
+                    owner.dead_lettered += lettered
         if not ack and requeue:
             self.log.wake_waiters()  # a waiting member takes the redelivery
         if not self.log.accepting:  # the broker is shutting down

@@ -280,7 +280,8 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
     (shut down at teardown), ``k.spawn(fn, *args)`` (a ``Worker`` joined at teardown),
     ``k.spawn_blocked(fn, *args)`` (``k.spawn``, then checks that the worker still runs 50 ms
     later), ``k.run(coro)`` (``asyncio.run`` with a hang guard), ``k.activated()`` (pickling),
-    ``k.core``, ``k.wait_for(predicate)``, ``k.drain(sub)`` (what ``sub`` can take without
+    ``k.core``, ``k.wait_for(predicate)``, ``k.receive_payloads(sub, n)`` (``n`` payloads,
+    then any that follow within 0.1 s), ``k.drain(sub)`` (what ``sub`` can take without
     waiting, one ``try_receive`` at a time).
 
     Set-ups: ``k.subscriber(broker, topic, **kwargs)`` and ``k.ack_subscriber(...)`` (a new
@@ -351,6 +352,16 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             got.append(msg)
         return got
 
+    def receive_payloads(sub: Any, count: int, quiet: float = 0.1) -> list[Any]:
+        """The next ``count`` payloads ``sub`` receives, and any more that follow within
+        ``quiet`` seconds."""
+        got = [sub.receive_sync(timeout=5).payload for _ in range(count)]
+        while True:
+            try:
+                got.append(sub.receive_sync(timeout=quiet).payload)
+            except TimeoutError:
+                return got
+
     def setup(
         config: Any = None, *, subscribe: str | None = None, **fields: Any
     ) -> tuple[Any, Any, Any]:
@@ -376,7 +387,7 @@ def k(request: pytest.FixtureRequest) -> Iterator[types.SimpleNamespace]:
             member.subscribe("t")
         return members
 
-    helpers = (new_broker, track, spawn, spawn_blocked, wait_for, drain)
+    helpers = (new_broker, track, spawn, spawn_blocked, wait_for, drain, receive_payloads)
     set_ups = (subscriber, ack_subscriber, members, setup, ack_setup, ack_group)
     for helper in (*helpers, *set_ups):
         setattr(ns, helper.__name__, helper)

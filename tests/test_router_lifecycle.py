@@ -45,17 +45,6 @@ def full_output(k, capacity=1, **broker_fields):
     return broker, out
 
 
-def drain(sub, count, quiet=0.1):
-    """The next ``count`` payloads ``sub`` receives, and any more that follow within ``quiet``
-    seconds."""
-    got = [sub.receive_sync(timeout=5).payload for _ in range(count)]
-    while True:
-        try:
-            got.append(sub.receive_sync(timeout=quiet).payload)
-        except TimeoutError:
-            return got
-
-
 # -- item 13: stop() wakes a worker blocked on its output ----------------------------------------
 
 
@@ -68,11 +57,11 @@ def test_stop_wakes_a_worker_blocked_on_a_full_output(k):
     assert k.spawn(router.stop, 5).join(2) is True
     assert not router.is_running()
     # b's output was not published; b itself went back to the router's group
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
     stats = router.stats()
     assert (stats.acked, stats.published, stats.nacked, stats.failed) == (1, 1, 0, 0)
     with router:
-        assert drain(out, 1) == [b"b"]
+        assert k.receive_payloads(out, 1) == [b"b"]
         k.wait_for(lambda: router.stats().acked == 2)
     assert handler.calls == [b"a", b"b", b"b"]
     assert broker.topic_info("in").in_flight == 0
@@ -90,9 +79,9 @@ def test_leaving_with_router_returns_while_the_output_is_full(k):
         return router.is_running()
 
     assert k.spawn(run_stage).join(2) is False
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
     with router:
-        assert drain(out, 2) == [b"b", b"c"]
+        assert k.receive_payloads(out, 2) == [b"b", b"c"]
 
 
 async def run_until_handled_twice(k, broker, router, handler):
@@ -117,9 +106,9 @@ def test_stop_under_run_wakes_a_task_blocked_on_a_full_output(k):
 
     k.run(stage())
     assert not router.is_running()
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
     with router:  # the coroutine handler on the router's own loop thread
-        assert drain(out, 1) == [b"b"]
+        assert k.receive_payloads(out, 1) == [b"b"]
     assert handler.calls == [b"a", b"b", b"b"]
 
 
@@ -134,7 +123,7 @@ def test_a_sync_handler_under_run_is_woken_too(k):
         await asyncio.wait_for(task, 2)
 
     k.run(stage())
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
 
 
 def test_cancelling_run_while_the_output_is_full_still_cancels(k):
@@ -151,7 +140,7 @@ def test_cancelling_run_while_the_output_is_full_still_cancels(k):
 
     k.run(stage())
     assert not router.is_running()
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
 
 
 def test_a_stop_never_counts_as_a_failed_delivery(k):
@@ -167,9 +156,9 @@ def test_a_stop_never_counts_as_a_failed_delivery(k):
     k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b", b"c"])
     k.wait_for(lambda: handler.count() == 3)
     assert router.stop(timeout=2) is True
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
     with router:
-        assert sorted(drain(out, 2)) == [b"b", b"c"]
+        assert sorted(k.receive_payloads(out, 2)) == [b"b", b"c"]
     assert dlq.try_receive() is None
     assert broker.stats().messages_dead_lettered() == 0
     assert router.stats().retries_exhausted == 0
@@ -185,7 +174,7 @@ def test_stop_under_never_ack_drops_the_waiting_outputs_with_a_warning(k, caplog
     k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b"])
     k.wait_for(lambda: handler.count() == 2)
     assert router.stop(timeout=2) is True
-    assert drain(out, 1) == [b"a"]
+    assert k.receive_payloads(out, 1) == [b"a"]
     assert any("dropped unpublished" in r.getMessage() for r in caplog.records)
 
 
@@ -225,7 +214,7 @@ def test_backpressure_longer_than_ack_timeout_does_not_redeliver(k):
     with router:
         k.InMemoryPublisher(broker).publish_nowait("in", [b"a", b"b"])
         time.sleep(STALL)
-        assert collections.Counter(drain(out, 2)) == {b"a": 1, b"b": 1}
+        assert collections.Counter(k.receive_payloads(out, 2)) == {b"a": 1, b"b": 1}
         k.wait_for(lambda: router.stats().acked == 2)
     assert sorted(handler.calls) == [b"a", b"b"]
     assert broker.topic_info("in").total_redelivered == 0
@@ -274,7 +263,7 @@ def test_a_slow_handler_is_still_redelivered_after_its_ack_deadline(k):
         k.InMemoryPublisher(broker).publish_nowait("in", [b"a"])
         k.wait_for(lambda: len(calls) == 2)
         k.wait_for(lambda: router.stats().published == 2)
-    assert drain(out, 2) == [b"a", b"a"]
+    assert k.receive_payloads(out, 2) == [b"a", b"a"]
     assert broker.topic_info("in").total_redelivered == 1
 
 

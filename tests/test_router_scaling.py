@@ -12,17 +12,6 @@ import pytest
 pytestmark = pytest.mark.usefixtures("quiet_router_log")
 
 
-def drain(sub, count, quiet=0.1):
-    """The next ``count`` payloads ``sub`` receives, and any more that follow within ``quiet``
-    seconds."""
-    got = [sub.receive_sync(timeout=5).payload for _ in range(count)]
-    while True:
-        try:
-            got.append(sub.receive_sync(timeout=quiet).payload)
-        except TimeoutError:
-            return got
-
-
 def stage(k, handler, **kwargs):
     broker = k.new_broker(enable_stats=True)
     out = k.subscriber(broker, "out")
@@ -69,7 +58,7 @@ def test_a_timed_handler_runs_on_its_worker_thread(k):
     _broker, pub, out, router = stage(k, handler, processing_timeout=5.0)
     with router:
         pub.publish_nowait("in", [b"1", b"2", b"3"])
-        assert drain(out, 3) == [b"1", b"2", b"3"]
+        assert k.receive_payloads(out, 3) == [b"1", b"2", b"3"]
     assert names == ["kincir-router-0"] * 3
     stats = router.stats()
     assert (stats.processed, stats.succeeded, stats.timed_out, stats.acked) == (3, 3, 0, 3)
@@ -86,7 +75,7 @@ def test_a_timed_out_call_is_retried_by_another_worker_and_its_late_result_disca
         assert (stats.timed_out, stats.nacked, stats.retried, stats.acked) == (1, 1, 1, 1)
         handler.release.set()
         assert handler.first_returned.wait(5)
-    assert drain(out, 0) == []  # b"late" was discarded
+    assert k.receive_payloads(out, 0) == []  # b"late" was discarded
     assert len(set(handler.threads)) == 2
     stats = router.stats()
     assert (stats.processed, stats.succeeded, stats.failed) == (1, 1, 0)
@@ -128,7 +117,7 @@ def test_stop_does_not_wait_for_a_handler_past_its_timeout(k):
         assert handler.first_returned.wait(5)
         k.wait_for(lambda: router.stats().acked == 1)
         pub.publish_nowait("in", [b"y"])
-        assert drain(out, 1) == [b"y"]
+        assert k.receive_payloads(out, 1) == [b"y"]
     assert handler.calls == 3
     assert broker.topic_info("in").in_flight == 0
 
@@ -142,7 +131,7 @@ def test_stop_still_waits_for_a_handler_within_its_time(k):
     assert router.stop(timeout=0.1) is False
     handler.release.set()
     assert router.stop(timeout=5) is True
-    assert drain(out, 1) == [b"late"]
+    assert k.receive_payloads(out, 1) == [b"late"]
 
 
 def test_a_timed_out_call_under_always_ack_is_acked(k):
@@ -172,7 +161,7 @@ def test_a_batch_handler_receives_lists_and_its_outputs_keep_order(k):
     broker, pub, out, router = stage(k, handler, batch_size=4)
     pub.publish_nowait("in", [bytes([c]) for c in b"abcdefghij"])  # ready before the start
     with router:
-        assert drain(out, 10) == [bytes([c]) for c in b"ABCDEFGHIJ"]
+        assert k.receive_payloads(out, 10) == [bytes([c]) for c in b"ABCDEFGHIJ"]
     assert [b for batch in batches for b in batch] == [bytes([c]) for c in b"abcdefghij"]
     assert all(1 <= len(batch) <= 4 for batch in batches)
     assert len(batches[0]) == 4  # the messages were ready: a full batch
@@ -195,7 +184,7 @@ def test_a_batch_handler_result_follows_the_output_rules(k, result, expected):
     pub.publish_nowait("in", [b"1", b"2", b"3"])
     with router:
         k.wait_for(lambda: router.stats().acked == 3)
-    assert drain(out, 0) == expected
+    assert k.receive_payloads(out, 0) == expected
 
 
 def test_a_failed_batch_is_retried_whole_and_dead_lettered_per_message(k):
@@ -211,7 +200,7 @@ def test_a_failed_batch_is_retried_whole_and_dead_lettered_per_message(k):
     dlq = k.subscriber(broker, "dlq")
     pub.publish_nowait("in", [b"a", b"b", b"c"])
     with router:
-        letters = drain(dlq, 3)
+        letters = k.receive_payloads(dlq, 3)
     assert sorted(letters) == [b"a", b"b", b"c"]
     assert sorted(p for batch in seen for p in batch) == [b"a", b"a", b"b", b"b", b"c", b"c"]
     stats = router.stats()
@@ -235,7 +224,7 @@ def test_a_batch_handler_that_times_out_nacks_its_whole_batch(k):
         k.wait_for(lambda: router.stats().timed_out == 2)
         assert router.stats().retried == 2
         release.set()
-        assert sorted(drain(out, 2)) == [b"a", b"b"]
+        assert sorted(k.receive_payloads(out, 2)) == [b"a", b"b"]
     assert router.stats().acked == 2
 
 
@@ -253,7 +242,7 @@ def test_a_batch_handler_under_manual_settles_each_delivery(k):
     pub.publish_nowait("in", [b"ok", b"bad"])
     with router:
         k.wait_for(lambda: router.stats().acked == 2)
-    assert drain(out, 1) == [b"ok"]
+    assert k.receive_payloads(out, 1) == [b"ok"]
     stats = router.stats()
     assert (stats.nacked, stats.retried) == (1, 1)
     assert broker.topic_info("in").in_flight == 0
@@ -299,7 +288,7 @@ def test_a_batch_handler_with_several_workers_and_never_ack(k):
     payloads = [str(i).encode() for i in range(200)]
     with router:
         pub.publish_nowait("in", payloads)
-        got = drain(out, 200)
+        got = k.receive_payloads(out, 200)
     assert sorted(got) == sorted(payloads)
     assert sorted(seen) == sorted(payloads)
     assert router.stats().processed == 200
@@ -336,7 +325,7 @@ def test_stats_separate_retried_and_dead_lettered(k):
     with router:
         pub.publish_nowait("in", [b"ok", b"bad"])
         k.wait_for(lambda: router.stats().retries_exhausted == 1)
-    assert drain(out, 1) == [b"ok"]
+    assert k.receive_payloads(out, 1) == [b"ok"]
     stats = router.stats()
     assert (stats.processed, stats.succeeded, stats.failed) == (4, 1, 3)
     assert (stats.acked, stats.nacked, stats.retried) == (1, 3, 2)
@@ -395,13 +384,13 @@ def test_stopped_workers_leave_the_input_and_the_group_keeps_what_follows(k, str
     with router:
         assert broker.topic_info("in").subscriber_count == 3
         pub.publish_nowait("in", [b"1"])
-        assert drain(out, 1) == [b"1"]
+        assert k.receive_payloads(out, 1) == [b"1"]
     assert broker.topic_info("in").subscriber_count == 0
     assert broker.list_groups("in") == ["router:in"]
     pub.publish_nowait("in", [b"2", b"3"])  # kept by the group while no worker reads
     assert broker.topic_info("in").queue_size == 2
     with router:
-        assert sorted(drain(out, 2)) == [b"2", b"3"]
+        assert sorted(k.receive_payloads(out, 2)) == [b"2", b"3"]
     assert broker.topic_info("in").subscriber_count == 0
 
 

@@ -61,7 +61,9 @@ cdef class PublishOp:
 
     cdef PublisherCore publisher
     cdef object topic
-    cdef object messages
+    cdef object messages      # None: one message, ``send``'s payload and metadata
+    cdef object payload
+    cdef object metadata
     cdef TopicLog blocked     # the full topic waited on under the block policy
     cdef AsyncWaiter waiter
     cdef bint started         # sent to at least once: a never-started op warns when freed
@@ -88,13 +90,15 @@ cdef class PublishOp:
         try:
             self._stop_waiting()
             while True:
-                self.blocked = self.publisher._publish(self.topic, self.messages, self.blocked)
+                self.blocked = self.publisher._offer(
+                    self.topic, self.messages, self.payload, self.metadata, self.blocked
+                )
                 if self.blocked is None:
                     break
                 loop = _get_running_loop()
                 future = loop.create_future()
                 self.waiter = AsyncWaiter(loop, future)
-                if self.blocked.wait_room(self.waiter, len(self.messages)):
+                if self.blocked.wait_room(self.waiter, self.count()):
                     future._asyncio_future_blocking = True
                     return future
                 self.waiter = None
@@ -103,6 +107,10 @@ cdef class PublishOp:
             raise
         self.close()
         return None
+
+    cdef Py_ssize_t count(self):
+        """The messages this op publishes."""
+        return 1 if self.messages is None else len(self.messages)
 
     def __await__(self):
         return self
@@ -126,12 +134,14 @@ cdef class PublishOp:
     def close(self):
         self.done = True
         self._stop_waiting()
-        self.topic = self.messages = None
+        self.topic = self.messages = self.payload = self.metadata = None
 
     def __dealloc__(self):
         KINCIR_LIVE(LIVE_PUBLISH_OPS, -1)
         if not self.started and not self.done:
-            kincir_warn_unawaited("PublisherCore.publish")
+            kincir_warn_unawaited(
+                "PublisherCore.publish" if self.messages is not None else "PublisherCore.send"
+            )
         if self.waiter is not None and self.blocked is not None:
             self._stop_waiting()
 

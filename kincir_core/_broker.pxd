@@ -187,8 +187,14 @@ cdef class PublisherCore:
     cdef readonly BrokerKernel broker
     cdef uint64_t published           # messages of the publishes the broker accepted
     cdef uint64_t refused             # messages of the publishes it refused (an error raised)
+    cdef object _log_of(self, object topic, Py_ssize_t count)
+    cdef object _append(self, TopicLog log, Slot* batch, Py_ssize_t count)
+    cdef object _offer(self, object topic, object messages, object payload, object metadata,
+                       TopicLog target)
+    cdef object _send(self, object topic, object payload, object metadata, TopicLog target=*)
     cdef object _publish(self, object topic, object messages, TopicLog target=*)
-    cdef int _publish_waiting(self, object topic, object messages, double deadline) except -1
+    cdef int _publish_waiting(self, object topic, object messages, object payload,
+                              object metadata, double deadline) except -1
 
 
 # A subscriber's kernel: what its receives need (SubscriberCore, in _subscriptions.py, is the

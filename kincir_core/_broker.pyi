@@ -13,7 +13,7 @@
 # classes of kincir_core._errors, raised directly by both engines. The public names' signatures
 # are part of the public typing surface (tests/typing) and stay as they are.
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from ._message import Message
@@ -271,6 +271,26 @@ class PublisherCore:
     ) -> None: ...
     def publish(
         self, topic: str, messages: list[Any] | tuple[Any, ...], timeout: float | None = None
+    ) -> Coroutine[Any, Any, None]: ...
+    # one message: the payload (any object) and str->str metadata, without a list or a Message
+    def send_nowait(
+        self, topic: str, payload: Any, *, metadata: Mapping[str, str] | None = None
+    ) -> None: ...
+    def send_sync(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None: ...
+    def send(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Coroutine[Any, Any, None]: ...
 
 class SubscriberKernel:

@@ -65,7 +65,9 @@ from cpython.mem cimport PyMem_RawFree as free
 from cpython.mem cimport PyMem_RawMalloc as malloc
 from cpython.mem cimport PyMem_RawRealloc as realloc
 
-from ._message cimport Message, check_batch, delivered_copy, new_id, to_payload
+from ._message cimport (
+    Message, check_batch, copy_metadata, delivered_copy, new_id, to_payload,
+)
 
 from asyncio import get_running_loop as _get_running_loop
 from asyncio import timeout as _asyncio_timeout

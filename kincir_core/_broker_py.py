@@ -189,6 +189,25 @@ class PublisherCore:
             self._refused += len(messages)
             _refuse_full(log if blocked is None else blocked)
 
+    def send_nowait(self, topic: str, payload: Any, *, metadata: Any = None) -> None:
+        """Publish one message now, built from ``payload`` and ``metadata``; never waits.
+        Raises QueueFull when the topic has no room."""
+        self.publish_nowait(topic, _one(payload, metadata))
+
+    def send_sync(
+        self, topic: str, payload: Any, *, metadata: Any = None, timeout: Any = None
+    ) -> None:
+        """Publish one message from a thread (same rules as ``send``); under the ``block``
+        policy waits for room, up to ``timeout`` seconds, then raises QueueFull."""
+        self.publish_sync(topic, _one(payload, metadata), timeout)
+
+    async def send(
+        self, topic: str, payload: Any, *, metadata: Any = None, timeout: Any = None
+    ) -> None:
+        """Publish one message, built from ``payload`` and ``metadata`` (``publish`` of a
+        batch of one); waits for room as ``publish`` does."""
+        await self.publish(topic, _one(payload, metadata), timeout)
+
     def _publish(
         self, topic: Any, messages: Any, target: TopicLog | None = None
     ) -> TopicLog | None:
@@ -222,6 +241,12 @@ class PublisherCore:
             return log
         self._published += len(stamped)
         return None
+
+
+def _one(payload: Any, metadata: Any) -> list[Any]:
+    """A send as a batch of one: the payload itself, or a Message carrying its metadata (the
+    compiled engine writes both into the slot without either)."""
+    return [payload] if metadata is None else [Message(payload, metadata)]
 
 
 def _refuse_full(log: TopicLog) -> None:

@@ -15,6 +15,7 @@ cdef class Message:
 
 cdef int check_batch(object items) except -1
 cdef object to_payload(object value)
+cdef dict copy_metadata(object metadata)
 cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept
 cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
                             str topic, int64_t sequence, int64_t enqueued_at, bint ordered)

@@ -132,7 +132,9 @@ cdef object to_payload(object value):
     return value
 
 
-cdef dict _copy_metadata(object metadata):
+cdef dict copy_metadata(object metadata):
+    """Metadata as a message keeps it: a new dict of exact str keys and values (the shared
+    empty one for none); anything else raises TypeError."""
     if metadata is None:
         return _EMPTY
     if not isinstance(metadata, Mapping):
@@ -175,7 +177,7 @@ cdef class Message:
         if self._meta is not None:
             raise TypeError("a Message is immutable: build a new one instead of re-initialising")
         self.payload = to_payload(payload)
-        self._meta = _copy_metadata(metadata)
+        self._meta = copy_metadata(metadata)
         _new_id(self)
         self._topic = None
 
@@ -301,7 +303,7 @@ def restore_message(payload, meta, ident, topic, sequence, enqueued_at, ordered)
     """Rebuild a message from its pickled state."""
     cdef Message msg = Message.__new__(Message)
     msg.payload = to_payload(payload)
-    msg._meta = _copy_metadata(meta)
+    msg._meta = copy_metadata(meta)
     msg._id_hi = (ident >> 64) & 0xFFFFFFFFFFFFFFFF
     msg._id_lo = ident & 0xFFFFFFFFFFFFFFFF
     if topic is not None and type(topic) is not str:

@@ -112,6 +112,25 @@ def test_publish_receive(k):
     assert broker.topic_info("t").queue_size == 0
 
 
+def test_one_message_sends(k):
+    broker = k.InMemoryBroker()
+    pub, sub = k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)
+    sub.subscribe("t")
+    t = Tracked(k)
+    meta = {"key": t.meta_value}
+
+    def step():
+        pub.send_nowait("t", t.raw)
+        sub.try_receive()
+        pub.send_sync("t", t.msg.payload, metadata=meta)
+        assert sub.try_receive().metadata["key"] is t.meta_value
+        with pytest.raises(TypeError):
+            pub.send_nowait("t", t.raw, metadata={"n": 1})
+
+    assert_restored(t, step, steps(k, 4))
+    assert broker.topic_info("t").queue_size == 0
+
+
 def test_metadata_and_uuid_of_delivered_copies(k):
     broker = k.InMemoryBroker(k.InMemoryConfig(maintain_order=True))
     pub, sub = k.InMemoryPublisher(broker), k.InMemorySubscriber(broker)

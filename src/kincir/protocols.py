@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from kincir_core import Message
@@ -14,12 +14,23 @@ __all__ = ["AckSubscriber", "Publisher", "Subscriber"]
 
 @runtime_checkable
 class Publisher(Protocol):
-    """Publishes batches of messages to named topics."""
+    """Publishes messages to named topics, one at a time or in batches."""
 
     async def publish(
         self, topic: str, messages: list[Any] | tuple[Any, ...], timeout: float | None = None
     ) -> None:
         """Publish ``messages`` to ``topic``."""
+        ...
+
+    async def send(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish one message, ``payload`` with ``metadata``, to ``topic``."""
         ...
 
     def stats(self) -> PublisherStats:

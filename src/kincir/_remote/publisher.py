@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic
 
 import kincir_core
+from kincir_core import Message
 
 from .._stats import PublisherStats
 from ..codecs import Codec
@@ -51,6 +52,20 @@ class RemotePublisher(Generic[B]):
             self._refused += len(batch)
             raise
         self._published += len(batch)
+
+    async def send(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish one message, ``payload`` with ``metadata``, to ``topic``: ``publish`` of a
+        batch of one."""
+        await self.publish(
+            topic, [payload if metadata is None else Message(payload, metadata)], timeout
+        )
 
     def stats(self) -> PublisherStats:
         """This publisher's own counts: messages of the publishes that returned, and of those

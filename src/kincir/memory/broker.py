@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -36,7 +36,7 @@ from .health import (
     topic_info,
 )
 from .patterns import PatternRegistry, compile_pattern, is_pattern, join_quietly, matches
-from .wire import failed, through_codec
+from .wire import failed, round_trip, through_codec
 
 __all__ = ["InMemoryBroker", "InMemoryPublisher", "InMemorySubscriber"]
 
@@ -412,7 +412,9 @@ class InMemoryBroker(BrokerCore):
 
 
 class InMemoryPublisher(PublisherCore):
-    """Publishes batches of messages (Message objects or payloads: any object) to topics."""
+    """Publishes to topics: one message at a time (``send``, ``send_sync``, ``send_nowait``:
+    a payload, any object, and optional metadata) or batches (``publish``, ``publish_sync``,
+    ``publish_nowait``: Message objects or payloads)."""
 
     __slots__ = ()
 
@@ -467,6 +469,40 @@ class _CodecPublisher(InMemoryPublisher):
         except Exception as exc:
             return failed(exc)
         return super().publish(topic, wired, timeout)
+
+    def send_nowait(
+        self, topic: str, payload: Any, *, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().send_nowait(topic, round_trip(self.broker.config.codec, payload), metadata=metadata)
+
+    def send_sync(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().send_sync(
+            topic,
+            round_trip(self.broker.config.codec, payload),
+            metadata=metadata,
+            timeout=timeout,
+        )
+
+    def send(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        try:
+            wired = round_trip(self.broker.config.codec, payload)
+        except Exception as exc:
+            return failed(exc)
+        return super().send(topic, wired, metadata=metadata, timeout=timeout)
 
 
 class InMemorySubscriber(SubscriberCore):

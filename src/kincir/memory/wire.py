@@ -23,10 +23,11 @@ from ..codecs import decode_payload, encode_payload
 if TYPE_CHECKING:
     from ..codecs import Codec
 
-__all__ = ["failed", "through_codec"]
+__all__ = ["failed", "round_trip", "through_codec"]
 
 
-def _round_trip(codec: Codec[Any], payload: Any, message: Message | None) -> Any:
+def round_trip(codec: Codec[Any], payload: Any, message: Message | None = None) -> Any:
+    """``payload`` encoded and decoded by ``codec`` (``message``: the Message carrying it)."""
     data = encode_payload(codec, payload)
     raw = Message(data) if message is None else message.with_payload(data)
     return decode_payload(codec, raw, codec.content_type)
@@ -41,9 +42,9 @@ def through_codec(codec: Codec[Any], messages: Any) -> Any:
     out: list[Any] = []
     for item in messages:
         if type(item) is Message:
-            out.append(item.with_payload(_round_trip(codec, item.payload, item)))
+            out.append(item.with_payload(round_trip(codec, item.payload, item)))
         else:
-            out.append(_round_trip(codec, item, None))
+            out.append(round_trip(codec, item, None))
     return out
 
 

@@ -7,6 +7,7 @@ totals divided by the difference of the sizes is the cost of one message, free o
     python bench/callgrind.py            # every loop
     python bench/callgrind.py w1 w5      # some of them
     python bench/callgrind.py w1 w1o     # a dict payload against a bytes one
+    python bench/callgrind.py w1 w1p     # send_nowait against a batch of one
 
 Needs valgrind on PATH and kincir installed in the running interpreter.
 """
@@ -24,7 +25,23 @@ SMALL, LARGE = 20_000, 120_000
 # Each loop is a program run as `python -c LOOP N`: N messages through the loop.
 LOOPS = {
     "w1": (
-        "publish_nowait(t, [Message(p)]) + try_receive()",
+        "send_nowait(t, p) + try_receive()",
+        """
+import sys
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
+sub.subscribe("t")
+def loop(send=pub.send_nowait, take=sub.try_receive, payload=b"x" * 64):
+    for _ in range(n):
+        send("t", payload)
+        take()
+loop()
+""",
+    ),
+    "w1p": (
+        "publish_nowait(t, [Message(p)]) + try_receive(): a batch of one",
         """
 import sys
 from kincir import Message
@@ -43,25 +60,24 @@ loop()
     # w1 with a dict for the payload, the loop otherwise the same: the difference per message is
     # what moving an object costs over moving bytes
     "w1o": (
-        "publish_nowait(t, [Message(d)]) + try_receive(), d a 4-key dict",
+        "send_nowait(t, d) + try_receive(), d a 4-key dict",
         """
 import sys
-from kincir import Message
 from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 n = int(sys.argv[1])
 broker = InMemoryBroker.with_default_config()
 pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
 sub.subscribe("t")
-def loop(publish=pub.publish_nowait, take=sub.try_receive,
+def loop(send=pub.send_nowait, take=sub.try_receive,
          payload={"id": 1, "sku": "A-1", "qty": 3, "price": 9.5}):
     for _ in range(n):
-        publish("t", [Message(payload)])
+        send("t", payload)
         take()
 loop()
 """,
     ),
     "w5": (
-        "asyncio producer task -> consumer task",
+        "asyncio producer task -> consumer task: await send(t, p) / await receive()",
         """
 import asyncio, sys
 from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
@@ -71,8 +87,9 @@ async def main():
     pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
     await sub.subscribe("t")
     async def produce():
-        for i in range(n):
-            await pub.publish("t", [b"x" * 64])
+        send, payload = pub.send, b"x" * 64
+        for _ in range(n):
+            await send("t", payload)
     async def consume():
         for _ in range(n):
             await sub.receive()
@@ -94,6 +111,20 @@ def loop(publish=pub.publish_nowait, take=sub.try_receive_with_ack, ack=sub.ack,
         publish("t", [payload])
         message, handle = take()
         ack(handle)
+loop()
+""",
+    ),
+    # the baseline of W1, for scale: what the stdlib's cheapest queue costs per message
+    "sq": (
+        "queue.SimpleQueue put(p) + get()",
+        """
+import queue, sys
+n = int(sys.argv[1])
+q = queue.SimpleQueue()
+def loop(put=q.put, get=q.get, payload=b"x" * 64):
+    for _ in range(n):
+        put(payload)
+        get()
 loop()
 """,
     ),

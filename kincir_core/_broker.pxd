@@ -187,6 +187,8 @@ cdef class PublisherCore:
     cdef readonly BrokerKernel broker
     cdef uint64_t published           # messages of the publishes the broker accepted
     cdef uint64_t refused             # messages of the publishes it refused (an error raised)
+    cdef str last_name                # the topic of the last publish, and its log
+    cdef TopicLog last_log
     cdef object _log_of(self, object topic, Py_ssize_t count)
     cdef object _append(self, TopicLog log, Slot* batch, Py_ssize_t count)
     cdef object _offer(self, object topic, object messages, object payload, object metadata,

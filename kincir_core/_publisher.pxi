@@ -129,13 +129,21 @@ cdef class PublisherCore:
         """The topic's log, None while the topic does not exist (the name checked); raises
         BrokerShutdown, counting the ``count`` messages refused, once the broker stopped."""
         cdef BrokerKernel broker = self.broker
-        cdef object log
+        cdef object log = self.last_log
         if broker._state != RUNNING:
             self.refused += count
             raise BrokerShutdown()
+        # a loop publishes to one topic: the same name object finds the log it found last
+        # time, without hashing into the topic table, for as long as the topic lives (a
+        # deleted log is closed before it leaves the table; append checks again, locked)
+        if topic is self.last_name and log is not None and not (<TopicLog>log).closed:
+            return log
         log = broker._topics.get(topic) if type(topic) is str else None
         if log is None:
             validate_topic_name(topic)
+        else:
+            self.last_name = topic
+            self.last_log = log
         return log
 
     cdef object _append(self, TopicLog log, Slot* batch, Py_ssize_t count):

@@ -228,6 +228,9 @@ class FakePublisher:
     async def publish(self, topic: str, messages: list[Any]) -> None:
         await self.inner.publish(topic, messages)
 
+    async def send(self, topic: str, payload: Any) -> None:
+        await self.inner.send(topic, payload)
+
 
 class FakeSubscriber:
     inner_type: Any = InMemorySubscriber

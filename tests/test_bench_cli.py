@@ -326,7 +326,16 @@ def test_w1o_refuses_a_payload_that_was_copied(monkeypatch: pytest.MonkeyPatch) 
     sizes = harness.Sizes().scaled(0.0002)
     assert w1.kincir_objects(sizes).raw["messages"] == sizes.w1_messages
     # an engine that copied payloads would pass W1o off as moving objects by reference
-    monkeypatch.setattr(w1, "Message", lambda payload: kincir.Message(dict(payload)))
+    real_setup = w1.fast_setup
+
+    def copying_setup() -> Any:
+        broker, subs, pub = real_setup()
+        copying = types.SimpleNamespace(
+            send_nowait=lambda topic, payload: pub.send_nowait(topic, dict(payload))
+        )
+        return broker, subs, copying
+
+    monkeypatch.setattr(w1, "fast_setup", copying_setup)
     with pytest.raises(bench.BenchError, match="copied"):
         w1.kincir_objects(sizes)
 

@@ -19,6 +19,9 @@ pub.publish_nowait("orders", {"id": 1})  # E: type "dict[str, int]"; expected "l
 pub.publish_sync("orders", b"x")  # E: type "bytes"; expected "list[Any] | tuple[Any, ...]"
 pub.publish_sync("orders", [b"x"], timeout="1s")  # E: Argument "timeout" to "publish_sync"
 pub.publish_now("orders", [b"x"])  # E: "InMemoryPublisher" has no attribute "publish_now"
+pub.send_nowait("orders", b"x", {"k": "v"})  # E: Too many positional arguments for "send_nowait"
+pub.send_nowait("orders", b"x", metadata={"k": 1})  # E: Dict entry 0 has incompatible type
+pub.send_sync("orders", b"x", timeout="1s")  # E: Argument "timeout" to "send_sync"
 sub.recieve_sync()  # E: "InMemorySubscriber" has no attribute "recieve_sync"
 sub.receive_batch_sync()  # E: Missing positional argument "max_messages"
 

@@ -18,8 +18,9 @@ from kincir.memory import (
 
 async def produce(publisher: Publisher, count: int) -> None:
     """Any Publisher will do: a producer needs nothing more than the protocol."""
-    for n in range(count):
+    for n in range(count - 1):
         await publisher.publish("orders", [Message.new(f"order {n}".encode())])
+    await publisher.send("orders", f"order {count - 1}".encode(), metadata={"last": "yes"})
 
 
 async def consume(subscriber: Subscriber, count: int) -> list[bytes]:

@@ -61,10 +61,15 @@ def main() -> None:
         assert maybe is not None and maybe.payload == b"so are messages"
         assert subscriber.try_receive() is None
 
+        publisher.send_nowait("events", {"one": "message"}, metadata={"k": "v"})
+        publisher.send_sync("events", b"waits for room", timeout=1.0)
+        sent = subscriber.try_receive_batch(10)
+        assert [m.payload for m in sent] == [{"one": "message"}, b"waits for room"]
+
         publisher.publish_sync("events", [b"%d" % n for n in range(5)], timeout=1.0)
         batch = subscriber.receive_batch_sync(100, timeout=1.0)
         assert_type(batch, list[Message])
-        assert [m.sequence for m in batch] == [3, 4, 5, 6, 7]
+        assert [m.sequence for m in batch] == [5, 6, 7, 8, 9]
         assert_type(subscriber.try_receive_batch(10), list[Message])
 
         # a consumer group: each message goes to exactly one member
@@ -93,7 +98,7 @@ def main() -> None:
         assert_type(publisher.stats(), PublisherStats)
         assert_type(publisher.stats().published, int)
         assert_type(subscriber.stats(), SubscriberStats)
-        assert subscriber.stats().received == 7
+        assert subscriber.stats().received == 9
 
         # errors are exceptions with typed fields
         small = broker.configure_topic("small", overflow="error", max_queue_size=1)

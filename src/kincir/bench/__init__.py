@@ -10,13 +10,14 @@ repetitions is reported, and every repetition's raw numbers go to ``--json``.
 
 Payloads are 64 bytes, except in W1o, W3o and W5o: there each message carries its own 4-key dict
 (``{"id": i, "sku": "A-1", "qty": 3, "price": 9.5}``), the dicts built before the clock starts
-and the baselines putting the very same dicts. Per-message workloads build a ``Message`` per
-send, as a user would; the queue baselines put the bare payload. Brokers use
+and the baselines putting the very same dicts. Per-message workloads send one payload per call
+(``send_nowait(topic, p)`` / ``await send(topic, p)``), as a user's loop would; the queue
+baselines put the bare payload. Brokers use
 ``InMemoryConfig.high_performance()`` (unbounded, no ordering metadata, no stats) except where a
 workload says otherwise.
 
 =========  ==================================================================================
-W1         one thread: ``publish_nowait(topic, [Message(p)])`` x N, then ``try_receive()`` x N;
+W1         one thread: ``send_nowait(topic, p)`` x N, then ``try_receive()`` x N;
            vs ``queue.SimpleQueue`` put x N, get x N
 W1o        W1 with a dict per message; vs SimpleQueue and ``queue.Queue``, and vs W1's kincir
            side run in the same repetitions (the /bytes row: dict rate / bytes rate)
@@ -24,7 +25,7 @@ W2         one thread: batches of 100 raw payloads, ``publish_nowait(topic, batc
            ``try_receive_batch(100)`` per batch (a reader that keeps up); W2/backlog publishes
            every batch before reading the first (N messages held at once); vs SimpleQueue
            put/get per message
-W3         producer thread -> consumer thread (``publish_nowait`` a Message per send /
+W3         producer thread -> consumer thread (``send_nowait`` /
            ``receive_sync``), timed until the consumer has N; vs SimpleQueue and
            ``queue.Queue`` (and ``janus`` when installed)
 W3o        W3 with a dict per message; vs SimpleQueue and ``queue.Queue`` (no janus), and vs W3's
@@ -32,7 +33,7 @@ W3o        W3 with a dict per message; vs SimpleQueue and ``queue.Queue`` (no ja
 W4         one publisher, 8 subscribers, one thread: publish N, then each subscriber drains with
            ``try_receive_batch``; deliveries/s vs 8 SimpleQueues. Also the cost of one publish
            with 64 subscribers against 1 subscriber
-W5         asyncio producer task -> consumer task (``await publish`` / ``await receive()``); vs
+W5         asyncio producer task -> consumer task (``await send`` / ``await receive()``); vs
            ``asyncio.Queue``
 W5o        W5 with a dict per message; vs ``asyncio.Queue``, and vs W5's kincir side in the same
            repetitions

@@ -12,7 +12,7 @@ B1         asyncio producer -> subscriber: batches of 100 payloads (``await publ
 B2         fan-out to 4 plain subscribers (same producer); deliveries/s (4 x N)
 B3         ack group of 2 members: ``receive_with_ack`` + ``ack`` until N are acked, the producer
            running alongside (``InMemoryAckSubscriber(broker, group)`` in memory); msg/s
-B4         round trip latency: ping-pong between two topics (a Message per publish, ``await
+B4         round trip latency: ping-pong between two topics (``await send`` and ``await
            receive()`` on each side); median microseconds per round trip
 =========  ==================================================================================
 

@@ -13,8 +13,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import ModuleType
 from typing import Any
 
-from kincir import Message
-
 from .harness import (
     PAYLOAD,
     STUCK_AFTER,
@@ -227,25 +225,26 @@ async def ping_pong_tasks(
     pong_topic: str,
 ) -> list[int]:
     """Two tasks: ``pong`` answers each message on ``ping_topic`` with one on ``pong_topic``, while
-    ``ping`` times ``trips`` round trips (a ``Message`` per publish); the times in nanoseconds."""
+    ``ping`` times ``trips`` round trips (a one-message ``send`` each way); the times in
+    nanoseconds."""
 
     async def pong() -> None:
         receive = ping_sub.receive
-        publish = pong_pub.publish
+        send = pong_pub.send
         payload = PAYLOAD
         for _ in range(trips):
             await receive()
-            await publish(pong_topic, [Message(payload)])
+            await send(pong_topic, payload)
 
     async def ping() -> list[int]:
         receive = pong_sub.receive
-        publish = ping_pub.publish
+        send = ping_pub.send
         payload = PAYLOAD
         now = clock
         times = [0] * trips
         for i in range(trips):
             started = now()
-            await publish(ping_topic, [Message(payload)])
+            await send(ping_topic, payload)
             await receive()
             times[i] = now() - started
         return times
@@ -254,11 +253,11 @@ async def ping_pong_tasks(
     return list(times)
 
 
-def publish_messages(publish: Callable[[str, list[Message]], object], n: int) -> None:
-    """The producer of the threaded workloads: ``n`` publishes to TOPIC, a ``Message`` each."""
+def send_messages(send: Callable[[str, bytes], object], n: int) -> None:
+    """The producer of the threaded workloads: ``n`` one-message sends to TOPIC."""
     payload = PAYLOAD
     for _ in range(n):
-        publish(TOPIC, [Message(payload)])
+        send(TOPIC, payload)
 
 
 def put_payloads(put: Callable[[bytes], object], n: int) -> None:
@@ -268,10 +267,10 @@ def put_payloads(put: Callable[[bytes], object], n: int) -> None:
         put(payload)
 
 
-def publish_each(publish: Callable[[str, list[Message]], object], payloads: list[Order]) -> None:
-    """The object workloads' threaded producer: a publish to TOPIC per dict, a ``Message`` each."""
+def send_each(send: Callable[[str, Order], object], payloads: list[Order]) -> None:
+    """The object workloads' threaded producer: a one-message send to TOPIC per dict."""
     for payload in payloads:
-        publish(TOPIC, [Message(payload)])
+        send(TOPIC, payload)
 
 
 def put_each(put: Callable[[Order], object], payloads: list[Order]) -> None:

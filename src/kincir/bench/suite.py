@@ -198,17 +198,13 @@ _MANY, _ONE = f"{w4.FANOUT_MANY} subs", "1 sub"
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "W1",
-        "one thread, a Message per publish",
+        "one thread, a send per message",
         (one("kincir", w1.kincir_messages), one("SimpleQueue", w1.simple_queue)),
-        (
-            Compare(
-                "W1", "1 thread, a Message per publish", "kincir", "SimpleQueue", "msg/s", _SLOWER
-            ),
-        ),
+        (Compare("W1", "1 thread, a send per message", "kincir", "SimpleQueue", "msg/s", _SLOWER),),
     ),
     Workload(
         "W1o",
-        "one thread, a dict per Message",
+        "one thread, a dict per message",
         (
             one("kincir", w1.kincir_objects),
             one("kincir bytes", w1.kincir_messages),
@@ -216,10 +212,10 @@ WORKLOADS: tuple[Workload, ...] = (
             one("queue.Queue", w1.stdlib_objects(queue.Queue)),
         ),
         (
-            Compare("W1o", "1 thread, a dict per Message", "kincir", "SimpleQueue", "msg/s"),
+            Compare("W1o", "1 thread, a dict per message", "kincir", "SimpleQueue", "msg/s"),
             Compare(
                 "W1o/Queue",
-                "1 thread, a dict per Message",
+                "1 thread, a dict per message",
                 "kincir",
                 "queue.Queue",
                 "msg/s",
@@ -278,7 +274,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "W3o",
-        "producer thread -> consumer thread, a dict per Message",
+        "producer thread -> consumer thread, a dict per message",
         (
             one("kincir", w3.kincir_objects),
             one("kincir bytes", w3.kincir_messages),
@@ -333,7 +329,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "W5o",
-        "asyncio producer task -> consumer task, a dict per Message",
+        "asyncio producer task -> consumer task, a dict per message",
         (
             one("kincir", w5.kincir_objects),
             one("kincir bytes", w5.kincir_messages),

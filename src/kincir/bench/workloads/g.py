@@ -7,7 +7,7 @@ from typing import Any
 
 from kincir.memory import InMemoryAckSubscriber, InMemoryPublisher, InMemorySubscriber
 
-from ..drive import publish_messages, put_payloads, run_threads
+from ..drive import put_payloads, run_threads, send_messages
 from ..harness import TOPIC, Sample, Sizes, check, fast_broker, throughput
 
 WORKERS = 4
@@ -31,7 +31,7 @@ def kincir_group(acking: bool) -> Callable[[Sizes], Sample]:
         counts = [0] * WORKERS
 
         def produce() -> None:
-            publish_messages(pub.publish_nowait, n)
+            send_messages(pub.send_nowait, n)
             broker.shutdown()  # members drain what is left, then their loops end
 
         def work(i: int) -> Callable[[], None]:

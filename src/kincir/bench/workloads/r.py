@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from kincir import AckStrategy, Router
 from kincir.memory import InMemoryPublisher
 
-from ..drive import call_times, publish_messages, put_payloads, thread_pair
+from ..drive import call_times, put_payloads, send_messages, thread_pair
 from ..harness import STUCK_AFTER, TOPIC, Sample, Sizes, check, fast_broker, subscriber, throughput
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ def _kincir_run(sizes: Sizes, workers: int, options: dict[str, Any]) -> Sample:
     pub = InMemoryPublisher(broker)
 
     def produce() -> None:
-        publish_messages(pub.publish_nowait, n)
+        send_messages(pub.send_nowait, n)
 
     def consume() -> None:
         receive = out.receive_sync

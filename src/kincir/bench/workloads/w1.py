@@ -1,4 +1,4 @@
-"""W1: one thread, a Message per publish, vs ``queue.SimpleQueue`` put x N, get x N.
+"""W1: one thread, a one-message send per payload, vs ``queue.SimpleQueue`` put x N, get x N.
 
 W1o: the same with a distinct dict per message (``harness.orders``), vs ``SimpleQueue`` and
 ``queue.Queue`` putting the same dicts.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable
-
-from kincir import Message
 
 from ..harness import (
     PAYLOAD,
@@ -28,13 +26,13 @@ from ..harness import (
 def kincir_messages(sizes: Sizes) -> Sample:
     n = sizes.w1_messages
     broker, (sub,), pub = fast_setup()
-    publish = pub.publish_nowait
+    send = pub.send_nowait
     receive = sub.try_receive
     payload = PAYLOAD
     msg = None
     started = clock()
     for _ in range(n):
-        publish(TOPIC, [Message(payload)])
+        send(TOPIC, payload)
     for _ in range(n):
         msg = receive()
     elapsed = clock() - started
@@ -66,12 +64,12 @@ def kincir_objects(sizes: Sizes) -> Sample:
     n = sizes.w1_messages
     payloads = orders(n)
     broker, (sub,), pub = fast_setup()
-    publish = pub.publish_nowait
+    send = pub.send_nowait
     receive = sub.try_receive
     msg = None
     started = clock()
     for payload in payloads:
-        publish(TOPIC, [Message(payload)])
+        send(TOPIC, payload)
     for _ in range(n):
         msg = receive()
     elapsed = clock() - started

@@ -13,10 +13,10 @@ from ..drive import (
     call_times,
     close_janus,
     load_janus,
-    publish_each,
-    publish_messages,
     put_each,
     put_payloads,
+    send_each,
+    send_messages,
     thread_pair,
 )
 from ..harness import STUCK_AFTER, Order, Sample, Sizes, check, fast_setup, orders, throughput
@@ -27,7 +27,7 @@ def kincir_messages(sizes: Sizes) -> Sample:
     broker, (sub,), pub = fast_setup()
 
     def produce() -> None:
-        publish_messages(pub.publish_nowait, n)
+        send_messages(pub.send_nowait, n)
 
     def consume() -> None:
         call_times(sub.receive_sync, n)
@@ -63,7 +63,7 @@ def kincir_objects(sizes: Sizes) -> Sample:
     broker, (sub,), pub = fast_setup()
 
     def produce() -> None:
-        publish_each(pub.publish_nowait, payloads)
+        send_each(pub.send_nowait, payloads)
 
     def consume() -> None:
         call_times(sub.receive_sync, n)

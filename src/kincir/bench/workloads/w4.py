@@ -5,8 +5,6 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 
-from kincir import Message
-
 from ..harness import PAYLOAD, TOPIC, Sample, Sizes, check, clock, cost, fast_setup, throughput
 
 #: Subscribers in W4's fan-out throughput, and the two counts its publish-cost rows compare.
@@ -19,12 +17,12 @@ DRAIN_BATCH = 1000
 def kincir_fanout(sizes: Sizes) -> Sample:
     n = sizes.w4_messages
     broker, subs, pub = fast_setup(TOPIC, FANOUT)
-    publish = pub.publish_nowait
+    send = pub.send_nowait
     payload = PAYLOAD
     counts = []
     started = clock()
     for _ in range(n):
-        publish(TOPIC, [Message(payload)])
+        send(TOPIC, payload)
     for sub in subs:
         take = sub.try_receive_batch
         got = 0
@@ -65,11 +63,11 @@ def publish_cost(subscribers: int) -> Callable[[Sizes], Sample]:
     def run(sizes: Sizes) -> Sample:
         n = sizes.w4_publishes
         broker, subs, pub = fast_setup(TOPIC, subscribers)
-        publish = pub.publish_nowait
+        send = pub.send_nowait
         payload = PAYLOAD
         started = clock()
         for _ in range(n):
-            publish(TOPIC, [Message(payload)])
+            send(TOPIC, payload)
         elapsed = clock() - started
         check(subs[-1].try_receive() is not None, "W4: the last subscriber got nothing")
         broker.force_shutdown()

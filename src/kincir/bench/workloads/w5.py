@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from kincir import Message
-
 from ..drive import together
 from ..harness import PAYLOAD, TOPIC, Order, Sample, Sizes, clock, fast_setup, orders, throughput
 
@@ -24,10 +22,10 @@ def kincir_messages(sizes: Sizes) -> Sample:
             return clock()
 
         async def produce() -> None:
-            publish = pub.publish
+            send = pub.send
             payload = PAYLOAD
             for _ in range(n):
-                await publish(TOPIC, [Message(payload)])
+                await send(TOPIC, payload)
 
         started = clock()
         finished, _ = await together(consume(), produce())
@@ -77,9 +75,9 @@ def kincir_objects(sizes: Sizes) -> Sample:
             return clock()
 
         async def produce() -> None:
-            publish = pub.publish
+            send = pub.send
             for payload in payloads:
-                await publish(TOPIC, [Message(payload)])
+                await send(TOPIC, payload)
 
         started = clock()
         finished, _ = await together(consume(), produce())

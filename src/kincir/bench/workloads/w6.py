@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import queue
 
-from kincir import Message
 from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 
 from ..drive import ping_pong_tasks, ping_pong_threads, together
@@ -29,21 +28,21 @@ def kincir_threads(sizes: Sizes) -> Sample:
 
     def pong() -> None:
         receive = ping_sub.receive_sync
-        publish = pong_pub.publish_nowait
+        send = pong_pub.send_nowait
         payload = PAYLOAD
         for _ in range(trips):
             receive()
-            publish(PONG, [Message(payload)])
+            send(PONG, payload)
 
     def ping() -> list[int]:
         receive = pong_sub.receive_sync
-        publish = ping_pub.publish_nowait
+        send = ping_pub.send_nowait
         payload = PAYLOAD
         now = clock
         times = [0] * trips
         for i in range(trips):
             started = now()
-            publish(PING, [Message(payload)])
+            send(PING, payload)
             receive()
             times[i] = now() - started
         return times

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..drive import close_janus, load_janus, publish_messages, put_payloads, thread_to_loop
+from ..drive import close_janus, load_janus, put_payloads, send_messages, thread_to_loop
 from ..harness import PAYLOAD, Sample, Sizes, clock, fast_setup, throughput
 
 
@@ -15,7 +15,7 @@ def kincir_messages(sizes: Sizes) -> Sample:
         broker, (sub,), pub = fast_setup()
 
         def produce() -> None:
-            publish_messages(pub.publish_nowait, n)
+            send_messages(pub.send_nowait, n)
 
         async def consume() -> int:
             receive = sub.receive

@@ -114,6 +114,20 @@ def loop(publish=pub.publish_nowait, take=sub.try_receive_with_ack, ack=sub.ack,
 loop()
 """,
     ),
+    # w1's loop with both calls replaced by C functions that do almost nothing (two arguments,
+    # then none): the floor any engine behind that call pair starts from
+    "floor": (
+        "w1's loop calling operator.is_(t, p) + {}.clear()",
+        """
+import operator, sys
+n = int(sys.argv[1])
+def loop(send=operator.is_, take={}.clear, payload=b"x" * 64):
+    for _ in range(n):
+        send("t", payload)
+        take()
+loop()
+""",
+    ),
     # the baseline of W1, for scale: what the stdlib's cheapest queue costs per message
     "sq": (
         "queue.SimpleQueue put(p) + get()",

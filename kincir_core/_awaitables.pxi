@@ -103,9 +103,9 @@ cdef class PublishOp:
                     return future
                 self.waiter = None
         except BaseException:
-            self.close()
+            self._finish()
             raise
-        self.close()
+        self._finish()
         return None
 
     cdef Py_ssize_t count(self):
@@ -131,10 +131,15 @@ cdef class PublishOp:
         self.close()
         raise _thrown(typ, val, tb)
 
-    def close(self):
+    cdef void _finish(self) noexcept:
+        # a cdef method: _step runs it once per publish, where a Python-level call of close()
+        # would cost more than the publish itself
         self.done = True
         self._stop_waiting()
         self.topic = self.messages = self.payload = self.metadata = None
+
+    def close(self):
+        self._finish()
 
     def __dealloc__(self):
         KINCIR_LIVE(LIVE_PUBLISH_OPS, -1)

@@ -3,29 +3,6 @@
 
 # -- a topic's ring storage (its lock held) -------------------------------------------------
 
-cdef extern from *:
-    """
-    #if defined(__linux__)
-    #include <sys/mman.h>
-    #endif
-    /* Ask Linux to back a large ring with 2 MiB pages (transparent huge pages, when the system
-       allows them on request): a ring of a million slots is 48 MiB, and in 4 KiB pages each
-       first write to a page is a page fault. Elsewhere, or where refused, nothing changes. */
-    static void kincir_advise_huge(void *start, size_t bytes) {
-    #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        /* the whole pages the ring spans: advising part of the allocator's mapping would split
-           it, and the next realloc could no longer move it with mremap (it would copy) */
-        const uintptr_t page = 4096;
-        uintptr_t from = (uintptr_t)start & ~(page - 1);
-        uintptr_t to = ((uintptr_t)start + bytes + page - 1) & ~(page - 1);
-        (void)madvise((void *)from, to - from, MADV_HUGEPAGE);
-    #else
-        (void)start; (void)bytes;
-    #endif
-    }
-    """
-    void kincir_advise_huge(void* start, size_t bytes) noexcept nogil
-
 cdef void _ring_shrink(TopicLog log, uint64_t size) noexcept nogil:
     """Move the held slots into a smaller ring; without memory, keep the larger one."""
     cdef Slot* ring = <Slot*>calloc(size, sizeof(Slot))
@@ -59,8 +36,6 @@ cdef int _ring_grow(TopicLog log, uint64_t size) noexcept nogil:
     if ring == NULL:
         return -1
     log.ring = ring  # larger, still consistent under the old mask
-    if size * sizeof(Slot) >= (<size_t>4 << 20):
-        kincir_advise_huge(ring, size * sizeof(Slot))
     if stamps != NULL:
         stamps = <double*>realloc(stamps, size * sizeof(double))
         if stamps == NULL:

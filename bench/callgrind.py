@@ -60,6 +60,56 @@ def loop(publish=pub.publish_nowait, take=sub.try_receive,
 loop()
 """,
     ),
+    # w1 read by a member of a consumer group of 4: the difference per message is what the group
+    # receive path costs over a plain reader's
+    "g": (
+        "publish_nowait(t, [Message(p)]) + try_receive() of a group member",
+        """
+import sys
+from kincir import Message
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub = InMemoryPublisher(broker)
+members = [InMemorySubscriber(broker, group="g") for _ in range(4)]
+for member in members:
+    member.subscribe("t")
+def loop(publish=pub.publish_nowait, take=members[0].try_receive, payload=b"x" * 64):
+    for _ in range(n):
+        publish("t", [Message(payload)])
+        take()
+loop()
+""",
+    ),
+    # G's shape: a producer thread, 4 member threads blocked in receive_sync (the wake-ups and
+    # waits included; valgrind runs one thread at a time, so the counts vary a little)
+    "gt": (
+        "producer thread -> group of 4 threads in receive_sync",
+        """
+import sys, threading
+from kincir import Message
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub = InMemoryPublisher(broker)
+members = [InMemorySubscriber(broker, group="g") for _ in range(4)]
+for member in members:
+    member.subscribe("t")
+def produce(publish=pub.publish_nowait, payload=b"x" * 64):
+    for _ in range(n):
+        publish("t", [Message(payload)])
+    broker.shutdown()
+def work(member):
+    for _ in member:
+        pass
+threads = [threading.Thread(target=produce)] + [
+    threading.Thread(target=work, args=(m,)) for m in members]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+""",
+    ),
     "w5": (
         "asyncio producer task -> consumer task",
         """
@@ -78,6 +128,39 @@ async def main():
             await sub.receive()
     await asyncio.gather(produce(), consume())
 asyncio.run(main())
+""",
+    ),
+    # W6's thread side: every receive blocks and is woken, so this counts the wait and wake path
+    # (valgrind runs one thread at a time: the counts vary a little)
+    "w6": (
+        "ping-pong: two threads, publish_nowait + receive_sync each",
+        """
+import sys, threading
+from kincir import Message
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pings, pongs = InMemorySubscriber(broker), InMemorySubscriber(broker)
+pings.subscribe("ping")
+pongs.subscribe("pong")
+def side(receive, publish, topic, first, payload=b"x" * 64):
+    if first:
+        publish(topic, [Message(payload)])
+    for _ in range(n - 1 if first else n):
+        receive()
+        publish(topic, [Message(payload)])
+    if first:
+        receive()
+threads = [
+    threading.Thread(target=side, args=(
+        pongs.receive_sync, InMemoryPublisher(broker).publish_nowait, "ping", True)),
+    threading.Thread(target=side, args=(
+        pings.receive_sync, InMemoryPublisher(broker).publish_nowait, "pong", False)),
+]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 """,
     ),
     "ack": (

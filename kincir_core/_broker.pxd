@@ -55,6 +55,8 @@ cdef struct Slot:
     int64_t enqueued_at   # Unix milliseconds
 
 cdef class Waiter:
+    # the messages its receive takes at most: what it covers when a group's line wakes it
+    cdef Py_ssize_t want
     cdef void wake(self) noexcept
 
 
@@ -91,9 +93,8 @@ cdef class Cursor:
     cdef uint64_t lagged
     cdef readonly bint attached
     cdef list waiters                 # a group's members waiting in line (None: not a group)
-    # the first in line was woken and has not come back yet: the next publish must not count on
-    # it (it may never run: a blocked or stopped event loop), so it wakes the whole line
-    cdef bint line_woken
+    cdef list called                  # members the line woke that have not come back, in order
+    cdef Py_ssize_t covered           # the messages those will take (their wants, summed)
     # set by keep() before an acknowledging reader detaches: the sequences it delivered and has
     # not settled (ascending, malloc'd), all below kept_end. NULL: not told.
     cdef uint64_t* kept
@@ -128,6 +129,7 @@ cdef class TopicLog:
     cdef Py_ssize_t at_tail
     cdef list waiters
     cdef Py_ssize_t lined             # cursors whose line of waiting group members is not empty
+    cdef uint64_t wakes               # receives it woke (a gauge: waiter_count's twin)
     cdef list room_waiters            # publishers blocked until the topic has room
     cdef bint room_freed              # slots were released while room_waiters was non-empty
     cdef uint64_t published
@@ -216,6 +218,7 @@ cdef class SubscriberKernel:
     cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)
     cdef tuple _register(self, Waiter waiter)
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1
+    cdef bint _any_pending(self, tuple cursors) except -1
 
 
 cpdef int leave(Cursor cursor) except -1

@@ -92,12 +92,18 @@ cdef class SubscriberKernel:
         TopicClosed once every topic read has ended, NotSubscribed without a subscription."""
         self._nothing()
 
-    def _wait_ready(self, timeout, ready):
+    def _wait_ready(self, timeout, ready, take=None):
         """Block until a subscribed topic has something unread, ``ready()`` is true, or the
-        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
+        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken.
+
+        With ``take``, returns what ``take()`` returns once woken instead (None after the
+        timeout): it runs before the wait ends, so a group member whose wake brought it a
+        message does not pass the wake on to the next member first.
+        """
         cdef double seconds = _check_timeout_c(timeout)
         cdef SyncWaiter waiter
         cdef tuple cursors
+        cdef bint woken = True
         kincir_mutex_lock(&self.lock)
         waiter = self.spare_waiter  # reused, as in _receive_blocking
         self.spare_waiter = None
@@ -105,33 +111,38 @@ cdef class SubscriberKernel:
         if waiter is None:
             waiter = SyncWaiter()
         waiter.rearm()
+        waiter.want = 1
         cursors = self._register(waiter)
         try:
-            for cursor in cursors:
-                if (<Cursor>cursor).pending_now():
-                    return True
-            if ready():
-                return True
-            return bool(waiter.wait(-1.0 if seconds < 0 else _monotonic() + seconds))
+            if not self._any_pending(cursors) and not ready():
+                woken = waiter.wait(-1.0 if seconds < 0 else _monotonic() + seconds)
+            if take is None:
+                return woken
+            return take() if woken else None
         finally:
             self._unregister(waiter, cursors)
             self.spare_waiter = waiter
 
-    async def _wait_ready_async(self, ready):
-        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+    async def _wait_ready_async(self, ready, take=None):
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``):
+        returns None, or what ``take()`` returns once woken."""
         cdef object loop = _get_running_loop()
         cdef object future = loop.create_future()
         cdef AsyncWaiter waiter = AsyncWaiter(loop, future)
         cdef tuple cursors = self._register(waiter)
         try:
-            for cursor in cursors:
-                if (<Cursor>cursor).pending_now():
-                    return
-            if ready():
-                return
-            await future
+            if not self._any_pending(cursors) and not ready():
+                await future
+            return None if take is None else take()
         finally:
             self._unregister(waiter, cursors)
+
+    cdef bint _any_pending(self, tuple cursors) except -1:
+        cdef object cursor
+        for cursor in cursors:
+            if (<Cursor>cursor).pending_now():
+                return True
+        return False
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -263,6 +274,7 @@ cdef class SubscriberKernel:
         try:
             while True:
                 waiter.rearm()
+                waiter.want = limit
                 cursors = self._register(waiter)
                 try:
                     got = self._take_many(limit)
@@ -311,6 +323,7 @@ cdef class SubscriberKernel:
         while True:
             future = loop.create_future()
             waiter = AsyncWaiter(loop, future)
+            waiter.want = limit if limit else 1
             cursors = self._register(waiter)
             try:
                 got = self._take_one() if limit == 0 else self._take_many(limit)

@@ -18,6 +18,7 @@ cdef class SyncWaiter(Waiter):
         if self.sem == NULL:
             raise MemoryError("cannot allocate a lock")
         PyThread_acquire_lock(self.sem, 1)
+        self.want = 1
         KINCIR_LIVE(LIVE_SYNC_WAITERS, 1)
 
     def __dealloc__(self):
@@ -74,6 +75,7 @@ cdef class AsyncWaiter(Waiter):
         self.loop = loop
         self.future = future
         self.thread = PyThread_get_thread_ident()
+        self.want = 1
         KINCIR_LIVE(LIVE_ASYNC_WAITERS, 1)
 
     def __dealloc__(self):

@@ -482,3 +482,45 @@ def test_member_threads_are_woken_once_per_message(k):
     pub.publish_nowait("t", [b"4"])
     assert sorted(w.join().payload for w in workers) == [b"1", b"2", b"3", b"4"]
     assert wakes(broker, "t") - before == 4
+
+
+def test_an_acking_member_takes_its_message_before_passing_the_wake_on(k):
+    # The woken member takes the message before it leaves the line: the next member in line is
+    # not woken for a message already taken.
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = [k.ack_subscriber(broker, "t", group="g") for _ in range(3)]
+    workers = [k.spawn(m.receive_with_ack_sync, timeout=5.0) for m in members]
+    deadline = time.monotonic() + 5.0
+    while waiting(broker, "t") < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    before = wakes(broker, "t")
+    pub.publish_nowait("t", [b"1"])
+    while sum(w.is_alive() for w in workers) > 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert wakes(broker, "t") - before == 1
+    pub.publish_nowait("t", [b"2", b"3"])
+    assert sorted(w.join()[0].payload for w in workers) == [b"1", b"2", b"3"]
+    assert wakes(broker, "t") - before == 3
+
+
+def test_an_awaiting_acking_member_takes_its_message_before_passing_the_wake_on(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = [k.ack_subscriber(broker, "t", group="g") for _ in range(3)]
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(m.receive_with_ack()) for m in members]
+        while waiting(broker, "t") < 3:
+            await asyncio.sleep(0)
+        before = wakes(broker, "t")
+        pub.publish_nowait("t", [b"1"])
+        done, pending = await asyncio.wait(tasks, timeout=0.2)
+        assert [t.result()[0].payload for t in done] == [b"1"]
+        assert wakes(broker, "t") - before == 1
+        assert waiting(broker, "t") == 2
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    k.run(scenario())

@@ -64,6 +64,7 @@ cdef class Waiter:
 cdef class SyncWaiter(Waiter):
     cdef PyThread_type_lock sem
     cdef bint woken
+    cdef bint consumed                # a wait took the wake: nothing for rearm to swallow
     cdef void rearm(self) noexcept
     cdef int wait(self, double deadline) except -1
 
@@ -215,7 +216,7 @@ cdef class SubscriberKernel:
     cdef inline Message _take_one(self)
     cdef Message _take_round_robin(self, tuple cursors, Py_ssize_t count)
     cdef list _take_many(self, Py_ssize_t limit)
-    cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)
+    cdef object _receive_blocking(self, Py_ssize_t limit, object timeout)
     cdef tuple _register(self, Waiter waiter)
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1
     cdef bint _any_pending(self, tuple cursors) except -1

@@ -233,14 +233,17 @@ cdef class SubscriberKernel:
         return cursors
 
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
+        cdef Py_ssize_t i
+        cdef list waiting = self.waiting
         for cursor in cursors:
             _remove_waiter((<Cursor>cursor).log, waiter, <Cursor>cursor)
         if self.broker.shutdown_waiters:
             self.broker.remove_shutdown_waiter(waiter)
-        try:
-            self.waiting.remove(waiter)
-        except ValueError:
-            pass
+        # a scan, not list.remove: that method call costs more than the rest of the unregister
+        for i in range(len(waiting) - 1, -1, -1):
+            if waiting[i] is waiter:
+                del waiting[i]
+                break
         return 0
 
     cdef void _subscriptions_changed(self) noexcept:
@@ -248,20 +251,20 @@ cdef class SubscriberKernel:
         self._refresh()
         _wake_all(list(self.waiting))
 
-    cdef list _receive_blocking(self, Py_ssize_t limit, object timeout):
+    cdef object _receive_blocking(self, Py_ssize_t limit, object timeout):
+        """Wait for messages: with ``limit`` 0, the next one, which the caller just failed to
+        take (nothing is tried before registering, and no list is made); else a list of up to
+        ``limit``."""
         cdef double seconds = _check_timeout_c(timeout)
         cdef double deadline = -1.0
-        cdef list got = self._take_many(limit) if limit > 1 else None
-        cdef Message one
+        cdef object got
         cdef SyncWaiter waiter
         cdef tuple cursors
         cdef int woken
-        if limit == 1:
-            one = self._take_one()
-            if one is not None:
-                return [one]
-        elif got:
-            return got
+        if limit:
+            got = self._take_many(limit)
+            if got:
+                return got
         if seconds >= 0:
             deadline = _monotonic() + seconds
         # reuse the subscriber's waiter: allocating an OS lock per wait costs more than the wait
@@ -274,15 +277,16 @@ cdef class SubscriberKernel:
         try:
             while True:
                 waiter.rearm()
-                waiter.want = limit
+                waiter.want = limit if limit else 1
                 cursors = self._register(waiter)
                 try:
-                    got = self._take_many(limit)
-                    if got:
+                    got = self._take_one() if limit == 0 else self._take_many(limit) or None
+                    if got is not None:
                         return got
                     woken = waiter.wait(deadline)
-                    got = self._take_many(limit)  # before unregistering: a member hands on after
-                    if got:
+                    # before unregistering: a member hands on after
+                    got = self._take_one() if limit == 0 else self._take_many(limit) or None
+                    if got is not None:
                         return got
                 finally:
                     self._unregister(waiter, cursors)
@@ -344,7 +348,7 @@ cdef class SubscriberKernel:
         cdef Message got = self._take_one()
         if got is not None:
             return got
-        return self._receive_blocking(1, timeout)[0]
+        return self._receive_blocking(0, timeout)
 
     def receive_batch_sync(self, max_messages, timeout=None):
         """Block until at least one message is ready, then return up to ``max_messages``

@@ -30,8 +30,10 @@ cdef class SyncWaiter(Waiter):
 
     cdef void rearm(self) noexcept:
         """Make a used waiter ready to wait again (subscribers reuse theirs)."""
-        PyThread_acquire_lock(self.sem, 0)  # swallow a wake that came after the last wait
+        if self.woken and not self.consumed:
+            PyThread_acquire_lock(self.sem, 0)  # swallow a wake that came after the last wait
         self.woken = False
+        self.consumed = False
 
     cdef void wake(self) noexcept:
         if not self.woken:
@@ -55,6 +57,7 @@ cdef class SyncWaiter(Waiter):
                 status = PyThread_acquire_lock_timed(self.sem, slice_us, 1)
             if status == PY_LOCK_ACQUIRED:
                 self.woken = True
+                self.consumed = True
                 return 1
             PyErr_CheckSignals()
 

@@ -274,6 +274,16 @@ async def all_waiting(broker, readers):
     return tasks
 
 
+def threads_waiting(k, broker, receives):
+    """A thread per call of ``receives`` (each a blocking receive of topic 't'), once every one
+    of them waits."""
+    workers = [k.spawn(receive, timeout=5.0) for receive in receives]
+    deadline = time.monotonic() + 5.0
+    while waiting(broker, "t") < len(workers) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return workers
+
+
 def test_a_publish_wakes_one_group_member_per_message(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
@@ -321,11 +331,7 @@ def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
 def test_sync_members_share_a_batch_by_passing_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = k.members(broker, "t", 3)
-    workers = [k.spawn(m.receive_sync, timeout=2.0) for m in members]
-    deadline = time.monotonic() + 2.0
-    while waiting(broker, "t") < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    workers = threads_waiting(k, broker, [m.receive_sync for m in k.members(broker, "t", 3)])
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert sorted(w.join().payload for w in workers) == [b"1", b"2", b"3"]
 
@@ -468,11 +474,7 @@ def test_a_batch_receive_is_woken_once_for_the_messages_it_takes(k):
 def test_member_threads_are_woken_once_per_message(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = k.members(broker, "t", 4)
-    workers = [k.spawn(m.receive_sync, timeout=5.0) for m in members]
-    deadline = time.monotonic() + 5.0
-    while waiting(broker, "t") < 4 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    workers = threads_waiting(k, broker, [m.receive_sync for m in k.members(broker, "t", 4)])
     before = wakes(broker, "t")
     pub.publish_nowait("t", [b"1"])
     pub.publish_nowait("t", [b"2"])
@@ -490,12 +492,10 @@ def test_an_acking_member_takes_its_message_before_passing_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
     members = [k.ack_subscriber(broker, "t", group="g") for _ in range(3)]
-    workers = [k.spawn(m.receive_with_ack_sync, timeout=5.0) for m in members]
-    deadline = time.monotonic() + 5.0
-    while waiting(broker, "t") < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    workers = threads_waiting(k, broker, [m.receive_with_ack_sync for m in members])
     before = wakes(broker, "t")
     pub.publish_nowait("t", [b"1"])
+    deadline = time.monotonic() + 5.0
     while sum(w.is_alive() for w in workers) > 2 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert wakes(broker, "t") - before == 1

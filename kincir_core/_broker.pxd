@@ -207,6 +207,9 @@ cdef class SubscriberKernel:
     cdef public bint _closed
     cdef public bint _patterned       # has pattern subscriptions: may gain topics later
     cdef kincir_mutex lock
+    # its waiting receives: the first in a slot of its own (one at a time is the common case: a
+    # list it joins and leaves would be grown and shrunk at every wait), any other in the list
+    cdef Waiter waiting_one
     cdef list waiting
     cdef SyncWaiter spare_waiter
     cdef uint64_t received            # messages the receives handed to the caller

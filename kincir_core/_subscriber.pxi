@@ -225,7 +225,10 @@ cdef class SubscriberKernel:
     cdef tuple _register(self, Waiter waiter):
         """Wait on every subscribed topic; returns the cursors to unregister from."""
         cdef tuple cursors = self.cursors
-        self.waiting.append(waiter)
+        if self.waiting_one is None:
+            self.waiting_one = waiter
+        else:
+            self.waiting.append(waiter)
         if self._patterned:  # may have no topic to wake it at shutdown
             self.broker.add_shutdown_waiter(waiter)
         for cursor in cursors:
@@ -239,6 +242,9 @@ cdef class SubscriberKernel:
             _remove_waiter((<Cursor>cursor).log, waiter, <Cursor>cursor)
         if self.broker.shutdown_waiters:
             self.broker.remove_shutdown_waiter(waiter)
+        if self.waiting_one is waiter:
+            self.waiting_one = None
+            return 0
         # a scan, not list.remove: that method call costs more than the rest of the unregister
         for i in range(len(waiting) - 1, -1, -1):
             if waiting[i] is waiter:
@@ -248,7 +254,11 @@ cdef class SubscriberKernel:
 
     cdef void _subscriptions_changed(self) noexcept:
         """Wake this subscriber's waiting receives so they wait on the new set of topics."""
+        cdef Waiter one
         self._refresh()
+        one = self.waiting_one
+        if one is not None:
+            one.wake()
         _wake_all(list(self.waiting))
 
     cdef object _receive_blocking(self, Py_ssize_t limit, object timeout):

@@ -76,6 +76,54 @@ def loop(send=pub.send_nowait, take=sub.try_receive,
 loop()
 """,
     ),
+    # w1 read by a member of a consumer group of 4: the difference per message is what the group
+    # receive path costs over a plain reader's
+    "g": (
+        "send_nowait(t, p) + try_receive() of a group member",
+        """
+import sys
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub = InMemoryPublisher(broker)
+members = [InMemorySubscriber(broker, group="g") for _ in range(4)]
+for member in members:
+    member.subscribe("t")
+def loop(send=pub.send_nowait, take=members[0].try_receive, payload=b"x" * 64):
+    for _ in range(n):
+        send("t", payload)
+        take()
+loop()
+""",
+    ),
+    # G's shape: a producer thread, 4 member threads blocked in receive_sync (the wake-ups and
+    # waits included; valgrind runs one thread at a time, so the counts vary a little)
+    "gt": (
+        "producer thread -> group of 4 threads in receive_sync",
+        """
+import sys, threading
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub = InMemoryPublisher(broker)
+members = [InMemorySubscriber(broker, group="g") for _ in range(4)]
+for member in members:
+    member.subscribe("t")
+def produce(send=pub.send_nowait, payload=b"x" * 64):
+    for _ in range(n):
+        send("t", payload)
+    broker.shutdown()
+def work(member):
+    for _ in member:
+        pass
+threads = [threading.Thread(target=produce)] + [
+    threading.Thread(target=work, args=(m,)) for m in members]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+""",
+    ),
     "w5": (
         "asyncio producer task -> consumer task: await send(t, p) / await receive()",
         """
@@ -95,6 +143,38 @@ async def main():
             await sub.receive()
     await asyncio.gather(produce(), consume())
 asyncio.run(main())
+""",
+    ),
+    # W6's thread side: every receive blocks and is woken, so this counts the wait and wake path
+    # (valgrind runs one thread at a time: the counts vary a little)
+    "w6": (
+        "ping-pong: two threads, send_nowait + receive_sync each",
+        """
+import sys, threading
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pings, pongs = InMemorySubscriber(broker), InMemorySubscriber(broker)
+pings.subscribe("ping")
+pongs.subscribe("pong")
+def side(receive, publish, topic, first, payload=b"x" * 64):
+    if first:
+        publish(topic, payload)
+    for _ in range(n - 1 if first else n):
+        receive()
+        publish(topic, payload)
+    if first:
+        receive()
+threads = [
+    threading.Thread(target=side, args=(
+        pongs.receive_sync, InMemoryPublisher(broker).send_nowait, "ping", True)),
+    threading.Thread(target=side, args=(
+        pings.receive_sync, InMemoryPublisher(broker).send_nowait, "pong", False)),
+]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 """,
     ),
     "ack": (

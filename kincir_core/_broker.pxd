@@ -55,6 +55,8 @@ cdef struct Slot:
     int64_t enqueued_at   # Unix milliseconds
 
 cdef class Waiter:
+    # the messages its receive takes at most: what it covers when a group's line wakes it
+    cdef Py_ssize_t want
     cdef void wake(self) noexcept
 
 
@@ -62,6 +64,7 @@ cdef class Waiter:
 cdef class SyncWaiter(Waiter):
     cdef PyThread_type_lock sem
     cdef bint woken
+    cdef bint consumed                # a wait took the wake: nothing for rearm to swallow
     cdef void rearm(self) noexcept
     cdef int wait(self, double deadline) except -1
 
@@ -91,9 +94,8 @@ cdef class Cursor:
     cdef uint64_t lagged
     cdef readonly bint attached
     cdef list waiters                 # a group's members waiting in line (None: not a group)
-    # the first in line was woken and has not come back yet: the next publish must not count on
-    # it (it may never run: a blocked or stopped event loop), so it wakes the whole line
-    cdef bint line_woken
+    cdef list called                  # members the line woke that have not come back, in order
+    cdef Py_ssize_t covered           # the messages those will take (their wants, summed)
     # set by keep() before an acknowledging reader detaches: the sequences it delivered and has
     # not settled (ascending, malloc'd), all below kept_end. NULL: not told.
     cdef uint64_t* kept
@@ -128,6 +130,7 @@ cdef class TopicLog:
     cdef Py_ssize_t at_tail
     cdef list waiters
     cdef Py_ssize_t lined             # cursors whose line of waiting group members is not empty
+    cdef uint64_t wakes               # receives it woke (a gauge: waiter_count's twin)
     cdef list room_waiters            # publishers blocked until the topic has room
     cdef bint room_freed              # slots were released while room_waiters was non-empty
     cdef uint64_t published
@@ -212,6 +215,9 @@ cdef class SubscriberKernel:
     cdef public bint _closed
     cdef public bint _patterned       # has pattern subscriptions: may gain topics later
     cdef kincir_mutex lock
+    # its waiting receives: the first in a slot of its own (one at a time is the common case: a
+    # list it joins and leaves would be grown and shrunk at every wait), any other in the list
+    cdef Waiter waiting_one
     cdef list waiting
     cdef SyncWaiter spare_waiter
     cdef uint64_t received            # messages the receives handed to the caller
@@ -221,9 +227,10 @@ cdef class SubscriberKernel:
     cdef inline Message _take_one(self)
     cdef Message _take_round_robin(self, tuple cursors, Py_ssize_t count)
     cdef list _take_many(self, Py_ssize_t limit)
-    cdef list _receive_blocking(self, Py_ssize_t limit, object timeout)
+    cdef object _receive_blocking(self, Py_ssize_t limit, object timeout)
     cdef tuple _register(self, Waiter waiter)
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1
+    cdef bint _any_pending(self, tuple cursors) except -1
 
 
 cpdef int leave(Cursor cursor) except -1

@@ -14,12 +14,14 @@
 # are part of the public typing surface (tests/typing) and stay as they are.
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ._message import Message
 from ._rows import CursorCounts, TopicRow
 
 MESSAGE_OVERHEAD: int
+
+_T = TypeVar("_T")
 
 def monotonic() -> float:
     """The engine's monotonic clock, in seconds (TTL and ack deadlines are measured on it)."""
@@ -223,6 +225,10 @@ class TopicLog:
     def waiter_count(self) -> int:
         """Receives waiting on this topic now (tests and debugging)."""
 
+    def wake_count(self) -> int:
+        """Waiting receives this topic woke so far: its publishes' plain readers, and every
+        group member a line woke (tests and debugging)."""
+
     def snapshot(self) -> TopicRow:
         """One consistent read of the topic's gauges and counters."""
 
@@ -334,13 +340,26 @@ class SubscriberKernel:
         """Raise what a receive with nothing ready raises: BrokerShutdown once drained,
         NotSubscribed without a subscription (or once closed); else return."""
 
-    def _wait_ready(self, timeout: float | None, ready: Callable[[], bool]) -> bool:
+    @overload
+    def _wait_ready(
+        self, timeout: float | None, ready: Callable[[], bool], take: Callable[[], _T]
+    ) -> _T | None: ...
+    @overload
+    def _wait_ready(
+        self, timeout: float | None, ready: Callable[[], bool], take: None = None
+    ) -> bool:
         """Block until a subscribed topic has something unread, ``ready()`` is true, or the
         subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken.
-        ``ready`` is called after the waiter is registered, so no wake-up is missed."""
+        ``ready`` is called after the waiter is registered, so no wake-up is missed. With
+        ``take``, returns what ``take()`` returns once woken (None after the timeout): it runs
+        before the wait ends, so a group member that takes a message does not pass its wake on
+        first."""
 
-    async def _wait_ready_async(self, ready: Callable[[], bool]) -> None:
-        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+    async def _wait_ready_async(
+        self, ready: Callable[[], bool], take: Callable[[], _T] | None = None
+    ) -> _T | None:
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``):
+        None, or what ``take()`` returns once woken."""
 
     def _release_on_gc(self) -> None:
         """Leave every topic; called by the finalizer of a subscriber dropped without

@@ -33,12 +33,12 @@ Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a P
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
 asyncio receive registers an AsyncWaiter (a future on its loop). A publish takes the topic's
 waiter list under the lock and wakes each waiter after unlocking: the thread-safe wake-up is paid
-only when someone waits. A consumer group's members wait in line on its cursor, and only the
-first is on the topic's list: a publish wakes one member, which passes the wake on to the next
-when it stops waiting with messages still unread (one member woken per message, and none left
-waiting beside unread messages). Only waiting releases the GIL; the ``nogil`` helpers of
-_slots.pxi are pure C (cursor and expiry scans) and run with the GIL held, since dropping it costs
-more than they do.
+only when someone waits. A consumer group's members wait in line on its cursor (_lines.pxi): a
+publish wakes members only while the unread messages exceed what the members already woken will
+take, so k messages wake at most k members, and a woken member that comes back without its share
+passes the wake on to the next (none is left waiting beside unread messages). Only waiting
+releases the GIL; the ``nogil`` helpers of _slots.pxi are pure C (cursor and expiry scans) and run
+with the GIL held, since dropping it costs more than they do.
 """
 
 cimport cython

@@ -10,9 +10,9 @@ In short: a topic is a ring of message slots addressed by sequence number; every
 cursor (a sequence number) into it; a slot is released once every cursor has passed it. One lock
 per topic guards its ring, cursors and counters.
 Waiters are one-shot: a publish takes the topic's waiter list and wakes each one after unlocking.
-A consumer group's members wait in line on its cursor, and only the first is on the topic's list:
-a publish wakes one member, which passes the wake on to the next when it stops waiting with
-messages still unread (one member woken per message, none left waiting beside unread messages).
+A consumer group's members wait in line on its cursor: a publish of k messages wakes at most k of
+them, and a woken member that comes back without its share passes the wake on to the next
+(``TopicLog.add_waiter``; none is left waiting beside unread messages).
 """
 
 from __future__ import annotations
@@ -358,30 +358,43 @@ class SubscriberKernel:
         NotSubscribed without a subscription."""
         self._nothing()
 
-    def _wait_ready(self, timeout: Any, ready: Callable[[], bool]) -> bool:
+    def _wait_ready(
+        self, timeout: Any, ready: Callable[[], bool], take: Callable[[], Any] | None = None
+    ) -> Any:
         """Block until a subscribed topic has something unread, ``ready()`` is true, or the
-        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
+        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken.
+
+        With ``take``, returns what ``take()`` returns once woken instead (None after the
+        timeout): it runs before the wait ends, so a group member whose wake brought it a
+        message does not pass the wake on to the next member first.
+        """
         seconds = check_timeout(timeout)
         waiter = SyncWaiter()
         cursors = self._register(waiter)
         try:
-            if any(c.attached and c.log.head != c.pos for c in cursors) or ready():
-                return True
-            waiter.wait(seconds)
-            return waiter._woken
+            woken = True
+            if not any(c.attached and c.log.head != c.pos for c in cursors) and not ready():
+                waiter.wait(seconds)
+                woken = waiter._woken
+            if take is None:
+                return woken
+            return take() if woken else None
         finally:
             self._unregister(waiter, cursors)
 
-    async def _wait_ready_async(self, ready: Callable[[], bool]) -> None:
-        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+    async def _wait_ready_async(
+        self, ready: Callable[[], bool], take: Callable[[], Any] | None = None
+    ) -> Any:
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``):
+        returns None, or what ``take()`` returns once woken."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         waiter = AsyncWaiter(loop, future)
         cursors = self._register(waiter)
         try:
-            if any(c.attached and c.log.head != c.pos for c in cursors) or ready():
-                return
-            await future
+            if not any(c.attached and c.log.head != c.pos for c in cursors) and not ready():
+                await future
+            return None if take is None else take()
         finally:
             self._unregister(waiter, cursors)
 
@@ -464,6 +477,7 @@ class SubscriberKernel:
         deadline = None if seconds is None else monotonic() + seconds
         while True:
             waiter = SyncWaiter()
+            waiter.want = limit
             cursors = self._register(waiter)
             try:
                 got = self._take(limit)
@@ -498,6 +512,7 @@ class SubscriberKernel:
         while True:
             future: asyncio.Future[None] = loop.create_future()
             waiter = AsyncWaiter(loop, future)
+            waiter.want = limit
             cursors = self._register(waiter)
             try:
                 got = self._take(limit)

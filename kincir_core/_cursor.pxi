@@ -12,8 +12,10 @@ cdef class Cursor:
         self.members = members
         self.group = group
         self.acking = acking
-        # a group's waiting members, in line: the first is on the topic's waiter list
-        self.waiters = [] if group is not None else None
+        # a group's waiting members, in line (publishes wake them in turn, _lines.pxi)
+        if group is not None:
+            self.waiters = []
+            self.called = []
 
     cdef bint pending_now(self) noexcept:
         """True if this reader has unread messages."""

@@ -27,6 +27,8 @@ class Cursor:
         "ack",
         "acking",
         "attached",
+        "called",
+        "covered",
         "delivered",
         "dropped",
         "expired",
@@ -35,7 +37,6 @@ class Cursor:
         "kept",
         "kept_end",
         "lagged",
-        "line_woken",
         "log",
         "members",
         "pos",
@@ -47,11 +48,12 @@ class Cursor:
         self, log: TopicLog, members: int, group: str | None = None, acking: bool = False
     ) -> None:
         self.log = log
-        # a group's waiting members, in line: the first is on the topic's waiter list
+        # a group's waiting members, in line (publishes wake them in turn: TopicLog.add_waiter)
         self.waiters: list[Any] | None = [] if group is not None else None
-        # the first in line was woken and has not come back yet: the next publish must not
-        # count on it (it may never run: a blocked or stopped event loop), so it wakes the line
-        self.line_woken = False
+        # the members the line woke that have not come back, in order, and the messages they
+        # will take (their wants, summed)
+        self.called: list[Any] = []
+        self.covered = 0
         self.pos = 0
         self.floor = 0
         self.members = members

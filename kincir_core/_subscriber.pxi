@@ -92,12 +92,18 @@ cdef class SubscriberKernel:
         TopicClosed once every topic read has ended, NotSubscribed without a subscription."""
         self._nothing()
 
-    def _wait_ready(self, timeout, ready):
+    def _wait_ready(self, timeout, ready, take=None):
         """Block until a subscribed topic has something unread, ``ready()`` is true, or the
-        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken."""
+        subscriptions change; at most ``timeout`` seconds (None: no limit). True if woken.
+
+        With ``take``, returns what ``take()`` returns once woken instead (None after the
+        timeout): it runs before the wait ends, so a group member whose wake brought it a
+        message does not pass the wake on to the next member first.
+        """
         cdef double seconds = _check_timeout_c(timeout)
         cdef SyncWaiter waiter
         cdef tuple cursors
+        cdef bint woken = True
         kincir_mutex_lock(&self.lock)
         waiter = self.spare_waiter  # reused, as in _receive_blocking
         self.spare_waiter = None
@@ -105,33 +111,38 @@ cdef class SubscriberKernel:
         if waiter is None:
             waiter = SyncWaiter()
         waiter.rearm()
+        waiter.want = 1
         cursors = self._register(waiter)
         try:
-            for cursor in cursors:
-                if (<Cursor>cursor).pending_now():
-                    return True
-            if ready():
-                return True
-            return bool(waiter.wait(-1.0 if seconds < 0 else _monotonic() + seconds))
+            if not self._any_pending(cursors) and not ready():
+                woken = waiter.wait(-1.0 if seconds < 0 else _monotonic() + seconds)
+            if take is None:
+                return woken
+            return take() if woken else None
         finally:
             self._unregister(waiter, cursors)
             self.spare_waiter = waiter
 
-    async def _wait_ready_async(self, ready):
-        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``)."""
+    async def _wait_ready_async(self, ready, take=None):
+        """``_wait_ready`` on the running event loop (bound it with ``asyncio.timeout``):
+        returns None, or what ``take()`` returns once woken."""
         cdef object loop = _get_running_loop()
         cdef object future = loop.create_future()
         cdef AsyncWaiter waiter = AsyncWaiter(loop, future)
         cdef tuple cursors = self._register(waiter)
         try:
-            for cursor in cursors:
-                if (<Cursor>cursor).pending_now():
-                    return
-            if ready():
-                return
-            await future
+            if not self._any_pending(cursors) and not ready():
+                await future
+            return None if take is None else take()
         finally:
             self._unregister(waiter, cursors)
+
+    cdef bint _any_pending(self, tuple cursors) except -1:
+        cdef object cursor
+        for cursor in cursors:
+            if (<Cursor>cursor).pending_now():
+                return True
+        return False
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -214,7 +225,10 @@ cdef class SubscriberKernel:
     cdef tuple _register(self, Waiter waiter):
         """Wait on every subscribed topic; returns the cursors to unregister from."""
         cdef tuple cursors = self.cursors
-        self.waiting.append(waiter)
+        if self.waiting_one is None:
+            self.waiting_one = waiter
+        else:
+            self.waiting.append(waiter)
         if self._patterned:  # may have no topic to wake it at shutdown
             self.broker.add_shutdown_waiter(waiter)
         for cursor in cursors:
@@ -222,35 +236,45 @@ cdef class SubscriberKernel:
         return cursors
 
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1:
+        cdef Py_ssize_t i
+        cdef list waiting = self.waiting
         for cursor in cursors:
             _remove_waiter((<Cursor>cursor).log, waiter, <Cursor>cursor)
         if self.broker.shutdown_waiters:
             self.broker.remove_shutdown_waiter(waiter)
-        try:
-            self.waiting.remove(waiter)
-        except ValueError:
-            pass
+        if self.waiting_one is waiter:
+            self.waiting_one = None
+            return 0
+        # a scan, not list.remove: that method call costs more than the rest of the unregister
+        for i in range(len(waiting) - 1, -1, -1):
+            if waiting[i] is waiter:
+                del waiting[i]
+                break
         return 0
 
     cdef void _subscriptions_changed(self) noexcept:
         """Wake this subscriber's waiting receives so they wait on the new set of topics."""
+        cdef Waiter one
         self._refresh()
+        one = self.waiting_one
+        if one is not None:
+            one.wake()
         _wake_all(list(self.waiting))
 
-    cdef list _receive_blocking(self, Py_ssize_t limit, object timeout):
+    cdef object _receive_blocking(self, Py_ssize_t limit, object timeout):
+        """Wait for messages: with ``limit`` 0, the next one, which the caller just failed to
+        take (nothing is tried before registering, and no list is made); else a list of up to
+        ``limit``."""
         cdef double seconds = _check_timeout_c(timeout)
         cdef double deadline = -1.0
-        cdef list got = self._take_many(limit) if limit > 1 else None
-        cdef Message one
+        cdef object got
         cdef SyncWaiter waiter
         cdef tuple cursors
         cdef int woken
-        if limit == 1:
-            one = self._take_one()
-            if one is not None:
-                return [one]
-        elif got:
-            return got
+        if limit:
+            got = self._take_many(limit)
+            if got:
+                return got
         if seconds >= 0:
             deadline = _monotonic() + seconds
         # reuse the subscriber's waiter: allocating an OS lock per wait costs more than the wait
@@ -263,14 +287,16 @@ cdef class SubscriberKernel:
         try:
             while True:
                 waiter.rearm()
+                waiter.want = limit if limit else 1
                 cursors = self._register(waiter)
                 try:
-                    got = self._take_many(limit)
-                    if got:
+                    got = self._take_one() if limit == 0 else self._take_many(limit) or None
+                    if got is not None:
                         return got
                     woken = waiter.wait(deadline)
-                    got = self._take_many(limit)  # before unregistering: a member hands on after
-                    if got:
+                    # before unregistering: a member hands on after
+                    got = self._take_one() if limit == 0 else self._take_many(limit) or None
+                    if got is not None:
                         return got
                 finally:
                     self._unregister(waiter, cursors)
@@ -311,6 +337,7 @@ cdef class SubscriberKernel:
         while True:
             future = loop.create_future()
             waiter = AsyncWaiter(loop, future)
+            waiter.want = limit if limit else 1
             cursors = self._register(waiter)
             try:
                 got = self._take_one() if limit == 0 else self._take_many(limit)
@@ -331,7 +358,7 @@ cdef class SubscriberKernel:
         cdef Message got = self._take_one()
         if got is not None:
             return got
-        return self._receive_blocking(1, timeout)[0]
+        return self._receive_blocking(0, timeout)
 
     def receive_batch_sync(self, max_messages, timeout=None):
         """Block until at least one message is ready, then return up to ``max_messages``

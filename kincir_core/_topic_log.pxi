@@ -248,7 +248,8 @@ cdef class TopicLog:
         numbers, or none does. Takes over the slots' references in every case."""
         cdef Py_ssize_t i
         cdef list waiters = None
-        cdef bint stale = False  # a line whose first member was woken before: wake it whole
+        cdef PyObject* called[CALL_MAX]   # group members to wake (new references)
+        cdef Py_ssize_t calls = 0
         cdef double now = _monotonic() if self.ttl >= 0 else 0.0
         cdef uint64_t held, size, seq
         cdef int64_t added = 0
@@ -329,8 +330,10 @@ cdef class TopicLog:
                     # take the one-shot waiters; _add_waiter brings a new list when needed
                     waiters = self.waiters
                     self.waiters = None
+                    if waiters is not None:
+                        self.wakes += len(waiters)
                     if self.lined:
-                        stale = _lines_woken(self)
+                        calls = _call_lines(self, called)
         finally:
             _unlock(self)
         if self.room_freed:
@@ -355,8 +358,10 @@ cdef class TopicLog:
         if last < count:
             _clear_slots(batch + last, count - last)  # dropped by drop_newest
         _wake_all(waiters)
-        if stale:
-            _wake_lines(self)
+        if calls:
+            _wake_called(called, calls)
+            if calls == CALL_MAX:  # maybe more to wake: the rest, in passes of their own
+                _wake_lines(self, None, False)
         return 0
 
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1:
@@ -665,7 +670,7 @@ cdef class TopicLog:
             self._wake_room()
         _wake_all(waiters)
         if cursor.waiters:
-            _wake_all(list(cursor.waiters))
+            _wake_lines(self, cursor)
         _wake_lines(self)
         return 0
 
@@ -685,9 +690,14 @@ cdef class TopicLog:
             n = len(self.waiters)
         for cursor in self.cursors:
             if (<Cursor>cursor).waiters:
-                n += len((<Cursor>cursor).waiters) - 1
+                n += len((<Cursor>cursor).waiters)
         _unlock(self)
         return n
+
+    def wake_count(self):
+        """Receives the topic has woken so far, group members and plain readers (a gauge for
+        tests and debugging: a publish of k messages wakes at most k members of a group)."""
+        return self.wakes
 
     def wake_waiters(self):
         cdef list waiters

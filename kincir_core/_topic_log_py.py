@@ -17,7 +17,7 @@ from ._validate import (
     OVERFLOW_DROP_OLDEST,
     OVERFLOW_POLICIES,
 )
-from ._waiting_py import _now_ms, _wake_all, monotonic
+from ._waiting_py import AsyncWaiter, _now_ms, _wake_all, monotonic
 
 # Estimated bytes a held message costs beyond its payload and its ring slot: the message object
 # and the bytes object header. Used by the memory estimate, which is kept incrementally.
@@ -72,6 +72,7 @@ class TopicLog:
         self.at_tail = 0
         self.waiters: list[Any] = []
         self.lined = 0  # cursors whose line of waiting group members is not empty
+        self.wakes = 0  # receives it woke (wake_count)
         self.published = 0
         self.delivered = 0
         self.expired = 0
@@ -372,26 +373,37 @@ class TopicLog:
             waiters = self.waiters
             if waiters:
                 self.waiters = []
-            if self.lined and self._lines_woken():
-                # (an empty ``waiters`` is still the topic's list, which this takes too)
-                waiters = (
-                    waiters + self._take_all_waiters() if waiters else self._take_all_waiters()
-                )
+                self.wakes += len(waiters)
+            if self.lined:
+                called = [w for c in self.cursors if c.waiters for w in self._call_line(c)]
+                # (an empty ``waiters`` is still the topic's list: not extended)
+                waiters = waiters + called if waiters else called
         if waiters:
             _wake_all(waiters)
         return False
 
-    def _lines_woken(self) -> bool:
-        """A publish woke the first member of each line (lock held). True if a line's first
-        member had already been woken and has not come back: that line must be woken whole."""
-        stale = False
-        for cursor in self.cursors:
-            if cursor.waiters:
-                if cursor.line_woken:
-                    stale = True
-                else:
-                    cursor.line_woken = True
-        return stale
+    def _call_line(self, cursor: Cursor, every: bool = False) -> list[Any]:
+        """Take the members of ``cursor``'s line the unread messages call for (``every``: all
+        of them) off it, into its called list, and return them to wake (lock held).
+
+        A member the line woke covers ``want`` messages until it comes back (remove_waiter):
+        members are woken only while the unread messages exceed what the called ones cover, so
+        a publish of k messages wakes at most k members.
+        """
+        line = cursor.waiters
+        if not line:
+            return []
+        unread = self.head - cursor.pos if cursor.attached else 0
+        woken = []
+        while line and (every or cursor.covered < unread):
+            waiter = line.pop(0)
+            cursor.called.append(waiter)
+            cursor.covered += waiter.want
+            woken.append(waiter)
+        if not line:
+            self.lined -= 1
+        self.wakes += len(woken)
+        return woken
 
     def wait_room(self, waiter: Any, count: int) -> bool:
         """Register ``waiter`` to be woken when ``count`` messages fit: True if registered,
@@ -642,8 +654,7 @@ class TopicLog:
                     self._drop_settled(cursor)
             cursor.kept = None
             waiters = self._take_all_waiters()
-            if cursor.waiters:
-                waiters.extend(cursor.waiters)
+            waiters.extend(self._call_line(cursor, every=True))
         _wake_all(waiters)
 
     def _take_all_waiters(self) -> list[Any]:
@@ -652,60 +663,62 @@ class TopicLog:
         waiters = self.waiters
         self.waiters = []
         for cursor in self.cursors:
-            if cursor.waiters:
-                cursor.line_woken = True
-                waiters.extend(
-                    cursor.waiters[1:] if cursor.waiters[0] in waiters else cursor.waiters
-                )
+            waiters.extend(self._call_line(cursor, every=True))
         return waiters
 
     def add_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
         """Register ``waiter`` to be woken by the next publish; a member of ``cursor``'s group
-        joins the line instead when another member is first."""
+        joins the line (it takes what is unread itself before it waits)."""
         with self.lock:
             line = cursor.waiters if cursor is not None else None
-            if line is not None:
-                line.append(waiter)
-                if len(line) > 1:
-                    return
+            if line is None:
+                self.waiters.append(waiter)
+                return
+            line.append(waiter)
+            if len(line) == 1:
                 self.lined += 1
-                cursor.line_woken = False  # type: ignore[union-attr]
-            self.waiters.append(waiter)
 
     def remove_waiter(self, waiter: Any, cursor: Cursor | None = None) -> None:
-        """Unregister ``waiter``. The first member of a group's line hands its place to the
-        next: woken at once if messages are unread (it may have taken none), else put on the
-        topic's waiter list."""
-        after = None
+        """Unregister ``waiter``. A member the line woke no longer covers a message: the next in
+        line is woken if the unread messages call for it (it may have taken none)."""
+        line = cursor.waiters if cursor is not None else None
         with self.lock:
-            try:
-                self.waiters.remove(waiter)
-            except ValueError:
-                pass
-            line = cursor.waiters if cursor is not None else None
-            if line:
-                if line[0] is waiter:
-                    del line[0]
-                    if not line:
-                        self.lined -= 1
-                    elif cursor is not None and cursor.attached and cursor.pos != self.head:
-                        after = line[0]
-                        cursor.line_woken = True
-                    else:
-                        self.waiters.append(line[0])
-                        cursor.line_woken = False  # type: ignore[union-attr]
-                else:
-                    try:
-                        line.remove(waiter)
-                    except ValueError:
-                        pass
-        if after is not None:
-            after.wake()
+            if line is None or cursor is None:
+                try:
+                    self.waiters.remove(waiter)
+                except ValueError:
+                    pass
+                return
+            called = cursor.called
+            for i in range(len(called) - 1, -1, -1):
+                if called[i] is waiter:
+                    # the members woken before it on an event loop it overtook: that loop may
+                    # never run them (stopped, blocked), so they cover nothing any more
+                    for j in range(i, -1, -1):
+                        other = called[j]
+                        if j == i or isinstance(other, AsyncWaiter):
+                            cursor.covered -= other.want
+                            del called[j]
+                    break
+            else:
+                for i in range(len(line) - 1, -1, -1):
+                    if line[i] is waiter:
+                        del line[i]
+                        if not line:
+                            self.lined -= 1
+                        break
+            after = self._call_line(cursor)
+        _wake_all(after)
 
     def waiter_count(self) -> int:
         """Waiters registered and not yet woken (a gauge for tests and debugging)."""
         with self.lock:
-            return len(self.waiters) + sum(len(c.waiters) - 1 for c in self.cursors if c.waiters)
+            return len(self.waiters) + sum(len(c.waiters) for c in self.cursors if c.waiters)
+
+    def wake_count(self) -> int:
+        """Waiting receives this topic woke so far: its publishes' plain readers, and every
+        group member a line woke (a gauge for tests and debugging)."""
+        return self.wakes
 
     def wake_waiters(self) -> None:
         with self.lock:

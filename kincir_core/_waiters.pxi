@@ -18,6 +18,7 @@ cdef class SyncWaiter(Waiter):
         if self.sem == NULL:
             raise MemoryError("cannot allocate a lock")
         PyThread_acquire_lock(self.sem, 1)
+        self.want = 1
         KINCIR_LIVE(LIVE_SYNC_WAITERS, 1)
 
     def __dealloc__(self):
@@ -29,8 +30,10 @@ cdef class SyncWaiter(Waiter):
 
     cdef void rearm(self) noexcept:
         """Make a used waiter ready to wait again (subscribers reuse theirs)."""
-        PyThread_acquire_lock(self.sem, 0)  # swallow a wake that came after the last wait
+        if self.woken and not self.consumed:
+            PyThread_acquire_lock(self.sem, 0)  # swallow a wake that came after the last wait
         self.woken = False
+        self.consumed = False
 
     cdef void wake(self) noexcept:
         if not self.woken:
@@ -54,6 +57,7 @@ cdef class SyncWaiter(Waiter):
                 status = PyThread_acquire_lock_timed(self.sem, slice_us, 1)
             if status == PY_LOCK_ACQUIRED:
                 self.woken = True
+                self.consumed = True
                 return 1
             PyErr_CheckSignals()
 
@@ -74,6 +78,7 @@ cdef class AsyncWaiter(Waiter):
         self.loop = loop
         self.future = future
         self.thread = PyThread_get_thread_ident()
+        self.want = 1
         KINCIR_LIVE(LIVE_ASYNC_WAITERS, 1)
 
     def __dealloc__(self):

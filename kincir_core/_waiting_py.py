@@ -46,12 +46,14 @@ def _now_ms() -> int:
 class SyncWaiter:
     """A thread blocked in a receive: woken once by a release of its lock."""
 
-    __slots__ = ("_lock", "_woken")
+    __slots__ = ("_lock", "_woken", "want")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
         self._woken = False
+        # the messages its receive takes at most: what it covers when a group's line wakes it
+        self.want = 1
 
     def wake(self) -> None:
         if not self._woken:
@@ -74,12 +76,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class AsyncWaiter:
     """A task awaiting a receive on an event loop: woken by resolving its future."""
 
-    __slots__ = ("_future", "_loop", "_thread")
+    __slots__ = ("_future", "_loop", "_thread", "want")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
         self._loop = loop
         self._future = future
         self._thread = threading.get_ident()
+        self.want = 1  # as SyncWaiter's
 
     def wake(self) -> None:
         try:

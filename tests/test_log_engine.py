@@ -274,6 +274,16 @@ async def all_waiting(broker, readers):
     return tasks
 
 
+def threads_waiting(k, broker, receives):
+    """A thread per call of ``receives`` (each a blocking receive of topic 't'), once every one
+    of them waits."""
+    workers = [k.spawn(receive, timeout=5.0) for receive in receives]
+    deadline = time.monotonic() + 5.0
+    while waiting(broker, "t") < len(workers) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return workers
+
+
 def test_a_publish_wakes_one_group_member_per_message(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
@@ -321,11 +331,7 @@ def test_a_woken_member_that_takes_nothing_passes_the_wake_on(k):
 def test_sync_members_share_a_batch_by_passing_the_wake_on(k):
     broker = k.new_broker()
     pub = k.InMemoryPublisher(broker)
-    members = k.members(broker, "t", 3)
-    workers = [k.spawn(m.receive_sync, timeout=2.0) for m in members]
-    deadline = time.monotonic() + 2.0
-    while waiting(broker, "t") < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    workers = threads_waiting(k, broker, [m.receive_sync for m in k.members(broker, "t", 3)])
     pub.publish_nowait("t", [b"1", b"2", b"3"])
     assert sorted(w.join().payload for w in workers) == [b"1", b"2", b"3"]
 
@@ -408,3 +414,113 @@ def test_a_woken_member_that_never_runs_does_not_stall_its_group(k):
         loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
     finally:
         loop.close()
+
+
+def wakes(broker, topic):
+    """Receives the topic woke so far (an engine gauge, not public API)."""
+    return broker._topic(topic).wake_count()
+
+
+def test_publishes_in_a_row_wake_one_group_member_per_message(k):
+    # The members woken by the first publish have not run yet when the next ones come: each
+    # publish still wakes one more member, not the whole line.
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = k.members(broker, "t", 4)
+
+    async def scenario():
+        tasks = await all_waiting(broker, members)
+        before = wakes(broker, "t")
+        pub.publish_nowait("t", [b"1"])
+        pub.publish_nowait("t", [b"2"])
+        assert waiting(broker, "t") == 2
+        assert wakes(broker, "t") - before == 2
+        done, pending = await asyncio.wait(tasks, timeout=0.2)
+        assert sorted(t.result().payload for t in done) == [b"1", b"2"]
+        assert waiting(broker, "t") == 2
+        pub.publish_nowait("t", [b"3"])
+        pub.publish_nowait("t", [b"4"])
+        done, pending = await asyncio.wait(pending, timeout=1.0)
+        assert sorted(t.result().payload for t in done) == [b"3", b"4"]
+        assert wakes(broker, "t") - before == 4
+
+    k.run(scenario())
+
+
+def test_a_batch_receive_is_woken_once_for_the_messages_it_takes(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = k.members(broker, "t", 3)
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(m.receive_batch(10)) for m in members]
+        while waiting(broker, "t") < len(members):
+            await asyncio.sleep(0)
+        before = wakes(broker, "t")
+        for i in range(5):
+            pub.publish_nowait("t", [b"%d" % i])
+        assert waiting(broker, "t") == 2
+        assert wakes(broker, "t") - before == 1  # the first member takes up to 10
+        done, pending = await asyncio.wait(tasks, timeout=0.2)
+        assert [len(t.result()) for t in done] == [5]
+        assert len(pending) == 2
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    k.run(scenario())
+
+
+def test_member_threads_are_woken_once_per_message(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    workers = threads_waiting(k, broker, [m.receive_sync for m in k.members(broker, "t", 4)])
+    before = wakes(broker, "t")
+    pub.publish_nowait("t", [b"1"])
+    pub.publish_nowait("t", [b"2"])
+    while waiting(broker, "t") + sum(w.is_alive() for w in workers) > 4:
+        time.sleep(0.001)
+    pub.publish_nowait("t", [b"3"])
+    pub.publish_nowait("t", [b"4"])
+    assert sorted(w.join().payload for w in workers) == [b"1", b"2", b"3", b"4"]
+    assert wakes(broker, "t") - before == 4
+
+
+def test_an_acking_member_takes_its_message_before_passing_the_wake_on(k):
+    # The woken member takes the message before it leaves the line: the next member in line is
+    # not woken for a message already taken.
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = [k.ack_subscriber(broker, "t", group="g") for _ in range(3)]
+    workers = threads_waiting(k, broker, [m.receive_with_ack_sync for m in members])
+    before = wakes(broker, "t")
+    pub.publish_nowait("t", [b"1"])
+    deadline = time.monotonic() + 5.0
+    while sum(w.is_alive() for w in workers) > 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert wakes(broker, "t") - before == 1
+    pub.publish_nowait("t", [b"2", b"3"])
+    assert sorted(w.join()[0].payload for w in workers) == [b"1", b"2", b"3"]
+    assert wakes(broker, "t") - before == 3
+
+
+def test_an_awaiting_acking_member_takes_its_message_before_passing_the_wake_on(k):
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    members = [k.ack_subscriber(broker, "t", group="g") for _ in range(3)]
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(m.receive_with_ack()) for m in members]
+        while waiting(broker, "t") < 3:
+            await asyncio.sleep(0)
+        before = wakes(broker, "t")
+        pub.publish_nowait("t", [b"1"])
+        done, pending = await asyncio.wait(tasks, timeout=0.2)
+        assert [t.result()[0].payload for t in done] == [b"1"]
+        assert wakes(broker, "t") - before == 1
+        assert waiting(broker, "t") == 2
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    k.run(scenario())

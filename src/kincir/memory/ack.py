@@ -161,11 +161,16 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         ``timeout`` seconds)."""
         seconds = kincir_core.check_timeout(timeout)
         deadline = None if seconds is None else kincir_core.monotonic() + seconds
+        take = self.try_receive_with_ack
         while True:
-            got = self.try_receive_with_ack()
+            got = take()
             if got is not None:
                 return got
-            self._wait_ready(self._wait_bound(deadline), self._has_ready)
+            # taken before the wait ends: a group member whose wake brought it a message does
+            # not pass the wake on to the next member first
+            got = self._wait_ready(self._wait_bound(deadline), self._has_ready, take)
+            if got is not None:
+                return got
 
     async def receive_with_ack(self, timeout: float | None = None) -> tuple[Message, AckHandle]:
         """Wait for a message; return it with its AckHandle (TimeoutError after ``timeout``)."""
@@ -178,9 +183,12 @@ class InMemoryAckSubscriber(InMemorySubscriber):
             bound = self._wait_bound(deadline)
             try:
                 async with asyncio.timeout(bound):
-                    await self._wait_ready_async(self._has_ready)
+                    # taken before the wait ends, as in receive_with_ack_sync
+                    got = await self._wait_ready_async(self._has_ready, self.try_receive_with_ack)
             except TimeoutError:
-                pass  # the loop looks again and raises if the receive's own deadline passed
+                continue  # the loop looks again and raises if the receive's own deadline passed
+            if got is not None:
+                return got
 
     def _settle(self, handles: Iterable[AckHandle], *, ack: bool, requeue: bool) -> None:
         batch = list(handles)

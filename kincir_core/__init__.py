@@ -27,8 +27,8 @@ from ._validate import (
 )
 
 MESSAGE_OVERHEAD: int = kernel.MESSAGE_OVERHEAD
+AckHandle = kernel.AckHandle
 AckOwner = kernel.AckOwner
-Delivery = kernel.Delivery
 InFlight = kernel.InFlight
 PublisherCore = kernel.PublisherCore
 _advance_clock = kernel._advance_clock
@@ -43,12 +43,12 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "OVERFLOW_POLICIES",
     "TOPIC_OVERHEAD",
+    "AckHandle",
     "AckOwner",
     "AppendOutcome",
     "AttachOutcome",
     "BrokerCore",
     "BrokerState",
-    "Delivery",
     "InFlight",
     "Message",
     "PublisherCore",

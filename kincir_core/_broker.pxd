@@ -222,7 +222,7 @@ cdef class SubscriberKernel:
 
 # The in-flight messages of acknowledging readers (_in_flight.pxi).
 cdef class InFlight
-cdef class Delivery
+cdef class AckHandle
 
 
 @cython.final
@@ -246,7 +246,8 @@ cdef class AckOwner:
     cdef public tuple _cache           # (its subscriber's cursors, their states)
 
 
-cdef class Delivery:
+@cython.final
+cdef class AckHandle:
     cdef readonly object _owner        # the AckOwner it was handed to
     cdef readonly object _message
     cdef readonly InFlight _state
@@ -259,7 +260,7 @@ cdef class Delivery:
     cdef double timeout
     cdef double deadline
     cdef bint live                    # the message's current delivery, held by _owner
-    cdef Delivery next                # the records list, in sequence order (it owns them)
+    cdef AckHandle next                # the records list, in sequence order (it owns them)
     cdef PyObject* prev
     cdef _Line line                   # its ack timeout's line while live, else ready or None
     cdef PyObject* lprev
@@ -270,9 +271,8 @@ cdef class InFlight:
     cdef readonly Cursor cursor
     cdef readonly TopicLog log
     cdef readonly object orphaned     # owner tokens of collected group members (no lock)
-    cdef type handle_type
     cdef kincir_mutex lock            # guards everything below; taken before the topic's
-    cdef Delivery first
+    cdef AckHandle first
     cdef PyObject* last
     cdef _Line ready                  # waiting for redelivery
     cdef list lines                   # the held deliveries, one _Line per ack timeout
@@ -281,19 +281,19 @@ cdef class InFlight:
     # slot was dropped (clear_topic, drop_oldest), and it must not hold the floor back
     cdef uint64_t held_from
     cdef double ttl_ms                # < 0: no TTL
-    cdef void _unchain(self, Delivery d) noexcept
-    cdef Delivery _handle(self, object message, uint64_t seq, Py_ssize_t count, AckOwner owner,
-                          double now)
-    cdef void _disown(self, Delivery d) noexcept
-    cdef int _settle(self, Delivery d, int64_t consumed) except -1
-    cdef int _retry_or_dead(self, Delivery d, object reason, list dead) except -1
+    cdef void _unchain(self, AckHandle d) noexcept
+    cdef AckHandle _handle(self, object message, uint64_t seq, Py_ssize_t count,
+                           AckOwner owner, double now)
+    cdef void _disown(self, AckHandle d) noexcept
+    cdef int _settle(self, AckHandle d, int64_t consumed) except -1
+    cdef int _retry_or_dead(self, AckHandle d, object reason, list dead) except -1
     cdef bint _due(self, double now) noexcept
     cdef list _expire(self, double now, list dead)
     cdef int _give_back(self, object owner) except -1
-    cdef Delivery _check(self, object handle, object owner)
+    cdef AckHandle _check(self, object handle, object owner)
     cdef list _unsettled(self)
     cdef object _next(self, AckOwner owner)
-    cdef int _ack_one(self, Delivery d, AckOwner owner) except -1
+    cdef int _ack_one(self, AckHandle d, AckOwner owner) except -1
 
 
 cpdef int leave(Cursor cursor) except -1

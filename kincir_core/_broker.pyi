@@ -365,10 +365,9 @@ class AckOwner:
     #: (its subscriber's cursors, their states), kept by the subscriber's ``_states()``.
     _cache: tuple[Any, list[Any]] | None
 
-class Delivery:
-    """One delivery of a message to an acknowledging reader: the base of
-    ``kincir.memory.AckHandle``, whose instances only the engine makes. Its attributes are
-    read-only."""
+class AckHandle:
+    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it
+    (``kincir.memory.AckHandle``; only the engine makes them). Its attributes are read-only."""
 
     #: The AckOwner it was handed to.
     _owner: Any
@@ -386,6 +385,12 @@ class Delivery:
     @property
     def sequence(self) -> int:
         """The message's sequence number in its topic."""
+    @property
+    def message_id(self) -> str:
+        """The message's uuid."""
+    @property
+    def is_retry(self) -> bool:
+        """True when this is a redelivery."""
 
 class InFlight:
     """The in-flight messages of one acknowledging cursor (one subscriber's, or a group's):
@@ -394,8 +399,8 @@ class InFlight:
     ``_after(dead, redelivered, dropped, expired) -> int``, ``_dropped_deleted(count)``,
     ``_count_retired(...)`` and ``wake_drain()``."""
 
-    def __init__(self, cursor: Cursor, handle_type: type[Delivery]) -> None:
-        """The state of ``cursor``; its handles are ``handle_type`` instances."""
+    def __init__(self, cursor: Cursor) -> None:
+        """The state of ``cursor``."""
     cursor: Cursor
     log: TopicLog
     #: Owner tokens of collected group members, appended without the lock (by a finalizer);

@@ -43,7 +43,7 @@ more than they do.
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport (
     PY_LOCK_ACQUIRED,
     PyLockStatus,
@@ -90,6 +90,7 @@ cdef extern from "Python.h":
     # on the pointer itself: a cast to object would add the temporary reference it counts
     Py_ssize_t _refcount "Py_REFCNT" (PyObject* obj)
     bint _is_exact_bytes "PyBytes_CheckExact" (PyObject* obj)
+    void PyType_Modified(PyTypeObject* tp)
 
 cdef extern from "_debug.h":
     bint KINCIR_DEBUG_BUILD

@@ -28,7 +28,7 @@ from ._errors import (
     BrokerShutdown,
     QueueFull,
 )
-from ._in_flight_py import AckOwner, Delivery, InFlight, ack_one, deliver
+from ._in_flight_py import AckHandle, AckOwner, InFlight, ack_one, deliver
 from ._join_py import settled, wait_settled
 from ._message_py import Message, stamp_all
 from ._topic_log_py import MESSAGE_OVERHEAD, TopicLog
@@ -53,11 +53,11 @@ RUNNING = BrokerState.RUNNING
 # The kernel's names (its parts' too: the compiled kernel is one module, so is its twin's face).
 __all__ = [
     "MESSAGE_OVERHEAD",
+    "AckHandle",
     "AckOwner",
     "AsyncWaiter",
     "BrokerKernel",
     "Cursor",
-    "Delivery",
     "InFlight",
     "PublisherCore",
     "SubscriberKernel",

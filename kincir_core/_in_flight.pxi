@@ -1,5 +1,5 @@
-# The in-flight messages of acknowledging readers: AckOwner, Delivery (the base of
-# kincir.memory.AckHandle) and InFlight (one per acknowledging cursor, shared by a group).
+# The in-flight messages of acknowledging readers: AckOwner, AckHandle (kincir.memory.AckHandle)
+# and InFlight (one per acknowledging cursor, shared by a group).
 # Included by _broker.pyx (one module: its cdef classes and functions see each other).
 #
 # The rules (locks, owner tokens, orphans, dropped slots, TTL, lazy deadlines) are those of
@@ -9,23 +9,13 @@
 # A message's current delivery is its record: the records list (sequence order) owns them;
 # each is also on one line (borrowed links): its ack timeout's, in deadline order, while a
 # member holds it, or the ready line while it waits for redelivery. A redelivery is a new
-# Delivery taking the old one's place, so a handle goes stale by identity, with no token.
+# AckHandle taking the old one's place, so a handle goes stale by identity, with no token.
 # InFlight.lock is a kincir_mutex taken before the topic's; code under it may allocate (a
 # collection may run: a collected group member only queues its token on ``orphaned``).
 
 from collections import deque as _deque
 
 from ._errors import AckError
-
-cdef extern from *:
-    """
-    #define KINCIR_TP_NEW(t, a) (((PyTypeObject *)(t))->tp_new((PyTypeObject *)(t), (a), NULL))
-    """
-    # a new instance of a subclass of a cdef class, without a call through the type (its
-    # tp_new is the base's, which runs no __init__)
-    object _tp_new "KINCIR_TP_NEW" (object type, object args)
-
-cdef tuple _NO_ARGS = ()
 
 
 @cython.final
@@ -46,65 +36,88 @@ cdef class _Line:
     list owns them); an ack timeout's held deliveries, or those waiting for redelivery."""
 
 
-cdef inline void _line_push(_Line line, Delivery d) noexcept:
+cdef inline void _line_push(_Line line, AckHandle d) noexcept:
     d.line = line
     d.lnext = NULL
     d.lprev = line.last
     if line.last != NULL:
-        (<Delivery>line.last).lnext = <PyObject*>d
+        (<AckHandle>line.last).lnext = <PyObject*>d
     else:
         line.first = <PyObject*>d
     line.last = <PyObject*>d
 
 
-cdef inline void _line_push_front(_Line line, Delivery d) noexcept:
+cdef inline void _line_push_front(_Line line, AckHandle d) noexcept:
     d.line = line
     d.lprev = NULL
     d.lnext = line.first
     if line.first != NULL:
-        (<Delivery>line.first).lprev = <PyObject*>d
+        (<AckHandle>line.first).lprev = <PyObject*>d
     else:
         line.last = <PyObject*>d
     line.first = <PyObject*>d
 
 
-cdef inline void _line_remove(Delivery d) noexcept:
+cdef inline void _line_remove(AckHandle d) noexcept:
     cdef _Line line = d.line
     if d.lprev != NULL:
-        (<Delivery>d.lprev).lnext = d.lnext
+        (<AckHandle>d.lprev).lnext = d.lnext
     else:
         line.first = d.lnext
     if d.lnext != NULL:
-        (<Delivery>d.lnext).lprev = d.lprev
+        (<AckHandle>d.lnext).lprev = d.lprev
     else:
         line.last = d.lprev
     d.lprev = d.lnext = NULL
     d.line = None
 
 
+@cython.final
+@cython.freelist(64)
 @cython.trashcan(True)  # a long records list is freed link by link: no deep recursion
-cdef class Delivery:
-    """One delivery of a message to an acknowledging reader (``AckHandle`` subclasses it)."""
+cdef class AckHandle:
+    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it.
+
+    One delivery of the message: a redelivery comes with a new handle, and this one goes stale.
+    (A virtual subclass of ``kincir._ack.AckHandleBase``, like every backend's handle.)
+    """
 
     @property
     def sequence(self):
         """The message's sequence number in its topic."""
         return self.seq
 
+    @property
+    def message_id(self):
+        """The message's uuid."""
+        return self._message.uuid
 
-cdef object _missed_row(Delivery d):
+    @property
+    def is_retry(self):
+        """True when this is a redelivery."""
+        return self.delivery_count > 1
+
+    def __repr__(self):
+        return (f"<AckHandle topic={self.topic!r} sequence={self.seq} "
+                f"delivery_count={self.delivery_count}>")
+
+
+# Public name: re-exported as kincir.memory.AckHandle, and its repr and tracebacks say so.
+cdef const char* _HANDLE_NAME = "kincir.memory.AckHandle"
+(<PyTypeObject*>AckHandle).tp_name = _HANDLE_NAME
+PyType_Modified(<PyTypeObject*>AckHandle)
+
+
+cdef object _missed_row(AckHandle d):
     return (d._message.uuid, d.seq, d.delivery_count, d.timeout)
 
 
 cdef class InFlight:
     """The in-flight messages of one acknowledging cursor (one subscriber's, or a group's)."""
 
-    def __init__(self, Cursor cursor, type handle_type):
-        if not issubclass(handle_type, Delivery):
-            raise TypeError("handle_type must subclass Delivery")
+    def __init__(self, Cursor cursor):
         self.cursor = cursor
         self.log = cursor.log
-        self.handle_type = handle_type
         self.ready = _Line()
         self.lines = []
         self.orphaned = _deque()
@@ -113,9 +126,9 @@ cdef class InFlight:
     def __dealloc__(self):
         self._unchain(self.first)
 
-    cdef void _unchain(self, Delivery d) noexcept:
+    cdef void _unchain(self, AckHandle d) noexcept:
         """Drop a detached records list one link at a time."""
-        cdef Delivery nxt
+        cdef AckHandle nxt
         while d is not None:
             nxt = d.next
             d.next = None
@@ -123,9 +136,9 @@ cdef class InFlight:
 
     # -- under the lock -------------------------------------------------------------------------
 
-    cdef Delivery _handle(self, object message, uint64_t seq, Py_ssize_t count, AckOwner owner,
-                          double now):
-        cdef Delivery d = <Delivery>_tp_new(self.handle_type, _NO_ARGS)
+    cdef AckHandle _handle(self, object message, uint64_t seq, Py_ssize_t count,
+                           AckOwner owner, double now):
+        cdef AckHandle d = AckHandle.__new__(AckHandle)
         cdef double timeout = owner.ack_timeout
         cdef _Line line = self.recent
         d._owner = owner
@@ -154,17 +167,17 @@ cdef class InFlight:
         _line_push(line, d)
         return d
 
-    cdef void _disown(self, Delivery d) noexcept:
+    cdef void _disown(self, AckHandle d) noexcept:
         """``d``'s delivery ends (acked, nacked, expired or returned): its handle goes stale."""
         if d.live:
             _line_remove(d)
             d.live = False
 
-    cdef int _settle(self, Delivery d, int64_t consumed) except -1:
+    cdef int _settle(self, AckHandle d, int64_t consumed) except -1:
         """Forget ``d`` (``consumed``: 1 when acked, else the caller counts it as dropped,
         expired or dead-lettered); the log releases its slot once no reader holds it. Returns
         what the broker must count as consumed: the topic was deleted."""
-        cdef Delivery rest
+        cdef AckHandle rest
         cdef uint64_t floor = 0
         cdef int64_t held_from
         self._disown(d)
@@ -176,7 +189,7 @@ cdef class InFlight:
         else:
             self.last = d.prev
         if d.prev != NULL:
-            (<Delivery>d.prev).next = rest
+            (<AckHandle>d.prev).next = rest
         else:
             self.first = rest
         d.next = None
@@ -193,7 +206,7 @@ cdef class InFlight:
         self.held_from = <uint64_t>held_from
         return 0
 
-    cdef int _retry_or_dead(self, Delivery d, object reason, list dead) except -1:
+    cdef int _retry_or_dead(self, AckHandle d, object reason, list dead) except -1:
         self._disown(d)
         if d.max_deliveries is not None and d.delivery_count >= d.max_deliveries:
             self._settle(d, 0)
@@ -207,7 +220,7 @@ cdef class InFlight:
         cdef _Line line
         for found in self.lines:
             line = <_Line>found
-            if line.first != NULL and (<Delivery>line.first).deadline <= now:
+            if line.first != NULL and (<AckHandle>line.first).deadline <= now:
                 return True
         return False
 
@@ -216,11 +229,11 @@ cdef class InFlight:
         of those going back for redelivery, to log once the lock is released (None: none)."""
         cdef list missed = None
         cdef _Line line
-        cdef Delivery d
+        cdef AckHandle d
         for found in self.lines:
             line = <_Line>found
             while line.first != NULL:
-                d = <Delivery>line.first
+                d = <AckHandle>line.first
                 if d.deadline > now:
                     break
                 if d.max_deliveries is None or d.delivery_count < d.max_deliveries:
@@ -233,10 +246,10 @@ cdef class InFlight:
     cdef int _give_back(self, object owner) except -1:
         """``owner``'s deliveries go back for redelivery, before the others, oldest first."""
         cdef PyObject* at = self.last
-        cdef Delivery d
+        cdef AckHandle d
         cdef int count = 0
         while at != NULL:
-            d = <Delivery>at
+            d = <AckHandle>at
             at = d.prev
             if d.live and d._owner is owner:
                 self._disown(d)
@@ -244,11 +257,11 @@ cdef class InFlight:
                 count += 1
         return count
 
-    cdef Delivery _check(self, object handle, object owner):
-        cdef Delivery d
-        if not isinstance(handle, Delivery):
+    cdef AckHandle _check(self, object handle, object owner):
+        cdef AckHandle d
+        if not isinstance(handle, AckHandle):
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
-        d = <Delivery>handle
+        d = <AckHandle>handle
         if d._state is not self or d._owner is not owner:
             raise AckError(
                 f"this AckHandle (topic {d.topic!r}, sequence {d.seq}) was handed "
@@ -263,7 +276,7 @@ cdef class InFlight:
 
     cdef list _unsettled(self):
         cdef list seqs = []
-        cdef Delivery d = self.first
+        cdef AckHandle d = self.first
         while d is not None:
             seqs.append(d.seq)
             d = d.next
@@ -276,8 +289,8 @@ cdef class InFlight:
         cdef list missed = None
         cdef Py_ssize_t redelivered = 0, dropped = 0, expired = 0
         cdef double now = _monotonic()
-        cdef Delivery old = None
-        cdef Delivery d = None
+        cdef AckHandle old = None
+        cdef AckHandle d = None
         cdef Message msg
         cdef uint64_t floor
         cdef int64_t wall
@@ -287,7 +300,7 @@ cdef class InFlight:
                 # the topic was deleted: nothing to deliver. Messages waiting for redelivery
                 # are dropped; delivered ones stay settleable (a deleted group's were abandoned)
                 while self.ready.first != NULL:
-                    self._settle(<Delivery>self.ready.first, 0)
+                    self._settle(<AckHandle>self.ready.first, 0)
                     dropped += 1
             else:
                 if self.orphaned:
@@ -300,7 +313,7 @@ cdef class InFlight:
                     floor = self.cursor.floor_now()
                     wall = _now_ms() if self.ttl_ms >= 0 else 0
                     while self.ready.first != NULL:
-                        old = <Delivery>self.ready.first
+                        old = <AckHandle>self.ready.first
                         _line_remove(old)
                         if old.seq < floor:  # the log dropped its slot: not redelivered
                             self._settle(old, 0)
@@ -323,7 +336,7 @@ cdef class InFlight:
                 else:
                     self.last = <PyObject*>d
                 if old.prev != NULL:
-                    (<Delivery>old.prev).next = d
+                    (<AckHandle>old.prev).next = d
                 else:
                     self.first = d
                 old.next = None
@@ -335,7 +348,7 @@ cdef class InFlight:
                     d = self._handle(msg, <uint64_t>msg._sequence, 1, owner, now)
                     d.prev = self.last
                     if self.last != NULL:
-                        (<Delivery>self.last).next = d
+                        (<AckHandle>self.last).next = d
                     else:
                         self.first = d
                     self.last = <PyObject*>d
@@ -356,7 +369,7 @@ cdef class InFlight:
         or None."""
         return self._next(owner)
 
-    cdef int _ack_one(self, Delivery d, AckOwner owner) except -1:
+    cdef int _ack_one(self, AckHandle d, AckOwner owner) except -1:
         cdef int retired
         kincir_mutex_lock(&self.lock)
         try:
@@ -377,7 +390,7 @@ cdef class InFlight:
         cdef list checked = []
         cdef Py_ssize_t gone = 0, retired = 0, lettered = 0
         cdef bint attached
-        cdef Delivery d
+        cdef AckHandle d
         kincir_mutex_lock(&self.lock)
         try:
             for handle in handles:
@@ -390,7 +403,7 @@ cdef class InFlight:
             else:
                 owner.nacked += len(checked)
             for found in checked:
-                d = <Delivery>found
+                d = <AckHandle>found
                 if ack:
                     retired += self._settle(d, 1)
                 elif requeue and attached:
@@ -433,7 +446,7 @@ cdef class InFlight:
 
     def extend(self, handle, AckOwner owner):
         """Restart the ack deadline of ``handle``'s delivery from now."""
-        cdef Delivery d
+        cdef AckHandle d
         cdef _Line line
         kincir_mutex_lock(&self.lock)
         try:
@@ -468,8 +481,8 @@ cdef class InFlight:
 
     def abandon(self):
         """The cursor is gone (its subscriber left, or its group was deleted): forget all."""
-        cdef Delivery chain = None
-        cdef Delivery d
+        cdef AckHandle chain = None
+        cdef AckHandle d
         cdef int64_t count = 0
         kincir_mutex_lock(&self.lock)
         try:
@@ -505,8 +518,8 @@ cdef class InFlight:
         for each in self.lines:
             line = <_Line>each
             if line.first != NULL and (not found
-                                       or (<Delivery>line.first).deadline < earliest):
-                earliest = (<Delivery>line.first).deadline
+                                       or (<AckHandle>line.first).deadline < earliest):
+                earliest = (<AckHandle>line.first).deadline
                 found = True
         kincir_mutex_unlock(&self.lock)
         return earliest if found else None
@@ -514,7 +527,7 @@ cdef class InFlight:
     def owned_by(self, AckOwner owner):
         """How many deliveries ``owner`` holds unsettled."""
         cdef Py_ssize_t count = 0
-        cdef Delivery d
+        cdef AckHandle d
         kincir_mutex_lock(&self.lock)
         d = self.first
         while d is not None:
@@ -553,10 +566,10 @@ def deliver(SubscriberKernel subscriber, AckOwner owner):
 def ack_one(handle, AckOwner owner):
     """Ack ``handle`` for the subscriber whose token is ``owner`` (TypeError for anything but a
     handle, AckError for a settled or foreign one)."""
-    cdef Delivery d
-    if not isinstance(handle, Delivery):
+    cdef AckHandle d
+    if not isinstance(handle, AckHandle):
         raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
-    d = <Delivery>handle
+    d = <AckHandle>handle
     if d._state is None:
         raise AckError("this AckHandle was not handed out by a subscriber")
     d._state._ack_one(d, owner)

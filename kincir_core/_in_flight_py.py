@@ -1,11 +1,11 @@
 """The twin's in-flight messages of acknowledging readers (part of the pure-Python kernel; see
-``_broker_py.py``; the compiled engine's ``_in_flight.pxi``): ``AckOwner``, ``Delivery`` (the
-base of ``kincir.memory.AckHandle``) and ``InFlight``, with ``deliver``.
+``_broker_py.py``; the compiled engine's ``_in_flight.pxi``): ``AckOwner``, ``AckHandle``
+(``kincir.memory.AckHandle``) and ``InFlight``, with ``deliver`` and ``ack_one``.
 
 The rules are those of ``kincir.memory.in_flight``'s docstring; its ``_AckState`` subclasses
 ``InFlight`` with the policy (dead letters, logging, waking a drain), which this calls once its
 lock is released. A message's current delivery is its record; a redelivery is a new
-``Delivery`` in its place, so a handle goes stale by identity. Records are kept by sequence (in
+``AckHandle`` in its place, so a handle goes stale by identity. Records are kept by sequence (in
 delivery order, so in sequence order), held ones in one insertion-ordered dict per ack timeout
 (so in deadline order), ready ones in a deque.
 """
@@ -52,8 +52,14 @@ class AckOwner:
         self._cache: tuple[Any, list[Any]] | None = None  # (its subscriber's cursors, states)
 
 
-class Delivery:
-    """One delivery of a message to an acknowledging reader (``AckHandle`` subclasses it)."""
+class AckHandle:
+    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it.
+
+    One delivery of the message: a redelivery comes with a new handle, and this one goes stale.
+    (A virtual subclass of ``kincir._ack.AckHandleBase``, like every backend's handle.)
+    """
+
+    __module__ = "kincir.memory"
 
     __slots__ = (
         "_dead_letter_topic",
@@ -88,16 +94,29 @@ class Delivery:
         """The message's sequence number in its topic."""
         return self.seq
 
+    @property
+    def message_id(self) -> str:
+        """The message's uuid."""
+        return self._message.uuid  # type: ignore[no-any-return]
+
+    @property
+    def is_retry(self) -> bool:
+        """True when this is a redelivery."""
+        return self.delivery_count > 1
+
+    def __repr__(self) -> str:
+        return (
+            f"<AckHandle topic={self.topic!r} sequence={self.seq} "
+            f"delivery_count={self.delivery_count}>"
+        )
+
 
 class InFlight:
     """The in-flight messages of one acknowledging cursor (one subscriber's, or a group's)."""
 
-    def __init__(self, cursor: Cursor, handle_type: type) -> None:
-        if not issubclass(handle_type, Delivery):
-            raise TypeError("handle_type must subclass Delivery")
+    def __init__(self, cursor: Cursor) -> None:
         self.cursor = cursor
         self.log = cursor.log
-        self.handle_type = handle_type
         self.lock = threading.Lock()
         self.records: OrderedDict[int, Any] = OrderedDict()  # by sequence: current deliveries
         self.ready: deque[Any] = deque()  # waiting for redelivery
@@ -113,7 +132,7 @@ class InFlight:
     # -- under the lock -------------------------------------------------------------------------
 
     def _handle(self, message: Any, seq: int, count: int, owner: AckOwner, now: float) -> Any:
-        d = self.handle_type.__new__(self.handle_type)
+        d = AckHandle.__new__(AckHandle)
         d._owner = owner
         d._message = message
         d._state = self
@@ -195,7 +214,7 @@ class InFlight:
         return len(mine)
 
     def _check(self, handle: Any, owner: object) -> Any:
-        if not isinstance(handle, Delivery):
+        if not isinstance(handle, AckHandle):
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
         if handle._state is not self or handle._owner is not owner:
             raise AckError(
@@ -403,7 +422,7 @@ def deliver(subscriber: Any, owner: AckOwner) -> tuple[Any, Any] | None:
 def ack_one(handle: Any, owner: AckOwner) -> None:
     """Ack ``handle`` for the subscriber whose token is ``owner`` (TypeError for anything but a
     handle, AckError for a settled or foreign one)."""
-    if not isinstance(handle, Delivery):
+    if not isinstance(handle, AckHandle):
         raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
     state = getattr(handle, "_state", None)
     if state is None:

@@ -16,6 +16,7 @@ Who uses it: ``kincir.memory`` (``memory/ack.py``, ``memory/in_flight.py``) and 
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import kincir_core
@@ -67,13 +68,14 @@ def dead_letter_copy(msg: Message, reason: str, count: int, topic: str, sequence
     )
 
 
-class AckHandleBase:
+class AckHandleBase(abc.ABC):
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it.
 
     ``_owner`` names the subscriber (or its token) the handle belongs to: a handle settles only
     on its own subscriber. Each backend's handle holds the attributes below in its own slots:
-    the in-memory one in the engine's ``Delivery``, which the engine fills in (no ``__init__``
-    call on the receive path), ``RemoteAckHandle`` in its ``__init__``.
+    ``RemoteAckHandle`` fills them in its ``__init__``; the in-memory ``AckHandle`` is the
+    engine's own type (a virtual subclass, registered by ``kincir.memory``), filled in by the
+    engine.
     """
 
     __slots__ = ()

@@ -4,7 +4,7 @@
 of each cursor it reads. The bookkeeping itself (records, deadlines, redelivery, counts, the
 hand-out and the settling) is the engine's ``InFlight`` (``kincir_core/_in_flight.pxi``, twin
 ``_in_flight_py.py``); ``_AckState`` subclasses it with the policy: dead letters, logging,
-waking a drain. ``AckHandle`` subclasses the engine's ``Delivery``.
+waking a drain. ``AckHandle`` is the engine's, a virtual subclass of ``AckHandleBase``.
 
 An acknowledging reader's cursor (``acking`` in the engine) keeps a *floor*, its oldest unsettled
 sequence; the topic log holds every slot from the lowest floor, so a message in flight keeps its
@@ -44,7 +44,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from kincir_core import Delivery, InFlight
+from kincir_core import AckHandle, InFlight
 
 from .._ack import AckHandleBase, dead_letter_copy
 from ..errors import KincirError
@@ -54,21 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AckHandle"]
 
-_MODULE = "kincir.memory"
 _log = logging.getLogger("kincir.memory.ack")  # the name users configure: one logger for acks
 _creating = threading.Lock()  # makes a cursor's state exactly once
 
 
-class AckHandle(Delivery, AckHandleBase):
-    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return (
-            f"<AckHandle topic={self.topic!r} sequence={self.sequence} "
-            f"delivery_count={self.delivery_count}>"
-        )
+AckHandleBase.register(AckHandle)
 
 
 class _AckState(InFlight):
@@ -78,7 +68,7 @@ class _AckState(InFlight):
     __slots__ = ("_broker",)
 
     def __init__(self, cursor: Any, publisher: Any) -> None:
-        super().__init__(cursor, AckHandle)
+        super().__init__(cursor)
         # publishes dead letters; held weakly: the broker holds its topics, which hold this
         self._broker = weakref.ref(publisher.broker)
 
@@ -194,6 +184,3 @@ def _state_of(cursor: Any, publisher: Any) -> _AckState:
             if state is None:
                 state = cursor.ack = _AckState(cursor, publisher)
     return state  # type: ignore[no-any-return]
-
-
-AckHandle.__module__ = _MODULE

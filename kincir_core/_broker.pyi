@@ -13,7 +13,6 @@
 # classes of kincir_core._errors, raised directly by both engines. The public names' signatures
 # are part of the public typing surface (tests/typing) and stay as they are.
 import asyncio
-import collections
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -403,9 +402,10 @@ class InFlight:
         """The state of ``cursor``."""
     cursor: Cursor
     log: TopicLog
-    #: Owner tokens of collected group members, appended without the lock (by a finalizer);
-    #: the next operation gives their deliveries back for redelivery.
-    orphaned: collections.deque[object]
+    #: Owner tokens of collected group members (a ``collections.deque``), appended without
+    #: the lock (by a finalizer); the next operation gives their deliveries back for
+    #: redelivery.
+    orphaned: Any
     def next(self, owner: AckOwner) -> tuple[Message, Any] | None:
         """Deliver a redelivery or the cursor's next message to ``owner``: (Message, handle),
         or None."""

@@ -171,6 +171,8 @@ cdef class TopicLog:
     cpdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1
     cpdef int join(self, Cursor cursor, Py_ssize_t limit) except -1
     cpdef int detach(self, Cursor cursor) except -1
+    cpdef int64_t settle(self, Cursor cursor, uint64_t floor, int64_t count,
+                         int64_t consumed=*) except? -2
     cdef Py_ssize_t _subscriber_count(self) noexcept
 
 
@@ -231,6 +233,82 @@ cdef class SubscriberKernel:
     cdef tuple _register(self, Waiter waiter)
     cdef int _unregister(self, Waiter waiter, tuple cursors) except -1
     cdef bint _any_pending(self, tuple cursors) except -1
+
+
+# The in-flight messages of acknowledging readers (_in_flight.pxi).
+cdef class InFlight
+cdef class AckHandle
+
+
+@cython.final
+cdef class _Line:
+    cdef PyObject* first
+    cdef PyObject* last
+    cdef double timeout
+
+
+@cython.final
+cdef class AckOwner:
+    cdef readonly double ack_timeout
+    cdef readonly object max_deliveries
+    cdef readonly object dead_letter_topic
+    cdef readonly uint64_t received       # the subscriber's own counts (stats())
+    cdef readonly uint64_t redelivered
+    cdef readonly uint64_t acked
+    cdef readonly uint64_t nacked
+    cdef readonly uint64_t dead_lettered
+    cdef Py_ssize_t rotation           # the state of its last receive, among its cursors'
+    cdef public tuple _cache           # (its subscriber's cursors, their states)
+
+
+@cython.final
+cdef class AckHandle:
+    cdef readonly object _owner        # the AckOwner it was handed to
+    cdef readonly object _message
+    cdef readonly InFlight _state
+    cdef readonly str topic
+    cdef readonly double timestamp
+    cdef readonly Py_ssize_t delivery_count
+    cdef readonly object _dead_letter_topic
+    cdef object max_deliveries
+    cdef uint64_t seq
+    cdef double timeout
+    cdef double deadline
+    cdef bint live                    # the message's current delivery, held by _owner
+    cdef AckHandle next                # the records list, in sequence order (it owns them)
+    cdef PyObject* prev
+    cdef _Line line                   # its ack timeout's line while live, else ready or None
+    cdef PyObject* lprev
+    cdef PyObject* lnext
+
+
+cdef class InFlight:
+    cdef readonly Cursor cursor
+    cdef readonly TopicLog log
+    cdef readonly object orphaned     # owner tokens of collected group members (no lock)
+    cdef kincir_mutex lock            # guards everything below; taken before the topic's
+    cdef AckHandle first
+    cdef PyObject* last
+    cdef _Line ready                  # waiting for redelivery
+    cdef list lines                   # the held deliveries, one _Line per ack timeout
+    cdef _Line recent                 # the line of the last delivery's ack timeout
+    # the log holds this cursor's slots from here (as of the last settle): an older record's
+    # slot was dropped (clear_topic, drop_oldest), and it must not hold the floor back
+    cdef uint64_t held_from
+    cdef double ttl_ms                # < 0: no TTL
+    cdef void _unchain(self, AckHandle d) noexcept
+    cdef AckHandle _handle(self, object message, uint64_t seq, Py_ssize_t count,
+                           AckOwner owner, double now)
+    cdef void _disown(self, AckHandle d) noexcept
+    cdef int _settle(self, AckHandle d, int64_t consumed) except -1
+    cdef int _retry_or_dead(self, AckHandle d, object reason, list dead) except -1
+    cdef bint _due(self, double now) noexcept
+    cdef list _expire(self, double now, list dead)
+    cdef int _give_back(self, object owner) except -1
+    cdef AckHandle _check(self, object handle, object owner)
+    cdef list _unsettled(self)
+    cdef object _next(self, AckOwner owner)
+    cdef int _ack_one(self, AckHandle d, AckOwner owner) except -1
 
 
 cpdef int leave(Cursor cursor) except -1

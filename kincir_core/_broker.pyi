@@ -377,3 +377,113 @@ class SubscriberKernel:
     def receive_batch_sync(
         self, max_messages: int, timeout: float | None = None
     ) -> list[Message]: ...
+
+# -- the acknowledging readers' in-flight messages (_in_flight.pxi, twin _in_flight_py.py) ----
+
+class AckOwner:
+    """An acknowledging subscriber as its deliveries name it (never the subscriber itself: a
+    dropped one is collected): its settings and its own counts, kept under the states' locks."""
+
+    def __init__(
+        self, ack_timeout: float, max_deliveries: int | None, dead_letter_topic: str | None
+    ) -> None: ...
+    #: Seconds a delivery may stay unsettled before it is redelivered.
+    ack_timeout: float
+    #: Deliveries (the first included) before a message is dead-lettered; None: no bound.
+    max_deliveries: int | None
+    #: Where messages past ``max_deliveries`` or rejected go; None: they are dropped.
+    dead_letter_topic: str | None
+    #: The subscriber's own counts (``stats()``): deliveries handed out, redeliveries among
+    #: them, acked, nacked and dead-lettered messages.
+    received: int
+    redelivered: int
+    acked: int
+    nacked: int
+    dead_lettered: int
+    #: (its subscriber's cursors, their states), kept by the subscriber's ``_states()``.
+    _cache: tuple[Any, list[Any]] | None
+
+class AckHandle:
+    """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it
+    (``kincir.memory.AckHandle``; only the engine makes them). Its attributes are read-only."""
+
+    #: The AckOwner it was handed to.
+    _owner: Any
+    _message: Message
+    #: The state that handed it out.
+    _state: InFlight
+    #: The topic the message came from.
+    topic: str
+    #: Unix time (seconds) of this delivery.
+    timestamp: float
+    #: How many times the message has been delivered, this delivery included.
+    delivery_count: int
+    #: Where the message goes once dead (the receiving subscriber's setting), or None.
+    _dead_letter_topic: str | None
+    @property
+    def sequence(self) -> int:
+        """The message's sequence number in its topic."""
+    @property
+    def message_id(self) -> str:
+        """The message's uuid."""
+    @property
+    def is_retry(self) -> bool:
+        """True when this is a redelivery."""
+
+class InFlight:
+    """The in-flight messages of one acknowledging cursor (one subscriber's, or a group's):
+    records, deadlines, redeliveries and counts. ``kincir.memory``'s ``_AckState`` subclasses
+    it with the policy the engine calls once its lock is released: ``_missed(rows)``,
+    ``_after(dead, redelivered, dropped, expired) -> int``, ``_dropped_deleted(count)``,
+    ``_count_retired(...)`` and ``wake_drain()``."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        """The state of ``cursor``."""
+    cursor: Cursor
+    log: TopicLog
+    #: Owner tokens of collected group members (a ``collections.deque``), appended without
+    #: the lock (by a finalizer); the next operation gives their deliveries back for
+    #: redelivery.
+    orphaned: Any
+    def next(self, owner: AckOwner) -> tuple[Message, Any] | None:
+        """Deliver a redelivery or the cursor's next message to ``owner``: (Message, handle),
+        or None."""
+
+    def settle(self, handles: list[Any], owner: AckOwner, ack: bool, requeue: bool) -> int:
+        """Ack or nack ``handles`` (all checked first: one bad handle settles none); returns
+        how many went to the dead-letter topic."""
+
+    def check(self, handles: list[Any], owner: AckOwner) -> None:
+        """Raise what settling ``handles`` would (TypeError, AckError), settling nothing."""
+
+    def extend(self, handle: Any, owner: AckOwner) -> None:
+        """Restart the ack deadline of ``handle``'s delivery from now."""
+
+    def release(self, owner: AckOwner) -> None:
+        """``owner`` is closing: its deliveries go back for redelivery, oldest first."""
+
+    def hold_unsettled(self) -> None:
+        """The cursor is about to detach: tell the log which of its delivered messages are
+        still unsettled (``Cursor.keep``)."""
+
+    def abandon(self) -> None:
+        """The cursor is gone (its subscriber left, or its group was deleted): forget all."""
+
+    def has_ready(self) -> bool:
+        """Whether a message waits for redelivery (read without the lock: a hint)."""
+
+    def next_deadline(self) -> float | None:
+        """The earliest ack deadline of the deliveries held (engine clock), or None."""
+
+    def owned_by(self, owner: AckOwner) -> int:
+        """How many deliveries ``owner`` holds unsettled."""
+
+def deliver(subscriber: SubscriberKernel, owner: AckOwner) -> tuple[Message, Any] | None:
+    """The next (Message, handle) for ``subscriber`` (whose token is ``owner``) from the states
+    of its cursors, taken in turn (each state's redeliveries first), or None. The states are
+    ``owner._cache`` while the subscriber's cursors are the ones cached, else
+    ``subscriber._states()`` (which the acknowledging subscriber defines)."""
+
+def ack_one(handle: Any, owner: AckOwner) -> None:
+    """Ack ``handle`` for the subscriber whose token is ``owner`` (TypeError for anything but a
+    handle, AckError for a settled or foreign one)."""

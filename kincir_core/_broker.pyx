@@ -26,8 +26,13 @@ Locks: each TopicLog has a mutex (_lock.h: PyMutex, or the GIL itself on 3.11/3.
 its ring, cursors, waiter list and counters; the broker's mutex guards its list of shutdown
 waiters; a subscriber's mutex guards its set of cursors. Order: subscriber, then broker, then
 topic. While a mutex is held nothing allocates a GC-tracked object or calls Python code, so no
-finalizer can re-enter the engine. The topic table itself is changed only by the Python layer,
-under its own reentrant lock (never taken under a mutex); the hot path reads it without one.
+finalizer can re-enter the engine. The exception is an acknowledging cursor's InFlight
+(_in_flight.pxi): its mutex, taken before the topic's, guards a state whose deliveries it makes
+(AckHandle objects) under it, so a collection may run there; the finalizer of a group member
+only queues its owner token, without locking. Its records list owns the handles in sequence
+order; the lines of deadlines and redeliveries only borrow them. The topic table itself is
+changed only by the Python layer, under its own reentrant lock (never taken under a mutex); the
+hot path reads it without one.
 
 Waiting: receive_sync blocks with the GIL released on a one-shot SyncWaiter (a PyThread lock
 used as a semaphore), in slices, checking signals between them so Ctrl-C interrupts it. An
@@ -43,7 +48,7 @@ with the GIL held, since dropping it costs more than they do.
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport (
     PY_LOCK_ACQUIRED,
     PyLockStatus,
@@ -92,6 +97,7 @@ cdef extern from "Python.h":
     # on the pointer itself: a cast to object would add the temporary reference it counts
     Py_ssize_t _refcount "Py_REFCNT" (PyObject* obj)
     bint _is_exact_bytes "PyBytes_CheckExact" (PyObject* obj)
+    void PyType_Modified(PyTypeObject* tp)
 
 cdef extern from "_debug.h":
     bint KINCIR_DEBUG_BUILD
@@ -165,3 +171,4 @@ include "_broker_kernel.pxi"
 include "_publisher.pxi"
 include "_subscriber.pxi"
 include "_awaitables.pxi"
+include "_in_flight.pxi"

@@ -3,7 +3,7 @@ the hot calls. The broker and subscriber management above it is written once (``
 ``_subscriptions.py``) and runs on either kernel. This module holds ``BrokerKernel``,
 ``PublisherCore`` and ``SubscriberKernel`` and exports the kernel's names; the cursors are in
 ``_cursor_py.py``, the topic logs in ``_topic_log_py.py``, the clock and waiters in
-``_waiting_py.py``.
+``_waiting_py.py``, the acknowledging readers' in-flight messages in ``_in_flight_py.py``.
 
 Same names, behaviour and errors as the compiled engine; read that file's header for the design.
 In short: a topic is a ring of message slots addressed by sequence number; every reader owns a
@@ -28,6 +28,7 @@ from ._errors import (
     BrokerShutdown,
     QueueFull,
 )
+from ._in_flight_py import AckHandle, AckOwner, InFlight, ack_one, deliver
 from ._join_py import settled, wait_settled
 from ._message_py import Message, stamp_all
 from ._topic_log_py import MESSAGE_OVERHEAD, TopicLog
@@ -52,15 +53,20 @@ RUNNING = BrokerState.RUNNING
 # The kernel's names (its parts' too: the compiled kernel is one module, so is its twin's face).
 __all__ = [
     "MESSAGE_OVERHEAD",
+    "AckHandle",
+    "AckOwner",
     "AsyncWaiter",
     "BrokerKernel",
     "Cursor",
+    "InFlight",
     "PublisherCore",
     "SubscriberKernel",
     "SyncWaiter",
     "TopicLog",
     "_advance_clock",
     "_reset_clock",
+    "ack_one",
+    "deliver",
     "leave",
     "monotonic",
     "settled",

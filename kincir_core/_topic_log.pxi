@@ -427,7 +427,8 @@ cdef class TopicLog:
         _unlock(self)
         return True
 
-    def settle(self, Cursor cursor, uint64_t floor, int64_t count, int64_t consumed=0):
+    cpdef int64_t settle(self, Cursor cursor, uint64_t floor, int64_t count,
+                         int64_t consumed=0) except? -2:
         cdef uint64_t old, new, held_from
         kincir_mutex_lock(&self.lock)
         try:

@@ -16,7 +16,7 @@ Who uses it: ``kincir.memory`` (``memory/ack.py``, ``memory/in_flight.py``) and 
 
 from __future__ import annotations
 
-import time
+import abc
 from typing import Any
 
 import kincir_core
@@ -68,25 +68,26 @@ def dead_letter_copy(msg: Message, reason: str, count: int, topic: str, sequence
     )
 
 
-class AckHandleBase:
+class AckHandleBase(abc.ABC):
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it.
 
     ``_owner`` names the subscriber (or its token) the handle belongs to: a handle settles only
-    on its own subscriber. The in-memory handle sets these attributes in its own ``__init__``
-    (one call less on its receive path); the others call this one.
+    on its own subscriber. Each backend's handle holds the attributes below in its own slots:
+    ``RemoteAckHandle`` fills them in its ``__init__``; the in-memory ``AckHandle`` is the
+    engine's own type (a virtual subclass, registered by ``kincir.memory``), filled in by the
+    engine.
     """
 
-    __slots__ = ("_message", "_owner", "delivery_count", "timestamp", "topic")
+    __slots__ = ()
 
-    def __init__(self, owner: Any, message: Message, topic: str, delivery_count: int) -> None:
-        self._owner = owner
-        self._message = message
-        #: The topic the message came from.
-        self.topic = topic
-        #: Unix time (seconds) of this delivery.
-        self.timestamp = time.time()
-        #: How many times the message has been delivered, this delivery included.
-        self.delivery_count = delivery_count
+    _owner: Any
+    _message: Message
+    #: The topic the message came from.
+    topic: str
+    #: Unix time (seconds) of this delivery.
+    timestamp: float
+    #: How many times the message has been delivered, this delivery included.
+    delivery_count: int
 
     @property
     def message_id(self) -> str:

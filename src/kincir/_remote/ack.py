@@ -7,6 +7,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 import uuid as uuid_module
 from collections.abc import Iterable
 from typing import Any
@@ -30,11 +31,24 @@ UNDECODABLE = "undecodable"
 class RemoteAckHandle(AckHandleBase):
     """What ``receive_with_ack`` hands out with a message, to ``ack`` or ``nack`` it."""
 
-    __slots__ = ("_deadline", "_delivered", "sequence")
+    __slots__ = (
+        "_deadline",
+        "_delivered",
+        "_message",
+        "_owner",
+        "delivery_count",
+        "sequence",
+        "timestamp",
+        "topic",
+    )
 
     def __init__(self, owner: object, delivered: Delivered, deadline: float) -> None:
         msg = delivered.message
-        AckHandleBase.__init__(self, owner, msg, msg.topic or "", delivered.count)
+        self._owner = owner
+        self._message = msg
+        self.topic = msg.topic or ""
+        self.timestamp = time.time()
+        self.delivery_count = delivered.count
         self._delivered = delivered
         self._deadline = deadline
         self.sequence = msg.sequence

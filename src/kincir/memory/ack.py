@@ -1,9 +1,10 @@
 """``InMemoryAckSubscriber``: the in-memory subscriber that acknowledges.
 
 It reads like ``InMemorySubscriber`` and keeps each delivery in flight until it is settled; the
-bookkeeping of what is in flight (records, deadlines, redelivery, dead letters) is in
-``in_flight.py``, one ``_AckState`` per cursor, shared by the members of a consumer group. The
-settings check and the dead-letter metadata are the rules every backend shares (``kincir._ack``).
+bookkeeping of what is in flight (records, deadlines, redelivery, counts) is the engine's
+``InFlight``, one ``_AckState`` (``in_flight.py``: its policy, dead letters and logging) per
+cursor, shared by the members of a consumer group. The settings check and the dead-letter
+metadata are the rules every backend shares (``kincir._ack``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import kincir_core
-from kincir_core import Message, SubscriberCore
+from kincir_core import AckOwner, InFlight, Message, SubscriberCore, ack_one, deliver
 
 from .._ack import check_settings
 from .._awaitable import DONE, Completed
@@ -23,18 +24,6 @@ from .broker import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 from .in_flight import AckHandle, _AckState, _state_of
 
 __all__ = ["AckHandle", "InMemoryAckSubscriber", "check_settings"]
-
-
-class AckCounts:
-    """An acknowledging subscriber's own counts (``stats()``), and the token its in-flight
-    records and handles name it by. The acknowledgement state updates them under its own lock,
-    which the receive or settle holds anyway (a lock of their own cost a sixth of the ack
-    path)."""
-
-    __slots__ = ("acked", "dead_lettered", "nacked", "received", "redelivered")
-
-    def __init__(self) -> None:
-        self.received = self.redelivered = self.acked = self.nacked = self.dead_lettered = 0
 
 
 class InMemoryAckSubscriber(InMemorySubscriber):
@@ -50,12 +39,10 @@ class InMemoryAckSubscriber(InMemorySubscriber):
     __slots__ = (
         "_ack_owner",
         "_ack_timeout",
-        "_cache",
         "_dead_letter_topic",
         "_finalizing",
         "_max_deliveries",
         "_publisher",
-        "_rotation",
     )
 
     def __init__(
@@ -73,9 +60,9 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         if settings[2] is not None:  # its readers wait for dead letters while the broker drains
             broker._letter_topics.add(settings[2])
         self._publisher = InMemoryPublisher(broker)
-        self._rotation = -1
-        self._cache = (None, [])
-        self._ack_owner = AckCounts()
+        # the token its deliveries name it by, with its settings and own counts (the states
+        # update them under their locks, which the receive or settle holds anyway)
+        self._ack_owner = AckOwner(*settings)
         self._finalizing = False
 
     @property
@@ -97,20 +84,21 @@ class InMemoryAckSubscriber(InMemorySubscriber):
     _max_deliveries: int | None
     _dead_letter_topic: str | None
     _publisher: Any
-    _rotation: int
-    _cache: tuple[Any, list[_AckState]]
-
-    _ack_owner: AckCounts  # the token records and handles name this subscriber by
+    _ack_owner: AckOwner
 
     def _states(self) -> list[_AckState]:
+        """The states of the cursors read, cached on the owner token (``deliver`` reads the
+        cache itself) while the engine keeps the tuple of cursors: until the subscriptions
+        change."""
         cursors = self._attached_cursors()
-        cached = self._cache
-        if cached[0] is cursors:  # the engine keeps the tuple until the subscriptions change
+        owner = self._ack_owner
+        cached = owner._cache
+        if cached is not None and cached[0] is cursors:
             return cached[1]
         publisher = self._publisher
         # a deleted topic's cursor delivers nothing: left out when the subscriptions change
         states = [_state_of(c, publisher) for c in cursors if c.attached]
-        self._cache = (cursors, states)
+        owner._cache = (cursors, states)
         return states
 
     def _has_ready(self) -> bool:
@@ -131,19 +119,10 @@ class InMemoryAckSubscriber(InMemorySubscriber):
 
     def try_receive_with_ack(self) -> tuple[Message, AckHandle] | None:
         """The next message and its AckHandle if one is ready (redeliveries first), else None."""
-        states = self._states()
-        count = len(states)
-        if count:
-            start = (self._rotation + 1) % count
-            self._rotation = start
-            for i in range(count):
-                got = states[(start + i) % count].next(self)
-                if got is not None:
-                    return got
-            if any(state.has_ready() for state in states):
-                return None
-        self._check_receivable()
-        return None
+        got = deliver(self, self._ack_owner)
+        if got is None and not any(state.has_ready() for state in self._states()):
+            self._check_receivable()
+        return got
 
     def _wait_bound(self, deadline: float | None) -> float | None:
         """How long a receive may wait: to its own deadline or the next ack deadline."""
@@ -192,7 +171,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
 
     def _settle(self, handles: Iterable[AckHandle], *, ack: bool, requeue: bool) -> None:
         batch = list(handles)
-        by_state: dict[int, tuple[_AckState, list[AckHandle]]] = {}
+        by_state: dict[int, tuple[InFlight, list[AckHandle]]] = {}
         for handle in batch:
             if not isinstance(handle, AckHandle):
                 raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
@@ -201,18 +180,14 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         if len(by_state) > 1:
             # one bad handle settles none: check every state's handles before settling any
             for state, handles_ in by_state.values():
-                with state.lock:
-                    for handle in handles_:
-                        state._check(handle, owner)
+                state.check(handles_, owner)
         for state, handles_ in by_state.values():
-            state.settle(handles_, owner, ack=ack, requeue=requeue)
+            state.settle(handles_, owner, ack, requeue)
 
     def ack(self, handle: AckHandle) -> Completed[None]:
         """The message is processed: settle it for good. AckError for a settled or foreign
         handle."""
-        if type(handle) is not AckHandle:
-            raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
-        handle._state.ack_one(handle, self._ack_owner)
+        ack_one(handle, self._ack_owner)
         return DONE
 
     def nack(self, handle: AckHandle, requeue: bool = True) -> Completed[None]:
@@ -227,12 +202,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
         foreign handle, or one whose message was already taken back for redelivery."""
         if type(handle) is not AckHandle:
             raise TypeError(f"expected an AckHandle, not {type(handle).__name__}")
-        state = handle._state
-        with state.lock:
-            rec = state._check(handle, self._ack_owner)
-            rec.deadline = kincir_core.monotonic() + rec.timeout
-            # its bucket holds one timeout's deliveries in deadline order: now due last
-            state.owned[rec.timeout].move_to_end(rec.token)
+        handle._state.extend(handle, self._ack_owner)
         return DONE
 
     def ack_batch(self, handles: Iterable[AckHandle]) -> Completed[None]:
@@ -261,12 +231,7 @@ class InMemoryAckSubscriber(InMemorySubscriber):
     def in_flight(self) -> int:
         """Messages this subscriber received and has not settled yet."""
         token = self._ack_owner
-        return sum(
-            1
-            for state in self._states()
-            for rec in list(state.records.values())
-            if rec.owner is token
-        )
+        return sum(state.owned_by(token) for state in self._states())
 
     # -- the plain subscriber API: each message is acked as it is handed out -------------------
 

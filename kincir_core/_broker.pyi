@@ -14,7 +14,7 @@
 # are part of the public typing surface (tests/typing) and stay as they are.
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 from ._message import Message
 from ._rows import CursorCounts, TopicRow
@@ -374,6 +374,10 @@ class SubscriberKernel:
         """Wait on the running loop until up to ``limit`` messages are ready; return them."""
 
     def receive_sync(self, timeout: float | None = None) -> Message: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Message:
+        """``for msg in subscriber``: the next message, waiting for it; ends at shutdown, once
+        closed, or once every topic it reads was closed and drained."""
     def receive_batch_sync(
         self, max_messages: int, timeout: float | None = None
     ) -> list[Message]: ...

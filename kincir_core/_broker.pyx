@@ -84,7 +84,7 @@ from ._codes import AttachOutcome as _AttachOutcome
 from ._codes import BrokerState as _BrokerState
 from ._rows import CursorCounts as _CursorCounts
 from ._rows import TopicRow as _TopicRow
-from ._errors import BrokerShutdown, QueueFull, TopicClosed, TopicNotFound
+from ._errors import BrokerShutdown, NotSubscribed, QueueFull, TopicClosed, TopicNotFound
 
 cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)

@@ -26,7 +26,9 @@ from ._codes import BrokerState
 from ._cursor_py import Cursor
 from ._errors import (
     BrokerShutdown,
+    NotSubscribed,
     QueueFull,
+    TopicClosed,
 )
 from ._in_flight_py import AckHandle, AckOwner, InFlight, ack_one, deliver
 from ._join_py import settled, wait_settled
@@ -534,6 +536,22 @@ class SubscriberKernel:
     def receive_sync(self, timeout: Any = None) -> Message:
         """Block the calling thread until a message arrives (TimeoutError after ``timeout``)."""
         return self._receive_blocking(1, timeout)[0]
+
+    def __iter__(self) -> SubscriberKernel:
+        return self
+
+    def __next__(self) -> Message:
+        """``for msg in subscriber``: the next message, waiting for it; the iteration ends when
+        the broker shuts down, the subscriber is closed, or every topic it reads was closed for
+        writing and is drained."""
+        try:
+            return self.receive_sync()
+        except (BrokerShutdown, TopicClosed):
+            raise StopIteration from None
+        except NotSubscribed:
+            if self._closed:
+                raise StopIteration from None
+            raise
 
     def receive_batch_sync(self, max_messages: int, timeout: Any = None) -> list[Message]:
         """Block until at least one message is ready, then return up to ``max_messages``

@@ -360,6 +360,29 @@ cdef class SubscriberKernel:
             return got
         return self._receive_blocking(0, timeout)
 
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        """``for msg in subscriber``: the next message, waiting for it; the iteration ends when
+        the broker shuts down, the subscriber is closed, or every topic it reads was closed for
+        writing and is drained. (Here rather than in the Python layer: a Python ``__next__``
+        cost as much as the receive it wraps.)"""
+        cdef Message got
+        try:
+            if self.acking:  # the ack layer's receive_sync settles what it hands out
+                return self.receive_sync()
+            got = self._take_one()
+            if got is not None:
+                return got
+            return self._receive_blocking(0, None)
+        except (BrokerShutdown, TopicClosed):
+            raise StopIteration
+        except NotSubscribed:
+            if self._closed:
+                raise StopIteration
+            raise
+
     def receive_batch_sync(self, max_messages, timeout=None):
         """Block until at least one message is ready, then return up to ``max_messages``
         (0: an empty batch at once)."""

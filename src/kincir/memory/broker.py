@@ -672,19 +672,6 @@ class InMemorySubscriber(SubscriberCore):
         # A subscriber dropped without close() must not hold its topics' messages forever.
         self._release_on_gc()
 
-    def __iter__(self) -> Iterator[Message]:
-        return self
-
-    def __next__(self) -> Message:
-        try:
-            return self.receive_sync()
-        except (BrokerShutdown, TopicClosed):
-            raise StopIteration from None
-        except NotSubscribed:
-            if self._closed:
-                raise StopIteration from None
-            raise
-
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 

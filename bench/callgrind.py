@@ -177,6 +177,28 @@ for t in threads:
     t.join()
 """,
     ),
+    # R's shape: a Router stage with one worker thread (ack on success) between a producer and
+    # a reader of its output (valgrind runs one thread at a time: the counts vary a little)
+    "r": (
+        "send_nowait -> Router(concurrency=1) -> receive_sync",
+        """
+import sys
+from kincir import Router
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+out = InMemorySubscriber(broker)
+out.subscribe("out")
+router = Router(broker, "in", "out", lambda item: item, concurrency=1).start()
+send, payload = InMemoryPublisher(broker).send_nowait, b"x" * 64
+for _ in range(n):
+    send("in", payload)
+for _ in range(n):
+    out.receive_sync(timeout=60)
+router.stop(60)
+broker.shutdown()
+""",
+    ),
     "ack": (
         "publish_nowait + try_receive_with_ack + ack",
         """

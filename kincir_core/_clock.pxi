@@ -58,6 +58,8 @@ cdef double _check_timeout_c(object timeout) except? -2.0:
     """Seconds as a double, -1.0 for None (wait forever); _validate.check_timeout checks."""
     if timeout is None:
         return -1.0
+    if type(timeout) is float and <double>timeout >= 0.0:  # the common case, in C (NaN fails)
+        return <double>timeout
     return check_timeout(timeout)
 
 

@@ -68,6 +68,8 @@ def check_timeout(timeout: Any) -> float | None:
     """Validate a timeout (seconds as int/float or a timedelta; None waits forever)."""
     if timeout is None:
         return None
+    if type(timeout) is float and timeout >= 0.0:  # the common case first (NaN fails)
+        return timeout
     if hasattr(timeout, "total_seconds"):
         timeout = timeout.total_seconds()
     if type(timeout) is bool or not isinstance(timeout, (int, float)):

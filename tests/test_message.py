@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import pickle
+import sys
 import time
 import uuid
 
@@ -287,4 +288,7 @@ def test_enqueued_at_metadata_is_unix_ms_only_after_delivery(k):
     after = time.time() * 1000
     got = sub.try_receive()
     stamp = int(got.metadata["_enqueued_at"])
-    assert before - 5 <= stamp <= after + 5
+    # on Linux the compiled engine reads the coarse clock (CLOCK_REALTIME_COARSE, 5): up to one
+    # kernel tick behind the precise time, never ahead of it
+    tick_ms = time.clock_getres(5) * 1000 if sys.platform == "linux" else 0.0
+    assert before - tick_ms - 5 <= stamp <= after + 5

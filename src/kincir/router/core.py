@@ -107,10 +107,12 @@ class Router:
         )
         self._ledger = _Ledger(max_deliveries, dead_letter_topic if acking else None)
         self._stopping = threading.Event()
+        # read by the workers before every message: an attribute, where is_set() is a call
+        self._stop_requested = False
         first = self._subscribers[0]
         tick = min(POLL, first.ack_timeout / 4) if acking else POLL
         self._tick = tick
-        self._output = Output(broker, output_topic, self._ledger, self._stopping, tick)
+        self._output = Output(broker, output_topic, self._stopping, tick)
         self._threads: list[threading.Thread] = []
         self._slots: list[Slot | None] = []
         self._watchdog: Watchdog | None = None
@@ -169,6 +171,7 @@ class Router:
             raise RuntimeError("the router is already running")
         self._subscribe_all()
         self._running = True
+        self._stop_requested = False
         self._stopping.clear()
         return self._end.begin(self.concurrency)
 
@@ -210,6 +213,7 @@ class Router:
         whose handler ran past ``processing_timeout`` is not waited for: its message is already
         settled as timed out, and its late result is discarded. So only a handler still running
         within its time can keep ``stop()`` (and leaving ``with router:``) waiting."""
+        self._stop_requested = True
         self._stopping.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread, slot in zip(self._threads, self._slots, strict=True):
@@ -320,11 +324,18 @@ class Router:
         return (msgs,)
 
     def _finish(
-        self, sub: Any, msgs: list[Message], handles: list[Any], ok: bool, elapsed: float
+        self,
+        sub: Any,
+        msgs: list[Message],
+        handles: list[Any],
+        ok: bool,
+        elapsed: float,
+        published: int = 0,
     ) -> None:
-        """Count and settle the messages of a handler call that ended in time."""
-        self._ledger.handled(len(msgs), ok, elapsed)
-        settle(self.ack_strategy, self._ledger, sub, handles, ok)
+        """Settle and count the messages of a handler call that ended in time (``published``:
+        its outputs, all published)."""
+        acked = settle(self.ack_strategy, self._ledger, sub, handles, ok)
+        self._ledger.handled(len(msgs), ok, elapsed, published, acked)
 
     def _failed(
         self,
@@ -347,7 +358,9 @@ class Router:
                 _describe(msgs),
             )
             self._ledger.add("timed_out", len(msgs))
-            settle(self.ack_strategy, self._ledger, sub, handles, False)
+            acked = settle(self.ack_strategy, self._ledger, sub, handles, False)
+            if acked:
+                self._ledger.add("acked", acked)
         except Exception:  # the watchdog must live on
             _log.exception("router: settling a timed-out handler call failed")
 
@@ -379,7 +392,7 @@ class Router:
     # -- thread workers -------------------------------------------------------------------------
 
     def _live(self, generation: int) -> bool:
-        return not self._stopping.is_set() and self._end.run == generation
+        return not self._stop_requested and self._end.run == generation
 
     def _work_sync(self, sub: Any, slot: Slot | None, generation: int) -> None:
         at_end = False
@@ -431,15 +444,16 @@ class Router:
         if error is not None:
             self._failed(sub, msgs, handles, elapsed, error)
             return True
+        outputs = outputs_of(result)
         try:
-            self._output.publish_sync(sub, handles, outputs_of(result))
+            self._output.publish_sync(sub, handles, outputs)
         except Interrupted:
             self._interrupted(sub, msgs, handles, elapsed)
             return False
         except Exception as exc:
             self._failed(sub, msgs, handles, elapsed, exc)
             return True
-        self._finish(sub, msgs, handles, True, elapsed)
+        self._finish(sub, msgs, handles, True, elapsed, len(outputs))
         return True
 
     # -- asyncio workers ------------------------------------------------------------------------
@@ -489,15 +503,16 @@ class Router:
                 self._failed(sub, taken, handles, time.perf_counter() - started)
             return True
         elapsed = time.perf_counter() - started
+        outputs = outputs_of(result)
         try:
-            await self._output.publish_async(watch, handles, outputs_of(result))
+            await self._output.publish_async(watch, handles, outputs)
         except Interrupted:
             self._interrupted(sub, taken, handles, elapsed)
             return False
         except Exception:
             self._failed(sub, taken, handles, elapsed)
             return True
-        self._finish(sub, taken, handles, True, elapsed)
+        self._finish(sub, taken, handles, True, elapsed, len(outputs))
         return True
 
     def __repr__(self) -> str:

@@ -79,32 +79,33 @@ class Delivery:
         self._ledger.nacked(self._handle, requeue)
 
 
-def settle(strategy: AckStrategy, ledger: _Ledger, sub: Any, handles: list[Any], ok: bool) -> None:
+def settle(strategy: AckStrategy, ledger: _Ledger, sub: Any, handles: list[Any], ok: bool) -> int:
     """Settle the messages of one handler call by ``strategy`` (``ok``: it returned and its
-    outputs were published) and count it. A handle settled meanwhile (by a MANUAL handler, or
-    taken back for redelivery after its ack deadline) is passed over."""
+    outputs were published); return how many it acked, for the caller to count with the call
+    (nacks are counted here). A handle settled meanwhile (by a MANUAL handler, or taken back
+    for redelivery after its ack deadline) is passed over."""
     if handles[0] is None or (ok and strategy is AckStrategy.MANUAL):
-        return
+        return 0
     if ok or strategy is AckStrategy.ALWAYS_ACK:
         try:
             if len(handles) == 1:
                 sub.ack(handles[0])
             else:
                 sub.ack_batch(handles)
-            ledger.add("acked", len(handles))
-            return
+            return len(handles)
         except AckError:
             if len(handles) == 1:
                 _settled_meanwhile(handles[0])
-                return
+                return 0
+        acked = 0
         for handle in handles:  # a batch with a settled handle acks none: one by one
             try:
                 sub.ack(handle)
             except AckError:
                 _settled_meanwhile(handle)
             else:
-                ledger.add("acked")
-        return
+                acked += 1
+        return acked
     for handle in handles:
         try:
             sub.nack(handle)
@@ -112,6 +113,7 @@ def settle(strategy: AckStrategy, ledger: _Ledger, sub: Any, handles: list[Any],
             _settled_meanwhile(handle)
         else:
             ledger.nacked(handle, True)
+    return 0
 
 
 def _settled_meanwhile(handle: AckHandle) -> None:
@@ -121,11 +123,13 @@ def _settled_meanwhile(handle: AckHandle) -> None:
 def take_sync(sub: Any, limit: int) -> Taken | None:
     """Up to ``limit`` messages: the first waited for (None after ``POLL`` seconds without
     one), the rest only those ready now."""
-    try:
-        msg, handle = sub.receive_with_ack_sync(timeout=POLL)
-    except TimeoutError:
-        return None
-    return _take_ready(sub, limit, [msg], [handle])
+    got = sub.try_receive_with_ack()  # a busy stage finds one ready: no wait to set up
+    if got is None:
+        try:
+            got = sub.receive_with_ack_sync(timeout=POLL)
+        except TimeoutError:
+            return None
+    return _take_ready(sub, limit, [got[0]], [got[1]])
 
 
 async def take_async(sub: Any, limit: int) -> Taken | None:

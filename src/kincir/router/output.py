@@ -9,13 +9,18 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from kincir_core import Message
+
 from ..memory.broker import InMemoryBroker, InMemoryPublisher
 from ..memory.errors import AckError, QueueFull, TopicNotFound
-from .stats import _Ledger
 
 
 class Interrupted(Exception):
     """stop() interrupted a worker waiting for room on the output topic (nothing published)."""
+
+
+#: The types a handler's result most often has that are one output, never an iterator.
+_ONE_OUTPUT = frozenset({bytes, str, dict, int, float, Message})
 
 
 def outputs_of(result: Any) -> list[Any]:
@@ -24,6 +29,8 @@ def outputs_of(result: Any) -> list[Any]:
     A handler that means to send one list as a payload wraps it: ``Message([...])``."""
     if result is None:
         return []
+    if type(result) in _ONE_OUTPUT:  # every handler call: spare the Iterator ABC check
+        return [result]
     if type(result) is list or type(result) is tuple or isinstance(result, Iterator):
         return list(result)
     return [result]
@@ -63,19 +70,17 @@ class PublishWatch:
 class Output:
     """A router's output topic and the publishes of its workers."""
 
-    __slots__ = ("_broker", "_ledger", "_local", "_publisher", "_stopping", "_tick", "topic")
+    __slots__ = ("_broker", "_local", "_publisher", "_stopping", "_tick", "topic")
 
     def __init__(
         self,
         broker: InMemoryBroker,
         topic: str | None,
-        ledger: _Ledger,
         stopping: threading.Event,
         tick: float,
     ) -> None:
         self._broker = broker
         self.topic = topic
-        self._ledger = ledger
         self._stopping = stopping
         # how often a worker waiting for room looks at the stop flag and restarts its messages'
         # ack deadlines: at least four times per ack timeout
@@ -96,7 +101,7 @@ class Output:
 
     def publish_sync(self, sub: Any, handles: list[Any], outputs: list[Any]) -> None:
         """Publish a handled call's outputs from a worker thread (Interrupted: stop() was
-        called while they waited for room)."""
+        called while they waited for room). The caller counts them, with the call."""
         if not outputs:
             return
         topic = self._topic()
@@ -114,8 +119,6 @@ class Output:
             if runner is None:
                 runner = self._local.runner = asyncio.Runner()
             runner.run(self._publish_watched(sub, held, topic, outputs))
-            return
-        self._ledger.add("published", len(outputs))
 
     async def _publish_watched(
         self, sub: Any, handles: list[Any], topic: str, outputs: list[Any]
@@ -180,4 +183,3 @@ class Output:
             raise Interrupted from None
         finally:
             watch.publishing = False
-        self._ledger.add("published", len(outputs))

@@ -78,12 +78,15 @@ class _Ledger:
         with self._lock:
             self._counts[name] += n
 
-    def handled(self, n: int, ok: bool, elapsed: float) -> None:
-        """``n`` messages went through one handler call that returned (``ok``) or raised."""
+    def handled(self, n: int, ok: bool, elapsed: float, published: int = 0, acked: int = 0) -> None:
+        """``n`` messages went through one handler call that returned (``ok``) or raised; its
+        ``published`` outputs and the ``acked`` inputs counted with it, under one lock."""
         with self._lock:
             counts = self._counts
             counts["processed"] += n
             counts["succeeded" if ok else "failed"] += n
+            counts["published"] += published
+            counts["acked"] += acked
             self._busy += elapsed
 
     def nacked(self, handle: AckHandle, requeue: bool) -> None:

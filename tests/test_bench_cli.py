@@ -40,11 +40,11 @@ ROWS = {
     "M": ["M"],
     "H": ["H/health", "H/stats"],
     "G": ["G", "G/ack"],
-    "R": ["R", "R/4", "R/batch", "R/timeout", "R/never_ack"],
+    "R": ["R", "R/4", "R/4vs1", "R/batch", "R/timeout", "R/never_ack"],
 }
 # rows measured side by side without a goal of the project's (for objects it set two: the rate
 # against bytes, and against queue.Queue)
-GOALLESS = {"G", "G/ack", *ROWS["R"], "W1o", "W3o", "W5o"}
+GOALLESS = {"R/batch", "R/timeout", "R/never_ack", "W1o", "W3o", "W5o"}
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
 #: One repetition of the ``--quick`` sizes times 0.01.
 TINY = ["--quick", "--repeat", "1", "--scale", "0.01"]

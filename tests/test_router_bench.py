@@ -12,9 +12,12 @@ from kincir import bench
 from kincir.bench.harness import Sizes
 from kincir.bench.workloads import r
 
+#: The goals: >= 1.5x the hand-made stage, and 4 workers at least as fast as 1.
+GOALS = {"R": 1.5, "R/4": 1.5, "R/4vs1": 1.0}
 ROWS = {
     "R": ("kincir Router", "queue.Queue stage", "kincir/base"),
     "R/4": ("kincir Router", "queue.Queue stage", "kincir/base"),
+    "R/4vs1": ("kincir, 4 workers", "kincir, 1 worker", "4/1"),
     "R/batch": ("kincir Router", "queue.Queue stage", "kincir/base"),
     "R/timeout": ("kincir, timeout", "kincir, no timeout", "timeout/none"),
     "R/never_ack": ("kincir, NEVER_ACK", "kincir, ack", "never/ack"),
@@ -37,7 +40,8 @@ def test_the_router_rows_and_their_sides(rows):
             reference,
             ratio,
         )
-        assert row.goal is None
+        goal = GOALS.get(row_id)
+        assert (row.goal.threshold if row.goal else None) == goal
         assert row.subject.unit == row.reference.unit == "msg/s"
         assert len(row.subject.values) == len(row.reference.values) == 2
         assert all(v > 0 for v in row.subject.values + row.reference.values)

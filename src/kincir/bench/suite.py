@@ -192,6 +192,7 @@ _SLOWER = Goal(">=", 0.5)
 _FASTER = Goal(">=", 2.0)
 _AS_FAST = Goal(">=", 1.0)
 _VS_QUEUE = Goal(">=", 5.0)
+_ROUTER = Goal(">=", 1.5)
 _MANY, _ONE = f"{w4.FANOUT_MANY} subs", "1 sub"
 
 #: Every workload, in the order they run and print.
@@ -439,7 +440,12 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
         (
             Compare(
-                "G", f"thread -> group of {g.WORKERS} threads", "kincir", "SimpleQueue", "msg/s"
+                "G",
+                f"thread -> group of {g.WORKERS} threads",
+                "kincir",
+                "SimpleQueue",
+                "msg/s",
+                _SLOWER,
             ),
             Compare(
                 "G/ack",
@@ -447,6 +453,7 @@ WORKLOADS: tuple[Workload, ...] = (
                 "kincir ack",
                 "queue.Queue",
                 "msg/s",
+                _FASTER,
                 kincir_label="kincir, ack",
                 baseline_label="queue.Queue, task_done",
             ),
@@ -472,6 +479,7 @@ WORKLOADS: tuple[Workload, ...] = (
                 "kincir",
                 "queue.Queue",
                 "msg/s",
+                _ROUTER,
                 kincir_label="kincir Router",
                 baseline_label="queue.Queue stage",
             ),
@@ -481,8 +489,20 @@ WORKLOADS: tuple[Workload, ...] = (
                 f"kincir x{g.WORKERS}",
                 f"queue.Queue x{g.WORKERS}",
                 "msg/s",
+                _ROUTER,
                 kincir_label="kincir Router",
                 baseline_label="queue.Queue stage",
+            ),
+            Compare(
+                f"R/{g.WORKERS}vs1",
+                f"Router, {g.WORKERS} worker threads vs 1",
+                f"kincir x{g.WORKERS}",
+                "kincir",
+                "msg/s",
+                _AS_FAST,
+                kincir_label=f"kincir, {g.WORKERS} workers",
+                baseline_label="kincir, 1 worker",
+                ratio=f"{g.WORKERS}/1",
             ),
             Compare(
                 "R/batch",

@@ -124,6 +124,49 @@ for t in threads:
     t.join()
 """,
     ),
+    # W3's shape: a producer thread running ahead of a consumer thread in receive_sync, and
+    # the same with a SimpleQueue (valgrind runs one thread at a time: the counts vary a little)
+    "w3": (
+        "producer thread send_nowait -> consumer thread receive_sync",
+        """
+import sys, threading
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
+sub.subscribe("t")
+def produce(send=pub.send_nowait, payload=b"x" * 64):
+    for _ in range(n):
+        send("t", payload)
+def consume(take=sub.receive_sync):
+    for _ in range(n):
+        take()
+threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+""",
+    ),
+    "w3q": (
+        "producer thread SimpleQueue.put -> consumer thread get",
+        """
+import queue, sys, threading
+n = int(sys.argv[1])
+q = queue.SimpleQueue()
+def produce(put=q.put, payload=b"x" * 64):
+    for _ in range(n):
+        put(payload)
+def consume(get=q.get):
+    for _ in range(n):
+        get()
+threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+""",
+    ),
     "w5": (
         "asyncio producer task -> consumer task: await send(t, p) / await receive()",
         """
@@ -197,6 +240,29 @@ for _ in range(n):
     out.receive_sync(timeout=60)
 router.stop(60)
 broker.shutdown()
+""",
+    ),
+    # R's baseline in the same shape: a worker thread between two queue.Queue (task_done)
+    "rq": (
+        "put -> queue.Queue stage (1 worker thread) -> get",
+        """
+import queue, sys, threading
+n = int(sys.argv[1])
+inbox, outbox = queue.Queue(), queue.Queue()
+def stage():
+    get, put, done = inbox.get, outbox.put, inbox.task_done
+    while (item := get()) is not None:
+        put((lambda i: i)(item))
+        done()
+worker = threading.Thread(target=stage)
+worker.start()
+payload = b"x" * 64
+for _ in range(n):
+    inbox.put(payload)
+for _ in range(n):
+    outbox.get(timeout=60)
+inbox.put(None)
+worker.join()
 """,
     ),
     "ack": (

@@ -426,3 +426,28 @@ def test_run_detaches_its_workers_when_it_ends(k):
     k.run(main())
     assert broker.topic_info("in").subscriber_count == 0
     assert broker.list_groups("in") == ["router:in"]
+
+
+# -- workers overlap when the handler waits -------------------------------------------------------
+
+
+@pytest.mark.parametrize("concurrency", [2, 4])
+def test_workers_handle_as_many_messages_at_once_as_there_are_workers(k, concurrency):
+    # every call waits at a barrier for as many calls as there are workers: it is passed only
+    # if that many handlers run at once (one worker per message, each woken for its message)
+    barrier = threading.Barrier(concurrency)
+
+    def handler(msg):
+        barrier.wait(10)
+        return [msg.payload]
+
+    broker, pub, out, router = stage(k, handler, concurrency=concurrency)
+    payloads = [b"%d" % i for i in range(concurrency * 3)]
+    with router:
+        for payload in payloads:
+            pub.send_nowait("in", payload)
+        assert sorted(k.receive_payloads(out, len(payloads))) == sorted(payloads)
+    stats = router.stats()
+    assert (stats.processed, stats.failed, stats.acked) == (len(payloads), 0, len(payloads))
+    assert not barrier.broken
+    assert broker.health_check().is_healthy

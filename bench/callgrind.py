@@ -57,6 +57,23 @@ def loop(publish=pub.publish_nowait, take=sub.try_receive, payload=b"x" * 64):
 loop()
 """,
     ),
+    # W2's kept-up shape: n messages as batches of 100 raw payloads
+    "w2": (
+        "publish_nowait(t, [p] * 100) + try_receive_batch(100), per message",
+        """
+import sys
+from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
+n = int(sys.argv[1])
+broker = InMemoryBroker.with_default_config()
+pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
+sub.subscribe("t")
+def loop(publish=pub.publish_nowait, take=sub.try_receive_batch, batch=[b"x" * 64] * 100):
+    for _ in range(n // 100):
+        publish("t", batch)
+        take(100)
+loop()
+""",
+    ),
     # w1 with a dict for the payload, the loop otherwise the same: the difference per message is
     # what moving an object costs over moving bytes
     "w1o": (

@@ -50,8 +50,8 @@ cdef struct Slot:
     PyObject* message     # the delivered copy, made by the first reader; NULL until then
     PyObject* payload     # any object (bytes-like ones published are bytes)
     PyObject* meta        # dict, never mutated
-    uint64_t id_hi
-    uint64_t id_lo
+    uint64_t id_hi        # the uuid; both 0 for a payload published without a Message: the
+    uint64_t id_lo        # delivered Message draws it when first read
     int64_t enqueued_at   # Unix milliseconds
 
 cdef class Waiter:

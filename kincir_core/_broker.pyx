@@ -71,7 +71,7 @@ from cpython.mem cimport PyMem_RawMalloc as malloc
 from cpython.mem cimport PyMem_RawRealloc as realloc
 
 from ._message cimport (
-    Message, check_batch, copy_metadata, delivered_copy, new_id, to_payload,
+    Message, check_batch, copy_metadata, delivered_copy, ensure_id, to_payload,
 )
 
 from asyncio import get_running_loop as _get_running_loop
@@ -94,6 +94,11 @@ cdef extern from "Python.h":
     int PyList_Append(object lst, object item)
     Py_ssize_t PyList_GET_SIZE(object lst)
     int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject* items)
+    # unchecked item access for the batch loops, which check type and size themselves
+    Py_ssize_t Py_SIZE(object obj)
+    PyObject* PySequence_Fast_GET_ITEM(object seq, Py_ssize_t i)  # borrowed
+    PyObject* PyList_GET_ITEM(object lst, Py_ssize_t i)  # borrowed
+    void PyList_SET_ITEM(object lst, Py_ssize_t i, PyObject* item)  # steals item
     # on the pointer itself: a cast to object would add the temporary reference it counts
     Py_ssize_t _refcount "Py_REFCNT" (PyObject* obj)
     bint _is_exact_bytes "PyBytes_CheckExact" (PyObject* obj)

@@ -11,6 +11,10 @@ cycle the collector cannot see (documented in the README). It has a freelist.
 
 The uuid is 128 random bits from a xoshiro256** generator seeded from ``os.urandom`` (and
 re-seeded in a forked child), stored as two integers and formatted only when ``uuid`` is read.
+A message the engine builds from a payload published without a Message (``send``, a batch of
+raw payloads) has no uuid yet (both integers 0, which no uuid4 is): it is drawn when first read
+(``ensure_id``). Every reader of that message shares one delivered Message, so all of them see
+the same uuid.
 Nothing here waits or locks."""
 
 cimport cython
@@ -88,7 +92,8 @@ cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept:
 cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
                             str topic, int64_t sequence, int64_t enqueued_at, bint ordered):
     """The message readers receive, built from a topic log slot. Allocates only a Message (no
-    GC tracking, no Python code runs), so the log may call it under its lock."""
+    GC tracking, no Python code runs), so the log may call it under its lock. ``id_hi`` and
+    ``id_lo`` both 0: the uuid is drawn when first read."""
     cdef Message msg = Message.__new__(Message)
     msg.payload = <object>payload
     msg._meta = <dict>meta
@@ -189,6 +194,7 @@ cdef class Message:
     @property
     def uuid(self):
         """The message's uuid4, kept by every copy the broker delivers."""
+        ensure_id(self)
         return _format_uuid(self._id_hi, self._id_lo)
 
     @property
@@ -222,6 +228,7 @@ cdef class Message:
         cdef Message copy = Message.__new__(Message)
         copy.payload = to_payload(payload)
         copy._meta = self._meta
+        ensure_id(self)
         copy._id_hi = self._id_hi
         copy._id_lo = self._id_lo
         copy._topic = None
@@ -237,6 +244,7 @@ cdef class Message:
         copy.payload = self.payload
         copy._meta = dict(self._meta)
         copy._meta[key] = value
+        ensure_id(self)
         copy._id_hi = self._id_hi
         copy._id_lo = self._id_lo
         copy._topic = None
@@ -250,6 +258,7 @@ cdef class Message:
         return f"Message(uuid={self.uuid!r}, payload={shown}{where})"
 
     def __reduce__(self):
+        ensure_id(self)
         return (
             restore_message,
             (self.payload, self._meta, (<object>self._id_hi << 64) | self._id_lo, self._topic,

@@ -226,7 +226,13 @@ def stamp_all(items: Any, topic: str, enqueued_at: int, ordered: bool) -> list[M
             f"messages must be a list of Message objects or payloads, not {type(items).__name__}"
         )
     stamped = []
-    for item in items:
+    count = len(items)
+    for i in range(count):
+        # an item's conversion (a bytearray subclass's __bytes__) may run code that changes
+        # the list: refused whole
+        if i >= len(items):
+            break
+        item = items[i]
         copy = Message.__new__(Message)
         if type(item) is Message:
             copy._payload = item._payload
@@ -241,6 +247,8 @@ def stamp_all(items: Any, topic: str, enqueued_at: int, ordered: bool) -> list[M
         copy._enqueued_at = enqueued_at
         copy._ordered = ordered
         stamped.append(copy)
+    if len(items) != count:
+        raise RuntimeError("the batch changed size while it was being published")
     return stamped
 
 

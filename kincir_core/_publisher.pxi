@@ -186,7 +186,7 @@ cdef class PublisherCore:
         one.payload = <PyObject*>payload
         one.meta = <PyObject*>meta
         one.message = NULL
-        new_id(&one.id_hi, &one.id_lo)
+        one.id_hi = one.id_lo = 0  # drawn when first read
         one.enqueued_at = _now_ms()
         return self._append(<TopicLog>log, &one, 1)
 
@@ -199,6 +199,7 @@ cdef class PublisherCore:
         cdef Slot one
         cdef Slot* batch
         cdef Py_ssize_t i, count, filled = 0
+        cdef bint creating = False
         cdef int64_t now_ms
         if log is None:
             log = self._log_of(
@@ -221,13 +222,20 @@ cdef class PublisherCore:
                 raise MemoryError("cannot allocate a publish buffer")
         try:
             for i in range(count):
-                _fill_slot(&batch[i], messages[i])
+                # an item's conversion (a bytearray subclass's __bytes__) may run code that
+                # changes the list: refused whole, as the twin does
+                if i >= Py_SIZE(messages):
+                    _batch_changed()
+                _fill_slot(&batch[i], <object>PySequence_Fast_GET_ITEM(messages, i))
                 batch[i].enqueued_at = now_ms
                 filled += 1
+            if Py_SIZE(messages) != count:
+                _batch_changed()
             if log is None:
+                creating = True
                 log = self.broker._topic(topic)
         except BaseException:
-            if filled == count:  # the broker refused it (a bad item is not counted)
+            if creating:  # the broker refused it (a bad item or batch is not counted)
                 self.refused += count
             _clear_slots(batch, filled)
             if batch != &one:
@@ -239,6 +247,10 @@ cdef class PublisherCore:
             if batch != &one:
                 free(batch)
         return blocked
+
+
+cdef int _batch_changed() except -1:
+    raise RuntimeError("the batch changed size while it was being published")
 
 
 cdef int _refuse_full(TopicLog log) except -1:

@@ -55,12 +55,13 @@ cdef int _fill_slot(Slot* slot, object item) except -1:
         source = <Message>item
         payload = source.payload
         meta = source._meta
+        ensure_id(source)  # a delivered message published again keeps its uuid
         slot.id_hi = source._id_hi
         slot.id_lo = source._id_lo
     else:
         payload = to_payload(item)
         meta = _NO_METADATA
-        new_id(&slot.id_hi, &slot.id_lo)
+        slot.id_hi = slot.id_lo = 0  # drawn when first read
     Py_INCREF(payload)
     Py_INCREF(meta)
     slot.payload = <PyObject*>payload

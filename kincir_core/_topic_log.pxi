@@ -29,6 +29,15 @@ cdef inline bint _last_holder(Slot* slot) noexcept:
     return _refcount(slot.payload) <= held
 
 
+cdef inline void _put(list out, Py_ssize_t i, Message msg) noexcept:
+    """``out[i] = msg`` for ``i`` in range, replacing a None (never freed: safe under the log's
+    lock) without an index check."""
+    cdef PyObject* old = PyList_GET_ITEM(out, i)
+    Py_INCREF(msg)
+    PyList_SET_ITEM(out, i, <PyObject*>msg)
+    Py_XDECREF(old)
+
+
 cdef class TopicLog:
     """A topic: a ring of message slots addressed by sequence number, read through cursors."""
 
@@ -506,8 +515,6 @@ cdef class TopicLog:
             self._wake_room()
         return got
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit):
         """Up to ``limit`` messages for ``cursor``, in sequence order (maybe none)."""
         cdef uint64_t available = self.head - cursor.pos  # racy estimate, sizes the list
@@ -520,7 +527,7 @@ cdef class TopicLog:
         if <uint64_t>limit > available:
             limit = <Py_ssize_t>available
         # made before locking (a list is GC-tracked); filled under the lock, which only
-        # replaces its None items (n < limit stays in range: audited, so no bounds checks)
+        # replaces its None items (n < limit stays in range: audited, so _put checks nothing)
         out = [None] * limit
         now = _monotonic() if self.ttl >= 0 else 0.0
         kincir_mutex_lock(&self.lock)
@@ -535,13 +542,13 @@ cdef class TopicLog:
                 if old < self.hole_end:  # among tombstones (old < head): skip them
                     first = seq = _skip_holes(self, old)
                     while seq < self.head and n < limit:
-                        out[n] = self._delivered(seq)
+                        _put(out, n, self._delivered(seq))
                         n += 1
                         seq = _skip_holes(self, seq + 1)
                     _took(self, cursor, old, first, seq, n)
                 else:
                     while old + <uint64_t>n < end:
-                        out[n] = self._delivered(old + n)
+                        _put(out, n, self._delivered(old + n))
                         n += 1
                     if n:
                         cursor.pos = end

@@ -324,3 +324,27 @@ def test_a_payload_finalizer_may_call_the_broker(engine_env, engine, case):
 def test_readme_quick_start_moves_a_dict_by_reference(run_readme_example, engine):
     out = run_readme_example("## Quick start", engine)
     assert out.startswith("{'id': 1234, 'sku': 'A-1', 'qty': 3} 1 {"), out
+
+
+@pytest.mark.parametrize("change", ["shrink", "grow"])
+def test_a_batch_that_changes_size_while_published_is_refused_whole(k, change):
+    # bytes() of a bytearray subclass calls its __bytes__: code that runs mid-batch
+    batch: list[object] = []
+
+    class Changing(bytearray):
+        def __bytes__(self) -> bytes:
+            if change == "shrink":
+                batch.clear()
+            else:
+                batch.append(b"more")
+            return b"evil"
+
+    broker, pub, sub = k.setup(subscribe="t")
+    batch.extend([Changing(b"a"), b"b", b"c"])
+    with pytest.raises(RuntimeError, match="changed size"):
+        pub.publish_nowait("t", batch)
+    assert sub.try_receive() is None
+    assert pub.stats() == k.PublisherStats(published=0, refused=0)
+    pub.publish_nowait("t", [b"after"])
+    assert sub.try_receive().payload == b"after"
+    assert broker.health_check().is_healthy

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pickle
+import uuid
 import warnings
 
 import pytest
@@ -187,3 +189,40 @@ def test_wire_fidelity_runs_sends_through_the_codec(k):
         pub.send_nowait("t", object())
     with pytest.raises(TypeError, match="cannot encode"):
         k.run(pub.send("t", object()))
+
+
+def test_a_message_sent_as_a_payload_keeps_one_uuid_wherever_it_goes(k):
+    # the engine draws such a message's uuid when it is first read: every reader, copy,
+    # pickle, redelivery, dead letter and republished message must still see the same one
+    broker = k.new_broker()
+    pub = k.InMemoryPublisher(broker)
+    first, second = k.subscriber(broker, "t"), k.subscriber(broker, "t")
+    pub.send_nowait("t", b"a")
+    pub.publish_nowait("t", [b"b", b"c"])  # raw payloads: built in the engine too
+    got_first, got_second = k.drain(first), k.drain(second)
+    ids = [m.uuid for m in got_second]  # the second reader asks first
+    assert [m.uuid for m in got_first] == ids
+    assert len(set(ids)) == 3
+    assert all(uuid.UUID(u).version == 4 and str(uuid.UUID(u)) == u for u in ids)
+    msg = got_first[0]
+    with k.activated():
+        assert pickle.loads(pickle.dumps(msg)).uuid == msg.uuid
+    assert msg.with_payload(b"z").uuid == msg.with_metadata("k", "v").uuid == msg.uuid
+
+    # republished before anyone read its uuid: the copy delivered from "u" keeps it
+    relay = k.subscriber(broker, "u")
+    pub.send_nowait("t", b"d")
+    fresh = first.try_receive()
+    pub.publish_nowait("u", [fresh])
+    assert relay.try_receive().uuid == fresh.uuid == second.try_receive().uuid
+
+    # redelivered and dead-lettered: the record's message keeps the uuid drawn before
+    broker, pub, acker = k.ack_setup(max_deliveries=2, dead_letter_topic="t.dlq")
+    dlq = k.subscriber(broker, "t.dlq")
+    pub.send_nowait("t", b"poison")
+    msg, handle = acker.try_receive_with_ack()
+    acker.nack(handle)
+    again, handle = acker.try_receive_with_ack()
+    assert again.uuid == msg.uuid
+    acker.nack(handle)
+    assert dlq.try_receive().uuid == msg.uuid

@@ -284,12 +284,15 @@ cdef class TopicLog:
                 outcome = APPEND_DROPPED
             else:
                 self.last_activity = batch[0].enqueued_at * 1e-3
-                # tombstones hold no message: they must not make a publish reclaim expired ones
+                # the slots (not tombstones) bound what counts against the capacity; only
+                # when that count (unread plus in flight, not the settled messages pinned
+                # behind an unsettled one) is over does a publish reclaim expired messages
                 held = self.head - self.tail - self.holes
                 if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
-                    if self.ttl >= 0:
-                        self._expire(now)
                     held = self._held()
+                    if self.ttl >= 0 and held + count > <uint64_t>self.capacity:
+                        self._expire(now)
+                        held = self._held()
                     if held + count > <uint64_t>self.capacity:
                         if self.overflow == OVERFLOW_DROP_NEWEST:
                             keep = 0

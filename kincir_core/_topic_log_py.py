@@ -319,13 +319,16 @@ class TopicLog:
             if not self.cursors and not self.persistence:
                 self.dropped += count
                 return False
-            # tombstones hold no message: they must not make a publish reclaim expired ones
+            # the slots (not tombstones) bound what counts against the capacity; only when
+            # that count (unread plus in flight, not the settled messages pinned behind an
+            # unsettled one) is over does a publish reclaim expired messages
             held = self.head - self.tail - self.holes
             capacity = self.capacity
             if capacity is not None and held + count > capacity:
-                if self.ttl is not None:
-                    self._expire(now)
                 held = self._held()
+                if self.ttl is not None and held + count > capacity:
+                    self._expire(now)
+                    held = self._held()
                 if held + count > capacity:
                     if self.overflow == OVERFLOW_DROP_NEWEST:
                         keep = max(0, capacity - held)

@@ -166,3 +166,26 @@ def test_tombstones_do_not_make_a_publish_reclaim_expired_messages(k):
     assert broker.topic_info("t").queue_size == 1
     pub.publish_nowait("t", [b"3"])
     assert broker.topic_info("t").queue_size == 2
+
+
+def test_settled_messages_behind_an_unsettled_one_do_not_make_a_publish_reclaim(k):
+    # message 2 is dropped (nacked, no requeue) while message 1 is still in flight: its slot
+    # stays behind 1 but counts against nothing, so a publish that fits (1 in flight and 3
+    # unread: 4) must not reclaim the expired unread message 3 early; a full topic would
+    broker, pub, _ = k.setup(max_queue_size=4, default_message_ttl=100)
+    acker = k.InMemoryAckSubscriber(broker, ack_timeout=1e6)
+    acker.subscribe("t")
+    pub.publish_nowait("t", [b"1", b"2", b"3"])
+    acker.try_receive_with_ack()
+    _, second = acker.try_receive_with_ack()
+    k.core._advance_clock(110)  # 1, 2 and 3 expired
+    pub.publish_nowait("t", [b"4"])
+    acker.nack(second, requeue=False)
+    pub.publish_nowait("t", [b"5"])
+    info = broker.topic_info("t")
+    assert (info.queue_size, info.in_flight, info.total_expired) == (3, 1, 0)
+    assert acker.try_receive_with_ack()[0].payload == b"4"  # a reader skips 3 as expired
+    assert broker.topic_info("t").total_expired == 1
+    pub.publish_nowait("t", [b"6"])  # 1 and 4 in flight, 5 and 6 unread: full, not over
+    with pytest.raises(k.QueueFull):
+        pub.publish_nowait("t", [b"7"])

@@ -165,7 +165,7 @@ cdef class TopicLog:
     cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=*) except -1
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1
-    cdef Message _delivered(self, uint64_t seq)
+    cdef inline Message _delivered(self, uint64_t seq)
     cdef Message take_one(self, Cursor cursor)
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit)
     cpdef int attach(self, Cursor cursor, Py_ssize_t limit) except -1

@@ -1,3 +1,4 @@
+from cpython.bytes cimport PyBytes_CheckExact
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
@@ -14,14 +15,41 @@ cdef class Message:
 
 
 cdef int check_batch(object items) except -1
-cdef object to_payload(object value)
+cdef object snapshot_payload(object value)
 cdef dict copy_metadata(object metadata)
 cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept
+
+
+# Inline here (the engine's hot paths call them from another module): a cross-module cdef
+# function is called through a pointer and cannot be inlined.
+
 cdef inline void ensure_id(Message msg) noexcept:
     """Draw the uuid of a message the engine built without one (see ``delivered_copy``)."""
     if msg._id_hi == 0 and msg._id_lo == 0:
         new_id(&msg._id_hi, &msg._id_lo)
 
 
-cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
-                            str topic, int64_t sequence, int64_t enqueued_at, bint ordered)
+cdef inline object to_payload(object value):
+    """A published payload as the broker keeps it: the object itself, except that a
+    ``bytearray`` or ``memoryview`` becomes ``bytes`` (``snapshot_payload``)."""
+    if PyBytes_CheckExact(value):
+        return value
+    return snapshot_payload(value)
+
+
+cdef inline Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi,
+                                   uint64_t id_lo, str topic, int64_t sequence,
+                                   int64_t enqueued_at, bint ordered):
+    """The message readers receive, built from a topic log slot. Allocates only a Message (no
+    GC tracking, no Python code runs), so the log may call it under its lock. ``id_hi`` and
+    ``id_lo`` both 0: the uuid is drawn when first read."""
+    cdef Message msg = Message.__new__(Message)
+    msg.payload = <object>payload
+    msg._meta = <dict>meta
+    msg._id_hi = id_hi
+    msg._id_lo = id_lo
+    msg._topic = topic
+    msg._sequence = sequence
+    msg._enqueued_at = enqueued_at
+    msg._ordered = ordered
+    return msg

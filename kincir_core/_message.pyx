@@ -21,7 +21,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport uint64_t
 
 import os
 from collections.abc import Mapping
@@ -89,23 +89,6 @@ cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept:
     lo[0] = (_next_random() & ~(<uint64_t>0xC000000000000000)) | (<uint64_t>0x8000000000000000)
 
 
-cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
-                            str topic, int64_t sequence, int64_t enqueued_at, bint ordered):
-    """The message readers receive, built from a topic log slot. Allocates only a Message (no
-    GC tracking, no Python code runs), so the log may call it under its lock. ``id_hi`` and
-    ``id_lo`` both 0: the uuid is drawn when first read."""
-    cdef Message msg = Message.__new__(Message)
-    msg.payload = <object>payload
-    msg._meta = <dict>meta
-    msg._id_hi = id_hi
-    msg._id_lo = id_lo
-    msg._topic = topic
-    msg._sequence = sequence
-    msg._enqueued_at = enqueued_at
-    msg._ordered = ordered
-    return msg
-
-
 cdef str _format_uuid(uint64_t hi, uint64_t lo):
     cdef char buf[36]
     cdef const char* digits = b"0123456789abcdef"
@@ -123,13 +106,11 @@ cdef str _format_uuid(uint64_t hi, uint64_t lo):
 
 # -- validation -------------------------------------------------------------------------------
 
-cdef object to_payload(object value):
-    """A published payload as the broker keeps it: the object itself, except that a
-    ``bytearray`` or ``memoryview`` becomes ``bytes`` (a snapshot). Those two are the mutable
-    buffers callers refill and publish again; bytes-only releases copied them, and code written
-    for that must not see its later writes reach subscribers."""
-    if PyBytes_CheckExact(value):
-        return value
+cdef object snapshot_payload(object value):
+    """``to_payload`` (``_message.pxd``) past its exact-bytes case: a ``bytearray`` or
+    ``memoryview`` becomes ``bytes`` (a snapshot), anything else is kept as it is. Those two are
+    the mutable buffers callers refill and publish again; bytes-only releases copied them, and
+    code written for that must not see its later writes reach subscribers."""
     # most objects export no buffer: one slot test skips the two subtype walks (a bytearray
     # subclass inherits the buffer slot, and memoryview cannot be subclassed)
     if KINCIR_HAS_BUFFER_SLOT(value) and (PyByteArray_Check(value) or PyMemoryView_Check(value)):

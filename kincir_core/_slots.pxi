@@ -46,7 +46,7 @@ cdef inline void _clear_slot(Slot* slot) noexcept:
 cdef dict _NO_METADATA = {}
 
 
-cdef int _fill_slot(Slot* slot, object item) except -1:
+cdef inline int _fill_slot(Slot* slot, object item) except -1:
     """Write ``item`` (a Message or a payload) into ``slot``, taking references."""
     cdef Message source
     cdef object payload

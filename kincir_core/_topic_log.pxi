@@ -469,7 +469,7 @@ cdef class TopicLog:
 
     # -- reading --------------------------------------------------------------------------------
 
-    cdef Message _delivered(self, uint64_t seq):
+    cdef inline Message _delivered(self, uint64_t seq):
         """The Message readers receive for ``seq``, built by the first reader (lock held)."""
         cdef Slot* slot = &self.ring[seq & self.mask]
         cdef Message msg

@@ -35,7 +35,7 @@ ROWS = {
     "W4": ["W4", "W4/fanout"],
     "W5": ["W5"],
     "W5o": ["W5o", "W5o/bytes"],
-    "W6": ["W6/threads", "W6/asyncio"],
+    "W6": ["W6/threads", "W6/floor", "W6/asyncio"],
     "W7": ["W7"],
     "M": ["M"],
     "H": ["H/health", "H/stats"],
@@ -44,7 +44,7 @@ ROWS = {
 }
 # rows measured side by side without a goal of the project's (for objects it set two: the rate
 # against bytes, and against queue.Queue)
-GOALLESS = {"R/batch", "R/timeout", "R/never_ack", "W1o", "W3o", "W5o"}
+GOALLESS = {"R/batch", "R/timeout", "R/never_ack", "W1o", "W3o", "W5o", "W6/floor"}
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
 #: One repetition of the ``--quick`` sizes times 0.01.
 TINY = ["--quick", "--repeat", "1", "--scale", "0.01"]

@@ -38,7 +38,9 @@ W5         asyncio producer task -> consumer task (``await send`` / ``await rece
 W5o        W5 with a dict per message; vs ``asyncio.Queue``, and vs W5's kincir side in the same
            repetitions
 W6         ping-pong round trip, median (p50) latency: two threads (two topics, ``receive_sync``
-           on each side; vs two SimpleQueues) and two asyncio tasks (vs two asyncio.Queues)
+           on each side; vs two SimpleQueues) and two asyncio tasks (vs two asyncio.Queues);
+           W6/floor sets the threads' round trip against two bare ``threading.Lock`` hand-offs
+           (the two wake-ups alone, which every queue's round trip pays)
 W7         producer thread -> asyncio consumer (``await receive()``); vs an asyncio.Queue fed by
            ``loop.call_soon_threadsafe(q.put_nowait, item)`` (and ``janus`` when installed)
 M          memory per queued message: 100k distinct 64-byte payloads published to a topic with

@@ -348,6 +348,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (
             one("kincir threads", w6.kincir_threads),
             one("2 SimpleQueues", w6.simple_queue_threads),
+            one("2 Locks", w6.lock_handoff_threads),
             one("kincir asyncio", w6.kincir_tasks),
             one("2 asyncio.Queues", w6.asyncio_queue_tasks),
         ),
@@ -360,6 +361,20 @@ WORKLOADS: tuple[Workload, ...] = (
                 "us",
                 _AS_FAST,
                 kincir_label="kincir",
+            ),
+            Compare(
+                "W6/floor",
+                "ping-pong p50, 2 threads: the wake-ups alone",
+                "kincir threads",
+                "2 Locks",
+                "us",
+                kincir_label="kincir",
+                baseline_label="2 bare Lock hand-offs",
+                notes=(
+                    "W6/floor: a round trip of two threads handing two bare threading.Locks "
+                    "to each other: only the two wake-ups every queue's round trip pays; "
+                    "W6/threads cannot beat it by more than the queue's own instructions",
+                ),
             ),
             Compare(
                 "W6/asyncio",

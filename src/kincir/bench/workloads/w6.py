@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 
 from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 
@@ -77,6 +78,40 @@ def simple_queue_threads(sizes: Sizes) -> Sample:
         return times
 
     return ping_pong_threads(ping, pong, lambda: None)
+
+
+def lock_handoff_threads(sizes: Sizes) -> Sample:
+    """The floor under W6/threads: a round trip that is nothing but its two wake-ups, each
+    thread releasing a bare ``threading.Lock`` the other waits to acquire (no payload, no
+    queue). Both queues' round trips pay these two wake-ups."""
+    trips = sizes.w6_thread_trips
+    pinged, ponged = threading.Lock(), threading.Lock()
+    pinged.acquire()
+    ponged.acquire()
+
+    def pong() -> None:
+        wait, answer = pinged.acquire, ponged.release
+        for _ in range(trips):
+            wait()
+            answer()
+
+    def ping() -> list[int]:
+        wait, signal = ponged.acquire, pinged.release
+        now = clock
+        times = [0] * trips
+        for i in range(trips):
+            started = now()
+            signal()
+            wait()
+            times[i] = now() - started
+        return times
+
+    def abort() -> None:  # wake a side left waiting
+        for lock in (pinged, ponged):
+            if lock.locked():
+                lock.release()
+
+    return ping_pong_threads(ping, pong, abort)
 
 
 def kincir_tasks(sizes: Sizes) -> Sample:

@@ -154,15 +154,8 @@ cdef class TopicLog:
     cdef readonly bint accepting
     cdef readonly bint ended          # closed for writing (close_topic): readers end once drained
     cdef void _release_to(self, uint64_t new_tail) noexcept
-    cdef uint64_t _held(self) noexcept
-    cdef uint64_t _queued(self) noexcept
     cdef void _recompute_tail(self) noexcept
     cdef void _moved(self, uint64_t old_pos) noexcept
-    cdef void _skip_expired(self, Cursor cursor, double now) noexcept
-    cdef uint64_t _expire(self, double now) noexcept
-    cdef void _skip(self, uint64_t count) noexcept
-    cdef void _drop_oldest(self, uint64_t count) noexcept
-    cdef void _wake_room(self) noexcept
     cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=*) except -1
     cdef int wait_room(self, Waiter waiter, Py_ssize_t count) except -1
     cdef inline Message _delivered(self, uint64_t seq)

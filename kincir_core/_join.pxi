@@ -10,7 +10,7 @@ cdef bint _settled_to(TopicLog log, uint64_t mark) noexcept:
     read it and, acknowledging, settled it; with no reader, it was dropped). Lock held."""
     cdef uint64_t end = mark if mark < log.head else log.head
     if log.ttl >= 0:
-        log._expire(_monotonic())
+        _expire(log, _monotonic())
     return (log.closed or log.tail >= end
             or end - log.tail == _holes_in(log, log.tail, end))
 
@@ -27,7 +27,7 @@ cdef int _watch_settled(TopicLog log, Waiter waiter, uint64_t mark) except -1:
     finally:
         _unlock(log)
     if log.room_freed:
-        log._wake_room()
+        _wake_room(log)
     return waiting
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ._room_py import _expire
 from ._topic_log_py import TopicLog
 from ._waiting_py import AsyncWaiter, SyncWaiter, monotonic
 
@@ -19,7 +20,7 @@ def _settled_to(log: TopicLog, mark: int) -> bool:
     """Whether no message before sequence ``mark`` is still held for a reader (every reader
     read it and, acknowledging, settled it; with no reader, it was dropped). Lock held."""
     if log.ttl is not None:
-        log._expire(monotonic())
+        _expire(log, monotonic())
     end = min(mark, log.head)
     return log.closed or log.tail >= end or end - log.tail == log._holes_in(log.tail, end)
 

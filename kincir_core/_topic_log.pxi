@@ -111,38 +111,6 @@ cdef class TopicLog:
                 fit *= 2
             _ring_shrink(self, fit)
 
-    cdef uint64_t _held(self) noexcept:
-        """Messages held against the capacity: the most any reader holds, unread plus in flight
-        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
-        no reader, every message the log holds. Lock held."""
-        cdef uint64_t most = 0, held, pinned
-        cdef Cursor cursor
-        if not self.cursors:
-            return self.head - self.tail - self.holes
-        for cursor in self.cursors:
-            held = self.head - cursor.pos - _holes_in(self, cursor.pos, self.head)
-            if cursor.acking:
-                pinned = cursor.pos - cursor.floor
-                if <uint64_t>cursor.unsettled < pinned:
-                    pinned = <uint64_t>cursor.unsettled
-                held += pinned
-            if held > most:
-                most = held
-        return most
-
-    cdef uint64_t _queued(self) noexcept:
-        """Messages not yet read by the reader furthest behind (all held ones: no reader).
-        Lock held."""
-        cdef uint64_t most = 0, unread
-        cdef Cursor cursor
-        if not self.cursors:
-            return self.head - self.tail - self.holes
-        for cursor in self.cursors:
-            unread = self.head - cursor.pos - _holes_in(self, cursor.pos, self.head)
-            if unread > most:
-                most = unread
-        return most
-
     cdef void _recompute_tail(self) noexcept:
         cdef Py_ssize_t count = len(self.cursors)
         cdef uint64_t low
@@ -164,92 +132,6 @@ cdef class TopicLog:
                 else:
                     self._recompute_tail()
 
-    cdef void _skip_expired(self, Cursor cursor, double now) noexcept:
-        cdef uint64_t old = cursor.pos
-        cdef uint64_t pos = _first_live(self.stamps, self.mask, old, self.head, now - self.ttl)
-        cdef uint64_t expired
-        if pos != old:
-            cursor.pos = pos
-            expired = pos - old - _holes_in(self, old, pos)
-            cursor.expired += expired
-            self.expired += expired
-            if not cursor.acking:
-                self._moved(old)
-            elif cursor.floor == old:  # nothing in flight below: the floor follows
-                cursor.floor = pos
-                self._moved(old)
-
-    cdef void _skip(self, uint64_t count) noexcept:
-        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
-        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
-        cdef Cursor cursor
-        self.head += count
-        self.tail = self.head
-        self.holes = self.hole_end = 0
-        self.published += count
-        if not self.cursors:
-            self.dropped += count
-        for cursor in self.cursors:
-            cursor.lagged += count
-            cursor.dropped += count
-            self.lagged += count
-            self.dropped += count
-            cursor.pos = self.head
-            cursor.floor = self.head
-        self.at_tail = self.positions_count
-
-    cdef void _drop_oldest(self, uint64_t count) noexcept:
-        """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
-        them lose them, counted as lagged. Lock held."""
-        cdef uint64_t new_tail
-        cdef uint64_t lost
-        cdef Cursor cursor
-        if count == 0:
-            return
-        new_tail = _after_live(self, count)
-        if not self.cursors:
-            self.dropped += new_tail - self.tail - _holes_in(self, self.tail, new_tail)
-        for cursor in self.cursors:
-            if cursor.pos < new_tail:
-                lost = new_tail - cursor.pos - _holes_in(self, cursor.pos, new_tail)
-                cursor.lagged += lost
-                cursor.dropped += lost
-                self.lagged += lost
-                self.dropped += lost
-                cursor.pos = new_tail
-            if cursor.floor < new_tail:
-                cursor.floor = new_tail
-        self._release_to(new_tail)
-        if self.positions_count:
-            _min_position(self.positions, self.positions_count, &self.at_tail)
-
-    cdef void _wake_room(self) noexcept:
-        """Wake the publishers waiting for room (after the lock is released)."""
-        cdef list fresh = []
-        cdef list waiters
-        kincir_mutex_lock(&self.lock)
-        waiters = self.room_waiters
-        self.room_waiters = fresh
-        self.room_freed = False
-        _unlock(self)
-        _wake_all(waiters)
-
-    cdef uint64_t _expire(self, double now) noexcept:
-        """The cleanup pass: move every reader past expired messages; reclaim orphans."""
-        cdef uint64_t before = self.expired
-        cdef uint64_t pos
-        cdef Cursor cursor
-        if self.ttl < 0:
-            return 0
-        if self.cursors:
-            for cursor in self.cursors:
-                self._skip_expired(cursor, now)
-        else:
-            pos = _first_live(self.stamps, self.mask, self.tail, self.head, now - self.ttl)
-            self.expired += pos - self.tail - _holes_in(self, self.tail, pos)
-            self._release_to(pos)
-        return self.expired - before
-
     # -- publishing -----------------------------------------------------------------------------
 
     cdef int append(self, Slot* batch, Py_ssize_t count, bint letter=False) except -1:
@@ -267,7 +149,6 @@ cdef class TopicLog:
         cdef int outcome = APPEND_WRITTEN
         # the part of the batch written: drop_newest cuts its end, drop_oldest its start
         cdef Py_ssize_t first = 0, last = count
-        cdef uint64_t keep
         if count == 0:
             return 0
         kincir_mutex_lock(&self.lock)
@@ -289,36 +170,7 @@ cdef class TopicLog:
                 # behind an unsettled one) is over does a publish reclaim expired messages
                 held = self.head - self.tail - self.holes
                 if self.capacity >= 0 and held + count > <uint64_t>self.capacity:
-                    held = self._held()
-                    if self.ttl >= 0 and held + count > <uint64_t>self.capacity:
-                        self._expire(now)
-                        held = self._held()
-                    if held + count > <uint64_t>self.capacity:
-                        if self.overflow == OVERFLOW_DROP_NEWEST:
-                            keep = 0
-                            if held < <uint64_t>self.capacity:
-                                keep = <uint64_t>self.capacity - held
-                            last = <Py_ssize_t>keep
-                            self.dropped += count - last
-                            if last == 0:
-                                outcome = APPEND_DROPPED
-                        elif self.overflow == OVERFLOW_DROP_OLDEST:
-                            if count > self.capacity:
-                                # the batch alone overflows: everything held goes, and so does
-                                # the batch's start, numbered like the rest
-                                first = count - self.capacity
-                                self._drop_oldest(self.head - self.tail)
-                                self._skip(first)
-                            else:
-                                # the oldest slots go: acked ones behind an in-flight message
-                                # free nothing, so count them too
-                                self._drop_oldest(self.head - self.tail - self.holes + count
-                                                  - <uint64_t>self.capacity)
-                        elif self.overflow == OVERFLOW_BLOCK and count <= self.capacity:
-                            outcome = APPEND_MUST_WAIT
-                        else:
-                            self.queue_full += 1
-                            outcome = APPEND_QUEUE_FULL
+                    outcome = _make_room(self, count, now, &first, &last)
                     held = self.head - self.tail
                 if outcome == APPEND_WRITTEN and held + (last - first) > self.mask + 1:
                     size = self.mask + 1
@@ -349,7 +201,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         if outcome:
             _clear_slots(batch, count)  # not written: give the references back
             if outcome == APPEND_MUST_WAIT:
@@ -384,16 +236,16 @@ cdef class TopicLog:
         kincir_mutex_lock(&self.lock)
         try:
             if self.ttl >= 0:
-                self._expire(now)
+                _expire(self, now)
             if (not self.closed and self.accepting and self.overflow == OVERFLOW_BLOCK
                     and self.capacity >= 0
-                    and self._held() + count > <uint64_t>self.capacity):
+                    and _held(self) + count > <uint64_t>self.capacity):
                 self.room_waiters.append(waiter)
                 waiting = 1
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         return waiting
 
     def remove_room_waiter(self, Waiter waiter):
@@ -418,7 +270,7 @@ cdef class TopicLog:
         self.overflow = overflow
         self.capacity = capacity
         _unlock(self)
-        self._wake_room()
+        _wake_room(self)
 
     def count_acks(self, uint64_t redelivered, uint64_t dead_lettered, uint64_t dropped,
                    int64_t in_flight, uint64_t expired=0):
@@ -464,7 +316,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         return held_from
 
     # -- reading --------------------------------------------------------------------------------
@@ -493,7 +345,7 @@ cdef class TopicLog:
         try:
             if cursor.attached:
                 if self.ttl >= 0:
-                    self._skip_expired(cursor, now)
+                    _skip_expired(self, cursor, now)
                 old = cursor.pos
                 if old < self.hole_end:  # among tombstones (old < head): skip them
                     first = _skip_holes(self, old)
@@ -515,7 +367,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         return got
 
     cdef list take_many(self, Cursor cursor, Py_ssize_t limit):
@@ -537,7 +389,7 @@ cdef class TopicLog:
         try:
             if cursor.attached:
                 if self.ttl >= 0:
-                    self._skip_expired(cursor, now)
+                    _skip_expired(self, cursor, now)
                 old = cursor.pos
                 end = self.head
                 if end - old > <uint64_t>limit:
@@ -565,7 +417,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         if n < limit:
             del out[n:]
         return out
@@ -678,7 +530,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         _wake_all(waiters)
         if cursor.waiters:
             _wake_lines(self, cursor)
@@ -736,7 +588,7 @@ cdef class TopicLog:
             _unlock(self)
         _wake_all(waiters)
         _wake_lines(self)
-        self._wake_room()  # blocked publishers retry and meet BrokerShutdown or TopicClosed
+        _wake_room(self)  # blocked publishers retry and meet BrokerShutdown or TopicClosed
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -747,11 +599,11 @@ cdef class TopicLog:
             return 0
         kincir_mutex_lock(&self.lock)
         try:
-            n = self._expire(_monotonic())
+            n = _expire(self, _monotonic())
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         return n
 
     def clear(self):
@@ -760,7 +612,7 @@ cdef class TopicLog:
         cdef Cursor cursor
         kincir_mutex_lock(&self.lock)
         try:
-            held = self._held()
+            held = _held(self)
             for cursor in self.cursors:
                 lost = self.head - cursor.pos - _holes_in(self, cursor.pos, self.head)
                 cursor.dropped += lost
@@ -775,7 +627,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         if self.room_freed:
-            self._wake_room()
+            _wake_room(self)
         return held
 
     def close(self):
@@ -800,7 +652,7 @@ cdef class TopicLog:
         finally:
             _unlock(self)
         _wake_all(waiters)
-        self._wake_room()  # blocked publishers retry and meet TopicNotFound
+        _wake_room(self)  # blocked publishers retry and meet TopicNotFound
         return held
 
     def close_if_idle(self, double threshold):
@@ -867,7 +719,7 @@ cdef class TopicLog:
         kincir_mutex_lock(&self.lock)
         try:
             wall = _wall()
-            queued = self._queued()
+            queued = _queued(self)
             subscribers = self._subscriber_count()
             published = self.published
             delivered = self.delivered

@@ -8,13 +8,12 @@ from typing import Any
 
 from ._codes import AttachOutcome
 from ._cursor_py import Cursor
-from ._errors import BrokerShutdown, QueueFull, TopicClosed, TopicNotFound
+from ._errors import BrokerShutdown, TopicClosed, TopicNotFound
 from ._message_py import Message, payload_size, stamp_all
+from ._room_py import _expire, _held, _make_room, _queued, _skip_expired, _wake_room
 from ._rows import TopicRow
 from ._validate import (
     OVERFLOW_BLOCK,
-    OVERFLOW_DROP_NEWEST,
-    OVERFLOW_DROP_OLDEST,
     OVERFLOW_POLICIES,
 )
 from ._waiting_py import AsyncWaiter, _now_ms, _wake_all, monotonic
@@ -157,27 +156,6 @@ class TopicLog:
             seq += 1
         return seq
 
-    def _held(self) -> int:
-        """Messages held against the capacity: the most any reader holds, unread plus in flight
-        (not the acked ones behind an unsettled message; none whose slot the log dropped); with
-        no reader, every message the log holds."""
-        if not self.cursors:
-            return self.head - self.tail - self.holes
-        return max(
-            self.head
-            - c.pos
-            - self._holes_in(c.pos, self.head)
-            + (min(c.unsettled, c.pos - c.floor) if c.acking else 0)
-            for c in self.cursors
-        )
-
-    def _queued(self) -> int:
-        """Messages not yet read by the reader furthest behind (all held ones: no reader)."""
-        if not self.cursors:
-            return self.head - self.tail - self.holes
-        low = min(c.pos for c in self.cursors)
-        return self.head - low - self._holes_in(low, self.head)
-
     def _recompute_tail(self) -> None:
         cursors = self.cursors
         if not cursors:
@@ -195,66 +173,6 @@ class TopicLog:
             if self.at_tail == 0:
                 self._recompute_tail()
 
-    def _skip_expired(self, cursor: Cursor, now: float) -> None:
-        assert self.ttl is not None and self.stamps is not None
-        deadline = now - self.ttl
-        pos = old = cursor.pos
-        head = self.head
-        stamps = self.stamps
-        mask = self.mask
-        while pos < head and stamps[pos & mask] < deadline:
-            pos += 1
-        if pos != old:
-            cursor.pos = pos
-            expired = pos - old - self._holes_in(old, pos)
-            cursor.expired += expired
-            self.expired += expired
-            if not cursor.acking:
-                self._moved(old)
-            elif cursor.floor == old:  # nothing in flight below: the floor follows
-                cursor.floor = pos
-                self._moved(old)
-
-    def _skip(self, count: int) -> None:
-        """Number ``count`` messages dropped on arrival (drop_oldest, a batch larger than the
-        capacity): every reader loses them, counted as lagged. Lock held, nothing held."""
-        self.head += count
-        self.tail = self.head
-        self.holes = self.hole_end = 0
-        self.published += count
-        if not self.cursors:
-            self.dropped += count
-        for cursor in self.cursors:
-            cursor.lagged += count
-            cursor.dropped += count
-            self.lagged += count
-            self.dropped += count
-            cursor.pos = cursor.floor = self.head
-        self.at_tail = len(self.cursors)
-
-    def _drop_oldest(self, count: int) -> None:
-        """Release the ``count`` oldest held messages (drop_oldest); readers that had not read
-        them lose them, counted as lagged. Lock held."""
-        if count <= 0:
-            return
-        new_tail = self._after_live(count)
-        if not self.cursors:
-            self.dropped += new_tail - self.tail - self._holes_in(self.tail, new_tail)
-        for cursor in self.cursors:
-            if cursor.pos < new_tail:
-                lost = new_tail - cursor.pos - self._holes_in(cursor.pos, new_tail)
-                cursor.lagged += lost
-                cursor.dropped += lost
-                self.lagged += lost
-                self.dropped += lost
-                cursor.pos = new_tail
-            if cursor.floor < new_tail:
-                cursor.floor = new_tail
-        self._release_to(new_tail)
-        if self.cursors:
-            low = min(c.tracked() for c in self.cursors)
-            self.at_tail = sum(1 for c in self.cursors if c.tracked() == low)
-
     def _after_unlock(self) -> None:
         """Drop the payloads the log let go of under its lock, then wake the publishers
         waiting for room if some was freed."""
@@ -263,30 +181,7 @@ class TopicLog:
             # that publishes and reads (adding graves) finds a consistent list
             self.graves.clear()
         if self.room_freed:
-            self._wake_room()
-
-    def _wake_room(self) -> None:
-        """Wake the publishers waiting for room (after the lock is released)."""
-        with self.lock:
-            waiters = self.room_waiters
-            self.room_waiters = []
-            self.room_freed = False
-        _wake_all(waiters)
-
-    def _expire(self, now: float) -> int:
-        """The cleanup pass: move every reader past expired messages; reclaim orphans."""
-        before = self.expired
-        if self.cursors:
-            for cursor in list(self.cursors):
-                self._skip_expired(cursor, now)
-        elif self.stamps is not None and self.ttl is not None:
-            deadline = now - self.ttl
-            pos = self.tail
-            while pos < self.head and self.stamps[pos & self.mask] < deadline:
-                pos += 1
-            self.expired += pos - self.tail - self._holes_in(self.tail, pos)
-            self._release_to(pos)
-        return self.expired - before
+            _wake_room(self)
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -325,34 +220,13 @@ class TopicLog:
             held = self.head - self.tail - self.holes
             capacity = self.capacity
             if capacity is not None and held + count > capacity:
-                held = self._held()
-                if self.ttl is not None and held + count > capacity:
-                    self._expire(now)
-                    held = self._held()
-                if held + count > capacity:
-                    if self.overflow == OVERFLOW_DROP_NEWEST:
-                        keep = max(0, capacity - held)
-                        self.dropped += count - keep
-                        if keep == 0:
-                            return False
-                        stamped = stamped[:keep]
-                    elif self.overflow == OVERFLOW_DROP_OLDEST:
-                        if count > capacity:
-                            # the batch alone overflows: everything held goes, and so does the
-                            # batch's start, numbered like the rest
-                            self._drop_oldest(self.head - self.tail)
-                            self._skip(count - capacity)
-                            stamped = stamped[count - capacity :]
-                        else:
-                            # the oldest slots go: acked ones behind an in-flight message free
-                            # nothing, so count them too
-                            self._drop_oldest(self.head - self.tail - self.holes + count - capacity)
-                    elif self.overflow == OVERFLOW_BLOCK and count <= capacity:
-                        return True
-                    else:
-                        self.queue_full += 1
-                        raise QueueFull(self.name, capacity)
-                    count = len(stamped)
+                room = _make_room(self, stamped, now)
+                if room is None:
+                    return True
+                if not room:
+                    return False
+                stamped = room
+                count = len(stamped)
                 held = self.head - self.tail
             if held + count > self.mask + 1:
                 size = self.mask + 1
@@ -414,13 +288,13 @@ class TopicLog:
         try:
             with self.lock:
                 if self.ttl is not None:
-                    self._expire(monotonic())
+                    _expire(self, monotonic())
                 if (
                     not self.closed
                     and self.accepting
                     and self.overflow == OVERFLOW_BLOCK
                     and self.capacity is not None
-                    and self._held() + count > self.capacity
+                    and _held(self) + count > self.capacity
                 ):
                     self.room_waiters.append(waiter)
                     return True
@@ -447,7 +321,7 @@ class TopicLog:
         with self.lock:
             self.overflow = overflow
             self.capacity = None if capacity < 0 else capacity
-        self._wake_room()
+        _wake_room(self)
 
     def count_acks(
         self, redelivered: int, dead_lettered: int, dropped: int, in_flight: int, expired: int = 0
@@ -502,7 +376,7 @@ class TopicLog:
                 return []
             now = monotonic()
             if self.ttl is not None:
-                self._skip_expired(cursor, now)
+                _skip_expired(self, cursor, now)
             old = cursor.pos
             if old < self.hole_end:
                 return self._take_past_holes(cursor, limit)
@@ -736,7 +610,7 @@ class TopicLog:
             self.ended = self.ended or end
             waiters = self._take_all_waiters()
         _wake_all(waiters)
-        self._wake_room()  # blocked publishers retry and meet BrokerShutdown or TopicClosed
+        _wake_room(self)  # blocked publishers retry and meet BrokerShutdown or TopicClosed
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -745,7 +619,7 @@ class TopicLog:
         if self.ttl is None:
             return 0
         with self.lock:
-            n = self._expire(monotonic())
+            n = _expire(self, monotonic())
         if self.room_freed or self.graves:
             self._after_unlock()
         return n
@@ -753,7 +627,7 @@ class TopicLog:
     def clear(self) -> int:
         """Drop every held message (each reader's unread ones counted as dropped)."""
         with self.lock:
-            held = self._held()
+            held = _held(self)
             for cursor in self.cursors:
                 lost = self.head - cursor.pos - self._holes_in(cursor.pos, self.head)
                 cursor.dropped += lost
@@ -781,7 +655,7 @@ class TopicLog:
             self.cursors = []
             self.at_tail = 0
         _wake_all(waiters)
-        self._wake_room()  # blocked publishers retry and meet TopicNotFound
+        _wake_room(self)  # blocked publishers retry and meet TopicNotFound
         self.graves.clear()
         return held
 
@@ -831,7 +705,7 @@ class TopicLog:
             wall = time.time()
             return TopicRow(
                 self.name,
-                self._queued(),
+                _queued(self),
                 self.subscriber_count(),
                 self.published,
                 self.delivered,

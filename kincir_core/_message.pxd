@@ -24,7 +24,9 @@ cdef void new_id(uint64_t* hi, uint64_t* lo) noexcept
 # function is called through a pointer and cannot be inlined.
 
 cdef inline void ensure_id(Message msg) noexcept:
-    """Draw the uuid of a message the engine built without one (see ``delivered_copy``)."""
+    """Draw the uuid of a message the engine built without one (see ``delivered_copy``). Runs
+    with the GIL held (the engine does not declare free-threading support), so two readers of
+    one shared delivered Message cannot both draw."""
     if msg._id_hi == 0 and msg._id_lo == 0:
         new_id(&msg._id_hi, &msg._id_lo)
 

@@ -22,18 +22,23 @@ import tempfile
 
 SMALL, LARGE = 20_000, 120_000
 
-# Each loop is a program run as `python -c LOOP N`: N messages through the loop.
-LOOPS = {
-    "w1": (
-        "send_nowait(t, p) + try_receive()",
-        """
+# What most loops start with: N from the command line, and a broker with one publisher and one
+# subscriber of topic "t".
+ONE_READER = """
 import sys
 from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
 n = int(sys.argv[1])
 broker = InMemoryBroker.with_default_config()
 pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
 sub.subscribe("t")
-def loop(send=pub.send_nowait, take=sub.try_receive, payload=b"x" * 64):
+"""
+
+# Each loop is a program run as `python -c LOOP N`: N messages through the loop.
+LOOPS = {
+    "w1": (
+        "send_nowait(t, p) + try_receive()",
+        ONE_READER
+        + """def loop(send=pub.send_nowait, take=sub.try_receive, payload=b"x" * 64):
     for _ in range(n):
         send("t", payload)
         take()
@@ -42,14 +47,8 @@ loop()
     ),
     "w1p": (
         "publish_nowait(t, [Message(p)]) + try_receive(): a batch of one",
-        """
-import sys
-from kincir import Message
-from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
-n = int(sys.argv[1])
-broker = InMemoryBroker.with_default_config()
-pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
-sub.subscribe("t")
+        ONE_READER
+        + """from kincir import Message
 def loop(publish=pub.publish_nowait, take=sub.try_receive, payload=b"x" * 64):
     for _ in range(n):
         publish("t", [Message(payload)])
@@ -60,14 +59,9 @@ loop()
     # W2's kept-up shape: n messages as batches of 100 raw payloads
     "w2": (
         "publish_nowait(t, [p] * 100) + try_receive_batch(100), per message",
-        """
-import sys
-from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
-n = int(sys.argv[1])
-broker = InMemoryBroker.with_default_config()
-pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
-sub.subscribe("t")
-def loop(publish=pub.publish_nowait, take=sub.try_receive_batch, batch=[b"x" * 64] * 100):
+        ONE_READER
+        + """def loop(publish=pub.publish_nowait, take=sub.try_receive_batch,
+         batch=[b"x" * 64] * 100):
     for _ in range(n // 100):
         publish("t", batch)
         take(100)
@@ -78,14 +72,8 @@ loop()
     # what moving an object costs over moving bytes
     "w1o": (
         "send_nowait(t, d) + try_receive(), d a 4-key dict",
-        """
-import sys
-from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
-n = int(sys.argv[1])
-broker = InMemoryBroker.with_default_config()
-pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
-sub.subscribe("t")
-def loop(send=pub.send_nowait, take=sub.try_receive,
+        ONE_READER
+        + """def loop(send=pub.send_nowait, take=sub.try_receive,
          payload={"id": 1, "sku": "A-1", "qty": 3, "price": 9.5}):
     for _ in range(n):
         send("t", payload)
@@ -145,13 +133,8 @@ for t in threads:
     # the same with a SimpleQueue (valgrind runs one thread at a time: the counts vary a little)
     "w3": (
         "producer thread send_nowait -> consumer thread receive_sync",
-        """
-import sys, threading
-from kincir.memory import InMemoryBroker, InMemoryPublisher, InMemorySubscriber
-n = int(sys.argv[1])
-broker = InMemoryBroker.with_default_config()
-pub, sub = InMemoryPublisher(broker), InMemorySubscriber(broker)
-sub.subscribe("t")
+        ONE_READER
+        + """import threading
 def produce(send=pub.send_nowait, payload=b"x" * 64):
     for _ in range(n):
         send("t", payload)

@@ -39,19 +39,5 @@ cdef inline object to_payload(object value):
     return snapshot_payload(value)
 
 
-cdef inline Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi,
-                                   uint64_t id_lo, str topic, int64_t sequence,
-                                   int64_t enqueued_at, bint ordered):
-    """The message readers receive, built from a topic log slot. Allocates only a Message (no
-    GC tracking, no Python code runs), so the log may call it under its lock. ``id_hi`` and
-    ``id_lo`` both 0: the uuid is drawn when first read."""
-    cdef Message msg = Message.__new__(Message)
-    msg.payload = <object>payload
-    msg._meta = <dict>meta
-    msg._id_hi = id_hi
-    msg._id_lo = id_lo
-    msg._topic = topic
-    msg._sequence = sequence
-    msg._enqueued_at = enqueued_at
-    msg._ordered = ordered
-    return msg
+cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
+                            str topic, int64_t sequence, int64_t enqueued_at, bint ordered)

@@ -7,7 +7,8 @@ Ownership: a Message holds its payload (any object, by reference; a ``bytearray`
 string. Freeing a Message runs Python code only through its payload's last reference, which the
 topic log never drops while holding its lock (it moves such payloads to its graves first). The
 type is excluded from the cyclic GC, so a payload that refers back to its own Message forms a
-cycle the collector cannot see (documented in the README). It has a freelist.
+cycle the collector cannot see (documented in the README). Its allocation is its own (see
+``_new_message``): a freelist, and no ``None`` written into fields about to be set.
 
 The uuid is 128 random bits from a xoshiro256** generator seeded from ``os.urandom`` (and
 re-seeded in a forked child), stored as two integers and formatted only when ``uuid`` is read.
@@ -20,8 +21,9 @@ Nothing here waits or locks."""
 cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
 from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 import os
 from collections.abc import Mapping
@@ -30,8 +32,36 @@ from types import GenericAlias, MappingProxyType
 cdef extern from "Python.h":
     """
     #define KINCIR_HAS_BUFFER_SLOT(o) (Py_TYPE(o)->tp_as_buffer != NULL)
+    #define KINCIR_OWNED(o) (o)
+    #define KINCIR_SET_DEALLOC(type, fn) (((PyTypeObject *)(type))->tp_dealloc = (destructor)(fn))
+    #define KINCIR_FREE(obj) (Py_TYPE(obj)->tp_free(obj))
+    /* The start of Message's object struct as Cython lays it out (_message.pxd declares the
+       three object fields first, and Message has no cdef methods, so no vtable pointer comes
+       before them); checked at import by _check_layout. */
+    typedef struct {
+        PyObject_HEAD
+        PyObject *payload;
+        PyObject *meta;
+        PyObject *topic;
+    } KincirMessageHead;
+    #define KINCIR_PAYLOAD(o) (&((KincirMessageHead *)(o))->payload)
+    #define KINCIR_META(o) (&((KincirMessageHead *)(o))->meta)
+    #define KINCIR_TOPIC(o) (&((KincirMessageHead *)(o))->topic)
     """
     bint KINCIR_HAS_BUFFER_SLOT(object obj)
+    # a Message pointer taken over as a new reference (no INCREF): what _blank_message returns
+    Message KINCIR_OWNED(PyObject* obj)
+    void KINCIR_SET_DEALLOC(object type, void* fn)
+    void KINCIR_FREE(PyObject* obj)
+    PyTypeObject* Py_TYPE(PyObject* obj)
+    PyObject** KINCIR_PAYLOAD(PyObject* obj)
+    PyObject** KINCIR_META(PyObject* obj)
+    PyObject** KINCIR_TOPIC(PyObject* obj)
+    void* PyObject_Malloc(size_t size)
+    void PyObject_Free(void* ptr)
+    PyObject* PyObject_Init(PyObject* obj, PyTypeObject* type)
+    bint PyType_HasFeature(PyTypeObject* type, unsigned long feature)
+    unsigned long Py_TPFLAGS_HEAPTYPE
     object PyDictProxy_New(object mapping)
     bint PyByteArray_Check(object obj)
     bint PyMemoryView_Check(object obj)
@@ -150,7 +180,6 @@ cdef str _short(object payload):
 
 @cython.final
 @cython.no_gc
-@cython.freelist(256)
 cdef class Message:
     """A message: a payload (any object, shared by reference), read-only str->str metadata and
     a uuid4 identifier.
@@ -206,14 +235,9 @@ cdef class Message:
 
     def with_payload(self, payload):
         """Return a new message with the same uuid and metadata and another payload."""
-        cdef Message copy = Message.__new__(Message)
-        copy.payload = to_payload(payload)
-        copy._meta = self._meta
         ensure_id(self)
-        copy._id_hi = self._id_hi
-        copy._id_lo = self._id_lo
-        copy._topic = None
-        return copy
+        return _new_message(to_payload(payload), self._meta, None, self._id_hi, self._id_lo,
+                            0, 0, False)
 
     def with_metadata(self, key, value):
         """Return a new message with the same uuid and payload and one metadata entry set."""
@@ -221,15 +245,10 @@ cdef class Message:
             raise TypeError(f"metadata key must be str, not {type(key).__name__}")
         if type(value) is not str:
             raise TypeError(f"metadata value must be str, not {type(value).__name__}")
-        cdef Message copy = Message.__new__(Message)
-        copy.payload = self.payload
-        copy._meta = dict(self._meta)
-        copy._meta[key] = value
+        cdef dict meta = dict(self._meta)
+        meta[key] = value
         ensure_id(self)
-        copy._id_hi = self._id_hi
-        copy._id_lo = self._id_lo
-        copy._topic = None
-        return copy
+        return _new_message(self.payload, meta, None, self._id_hi, self._id_lo, 0, 0, False)
 
     __class_getitem__ = classmethod(GenericAlias)  # Message[Order] in annotations
 
@@ -245,6 +264,106 @@ cdef class Message:
             (self.payload, self._meta, (<object>self._id_hi << 64) | self._id_lo, self._topic,
              self._sequence, self._enqueued_at, self._ordered),
         )
+
+
+# -- allocation -------------------------------------------------------------------------------
+
+# The engine builds a Message for every message delivered, so how one is allocated is on every
+# hot path. Cython's generated tp_new clears the object and stores None in each object field,
+# and the caller then overwrites them: six reference-count writes to the one shared None per
+# message, a chain of dependent writes that `perf annotate` showed as most of the time spent
+# building a delivered message. _new_message writes every field once instead, and the type's
+# dealloc (_dealloc_message) keeps up to _SPARE_MAX freed messages to hand out again. Objects
+# from Cython's tp_new (``Message(payload, metadata)``, which parses arguments and runs
+# __init__) are freed the same way: both allocate with the type's size from the object
+# allocator.
+cdef enum:
+    _SPARE_MAX = 256
+
+cdef PyObject* _spare[_SPARE_MAX]
+cdef Py_ssize_t _spares = 0
+
+
+cdef inline Message _new_message(object payload, dict meta, object topic, uint64_t id_hi,
+                                 uint64_t id_lo, int64_t sequence, int64_t enqueued_at,
+                                 bint ordered):
+    """A Message with every field set, its references taken; no Python code runs."""
+    global _spares
+    cdef PyObject* raw
+    cdef Message msg
+    if _spares:
+        _spares -= 1
+        raw = _spare[_spares]
+    else:
+        raw = <PyObject*>PyObject_Malloc((<PyTypeObject*>Message).tp_basicsize)
+        if raw == NULL:
+            raise MemoryError()
+    PyObject_Init(raw, <PyTypeObject*>Message)
+    # raw stores: the fields hold no reference yet (a spare's were cleared, fresh memory is
+    # garbage), so they must not be released the way an assignment would
+    Py_INCREF(payload)
+    Py_INCREF(meta)
+    Py_INCREF(topic)
+    KINCIR_PAYLOAD(raw)[0] = <PyObject*>payload
+    KINCIR_META(raw)[0] = <PyObject*>meta
+    KINCIR_TOPIC(raw)[0] = <PyObject*>topic
+    msg = KINCIR_OWNED(raw)
+    msg._id_hi = id_hi
+    msg._id_lo = id_lo
+    msg._sequence = sequence
+    msg._enqueued_at = enqueued_at
+    msg._ordered = ordered
+    return msg
+
+
+cdef inline void _clear_field(PyObject** field) noexcept:
+    cdef PyObject* held = field[0]
+    field[0] = NULL
+    Py_XDECREF(held)
+
+
+cdef void _dealloc_message(PyObject* obj) noexcept:
+    """The type's tp_dealloc: release the fields, keep the object as a spare when there is
+    room. A payload's last reference may run Python code (``__del__``) that builds or frees
+    messages; the spares are touched only after it."""
+    global _spares
+    cdef PyTypeObject* tp = Py_TYPE(obj)
+    _clear_field(KINCIR_PAYLOAD(obj))
+    _clear_field(KINCIR_META(obj))
+    _clear_field(KINCIR_TOPIC(obj))
+    if _spares < _SPARE_MAX:
+        _spare[_spares] = obj
+        _spares += 1
+    else:
+        KINCIR_FREE(obj)
+    if PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE):
+        Py_DECREF(<object>tp)
+
+
+def _check_layout():
+    """Refuse to import when KincirMessageHead does not match Message's fields."""
+    cdef Message probe = Message.__new__(Message)
+    probe.payload = object()
+    probe._meta = {}
+    probe._topic = "probe"
+    cdef PyObject* raw = <PyObject*>probe
+    if (KINCIR_PAYLOAD(raw)[0] != <PyObject*>probe.payload
+            or KINCIR_META(raw)[0] != <PyObject*>probe._meta
+            or KINCIR_TOPIC(raw)[0] != <PyObject*>probe._topic):
+        raise ImportError("kincir_core._message: Message's fields are not laid out as expected")
+
+
+_check_layout()
+KINCIR_SET_DEALLOC(Message, <void*>_dealloc_message)
+
+
+cdef Message delivered_copy(PyObject* payload, PyObject* meta, uint64_t id_hi, uint64_t id_lo,
+                            str topic, int64_t sequence, int64_t enqueued_at, bint ordered):
+    """The message readers receive, built from a topic log slot. Allocates only a Message (no
+    GC tracking, no Python code runs), so the log may call it under its lock. ``id_hi`` and
+    ``id_lo`` both 0: the uuid is drawn when first read."""
+    return _new_message(<object>payload, <dict>meta, topic, id_hi, id_lo, sequence, enqueued_at,
+                        ordered)
 
 
 # Public name: the type is re-exported as kincir.Message, and its repr, pickles and tracebacks
@@ -278,9 +397,7 @@ cdef object _message_vectorcall(PyObject* callable, PyObject** args, size_t narg
     cdef Message msg
     if PyVectorcall_NARGS(nargsf) != 1 or kwnames != NULL:
         return _generated_vectorcall(callable, args, nargsf, kwnames)
-    msg = Message.__new__(Message)
-    msg.payload = to_payload(<object>args[0])
-    msg._meta = _EMPTY
+    msg = _new_message(to_payload(<object>args[0]), _EMPTY, None, 0, 0, 0, 0, False)
     _new_id(msg)
     return msg
 

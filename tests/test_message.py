@@ -292,3 +292,61 @@ def test_enqueued_at_metadata_is_unix_ms_only_after_delivery(k):
     # kernel tick behind the precise time, never ahead of it
     tick_ms = time.clock_getres(5) * 1000 if sys.platform == "linux" else 0.0
     assert before - tick_ms - 5 <= stamp <= after + 5
+
+
+# -- freed messages built again -----------------------------------------------------------------
+# The compiled engine keeps freed Messages to build new ones from, and writes a new message's
+# fields without first storing None in them: a reused message must carry only its own fields, and
+# freeing one may run a payload's __del__, which builds and frees messages itself.
+
+
+class _BuildsMessagesWhenFreed:
+    """A payload whose last reference going builds, delivers and frees messages."""
+
+    def __init__(self, pub, sub, message_type, seen: list) -> None:
+        self.pub, self.sub, self.message_type, self.seen = pub, sub, message_type, seen
+
+    def __del__(self) -> None:
+        self.pub.send_nowait("inner", b"from __del__")
+        got = self.sub.try_receive()
+        made = self.message_type(b"made").with_payload(b"copied").with_metadata("k", "v")
+        self.seen.append((got, made))  # read once every outer message is freed
+
+
+def test_a_payload_freed_with_its_message_may_build_messages(k):
+    _broker, pub, sub = k.setup(subscribe="t")
+    _inner, inner_pub, inner_sub = k.setup(subscribe="inner")
+    seen: list = []
+    for _ in range(300):  # more than the freed messages kept for reuse
+        pub.send_nowait("t", _BuildsMessagesWhenFreed(inner_pub, inner_sub, k.Message, seen))
+    for _ in range(300):
+        got = sub.try_receive()
+        assert type(got.payload) is _BuildsMessagesWhenFreed
+        del got
+    sub.unsubscribe("t")  # the log lets go of the last payloads it held
+    k.wait_for(lambda: len(seen) == 300)
+    for got, made in seen:
+        assert (got.payload, got.topic, dict(got.metadata).keys()) == (
+            b"from __del__",
+            "inner",
+            {"_sequence", "_enqueued_at"},
+        )
+        assert (made.payload, made.topic, dict(made.metadata)) == (b"copied", None, {"k": "v"})
+
+
+def test_messages_built_after_many_were_freed_carry_only_their_own_fields(k):
+    _broker, pub, sub = k.setup(subscribe="t")
+    for round_ in range(3):
+        pub.publish_nowait("t", [k.Message(b"m%d" % i, {"i": str(i)}) for i in range(500)])
+        pub.send_nowait("t", b"plain")
+        got = sub.try_receive_batch(501)
+        assert [m.payload for m in got[:500]] == [b"m%d" % i for i in range(500)]
+        assert [m.metadata["i"] for m in got[:500]] == [str(i) for i in range(500)]
+        assert got[500].payload == b"plain" and got[500].topic == "t"
+        assert dict(got[500].metadata).keys() == {"_sequence", "_enqueued_at"}
+        assert [m.sequence for m in got] == list(range(501 * round_ + 1, 501 * round_ + 502))
+        del got  # freed: the next round builds from them
+        fresh = k.Message(b"fresh")
+        assert fresh.topic is None and fresh.sequence is None and dict(fresh.metadata) == {}
+        copy = fresh.with_payload(b"copy")
+        assert copy.uuid == fresh.uuid and copy.topic is None and copy.enqueued_at is None

@@ -44,7 +44,7 @@ ROWS = {
 }
 # rows measured side by side without a goal of the project's (for objects it set two: the rate
 # against bytes, and against queue.Queue)
-GOALLESS = {"R/batch", "R/timeout", "R/never_ack", "W1o", "W3o", "W5o", "W6/floor"}
+GOALLESS = {"R/batch", "R/timeout", "R/never_ack", "W1o", "W3o", "W5o", "W6/floor", "W2/backlog"}
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
 #: One repetition of the ``--quick`` sizes times 0.01.
 TINY = ["--quick", "--repeat", "1", "--scale", "0.01"]
@@ -105,7 +105,8 @@ def test_quick_run_prints_and_writes_the_selected_workloads(
     for row_id, line in rows.items():
         assert NUMBER.search(line), f"{row_id} has no number: {line}"
         assert re.search(r"\d\.\d\dx", line), f"{row_id} has no ratio: {line}"
-        assert re.search(r"\bmet\b|NOT MET", line), line
+        if row_id not in GOALLESS:
+            assert re.search(r"\bmet\b|NOT MET", line), line
     assert f"engine: {kincir.IMPLEMENTATION}" in out
     assert "goals met:" in out
     assert "W1" in err and "repetition 1/1" in err  # progress goes to stderr

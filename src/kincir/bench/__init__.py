@@ -23,8 +23,8 @@ W1o        W1 with a dict per message; vs SimpleQueue and ``queue.Queue``, and v
            side run in the same repetitions (the /bytes row: dict rate / bytes rate)
 W2         one thread: batches of 100 raw payloads, ``publish_nowait(topic, batch)`` then
            ``try_receive_batch(100)`` per batch (a reader that keeps up); W2/backlog publishes
-           every batch before reading the first (N messages held at once); vs SimpleQueue
-           put/get per message
+           every batch before reading the first (N messages held at once: no goal, it measures
+           memory); vs SimpleQueue put/get per message
 W3         producer thread -> consumer thread (``send_nowait`` /
            ``receive_sync``), timed until the consumer has N; vs SimpleQueue and
            ``queue.Queue`` (and ``janus`` when installed)

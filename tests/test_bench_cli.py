@@ -40,11 +40,30 @@ ROWS = {
     "M": ["M"],
     "H": ["H/health", "H/stats"],
     "G": ["G", "G/ack"],
-    "R": ["R", "R/4", "R/4vs1", "R/batch", "R/timeout", "R/never_ack"],
+    "R": [
+        "R",
+        "R/4",
+        "R/4vs1",
+        "R/4vs1/Queue",
+        "R/4vs1/wait",
+        "R/batch",
+        "R/timeout",
+        "R/never_ack",
+    ],
 }
 # rows measured side by side without a goal of the project's (for objects it set two: the rate
 # against bytes, and against queue.Queue)
-GOALLESS = {"R/batch", "R/timeout", "R/never_ack", "W1o", "W3o", "W5o", "W6/floor", "W2/backlog"}
+GOALLESS = {
+    "R/batch",
+    "R/timeout",
+    "R/never_ack",
+    "R/4vs1/Queue",
+    "W1o",
+    "W3o",
+    "W5o",
+    "W6/floor",
+    "W2/backlog",
+}
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?[kM]? ")
 #: One repetition of the ``--quick`` sizes times 0.01.
 TINY = ["--quick", "--repeat", "1", "--scale", "0.01"]

@@ -12,12 +12,15 @@ from kincir import bench
 from kincir.bench.harness import Sizes
 from kincir.bench.workloads import r
 
-#: The goals: >= 1.5x the hand-made stage, and 4 workers at least as fast as 1.
-GOALS = {"R": 1.5, "R/4": 1.5, "R/4vs1": 1.0}
+#: The goals: >= 1.5x the hand-made stage, 4 workers at least as fast as 1, and 3x as fast
+#: when the handler waits.
+GOALS = {"R": 1.5, "R/4": 1.5, "R/4vs1": 1.0, "R/4vs1/wait": 3.0}
 ROWS = {
     "R": ("kincir Router", "queue.Queue stage", "kincir/base"),
     "R/4": ("kincir Router", "queue.Queue stage", "kincir/base"),
     "R/4vs1": ("kincir, 4 workers", "kincir, 1 worker", "4/1"),
+    "R/4vs1/Queue": ("queue.Queue, 4 workers", "queue.Queue, 1 worker", "4/1"),
+    "R/4vs1/wait": ("kincir, 4 workers", "kincir, 1 worker", "4/1"),
     "R/batch": ("kincir Router", "queue.Queue stage", "kincir/base"),
     "R/timeout": ("kincir, timeout", "kincir, no timeout", "timeout/none"),
     "R/never_ack": ("kincir, NEVER_ACK", "kincir, ack", "never/ack"),
@@ -58,6 +61,16 @@ def test_the_worker_counts_are_recorded(rows):
     assert [s.raw["workers"] for s in rows["R"].subject.samples] == [1, 1]
     assert [s.raw["workers"] for s in rows["R/4"].subject.samples] == [4, 4]
     assert rows["R/batch"].subject.samples[0].raw["batch_size"] == r.BATCH_SIZE
+    assert [s.raw["workers"] for s in rows["R/4vs1/wait"].subject.samples] == [4, 4]
+    assert [s.raw["workers"] for s in rows["R/4vs1/wait"].reference.samples] == [1, 1]
+
+
+def test_the_waiting_handler_waits_and_returns_its_input(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(r.time, "sleep", waits.append)
+    item = object()
+    assert r._wait_then_echo(item) is item
+    assert waits == [r.WAIT_SECONDS]
 
 
 @pytest.mark.parametrize("workers", [1, 3])

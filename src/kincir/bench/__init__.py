@@ -51,7 +51,8 @@ H          ``health_check()`` and ``stats()`` per call with 1,000,000 queued mes
 G          producer thread -> a consumer group of 4 worker threads, plain and acking each
            message; vs 4 threads sharing a SimpleQueue, and a queue.Queue with ``task_done``
 R          a ``Router`` stage (1 and 4 worker threads, ack on success); vs the same stage built
-           by hand from two ``queue.Queue`` and threads
+           by hand from two ``queue.Queue`` and threads; R/4vs1/wait sets 4 workers against 1
+           with a handler that waits 0.5 ms per message (``time.sleep``, as for I/O)
 =========  ==================================================================================
 
 Ratios read "greater than 1 is better for kincir": throughput is kincir / baseline, latency is

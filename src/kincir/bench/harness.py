@@ -67,6 +67,8 @@ class Sizes:
     h_calls: int = 20_000
     g_messages: int = 100_000
     r_messages: int = 40_000
+    #: R/wait: each message waits WAIT_SECONDS in its handler, so fewer of them.
+    r_wait_messages: int = 2_000
     #: B1-B4 belong to ``kincir bench --backend`` (kincir.bench.backends): sizes a server can take.
     b1_messages: int = 20_000
     b2_messages: int = 10_000

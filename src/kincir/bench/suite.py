@@ -193,6 +193,9 @@ _FASTER = Goal(">=", 2.0)
 _AS_FAST = Goal(">=", 1.0)
 _VS_QUEUE = Goal(">=", 5.0)
 _ROUTER = Goal(">=", 1.5)
+# 4 workers whose handler waits: at least three quarters of the 4x they would give if their
+# waits overlapped perfectly
+_WORKERS_OVERLAP = Goal(">=", 3.0)
 _MANY, _ONE = f"{w4.FANOUT_MANY} subs", "1 sub"
 
 #: Every workload, in the order they run and print.
@@ -490,6 +493,8 @@ WORKLOADS: tuple[Workload, ...] = (
             one(f"queue.Queue x{g.WORKERS}", r.queue_stage(g.WORKERS)),
             one("kincir batch", r.kincir_router(1, batch_size=r.BATCH_SIZE)),
             one("queue.Queue batch", r.queue_stage(1, r.BATCH_SIZE)),
+            one("kincir waiting", r.kincir_router_waiting(1)),
+            one(f"kincir waiting x{g.WORKERS}", r.kincir_router_waiting(g.WORKERS)),
         ),
         (
             Compare(
@@ -519,6 +524,27 @@ WORKLOADS: tuple[Workload, ...] = (
                 "kincir",
                 "msg/s",
                 _AS_FAST,
+                kincir_label=f"kincir, {g.WORKERS} workers",
+                baseline_label="kincir, 1 worker",
+                ratio=f"{g.WORKERS}/1",
+            ),
+            Compare(
+                f"R/{g.WORKERS}vs1/Queue",
+                f"queue.Queue stage, {g.WORKERS} worker threads vs 1",
+                f"queue.Queue x{g.WORKERS}",
+                "queue.Queue",
+                "msg/s",
+                kincir_label=f"queue.Queue, {g.WORKERS} workers",
+                baseline_label="queue.Queue, 1 worker",
+                ratio=f"{g.WORKERS}/1",
+            ),
+            Compare(
+                f"R/{g.WORKERS}vs1/wait",
+                f"Router, {g.WORKERS} workers vs 1, handler waits",
+                f"kincir waiting x{g.WORKERS}",
+                "kincir waiting",
+                "msg/s",
+                _WORKERS_OVERLAP,
                 kincir_label=f"kincir, {g.WORKERS} workers",
                 baseline_label="kincir, 1 worker",
                 ratio=f"{g.WORKERS}/1",
@@ -558,6 +584,11 @@ WORKLOADS: tuple[Workload, ...] = (
             "message at a time and its consumer thread receives (gets) them one at a time; the "
             "queue.Queue stages are worker threads between two queue.Queue (task_done per item); "
             f"the batch sides take up to {r.BATCH_SIZE} ready messages per handler call.",
+            f"R/{g.WORKERS}vs1: the echo handler holds the GIL all the time it runs, so "
+            f"{g.WORKERS} workers take turns and 1.0x is the ceiling (R/{g.WORKERS}vs1/Queue: "
+            "what taking turns costs the hand-made stage); "
+            f"R/{g.WORKERS}vs1/wait: a handler that waits {r.WAIT_SECONDS * 1e3:g} ms per "
+            "message (time.sleep, as for I/O), where the workers overlap.",
         ),
     ),
 )

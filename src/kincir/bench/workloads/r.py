@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,8 @@ T = TypeVar("T")
 BATCH_SIZE = 64
 #: The processing timeout of the timed side: long enough never to fire.
 TIMEOUT = 30.0
+#: How long R/wait's handler waits per message, as one that calls a service would.
+WAIT_SECONDS = 0.0005
 
 
 def kincir_router(workers: int, **options: Any) -> Callable[[Sizes], Sample]:
@@ -33,16 +36,34 @@ def kincir_router(workers: int, **options: Any) -> Callable[[Sizes], Sample]:
     return lambda sizes: _kincir_run(sizes, workers, options)
 
 
+def kincir_router_waiting(workers: int) -> Callable[[Sizes], Sample]:
+    """R/wait's Router side: ``workers`` threads whose handler waits ``WAIT_SECONDS`` per
+    message (the GIL released meanwhile, as for I/O)."""
+    return lambda sizes: _kincir_run(sizes, workers, {}, _wait_then_echo, sizes.r_wait_messages)
+
+
 def _echo(item: T) -> T:
     """The handler of every side: its input is its output."""
     return item
 
 
-def _kincir_run(sizes: Sizes, workers: int, options: dict[str, Any]) -> Sample:
-    n = sizes.r_messages
+def _wait_then_echo(item: T) -> T:
+    """R/wait's handler: a wait, then its input as its output."""
+    time.sleep(WAIT_SECONDS)
+    return item
+
+
+def _kincir_run(
+    sizes: Sizes,
+    workers: int,
+    options: dict[str, Any],
+    handler: Callable[[Any], Any] = _echo,
+    messages: int | None = None,
+) -> Sample:
+    n = sizes.r_messages if messages is None else messages
     broker = fast_broker()
     out = subscriber(broker, "bench.out")
-    router = Router(broker, TOPIC, "bench.out", _echo, concurrency=workers, **options)
+    router = Router(broker, TOPIC, "bench.out", handler, concurrency=workers, **options)
     router.start()
     pub = InMemoryPublisher(broker)
 

@@ -4,6 +4,9 @@ from libc.stdint cimport int64_t, uint64_t
 
 
 cdef class Message:
+    # The three object fields come first, and Message has no cdef methods (no vtable pointer):
+    # _message.pyx writes them through a C mirror of this layout (KincirMessageHead), checked at
+    # import.
     cdef readonly object payload
     cdef dict _meta
     cdef object _topic

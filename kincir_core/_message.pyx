@@ -273,7 +273,8 @@ cdef class Message:
 # and the caller then overwrites them: six reference-count writes to the one shared None per
 # message, a chain of dependent writes that `perf annotate` showed as most of the time spent
 # building a delivered message. _new_message writes every field once instead, and the type's
-# dealloc (_dealloc_message) keeps up to _SPARE_MAX freed messages to hand out again. Objects
+# dealloc (_dealloc_message) keeps up to _SPARE_MAX freed messages to hand out again (one list
+# for the process: the GIL guards it, as the engine does not declare free-threading). Objects
 # from Cython's tp_new (``Message(payload, metadata)``, which parses arguments and runs
 # __init__) are freed the same way: both allocate with the type's size from the object
 # allocator.

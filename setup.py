@@ -7,6 +7,7 @@ Metadata lives in pyproject.toml; this file only lists the extensions and reads 
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
 
@@ -31,6 +32,8 @@ def _extensions() -> list[Extension]:
     else:
         compile_args = ["-O2"] if os.name != "nt" else []
     modules = ["_message", "_broker"]
+    if sys.platform.startswith("linux"):  # futexes and robust process-shared mutexes
+        modules.append("_shm_sync")
     extensions = [
         Extension(
             f"kincir_core.{name}",

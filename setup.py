@@ -33,7 +33,7 @@ def _extensions() -> list[Extension]:
         compile_args = ["-O2"] if os.name != "nt" else []
     modules = ["_message", "_broker"]
     if sys.platform.startswith("linux"):  # futexes and robust process-shared mutexes
-        modules.append("_shm_sync")
+        modules += ["_shm_sync", "_shm_log"]
     extensions = [
         Extension(
             f"kincir_core.{name}",

@@ -40,6 +40,10 @@ static inline uint32_t kincir_atomic_load_u32(uint32_t *word) {
     return __atomic_load_n(word, __ATOMIC_SEQ_CST);
 }
 
+static inline void kincir_atomic_store_u32(uint32_t *word, uint32_t value) {
+    __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
+}
+
 static inline uint32_t kincir_atomic_add_u32(uint32_t *word, uint32_t delta) {
     return __atomic_fetch_add(word, delta, __ATOMIC_SEQ_CST);
 }

@@ -1,0 +1,470 @@
+# cython: language_level=3, embedsignature=True
+"""One topic's log in a shared segment (Linux): the third layer of the shared-memory transport
+(issue 17), over ``_segment`` (the memory) and ``_shm_sync.h`` (atomics, futexes, robust
+mutexes). Bytes in, bytes out, readers in any process; no topic names, groups or policies beyond
+``error`` and ``block`` yet (the layers above will bring them).
+
+Layout of a log's region, at an 8-aligned offset of the segment (``region_size`` bytes):
+
+    0    writer mutex       robust, process-shared (MUTEX_SIZE <= 64 bytes)
+    64   head       u64     the next sequence number to publish (the first is 1)
+    72   data_word  u32     bumped after every publish: readers sleep on it
+    76   data_waiters u32   readers asleep (or about to be) on data_word
+    80   room_word  u32     bumped when a reader moves on while a publisher waits for room
+    84   room_waiters u32   publishers asleep (or about to be) on room_word
+    88   slots      u32     how many slots (a power of two)
+    92   slot_size  u32     bytes per slot, its 24-byte record header included
+    96   max_readers u32
+    100  magic      u32     LOG_MAGIC once formatted
+    104  dropped    u64     reserved for the overflow policies that drop
+    128  readers    max_readers x 32 bytes: pid u64 (0: free), position u64 (the next sequence
+                    it reads), 16 bytes reserved
+    then slots      slots x slot_size bytes: sequence u64, length u64, enqueued_at (Unix ms) u64,
+                    the payload
+
+Why it is correct, and what a process killed at any instant leaves:
+
+- Publishers take the writer mutex, write whole slots, and only then store ``head`` (sequentially
+  consistent, so a release): a reader loads ``head`` and reads only below it, so it never reads a
+  slot being written. A publisher killed while holding the mutex never moved ``head``: the next
+  locker is told its owner died, finds ``head`` as consistent as before, and writes over the torn
+  slots. Nothing published is lost or half-seen; the dead publisher's batch is simply not there.
+- A slot is written again only when every live reader's position is past it (the publisher
+  checks ``head - lowest position < slots`` under the mutex), and a reader stores its new
+  position only after it copied the payloads out, so a reader never sees a slot change under it.
+  Positions only grow, so a publisher's scan, racing with readers, can only underestimate room.
+- A reader joins under the writer mutex at ``head`` (it sees what is published after it joined)
+  and leaves by storing pid 0. A reader killed without leaving keeps its position, which would
+  hold the ring for ever: a publisher that finds no room checks whether the pids of the readers
+  holding it are alive, and frees the entries of dead ones (``freed_readers`` counts them).
+- Waits use the futex words so that a reader that keeps up makes no system call, and a publish
+  makes one only when someone sleeps: a reader counts itself in ``data_waiters``, then reads
+  ``head`` again, then sleeps on the ``data_word`` it read before; a publisher stores ``head``,
+  bumps ``data_word``, then wakes only if ``data_waiters`` is not 0. With sequentially consistent
+  atomics one of the two sees the other. Sleeps last at most 50 ms, so a wake lost to a
+  publisher killed between its ``head`` and its wake costs a reader 50 ms, never a hang.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport errno
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+from posix.signal cimport kill
+from posix.unistd cimport getpid
+
+import errno as _errno
+import time
+
+cdef extern from "_shm_sync.h" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    uint64_t kincir_atomic_load_u64(uint64_t* word)
+    void kincir_atomic_store_u64(uint64_t* word, uint64_t value)
+    bint kincir_atomic_cas_u64(uint64_t* word, uint64_t expected, uint64_t desired)
+    uint32_t kincir_atomic_load_u32(uint32_t* word)
+    void kincir_atomic_store_u32(uint32_t* word, uint32_t value)
+    uint32_t kincir_atomic_add_u32(uint32_t* word, uint32_t delta)
+    int kincir_futex_wait(uint32_t* word, uint32_t expected, double seconds)
+    long kincir_futex_wake(uint32_t* word, int count)
+    int kincir_shared_mutex_init(pthread_mutex_t* mutex)
+    int kincir_shared_mutex_lock(pthread_mutex_t* mutex, double seconds)
+    int pthread_mutex_unlock(pthread_mutex_t* mutex)
+    int pthread_mutex_consistent(pthread_mutex_t* mutex)
+    enum:
+        EOWNERDEAD
+        ETIMEDOUT
+        EINTR
+        ESRCH
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clock, timespec* ts)
+    enum:
+        CLOCK_REALTIME
+
+cdef uint32_t _LOG_MAGIC = 0x4B4C4F47  # "KLOG"
+LOG_MAGIC = _LOG_MAGIC
+cdef enum:
+    _RECORD_HEADER = 24  # bytes before a slot's payload: sequence, length, enqueued_at
+    _READER_ENTRY = 32
+    _READERS_AT = 128
+RECORD_HEADER = _RECORD_HEADER
+READER_ENTRY = _READER_ENTRY
+cdef double _SLICE = 0.05
+cdef uint32_t _ALL = 0x7FFFFFFF
+
+
+class LogFull(Exception):
+    """The log has no room for the batch (the slowest live reader is a ring behind)."""
+
+
+class LogFormatError(Exception):
+    """The region is not a formatted log, or its geometry is invalid."""
+
+
+cdef struct LogHead:
+    uint64_t head
+    uint32_t data_word
+    uint32_t data_waiters
+    uint32_t room_word
+    uint32_t room_waiters
+    uint32_t slots
+    uint32_t slot_size
+    uint32_t max_readers
+    uint32_t magic
+    uint64_t dropped
+
+
+cdef struct Reader:
+    uint64_t pid
+    uint64_t position
+    uint64_t reserved0
+    uint64_t reserved1
+
+
+def region_size(uint32_t slots, uint32_t slot_size, uint32_t max_readers):
+    """Bytes a log of this geometry takes."""
+    return _READERS_AT + <Py_ssize_t>max_readers * _READER_ENTRY + <Py_ssize_t>slots * slot_size
+
+
+cdef int _raise_errno(int err) except -1:
+    raise OSError(err, _errno.errorcode.get(err, str(err)))
+
+
+cdef uint64_t _now_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <uint64_t>ts.tv_sec * 1000 + <uint64_t>(ts.tv_nsec // 1000000)
+
+
+@cython.final
+cdef class ShmLog:
+    """A view of one log's region in a shared buffer (the buffer stays exported until
+    ``release``)."""
+
+    cdef Py_buffer view
+    cdef bint exported
+    cdef unsigned char* base
+    cdef pthread_mutex_t* mutex
+    cdef LogHead* log
+    cdef Reader* readers
+    cdef unsigned char* slot_area
+    cdef uint64_t mask
+    #: Entries of dead readers this view freed.
+    cdef public Py_ssize_t freed_readers
+
+    def __cinit__(self, buffer, Py_ssize_t offset):
+        PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
+        self.exported = True
+        if offset < 0 or offset % 64 or offset + _READERS_AT > self.view.len:
+            self.release()
+            raise ValueError(
+                f"a log's offset must be 64-aligned and inside the buffer, not {offset}"
+            )
+        self.base = <unsigned char*>self.view.buf + offset
+        self.mutex = <pthread_mutex_t*>self.base
+        self.log = <LogHead*>(self.base + 64)
+
+    def __dealloc__(self):
+        if self.exported:
+            PyBuffer_Release(&self.view)
+
+    def release(self):
+        """Stop using the buffer (it may be closed after this); idempotent."""
+        if self.exported:
+            self.exported = False
+            self.base = NULL
+            PyBuffer_Release(&self.view)
+
+    cdef int _check(self) except -1:
+        if not self.exported:
+            raise ValueError("this ShmLog was released")
+        if self.readers == NULL:
+            if kincir_atomic_load_u32(&self.log.magic) != _LOG_MAGIC:
+                raise LogFormatError("no log is formatted at this offset")
+            self._map_geometry()
+        return 0
+
+    cdef int _map_geometry(self) except -1:
+        cdef Py_ssize_t size = region_size(self.log.slots, self.log.slot_size,
+                                           self.log.max_readers)
+        cdef Py_ssize_t offset = self.base - <unsigned char*>self.view.buf
+        if offset + size > self.view.len:
+            raise LogFormatError(f"the log takes {size} bytes, past the end of the buffer")
+        self.readers = <Reader*>(self.base + _READERS_AT)
+        self.slot_area = self.base + _READERS_AT + <Py_ssize_t>self.log.max_readers * _READER_ENTRY
+        self.mask = self.log.slots - 1
+        return 0
+
+    # -- making one -----------------------------------------------------------------------------
+
+    def format(self, uint32_t slots, uint32_t slot_size, uint32_t max_readers):
+        """Lay out an empty log here (by the segment's creator, before anyone else uses it)."""
+        cdef int err
+        if not self.exported:
+            raise ValueError("this ShmLog was released")
+        if slots == 0 or slots & (slots - 1):
+            raise LogFormatError(f"slots must be a power of two, not {slots}")
+        if slot_size < _RECORD_HEADER + 8 or slot_size % 8:
+            raise LogFormatError(f"slot_size must be a multiple of 8 above {_RECORD_HEADER}")
+        if max_readers == 0:
+            raise LogFormatError("max_readers must be at least 1")
+        if (self.base - <unsigned char*>self.view.buf) + region_size(
+                slots, slot_size, max_readers) > self.view.len:
+            raise LogFormatError("the log does not fit in the buffer")
+        err = kincir_shared_mutex_init(self.mutex)
+        if err:
+            _raise_errno(err)
+        self.log.head = 1
+        self.log.data_word = self.log.data_waiters = 0
+        self.log.room_word = self.log.room_waiters = 0
+        self.log.slots = slots
+        self.log.slot_size = slot_size
+        self.log.max_readers = max_readers
+        self.log.dropped = 0
+        self._map_geometry()
+        for i in range(max_readers):
+            self.readers[i].pid = 0
+            self.readers[i].position = 0
+        kincir_atomic_store_u32(&self.log.magic, _LOG_MAGIC)  # after everything above
+
+    # -- the writer mutex -----------------------------------------------------------------------
+
+    cdef int _lock(self, double deadline) except -1:
+        """Lock the writer mutex, up to ``deadline`` (monotonic; < 0: no limit). A publisher
+        that died holding it left ``head`` consistent (see the module docstring)."""
+        cdef int err
+        cdef double step
+        while True:
+            step = _SLICE
+            if deadline >= 0:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            with nogil:
+                err = kincir_shared_mutex_lock(self.mutex, step)
+            if err == 0:
+                return 0
+            if err == EOWNERDEAD:
+                pthread_mutex_consistent(self.mutex)
+                return 0
+            if err != ETIMEDOUT:
+                _raise_errno(err)
+            PyErr_CheckSignals()
+            if deadline >= 0 and time.monotonic() >= deadline:
+                raise TimeoutError("the log's writer mutex stayed locked")
+
+    cdef void _unlock(self) noexcept:
+        pthread_mutex_unlock(self.mutex)
+
+    # -- readers --------------------------------------------------------------------------------
+
+    def add_reader(self):
+        """Join as a reader of what is published from now on; the reader's index."""
+        cdef uint32_t i
+        self._check()
+        self._lock(-1.0)
+        try:
+            for i in range(self.log.max_readers):
+                if self.readers[i].pid == 0:
+                    kincir_atomic_store_u64(&self.readers[i].position,
+                                            kincir_atomic_load_u64(&self.log.head))
+                    kincir_atomic_store_u64(&self.readers[i].pid, <uint64_t>getpid())
+                    return i
+        finally:
+            self._unlock()
+        raise LogFull(f"all {self.log.max_readers} reader entries are taken")
+
+    def remove_reader(self, uint32_t index):
+        """Leave; the reader's messages no longer hold the ring."""
+        self._check()
+        self._reader(index)
+        kincir_atomic_store_u64(&self.readers[index].pid, 0)
+        self._room_freed()
+
+    cdef Reader* _reader(self, uint32_t index) except NULL:
+        if index >= self.log.max_readers or kincir_atomic_load_u64(&self.readers[index].pid) == 0:
+            raise ValueError(f"reader {index} is not a reader of this log")
+        return &self.readers[index]
+
+    cdef uint64_t _lowest(self, uint64_t head) noexcept:
+        """The lowest position of the readers (``head`` with none), the mutex held."""
+        cdef uint64_t low = head, position
+        cdef uint32_t i
+        for i in range(self.log.max_readers):
+            if kincir_atomic_load_u64(&self.readers[i].pid) != 0:
+                position = kincir_atomic_load_u64(&self.readers[i].position)
+                if position < low:
+                    low = position
+        return low
+
+    cdef bint _free_dead_readers(self, uint64_t below) noexcept:
+        """Free the entries of readers at positions below ``below`` whose process is gone;
+        whether any was freed (the mutex held)."""
+        cdef uint32_t i
+        cdef uint64_t pid
+        cdef bint freed = False
+        for i in range(self.log.max_readers):
+            pid = kincir_atomic_load_u64(&self.readers[i].pid)
+            if pid != 0 and kincir_atomic_load_u64(&self.readers[i].position) < below:
+                if kill(<int>pid, 0) != 0 and errno == ESRCH:
+                    if kincir_atomic_cas_u64(&self.readers[i].pid, pid, 0):
+                        self.freed_readers += 1
+                        freed = True
+        return freed
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def publish(self, list payloads, timeout=0.0):
+        """Append ``payloads`` (bytes) as one batch: consecutive sequence numbers, all or none.
+        Waits for room up to ``timeout`` seconds (None: no limit), then LogFull. Returns the
+        first sequence number."""
+        cdef Py_ssize_t n = len(payloads), i
+        cdef uint64_t head, first
+        cdef uint64_t now
+        cdef unsigned char* slot
+        cdef object payload
+        cdef double deadline, step
+        cdef uint32_t room
+        cdef bint full
+        cdef Py_ssize_t limit
+        self._check()
+        limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
+        for payload in payloads:
+            if not PyBytes_CheckExact(payload):
+                raise TypeError(f"a shared-memory payload is bytes, not {type(payload).__name__}")
+            if PyBytes_GET_SIZE(payload) > limit:
+                raise ValueError(
+                    f"a payload of {PyBytes_GET_SIZE(payload)} bytes does not fit a slot "
+                    f"({limit} bytes)"
+                )
+        if n > <Py_ssize_t>self.log.slots:
+            raise LogFull(f"a batch of {n} is larger than the log ({self.log.slots} slots)")
+        if n == 0:
+            return kincir_atomic_load_u64(&self.log.head)
+        deadline = -1.0 if timeout is None else time.monotonic() + timeout
+        while True:
+            self._lock(deadline)
+            head = kincir_atomic_load_u64(&self.log.head)
+            if head - self._lowest(head) + n > self.log.slots:
+                self._free_dead_readers(head + n - self.log.slots)
+            if head - self._lowest(head) + n <= self.log.slots:
+                break
+            # no room: count as a room waiter, then look again; a reader that moves on after
+            # the second look sees the count and bumps room_word, which ends the sleep at once
+            room = kincir_atomic_load_u32(&self.log.room_word)
+            kincir_atomic_add_u32(&self.log.room_waiters, 1)
+            full = head - self._lowest(head) + n > self.log.slots
+            self._unlock()
+            try:
+                if full:
+                    if deadline >= 0 and time.monotonic() >= deadline:
+                        raise LogFull(f"no room for {n} in a log of {self.log.slots} slots")
+                    step = _SLICE
+                    if deadline >= 0:
+                        step = min(step, max(0.0, deadline - time.monotonic()))
+                    with nogil:
+                        kincir_futex_wait(&self.log.room_word, room, step)
+            finally:
+                kincir_atomic_add_u32(&self.log.room_waiters, <uint32_t>-1)
+            PyErr_CheckSignals()
+        now = _now_ms()
+        first = head
+        for i in range(n):
+            payload = payloads[i]
+            slot = self.slot_area + ((head - 1) & self.mask) * self.log.slot_size
+            (<uint64_t*>slot)[0] = head
+            (<uint64_t*>slot)[1] = <uint64_t>PyBytes_GET_SIZE(payload)
+            (<uint64_t*>slot)[2] = now
+            memcpy(slot + _RECORD_HEADER, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            head += 1
+        kincir_atomic_store_u64(&self.log.head, head)  # the batch is visible from here
+        self._unlock()
+        kincir_atomic_add_u32(&self.log.data_word, 1)
+        if kincir_atomic_load_u32(&self.log.data_waiters):
+            kincir_futex_wake(&self.log.data_word, _ALL)
+        return first
+
+    cdef void _room_freed(self) noexcept:
+        kincir_atomic_add_u32(&self.log.room_word, 1)
+        if kincir_atomic_load_u32(&self.log.room_waiters):
+            kincir_futex_wake(&self.log.room_word, _ALL)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read(self, uint32_t index, Py_ssize_t limit, timeout=0.0):
+        """Up to ``limit`` (sequence, enqueued_at_ms, payload) records for reader ``index``,
+        waiting up to ``timeout`` seconds (None: no limit) for the first; [] on timeout."""
+        cdef Reader* reader
+        cdef uint64_t position, head, seq
+        cdef uint32_t word
+        cdef unsigned char* slot
+        cdef list out = []
+        cdef double deadline, step
+        self._check()
+        reader = self._reader(index)
+        if limit <= 0:
+            return out
+        deadline = -1.0 if timeout is None else time.monotonic() + timeout
+        position = kincir_atomic_load_u64(&reader.position)
+        while True:
+            head = kincir_atomic_load_u64(&self.log.head)
+            if position < head:
+                break
+            if deadline >= 0 and time.monotonic() >= deadline:
+                return out
+            word = kincir_atomic_load_u32(&self.log.data_word)
+            kincir_atomic_add_u32(&self.log.data_waiters, 1)
+            head = kincir_atomic_load_u64(&self.log.head)
+            if position < head:
+                kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
+                break
+            step = _SLICE
+            if deadline >= 0:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            with nogil:
+                kincir_futex_wait(&self.log.data_word, word, step)
+            kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
+            PyErr_CheckSignals()
+        if head - position > <uint64_t>limit:
+            head = position + limit
+        seq = position
+        while seq < head:
+            slot = self.slot_area + ((seq - 1) & self.mask) * self.log.slot_size
+            out.append((seq, (<uint64_t*>slot)[2], PyBytes_FromStringAndSize(
+                <char*>(slot + _RECORD_HEADER), <Py_ssize_t>(<uint64_t*>slot)[1])))
+            seq += 1
+        kincir_atomic_store_u64(&reader.position, head)  # the slots may be written again
+        if kincir_atomic_load_u32(&self.log.room_waiters):
+            self._room_freed()
+        return out
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def head(self):
+        """The next sequence number to publish."""
+        self._check()
+        return kincir_atomic_load_u64(&self.log.head)
+
+    @property
+    def slots(self):
+        self._check()
+        return self.log.slots
+
+    def position(self, uint32_t index):
+        """Reader ``index``'s next sequence number."""
+        self._check()
+        return kincir_atomic_load_u64(&self._reader(index).position)
+
+    def held(self):
+        """Messages some live reader has not read yet."""
+        cdef uint64_t head
+        self._check()
+        head = kincir_atomic_load_u64(&self.log.head)
+        return head - self._lowest(head)

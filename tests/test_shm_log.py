@@ -1,0 +1,276 @@
+"""One topic's log in a shared segment (``kincir_core._shm_log``): sequences, atomic batches,
+fan-out, room, readers and publishers in other processes, and processes killed while reading or
+while publishing. Linux only, compiled engine only."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+if not sys.platform.startswith("linux"):
+    pytest.skip("the shared-memory log needs Linux", allow_module_level=True)
+if os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
+    pytest.skip("the shared-memory layer is compiled only", allow_module_level=True)
+
+from kincir_core import _segment
+from kincir_core._segment import HEADER_SIZE, Segment
+from kincir_core._shm_log import RECORD_HEADER, LogFormatError, LogFull, ShmLog, region_size
+
+SLOTS, SLOT_SIZE, READERS = 64, 128, 4
+AT = HEADER_SIZE  # the log's offset in the segment
+
+
+def new_log(slots: int = SLOTS, readers: int = READERS) -> ShmLog:
+    log = ShmLog(mmap.mmap(-1, AT + region_size(slots, SLOT_SIZE, readers)), AT)
+    log.format(slots, SLOT_SIZE, readers)
+    return log
+
+
+@pytest.fixture
+def shared() -> Iterator[tuple[str, ShmLog]]:
+    """A segment holding one log, its name for child processes; nothing left behind."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    segment = Segment.create(name, AT + region_size(SLOTS, SLOT_SIZE, READERS))
+    log = ShmLog(segment.buffer, AT)
+    log.format(SLOTS, SLOT_SIZE, READERS)
+    yield name, log
+    log.release()
+    segment.close()
+    assert not os.path.exists(_segment.segment_path(name))
+
+
+CHILD = f"""
+import os, signal, sys, time
+from kincir_core._segment import Segment
+from kincir_core._shm_log import ShmLog
+from kincir_core._shm_sync import SharedWords
+segment = Segment.attach(sys.argv[1])
+log = ShmLog(segment.buffer, {AT})
+job, arg = sys.argv[2], sys.argv[3]
+if job == "produce":  # arg: "tag:count:batch"
+    tag, count, batch = arg.split(":")
+    count, batch = int(count), int(batch)
+    for start in range(0, count, batch):
+        log.publish([b"%s:%d" % (tag.encode(), i) for i in range(start, min(count, start + batch))],
+                    timeout=None)
+elif job == "read-forever":  # joins, says so, never reads: the ring fills behind it
+    log.add_reader()
+    print("joined", flush=True)
+    time.sleep(60)
+elif job == "die-publishing":  # holds the writer mutex, scribbles on the next slots, dies
+    words = SharedWords(segment.buffer)
+    words.lock({AT})
+    head = log.head
+    print("locked", head, flush=True)
+    segment.buffer[{AT} + int(arg):{AT} + int(arg) + 64] = b"\\xff" * 64
+    os.kill(os.getpid(), signal.SIGKILL)
+log.release()
+segment.close()
+"""
+
+
+def run_child(name: str, job: str, arg: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, name, job, arg], stdout=subprocess.PIPE, text=True
+    )
+
+
+def payloads(records: list[tuple[int, int, bytes]]) -> list[bytes]:
+    return [payload for _seq, _at, payload in records]
+
+
+# -- one process --------------------------------------------------------------------------------
+
+
+def test_a_batch_gets_consecutive_sequence_numbers_from_1():
+    log = new_log()
+    reader = log.add_reader()
+    assert log.publish([b"a", b"bb"]) == 1
+    assert log.publish([b"c"]) == 3
+    got = log.read(reader, 10)
+    assert [(seq, p) for seq, _at, p in got] == [(1, b"a"), (2, b"bb"), (3, b"c")]
+    now_ms = time.time() * 1000
+    assert all(abs(at - now_ms) < 60_000 for _seq, at, _p in got)
+    assert log.read(reader, 10) == [] and log.head == 4 and log.position(reader) == 4
+
+
+def test_every_reader_reads_every_message_from_when_it_joined():
+    log = new_log()
+    early = log.add_reader()
+    log.publish([b"before"])
+    late = log.add_reader()
+    log.publish([b"after"])
+    assert payloads(log.read(early, 10)) == [b"before", b"after"]
+    assert payloads(log.read(late, 10)) == [b"after"]
+
+
+def test_a_read_takes_at_most_its_limit():
+    log = new_log()
+    reader = log.add_reader()
+    log.publish([b"%d" % i for i in range(10)])
+    assert payloads(log.read(reader, 3)) == [b"0", b"1", b"2"]
+    assert payloads(log.read(reader, 100)) == [b"%d" % i for i in range(3, 10)]
+    assert log.read(reader, 0) == []
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "match"),
+    [
+        ([b"ok", "text"], TypeError, "bytes, not str"),
+        ([b"ok", bytearray(b"x")], TypeError, "bytes, not bytearray"),
+        ([b"ok", b"x" * (SLOT_SIZE - RECORD_HEADER + 1)], ValueError, "does not fit a slot"),
+        ([b"x"] * (SLOTS + 1), LogFull, "larger than the log"),
+    ],
+)
+def test_a_bad_batch_is_refused_whole(batch, error, match):
+    log = new_log()
+    reader = log.add_reader()
+    with pytest.raises(error, match=match):
+        log.publish(batch)
+    assert log.head == 1
+    log.publish([b"x" * (SLOT_SIZE - RECORD_HEADER)])  # the largest that fits
+    assert payloads(log.read(reader, 10)) == [b"x" * (SLOT_SIZE - RECORD_HEADER)]
+
+
+def test_a_full_log_refuses_or_waits_for_its_slowest_reader():
+    log = new_log(slots=8)
+    fast, slow = log.add_reader(), log.add_reader()
+    log.publish([b"x"] * 8)
+    log.read(fast, 8)
+    with pytest.raises(LogFull, match="no room"):
+        log.publish([b"y"])  # timeout 0: at once
+    assert log.held() == 8 and log.head == 9
+    threading.Timer(0.2, lambda: log.read(slow, 3)).start()
+    started = time.monotonic()
+    assert log.publish([b"y"] * 3, timeout=10) == 9  # waited for the slow reader
+    assert 0.1 < time.monotonic() - started < 5
+    assert payloads(log.read(fast, 10)) == [b"y"] * 3
+
+
+def test_without_readers_nothing_holds_the_ring():
+    log = new_log(slots=8)
+    for _ in range(5):
+        log.publish([b"x"] * 8)
+    assert log.held() == 0 and log.head == 41
+
+
+def test_a_reader_that_left_no_longer_holds_the_ring():
+    log = new_log(slots=8)
+    reader = log.add_reader()
+    log.publish([b"x"] * 8)
+    log.remove_reader(reader)
+    log.publish([b"y"] * 8)
+    with pytest.raises(ValueError, match="not a reader"):
+        log.read(reader, 1)
+
+
+def test_reader_entries_are_bounded():
+    log = new_log(readers=2)
+    log.add_reader()
+    second = log.add_reader()
+    with pytest.raises(LogFull, match="reader entries"):
+        log.add_reader()
+    log.remove_reader(second)
+    assert log.add_reader() == second
+
+
+def test_a_region_is_checked_before_use():
+    mapping = mmap.mmap(-1, AT + region_size(SLOTS, SLOT_SIZE, READERS))
+    with pytest.raises(LogFormatError, match="no log"):
+        ShmLog(mapping, AT).head  # noqa: B018
+    for slots, size, readers, match in [
+        (6, SLOT_SIZE, 1, "power of two"),
+        (8, 20, 1, "multiple of 8"),
+        (8, SLOT_SIZE, 0, "max_readers"),
+        (4096, SLOT_SIZE, 1, "does not fit"),
+    ]:
+        with pytest.raises(LogFormatError, match=match):
+            ShmLog(mapping, AT).format(slots, size, readers)
+    with pytest.raises(ValueError, match="64-aligned"):
+        ShmLog(mapping, 8)
+
+
+def test_a_blocked_read_is_woken_by_a_publish():
+    log = new_log()
+    reader = log.add_reader()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(log.read(reader, 10, timeout=None)))
+    waiter.start()
+    time.sleep(0.1)
+    assert not got
+    log.publish([b"wake"])
+    waiter.join(5)
+    assert [payloads(g) for g in got] == [[b"wake"]]  # type: ignore[arg-type]
+
+
+def test_a_read_ends_at_its_timeout():
+    log = new_log()
+    reader = log.add_reader()
+    started = time.monotonic()
+    assert log.read(reader, 1, timeout=0.2) == []
+    assert 0.15 < time.monotonic() - started < 5
+
+
+# -- several processes --------------------------------------------------------------------------
+
+
+def test_messages_from_several_producer_processes_arrive_once_each_in_order(shared):
+    name, log = shared
+    reader = log.add_reader()
+    count = 3000
+    procs = [run_child(name, "produce", f"p{k}:{count}:{1 + k * 7}") for k in range(3)]
+    last = {f"p{k}": -1 for k in range(3)}
+    seen, sequences = 0, []
+    deadline = time.monotonic() + 60
+    while seen < 3 * count and time.monotonic() < deadline:
+        for seq, _at, payload in log.read(reader, 50, timeout=1):
+            tag, number = payload.decode().split(":")
+            assert int(number) == last[tag] + 1, f"{tag} out of order or duplicated"
+            last[tag] = int(number)
+            sequences.append(seq)
+            seen += 1
+    for proc in procs:
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    assert seen == 3 * count and all(v == count - 1 for v in last.values())
+    assert sequences == list(range(1, 3 * count + 1))  # gapless, in order
+
+
+def test_a_killed_reader_stops_holding_the_ring(shared):
+    name, log = shared
+    proc = run_child(name, "read-forever", "")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "joined"
+    log.publish([b"x"] * SLOTS)
+    with pytest.raises(LogFull):
+        log.publish([b"y"])  # its reader is alive: the ring is full
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc.stdout.close()
+    assert log.publish([b"y"]) == SLOTS + 1  # its entry was freed
+    assert log.freed_readers == 1 and log.held() == 0
+
+
+def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shared):
+    name, log = shared
+    reader = log.add_reader()
+    log.publish([b"first"])
+    first_free_slot = 128 + READERS * 32 + 1 * SLOT_SIZE  # the slot sequence 2 would take
+    proc = run_child(name, "die-publishing", str(first_free_slot))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().split() == ["locked", "2"]
+    proc.wait(30)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert payloads(log.read(reader, 10)) == [b"first"]  # the scribbled slot is not visible
+    assert log.publish([b"second"], timeout=10) == 2  # the mutex passed on, consistent
+    assert log.read(reader, 10)[0][::2] == (2, b"second")

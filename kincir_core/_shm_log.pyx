@@ -1,8 +1,8 @@
 # cython: language_level=3, embedsignature=True
 """One topic's log in a shared segment (Linux): the third layer of the shared-memory transport
 (issue 17), over ``_segment`` (the memory) and ``_shm_sync.h`` (atomics, futexes, robust
-mutexes). Bytes in, bytes out, readers in any process; no topic names, groups or policies beyond
-``error`` and ``block`` yet (the layers above will bring them).
+mutexes). Bytes in, bytes out, readers and consumer groups in any process; no topic names, and no
+overflow policies beyond ``error`` and ``block`` yet (the layers above will bring them).
 
 Layout of a log's region, at an 8-aligned offset of the segment (``region_size`` bytes):
 
@@ -17,8 +17,9 @@ Layout of a log's region, at an 8-aligned offset of the segment (``region_size``
     96   max_readers u32
     100  magic      u32     LOG_MAGIC once formatted
     104  dropped    u64     reserved for the overflow policies that drop
-    128  readers    max_readers x 32 bytes: pid u64 (0: free), position u64 (the next sequence
-                    it reads), 16 bytes reserved
+    128  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
+                    cursor, which no process owns), position u64 (the next sequence it reads),
+                    16 bytes reserved
     then slots      slots x slot_size bytes: sequence u64, length u64, enqueued_at (Unix ms) u64,
                     the payload
 
@@ -37,6 +38,12 @@ Why it is correct, and what a process killed at any instant leaves:
   and leaves by storing pid 0. A reader killed without leaving keeps its position, which would
   hold the ring for ever: a publisher that finds no room checks whether the pids of the readers
   holding it are alive, and frees the entries of dead ones (``freed_readers`` counts them).
+- A consumer group is one durable entry whose position its readers claim: a reader copies the
+  records after the position it loaded, then moves the position with a compare-and-swap; if
+  another reader moved it first, the copy is dropped and it looks again. The slots it copied
+  cannot be reused before the group's position passes them, so a successful claim never holds a
+  record written over; a failed one may have copied a slot being rewritten, so every length read
+  from a slot is cut to the slot.
 - Waits use the futex words so that a reader that keeps up makes no system call, and a publish
   makes one only when someone sleeps: a reader counts itself in ``data_waiters``, then reads
   ``head`` again, then sleeps on the ``data_word`` it read before; a publisher stores ``head``,
@@ -98,6 +105,8 @@ cdef enum:
 RECORD_HEADER = _RECORD_HEADER
 READER_ENTRY = _READER_ENTRY
 cdef double _SLICE = 0.05
+# a reader entry's pid for a consumer group's cursor: no process owns it
+cdef uint64_t _GROUP = <uint64_t>1 << 63
 cdef uint32_t _ALL = 0x7FFFFFFF
 
 
@@ -266,6 +275,9 @@ cdef class ShmLog:
 
     def add_reader(self):
         """Join as a reader of what is published from now on; the reader's index."""
+        return self._add_entry(<uint64_t>getpid())
+
+    cdef uint32_t _add_entry(self, uint64_t owner) except? 0xFFFFFFFF:
         cdef uint32_t i
         self._check()
         self._lock(-1.0)
@@ -274,14 +286,20 @@ cdef class ShmLog:
                 if self.readers[i].pid == 0:
                     kincir_atomic_store_u64(&self.readers[i].position,
                                             kincir_atomic_load_u64(&self.log.head))
-                    kincir_atomic_store_u64(&self.readers[i].pid, <uint64_t>getpid())
+                    kincir_atomic_store_u64(&self.readers[i].pid, owner)
                     return i
         finally:
             self._unlock()
         raise LogFull(f"all {self.log.max_readers} reader entries are taken")
 
+    def add_group(self):
+        """A consumer group's cursor, from now on: ``read`` with its index hands each message
+        to one of the readers (in any process) that read through it. Durable: it holds its
+        unread messages until ``remove_reader``, whatever process made it."""
+        return self._add_entry(_GROUP)
+
     def remove_reader(self, uint32_t index):
-        """Leave; the reader's messages no longer hold the ring."""
+        """Leave (a reader) or delete (a group); its messages no longer hold the ring."""
         self._check()
         self._reader(index)
         kincir_atomic_store_u64(&self.readers[index].pid, 0)
@@ -311,7 +329,8 @@ cdef class ShmLog:
         cdef bint freed = False
         for i in range(self.log.max_readers):
             pid = kincir_atomic_load_u64(&self.readers[i].pid)
-            if pid != 0 and kincir_atomic_load_u64(&self.readers[i].position) < below:
+            if pid != 0 and pid != _GROUP and (
+                    kincir_atomic_load_u64(&self.readers[i].position) < below):
                 if kill(<int>pid, 0) != 0 and errno == ESRCH:
                     if kincir_atomic_cas_u64(&self.readers[i].pid, pid, 0):
                         self.freed_readers += 1
@@ -398,32 +417,56 @@ cdef class ShmLog:
     # -- reading --------------------------------------------------------------------------------
 
     def read(self, uint32_t index, Py_ssize_t limit, timeout=0.0):
-        """Up to ``limit`` (sequence, enqueued_at_ms, payload) records for reader ``index``,
-        waiting up to ``timeout`` seconds (None: no limit) for the first; [] on timeout."""
+        """Up to ``limit`` (sequence, enqueued_at_ms, payload) records for reader or group
+        ``index``, waiting up to ``timeout`` seconds (None: no limit) for the first; [] on
+        timeout. A group's records go to one of its readers each."""
         cdef Reader* reader
-        cdef uint64_t position, head, seq
-        cdef uint32_t word
-        cdef unsigned char* slot
-        cdef list out = []
-        cdef double deadline, step
+        cdef uint64_t position, head, end
+        cdef bint shared
+        cdef list out
+        cdef double deadline
         self._check()
         reader = self._reader(index)
         if limit <= 0:
-            return out
+            return []
+        shared = kincir_atomic_load_u64(&reader.pid) == _GROUP
         deadline = -1.0 if timeout is None else time.monotonic() + timeout
-        position = kincir_atomic_load_u64(&reader.position)
+        while True:
+            position = kincir_atomic_load_u64(&reader.position)
+            head = self._wait_past(position, deadline)
+            if head == 0:
+                return []
+            end = head if head - position <= <uint64_t>limit else position + limit
+            out = self._copy(position, end)
+            if not shared:
+                kincir_atomic_store_u64(&reader.position, end)  # the slots may be written again
+                break
+            # a group's position is claimed: the copy counts only if no other reader of the
+            # group moved it meanwhile (positions only grow, so no ABA); else look again
+            if kincir_atomic_cas_u64(&reader.position, position, end):
+                break
+        if kincir_atomic_load_u32(&self.log.room_waiters):
+            self._room_freed()
+        return out
+
+    cdef uint64_t _wait_past(self, uint64_t position, double deadline) except? 0:
+        """``head`` once it is past ``position``, waiting up to ``deadline`` (monotonic; < 0:
+        no limit); 0 at the deadline (heads start at 1)."""
+        cdef uint64_t head
+        cdef uint32_t word
+        cdef double step
         while True:
             head = kincir_atomic_load_u64(&self.log.head)
             if position < head:
-                break
+                return head
             if deadline >= 0 and time.monotonic() >= deadline:
-                return out
+                return 0
             word = kincir_atomic_load_u32(&self.log.data_word)
             kincir_atomic_add_u32(&self.log.data_waiters, 1)
             head = kincir_atomic_load_u64(&self.log.head)
             if position < head:
                 kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
-                break
+                return head
             step = _SLICE
             if deadline >= 0:
                 step = min(step, max(0.0, deadline - time.monotonic()))
@@ -431,17 +474,22 @@ cdef class ShmLog:
                 kincir_futex_wait(&self.log.data_word, word, step)
             kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
             PyErr_CheckSignals()
-        if head - position > <uint64_t>limit:
-            head = position + limit
-        seq = position
-        while seq < head:
+
+    cdef list _copy(self, uint64_t first, uint64_t end):
+        """The records ``[first, end)`` as Python objects. A length is cut to the slot: a group
+        reader may copy slots being written again (its claim then fails and the copy is
+        dropped), and must not read past them."""
+        cdef list out = []
+        cdef unsigned char* slot
+        cdef uint64_t seq, length
+        cdef uint64_t room = self.log.slot_size - _RECORD_HEADER
+        for seq in range(first, end):
             slot = self.slot_area + ((seq - 1) & self.mask) * self.log.slot_size
+            length = (<uint64_t*>slot)[1]
+            if length > room:
+                length = room
             out.append((seq, (<uint64_t*>slot)[2], PyBytes_FromStringAndSize(
-                <char*>(slot + _RECORD_HEADER), <Py_ssize_t>(<uint64_t*>slot)[1])))
-            seq += 1
-        kincir_atomic_store_u64(&reader.position, head)  # the slots may be written again
-        if kincir_atomic_load_u32(&self.log.room_waiters):
-            self._room_freed()
+                <char*>(slot + _RECORD_HEADER), <Py_ssize_t>length)))
         return out
 
     # -- state ----------------------------------------------------------------------------------

@@ -62,6 +62,16 @@ if job == "produce":  # arg: "tag:count:batch"
     for start in range(0, count, batch):
         log.publish([b"%s:%d" % (tag.encode(), i) for i in range(start, min(count, start + batch))],
                     timeout=None)
+elif job == "group-read":  # arg: "group:count": reads the group until count were read in all
+    group, total = map(int, arg.split(":"))
+    got = []
+    print("ready", flush=True)
+    while True:
+        records = log.read(group, 7, timeout=0.5)
+        got.extend(seq for seq, _at, _p in records)
+        if not records and log.position(group) > total:  # all claimed, by whichever reader
+            break
+    print(" ".join(map(str, got)), flush=True)
 elif job == "read-forever":  # joins, says so, never reads: the ring fills behind it
     log.add_reader()
     print("joined", flush=True)
@@ -274,3 +284,50 @@ def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shar
     assert payloads(log.read(reader, 10)) == [b"first"]  # the scribbled slot is not visible
     assert log.publish([b"second"], timeout=10) == 2  # the mutex passed on, consistent
     assert log.read(reader, 10)[0][::2] == (2, b"second")
+
+
+# -- consumer groups ----------------------------------------------------------------------------
+
+
+def test_a_group_hands_each_message_to_one_of_its_readers():
+    log = new_log()
+    group, plain = log.add_group(), log.add_reader()
+    log.publish([b"%d" % i for i in range(10)])
+    first = log.read(group, 4)
+    second = log.read(group, 100)
+    assert [seq for seq, _at, _p in first + second] == list(range(1, 11))
+    assert log.read(group, 10) == []
+    assert len(log.read(plain, 100)) == 10  # a plain reader still sees every message
+
+
+def test_a_group_holds_its_unread_messages_with_no_reader_at_it():
+    log = new_log(slots=8)
+    group = log.add_group()
+    log.publish([b"x"] * 8)
+    with pytest.raises(LogFull):
+        log.publish([b"y"])
+    assert log.held() == 8
+    assert len(log.read(group, 3)) == 3
+    log.publish([b"y"] * 3)
+    log.remove_reader(group)  # deleting it lets the ring go
+    assert log.held() == 0
+
+
+def test_group_readers_in_several_processes_share_the_messages_once_each(shared):
+    name, log = shared
+    group = log.add_group()
+    total = 2000
+    procs = [run_child(name, "group-read", f"{group}:{total}") for _ in range(3)]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    for start in range(0, total, 25):
+        log.publish([b"m%d" % i for i in range(start, start + 25)], timeout=30)
+    taken: list[int] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        mine = [int(seq) for seq in out.split()]
+        assert mine == sorted(mine)  # each reader's share comes in order
+        taken += mine
+    assert sorted(taken) == list(range(1, total + 1))  # every message once

@@ -19,7 +19,7 @@ Layout of a log's region, at an 8-aligned offset of the segment (``region_size``
     104  dropped    u64     reserved for the overflow policies that drop
     128  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
                     cursor, which no process owns), position u64 (the next sequence it reads),
-                    16 bytes reserved
+                    started u64 (the owner process's start time), 8 bytes reserved
     then slots      slots x slot_size bytes: sequence u64, length u64, enqueued_at (Unix ms) u64,
                     the payload
 
@@ -36,8 +36,10 @@ Why it is correct, and what a process killed at any instant leaves:
   Positions only grow, so a publisher's scan, racing with readers, can only underestimate room.
 - A reader joins under the writer mutex at ``head`` (it sees what is published after it joined)
   and leaves by storing pid 0. A reader killed without leaving keeps its position, which would
-  hold the ring for ever: a publisher that finds no room checks whether the pids of the readers
-  holding it are alive, and frees the entries of dead ones (``freed_readers`` counts them).
+  hold the ring for ever: a publisher that finds no room checks whether the processes of the
+  readers holding it are alive, and frees the entries of dead ones (``freed_readers`` counts
+  them). Alive means a process of that pid that started when the reader's did (Linux's
+  ``/proc/<pid>/stat``), so a pid the system gave again to another process does not count.
 - A consumer group is one durable entry whose position its readers claim: a reader copies the
   records after the position it loaded, then moves the position with a compare-and-swap; if
   another reader moved it first, the copy is dropped and it looks again. The slots it copied
@@ -57,10 +59,8 @@ from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
-from posix.signal cimport kill
 from posix.unistd cimport getpid
 
 import errno as _errno
@@ -85,7 +85,6 @@ cdef extern from "_shm_sync.h" nogil:
         EOWNERDEAD
         ETIMEDOUT
         EINTR
-        ESRCH
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -134,8 +133,21 @@ cdef struct LogHead:
 cdef struct Reader:
     uint64_t pid
     uint64_t position
-    uint64_t reserved0
-    uint64_t reserved1
+    uint64_t started  # the owner's start time (see _start_time): a reused pid is not its owner
+    uint64_t reserved
+
+
+cdef uint64_t _start_time(int pid) except? 0:
+    """When process ``pid`` started (clock ticks since boot: field 22 of /proc/<pid>/stat), 0
+    when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            line = stat.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    # the command name (field 2) is in parentheses and may hold anything: fields after the
+    # last ")" start at field 3
+    return int(line[line.rindex(b")") + 2:].split()[19])
 
 
 def region_size(uint32_t slots, uint32_t slot_size, uint32_t max_readers):
@@ -275,9 +287,10 @@ cdef class ShmLog:
 
     def add_reader(self):
         """Join as a reader of what is published from now on; the reader's index."""
-        return self._add_entry(<uint64_t>getpid())
+        cdef int pid = getpid()
+        return self._add_entry(<uint64_t>pid, _start_time(pid))
 
-    cdef uint32_t _add_entry(self, uint64_t owner) except? 0xFFFFFFFF:
+    cdef uint32_t _add_entry(self, uint64_t owner, uint64_t started=0) except? 0xFFFFFFFF:
         cdef uint32_t i
         self._check()
         self._lock(-1.0)
@@ -286,6 +299,7 @@ cdef class ShmLog:
                 if self.readers[i].pid == 0:
                     kincir_atomic_store_u64(&self.readers[i].position,
                                             kincir_atomic_load_u64(&self.log.head))
+                    self.readers[i].started = started
                     kincir_atomic_store_u64(&self.readers[i].pid, owner)
                     return i
         finally:
@@ -321,7 +335,7 @@ cdef class ShmLog:
                     low = position
         return low
 
-    cdef bint _free_dead_readers(self, uint64_t below) noexcept:
+    cdef int _free_dead_readers(self, uint64_t below) except -1:
         """Free the entries of readers at positions below ``below`` whose process is gone;
         whether any was freed (the mutex held)."""
         cdef uint32_t i
@@ -331,7 +345,7 @@ cdef class ShmLog:
             pid = kincir_atomic_load_u64(&self.readers[i].pid)
             if pid != 0 and pid != _GROUP and (
                     kincir_atomic_load_u64(&self.readers[i].position) < below):
-                if kill(<int>pid, 0) != 0 and errno == ESRCH:
+                if _start_time(<int>pid) != self.readers[i].started:
                     if kincir_atomic_cas_u64(&self.readers[i].pid, pid, 0):
                         self.freed_readers += 1
                         freed = True

@@ -270,6 +270,21 @@ def test_a_killed_reader_stops_holding_the_ring(shared):
     assert log.freed_readers == 1 and log.held() == 0
 
 
+def test_a_reader_whose_pid_now_names_another_process_stops_holding_the_ring():
+    buffer = mmap.mmap(-1, AT + region_size(8, SLOT_SIZE, READERS))
+    log = ShmLog(buffer, AT)
+    log.format(8, SLOT_SIZE, READERS)
+    reader = log.add_reader()
+    log.publish([b"x"] * 8)
+    with pytest.raises(LogFull):
+        log.publish([b"y"])  # this process is its reader, and alive
+    started_at = AT + 128 + reader * 32 + 16  # the entry's start time
+    buffer[started_at : started_at + 8] = (12345).to_bytes(8, "little")  # as if pid reused
+    assert log.publish([b"y"]) == 9
+    assert log.freed_readers == 1
+    log.release()
+
+
 def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shared):
     name, log = shared
     reader = log.add_reader()

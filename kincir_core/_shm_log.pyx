@@ -38,8 +38,9 @@ Why it is correct, and what a process killed at any instant leaves:
   and leaves by storing pid 0. A reader killed without leaving keeps its position, which would
   hold the ring for ever: a publisher that finds no room checks whether the processes of the
   readers holding it are alive, and frees the entries of dead ones (``freed_readers`` counts
-  them). Alive means a process of that pid that started when the reader's did (Linux's
-  ``/proc/<pid>/stat``), so a pid the system gave again to another process does not count.
+  them). Alive means a process of that pid, not a zombie, that started when the reader's did
+  (Linux's ``/proc/<pid>/stat``), so a pid the system gave again to another process does not
+  count.
 - A consumer group is one durable entry whose position its readers claim: a reader copies the
   records after the position it loaded, then moves the position with a compare-and-swap; if
   another reader moved it first, the copy is dropped and it looks again. The slots it copied
@@ -139,15 +140,18 @@ cdef struct Reader:
 
 cdef uint64_t _start_time(int pid) except? 0:
     """When process ``pid`` started (clock ticks since boot: field 22 of /proc/<pid>/stat), 0
-    when there is no such process."""
+    when there is no such process, or it has ended and only waits to be reaped (a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             line = stat.read()
     except (FileNotFoundError, ProcessLookupError):
         return 0
     # the command name (field 2) is in parentheses and may hold anything: fields after the
-    # last ")" start at field 3
-    return int(line[line.rindex(b")") + 2:].split()[19])
+    # last ")" start at field 3, the state
+    fields = line[line.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return 0
+    return int(fields[19])
 
 
 def region_size(uint32_t slots, uint32_t slot_size, uint32_t max_readers):

@@ -227,6 +227,34 @@ def readme_blocks() -> Callable[..., list[str]]:
 
 
 @pytest.fixture
+def python_child() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``python_child(code, *args, stdin=False)``: run ``python -P -c code args`` in a child
+    process, its standard output a text pipe (and its standard input, with ``stdin=True``).
+    ``-P`` keeps the working directory off the child's ``sys.path``, so a child started from the
+    checkout imports the kincir that is installed (the compiled engine with it), as the tests
+    do. Every child is killed if still running, reaped and its pipes closed at teardown."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(code: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            [sys.executable, "-P", "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else None,
+            text=True,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait(30)
+        for pipe in (child.stdout, child.stdin):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
 def run_readme_example(engine_env: Callable[[str], dict[str, str]]) -> Callable[..., str]:
     """``run_readme_example(start, engine, index=0)``: run the ``index``-th ```python block of
     the README after the text ``start`` in a child process on ``engine``; its standard output

@@ -104,10 +104,10 @@ segment.close()
 """
 
 
-def run_child(name: str, job: str, arg: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, name, job, arg], stdout=subprocess.PIPE, text=True
-    )
+@pytest.fixture
+def run_child(python_child):
+    """``run_child(segment name, job, arg)``: CHILD in another process."""
+    return lambda name, job, arg: python_child(CHILD, name, job, arg)
 
 
 def payloads(records: list[tuple[int, int, bytes]]) -> list[bytes]:
@@ -249,7 +249,7 @@ def test_a_read_ends_at_its_timeout():
 # -- several processes --------------------------------------------------------------------------
 
 
-def test_messages_from_several_producer_processes_arrive_once_each_in_order(shared):
+def test_messages_from_several_producer_processes_arrive_once_each_in_order(shared, run_child):
     name, log = shared
     reader = log.add_reader()
     count = 3000
@@ -272,7 +272,7 @@ def test_messages_from_several_producer_processes_arrive_once_each_in_order(shar
 
 
 @pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
-def test_a_killed_reader_stops_holding_the_ring(shared, reaped):
+def test_a_killed_reader_stops_holding_the_ring(shared, run_child, reaped):
     name, log = shared
     proc = run_child(name, "read-forever", "")
     assert proc.stdout is not None
@@ -310,7 +310,7 @@ def test_a_reader_whose_pid_now_names_another_process_stops_holding_the_ring():
     log.release()
 
 
-def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shared):
+def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shared, run_child):
     name, log = shared
     reader = log.add_reader()
     log.publish([b"first"])
@@ -353,7 +353,7 @@ def test_a_group_holds_its_unread_messages_with_no_reader_at_it():
     assert log.held() == 0
 
 
-def test_group_readers_in_several_processes_share_the_messages_once_each(shared):
+def test_group_readers_in_several_processes_share_the_messages_once_each(shared, run_child):
     name, log = shared
     group = log.add_group()
     total = 2000
@@ -376,7 +376,7 @@ def test_group_readers_in_several_processes_share_the_messages_once_each(shared)
 # -- kills at any instant -----------------------------------------------------------------------
 
 
-def test_processes_killed_at_random_never_tear_lose_reorder_or_wedge_a_stream(shared):
+def test_processes_killed_at_random_never_tear_lose_reorder_or_wedge_a_stream(shared, run_child):
     """Producers and readers in other processes are killed (SIGKILL) at random instants, and
     replaced, for a few seconds, while this process reads everything: every record it reads is
     whole (its checksum holds), and each producer's records arrive in order with no gap and no

@@ -78,14 +78,16 @@ else:
 """
 
 
-def child(name: str, how: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, name, how], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "attached"
-    proc.stdout.close()  # it prints nothing more
-    return proc
+@pytest.fixture
+def child(python_child):
+    """``child(segment name, how)``: CHILD in another process, once it has attached."""
+
+    def start(name: str, how: str) -> subprocess.Popen[str]:
+        proc = python_child(CHILD, name, how)
+        assert proc.stdout.readline().strip() == "attached"
+        return proc
+
+    return start
 
 
 # -- creating and attaching ---------------------------------------------------------------------
@@ -124,7 +126,7 @@ def test_the_last_user_to_close_removes_the_segment(name):
         created.buffer  # noqa: B018
 
 
-def test_another_process_attaches_and_writes(name):
+def test_another_process_attaches_and_writes(name, child):
     with Segment.create(name, SIZE) as segment:
         proc = child(name, "close")
         assert proc.wait(30) == 0
@@ -247,7 +249,7 @@ def test_attach_gives_up_on_a_creator_that_never_finishes(name):
 # -- processes that die -------------------------------------------------------------------------
 
 
-def test_a_killed_user_does_not_keep_the_segment_alive(name):
+def test_a_killed_user_does_not_keep_the_segment_alive(name, child):
     segment = Segment.create(name, SIZE)
     proc = child(name, "sleep")
     assert segment.close() is False  # the child holds it
@@ -261,7 +263,7 @@ def test_a_killed_user_does_not_keep_the_segment_alive(name):
     assert not os.path.exists(_segment.segment_path(name))
 
 
-def test_a_segment_every_user_left_without_closing_is_replaced_by_create(name):
+def test_a_segment_every_user_left_without_closing_is_replaced_by_create(name, child):
     with Segment.create(name, SIZE) as segment:
         child(name, "exit").wait(30)
         old_created = segment.created_ns

@@ -77,13 +77,10 @@ segment.close()
 """
 
 
-def run_child(name: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, name, *args],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE if stdin else None,
-        text=True,
-    )
+@pytest.fixture
+def run_child(python_child):
+    """``run_child(segment name, job, *args, stdin=False)``: CHILD in another process."""
+    return lambda name, *args, stdin=False: python_child(CHILD, name, *args, stdin=stdin)
 
 
 def expect_line(proc: subprocess.Popen[str], line: str) -> None:
@@ -147,7 +144,7 @@ def test_a_released_view_refuses_every_call_and_frees_the_mapping():
     mapping.close()
 
 
-def test_additions_from_several_processes_all_count(segment):
+def test_additions_from_several_processes_all_count(segment, run_child):
     made, words = segment
     procs = [run_child(made.name, "add", "20000") for _ in range(3)]
     for _ in range(20000):
@@ -161,7 +158,7 @@ def test_additions_from_several_processes_all_count(segment):
 # -- futexes ------------------------------------------------------------------------------------
 
 
-def test_a_wait_is_woken_by_another_process(segment):
+def test_a_wait_is_woken_by_another_process(segment, run_child):
     made, words = segment
     proc = run_child(made.name, "wait")
     expect_line(proc, "waiting")
@@ -203,7 +200,7 @@ def test_a_signal_interrupts_a_wait_without_a_timeout():
 # -- robust mutexes -----------------------------------------------------------------------------
 
 
-def test_the_mutex_excludes_other_processes(segment):
+def test_the_mutex_excludes_other_processes(segment, run_child):
     made, words = segment
     procs = [run_child(made.name, "locked-add", "5000") for _ in range(2)]
     for _ in range(5000):
@@ -216,7 +213,7 @@ def test_the_mutex_excludes_other_processes(segment):
     assert words.load(COUNTER) == 15000
 
 
-def test_a_lock_held_elsewhere_times_out(segment):
+def test_a_lock_held_elsewhere_times_out(segment, run_child):
     made, words = segment
     proc = run_child(made.name, "hold", stdin=True)
     expect_line(proc, "locked")
@@ -229,7 +226,7 @@ def test_a_lock_held_elsewhere_times_out(segment):
     words.unlock(MUTEX)
 
 
-def test_a_mutex_whose_owner_was_killed_passes_to_the_next_locker(segment):
+def test_a_mutex_whose_owner_was_killed_passes_to_the_next_locker(segment, run_child):
     made, words = segment
     proc = run_child(made.name, "die-locked")
     expect_line(proc, "locked")
@@ -246,7 +243,7 @@ def test_a_mutex_whose_owner_was_killed_passes_to_the_next_locker(segment):
     proc.stdout.close()
 
 
-def test_a_mutex_not_marked_consistent_becomes_unusable(segment):
+def test_a_mutex_not_marked_consistent_becomes_unusable(segment, run_child):
     made, words = segment
     proc = run_child(made.name, "die-locked")
     expect_line(proc, "locked")

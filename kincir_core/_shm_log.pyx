@@ -361,7 +361,10 @@ cdef class ShmLog:
         """Append ``payloads`` (bytes) as one batch: consecutive sequence numbers, all or none.
         Waits for room up to ``timeout`` seconds (None: no limit), then LogFull. Returns the
         first sequence number."""
-        cdef Py_ssize_t n = len(payloads), i
+        # a snapshot: waiting for the mutex or for room releases the GIL, and another thread
+        # could change the list meanwhile (what is written must be what was checked)
+        cdef tuple items = tuple(payloads)
+        cdef Py_ssize_t n = len(items), i
         cdef uint64_t head, first
         cdef uint64_t now
         cdef unsigned char* slot
@@ -372,7 +375,7 @@ cdef class ShmLog:
         cdef Py_ssize_t limit
         self._check()
         limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
-        for payload in payloads:
+        for payload in items:
             if not PyBytes_CheckExact(payload):
                 raise TypeError(f"a shared-memory payload is bytes, not {type(payload).__name__}")
             if PyBytes_GET_SIZE(payload) > limit:
@@ -413,7 +416,7 @@ cdef class ShmLog:
         now = _now_ms()
         first = head
         for i in range(n):
-            payload = payloads[i]
+            payload = items[i]
             slot = self.slot_area + ((head - 1) & self.mask) * self.log.slot_size
             (<uint64_t*>slot)[0] = head
             (<uint64_t*>slot)[1] = <uint64_t>PyBytes_GET_SIZE(payload)

@@ -182,6 +182,23 @@ def test_a_full_log_refuses_or_waits_for_its_slowest_reader():
     assert payloads(log.read(fast, 10)) == [b"y"] * 3
 
 
+def test_a_batch_changed_while_its_publisher_waits_is_published_as_it_was_checked():
+    log = new_log(slots=8)
+    reader = log.add_reader()
+    log.publish([b"x"] * 8)
+    batch = [b"a", b"b"]
+    published: list[int] = []
+    waiting = threading.Thread(target=lambda: published.append(log.publish(batch, timeout=10)))
+    waiting.start()
+    time.sleep(0.1)  # it waits for room, the GIL released
+    batch[0] = "not bytes"
+    batch.append(object())
+    assert len(log.read(reader, 8)) == 8  # room
+    waiting.join(10)
+    assert published == [9]
+    assert payloads(log.read(reader, 8)) == [b"a", b"b"]
+
+
 def test_without_readers_nothing_holds_the_ring():
     log = new_log(slots=8)
     for _ in range(5):

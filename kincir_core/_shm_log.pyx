@@ -64,28 +64,13 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.unistd cimport getpid
 
-import errno as _errno
-import time
-
-cdef extern from "_shm_sync.h" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    uint64_t kincir_atomic_load_u64(uint64_t* word)
-    void kincir_atomic_store_u64(uint64_t* word, uint64_t value)
-    bint kincir_atomic_cas_u64(uint64_t* word, uint64_t expected, uint64_t desired)
-    uint32_t kincir_atomic_load_u32(uint32_t* word)
-    void kincir_atomic_store_u32(uint32_t* word, uint32_t value)
-    uint32_t kincir_atomic_add_u32(uint32_t* word, uint32_t delta)
-    int kincir_futex_wait(uint32_t* word, uint32_t expected, double seconds)
-    long kincir_futex_wake(uint32_t* word, int count)
-    int kincir_shared_mutex_init(pthread_mutex_t* mutex)
-    int kincir_shared_mutex_lock(pthread_mutex_t* mutex, double seconds)
-    int pthread_mutex_unlock(pthread_mutex_t* mutex)
-    int pthread_mutex_consistent(pthread_mutex_t* mutex)
-    enum:
-        EOWNERDEAD
-        ETIMEDOUT
-        EINTR
+from ._shm_sync cimport (
+    deadline_of, kincir_atomic_add_u32, kincir_atomic_cas_u64,
+    kincir_atomic_load_u32, kincir_atomic_load_u64, kincir_atomic_store_u32,
+    kincir_atomic_store_u64, kincir_futex_wait, kincir_futex_wake, kincir_shared_mutex_init,
+    lock_mutex, next_sleep, past, pthread_mutex_consistent, pthread_mutex_t, pthread_mutex_unlock,
+    raise_errno,
+)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -104,7 +89,6 @@ cdef enum:
     _READERS_AT = 128
 RECORD_HEADER = _RECORD_HEADER
 READER_ENTRY = _READER_ENTRY
-cdef double _SLICE = 0.05
 # a reader entry's pid for a consumer group's cursor: no process owns it
 cdef uint64_t _GROUP = <uint64_t>1 << 63
 cdef uint32_t _ALL = 0x7FFFFFFF
@@ -157,10 +141,6 @@ cdef uint64_t _start_time(int pid) except? 0:
 def region_size(uint32_t slots, uint32_t slot_size, uint32_t max_readers):
     """Bytes a log of this geometry takes."""
     return _READERS_AT + <Py_ssize_t>max_readers * _READER_ENTRY + <Py_ssize_t>slots * slot_size
-
-
-cdef int _raise_errno(int err) except -1:
-    raise OSError(err, _errno.errorcode.get(err, str(err)))
 
 
 cdef uint64_t _now_ms() noexcept nogil:
@@ -246,7 +226,7 @@ cdef class ShmLog:
             raise LogFormatError("the log does not fit in the buffer")
         err = kincir_shared_mutex_init(self.mutex)
         if err:
-            _raise_errno(err)
+            raise_errno(err)
         self.log.head = 1
         self.log.data_word = self.log.data_waiters = 0
         self.log.room_word = self.log.room_waiters = 0
@@ -265,24 +245,9 @@ cdef class ShmLog:
     cdef int _lock(self, double deadline) except -1:
         """Lock the writer mutex, up to ``deadline`` (monotonic; < 0: no limit). A publisher
         that died holding it left ``head`` consistent (see the module docstring)."""
-        cdef int err
-        cdef double step
-        while True:
-            step = _SLICE
-            if deadline >= 0:
-                step = min(step, max(0.0, deadline - time.monotonic()))
-            with nogil:
-                err = kincir_shared_mutex_lock(self.mutex, step)
-            if err == 0:
-                return 0
-            if err == EOWNERDEAD:
-                pthread_mutex_consistent(self.mutex)
-                return 0
-            if err != ETIMEDOUT:
-                _raise_errno(err)
-            PyErr_CheckSignals()
-            if deadline >= 0 and time.monotonic() >= deadline:
-                raise TimeoutError("the log's writer mutex stayed locked")
+        if lock_mutex(self.mutex, deadline):
+            pthread_mutex_consistent(self.mutex)
+        return 0
 
     cdef void _unlock(self) noexcept:
         pthread_mutex_unlock(self.mutex)
@@ -387,7 +352,7 @@ cdef class ShmLog:
             raise LogFull(f"a batch of {n} is larger than the log ({self.log.slots} slots)")
         if n == 0:
             return kincir_atomic_load_u64(&self.log.head)
-        deadline = -1.0 if timeout is None else time.monotonic() + timeout
+        deadline = deadline_of(timeout)
         while True:
             self._lock(deadline)
             head = kincir_atomic_load_u64(&self.log.head)
@@ -403,11 +368,9 @@ cdef class ShmLog:
             self._unlock()
             try:
                 if full:
-                    if deadline >= 0 and time.monotonic() >= deadline:
+                    if past(deadline):
                         raise LogFull(f"no room for {n} in a log of {self.log.slots} slots")
-                    step = _SLICE
-                    if deadline >= 0:
-                        step = min(step, max(0.0, deadline - time.monotonic()))
+                    step = next_sleep(deadline)
                     with nogil:
                         kincir_futex_wait(&self.log.room_word, room, step)
             finally:
@@ -451,7 +414,7 @@ cdef class ShmLog:
         if limit <= 0:
             return []
         shared = kincir_atomic_load_u64(&reader.pid) == _GROUP
-        deadline = -1.0 if timeout is None else time.monotonic() + timeout
+        deadline = deadline_of(timeout)
         while True:
             position = kincir_atomic_load_u64(&reader.position)
             head = self._wait_past(position, deadline)
@@ -480,7 +443,7 @@ cdef class ShmLog:
             head = kincir_atomic_load_u64(&self.log.head)
             if position < head:
                 return head
-            if deadline >= 0 and time.monotonic() >= deadline:
+            if past(deadline):
                 return 0
             word = kincir_atomic_load_u32(&self.log.data_word)
             kincir_atomic_add_u32(&self.log.data_waiters, 1)
@@ -488,9 +451,7 @@ cdef class ShmLog:
             if position < head:
                 kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
                 return head
-            step = _SLICE
-            if deadline >= 0:
-                step = min(step, max(0.0, deadline - time.monotonic()))
+            step = next_sleep(deadline)
             with nogil:
                 kincir_futex_wait(&self.log.data_word, word, step)
             kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)

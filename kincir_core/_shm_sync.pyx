@@ -22,38 +22,20 @@ from libc.stdint cimport uint32_t, uint64_t
 import errno as _errno
 import time
 
-cdef extern from "_shm_sync.h" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    uint64_t kincir_atomic_load_u64(uint64_t* word)
-    void kincir_atomic_store_u64(uint64_t* word, uint64_t value)
-    uint64_t kincir_atomic_add_u64(uint64_t* word, uint64_t delta)
-    bint kincir_atomic_cas_u64(uint64_t* word, uint64_t expected, uint64_t desired)
-    uint32_t kincir_atomic_load_u32(uint32_t* word)
-    uint32_t kincir_atomic_add_u32(uint32_t* word, uint32_t delta)
-    int kincir_futex_wait(uint32_t* word, uint32_t expected, double seconds)
-    long kincir_futex_wake(uint32_t* word, int count)
-    int kincir_shared_mutex_init(pthread_mutex_t* mutex)
-    int kincir_shared_mutex_lock(pthread_mutex_t* mutex, double seconds)
-    int pthread_mutex_unlock(pthread_mutex_t* mutex)
-    int pthread_mutex_consistent(pthread_mutex_t* mutex)
-    enum:
-        EOWNERDEAD
-        ETIMEDOUT
-        EINTR
-        ENOTRECOVERABLE
-
 #: Bytes a robust mutex takes in a segment (aligned to 8).
 MUTEX_SIZE = (sizeof(pthread_mutex_t) + 7) // 8 * 8
 # the longest a wait sleeps before it checks for signals
 cdef double _SLICE = 0.05
 
 
-cdef int _raise_errno(int err) except -1:
+# -- the waiting helpers (_shm_sync.pxd) --------------------------------------------------------
+
+cdef int raise_errno(int err) except -1:
     raise OSError(err, _errno.errorcode.get(err, str(err)))
 
 
-cdef double _seconds(object timeout) except? -2.0:
+cdef double deadline_of(object timeout) except? -2.0:
+    """The monotonic time a wait of ``timeout`` seconds ends (-1.0: never); checks it."""
     if timeout is None:
         return -1.0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -62,7 +44,39 @@ cdef double _seconds(object timeout) except? -2.0:
         )
     if not timeout >= 0:
         raise ValueError(f"timeout must be >= 0, not {timeout!r}")
-    return timeout
+    return time.monotonic() + timeout
+
+
+cdef double next_sleep(double deadline) except? -2.0:
+    """How long the next sleep of a wait may last: a slice, or what is left before
+    ``deadline``, so that signal handlers run between sleeps."""
+    if deadline < 0:
+        return _SLICE
+    return min(_SLICE, max(0.0, deadline - time.monotonic()))
+
+
+cdef bint past(double deadline) except -1:
+    return deadline >= 0 and time.monotonic() >= deadline
+
+
+cdef int lock_mutex(pthread_mutex_t* mutex, double deadline) except -1:
+    """Lock a robust mutex, up to ``deadline`` (TimeoutError); 1 when its last owner died
+    holding it (the caller repairs and marks it consistent), else 0."""
+    cdef int err
+    cdef double step
+    while True:
+        step = next_sleep(deadline)
+        with nogil:
+            err = kincir_shared_mutex_lock(mutex, step)
+        if err == 0:
+            return 0
+        if err == EOWNERDEAD:
+            return 1
+        if err != ETIMEDOUT:
+            raise_errno(err)
+        PyErr_CheckSignals()
+        if past(deadline):
+            raise TimeoutError("a shared mutex stayed locked past the timeout")
 
 
 cdef class SharedWords:
@@ -134,24 +148,21 @@ cdef class SharedWords:
         seconds): True once it differs or a wake came, False on timeout. Spurious wakes are
         possible: the caller re-reads what it waits for."""
         cdef uint32_t* word = <uint32_t*>self._at(offset, 4)
-        cdef double seconds = _seconds(timeout)
-        cdef double deadline = time.monotonic() + seconds if seconds >= 0 else -1.0
+        cdef double deadline = deadline_of(timeout)
         cdef double step
         cdef int err
         while True:
-            step = _SLICE
-            if deadline >= 0:
-                step = min(step, max(0.0, deadline - time.monotonic()))
+            step = next_sleep(deadline)
             with nogil:
                 err = kincir_futex_wait(word, expected, step)
             if err == 0:
                 return True
             if err != ETIMEDOUT and err != EINTR:
-                _raise_errno(err)
+                raise_errno(err)
             PyErr_CheckSignals()
             if kincir_atomic_load_u32(word) != expected:
                 return True
-            if deadline >= 0 and time.monotonic() >= deadline:
+            if past(deadline):
                 return False
 
     def wake(self, Py_ssize_t offset, int count=2**31 - 1):
@@ -171,40 +182,21 @@ cdef class SharedWords:
         by the segment's creator, before any other process uses them)."""
         cdef int err = kincir_shared_mutex_init(self._mutex(offset))
         if err:
-            _raise_errno(err)
+            raise_errno(err)
 
     def lock(self, Py_ssize_t offset, timeout=None):
         """Lock the mutex at ``offset``; TimeoutError after ``timeout`` seconds. True when its
         last owner died holding it: repair what it guards, then ``mark_consistent``."""
-        cdef pthread_mutex_t* mutex = self._mutex(offset)
-        cdef double seconds = _seconds(timeout)
-        cdef double deadline = time.monotonic() + seconds if seconds >= 0 else -1.0
-        cdef double step
-        cdef int err
-        while True:
-            step = _SLICE
-            if deadline >= 0:
-                step = min(step, max(0.0, deadline - time.monotonic()))
-            with nogil:
-                err = kincir_shared_mutex_lock(mutex, step)
-            if err == 0:
-                return False
-            if err == EOWNERDEAD:
-                return True
-            if err != ETIMEDOUT:
-                _raise_errno(err)
-            PyErr_CheckSignals()
-            if deadline >= 0 and time.monotonic() >= deadline:
-                raise TimeoutError(f"the mutex at offset {offset} stayed locked {seconds:g} s")
+        return lock_mutex(self._mutex(offset), deadline_of(timeout)) == 1
 
     def mark_consistent(self, Py_ssize_t offset):
         """After ``lock`` returned True and what the mutex guards was repaired."""
         cdef int err = pthread_mutex_consistent(self._mutex(offset))
         if err:
-            _raise_errno(err)
+            raise_errno(err)
 
     def unlock(self, Py_ssize_t offset):
         """Unlock the mutex at ``offset`` (held by this thread)."""
         cdef int err = pthread_mutex_unlock(self._mutex(offset))
         if err:
-            _raise_errno(err)
+            raise_errno(err)

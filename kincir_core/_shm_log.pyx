@@ -92,6 +92,11 @@ READER_ENTRY = _READER_ENTRY
 # a reader entry's pid for a consumer group's cursor: no process owns it
 cdef uint64_t _GROUP = <uint64_t>1 << 63
 cdef uint32_t _ALL = 0x7FFFFFFF
+# _start_time of a process this one may not look at
+cdef uint64_t _UNKNOWN = 0xFFFFFFFFFFFFFFFF
+
+if sizeof(pthread_mutex_t) > 64:  # the layout gives the writer mutex 64 bytes
+    raise ImportError(f"a pthread mutex takes {sizeof(pthread_mutex_t)} bytes here, over 64")
 
 
 class LogFull(Exception):
@@ -130,6 +135,8 @@ cdef uint64_t _start_time(int pid) except? 0:
             line = stat.read()
     except (FileNotFoundError, ProcessLookupError):
         return 0
+    except PermissionError:  # /proc mounted with hidepid: it cannot be told dead
+        return _UNKNOWN
     # the command name (field 2) is in parentheses and may hold anything: fields after the
     # last ")" start at field 3, the state
     fields = line[line.rindex(b")") + 2:].split()
@@ -308,13 +315,14 @@ cdef class ShmLog:
         """Free the entries of readers at positions below ``below`` whose process is gone;
         whether any was freed (the mutex held)."""
         cdef uint32_t i
-        cdef uint64_t pid
+        cdef uint64_t pid, started
         cdef bint freed = False
         for i in range(self.log.max_readers):
             pid = kincir_atomic_load_u64(&self.readers[i].pid)
             if pid != 0 and pid != _GROUP and (
                     kincir_atomic_load_u64(&self.readers[i].position) < below):
-                if _start_time(<int>pid) != self.readers[i].started:
+                started = _start_time(<int>pid)
+                if started != _UNKNOWN and started != self.readers[i].started:
                     if kincir_atomic_cas_u64(&self.readers[i].pid, pid, 0):
                         self.freed_readers += 1
                         freed = True

@@ -1,8 +1,9 @@
 # cython: language_level=3, embedsignature=True
 """One topic's log in a shared segment (Linux): the third layer of the shared-memory transport
 (issue 17), over ``_segment`` (the memory) and ``_shm_sync.h`` (atomics, futexes, robust
-mutexes). Bytes in, bytes out, readers and consumer groups in any process; no topic names, and no
-overflow policies beyond ``error`` and ``block`` yet (the layers above will bring them).
+mutexes). Bytes in, bytes out, readers and consumer groups in any process, and what a publish does
+without room: wait (``block``, or ``error`` with no time to wait), ``DROP_NEWEST`` or
+``DROP_OLDEST``. No topic names yet: the layers above will bring them.
 
 Layout of a log's region, at an 8-aligned offset of the segment (``region_size`` bytes):
 
@@ -16,10 +17,11 @@ Layout of a log's region, at an 8-aligned offset of the segment (``region_size``
     92   slot_size  u32     bytes per slot, its 24-byte record header included
     96   max_readers u32
     100  magic      u32     LOG_MAGIC once formatted
-    104  dropped    u64     reserved for the overflow policies that drop
+    104  dropped    u64     records DROP_NEWEST publishes dropped
     128  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
                     cursor, which no process owns), position u64 (the next sequence it reads),
-                    started u64 (the owner process's start time), 8 bytes reserved
+                    started u64 (the owner process's start time), lagged u64 (records a
+                    DROP_OLDEST publish moved it past)
     then slots      slots x slot_size bytes: sequence u64, length u64, enqueued_at (Unix ms) u64,
                     the payload
 
@@ -41,6 +43,10 @@ Why it is correct, and what a process killed at any instant leaves:
   them). Alive means a process of that pid, not a zombie, that started when the reader's did
   (Linux's ``/proc/<pid>/stat``), so a pid the system gave again to another process does not
   count.
+- ``DROP_OLDEST`` moves the positions of the readers a ring behind forward, by
+  compare-and-swap, before it writes over their records, and counts what each lost in its
+  ``lagged``. Every reader therefore commits what it copied by compare-and-swap too: if its
+  position moved while it copied, the copy may hold records written over, and it is dropped.
 - A consumer group is one durable entry whose position its readers claim: a reader copies the
   records after the position it loaded, then moves the position with a compare-and-swap; if
   another reader moved it first, the copy is dropped and it looks again. The slots it copied
@@ -65,7 +71,7 @@ from libc.string cimport memcpy
 from posix.unistd cimport getpid
 
 from ._shm_sync cimport (
-    deadline_of, kincir_atomic_add_u32, kincir_atomic_cas_u64,
+    deadline_of, kincir_atomic_add_u32, kincir_atomic_add_u64, kincir_atomic_cas_u64,
     kincir_atomic_load_u32, kincir_atomic_load_u64, kincir_atomic_store_u32,
     kincir_atomic_store_u64, kincir_futex_wait, kincir_futex_wake, kincir_shared_mutex_init,
     lock_mutex, next_sleep, past, pthread_mutex_consistent, pthread_mutex_t, pthread_mutex_unlock,
@@ -89,6 +95,12 @@ cdef enum:
     _READERS_AT = 128
 RECORD_HEADER = _RECORD_HEADER
 READER_ENTRY = _READER_ENTRY
+cdef enum:
+    _WAIT = 0
+    _DROP_NEWEST = 1
+    _DROP_OLDEST = 2
+#: ``publish``'s ``overflow``: what a publish does when the log has no room.
+WAIT, DROP_NEWEST, DROP_OLDEST = _WAIT, _DROP_NEWEST, _DROP_OLDEST
 # a reader entry's pid for a consumer group's cursor: no process owns it
 cdef uint64_t _GROUP = <uint64_t>1 << 63
 cdef uint32_t _ALL = 0x7FFFFFFF
@@ -124,7 +136,7 @@ cdef struct Reader:
     uint64_t pid
     uint64_t position
     uint64_t started  # the owner's start time (see _start_time): a reused pid is not its owner
-    uint64_t reserved
+    uint64_t lagged  # records DROP_OLDEST moved it past
 
 
 cdef uint64_t _start_time(int pid) except? 0:
@@ -276,6 +288,7 @@ cdef class ShmLog:
                     kincir_atomic_store_u64(&self.readers[i].position,
                                             kincir_atomic_load_u64(&self.log.head))
                     self.readers[i].started = started
+                    self.readers[i].lagged = 0
                     kincir_atomic_store_u64(&self.readers[i].pid, owner)
                     return i
         finally:
@@ -328,12 +341,32 @@ cdef class ShmLog:
                         freed = True
         return freed
 
+    cdef void _lap_readers(self, uint64_t low) noexcept:
+        """Move every reader and group below ``low`` up to it, counting what each loses (the
+        mutex held). A reader that moves on meanwhile wins its compare-and-swap or makes this
+        one look again; one that copied slots about to be written finds its claim gone."""
+        cdef uint32_t i
+        cdef uint64_t position
+        for i in range(self.log.max_readers):
+            if kincir_atomic_load_u64(&self.readers[i].pid) == 0:
+                continue
+            while True:
+                position = kincir_atomic_load_u64(&self.readers[i].position)
+                if position >= low:
+                    break
+                if kincir_atomic_cas_u64(&self.readers[i].position, position, low):
+                    kincir_atomic_add_u64(&self.readers[i].lagged, low - position)
+                    break
+
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish(self, list payloads, timeout=0.0):
-        """Append ``payloads`` (bytes) as one batch: consecutive sequence numbers, all or none.
-        Waits for room up to ``timeout`` seconds (None: no limit), then LogFull. Returns the
-        first sequence number."""
+    def publish(self, list payloads, timeout=0.0, int overflow=_WAIT):
+        """Append ``payloads`` (bytes) as one batch: consecutive sequence numbers. Returns the
+        first sequence number; ``head - first`` were written. With no room, ``overflow`` says
+        what happens: ``WAIT`` up to ``timeout`` seconds (None: no limit), then LogFull,
+        nothing written; ``DROP_NEWEST`` writes what fits and drops (and counts) the rest;
+        ``DROP_OLDEST`` moves the readers that are a ring behind past the oldest records
+        (counting them in each reader's ``lagged``) and writes the whole batch."""
         # a snapshot: waiting for the mutex or for room releases the GIL, and another thread
         # could change the list meanwhile (what is written must be what was checked)
         cdef tuple items = tuple(payloads)
@@ -345,7 +378,7 @@ cdef class ShmLog:
         cdef double deadline, step
         cdef uint32_t room
         cdef bint full
-        cdef Py_ssize_t limit
+        cdef Py_ssize_t limit, fits
         self._check()
         limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
         for payload in items:
@@ -358,6 +391,8 @@ cdef class ShmLog:
                 )
         if n > <Py_ssize_t>self.log.slots:
             raise LogFull(f"a batch of {n} is larger than the log ({self.log.slots} slots)")
+        if overflow != _WAIT and overflow != _DROP_NEWEST and overflow != _DROP_OLDEST:
+            raise ValueError(f"overflow must be WAIT, DROP_NEWEST or DROP_OLDEST, not {overflow}")
         if n == 0:
             return kincir_atomic_load_u64(&self.log.head)
         deadline = deadline_of(timeout)
@@ -367,6 +402,14 @@ cdef class ShmLog:
             if head - self._lowest(head) + n > self.log.slots:
                 self._free_dead_readers(head + n - self.log.slots)
             if head - self._lowest(head) + n <= self.log.slots:
+                break
+            if overflow == _DROP_OLDEST:
+                self._lap_readers(head + n - self.log.slots)
+                break
+            if overflow == _DROP_NEWEST:
+                fits = self.log.slots - (head - self._lowest(head))
+                kincir_atomic_add_u64(&self.log.dropped, <uint64_t>(n - fits))
+                n = fits
                 break
             # no room: count as a room waiter, then look again; a reader that moves on after
             # the second look sees the count and bumps room_word, which ends the sleep at once
@@ -414,14 +457,12 @@ cdef class ShmLog:
         timeout. A group's records go to one of its readers each."""
         cdef Reader* reader
         cdef uint64_t position, head, end
-        cdef bint shared
         cdef list out
         cdef double deadline
         self._check()
         reader = self._reader(index)
         if limit <= 0:
             return []
-        shared = kincir_atomic_load_u64(&reader.pid) == _GROUP
         deadline = deadline_of(timeout)
         while True:
             position = kincir_atomic_load_u64(&reader.position)
@@ -430,11 +471,9 @@ cdef class ShmLog:
                 return []
             end = head if head - position <= <uint64_t>limit else position + limit
             out = self._copy(position, end)
-            if not shared:
-                kincir_atomic_store_u64(&reader.position, end)  # the slots may be written again
-                break
-            # a group's position is claimed: the copy counts only if no other reader of the
-            # group moved it meanwhile (positions only grow, so no ABA); else look again
+            # the copy counts only if nothing moved the position meanwhile: another reader of
+            # the group, or a DROP_OLDEST publish that may have written over what was copied
+            # (positions only grow, so no ABA); else look again
             if kincir_atomic_cas_u64(&reader.position, position, end):
                 break
         if kincir_atomic_load_u32(&self.log.room_waiters):
@@ -499,6 +538,17 @@ cdef class ShmLog:
         """Reader ``index``'s next sequence number."""
         self._check()
         return kincir_atomic_load_u64(&self._reader(index).position)
+
+    def lagged(self, uint32_t index):
+        """Records a DROP_OLDEST publish moved reader or group ``index`` past."""
+        self._check()
+        return kincir_atomic_load_u64(&self._reader(index).lagged)
+
+    @property
+    def dropped(self):
+        """Records DROP_NEWEST publishes dropped."""
+        self._check()
+        return kincir_atomic_load_u64(&self.log.dropped)
 
     def held(self):
         """Messages some live reader has not read yet."""

@@ -24,7 +24,15 @@ if os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
 
 from kincir_core import _segment
 from kincir_core._segment import HEADER_SIZE, Segment
-from kincir_core._shm_log import RECORD_HEADER, LogFormatError, LogFull, ShmLog, region_size
+from kincir_core._shm_log import (
+    DROP_NEWEST,
+    DROP_OLDEST,
+    RECORD_HEADER,
+    LogFormatError,
+    LogFull,
+    ShmLog,
+    region_size,
+)
 
 SLOTS, SLOT_SIZE, READERS = 64, 128, 4
 AT = HEADER_SIZE  # the log's offset in the segment
@@ -88,6 +96,11 @@ elif job == "read-until-killed":  # a reader in another process, slow, killed at
     while True:
         log.read(reader, 3, timeout=0.01)
         time.sleep(0.001)
+elif job == "produce-dropping-oldest":  # arg: count; checksummed, one at a time
+    import zlib
+    for n in range(int(arg)):
+        body = b"%d" % n
+        log.publish([body + b":%d" % zlib.crc32(body)], overflow=2)  # DROP_OLDEST
 elif job == "read-forever":  # joins, says so, never reads: the ring fills behind it
     log.add_reader()
     print("joined", flush=True)
@@ -197,6 +210,38 @@ def test_a_batch_changed_while_its_publisher_waits_is_published_as_it_was_checke
     waiting.join(10)
     assert published == [9]
     assert payloads(log.read(reader, 8)) == [b"a", b"b"]
+
+
+def test_drop_newest_writes_what_fits_and_counts_the_rest():
+    log = new_log(slots=8)
+    reader = log.add_reader()
+    log.publish([b"old"] * 6)
+    assert log.publish([b"%d" % i for i in range(5)], overflow=DROP_NEWEST) == 7
+    assert log.head == 9 and log.dropped == 3
+    assert payloads(log.read(reader, 10))[6:] == [b"0", b"1"]
+    log.publish([b"x"] * 8)
+    assert log.publish([b"y"], overflow=DROP_NEWEST) == 17 and log.head == 17  # none fits
+    assert log.dropped == 4
+
+
+def test_drop_oldest_moves_the_readers_behind_and_counts_what_they_lose():
+    log = new_log(slots=8)
+    slow, fast, group = log.add_reader(), log.add_reader(), log.add_group()
+    log.publish([b"%d" % i for i in range(8)])
+    assert len(log.read(fast, 8)) == 8
+    assert log.publish([b"8", b"9", b"10"], overflow=DROP_OLDEST) == 9
+    assert (log.lagged(slow), log.lagged(fast), log.lagged(group)) == (3, 0, 3)
+    assert [seq for seq, _at, _p in log.read(slow, 100)] == list(range(4, 12))
+    assert payloads(log.read(fast, 100)) == [b"8", b"9", b"10"]
+    assert payloads(log.read(group, 100))[0] == b"3"
+    assert log.dropped == 0
+
+
+def test_an_unknown_overflow_is_refused():
+    log = new_log()
+    with pytest.raises(ValueError, match="overflow"):
+        log.publish([b"x"], overflow=7)
+    assert log.head == 1
 
 
 def test_without_readers_nothing_holds_the_ring():
@@ -460,3 +505,30 @@ def test_processes_killed_at_random_never_tear_lose_reorder_or_wedge_a_stream(sh
         pass
     assert records > 1000 and made > 5
     assert log.publish([b"after"], timeout=10) > 0  # dead readers do not hold the ring
+
+
+def test_a_reader_lapped_by_another_process_never_reads_a_record_written_over(shared, run_child):
+    """A producer process publishes with DROP_OLDEST as fast as it can into a small ring while
+    this process reads slowly: records are lost to lapping, never torn, and what was read plus
+    what was lagged is everything."""
+    import zlib
+
+    name, log = shared
+    reader = log.add_reader()
+    count = 20000
+    proc = run_child(name, "produce-dropping-oldest", str(count))
+    read, last = 0, 0
+    while True:
+        records = log.read(reader, 5, timeout=0.5)
+        if not records and proc.poll() is not None and log.position(reader) == log.head:
+            break
+        for seq, _at, payload in records:
+            body, crc = payload.split(b":")
+            assert zlib.crc32(body) == int(crc), f"torn record {payload!r}"
+            assert int(body) == seq - 1 and seq > last
+            last = seq
+            read += 1
+        time.sleep(0.0005)  # a slow reader
+    assert proc.wait(60) == 0
+    assert read + log.lagged(reader) == count
+    assert log.lagged(reader) > 0  # it was lapped

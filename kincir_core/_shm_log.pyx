@@ -217,9 +217,14 @@ cdef class ShmLog:
         return 0
 
     cdef int _map_geometry(self) except -1:
-        cdef Py_ssize_t size = region_size(self.log.slots, self.log.slot_size,
-                                           self.log.max_readers)
+        cdef uint32_t slots = self.log.slots, slot_size = self.log.slot_size
+        cdef Py_ssize_t size = region_size(slots, slot_size, self.log.max_readers)
         cdef Py_ssize_t offset = self.base - <unsigned char*>self.view.buf
+        # what format() checked, checked again: the region is shared, and its mask and sizes
+        # bound every access
+        if (slots == 0 or slots & (slots - 1) or slot_size < _RECORD_HEADER + 8 or slot_size % 8
+                or self.log.max_readers == 0):
+            raise LogFormatError("the log's geometry is not one format() writes")
         if offset + size > self.view.len:
             raise LogFormatError(f"the log takes {size} bytes, past the end of the buffer")
         self.readers = <Reader*>(self.base + _READERS_AT)
@@ -326,7 +331,8 @@ cdef class ShmLog:
 
     cdef int _free_dead_readers(self, uint64_t below) except -1:
         """Free the entries of readers at positions below ``below`` whose process is gone;
-        whether any was freed (the mutex held)."""
+        whether any was freed (the mutex held, so nothing here may raise: a reader that cannot
+        be looked at counts as alive)."""
         cdef uint32_t i
         cdef uint64_t pid, started
         cdef bint freed = False
@@ -334,7 +340,10 @@ cdef class ShmLog:
             pid = kincir_atomic_load_u64(&self.readers[i].pid)
             if pid != 0 and pid != _GROUP and (
                     kincir_atomic_load_u64(&self.readers[i].position) < below):
-                started = _start_time(<int>pid)
+                try:
+                    started = _start_time(<int>pid)
+                except Exception:  # /proc unreadable (no file descriptor left...): cannot tell
+                    started = _UNKNOWN
                 if started != _UNKNOWN and started != self.readers[i].started:
                     if kincir_atomic_cas_u64(&self.readers[i].pid, pid, 0):
                         self.freed_readers += 1

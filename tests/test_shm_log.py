@@ -101,6 +101,24 @@ elif job == "produce-dropping-oldest":  # arg: count; checksummed, one at a time
     for n in range(int(arg)):
         body = b"%d" % n
         log.publish([body + b":%d" % zlib.crc32(body)], overflow=2)  # DROP_OLDEST
+elif job == "publish-without-file-descriptors":  # /proc cannot be opened while it publishes
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    hoard = []
+    try:
+        while True:
+            hoard.append(open(os.devnull))
+    except OSError:
+        pass
+    try:
+        log.publish([b"y"])
+        print("published", flush=True)
+    except Exception as exc:
+        print(type(exc).__name__, flush=True)
+    for f in hoard:
+        f.close()
+    sys.stdin.read()  # stays alive until the test is done with the log
 elif job == "read-forever":  # joins, says so, never reads: the ring fills behind it
     log.add_reader()
     print("joined", flush=True)
@@ -119,8 +137,8 @@ segment.close()
 
 @pytest.fixture
 def run_child(python_child):
-    """``run_child(segment name, job, arg)``: CHILD in another process."""
-    return lambda name, job, arg: python_child(CHILD, name, job, arg)
+    """``run_child(segment name, job, arg, stdin=False)``: CHILD in another process."""
+    return lambda name, job, arg, stdin=False: python_child(CHILD, name, job, arg, stdin=stdin)
 
 
 def payloads(records: list[tuple[int, int, bytes]]) -> list[bytes]:
@@ -370,6 +388,30 @@ def test_a_reader_whose_pid_now_names_another_process_stops_holding_the_ring():
     assert log.publish([b"y"]) == 9
     assert log.freed_readers == 1
     log.release()
+
+
+def test_a_publisher_that_cannot_look_at_readers_still_lets_go_of_the_writer_mutex(
+    shared, run_child
+):
+    name, log = shared
+    reader = log.add_reader()
+    log.publish([b"x"] * SLOTS)
+    started_at = AT + 128 + reader * 32 + 16  # the entry's start time
+    with Segment.attach(name) as view:
+        view.buffer[started_at : started_at + 8] = (12345).to_bytes(8, "little")  # pid reused
+    proc = run_child(name, "publish-without-file-descriptors", "", stdin=True)
+    # it cannot open /proc: the reader counts as alive, the log as full, and the mutex is let go
+    assert proc.stdout.readline().strip() == "LogFull"
+    assert log.publish([b"y"], timeout=5) == SLOTS + 1  # here /proc opens: the entry is freed
+    assert log.freed_readers == 1
+
+
+def test_a_region_with_a_broken_geometry_is_refused():
+    mapping = mmap.mmap(-1, AT + region_size(SLOTS, SLOT_SIZE, READERS))
+    ShmLog(mapping, AT).format(SLOTS, SLOT_SIZE, READERS)
+    mapping[AT + 88 : AT + 92] = (6).to_bytes(4, "little")  # slots: not a power of two
+    with pytest.raises(LogFormatError, match="geometry"):
+        ShmLog(mapping, AT).head  # noqa: B018
 
 
 def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shared, run_child):

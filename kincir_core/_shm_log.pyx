@@ -18,11 +18,15 @@ Layout of a log's region, at an 8-aligned offset of the segment (``region_size``
     96   max_readers u32
     100  magic      u32     LOG_MAGIC once formatted
     104  dropped    u64     records DROP_NEWEST publishes dropped
+    112  kept_from  u64     with no reader left: the first record a reader joining with ``keep``
+                            starts at (the position of the last one to leave; 1 at first)
     128  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
                     cursor, which no process owns), position u64 (the next sequence it reads),
                     started u64 (the owner process's start time), lagged u64 (records a
                     DROP_OLDEST publish moved it past)
-    then slots      slots x slot_size bytes: sequence u64, length u64, enqueued_at (Unix ms) u64,
+    then slots      slots x slot_size bytes, a record each: sequence u64, length u32 (of the
+                    body), flags u32, enqueued_at (Unix ms) u64, uuid (two u64), the body: the
+                    payload, or with ``HAS_METADATA`` a u32 length, the metadata as JSON, then
                     the payload
 
 Why it is correct, and what a process killed at any instant leaves:
@@ -66,9 +70,13 @@ from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
-from libc.stdint cimport uint32_t, uint64_t
+from cpython.object cimport PyObject
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix.unistd cimport getpid
+
+import json
 
 from ._shm_sync cimport (
     deadline_of, kincir_atomic_add_u32, kincir_atomic_add_u64, kincir_atomic_cas_u64,
@@ -77,6 +85,7 @@ from ._shm_sync cimport (
     lock_mutex, next_sleep, past, pthread_mutex_consistent, pthread_mutex_t, pthread_mutex_unlock,
     raise_errno,
 )
+from ._message cimport Message, copy_metadata, delivered_copy, ensure_id, new_id
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -90,10 +99,12 @@ cdef extern from "<time.h>" nogil:
 cdef uint32_t _LOG_MAGIC = 0x4B4C4F47  # "KLOG"
 LOG_MAGIC = _LOG_MAGIC
 cdef enum:
-    _RECORD_HEADER = 24  # bytes before a slot's payload: sequence, length, enqueued_at
+    _RECORD_HEADER = 40  # bytes before a record's body (struct Record)
     _READER_ENTRY = 32
     _READERS_AT = 128
 RECORD_HEADER = _RECORD_HEADER
+cdef enum:
+    _HAS_METADATA = 1
 READER_ENTRY = _READER_ENTRY
 cdef enum:
     _WAIT = 0
@@ -130,6 +141,27 @@ cdef struct LogHead:
     uint32_t max_readers
     uint32_t magic
     uint64_t dropped
+    uint64_t kept_from
+
+
+cdef struct Record:
+    uint64_t seq
+    uint32_t length
+    uint32_t flags
+    uint64_t enqueued_at
+    uint64_t id_hi
+    uint64_t id_lo
+
+
+# one record of a batch being published, prepared before the writer mutex is taken
+cdef struct Outgoing:
+    PyObject* payload
+    PyObject* metadata  # the JSON block, or NULL
+    uint64_t id_hi
+    uint64_t id_lo
+
+
+cdef dict _NO_METADATA = copy_metadata(None)
 
 
 cdef struct Reader:
@@ -181,10 +213,13 @@ cdef class ShmLog:
     cdef Reader* readers
     cdef unsigned char* slot_area
     cdef uint64_t mask
+    #: The topic its messages are delivered from.
+    cdef readonly str topic
     #: Entries of dead readers this view freed.
     cdef public Py_ssize_t freed_readers
 
-    def __cinit__(self, buffer, Py_ssize_t offset):
+    def __cinit__(self, buffer, Py_ssize_t offset, str topic not None=""):
+        self.topic = topic
         PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
         self.exported = True
         if offset < 0 or offset % 64 or offset + _READERS_AT > self.view.len:
@@ -258,6 +293,7 @@ cdef class ShmLog:
         self.log.slot_size = slot_size
         self.log.max_readers = max_readers
         self.log.dropped = 0
+        self.log.kept_from = 1
         self._map_geometry()
         for i in range(max_readers):
             self.readers[i].pid = 0
@@ -278,20 +314,38 @@ cdef class ShmLog:
 
     # -- readers --------------------------------------------------------------------------------
 
-    def add_reader(self):
-        """Join as a reader of what is published from now on; the reader's index."""
+    def add_reader(self, bint keep=False):
+        """Join as a reader of what is published from now on; the reader's index. With
+        ``keep``, a reader that joins a log no reader holds starts at what was published since
+        the last one left (what the ring still holds of it)."""
         cdef int pid = getpid()
-        return self._add_entry(<uint64_t>pid, _start_time(pid))
+        return self._add_entry(<uint64_t>pid, _start_time(pid), keep)
 
-    cdef uint32_t _add_entry(self, uint64_t owner, uint64_t started=0) except? 0xFFFFFFFF:
+    def add_group(self, bint keep=False):
+        """A consumer group's cursor, from now on (``keep``: as ``add_reader``): ``read`` with
+        its index hands each message to one of the readers (in any process) that read through
+        it. Durable: it holds its unread messages until ``remove_reader``, whatever process
+        made it."""
+        return self._add_entry(_GROUP, 0, keep)
+
+    cdef uint32_t _add_entry(self, uint64_t owner, uint64_t started,
+                             bint keep) except? 0xFFFFFFFF:
         cdef uint32_t i
+        cdef uint64_t head, start
         self._check()
         self._lock(-1.0)
         try:
+            head = kincir_atomic_load_u64(&self.log.head)
+            start = head
+            if keep and self._count() == 0:
+                # the ring holds the last `slots` records, and none is written over while the
+                # mutex is held: from here on this reader holds them
+                start = self.log.kept_from
+                if head > self.log.slots and start < head - self.log.slots:
+                    start = head - self.log.slots
             for i in range(self.log.max_readers):
                 if self.readers[i].pid == 0:
-                    kincir_atomic_store_u64(&self.readers[i].position,
-                                            kincir_atomic_load_u64(&self.log.head))
+                    kincir_atomic_store_u64(&self.readers[i].position, start)
                     self.readers[i].started = started
                     self.readers[i].lagged = 0
                     kincir_atomic_store_u64(&self.readers[i].pid, owner)
@@ -300,18 +354,37 @@ cdef class ShmLog:
             self._unlock()
         raise LogFull(f"all {self.log.max_readers} reader entries are taken")
 
-    def add_group(self):
-        """A consumer group's cursor, from now on: ``read`` with its index hands each message
-        to one of the readers (in any process) that read through it. Durable: it holds its
-        unread messages until ``remove_reader``, whatever process made it."""
-        return self._add_entry(_GROUP)
-
     def remove_reader(self, uint32_t index):
         """Leave (a reader) or delete (a group); its messages no longer hold the ring."""
         self._check()
         self._reader(index)
-        kincir_atomic_store_u64(&self.readers[index].pid, 0)
+        self._lock(-1.0)
+        try:
+            if kincir_atomic_load_u64(&self.readers[index].pid) != 0:
+                self._leave(index)
+        finally:
+            self._unlock()
         self._room_freed()
+
+    cdef void _leave(self, uint32_t index) noexcept:
+        """Free entry ``index`` (the mutex held); the last reader to leave keeps its position
+        for the next to join with ``keep``."""
+        cdef uint64_t position = kincir_atomic_load_u64(&self.readers[index].position)
+        kincir_atomic_store_u64(&self.readers[index].pid, 0)
+        if self._count() == 0:
+            self.log.kept_from = position
+
+    cdef uint32_t _count(self) noexcept:
+        cdef uint32_t i, n = 0
+        for i in range(self.log.max_readers):
+            if kincir_atomic_load_u64(&self.readers[i].pid) != 0:
+                n += 1
+        return n
+
+    def reader_count(self):
+        """How many reader entries (readers and groups) are taken."""
+        self._check()
+        return self._count()
 
     cdef Reader* _reader(self, uint32_t index) except NULL:
         if index >= self.log.max_readers or kincir_atomic_load_u64(&self.readers[index].pid) == 0:
@@ -330,12 +403,11 @@ cdef class ShmLog:
         return low
 
     cdef int _free_dead_readers(self, uint64_t below) except -1:
-        """Free the entries of readers at positions below ``below`` whose process is gone;
-        whether any was freed (the mutex held, so nothing here may raise: a reader that cannot
-        be looked at counts as alive)."""
+        """Free the entries of readers at positions below ``below`` whose process is gone (the
+        mutex held, so nothing here may raise: a reader that cannot be looked at counts as
+        alive)."""
         cdef uint32_t i
         cdef uint64_t pid, started
-        cdef bint freed = False
         for i in range(self.log.max_readers):
             pid = kincir_atomic_load_u64(&self.readers[i].pid)
             if pid != 0 and pid != _GROUP and (
@@ -345,10 +417,9 @@ cdef class ShmLog:
                 except Exception:  # /proc unreadable (no file descriptor left...): cannot tell
                     started = _UNKNOWN
                 if started != _UNKNOWN and started != self.readers[i].started:
-                    if kincir_atomic_cas_u64(&self.readers[i].pid, pid, 0):
-                        self.freed_readers += 1
-                        freed = True
-        return freed
+                    self._leave(i)
+                    self.freed_readers += 1
+        return 0
 
     cdef void _lap_readers(self, uint64_t low) noexcept:
         """Move every reader and group below ``low`` up to it, counting what each loses (the
@@ -369,42 +440,80 @@ cdef class ShmLog:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish(self, list payloads, timeout=0.0, int overflow=_WAIT):
-        """Append ``payloads`` (bytes) as one batch: consecutive sequence numbers. Returns the
-        first sequence number; ``head - first`` were written. With no room, ``overflow`` says
-        what happens: ``WAIT`` up to ``timeout`` seconds (None: no limit), then LogFull,
-        nothing written; ``DROP_NEWEST`` writes what fits and drops (and counts) the rest;
-        ``DROP_OLDEST`` moves the readers that are a ring behind past the oldest records
-        (counting them in each reader's ``lagged``) and writes the whole batch."""
+    def publish(self, list messages, timeout=0.0, int overflow=_WAIT):
+        """Append ``messages`` as one batch: consecutive sequence numbers. Each is ``bytes``
+        (a payload; its uuid is drawn here) or a ``Message`` whose payload is ``bytes`` (its
+        uuid and metadata travel with it). Returns the first sequence number; ``head - first``
+        were written. With no room, ``overflow`` says what happens: ``WAIT`` up to ``timeout``
+        seconds (None: no limit), then LogFull, nothing written; ``DROP_NEWEST`` writes what
+        fits and drops (and counts) the rest; ``DROP_OLDEST`` moves the readers that are a ring
+        behind past the oldest records (counting them in each reader's ``lagged``) and writes
+        the whole batch."""
         # a snapshot: waiting for the mutex or for room releases the GIL, and another thread
         # could change the list meanwhile (what is written must be what was checked)
-        cdef tuple items = tuple(payloads)
-        cdef Py_ssize_t n = len(items), i
-        cdef uint64_t head, first
-        cdef uint64_t now
-        cdef unsigned char* slot
-        cdef object payload
-        cdef double deadline, step
-        cdef uint32_t room
-        cdef bint full
-        cdef Py_ssize_t limit, fits
+        cdef tuple items = tuple(messages)
+        cdef Py_ssize_t n = len(items)
+        cdef list blocks = []  # keeps the metadata blocks alive while they are written
+        cdef Outgoing* batch
         self._check()
-        limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
-        for payload in items:
-            if not PyBytes_CheckExact(payload):
-                raise TypeError(f"a shared-memory payload is bytes, not {type(payload).__name__}")
-            if PyBytes_GET_SIZE(payload) > limit:
-                raise ValueError(
-                    f"a payload of {PyBytes_GET_SIZE(payload)} bytes does not fit a slot "
-                    f"({limit} bytes)"
-                )
         if n > <Py_ssize_t>self.log.slots:
             raise LogFull(f"a batch of {n} is larger than the log ({self.log.slots} slots)")
         if overflow != _WAIT and overflow != _DROP_NEWEST and overflow != _DROP_OLDEST:
             raise ValueError(f"overflow must be WAIT, DROP_NEWEST or DROP_OLDEST, not {overflow}")
         if n == 0:
             return kincir_atomic_load_u64(&self.log.head)
-        deadline = deadline_of(timeout)
+        batch = <Outgoing*>malloc(n * sizeof(Outgoing))
+        if batch == NULL:
+            raise MemoryError()
+        try:
+            self._prepare(items, batch, blocks)
+            return self._append(batch, n, deadline_of(timeout), overflow)
+        finally:
+            free(batch)
+
+    cdef int _prepare(self, tuple items, Outgoing* batch, list blocks) except -1:
+        """Check every message of a batch and fill ``batch`` with what each record holds."""
+        cdef Py_ssize_t i, size
+        cdef Py_ssize_t limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
+        cdef object item, payload
+        cdef Message msg
+        cdef bytes block
+        for i in range(len(items)):
+            item = items[i]
+            batch[i].metadata = NULL
+            if PyBytes_CheckExact(item):
+                payload = item
+                new_id(&batch[i].id_hi, &batch[i].id_lo)
+            elif type(item) is Message:
+                msg = <Message>item
+                payload = msg.payload
+                ensure_id(msg)
+                batch[i].id_hi, batch[i].id_lo = msg._id_hi, msg._id_lo
+                if msg._meta:
+                    block = json.dumps(msg._meta, ensure_ascii=False).encode()
+                    blocks.append(block)
+                    batch[i].metadata = <PyObject*>block
+            else:
+                raise TypeError(
+                    f"a shared-memory message is bytes or a Message, not {type(item).__name__}")
+            if not PyBytes_CheckExact(payload):
+                raise TypeError(f"a shared-memory payload is bytes, not {type(payload).__name__}")
+            batch[i].payload = <PyObject*>payload
+            size = PyBytes_GET_SIZE(payload)
+            if batch[i].metadata != NULL:
+                size += 4 + PyBytes_GET_SIZE(<object>batch[i].metadata)
+            if size > limit:
+                raise ValueError(
+                    f"a message of {size} bytes does not fit a slot ({limit} bytes)")
+        return 0
+
+    cdef uint64_t _append(self, Outgoing* batch, Py_ssize_t n, double deadline,
+                          int overflow) except 0:
+        cdef uint64_t head, first, now
+        cdef double step
+        cdef uint32_t room
+        cdef bint full
+        cdef Py_ssize_t fits
         while True:
             self._lock(deadline)
             head = kincir_atomic_load_u64(&self.log.head)
@@ -439,12 +548,8 @@ cdef class ShmLog:
         now = _now_ms()
         first = head
         for i in range(n):
-            payload = items[i]
-            slot = self.slot_area + ((head - 1) & self.mask) * self.log.slot_size
-            (<uint64_t*>slot)[0] = head
-            (<uint64_t*>slot)[1] = <uint64_t>PyBytes_GET_SIZE(payload)
-            (<uint64_t*>slot)[2] = now
-            memcpy(slot + _RECORD_HEADER, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            self._write(self.slot_area + ((head - 1) & self.mask) * self.log.slot_size,
+                        &batch[i], head, now)
             head += 1
         kincir_atomic_store_u64(&self.log.head, head)  # the batch is visible from here
         self._unlock()
@@ -452,6 +557,27 @@ cdef class ShmLog:
         if kincir_atomic_load_u32(&self.log.data_waiters):
             kincir_futex_wake(&self.log.data_word, _ALL)
         return first
+
+    @cython.cdivision(True)
+    cdef inline void _write(self, unsigned char* slot, Outgoing* out, uint64_t seq,
+                            uint64_t now) noexcept:
+        cdef Record* record = <Record*>slot
+        cdef unsigned char* body = slot + _RECORD_HEADER
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(<object>out.payload), meta = 0
+        record.seq = seq
+        record.flags = 0
+        if out.metadata != NULL:
+            meta = PyBytes_GET_SIZE(<object>out.metadata)
+            (<uint32_t*>body)[0] = <uint32_t>meta
+            memcpy(body + 4, PyBytes_AS_STRING(<object>out.metadata), meta)
+            body += 4 + meta
+            meta += 4
+            record.flags = _HAS_METADATA
+        record.length = <uint32_t>(size + meta)
+        record.enqueued_at = now
+        record.id_hi = out.id_hi
+        record.id_lo = out.id_lo
+        memcpy(body, PyBytes_AS_STRING(<object>out.payload), size)
 
     cdef void _room_freed(self) noexcept:
         kincir_atomic_add_u32(&self.log.room_word, 1)
@@ -461,9 +587,9 @@ cdef class ShmLog:
     # -- reading --------------------------------------------------------------------------------
 
     def read(self, uint32_t index, Py_ssize_t limit, timeout=0.0):
-        """Up to ``limit`` (sequence, enqueued_at_ms, payload) records for reader or group
-        ``index``, waiting up to ``timeout`` seconds (None: no limit) for the first; [] on
-        timeout. A group's records go to one of its readers each."""
+        """Up to ``limit`` Messages for reader or group ``index`` (delivered from ``topic``),
+        waiting up to ``timeout`` seconds (None: no limit) for the first; [] on timeout. A
+        group's records go to one of its readers each."""
         cdef Reader* reader
         cdef uint64_t position, head, end
         cdef list out
@@ -488,6 +614,22 @@ cdef class ShmLog:
         if kincir_atomic_load_u32(&self.log.room_waiters):
             self._room_freed()
         return out
+
+    def wait(self, uint32_t index, timeout=0.0):
+        """Wait up to ``timeout`` seconds (None: no limit) until reader or group ``index`` has
+        a record to read; whether it has. Reads nothing (a caller that may be cancelled waits
+        here, in another thread, and reads where it cannot be)."""
+        cdef Reader* reader
+        self._check()
+        reader = self._reader(index)
+        return self._wait_past(kincir_atomic_load_u64(&reader.position),
+                               deadline_of(timeout)) != 0
+
+    def wake_readers(self):
+        """Wake every reader waiting on this log (to look at something else: a shutdown)."""
+        self._check()
+        kincir_atomic_add_u32(&self.log.data_word, 1)
+        kincir_futex_wake(&self.log.data_word, _ALL)
 
     cdef uint64_t _wait_past(self, uint64_t position, double deadline) except? 0:
         """``head`` once it is past ``position``, waiting up to ``deadline`` (monotonic; < 0:
@@ -514,20 +656,39 @@ cdef class ShmLog:
             PyErr_CheckSignals()
 
     cdef list _copy(self, uint64_t first, uint64_t end):
-        """The records ``[first, end)`` as Python objects. A length is cut to the slot: a group
+        """The records ``[first, end)`` as Messages. Lengths are cut to the slot: a group
         reader may copy slots being written again (its claim then fails and the copy is
-        dropped), and must not read past them."""
+        dropped), and must not read past them; metadata that does not parse is that too."""
         cdef list out = []
-        cdef unsigned char* slot
-        cdef uint64_t seq, length
-        cdef uint64_t room = self.log.slot_size - _RECORD_HEADER
+        cdef Record* record
+        cdef unsigned char* body
+        cdef uint64_t seq
+        cdef uint32_t length, meta
+        cdef uint32_t room = self.log.slot_size - _RECORD_HEADER
+        cdef object metadata, payload
         for seq in range(first, end):
-            slot = self.slot_area + ((seq - 1) & self.mask) * self.log.slot_size
-            length = (<uint64_t*>slot)[1]
+            record = <Record*>(self.slot_area + ((seq - 1) & self.mask) * self.log.slot_size)
+            body = <unsigned char*>record + _RECORD_HEADER
+            length = record.length
             if length > room:
                 length = room
-            out.append((seq, (<uint64_t*>slot)[2], PyBytes_FromStringAndSize(
-                <char*>(slot + _RECORD_HEADER), <Py_ssize_t>length)))
+            metadata = _NO_METADATA
+            if record.flags & _HAS_METADATA and length >= 4:
+                meta = (<uint32_t*>body)[0]
+                if meta > length - 4:
+                    meta = length - 4
+                try:
+                    metadata = json.loads(PyBytes_FromStringAndSize(<char*>body + 4, meta))
+                except ValueError:
+                    metadata = _NO_METADATA  # torn: this copy's claim will fail
+                if type(metadata) is not dict:
+                    metadata = _NO_METADATA
+                body += 4 + meta
+                length -= 4 + meta
+            payload = PyBytes_FromStringAndSize(<char*>body, length)
+            out.append(delivered_copy(<PyObject*>payload, <PyObject*>metadata, record.id_hi,
+                                      record.id_lo, self.topic, <int64_t>seq,
+                                      <int64_t>record.enqueued_at, True))
         return out
 
     # -- state ----------------------------------------------------------------------------------

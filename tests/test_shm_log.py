@@ -22,7 +22,7 @@ if not sys.platform.startswith("linux"):
 if os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
     pytest.skip("the shared-memory layer is compiled only", allow_module_level=True)
 
-from kincir_core import _segment
+from kincir_core import Message, _segment
 from kincir_core._segment import HEADER_SIZE, Segment
 from kincir_core._shm_log import (
     DROP_NEWEST,
@@ -77,7 +77,7 @@ elif job == "group-read":  # arg: "group:count": reads the group until count wer
     print("ready", flush=True)
     while True:
         records = log.read(group, 7, timeout=0.5)
-        got.extend(seq for seq, _at, _p in records)
+        got.extend(m.sequence for m in records)
         if not records and log.position(group) > total:  # all claimed, by whichever reader
             break
     print(" ".join(map(str, got)), flush=True)
@@ -141,8 +141,8 @@ def run_child(python_child):
     return lambda name, job, arg, stdin=False: python_child(CHILD, name, job, arg, stdin=stdin)
 
 
-def payloads(records: list[tuple[int, int, bytes]]) -> list[bytes]:
-    return [payload for _seq, _at, payload in records]
+def payloads(records: list[Message]) -> list[bytes]:
+    return [m.payload for m in records]
 
 
 # -- one process --------------------------------------------------------------------------------
@@ -154,9 +154,9 @@ def test_a_batch_gets_consecutive_sequence_numbers_from_1():
     assert log.publish([b"a", b"bb"]) == 1
     assert log.publish([b"c"]) == 3
     got = log.read(reader, 10)
-    assert [(seq, p) for seq, _at, p in got] == [(1, b"a"), (2, b"bb"), (3, b"c")]
+    assert [(m.sequence, m.payload) for m in got] == [(1, b"a"), (2, b"bb"), (3, b"c")]
     now_ms = time.time() * 1000
-    assert all(abs(at - now_ms) < 60_000 for _seq, at, _p in got)
+    assert all(abs(m.enqueued_at - now_ms) < 60_000 for m in got)
     assert log.read(reader, 10) == [] and log.head == 4 and log.position(reader) == 4
 
 
@@ -182,8 +182,9 @@ def test_a_read_takes_at_most_its_limit():
 @pytest.mark.parametrize(
     ("batch", "error", "match"),
     [
-        ([b"ok", "text"], TypeError, "bytes, not str"),
-        ([b"ok", bytearray(b"x")], TypeError, "bytes, not bytearray"),
+        ([b"ok", "text"], TypeError, "bytes or a Message, not str"),
+        ([b"ok", bytearray(b"x")], TypeError, "bytes or a Message, not bytearray"),
+        ([b"ok", Message("text")], TypeError, "payload is bytes, not str"),
         ([b"ok", b"x" * (SLOT_SIZE - RECORD_HEADER + 1)], ValueError, "does not fit a slot"),
         ([b"x"] * (SLOTS + 1), LogFull, "larger than the log"),
     ],
@@ -249,7 +250,7 @@ def test_drop_oldest_moves_the_readers_behind_and_counts_what_they_lose():
     assert len(log.read(fast, 8)) == 8
     assert log.publish([b"8", b"9", b"10"], overflow=DROP_OLDEST) == 9
     assert (log.lagged(slow), log.lagged(fast), log.lagged(group)) == (3, 0, 3)
-    assert [seq for seq, _at, _p in log.read(slow, 100)] == list(range(4, 12))
+    assert [m.sequence for m in log.read(slow, 100)] == list(range(4, 12))
     assert payloads(log.read(fast, 100)) == [b"8", b"9", b"10"]
     assert payloads(log.read(group, 100))[0] == b"3"
     assert log.dropped == 0
@@ -338,7 +339,8 @@ def test_messages_from_several_producer_processes_arrive_once_each_in_order(shar
     seen, sequences = 0, []
     deadline = time.monotonic() + 60
     while seen < 3 * count and time.monotonic() < deadline:
-        for seq, _at, payload in log.read(reader, 50, timeout=1):
+        for msg in log.read(reader, 50, timeout=1):
+            seq, payload = msg.sequence, msg.payload
             tag, number = payload.decode().split(":")
             assert int(number) == last[tag] + 1, f"{tag} out of order or duplicated"
             last[tag] = int(number)
@@ -427,7 +429,7 @@ def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shar
     assert proc.returncode == -signal.SIGKILL
     assert payloads(log.read(reader, 10)) == [b"first"]  # the scribbled slot is not visible
     assert log.publish([b"second"], timeout=10) == 2  # the mutex passed on, consistent
-    assert log.read(reader, 10)[0][::2] == (2, b"second")
+    assert [(m.sequence, m.payload) for m in log.read(reader, 10)] == [(2, b"second")]
 
 
 # -- consumer groups ----------------------------------------------------------------------------
@@ -439,7 +441,7 @@ def test_a_group_hands_each_message_to_one_of_its_readers():
     log.publish([b"%d" % i for i in range(10)])
     first = log.read(group, 4)
     second = log.read(group, 100)
-    assert [seq for seq, _at, _p in first + second] == list(range(1, 11))
+    assert [m.sequence for m in first + second] == list(range(1, 11))
     assert log.read(group, 10) == []
     assert len(log.read(plain, 100)) == 10  # a plain reader still sees every message
 
@@ -508,7 +510,8 @@ def test_processes_killed_at_random_never_tear_lose_reorder_or_wedge_a_stream(sh
     def drain(timeout: float) -> int:
         nonlocal records
         got = log.read(reader, 64, timeout=timeout)
-        for _seq, _at, payload in got:
+        for msg in got:
+            payload = msg.payload
             tag, number, crc = payload.split(b":")
             assert zlib.crc32(tag + b":" + number) == int(crc), f"torn record {payload!r}"
             key, value = tag.decode(), int(number)
@@ -564,7 +567,8 @@ def test_a_reader_lapped_by_another_process_never_reads_a_record_written_over(sh
         records = log.read(reader, 5, timeout=0.5)
         if not records and proc.poll() is not None and log.position(reader) == log.head:
             break
-        for seq, _at, payload in records:
+        for msg in records:
+            seq, payload = msg.sequence, msg.payload
             body, crc = payload.split(b":")
             assert zlib.crc32(body) == int(crc), f"torn record {payload!r}"
             assert int(body) == seq - 1 and seq > last
@@ -574,3 +578,61 @@ def test_a_reader_lapped_by_another_process_never_reads_a_record_written_over(sh
     assert proc.wait(60) == 0
     assert read + log.lagged(reader) == count
     assert log.lagged(reader) > 0  # it was lapped
+
+
+def test_a_message_keeps_its_uuid_and_metadata_and_every_reader_sees_the_same():
+    log = new_log()
+    first, second = log.add_reader(), log.add_reader()
+    sent = Message(b"body", {"customer": "Alice", "unicode": "h\u00e9llo \u2603", "": ""})
+    log.publish([sent, b"plain"])
+    got = log.read(first, 10)
+    assert [m.payload for m in got] == [b"body", b"plain"]
+    assert got[0].uuid == sent.uuid
+    assert {k: v for k, v in got[0].metadata.items() if not k.startswith("_")} == dict(
+        sent.metadata
+    )
+    assert [m.uuid for m in log.read(second, 10)] == [m.uuid for m in got]  # drawn once, shared
+
+
+def test_metadata_counts_against_the_slot():
+    log = new_log()
+    room = SLOT_SIZE - RECORD_HEADER
+    with pytest.raises(ValueError, match="does not fit a slot"):
+        log.publish([Message(b"x" * (room - 8), {"k": "v"})])
+    assert log.head == 1
+
+
+def test_a_reader_joining_with_keep_gets_what_no_reader_took():
+    log = new_log()
+    log.publish([b"orphan 1", b"orphan 2"])
+    first = log.add_reader(keep=True)
+    assert payloads(log.read(first, 10)) == [b"orphan 1", b"orphan 2"]
+    plain = log.add_reader()
+    log.publish([b"seen"])
+    late = log.add_reader(keep=True)
+    assert log.read(late, 10) == []  # a reader was there: nothing was an orphan
+    log.remove_reader(first)
+    log.remove_reader(late)
+    log.publish([b"after"])
+    log.remove_reader(plain)  # the last to leave: what it did not read stays for the next
+    assert log.reader_count() == 0
+    assert payloads(log.read(log.add_group(keep=True), 10)) == [b"seen", b"after"]
+
+
+def test_keep_gives_at_most_what_the_ring_still_holds():
+    log = new_log()
+    log.publish([b"%d" % i for i in range(SLOTS)])
+    log.publish([b"%d" % i for i in range(SLOTS, SLOTS + 3)])
+    assert payloads(log.read(log.add_reader(keep=True), 100)) == [
+        b"%d" % i for i in range(3, SLOTS + 3)
+    ]
+
+
+def test_wait_reads_nothing():
+    log = new_log()
+    reader = log.add_reader()
+    assert log.wait(reader, timeout=0.05) is False
+    threading.Timer(0.05, lambda: log.publish([b"x"])).start()
+    assert log.wait(reader, timeout=10) is True
+    assert log.wait(reader, timeout=0) is True  # still there
+    assert payloads(log.read(reader, 10)) == [b"x"]

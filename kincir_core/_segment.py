@@ -36,6 +36,7 @@ import re
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from ._errors import KincirError
 
@@ -123,9 +124,13 @@ class Segment:
     # -- making one -----------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, size: int) -> Segment:
+    def create(
+        cls, name: str, size: int, lay_out: Callable[[mmap.mmap], None] | None = None
+    ) -> Segment:
         """Create segment ``name`` of ``size`` bytes (a header included), replacing one that no
-        process uses any more. SegmentExists when a live process uses it."""
+        process uses any more. SegmentExists when a live process uses it. ``lay_out`` writes
+        what follows the header before any attacher may map it (it must not keep the mapping
+        it is given)."""
         path = segment_path(name)
         if type(size) is not int:
             raise TypeError(f"size must be an int, not {type(size).__name__}")
@@ -149,6 +154,8 @@ class Segment:
                     mapping, 0, MAGIC, LAYOUT_VERSION, HEADER_SIZE, size, os.getpid(),
                     time.time_ns(),
                 )  # fmt: skip
+                if lay_out is not None:
+                    lay_out(mapping)
             fcntl.flock(fd, fcntl.LOCK_SH)
             return cls(name, path, fd, size, created=True)
         except BaseException:

@@ -20,7 +20,12 @@ Layout of a log's region, at an 8-aligned offset of the segment (``region_size``
     104  dropped    u64     records DROP_NEWEST publishes dropped
     112  kept_from  u64     with no reader left: the first record a reader joining with ``keep``
                             starts at (the position of the last one to leave; 1 at first)
-    128  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
+    120  refusing   u32     OPEN, or why publishes are refused: ENDED (no more records),
+                            DRAINING (readers read what is left), STOPPED (reads refused too)
+    128  low_mark   u64     at most the lowest reader position (publishers keep it, under the
+                            mutex): a publish that finds room below it skips the readers' scan
+    136  reader_end u32     1 + the highest reader entry ever taken: scans stop there
+    192  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
                     cursor, which no process owns), position u64 (the next sequence it reads),
                     started u64 (the owner process's start time), lagged u64 (records a
                     DROP_OLDEST publish moved it past)
@@ -101,11 +106,19 @@ LOG_MAGIC = _LOG_MAGIC
 cdef enum:
     _RECORD_HEADER = 40  # bytes before a record's body (struct Record)
     _READER_ENTRY = 32
-    _READERS_AT = 128
+    _READERS_AT = 192
 RECORD_HEADER = _RECORD_HEADER
 cdef enum:
     _HAS_METADATA = 1
+cdef enum:
+    _OPEN = 0
+    _ENDED = 1
+    _DRAINING = 2
+    _STOPPED = 3
+#: ``refusing`` codes: what ``refuse`` stops (each stops what those before it do, and more).
+OPEN, ENDED, DRAINING, STOPPED = _OPEN, _ENDED, _DRAINING, _STOPPED
 READER_ENTRY = _READER_ENTRY
+READERS_AT = _READERS_AT
 cdef enum:
     _WAIT = 0
     _DROP_NEWEST = 1
@@ -126,6 +139,11 @@ class LogFull(Exception):
     """The log has no room for the batch (the slowest live reader is a ring behind)."""
 
 
+class LogClosed(Exception):
+    """The log refuses the call: ``args[0]`` is its ``refusing`` code (ENDED, DRAINING,
+    STOPPED)."""
+
+
 class LogFormatError(Exception):
     """The region is not a formatted log, or its geometry is invalid."""
 
@@ -142,6 +160,10 @@ cdef struct LogHead:
     uint32_t magic
     uint64_t dropped
     uint64_t kept_from
+    uint32_t refusing
+    uint32_t spare
+    uint64_t low_mark
+    uint32_t reader_end
 
 
 cdef struct Record:
@@ -294,6 +316,9 @@ cdef class ShmLog:
         self.log.max_readers = max_readers
         self.log.dropped = 0
         self.log.kept_from = 1
+        self.log.refusing = _OPEN
+        self.log.low_mark = 1
+        self.log.reader_end = 0
         self._map_geometry()
         for i in range(max_readers):
             self.readers[i].pid = 0
@@ -338,13 +363,13 @@ cdef class ShmLog:
             head = kincir_atomic_load_u64(&self.log.head)
             start = head
             if keep and self._count() == 0:
-                # the ring holds the last `slots` records, and none is written over while the
-                # mutex is held: from here on this reader holds them
-                start = self.log.kept_from
-                if head > self.log.slots and start < head - self.log.slots:
-                    start = head - self.log.slots
+                start = self._kept_start(head)
             for i in range(self.log.max_readers):
                 if self.readers[i].pid == 0:
+                    if start < self.log.low_mark:
+                        self.log.low_mark = start
+                    if i >= self.log.reader_end:
+                        self.log.reader_end = i + 1
                     kincir_atomic_store_u64(&self.readers[i].position, start)
                     self.readers[i].started = started
                     self.readers[i].lagged = 0
@@ -366,6 +391,15 @@ cdef class ShmLog:
             self._unlock()
         self._room_freed()
 
+    cdef uint64_t _kept_start(self, uint64_t head) noexcept:
+        """Where a reader joining with ``keep`` a log no reader holds starts (the mutex held):
+        the ring holds the last ``slots`` records, and none is written over while the mutex is
+        held, so from there on the reader holds them."""
+        cdef uint64_t start = self.log.kept_from
+        if head > self.log.slots and start < head - self.log.slots:
+            start = head - self.log.slots
+        return start
+
     cdef void _leave(self, uint32_t index) noexcept:
         """Free entry ``index`` (the mutex held); the last reader to leave keeps its position
         for the next to join with ``keep``."""
@@ -376,7 +410,7 @@ cdef class ShmLog:
 
     cdef uint32_t _count(self) noexcept:
         cdef uint32_t i, n = 0
-        for i in range(self.log.max_readers):
+        for i in range(self.log.reader_end):
             if kincir_atomic_load_u64(&self.readers[i].pid) != 0:
                 n += 1
         return n
@@ -392,10 +426,10 @@ cdef class ShmLog:
         return &self.readers[index]
 
     cdef uint64_t _lowest(self, uint64_t head) noexcept:
-        """The lowest position of the readers (``head`` with none), the mutex held."""
+        """The lowest position of the readers (``head`` with none)."""
         cdef uint64_t low = head, position
         cdef uint32_t i
-        for i in range(self.log.max_readers):
+        for i in range(self.log.reader_end):
             if kincir_atomic_load_u64(&self.readers[i].pid) != 0:
                 position = kincir_atomic_load_u64(&self.readers[i].position)
                 if position < low:
@@ -408,7 +442,7 @@ cdef class ShmLog:
         alive)."""
         cdef uint32_t i
         cdef uint64_t pid, started
-        for i in range(self.log.max_readers):
+        for i in range(self.log.reader_end):
             pid = kincir_atomic_load_u64(&self.readers[i].pid)
             if pid != 0 and pid != _GROUP and (
                     kincir_atomic_load_u64(&self.readers[i].position) < below):
@@ -427,7 +461,7 @@ cdef class ShmLog:
         one look again; one that copied slots about to be written finds its claim gone."""
         cdef uint32_t i
         cdef uint64_t position
-        for i in range(self.log.max_readers):
+        for i in range(self.log.reader_end):
             if kincir_atomic_load_u64(&self.readers[i].pid) == 0:
                 continue
             while True:
@@ -462,14 +496,19 @@ cdef class ShmLog:
             raise ValueError(f"overflow must be WAIT, DROP_NEWEST or DROP_OLDEST, not {overflow}")
         if n == 0:
             return kincir_atomic_load_u64(&self.log.head)
-        batch = <Outgoing*>malloc(n * sizeof(Outgoing))
+        cdef Outgoing small[16]  # most batches: no allocation
+        if n <= 16:
+            batch = &small[0]
+        else:
+            batch = <Outgoing*>malloc(n * sizeof(Outgoing))
         if batch == NULL:
             raise MemoryError()
         try:
             self._prepare(items, batch, blocks)
             return self._append(batch, n, deadline_of(timeout), overflow)
         finally:
-            free(batch)
+            if batch != &small[0]:
+                free(batch)
 
     cdef int _prepare(self, tuple items, Outgoing* batch, list blocks) except -1:
         """Check every message of a batch and fill ``batch`` with what each record holds."""
@@ -514,18 +553,29 @@ cdef class ShmLog:
         cdef uint32_t room
         cdef bint full
         cdef Py_ssize_t fits
+        cdef uint32_t refusing
         while True:
             self._lock(deadline)
+            refusing = kincir_atomic_load_u32(&self.log.refusing)
+            if refusing != _OPEN:
+                self._unlock()
+                raise LogClosed(refusing)
             head = kincir_atomic_load_u64(&self.log.head)
-            if head - self._lowest(head) + n > self.log.slots:
+            # positions only grow, and a reader joining below low_mark lowers it: room below
+            # it is room for sure
+            if head - self.log.low_mark + n <= self.log.slots:
+                break
+            self.log.low_mark = self._lowest(head)
+            if head - self.log.low_mark + n > self.log.slots:
                 self._free_dead_readers(head + n - self.log.slots)
-            if head - self._lowest(head) + n <= self.log.slots:
+                self.log.low_mark = self._lowest(head)
+            if head - self.log.low_mark + n <= self.log.slots:
                 break
             if overflow == _DROP_OLDEST:
                 self._lap_readers(head + n - self.log.slots)
                 break
             if overflow == _DROP_NEWEST:
-                fits = self.log.slots - (head - self._lowest(head))
+                fits = self.log.slots - (head - self.log.low_mark)
                 kincir_atomic_add_u64(&self.log.dropped, <uint64_t>(n - fits))
                 n = fits
                 break
@@ -533,7 +583,8 @@ cdef class ShmLog:
             # the second look sees the count and bumps room_word, which ends the sleep at once
             room = kincir_atomic_load_u32(&self.log.room_word)
             kincir_atomic_add_u32(&self.log.room_waiters, 1)
-            full = head - self._lowest(head) + n > self.log.slots
+            self.log.low_mark = self._lowest(head)
+            full = head - self.log.low_mark + n > self.log.slots
             self._unlock()
             try:
                 if full:
@@ -588,14 +639,17 @@ cdef class ShmLog:
 
     def read(self, uint32_t index, Py_ssize_t limit, timeout=0.0):
         """Up to ``limit`` Messages for reader or group ``index`` (delivered from ``topic``),
-        waiting up to ``timeout`` seconds (None: no limit) for the first; [] on timeout. A
-        group's records go to one of its readers each."""
+        waiting up to ``timeout`` seconds (None: no limit) for the first; [] on timeout, or at
+        once when there is none and the log refuses publishes. A group's records go to one of
+        its readers each. LogClosed once the log is STOPPED."""
         cdef Reader* reader
         cdef uint64_t position, head, end
         cdef list out
         cdef double deadline
         self._check()
         reader = self._reader(index)
+        if kincir_atomic_load_u32(&self.log.refusing) == _STOPPED:
+            raise LogClosed(_STOPPED)
         if limit <= 0:
             return []
         deadline = deadline_of(timeout)
@@ -617,13 +671,34 @@ cdef class ShmLog:
 
     def wait(self, uint32_t index, timeout=0.0):
         """Wait up to ``timeout`` seconds (None: no limit) until reader or group ``index`` has
-        a record to read; whether it has. Reads nothing (a caller that may be cancelled waits
-        here, in another thread, and reads where it cannot be)."""
+        a record to read, or the log refuses publishes; whether either happened. Reads nothing
+        (a caller that may be cancelled waits here, in another thread, and reads where it
+        cannot be)."""
         cdef Reader* reader
         self._check()
         reader = self._reader(index)
         return self._wait_past(kincir_atomic_load_u64(&reader.position),
-                               deadline_of(timeout)) != 0
+                               deadline_of(timeout)) != 0 or self.refusing != _OPEN
+
+    def refuse(self, uint32_t code):
+        """Refuse publishes from now on (``code``: ENDED, DRAINING or STOPPED, which also
+        refuses reads); a code never goes back to a lesser one. Wakes every waiter."""
+        self._check()
+        if code < _ENDED or code > _STOPPED:
+            raise ValueError(f"code must be ENDED, DRAINING or STOPPED, not {code}")
+        self._lock(-1.0)
+        if code > self.log.refusing:
+            kincir_atomic_store_u32(&self.log.refusing, code)
+        self._unlock()
+        self.wake_readers()
+        kincir_atomic_add_u32(&self.log.room_word, 1)
+        kincir_futex_wake(&self.log.room_word, _ALL)
+
+    @property
+    def refusing(self):
+        """OPEN, or the code ``refuse`` was last given."""
+        self._check()
+        return kincir_atomic_load_u32(&self.log.refusing)
 
     def wake_readers(self):
         """Wake every reader waiting on this log (to look at something else: a shutdown)."""
@@ -633,7 +708,8 @@ cdef class ShmLog:
 
     cdef uint64_t _wait_past(self, uint64_t position, double deadline) except? 0:
         """``head`` once it is past ``position``, waiting up to ``deadline`` (monotonic; < 0:
-        no limit); 0 at the deadline (heads start at 1)."""
+        no limit); 0 at the deadline, or at once if the log refuses publishes (heads start at
+        1)."""
         cdef uint64_t head
         cdef uint32_t word
         cdef double step
@@ -641,14 +717,14 @@ cdef class ShmLog:
             head = kincir_atomic_load_u64(&self.log.head)
             if position < head:
                 return head
-            if past(deadline):
+            if past(deadline) or kincir_atomic_load_u32(&self.log.refusing) != _OPEN:
                 return 0
             word = kincir_atomic_load_u32(&self.log.data_word)
             kincir_atomic_add_u32(&self.log.data_waiters, 1)
             head = kincir_atomic_load_u64(&self.log.head)
-            if position < head:
+            if position < head or kincir_atomic_load_u32(&self.log.refusing) != _OPEN:
                 kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
-                return head
+                return head if position < head else 0
             step = next_sleep(deadline)
             with nogil:
                 kincir_futex_wait(&self.log.data_word, word, step)
@@ -720,9 +796,36 @@ cdef class ShmLog:
         self._check()
         return kincir_atomic_load_u64(&self.log.dropped)
 
+    def settled(self, bint keep=False):
+        """The first sequence number some reader still has to read: the lowest reader
+        position; with no reader, ``head``, or with ``keep`` what a reader joining with
+        ``keep`` would start at."""
+        cdef uint64_t head
+        self._check()
+        self._lock(-1.0)
+        try:
+            head = kincir_atomic_load_u64(&self.log.head)
+            if self._count() or not keep:
+                return self._lowest(head)
+            return self._kept_start(head)
+        finally:
+            self._unlock()
+
     def held(self):
         """Messages some live reader has not read yet."""
         cdef uint64_t head
         self._check()
         head = kincir_atomic_load_u64(&self.log.head)
         return head - self._lowest(head)
+
+
+
+def any_wire_form(list messages not None):
+    """Whether any of ``messages`` is in its wire form (its metadata names a codec's content
+    type): a subscriber with the bytes codec hands out a batch without one as it was read."""
+    cdef object msg
+    for msg in messages:
+        if type(msg) is Message and (<Message>msg)._meta and (
+                "kincir-content-type" in (<Message>msg)._meta):
+            return True
+    return False

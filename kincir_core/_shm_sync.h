@@ -84,6 +84,12 @@ static inline int kincir_shared_mutex_init(pthread_mutex_t *mutex) {
 
 /* Lock, waiting up to `seconds` (< 0: no limit): 0, EOWNERDEAD (locked; its last owner died
  * holding it), ETIMEDOUT, ENOTRECOVERABLE, or another errno. */
+static inline double kincir_monotonic(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
 static inline int kincir_shared_mutex_lock(pthread_mutex_t *mutex, double seconds) {
     struct timespec deadline;
     if (seconds < 0)

@@ -17,11 +17,14 @@ cdef extern from "_shm_sync.h" nogil:
     long kincir_futex_wake(uint32_t* word, int count)
     int kincir_shared_mutex_init(pthread_mutex_t* mutex)
     int kincir_shared_mutex_lock(pthread_mutex_t* mutex, double seconds)
+    double kincir_monotonic()
+    int pthread_mutex_trylock(pthread_mutex_t* mutex)
     int pthread_mutex_unlock(pthread_mutex_t* mutex)
     int pthread_mutex_consistent(pthread_mutex_t* mutex)
     enum:
         EOWNERDEAD
         ETIMEDOUT
+        EBUSY
         EINTR
         ENOTRECOVERABLE
 

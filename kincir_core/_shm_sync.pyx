@@ -20,7 +20,6 @@ from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.stdint cimport uint32_t, uint64_t
 
 import errno as _errno
-import time
 
 #: Bytes a robust mutex takes in a segment (aligned to 8).
 MUTEX_SIZE = (sizeof(pthread_mutex_t) + 7) // 8 * 8
@@ -44,7 +43,9 @@ cdef double deadline_of(object timeout) except? -2.0:
         )
     if not timeout >= 0:
         raise ValueError(f"timeout must be >= 0, not {timeout!r}")
-    return time.monotonic() + timeout
+    if timeout == 0:
+        return 0.0  # already past, without reading the clock (a publish that must not wait)
+    return kincir_monotonic() + timeout
 
 
 cdef double next_sleep(double deadline) except? -2.0:
@@ -52,18 +53,25 @@ cdef double next_sleep(double deadline) except? -2.0:
     ``deadline``, so that signal handlers run between sleeps."""
     if deadline < 0:
         return _SLICE
-    return min(_SLICE, max(0.0, deadline - time.monotonic()))
+    return min(_SLICE, max(0.0, deadline - kincir_monotonic()))
 
 
 cdef bint past(double deadline) except -1:
-    return deadline >= 0 and time.monotonic() >= deadline
+    return deadline >= 0 and kincir_monotonic() >= deadline
 
 
 cdef int lock_mutex(pthread_mutex_t* mutex, double deadline) except -1:
     """Lock a robust mutex, up to ``deadline`` (TimeoutError); 1 when its last owner died
     holding it (the caller repairs and marks it consistent), else 0."""
-    cdef int err
     cdef double step
+    # uncontended, the common case: no clock read, no system call
+    cdef int err = pthread_mutex_trylock(mutex)
+    if err == 0:
+        return 0
+    if err == EOWNERDEAD:
+        return 1
+    if err != EBUSY:
+        raise_errno(err)
     while True:
         step = next_sleep(deadline)
         with nogil:

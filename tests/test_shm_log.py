@@ -27,6 +27,7 @@ from kincir_core._segment import HEADER_SIZE, Segment
 from kincir_core._shm_log import (
     DROP_NEWEST,
     DROP_OLDEST,
+    READERS_AT,
     RECORD_HEADER,
     LogFormatError,
     LogFull,
@@ -385,7 +386,7 @@ def test_a_reader_whose_pid_now_names_another_process_stops_holding_the_ring():
     log.publish([b"x"] * 8)
     with pytest.raises(LogFull):
         log.publish([b"y"])  # this process is its reader, and alive
-    started_at = AT + 128 + reader * 32 + 16  # the entry's start time
+    started_at = AT + READERS_AT + reader * 32 + 16  # the entry's start time
     buffer[started_at : started_at + 8] = (12345).to_bytes(8, "little")  # as if pid reused
     assert log.publish([b"y"]) == 9
     assert log.freed_readers == 1
@@ -398,7 +399,7 @@ def test_a_publisher_that_cannot_look_at_readers_still_lets_go_of_the_writer_mut
     name, log = shared
     reader = log.add_reader()
     log.publish([b"x"] * SLOTS)
-    started_at = AT + 128 + reader * 32 + 16  # the entry's start time
+    started_at = AT + READERS_AT + reader * 32 + 16  # the entry's start time
     with Segment.attach(name) as view:
         view.buffer[started_at : started_at + 8] = (12345).to_bytes(8, "little")  # pid reused
     proc = run_child(name, "publish-without-file-descriptors", "", stdin=True)
@@ -420,7 +421,7 @@ def test_a_publisher_killed_holding_the_writer_mutex_leaves_no_torn_message(shar
     name, log = shared
     reader = log.add_reader()
     log.publish([b"first"])
-    first_free_slot = 128 + READERS * 32 + 1 * SLOT_SIZE  # the slot sequence 2 would take
+    first_free_slot = READERS_AT + READERS * 32 + 1 * SLOT_SIZE  # the slot sequence 2 would take
     proc = run_child(name, "die-publishing", str(first_free_slot))
     assert proc.stdout is not None
     assert proc.stdout.readline().split() == ["locked", "2"]

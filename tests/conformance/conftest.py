@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ import pytest
 
 import kincir
 import kincir.memory
+import kincir.shm
 from kincir import _backends
 from kincir.codecs import BytesCodec
 
@@ -106,10 +108,16 @@ class Backend(abc.ABC):
     def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
 
     @abc.abstractmethod
-    def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any: ...
+    def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        """An acknowledging subscriber; a backend that lacks ``"ack"`` skips the test here."""
 
     @abc.abstractmethod
     async def shutdown(self, broker: Any) -> None: ...
+
+    async def publish_raw(self, broker: Any, topic: str, messages: list[Any]) -> None:
+        """Publish ``messages`` as they are, with no codec and no content type: what a
+        producer that is not kincir writes."""
+        await broker._publish(topic, messages)
 
     async def cleanup(self) -> None:
         """Close what the test built; a close that fails fails the test (after the rest)."""
@@ -174,6 +182,53 @@ class MemoryWireBackend(MemoryBackend):
         broker = kincir.memory.InMemoryBroker(config)
         self.brokers.append(broker)
         return broker
+
+
+class SharedMemoryBackend(Backend):
+    """The shared-memory broker (``kincir.shm``), every process of the test's one here: what
+    it does across processes is tested in tests/test_shm_*.py."""
+
+    name = "shm"
+    redelivery_wait = 2.0
+    lacks = {  # noqa: RUF012
+        "ack": "kincir.shm offers no acknowledgement or redelivery (plain and group readers only)",
+    }
+
+    async def broker(self, codec: Any = None) -> Any:
+        broker = kincir.shm.SharedMemoryBroker(f"conf-{uuid.uuid4().hex[:12]}", codec=codec)
+        self.brokers.append(broker)
+        return broker
+
+    def publisher(self, broker: Any, **options: Any) -> Any:
+        return kincir.shm.SharedMemoryPublisher(broker, **options)
+
+    def subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        sub = kincir.shm.SharedMemorySubscriber(broker, group, **options)
+        self.closers.append(_completed(sub.close))
+        return sub
+
+    def ack_subscriber(self, broker: Any, group: str | None = None, **options: Any) -> Any:
+        self.requires("ack")
+
+    async def shutdown(self, broker: Any) -> None:
+        broker.shutdown()
+
+    async def cleanup(self) -> None:
+        try:
+            await super().cleanup()
+        finally:
+            for broker in self.brokers:
+                broker.close()
+
+    async def publish_raw(self, broker: Any, topic: str, messages: list[Any]) -> None:
+        broker._topic(topic).log.publish(messages)
+
+
+def _completed(close: Callable[[], Any]) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def closer() -> None:
+        await close()
+
+    return closer
 
 
 class RemoteBackend(Backend):
@@ -300,6 +355,7 @@ class Scene:
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "memory-wire": MemoryWireBackend,
+    "shm": SharedMemoryBackend,
     "redis": RedisBackend,
     "rabbitmq": RabbitMQBackend,
     "kafka": KafkaBackend,
@@ -324,7 +380,9 @@ def _reachable(name: str) -> str | None:
 @pytest.fixture(params=list(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Any:
     name = request.param
-    if not name.startswith("memory"):
+    if name == "shm" and not sys.platform.startswith("linux"):
+        pytest.skip("kincir.shm runs on Linux")
+    if not name.startswith("memory") and name != "shm":
         why = _reachable(name)
         if why is not None:
             if os.environ.get("KINCIR_REQUIRE_BACKENDS", "") not in ("", "0"):

@@ -230,8 +230,8 @@ def test_a_message_without_a_content_type_is_tried_with_the_codec(backend: Backe
     async def body(s: Scene) -> None:
         sub = await s.subscriber(codec=JsonCodec())
         # what a producer that is not kincir writes: no content type header
-        await s.broker._publish(s.topic, [kincir.Message(b'{"foreign":true}')])
-        await s.broker._publish(s.topic, [kincir.Message(b"not json")])
+        await backend.publish_raw(s.broker, s.topic, [kincir.Message(b'{"foreign":true}')])
+        await backend.publish_raw(s.broker, s.topic, [kincir.Message(b"not json")])
         assert (await sub.receive(timeout=10)).payload == {"foreign": True}
         with pytest.raises(kincir.DecodeError) as info:
             await sub.receive(timeout=10)

@@ -22,7 +22,7 @@ SERVERS = os.environ.get("KINCIR_SERVERS")
 
 def remote_only(backend: Backend) -> RemoteBackend:
     if not isinstance(backend, RemoteBackend):
-        pytest.skip("the in-memory broker has no server")
+        pytest.skip(f"{backend.name}: no server")
     return backend
 
 

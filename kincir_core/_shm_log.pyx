@@ -82,6 +82,9 @@ from libc.string cimport memcpy
 from posix.unistd cimport getpid
 
 import json
+import logging
+
+_logger = logging.getLogger("kincir.shm")
 
 from ._shm_sync cimport (
     deadline_of, kincir_atomic_add_u32, kincir_atomic_add_u64, kincir_atomic_cas_u64,
@@ -554,6 +557,7 @@ cdef class ShmLog:
         cdef bint full
         cdef Py_ssize_t fits
         cdef uint32_t refusing
+        cdef Py_ssize_t freed = self.freed_readers
         while True:
             self._lock(deadline)
             refusing = kincir_atomic_load_u32(&self.log.refusing)
@@ -607,7 +611,17 @@ cdef class ShmLog:
         kincir_atomic_add_u32(&self.log.data_word, 1)
         if kincir_atomic_load_u32(&self.log.data_waiters):
             kincir_futex_wake(&self.log.data_word, _ALL)
+        if self.freed_readers != freed:
+            self._report_freed(self.freed_readers - freed)
         return first
+
+    cdef void _report_freed(self, Py_ssize_t count) noexcept:
+        try:
+            _logger.warning(
+                "topic %r: freed %d reader entries of processes that ended without leaving "
+                "(their unread messages no longer hold the ring)", self.topic, count)
+        except Exception:
+            pass
 
     @cython.cdivision(True)
     cdef inline void _write(self, unsigned char* slot, Outgoing* out, uint64_t seq,

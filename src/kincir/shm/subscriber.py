@@ -194,6 +194,7 @@ class SharedMemorySubscriber:
         """Read from the subscribed topics, in turns, until one has something."""
         if self._closed:
             raise NotSubscribed("this subscriber is closed")
+        self.broker._check_attached()
         order = self._order
         if not order:
             raise NotSubscribed("subscribe to a topic before receiving")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -69,6 +70,11 @@ class Sizes:
     r_messages: int = 40_000
     #: R/wait: each message waits WAIT_SECONDS in its handler, so fewer of them.
     r_wait_messages: int = 2_000
+    #: W8-W10 run in processes (kincir.shm against multiprocessing and the IPC libraries).
+    w8_messages: int = 400_000
+    w8b_messages: int = 2_000_000
+    w9_messages: int = 150_000
+    w10_trips: int = 5_000
     #: B1-B4 belong to ``kincir bench --backend`` (kincir.bench.backends): sizes a server can take.
     b1_messages: int = 20_000
     b2_messages: int = 10_000
@@ -198,7 +204,14 @@ class Context:
 
     def available(self, side: Side) -> bool:
         """Whether the module ``side`` needs (if any) was found for this run."""
-        return side.needs is None or (side.needs == "janus" and self.janus is not None)
+        if side.needs is None:
+            return True
+        if side.needs == "janus":
+            return self.janus is not None
+        try:
+            return importlib.util.find_spec(side.needs) is not None
+        except ImportError:
+            return False
 
     def measure(self, sides: Sequence[Side]) -> Samples:
         """Warm each side up, then run the timed repetitions; samples by name.

@@ -26,7 +26,7 @@ from kincir import AckStrategy
 
 from .harness import BATCH, PAYLOAD_SIZE, Context, Measurement, Samples, Side, one
 from .results import Goal, Row
-from .workloads import g, h, m, r, w1, w2, w3, w4, w5, w6, w7
+from .workloads import g, h, m, r, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10
 
 __all__ = ["OBJECT_WORKLOADS", "WORKLOADS", "Compare", "Workload"]
 
@@ -417,6 +417,102 @@ WORKLOADS: tuple[Workload, ...] = (
                     "W7: the baseline's producer thread calls "
                     "loop.call_soon_threadsafe(q.put_nowait, payload) per message.",
                 ),
+            ),
+        ),
+    ),
+    Workload(
+        "W8",
+        "process -> process, a message per call",
+        (
+            one("kincir.shm", w8.kincir_messages, needs="kincir_core._shm_log"),
+            one("mp.Queue", w8.mp_queue),
+        ),
+        (
+            Compare(
+                "W8",
+                "process -> process, a send per message",
+                "kincir.shm",
+                "mp.Queue",
+                "msg/s",
+                Goal(">=", 10.0),
+                baseline_label="multiprocessing.Queue",
+                notes=(
+                    "W8-W10: processes started with spawn; the clock runs from the producer's "
+                    "first message to the last consumer's last one (the host's monotonic "
+                    "clock); kincir.shm rings of {slots} slots of {slot_size} bytes.",
+                ),
+            ),
+        ),
+        facts=lambda ctx, got: {"slots": w8.SLOTS, "slot_size": w8.SLOT_SIZE},
+    ),
+    Workload(
+        "W8b",
+        f"process -> process, batches of {BATCH}",
+        (
+            one("kincir.shm", w8.kincir_batches, needs="kincir_core._shm_log"),
+            one("faster-fifo", w8.faster_fifo, optional=True, needs="faster_fifo"),
+            one("pyzmq", w8.pyzmq, optional=True, needs="zmq"),
+        ),
+        (
+            Compare(
+                "W8b/fifo",
+                f"process -> process, batches of {BATCH}",
+                "kincir.shm",
+                "faster-fifo",
+                "msg/s",
+                _FASTER,
+                baseline_label="faster-fifo put_many/get_many",
+            ),
+            Compare(
+                "W8b/zmq",
+                f"process -> process, batches of {BATCH}",
+                "kincir.shm",
+                "pyzmq",
+                "msg/s",
+                _FASTER,
+                baseline_label="pyzmq ipc:// PUSH/PULL",
+                notes=(
+                    "W8b: faster-fifo moves a quarter of the messages (it is the slowest); "
+                    "pyzmq sends a frame per message, which zmq batches itself.",
+                ),
+            ),
+        ),
+    ),
+    Workload(
+        "W9",
+        f"fan-out, 1 process -> {w9.FANOUT} processes",
+        (
+            one("kincir.shm", w9.kincir_fanout, needs="kincir_core._shm_log"),
+            one("mp.Queues", w9.mp_queues),
+        ),
+        (
+            Compare(
+                "W9",
+                f"fan-out, 1 process -> {w9.FANOUT} processes",
+                "kincir.shm",
+                "mp.Queues",
+                "deliveries/s",
+                Goal(">=", 10.0),
+                baseline_label=f"{w9.FANOUT} multiprocessing.Queues",
+            ),
+        ),
+    ),
+    Workload(
+        "W10",
+        "ping-pong between two processes",
+        (
+            one("kincir.shm", w10.kincir_round_trips, needs="kincir_core._shm_log"),
+            one("mp.Pipe", w10.pipe_round_trips),
+        ),
+        (
+            Compare(
+                "W10",
+                "process ping-pong, p50 round trip",
+                "kincir.shm",
+                "mp.Pipe",
+                "us",
+                _AS_FAST,
+                baseline_label="multiprocessing.Pipe (bytes)",
             ),
         ),
     ),

@@ -89,9 +89,9 @@ _logger = logging.getLogger("kincir.shm")
 from ._shm_sync cimport (
     deadline_of, kincir_atomic_add_u32, kincir_atomic_add_u64, kincir_atomic_cas_u64,
     kincir_atomic_load_u32, kincir_atomic_load_u64, kincir_atomic_store_u32,
-    kincir_atomic_store_u64, kincir_futex_wait, kincir_futex_wake, kincir_shared_mutex_init,
-    lock_mutex, next_sleep, past, pthread_mutex_consistent, pthread_mutex_t, pthread_mutex_unlock,
-    raise_errno,
+    kincir_atomic_store_u64, kincir_cpu_relax, kincir_futex_wait, kincir_futex_wake,
+    kincir_monotonic, kincir_shared_mutex_init, lock_mutex, next_sleep, past,
+    pthread_mutex_consistent, pthread_mutex_t, pthread_mutex_unlock, raise_errno, sched_yield,
 )
 from ._message cimport Message, copy_metadata, delivered_copy, ensure_id, new_id
 
@@ -219,6 +219,12 @@ def region_size(uint32_t slots, uint32_t slot_size, uint32_t max_readers):
     return _READERS_AT + <Py_ssize_t>max_readers * _READER_ENTRY + <Py_ssize_t>slots * slot_size
 
 
+cdef int _check_overflow(int overflow) except -1:
+    if overflow != _WAIT and overflow != _DROP_NEWEST and overflow != _DROP_OLDEST:
+        raise ValueError(f"overflow must be WAIT, DROP_NEWEST or DROP_OLDEST, not {overflow}")
+    return 0
+
+
 cdef uint64_t _now_ms() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)
@@ -240,11 +246,15 @@ cdef class ShmLog:
     cdef uint64_t mask
     #: The topic its messages are delivered from.
     cdef readonly str topic
+    #: Seconds a reader spins (yielding the core between looks) before it sleeps: a message
+    #: that comes meanwhile costs neither side a system call. 0: sleep at once.
+    cdef public double spin
     #: Entries of dead readers this view freed.
     cdef public Py_ssize_t freed_readers
 
     def __cinit__(self, buffer, Py_ssize_t offset, str topic not None=""):
         self.topic = topic
+        self.spin = 50e-6
         PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
         self.exported = True
         if offset < 0 or offset % 64 or offset + _READERS_AT > self.view.len:
@@ -495,8 +505,7 @@ cdef class ShmLog:
         self._check()
         if n > <Py_ssize_t>self.log.slots:
             raise LogFull(f"a batch of {n} is larger than the log ({self.log.slots} slots)")
-        if overflow != _WAIT and overflow != _DROP_NEWEST and overflow != _DROP_OLDEST:
-            raise ValueError(f"overflow must be WAIT, DROP_NEWEST or DROP_OLDEST, not {overflow}")
+        _check_overflow(overflow)
         if n == 0:
             return kincir_atomic_load_u64(&self.log.head)
         cdef Outgoing small[16]  # most batches: no allocation
@@ -515,39 +524,55 @@ cdef class ShmLog:
 
     cdef int _prepare(self, tuple items, Outgoing* batch, list blocks) except -1:
         """Check every message of a batch and fill ``batch`` with what each record holds."""
-        cdef Py_ssize_t i, size
-        cdef Py_ssize_t limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
-        cdef object item, payload
-        cdef Message msg
-        cdef bytes block
+        cdef Py_ssize_t i
+        cdef object block
         for i in range(len(items)):
-            item = items[i]
-            batch[i].metadata = NULL
-            if PyBytes_CheckExact(item):
-                payload = item
-                new_id(&batch[i].id_hi, &batch[i].id_lo)
-            elif type(item) is Message:
-                msg = <Message>item
-                payload = msg.payload
-                ensure_id(msg)
-                batch[i].id_hi, batch[i].id_lo = msg._id_hi, msg._id_lo
-                if msg._meta:
-                    block = json.dumps(msg._meta, ensure_ascii=False).encode()
-                    blocks.append(block)
-                    batch[i].metadata = <PyObject*>block
-            else:
-                raise TypeError(
-                    f"a shared-memory message is bytes or a Message, not {type(item).__name__}")
-            if not PyBytes_CheckExact(payload):
-                raise TypeError(f"a shared-memory payload is bytes, not {type(payload).__name__}")
-            batch[i].payload = <PyObject*>payload
-            size = PyBytes_GET_SIZE(payload)
-            if batch[i].metadata != NULL:
-                size += 4 + PyBytes_GET_SIZE(<object>batch[i].metadata)
-            if size > limit:
-                raise ValueError(
-                    f"a message of {size} bytes does not fit a slot ({limit} bytes)")
+            block = self._prepare_one(items[i], &batch[i])
+            if block is not None:
+                blocks.append(block)
         return 0
+
+    cdef object _prepare_one(self, object item, Outgoing* out):
+        """Check one message and fill ``out``; the metadata block it points to (which the
+        caller keeps alive while it is written), or None."""
+        cdef Py_ssize_t size
+        cdef Py_ssize_t limit = <Py_ssize_t>self.log.slot_size - _RECORD_HEADER
+        cdef object payload
+        cdef Message msg
+        cdef bytes block = None
+        out.metadata = NULL
+        if PyBytes_CheckExact(item):
+            payload = item
+            new_id(&out.id_hi, &out.id_lo)
+        elif type(item) is Message:
+            msg = <Message>item
+            payload = msg.payload
+            ensure_id(msg)
+            out.id_hi, out.id_lo = msg._id_hi, msg._id_lo
+            if msg._meta:
+                block = json.dumps(msg._meta, ensure_ascii=False).encode()
+                out.metadata = <PyObject*>block
+        else:
+            raise TypeError(
+                f"a shared-memory message is bytes or a Message, not {type(item).__name__}")
+        if not PyBytes_CheckExact(payload):
+            raise TypeError(f"a shared-memory payload is bytes, not {type(payload).__name__}")
+        out.payload = <PyObject*>payload
+        size = PyBytes_GET_SIZE(payload)
+        if block is not None:
+            size += 4 + PyBytes_GET_SIZE(block)
+        if size > limit:
+            raise ValueError(f"a message of {size} bytes does not fit a slot ({limit} bytes)")
+        return block
+
+    def publish_one(self, message, timeout=0.0, int overflow=_WAIT):
+        """``publish([message], timeout, overflow)``, without a list: the sequence number."""
+        cdef Outgoing out
+        cdef object _kept  # the metadata block out points to, alive until written
+        self._check()
+        _check_overflow(overflow)
+        _kept = self._prepare_one(message, &out)
+        return self._append(&out, 1, deadline_of(timeout), overflow)
 
     cdef uint64_t _append(self, Outgoing* batch, Py_ssize_t n, double deadline,
                           int overflow) except 0:
@@ -727,12 +752,18 @@ cdef class ShmLog:
         cdef uint64_t head
         cdef uint32_t word
         cdef double step
+        cdef bint spun = self.spin <= 0
         while True:
             head = kincir_atomic_load_u64(&self.log.head)
             if position < head:
                 return head
             if past(deadline) or kincir_atomic_load_u32(&self.log.refusing) != _OPEN:
                 return 0
+            if not spun:
+                spun = True
+                with nogil:
+                    self._spin(position, deadline)
+                continue
             word = kincir_atomic_load_u32(&self.log.data_word)
             kincir_atomic_add_u32(&self.log.data_waiters, 1)
             head = kincir_atomic_load_u64(&self.log.head)
@@ -744,6 +775,26 @@ cdef class ShmLog:
                 kincir_futex_wait(&self.log.data_word, word, step)
             kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
             PyErr_CheckSignals()
+
+    cdef void _spin(self, uint64_t position, double deadline) noexcept nogil:
+        """Look at ``head`` until it passes ``position`` or the log refuses, for ``spin``
+        seconds at most (and not past ``deadline``), yielding the core between bursts of
+        looks so that a process it shares the core with runs."""
+        cdef double until = kincir_monotonic() + self.spin
+        cdef int _
+        if deadline >= 0 and deadline < until:
+            until = deadline
+        while True:
+            # looking at head takes its cache line from the publisher that writes it: look
+            # between pauses, and let messages gather meanwhile
+            for _ in range(32):
+                kincir_cpu_relax()
+            if (position < kincir_atomic_load_u64(&self.log.head)
+                    or kincir_atomic_load_u32(&self.log.refusing) != _OPEN):
+                return
+            sched_yield()
+            if kincir_monotonic() >= until:
+                return
 
     cdef list _copy(self, uint64_t first, uint64_t end):
         """The records ``[first, end)`` as Messages. Lengths are cut to the slot: a group
@@ -831,7 +882,6 @@ cdef class ShmLog:
         self._check()
         head = kincir_atomic_load_u64(&self.log.head)
         return head - self._lowest(head)
-
 
 
 def any_wire_form(list messages not None):

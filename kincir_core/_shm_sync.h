@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -84,6 +85,15 @@ static inline int kincir_shared_mutex_init(pthread_mutex_t *mutex) {
 
 /* Lock, waiting up to `seconds` (< 0: no limit): 0, EOWNERDEAD (locked; its last owner died
  * holding it), ETIMEDOUT, ENOTRECOVERABLE, or another errno. */
+/* a hint to the core that this is a spin-wait loop */
+static inline void kincir_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static inline double kincir_monotonic(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);

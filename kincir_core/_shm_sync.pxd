@@ -18,6 +18,8 @@ cdef extern from "_shm_sync.h" nogil:
     int kincir_shared_mutex_init(pthread_mutex_t* mutex)
     int kincir_shared_mutex_lock(pthread_mutex_t* mutex, double seconds)
     double kincir_monotonic()
+    void kincir_cpu_relax()
+    int sched_yield()
     int pthread_mutex_trylock(pthread_mutex_t* mutex)
     int pthread_mutex_unlock(pthread_mutex_t* mutex)
     int pthread_mutex_consistent(pthread_mutex_t* mutex)

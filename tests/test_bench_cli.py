@@ -37,6 +37,10 @@ ROWS = {
     "W5o": ["W5o", "W5o/bytes"],
     "W6": ["W6/threads", "W6/floor", "W6/asyncio"],
     "W7": ["W7"],
+    "W8": ["W8"],
+    "W8b": ["W8b/fifo", "W8b/zmq"],
+    "W9": ["W9"],
+    "W10": ["W10"],
     "M": ["M"],
     "H": ["H/health", "H/stats"],
     "G": ["G", "G/ack"],
@@ -231,7 +235,7 @@ def test_plot_draws_with_matplotlib(
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--only", "W9"], "unknown workload W9"),
+        (["--only", "W99"], "unknown workload W99"),
         (["--only", ","], "at least one workload"),
         (["--repeat", "0"], "must be at least 1"),
         (["--scale", "-1"], "must be a positive number"),

@@ -94,9 +94,9 @@ def run_processes(
 
 def elapsed(reports: list[object]) -> int:
     """Nanoseconds from the producer's start (its report) to the last consumer's end."""
-    first = reports[0]
-    assert isinstance(first, int)
-    return max(int(end) for end in reports[1:]) - first  # type: ignore[call-overload]
+    first, *ends = reports
+    assert isinstance(first, int) and all(isinstance(end, int) for end in ends)
+    return max(end for end in ends if isinstance(end, int)) - first
 
 
 __all__ = ["Handshake", "clock", "elapsed", "run_processes"]

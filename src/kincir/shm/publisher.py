@@ -47,6 +47,7 @@ class SharedMemoryPublisher:
             WAIT if geometry.overflow not in (DROP_NEWEST, DROP_OLDEST) else geometry.overflow
         )
         self._waits = broker.overflow == "block"
+        self._topics = broker._topics  # the topics this process opened (shared with the broker)
         self._published = 0
         self._refused = 0
 
@@ -140,8 +141,19 @@ class SharedMemoryPublisher:
         timeout: float | None = None,
     ) -> None:
         """Publish one message, waiting for room like ``publish_sync``."""
-        if metadata is None and type(payload) is bytes and self._raw:  # the hot path
-            self._put(topic, [payload], None if timeout is None else check_timeout(timeout))
+        found = self._topics.get(topic)
+        if found is not None and metadata is None and type(payload) is bytes and self._raw:
+            # the hot path, one call into the log
+            try:
+                found.log.publish_one(
+                    payload,
+                    (None if timeout is None else check_timeout(timeout)) if self._waits else 0.0,
+                    self._code,
+                )
+            except (LogFull, LogClosed) as error:
+                self._refused += 1
+                raise _refusal(topic, error, found.log.slots) from None
+            self._published += 1
             return
         self._append(topic, [_one(payload, metadata)], kincir_core.check_timeout(timeout))
 

@@ -251,7 +251,16 @@ class SharedMemorySubscriber:
     def receive_sync(self, timeout: float | None = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
         buffer = self._buffer
-        if buffer and type(buffer[0]) is Message:  # the hot path: a message read ahead
+        if not buffer and len(self._order) == 1 and self._raw:
+            # the hot path: one topic, bytes, read ahead without waiting
+            sub = self._order[0]
+            try:
+                got = sub.topic.log.read(sub.reader, self._prefetch, 0.0)
+            except (LogClosed, ValueError):  # stopped, or this handle closed: said below
+                got = None
+            if got:
+                buffer.extend(got if not any_wire_form(got) else self._opened(got))
+        if buffer and type(buffer[0]) is Message:
             self._received += 1
             message: Message = buffer.popleft()
             return message

@@ -20,6 +20,18 @@ publisher and its subscriber.
 
 from __future__ import annotations
 
+import sys
+
+import kincir_core
+
+if not sys.platform.startswith("linux"):
+    raise ImportError("kincir.shm runs on Linux for now (see the README's Several processes)")
+if kincir_core.IMPLEMENTATION != "cython":
+    raise ImportError(
+        "kincir.shm needs kincir's compiled engine: this kincir runs on its pure-Python twin "
+        "(KINCIR_NO_EXTENSIONS is set, or no extension was built)"
+    )
+
 from kincir_core._segment import SegmentError, SegmentExists, SegmentIncompatible, SegmentNotFound
 
 from .._remote import set_public_module

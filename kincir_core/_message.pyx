@@ -49,7 +49,7 @@ cdef extern from "Python.h":
     #define KINCIR_TOPIC(o) (&((KincirMessageHead *)(o))->topic)
     """
     bint KINCIR_HAS_BUFFER_SLOT(object obj)
-    # a Message pointer taken over as a new reference (no INCREF): what _blank_message returns
+    # a Message pointer taken over as a new reference (no INCREF): what _new_message allocates
     Message KINCIR_OWNED(PyObject* obj)
     void KINCIR_SET_DEALLOC(object type, void* fn)
     void KINCIR_FREE(PyObject* obj)
@@ -58,7 +58,6 @@ cdef extern from "Python.h":
     PyObject** KINCIR_META(PyObject* obj)
     PyObject** KINCIR_TOPIC(PyObject* obj)
     void* PyObject_Malloc(size_t size)
-    void PyObject_Free(void* ptr)
     PyObject* PyObject_Init(PyObject* obj, PyTypeObject* type)
     bint PyType_HasFeature(PyTypeObject* type, unsigned long feature)
     unsigned long Py_TPFLAGS_HEAPTYPE

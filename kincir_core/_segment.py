@@ -118,6 +118,9 @@ class Segment:
         #: Whether this process created the segment (False: attached to it).
         self.created = created
         self._fd = fd
+        # a child forked from this process shares the file description, and with it the lock:
+        # only the process that opened it may let go of the lock or remove the file
+        self._pid = os.getpid()
         self._map: mmap.mmap | None = mmap.mmap(fd, size)
         self.creator_pid, self.created_ns = _read_header(self._map)[4:6]
 
@@ -211,6 +214,9 @@ class Segment:
         self._map.close()
         self._map = None
         fd, self._fd = self._fd, -1
+        if os.getpid() != self._pid:  # a forked child: the lock is its parent's
+            os.close(fd)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
             try:

@@ -25,6 +25,7 @@ Layout of a log's region, at an 8-aligned offset of the segment (``region_size``
     128  low_mark   u64     at most the lowest reader position (publishers keep it, under the
                             mutex): a publish that finds room below it skips the readers' scan
     136  reader_end u32     1 + the highest reader entry ever taken: scans stop there
+    144  freed      u64     reader entries freed because their process had died
     192  readers    max_readers x 32 bytes: pid u64 (0: free; 2**63: a consumer group's
                     cursor, which no process owns), position u64 (the next sequence it reads),
                     started u64 (the owner process's start time), lagged u64 (records a
@@ -71,7 +72,6 @@ Why it is correct, and what a process killed at any instant leaves:
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
@@ -92,6 +92,7 @@ from ._shm_sync cimport (
     kincir_atomic_store_u64, kincir_cpu_relax, kincir_futex_wait, kincir_futex_wake,
     kincir_monotonic, kincir_shared_mutex_init, lock_mutex, next_sleep, past,
     pthread_mutex_consistent, pthread_mutex_t, pthread_mutex_unlock, raise_errno, sched_yield,
+    SharedView,
 )
 from ._message cimport Message, copy_metadata, delivered_copy, ensure_id, new_id
 
@@ -167,6 +168,8 @@ cdef struct LogHead:
     uint32_t spare
     uint64_t low_mark
     uint32_t reader_end
+    uint32_t spare2
+    uint64_t freed
 
 
 cdef struct Record:
@@ -216,6 +219,11 @@ cdef uint64_t _start_time(int pid) except? 0:
 
 def region_size(uint32_t slots, uint32_t slot_size, uint32_t max_readers):
     """Bytes a log of this geometry takes."""
+    return _region_size(slots, slot_size, max_readers)
+
+
+cdef inline Py_ssize_t _region_size(uint32_t slots, uint32_t slot_size,
+                                    uint32_t max_readers) noexcept:
     return _READERS_AT + <Py_ssize_t>max_readers * _READER_ENTRY + <Py_ssize_t>slots * slot_size
 
 
@@ -232,13 +240,11 @@ cdef uint64_t _now_ms() noexcept nogil:
 
 
 @cython.final
-cdef class ShmLog:
+cdef class ShmLog(SharedView):
     """A view of one log's region in a shared buffer (the buffer stays exported until
     ``release``)."""
 
-    cdef Py_buffer view
-    cdef bint exported
-    cdef unsigned char* base
+    cdef unsigned char* region
     cdef pthread_mutex_t* mutex
     cdef LogHead* log
     cdef Reader* readers
@@ -249,37 +255,25 @@ cdef class ShmLog:
     #: Seconds a reader spins (yielding the core between looks) before it sleeps: a message
     #: that comes meanwhile costs neither side a system call. 0: sleep at once.
     cdef public double spin
-    #: Entries of dead readers this view freed.
+    #: Entries of dead readers this view freed (the log's count, of every process, is
+    #: ``freed``).
     cdef public Py_ssize_t freed_readers
 
     def __cinit__(self, buffer, Py_ssize_t offset, str topic not None=""):
+        # SharedView's __cinit__ has exported the buffer
         self.topic = topic
         self.spin = 50e-6
-        PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
-        self.exported = True
-        if offset < 0 or offset % 64 or offset + _READERS_AT > self.view.len:
+        if offset < 0 or offset % 64 or offset + _READERS_AT > self.size:
             self.release()
             raise ValueError(
                 f"a log's offset must be 64-aligned and inside the buffer, not {offset}"
             )
-        self.base = <unsigned char*>self.view.buf + offset
-        self.mutex = <pthread_mutex_t*>self.base
-        self.log = <LogHead*>(self.base + 64)
-
-    def __dealloc__(self):
-        if self.exported:
-            PyBuffer_Release(&self.view)
-
-    def release(self):
-        """Stop using the buffer (it may be closed after this); idempotent."""
-        if self.exported:
-            self.exported = False
-            self.base = NULL
-            PyBuffer_Release(&self.view)
+        self.region = self.base + offset
+        self.mutex = <pthread_mutex_t*>self.region
+        self.log = <LogHead*>(self.region + 64)
 
     cdef int _check(self) except -1:
-        if not self.exported:
-            raise ValueError("this ShmLog was released")
+        self._check_held()
         if self.readers == NULL:
             if kincir_atomic_load_u32(&self.log.magic) != _LOG_MAGIC:
                 raise LogFormatError("no log is formatted at this offset")
@@ -288,17 +282,18 @@ cdef class ShmLog:
 
     cdef int _map_geometry(self) except -1:
         cdef uint32_t slots = self.log.slots, slot_size = self.log.slot_size
-        cdef Py_ssize_t size = region_size(slots, slot_size, self.log.max_readers)
-        cdef Py_ssize_t offset = self.base - <unsigned char*>self.view.buf
+        cdef Py_ssize_t size = _region_size(slots, slot_size, self.log.max_readers)
+        cdef Py_ssize_t offset = self.region - self.base
         # what format() checked, checked again: the region is shared, and its mask and sizes
         # bound every access
         if (slots == 0 or slots & (slots - 1) or slot_size < _RECORD_HEADER + 8 or slot_size % 8
                 or self.log.max_readers == 0):
             raise LogFormatError("the log's geometry is not one format() writes")
-        if offset + size > self.view.len:
+        if offset + size > self.size:
             raise LogFormatError(f"the log takes {size} bytes, past the end of the buffer")
-        self.readers = <Reader*>(self.base + _READERS_AT)
-        self.slot_area = self.base + _READERS_AT + <Py_ssize_t>self.log.max_readers * _READER_ENTRY
+        self.readers = <Reader*>(self.region + _READERS_AT)
+        self.slot_area = (self.region + _READERS_AT
+                          + <Py_ssize_t>self.log.max_readers * _READER_ENTRY)
         self.mask = self.log.slots - 1
         return 0
 
@@ -307,16 +302,14 @@ cdef class ShmLog:
     def format(self, uint32_t slots, uint32_t slot_size, uint32_t max_readers):
         """Lay out an empty log here (by the segment's creator, before anyone else uses it)."""
         cdef int err
-        if not self.exported:
-            raise ValueError("this ShmLog was released")
+        self._check_held()
         if slots == 0 or slots & (slots - 1):
             raise LogFormatError(f"slots must be a power of two, not {slots}")
         if slot_size < _RECORD_HEADER + 8 or slot_size % 8:
             raise LogFormatError(f"slot_size must be a multiple of 8 above {_RECORD_HEADER}")
         if max_readers == 0:
             raise LogFormatError("max_readers must be at least 1")
-        if (self.base - <unsigned char*>self.view.buf) + region_size(
-                slots, slot_size, max_readers) > self.view.len:
+        if (self.region - self.base) + _region_size(slots, slot_size, max_readers) > self.size:
             raise LogFormatError("the log does not fit in the buffer")
         err = kincir_shared_mutex_init(self.mutex)
         if err:
@@ -332,6 +325,7 @@ cdef class ShmLog:
         self.log.refusing = _OPEN
         self.log.low_mark = 1
         self.log.reader_end = 0
+        self.log.freed = 0
         self._map_geometry()
         for i in range(max_readers):
             self.readers[i].pid = 0
@@ -466,6 +460,7 @@ cdef class ShmLog:
                 if started != _UNKNOWN and started != self.readers[i].started:
                     self._leave(i)
                     self.freed_readers += 1
+                    self.log.freed += 1
         return 0
 
     cdef void _lap_readers(self, uint64_t low) noexcept:
@@ -854,6 +849,12 @@ cdef class ShmLog:
         """Records a DROP_OLDEST publish moved reader or group ``index`` past."""
         self._check()
         return kincir_atomic_load_u64(&self._reader(index).lagged)
+
+    @property
+    def freed(self):
+        """Reader entries freed because their process had died, by any process."""
+        self._check()
+        return kincir_atomic_load_u64(&self.log.freed)
 
     @property
     def dropped(self):

@@ -1,5 +1,6 @@
 # What the shared-memory modules cimport from _shm_sync: the C primitives of _shm_sync.h, and the
 # waiting helpers every wait in shared memory goes through (defined in _shm_sync.pyx).
+from cpython.buffer cimport Py_buffer
 from libc.stdint cimport uint32_t, uint64_t
 
 
@@ -36,3 +37,13 @@ cdef double next_sleep(double deadline) except? -2.0
 cdef bint past(double deadline) except -1
 cdef int raise_errno(int err) except -1
 cdef int lock_mutex(pthread_mutex_t* mutex, double deadline) except -1
+
+
+cdef class SharedView:
+    # A writable shared buffer kept exported (so its mapping cannot be closed under the view)
+    # until release(): what SharedWords and _shm_log's ShmLog stand on.
+    cdef Py_buffer view
+    cdef bint held
+    cdef unsigned char* base
+    cdef Py_ssize_t size
+    cdef int _check_held(self) except -1

@@ -87,15 +87,10 @@ cdef int lock_mutex(pthread_mutex_t* mutex, double deadline) except -1:
             raise TimeoutError("a shared mutex stayed locked past the timeout")
 
 
-cdef class SharedWords:
-    """Atomics, futexes and robust mutexes at byte offsets of a writable shared buffer."""
+cdef class SharedView:
+    """A writable shared buffer (a segment's mmap), kept exported until ``release``."""
 
-    cdef Py_buffer view
-    cdef bint held
-    cdef unsigned char* base
-    cdef Py_ssize_t size
-
-    def __cinit__(self, buffer):
+    def __cinit__(self, buffer, *args, **kwargs):
         PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
         self.held = True
         self.base = <unsigned char*>self.view.buf
@@ -113,9 +108,17 @@ cdef class SharedWords:
             self.size = 0
             PyBuffer_Release(&self.view)
 
-    cdef void* _at(self, Py_ssize_t offset, Py_ssize_t width) except NULL:
+    cdef int _check_held(self) except -1:
         if not self.held:
-            raise ValueError("this SharedWords was released")
+            raise ValueError(f"this {type(self).__name__} was released")
+        return 0
+
+
+cdef class SharedWords(SharedView):
+    """Atomics, futexes and robust mutexes at byte offsets of a writable shared buffer."""
+
+    cdef void* _at(self, Py_ssize_t offset, Py_ssize_t width) except NULL:
+        self._check_held()
         if offset < 0 or offset > self.size - width:
             raise IndexError(f"offset {offset} is outside the buffer ({self.size} bytes)")
         if offset % (width if width < 8 else 8):

@@ -292,6 +292,17 @@ def fast_switching() -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_segments_left_behind() -> Iterator[None]:
+    """The suite leaves nothing in /dev/shm: every shared-memory segment a test made (or a
+    child process it started) is gone when the session ends."""
+    shm = Path("/dev/shm")
+    before = set(shm.glob("kincir-*")) if shm.is_dir() else set()
+    yield
+    left = (set(shm.glob("kincir-*")) if shm.is_dir() else set()) - before
+    assert not left, f"shared-memory segments left behind: {sorted(map(str, left))}"
+
+
 @pytest.fixture(autouse=True)
 def _engine_clock() -> Iterator[None]:
     """Tests may step the engines' clocks (TTL, ack deadlines); every test starts on real time."""

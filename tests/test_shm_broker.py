@@ -443,4 +443,32 @@ def test_freeing_a_dead_readers_entry_is_logged(make, caplog, python_child):
         for i in range(10):
             pub.send_sync("t", b"%d" % i, timeout=10)  # held by the dead reader after 4
     assert broker.topic_info("t").readers == 0
+    assert broker.topic_info("t").freed_readers == 1
     assert "freed 1 reader entries" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() while threads run (3.12+)
+def test_a_forked_child_closing_its_copy_leaves_the_parents_segment_and_readers(make):
+    """A forked child shares the parent's file description, and with it the segment's lock:
+    closing its copies must neither let go of the parent's lock (the file would be removed
+    under it) nor remove the parent's readers."""
+    broker = make()
+    sub = subscribed(broker, "t")
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            sub.close()
+            broker.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.path.exists(segment_path(broker.name))
+    assert broker.topic_info("t").readers == 1
+    SharedMemoryPublisher(broker).send_sync("t", b"still mine")
+    assert sub.receive_sync(timeout=5).payload == b"still mine"
+    other = SharedMemoryBroker(broker.name, create=False)  # the lock still counts the parent
+    other.close()
+    assert os.path.exists(segment_path(broker.name))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -220,3 +221,15 @@ def test_a_reader_killed_while_waiting_leaves_the_others_working(broker, child, 
         assert other.receive_sync(timeout=5).payload == b"%d" % i
     if group == "-":
         assert broker.topic_info("t").readers == 1
+
+
+def test_the_readme_pipeline_runs_on_a_process_pool(readme_blocks, tmp_path):
+    """The README's worked example, as a script (a pool's workers import its functions)."""
+    script = tmp_path / "squares.py"
+    script.write_text(readme_blocks("## Several processes")[0])
+    done = subprocess.run(
+        [sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "100 328350\n"
+    assert not os.path.exists(segment_path("squares"))

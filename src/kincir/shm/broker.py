@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 import weakref
@@ -68,6 +69,8 @@ class SharedTopicInfo:
     dropped: int
     #: Ended by ``close_topic``.
     closed: bool
+    #: Reader places freed because their process ended without leaving.
+    freed_readers: int
     #: Messages the ring holds at most.
     capacity: int
 
@@ -141,6 +144,7 @@ class SharedMemoryBroker:
         self._topics: dict[str, Topic] = {}
         self._groups: dict[tuple[str, str], int] = {}
         self._readers: set[tuple[Topic, int]] = set()  # this process's plain readers
+        self._pid = os.getpid()  # a forked child inherits this handle, not its readers
         if create:
             geometry = self._geometry(topics, groups, slots, slot_size, max_readers, overflow)
             geometry = dataclasses.replace(geometry, persistence=bool(persistence))
@@ -235,7 +239,7 @@ class SharedMemoryBroker:
     def _remove_reader(self, topic: Topic, reader: int) -> None:
         if (topic, reader) in self._readers:
             self._readers.discard((topic, reader))
-            if not self._segment.closed:
+            if not self._segment.closed and os.getpid() == self._pid:
                 topic.log.remove_reader(reader)
 
     def _check_open(self) -> None:
@@ -271,6 +275,7 @@ class SharedMemoryBroker:
             readers=log.reader_count(),
             dropped=log.dropped,
             closed=self._directory.topic_state(topic.index) == CLOSED,
+            freed_readers=log.freed,
             capacity=log.slots,
         )
 

@@ -69,6 +69,10 @@ elif job == "flood":  # producer: publish checksummed batches until killed
             batch.append(body + b":%d" % zlib.crc32(body))
             index += 1
         pub.publish_sync("t", batch, timeout=60)
+elif job == "hold":  # take the broker's own mutex (topics and groups), then wait to be killed
+    broker._directory._lock()
+    print("locked", flush=True)
+    time.sleep(60)
 elif job == "wait":  # subscribe, then wait in a receive until killed
     sub = SharedMemorySubscriber(broker, None if args[0] == "-" else args[0])
     sub.subscribe("t")
@@ -205,6 +209,18 @@ def test_producers_killed_at_random_never_tear_lose_or_wedge_the_topic(broker, c
     assert got > 1000, got
     SharedMemoryPublisher(broker).send_sync("t", b"after:0:%d" % zlib.crc32(b"after:0"), timeout=5)
     assert sub.receive_sync(timeout=5).payload.startswith(b"after:")
+
+
+def test_a_process_killed_holding_the_brokers_mutex_does_not_stop_topics_being_made(broker, child):
+    holder = child(broker.name, "hold")
+    holder.wait_for("locked")
+    holder.process.send_signal(signal.SIGKILL)
+    holder.process.wait(30)
+    sub = SharedMemorySubscriber(broker, "workers")
+    sub.subscribe("made.after")  # takes the mutex its dead owner left
+    SharedMemoryPublisher(broker).send_sync("made.after", b"x", timeout=5)
+    assert sub.receive_sync(timeout=5).payload == b"x"
+    assert broker.topics() == ["made.after"]
 
 
 @pytest.mark.parametrize("group", ["-", "workers"])

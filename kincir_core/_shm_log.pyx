@@ -192,6 +192,39 @@ cdef struct Outgoing:
 cdef dict _NO_METADATA = copy_metadata(None)
 
 
+# what a wait looks at: a reader's position, the head it waits to pass, and the log's refusal
+cdef struct Watch:
+    uint64_t* position
+    uint64_t* head
+    uint32_t* refusing
+
+
+cdef bint _ready(Watch* watch, Py_ssize_t n) noexcept nogil:
+    """Whether a watched reader has a record to read, or its log refuses publishes."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if (kincir_atomic_load_u64(watch[i].position) < kincir_atomic_load_u64(watch[i].head)
+                or kincir_atomic_load_u32(watch[i].refusing) != _OPEN):
+            return True
+    return False
+
+
+cdef void _spin(Watch* watch, Py_ssize_t n, double until, bint* closing) noexcept nogil:
+    """``_ready`` looked at until ``until`` (monotonic) at most, yielding the core between
+    looks so that a process it shares the core with runs."""
+    cdef int _
+    while True:
+        # looking at head takes its cache line from the publisher that writes it: look
+        # between pauses, and let messages gather meanwhile
+        for _ in range(32):
+            kincir_cpu_relax()
+        if _ready(watch, n) or closing[0]:
+            return
+        sched_yield()
+        if kincir_monotonic() >= until:
+            return
+
+
 cdef struct Reader:
     uint64_t pid
     uint64_t position
@@ -258,19 +291,51 @@ cdef class ShmLog(SharedView):
     #: Entries of dead readers this view freed (the log's count, of every process, is
     #: ``freed``).
     cdef public Py_ssize_t freed_readers
+    # the buffer's bell: a futex word (and its sleepers' count) every publish rings while
+    # someone sleeps on it, so that one wait covers the logs of several topics (or NULL)
+    cdef uint32_t* bell
+    # threads of this process inside a wait on this view, and whether release() waits for
+    # them to leave (it must not unmap what they look at)
+    cdef int active
+    cdef bint closing
 
-    def __cinit__(self, buffer, Py_ssize_t offset, str topic not None=""):
+    def __cinit__(self, buffer, Py_ssize_t offset, str topic not None="", Py_ssize_t bell=-1):
         # SharedView's __cinit__ has exported the buffer
         self.topic = topic
         self.spin = 50e-6
         if offset < 0 or offset % 64 or offset + _READERS_AT > self.size:
-            self.release()
+            SharedView.release(self)
             raise ValueError(
                 f"a log's offset must be 64-aligned and inside the buffer, not {offset}"
             )
+        if bell >= 0:
+            if bell % 8 or bell + 8 > self.size:
+                SharedView.release(self)
+                raise ValueError("a bell's offset must be 8-aligned and inside the buffer")
+            self.bell = <uint32_t*>(self.base + bell)
         self.region = self.base + offset
         self.mutex = <pthread_mutex_t*>self.region
         self.log = <LogHead*>(self.region + 64)
+
+    def release(self):
+        """Stop using the buffer (it may be closed after this); idempotent. Threads of this
+        process waiting on this view are woken and leave first (their waits end as at a
+        deadline)."""
+        if self.held and self.active:
+            self.closing = True
+            self._ring_all()
+            while self.active:
+                with nogil:
+                    kincir_futex_wait(&self.log.data_word, self.log.data_word, 0.001)
+        SharedView.release(self)
+
+    cdef void _ring_all(self) noexcept:
+        """Wake every waiter on this log, and every waiter on the bell."""
+        kincir_atomic_add_u32(&self.log.data_word, 1)
+        kincir_futex_wake(&self.log.data_word, _ALL)
+        if self.bell != NULL:
+            kincir_atomic_add_u32(&self.bell[0], 1)
+            kincir_futex_wake(&self.bell[0], _ALL)
 
     cdef int _check(self) except -1:
         self._check_held()
@@ -631,6 +696,9 @@ cdef class ShmLog(SharedView):
         kincir_atomic_add_u32(&self.log.data_word, 1)
         if kincir_atomic_load_u32(&self.log.data_waiters):
             kincir_futex_wake(&self.log.data_word, _ALL)
+        if self.bell != NULL and kincir_atomic_load_u32(&self.bell[1]):
+            kincir_atomic_add_u32(&self.bell[0], 1)
+            kincir_futex_wake(&self.bell[0], _ALL)
         if self.freed_readers != freed:
             self._report_freed(self.freed_readers - freed)
         return first
@@ -687,11 +755,15 @@ cdef class ShmLog(SharedView):
         if limit <= 0:
             return []
         deadline = deadline_of(timeout)
+        cdef Watch watch = self._watch(reader)
         while True:
             position = kincir_atomic_load_u64(&reader.position)
-            head = self._wait_past(position, deadline)
-            if head == 0:
-                return []
+            head = kincir_atomic_load_u64(&self.log.head)
+            if position >= head:
+                if kincir_atomic_load_u32(&self.log.refusing) != _OPEN or not self._await(
+                        &watch, 1, &self.log.data_word, &self.log.data_waiters, deadline):
+                    return []
+                continue
             end = head if head - position <= <uint64_t>limit else position + limit
             out = self._copy(position, end)
             # the copy counts only if nothing moved the position meanwhile: another reader of
@@ -708,11 +780,10 @@ cdef class ShmLog(SharedView):
         a record to read, or the log refuses publishes; whether either happened. Reads nothing
         (a caller that may be cancelled waits here, in another thread, and reads where it
         cannot be)."""
-        cdef Reader* reader
         self._check()
-        reader = self._reader(index)
-        return self._wait_past(kincir_atomic_load_u64(&reader.position),
-                               deadline_of(timeout)) != 0 or self.refusing != _OPEN
+        cdef Watch watch = self._watch(self._reader(index))
+        return self._await(&watch, 1, &self.log.data_word, &self.log.data_waiters,
+                           deadline_of(timeout)) == 1
 
     def refuse(self, uint32_t code):
         """Refuse publishes from now on (``code``: ENDED, DRAINING or STOPPED, which also
@@ -724,7 +795,7 @@ cdef class ShmLog(SharedView):
         if code > self.log.refusing:
             kincir_atomic_store_u32(&self.log.refusing, code)
         self._unlock()
-        self.wake_readers()
+        self._ring_all()
         kincir_atomic_add_u32(&self.log.room_word, 1)
         kincir_futex_wake(&self.log.room_word, _ALL)
 
@@ -737,59 +808,57 @@ cdef class ShmLog(SharedView):
     def wake_readers(self):
         """Wake every reader waiting on this log (to look at something else: a shutdown)."""
         self._check()
-        kincir_atomic_add_u32(&self.log.data_word, 1)
-        kincir_futex_wake(&self.log.data_word, _ALL)
+        self._ring_all()
 
-    cdef uint64_t _wait_past(self, uint64_t position, double deadline) except? 0:
-        """``head`` once it is past ``position``, waiting up to ``deadline`` (monotonic; < 0:
-        no limit); 0 at the deadline, or at once if the log refuses publishes (heads start at
-        1)."""
-        cdef uint64_t head
-        cdef uint32_t word
-        cdef double step
+    cdef Watch _watch(self, Reader* reader) noexcept:
+        cdef Watch watch
+        watch.position = &reader.position
+        watch.head = &self.log.head
+        watch.refusing = &self.log.refusing
+        return watch
+
+    cdef int _await(self, Watch* watch, Py_ssize_t n, uint32_t* word, uint32_t* sleepers,
+                    double deadline) except -1:
+        """Wait until a watched reader has a record or its log refuses (1), or ``deadline``
+        (monotonic; < 0: no limit) passes, or this view is being released (0): spin first
+        (``spin`` seconds), then sleep on the futex ``word``, counted in ``sleepers``, so that
+        a publisher makes a system call only when someone sleeps.
+
+        Why no wake is lost: the sleeper reads ``word``, counts itself, then looks again; a
+        publisher stores ``head``, bumps ``word``, then wakes if it sees a sleeper. With
+        sequentially consistent atomics one of the two sees the other, and a sleep on a word
+        that moved returns at once. Sleeps last at most 50 ms, so a wake lost to a publisher
+        killed between its ``head`` and its wake costs 50 ms, never a hang."""
         cdef bint spun = self.spin <= 0
-        while True:
-            head = kincir_atomic_load_u64(&self.log.head)
-            if position < head:
-                return head
-            if past(deadline) or kincir_atomic_load_u32(&self.log.refusing) != _OPEN:
-                return 0
-            if not spun:
-                spun = True
+        cdef double until, step
+        cdef uint32_t seen
+        self.active += 1
+        try:
+            while True:
+                if _ready(watch, n):
+                    return 1
+                if self.closing or past(deadline):
+                    return 0
+                if not spun:
+                    spun = True
+                    until = kincir_monotonic() + self.spin
+                    if deadline >= 0 and deadline < until:
+                        until = deadline
+                    with nogil:
+                        _spin(watch, n, until, &self.closing)
+                    continue
+                seen = kincir_atomic_load_u32(word)
+                kincir_atomic_add_u32(sleepers, 1)
+                if _ready(watch, n) or self.closing:
+                    kincir_atomic_add_u32(sleepers, <uint32_t>-1)
+                    continue
+                step = next_sleep(deadline)
                 with nogil:
-                    self._spin(position, deadline)
-                continue
-            word = kincir_atomic_load_u32(&self.log.data_word)
-            kincir_atomic_add_u32(&self.log.data_waiters, 1)
-            head = kincir_atomic_load_u64(&self.log.head)
-            if position < head or kincir_atomic_load_u32(&self.log.refusing) != _OPEN:
-                kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
-                return head if position < head else 0
-            step = next_sleep(deadline)
-            with nogil:
-                kincir_futex_wait(&self.log.data_word, word, step)
-            kincir_atomic_add_u32(&self.log.data_waiters, <uint32_t>-1)
-            PyErr_CheckSignals()
-
-    cdef void _spin(self, uint64_t position, double deadline) noexcept nogil:
-        """Look at ``head`` until it passes ``position`` or the log refuses, for ``spin``
-        seconds at most (and not past ``deadline``), yielding the core between bursts of
-        looks so that a process it shares the core with runs."""
-        cdef double until = kincir_monotonic() + self.spin
-        cdef int _
-        if deadline >= 0 and deadline < until:
-            until = deadline
-        while True:
-            # looking at head takes its cache line from the publisher that writes it: look
-            # between pauses, and let messages gather meanwhile
-            for _ in range(32):
-                kincir_cpu_relax()
-            if (position < kincir_atomic_load_u64(&self.log.head)
-                    or kincir_atomic_load_u32(&self.log.refusing) != _OPEN):
-                return
-            sched_yield()
-            if kincir_monotonic() >= until:
-                return
+                    kincir_futex_wait(word, seen, step)
+                kincir_atomic_add_u32(sleepers, <uint32_t>-1)
+                PyErr_CheckSignals()
+        finally:
+            self.active -= 1
 
     cdef list _copy(self, uint64_t first, uint64_t end):
         """The records ``[first, end)`` as Messages. Lengths are cut to the slot: a group
@@ -883,6 +952,37 @@ cdef class ShmLog(SharedView):
         self._check()
         head = kincir_atomic_load_u64(&self.log.head)
         return head - self._lowest(head)
+
+
+def wait_any(list readers not None, timeout=0.0):
+    """Wait up to ``timeout`` seconds (None: no limit) until any of ``readers`` — (ShmLog,
+    reader index) pairs, logs of one buffer that has a bell — has a record to read or its log
+    refuses publishes; whether one has. One sleep covers them all: every publish to any of
+    them rings the bell while someone sleeps on it."""
+    cdef Py_ssize_t n = len(readers), i
+    cdef ShmLog first, log
+    cdef Watch* watch
+    cdef int ready
+    if n == 0:
+        raise ValueError("wait_any needs at least one reader")
+    first = readers[0][0]
+    first._check()
+    if first.bell == NULL:
+        raise ValueError("these logs have no bell (ShmLog(..., bell=offset))")
+    watch = <Watch*>malloc(n * sizeof(Watch))
+    if watch == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            log, index = readers[i]
+            log._check()
+            if log.base != first.base:
+                raise ValueError("wait_any's logs must share one buffer")
+            watch[i] = log._watch(log._reader(index))
+        ready = first._await(watch, n, &first.bell[0], &first.bell[1], deadline_of(timeout))
+        return ready == 1
+    finally:
+        free(watch)
 
 
 def any_wire_form(list messages not None):

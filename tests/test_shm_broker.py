@@ -472,3 +472,25 @@ def test_a_forked_child_closing_its_copy_leaves_the_parents_segment_and_readers(
     other = SharedMemoryBroker(broker.name, create=False)  # the lock still counts the parent
     other.close()
     assert os.path.exists(segment_path(broker.name))
+
+
+@pytest.mark.parametrize("topics", [("t",), ("t", "u")])
+def test_closing_a_handle_while_its_subscriber_waits_ends_the_wait(make, topics):
+    broker = make()
+    other = SharedMemoryBroker(broker.name, create=False)
+    sub = subscribed(other, *topics)
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            sub.receive_sync(timeout=30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=receive)
+    waiter.start()
+    time.sleep(0.1)
+    other.close()  # the wait must end before the mapping goes
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], kincir.BrokerShutdown), errors

@@ -24,6 +24,7 @@ if os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
 
 from kincir_core import Message, _segment
 from kincir_core._segment import HEADER_SIZE, Segment
+from kincir_core._shm_sync import SharedWords
 from kincir_core._shm_log import (
     DROP_NEWEST,
     DROP_OLDEST,
@@ -33,6 +34,7 @@ from kincir_core._shm_log import (
     LogFull,
     ShmLog,
     region_size,
+    wait_any,
 )
 
 SLOTS, SLOT_SIZE, READERS = 64, 128, 4
@@ -637,3 +639,50 @@ def test_wait_reads_nothing():
     assert log.wait(reader, timeout=10) is True
     assert log.wait(reader, timeout=0) is True  # still there
     assert payloads(log.read(reader, 10)) == [b"x"]
+
+
+def two_logs_with_a_bell() -> tuple[mmap.mmap, ShmLog, ShmLog, SharedWords]:
+    """Two logs in one buffer and their bell at offset 0 (a sleeper count at 4)."""
+    size = region_size(SLOTS, SLOT_SIZE, READERS)
+    buffer = mmap.mmap(-1, AT + 2 * size + 4096)
+    logs = [ShmLog(buffer, AT + k * (size + 4096 - size % 4096), f"t{k}", 0) for k in range(2)]
+    for log in logs:
+        log.format(SLOTS, SLOT_SIZE, READERS)
+    return buffer, logs[0], logs[1], SharedWords(buffer)
+
+
+def test_one_wait_covers_several_logs_and_a_publish_rings_the_bell_for_a_sleeper():
+    _buffer, first, second, words = two_logs_with_a_bell()
+    readers = [(first, first.add_reader()), (second, second.add_reader())]
+    first.spin = 0  # sleep at once: the wake must come from the bell
+    assert wait_any(readers, timeout=0.05) is False
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(wait_any(readers, timeout=30)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while words.load32(4) != 1:  # asleep on the bell
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    rung = words.load32(0)
+    second.publish([b"to the second"])
+    waiter.join(10)
+    assert got == [True] and words.load32(0) == rung + 1 and words.load32(4) == 0
+    assert payloads(second.read(readers[1][1], 10)) == [b"to the second"]
+    words.release()
+
+
+def test_releasing_a_log_wakes_this_process_s_waiters_first():
+    """A thread waiting on a log when it is released (its broker closed) leaves the wait
+    before the buffer may be unmapped: no crash, the wait ends as at a deadline."""
+    log = new_log()
+    reader = log.add_reader()
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(log.wait(reader, timeout=30)))
+    waiter.start()
+    time.sleep(0.1)  # spinning done, asleep
+    start = time.monotonic()
+    log.release()
+    waiter.join(10)
+    assert got == [False] and time.monotonic() - start < 5
+    with pytest.raises(ValueError, match="released"):
+        log.read(reader, 1)

@@ -11,6 +11,8 @@ Layout, at ``HEADER_SIZE`` (after the segment's own header), little-endian:
                          (``force_shutdown``, or the drain is over)
     80   max_topics u32, max_groups u32, slots u32, slot_size u32, max_readers u32,
          overflow u32 (an Overflow's code), persistence u32
+    112  bell u32, bell sleepers u32: the futex word a subscriber of several topics sleeps on;
+                         every topic's publishes ring it while it has sleepers
     128  topics          max_topics x 256 bytes: state u64 (FREE, READY, CLOSED: ended by
                          ``close_topic``), name length u32, the name in UTF-8 from byte 16 (240
                          bytes at most)
@@ -51,6 +53,7 @@ _MAGIC = HEADER_SIZE + 64
 _STATE = HEADER_SIZE + 72
 _GEOMETRY = struct.Struct("<7I")
 _GEOMETRY_AT = HEADER_SIZE + 80
+_BELL = HEADER_SIZE + 112
 _TABLES_AT = HEADER_SIZE + 128
 _ENTRY = 256
 _TOPIC_NAME_AT = 16
@@ -250,7 +253,7 @@ class Directory:
 
     def open_log(self, index: int, topic: str) -> ShmLog:
         """A view of topic ``index``'s log (this process's own: release it before closing)."""
-        return ShmLog(self._buffer, self._log_at(index), topic)
+        return ShmLog(self._buffer, self._log_at(index), topic, _BELL)
 
     # -- consumer groups ------------------------------------------------------------------------
 

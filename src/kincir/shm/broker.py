@@ -145,6 +145,7 @@ class SharedMemoryBroker:
         self._groups: dict[tuple[str, str], int] = {}
         self._readers: set[tuple[Topic, int]] = set()  # this process's plain readers
         self._pid = os.getpid()  # a forked child inherits this handle, not its readers
+        self._closing = False  # close() has begun: everything here refuses from then on
         if create:
             geometry = self._geometry(topics, groups, slots, slot_size, max_readers, overflow)
             geometry = dataclasses.replace(geometry, persistence=bool(persistence))
@@ -249,12 +250,12 @@ class SharedMemoryBroker:
             raise BrokerShutdown()
 
     def _check_attached(self) -> None:
-        if self._segment.closed:
+        if self._closing:
             raise BrokerShutdown(f"this process closed its handle on shared broker {self.name!r}")
 
     @property
     def state(self) -> int:
-        return self._directory.state if not self._segment.closed else STOPPED
+        return STOPPED if self._closing else self._directory.state
 
     # -- the broker's own API -------------------------------------------------------------------
 
@@ -350,6 +351,7 @@ class SharedMemoryBroker:
         """Let go of the segment in this process: its subscribers leave their topics, its
         publishers and subscribers raise BrokerShutdown from then on. The segment goes when
         its last user closes. Idempotent; other processes go on."""
+        self._closing = True
         with self._lock:
             for topic, reader in list(self._readers):
                 self._remove_reader(topic, reader)
@@ -371,7 +373,7 @@ class SharedMemoryBroker:
         return (_attach, (self.name, self.codec))
 
     def __repr__(self) -> str:
-        state = "closed" if self._segment.closed else ("open", "draining", "stopped")[self.state]
+        state = "closed" if self._closing else ("open", "draining", "stopped")[self.state]
         return f"SharedMemoryBroker({self.name!r}, {state})"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import kincir_core
 from kincir_core import Message
 from kincir_core._errors import BrokerShutdown, NotSubscribed, TopicClosed
-from kincir_core._shm_log import ENDED, OPEN, LogClosed, any_wire_form
+from kincir_core._shm_log import ENDED, OPEN, LogClosed, any_wire_form, wait_any
 
 from .._awaitable import Completed
 from .._remote import check_codec, open_message
@@ -23,10 +23,6 @@ from ..errors import DecodeError
 from .broker import STATE_SLICE, SharedMemoryBroker, Topic
 
 __all__ = ["SharedMemorySubscriber"]
-
-#: How long a subscriber of several topics sleeps on its first topic's log before it looks at
-#: the others again (a process can sleep on one futex word at a time).
-SEVERAL_TOPICS_SLICE = 0.002
 
 _waiters: concurrent.futures.ThreadPoolExecutor | None = None
 _waiters_lock = threading.Lock()
@@ -207,6 +203,9 @@ class SharedMemorySubscriber:
                 got = sub.topic.log.read(sub.reader, most, 0.0)
             except LogClosed:
                 raise BrokerShutdown() from None
+            except ValueError:  # its place removed: this process closed the broker meanwhile
+                self.broker._check_attached()
+                raise
             if got:
                 self._next = start + turn + 1
                 self._buffer.extend(
@@ -225,12 +224,13 @@ class SharedMemorySubscriber:
     def _wait(self, seconds: float) -> None:
         """Sleep until a subscribed topic may have something, ``seconds`` at most."""
         order = self._order
-        if not order:
-            return
-        sub = order[0]
-        if len(order) > 1:
-            seconds = min(seconds, SEVERAL_TOPICS_SLICE)
-        sub.topic.log.wait(sub.reader, seconds)
+        try:
+            if len(order) == 1:
+                order[0].topic.log.wait(order[0].reader, seconds)
+            elif order:
+                wait_any([(sub.topic.log, sub.reader) for sub in order], seconds)
+        except ValueError:  # this process closed the broker meanwhile: the next look says so
+            pass
 
     def _slice(self, deadline: float | None, seconds: float | None) -> float:
         """How long the next wait may last; TimeoutError past ``deadline``."""

@@ -24,7 +24,6 @@ if os.environ.get("KINCIR_NO_EXTENSIONS", "") not in ("", "0"):
 
 from kincir_core import Message, _segment
 from kincir_core._segment import HEADER_SIZE, Segment
-from kincir_core._shm_sync import SharedWords
 from kincir_core._shm_log import (
     DROP_NEWEST,
     DROP_OLDEST,
@@ -36,6 +35,7 @@ from kincir_core._shm_log import (
     region_size,
     wait_any,
 )
+from kincir_core._shm_sync import SharedWords
 
 SLOTS, SLOT_SIZE, READERS = 64, 128, 4
 AT = HEADER_SIZE  # the log's offset in the segment

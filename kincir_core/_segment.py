@@ -36,6 +36,7 @@ import re
 import struct
 import sys
 import time
+import weakref
 from collections.abc import Callable
 
 from ._errors import KincirError
@@ -119,10 +120,32 @@ class Segment:
         self.created = created
         self._fd = fd
         # a child forked from this process shares the file description, and with it the lock:
-        # only the process that opened it may let go of the lock or remove the file
+        # the child opens its own (_after_fork); if it cannot, only the process that opened
+        # the description lets go of the lock or removes the file
         self._pid = os.getpid()
         self._map: mmap.mmap | None = mmap.mmap(fd, size)
         self.creator_pid, self.created_ns = _read_header(self._map)[4:6]
+        _OPEN.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: take a lock of its own, on a description of its own, so that
+        the parent's close and the child's are each one user leaving."""
+        if self._map is None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd)[1:3] != os.fstat(self._fd)[1:3]:  # (inode, device): replaced
+                raise OSError("the file was replaced")
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        os.close(self._fd)  # the parent's description: its lock stays the parent's
+        self._fd = fd
+        self._pid = os.getpid()
 
     # -- making one -----------------------------------------------------------------------------
 
@@ -240,6 +263,19 @@ class Segment:
         state = "closed" if self._map is None else f"{self.size} bytes"
         role = "created" if self.created else "attached"
         return f"<Segment {self.name!r} {role}, {state}>"
+
+
+#: The segments this process has open, for _after_fork.
+_OPEN: weakref.WeakSet[Segment] = weakref.WeakSet()
+
+
+def _reopen_after_fork() -> None:
+    for segment in list(_OPEN):
+        segment._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reopen_after_fork)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -132,6 +132,8 @@ WAIT, DROP_NEWEST, DROP_OLDEST = _WAIT, _DROP_NEWEST, _DROP_OLDEST
 # a reader entry's pid for a consumer group's cursor: no process owns it
 cdef uint64_t _GROUP = <uint64_t>1 << 63
 cdef uint32_t _ALL = 0x7FFFFFFF
+# the position of a freed reader entry: past any head, so no read through it commits
+cdef uint64_t _GONE = 0xFFFFFFFFFFFFFFFF
 # _start_time of a process this one may not look at
 cdef uint64_t _UNKNOWN = 0xFFFFFFFFFFFFFFFF
 
@@ -324,6 +326,8 @@ cdef class ShmLog(SharedView):
         if self.held and self.active:
             self.closing = True
             self._ring_all()
+            kincir_atomic_add_u32(&self.log.room_word, 1)
+            kincir_futex_wake(&self.log.room_word, _ALL)
             while self.active:
                 with nogil:
                     kincir_futex_wait(&self.log.data_word, self.log.data_word, 0.001)
@@ -477,6 +481,9 @@ cdef class ShmLog(SharedView):
         for the next to join with ``keep``."""
         cdef uint64_t position = kincir_atomic_load_u64(&self.readers[index].position)
         kincir_atomic_store_u64(&self.readers[index].pid, 0)
+        # a read in flight on this entry (another thread of its process) fails its
+        # compare-and-swap and drops its copy: its slots no longer count as held
+        kincir_atomic_store_u64(&self.readers[index].position, _GONE)
         if self._count() == 0:
             self.log.kept_from = position
 
@@ -486,6 +493,12 @@ cdef class ShmLog(SharedView):
             if kincir_atomic_load_u64(&self.readers[i].pid) != 0:
                 n += 1
         return n
+
+    def group_cursors(self):
+        """The entries of consumer groups' cursors (which no process owns)."""
+        self._check()
+        return [i for i in range(self.log.reader_end)
+                if kincir_atomic_load_u64(&self.readers[i].pid) == _GROUP]
 
     def reader_count(self):
         """How many reader entries (readers and groups) are taken."""
@@ -520,7 +533,8 @@ cdef class ShmLog(SharedView):
                     kincir_atomic_load_u64(&self.readers[i].position) < below):
                 try:
                     started = _start_time(<int>pid)
-                except Exception:  # /proc unreadable (no file descriptor left...): cannot tell
+                except BaseException:  # /proc unreadable (no file descriptor left, or an
+                    # interrupt): cannot tell; the mutex is held, nothing may escape
                     started = _UNKNOWN
                 if started != _UNKNOWN and started != self.readers[i].started:
                     self._leave(i)
@@ -636,6 +650,15 @@ cdef class ShmLog(SharedView):
 
     cdef uint64_t _append(self, Outgoing* batch, Py_ssize_t n, double deadline,
                           int overflow) except 0:
+        """``_write_batch``, counted among this view's active calls (``release`` waits)."""
+        self.active += 1
+        try:
+            return self._write_batch(batch, n, deadline, overflow)
+        finally:
+            self.active -= 1
+
+    cdef uint64_t _write_batch(self, Outgoing* batch, Py_ssize_t n, double deadline,
+                               int overflow) except 0:
         cdef uint64_t head, first, now
         cdef double step
         cdef uint32_t room
@@ -644,7 +667,11 @@ cdef class ShmLog(SharedView):
         cdef uint32_t refusing
         cdef Py_ssize_t freed = self.freed_readers
         while True:
-            self._lock(deadline)
+            if self.closing:  # this view is being released: as if the broker stopped
+                raise LogClosed(_STOPPED)
+            # no deadline for the mutex: it is held for a copy at most, and a publish that
+            # may not wait (timeout 0) must still get in; the timeout is for room
+            self._lock(-1.0)
             refusing = kincir_atomic_load_u32(&self.log.refusing)
             if refusing != _OPEN:
                 self._unlock()
@@ -745,8 +772,6 @@ cdef class ShmLog(SharedView):
         once when there is none and the log refuses publishes. A group's records go to one of
         its readers each. LogClosed once the log is STOPPED."""
         cdef Reader* reader
-        cdef uint64_t position, head, end
-        cdef list out
         cdef double deadline
         self._check()
         reader = self._reader(index)
@@ -755,8 +780,21 @@ cdef class ShmLog(SharedView):
         if limit <= 0:
             return []
         deadline = deadline_of(timeout)
+        # counted among the active calls: the copy may run Python code (metadata), letting
+        # another thread release this view, which must wait until the copy is done
+        self.active += 1
+        try:
+            return self._read(reader, limit, deadline)
+        finally:
+            self.active -= 1
+
+    cdef list _read(self, Reader* reader, Py_ssize_t limit, double deadline):
+        cdef uint64_t position, head, end
+        cdef list out
         cdef Watch watch = self._watch(reader)
         while True:
+            if self.closing:
+                return []
             position = kincir_atomic_load_u64(&reader.position)
             head = kincir_atomic_load_u64(&self.log.head)
             if position >= head:
@@ -804,6 +842,12 @@ cdef class ShmLog(SharedView):
         """OPEN, or the code ``refuse`` was last given."""
         self._check()
         return kincir_atomic_load_u32(&self.log.refusing)
+
+    @property
+    def stopped(self):
+        """Whether reads are refused (STOPPED), or this view was released: the one look a
+        reader's hot path takes before it hands out what it read ahead."""
+        return not self.held or kincir_atomic_load_u32(&self.log.refusing) == _STOPPED
 
     def wake_readers(self):
         """Wake every reader waiting on this log (to look at something else: a shutdown)."""

@@ -51,6 +51,8 @@ FREE, READY, CLOSED = 0, 1, 2
 _MUTEX = HEADER_SIZE
 _MAGIC = HEADER_SIZE + 64
 _STATE = HEADER_SIZE + 72
+#: Where the broker's state word is (its offset in the segment).
+STATE_AT = _STATE
 _GEOMETRY = struct.Struct("<7I")
 _GEOMETRY_AT = HEADER_SIZE + 80
 _BELL = HEADER_SIZE + 112
@@ -168,10 +170,40 @@ class Directory:
 
     # -- the broker mutex -----------------------------------------------------------------------
 
-    def _lock(self) -> None:
+    def _lock(self) -> bool:
+        """Take the broker mutex; whether its last holder had died holding it (and what it
+        left was repaired)."""
         if self.words.lock(_MUTEX):
-            # its holder died adding an entry: that entry's state was never stored
+            # its holder died adding an entry: that entry's state was never stored, but a
+            # group's cursor may have been made for it
+            self._free_orphan_cursors()
             self.words.mark_consistent(_MUTEX)
+            return True
+        return False
+
+    def sweep(self) -> bool:
+        """Repair what a process killed holding the broker mutex left (a group cursor that
+        holds a ring); whether there was anything."""
+        recovered = self._lock()
+        self._unlock()
+        return recovered
+
+    def _free_orphan_cursors(self) -> None:
+        """Remove the group cursors no group entry names (the mutex held)."""
+        named: set[tuple[int, int]] = set()
+        for index in range(self.geometry.max_groups):
+            entry = self._groups_at + index * _ENTRY
+            if self.words.load(entry) == FREE:
+                break
+            named.add((self.words.load32(entry + 12), self.words.load32(entry + 16)))
+        for topic in self._topic_indexes():
+            log = ShmLog(self._buffer, self._log_at(topic))
+            try:
+                for cursor in log.group_cursors():
+                    if (topic, cursor) not in named:
+                        log.remove_reader(cursor)
+            finally:
+                log.release()
 
     def _unlock(self) -> None:
         self.words.unlock(_MUTEX)
@@ -208,7 +240,7 @@ class Directory:
             if index is not None or not create:
                 return index
             if self.words.load(_STATE) != OPEN:
-                raise BrokerShutdown()
+                raise BrokerShutdown("the shared broker is shut down: no new topics")
             for index in range(self.geometry.max_topics):
                 entry = self._topic_at(index)
                 if self.words.load(entry) == FREE:

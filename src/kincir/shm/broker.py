@@ -34,6 +34,7 @@ from ._directory import (
     Directory,
     Geometry,
 )
+from ._directory import STATE_AT as _STATE_AT
 
 __all__ = ["OVERFLOW_POLICIES", "SharedMemoryBroker", "SharedTopicInfo"]
 
@@ -143,8 +144,9 @@ class SharedMemoryBroker:
         self._lock = threading.Lock()
         self._topics: dict[str, Topic] = {}
         self._groups: dict[tuple[str, str], int] = {}
-        self._readers: set[tuple[Topic, int]] = set()  # this process's plain readers
-        self._pid = os.getpid()  # a forked child inherits this handle, not its readers
+        # the plain readers made through this handle, each with the process that made it (a
+        # forked child inherits the handle, not its parent's readers)
+        self._readers: dict[tuple[Topic, int], int] = {}
         self._closing = False  # close() has begun: everything here refuses from then on
         if create:
             geometry = self._geometry(topics, groups, slots, slot_size, max_readers, overflow)
@@ -164,7 +166,9 @@ class SharedMemoryBroker:
         self.name = name
         self.geometry = geometry
         self._directory = Directory(self._segment.buffer, geometry)
-        self._closer = weakref.finalize(self, _close, self._directory, self._topics, self._segment)
+        self._closer = weakref.finalize(
+            self, _close, self._directory, self._topics, self._readers, self._segment
+        )
 
     @staticmethod
     def _geometry(
@@ -234,20 +238,29 @@ class SharedMemoryBroker:
             reader = topic.log.add_reader(keep=self.geometry.persistence)
         except LogFull:
             raise MaxSubscribersReached(topic.name, self.geometry.max_readers) from None
-        self._readers.add((topic, reader))
+        self._readers[(topic, reader)] = os.getpid()
         return reader
 
     def _remove_reader(self, topic: Topic, reader: int) -> None:
-        if (topic, reader) in self._readers:
-            self._readers.discard((topic, reader))
-            if not self._segment.closed and os.getpid() == self._pid:
-                topic.log.remove_reader(reader)
+        if self._readers.pop((topic, reader), None) == os.getpid() and not self._segment.closed:
+            topic.log.remove_reader(reader)
 
     def _check_open(self) -> None:
         """BrokerShutdown once shut down (by any process), or once closed here."""
         self._check_attached()
         if self._directory.state != OPEN:
-            raise BrokerShutdown()
+            raise self._shut()
+
+    def _running(self) -> bool:
+        """Not force-shut down (by any process), and this handle not closed."""
+        try:
+            return self._directory.words.load(_STATE_AT) != STOPPED and not self._closing
+        except ValueError:  # released: this handle is closed
+            return False
+
+    def _shut(self) -> BrokerShutdown:
+        """The error of a call the broker refuses because it is shut down."""
+        return BrokerShutdown(f"shared broker {self.name!r} is shut down")
 
     def _check_attached(self) -> None:
         if self._closing:
@@ -282,9 +295,10 @@ class SharedMemoryBroker:
 
     def close_topic(self, topic: str) -> Completed[None]:
         """End ``topic`` for writing, for every process: publishes to it raise TopicClosed, and
-        its readers end (TopicClosed with ``reading``) once they read what came before."""
+        its readers end (TopicClosed with ``reading``) once they read what came before.
+        TopicNotFound if no process made it."""
         self._check_open()
-        found = self._topic(topic)
+        found = self._topic(topic, create=False)
         self._directory.close_topic(found.index)
         found.log.refuse(ENDED)
         return Completed(None)
@@ -300,7 +314,7 @@ class SharedMemoryBroker:
         pause = 0.0001
         while found.log.settled(self.geometry.persistence) < target:
             if self.state == STOPPED:
-                raise BrokerShutdown()
+                raise self._shut()
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"topic {topic!r} was not read through within {seconds} seconds")
             time.sleep(pause)
@@ -353,8 +367,6 @@ class SharedMemoryBroker:
         its last user closes. Idempotent; other processes go on."""
         self._closing = True
         with self._lock:
-            for topic, reader in list(self._readers):
-                self._remove_reader(topic, reader)
             self._closer()
 
     def __enter__(self) -> SharedMemoryBroker:
@@ -377,7 +389,23 @@ class SharedMemoryBroker:
         return f"SharedMemoryBroker({self.name!r}, {state})"
 
 
-def _close(directory: Directory, topics: dict[str, Topic], segment: Segment) -> None:
+def _close(
+    directory: Directory,
+    topics: dict[str, Topic],
+    readers: dict[tuple[Topic, int], int],
+    segment: Segment,
+) -> None:
+    """Let go of a handle (``close``, or its finalizer): this process's readers leave, then
+    every view is released (each waits for this process's threads inside it) and the segment
+    closed."""
+    pid = os.getpid()
+    for (topic, reader), owner in list(readers.items()):
+        if owner == pid:
+            try:
+                topic.log.remove_reader(reader)
+            except ValueError:  # left already (a dead-reader check, a concurrent close)
+                pass
+    readers.clear()
     for topic in topics.values():
         topic.log.release()
     topics.clear()

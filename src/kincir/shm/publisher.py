@@ -77,9 +77,24 @@ class SharedMemoryPublisher:
         found = self.broker._topics.get(topic) or self._topic(topic, batch)
         try:
             found.log.publish(batch, wait if self._waits else 0.0, self._code)
+        except LogFull:
+            self._put_after_sweep(topic, found, batch)
+            return
+        except LogClosed as error:
+            self._refused += len(batch)
+            raise _refusal(self.broker, topic, error, found.log.slots) from None
+        self._published += len(batch)
+
+    def _put_after_sweep(self, topic: str, found: Topic, batch: list[Any]) -> None:
+        """A publish found no room: once more if a process killed while making a group had
+        left a cursor holding the ring (the sweep frees it), else QueueFull."""
+        try:
+            if not self.broker._directory.sweep():
+                raise LogFull()
+            found.log.publish(batch, 0.0, self._code)
         except (LogFull, LogClosed) as error:
             self._refused += len(batch)
-            raise _refusal(topic, error, found.log.slots) from None
+            raise _refusal(self.broker, topic, error, found.log.slots) from None
         self._published += len(batch)
 
     def _topic(self, topic: str, batch: list[Any]) -> Topic:
@@ -116,10 +131,10 @@ class SharedMemoryPublisher:
             except LogFull as error:
                 if not self._waits or (deadline is not None and time.monotonic() >= deadline):
                     self._refused += len(batch)
-                    raise _refusal(topic, error, found.log.slots) from None
+                    raise _refusal(self.broker, topic, error, found.log.slots) from None
             except LogClosed as error:
                 self._refused += len(batch)
-                raise _refusal(topic, error, found.log.slots) from None
+                raise _refusal(self.broker, topic, error, found.log.slots) from None
             await asyncio.sleep(pause)
             pause = min(pause * 2, _ASYNC_PAUSE)
         self._published += len(batch)
@@ -150,9 +165,12 @@ class SharedMemoryPublisher:
                     (None if timeout is None else check_timeout(timeout)) if self._waits else 0.0,
                     self._code,
                 )
-            except (LogFull, LogClosed) as error:
+            except LogFull:
+                self._put_after_sweep(topic, found, [payload])
+                return
+            except LogClosed as error:
                 self._refused += 1
-                raise _refusal(topic, error, found.log.slots) from None
+                raise _refusal(self.broker, topic, error, found.log.slots) from None
             self._published += 1
             return
         self._append(topic, [_one(payload, metadata)], kincir_core.check_timeout(timeout))
@@ -190,13 +208,13 @@ class SharedMemoryPublisher:
         return f"SharedMemoryPublisher({self.broker!r})"
 
 
-def _refusal(topic: str, error: Exception, slots: int) -> Exception:
+def _refusal(broker: SharedMemoryBroker, topic: str, error: Exception, slots: int) -> Exception:
     """What a publish the log refused raises."""
     if isinstance(error, LogFull):
         return QueueFull(topic, slots)
     if error.args[0] == ENDED:
         return TopicClosed(topic)
-    return BrokerShutdown()
+    return broker._shut()
 
 
 def _one(payload: Any, metadata: Mapping[str, str] | None) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import kincir_core
 from kincir_core import Message
 from kincir_core._errors import BrokerShutdown, NotSubscribed, TopicClosed
-from kincir_core._shm_log import ENDED, OPEN, LogClosed, any_wire_form, wait_any
+from kincir_core._shm_log import ENDED, OPEN, LogClosed, ShmLog, any_wire_form, wait_any
 
 from .._awaitable import Completed
 from .._remote import check_codec, open_message
@@ -86,7 +86,9 @@ class SharedMemorySubscriber:
         self._next = 0  # where the next poll starts: topics take turns
         self._buffer: deque[Any] = deque()  # Messages, and DecodeErrors in their place
         self._closed = False
+        self._hot: ShmLog | None = None  # the log of its one topic, with the bytes codec
         self._received = 0
+        self._lagged = 0  # what the topics it left had lost to drop_oldest
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -106,6 +108,7 @@ class SharedMemorySubscriber:
                 sub = Subscription(found, broker._add_reader(found), False)
             self._subs[topic] = sub
             self._order.append(sub)
+            self._aim()
         return Completed(None)
 
     def unsubscribe(self, topic: str | None = None) -> Completed[None]:
@@ -126,9 +129,17 @@ class SharedMemorySubscriber:
     def _leave(self, name: str) -> None:
         sub = self._subs.pop(name)
         self._order.remove(sub)
-        self._buffer = deque(m for m in self._buffer if m.topic != name)
-        if not sub.group:
-            self.broker._remove_reader(sub.topic, sub.reader)
+        self._aim()
+        self._buffer = deque(item for item in self._buffer if _topic_of(item) != name)
+        if not self.broker._closing:
+            self._lagged += sub.topic.log.lagged(sub.reader)
+            if not sub.group:
+                self.broker._remove_reader(sub.topic, sub.reader)
+
+    def _aim(self) -> None:
+        """Point the hot path at the log of the one topic, if there is one topic and the codec
+        is the bytes codec."""
+        self._hot = self._order[0].topic.log if len(self._order) == 1 and self._raw else None
 
     def subscribed_topics(self) -> list[str]:
         """The topics this subscriber receives, in subscription order."""
@@ -162,6 +173,10 @@ class SharedMemorySubscriber:
         buffer = self._buffer
         if not buffer:
             self._fill(limit)
+        elif not self.broker._running():  # forced: what it read ahead is dropped too
+            buffer.clear()
+            self.broker._check_attached()
+            raise self.broker._shut()
         out: list[Message] = []
         while buffer and len(out) < limit:
             item = buffer.popleft()
@@ -195,6 +210,9 @@ class SharedMemorySubscriber:
         if not order:
             raise NotSubscribed("subscribe to a topic before receiving")
         most = max(limit, self._prefetch) if self._prefetch > 1 else limit
+        # a log's refusal, looked at before reading: once refused its head is final (refuse
+        # takes the writer mutex), so a read after it that finds nothing is the end
+        refusals = [sub.topic.log.refusing for sub in order]
         count = len(order)
         start = self._next % count
         for turn in range(count):
@@ -202,7 +220,7 @@ class SharedMemorySubscriber:
             try:
                 got = sub.topic.log.read(sub.reader, most, 0.0)
             except LogClosed:
-                raise BrokerShutdown() from None
+                raise self.broker._shut() from None
             except ValueError:  # its place removed: this process closed the broker meanwhile
                 self.broker._check_attached()
                 raise
@@ -212,14 +230,13 @@ class SharedMemorySubscriber:
                     got if self._raw and not any_wire_form(got) else self._opened(got)
                 )
                 return
-        for sub in order:
-            refusing = sub.topic.log.refusing
+        for sub, refusing in zip(order, refusals, strict=True):
             if refusing == ENDED:
                 name = sub.topic.name
                 self._leave(name)
                 raise TopicClosed(name, reading=True)
             if refusing != OPEN:
-                raise BrokerShutdown()
+                raise self.broker._shut()
 
     def _wait(self, seconds: float) -> None:
         """Sleep until a subscribed topic may have something, ``seconds`` at most."""
@@ -250,20 +267,21 @@ class SharedMemorySubscriber:
 
     def receive_sync(self, timeout: float | None = None) -> Message:
         """Wait for the next message (TimeoutError after ``timeout`` seconds)."""
-        buffer = self._buffer
-        if not buffer and len(self._order) == 1 and self._raw:
-            # the hot path: one topic, bytes, read ahead without waiting
-            sub = self._order[0]
-            try:
-                got = sub.topic.log.read(sub.reader, self._prefetch, 0.0)
-            except (LogClosed, ValueError):  # stopped, or this handle closed: said below
-                got = None
-            if got:
-                buffer.extend(got if not any_wire_form(got) else self._opened(got))
-        if buffer and type(buffer[0]) is Message:
-            self._received += 1
-            message: Message = buffer.popleft()
-            return message
+        hot = self._hot
+        if hot is not None:  # the hot path: one topic, bytes
+            buffer = self._buffer
+            if not buffer:  # read ahead, without waiting
+                sub = self._order[0]
+                try:
+                    got = hot.read(sub.reader, self._prefetch, 0.0)
+                except (LogClosed, ValueError):  # stopped, or this handle closed: said below
+                    got = None
+                if got:
+                    buffer.extend(got if not any_wire_form(got) else self._opened(got))
+            if buffer and type(buffer[0]) is Message and not hot.stopped:
+                self._received += 1
+                message: Message = buffer.popleft()
+                return message
         return self.receive_batch_sync(1, timeout)[0]
 
     def receive_batch_sync(self, max_messages: int, timeout: float | None = None) -> list[Message]:
@@ -317,9 +335,11 @@ class SharedMemorySubscriber:
     # -- the rest -------------------------------------------------------------------------------
 
     def messages_lagged(self) -> int:
-        """Messages ``drop_oldest`` moved this subscriber's topics past (a group's count is its
-        members' together)."""
-        return sum(sub.topic.log.lagged(sub.reader) for sub in self._order)
+        """Messages ``drop_oldest`` moved this subscriber past since it was made, on the
+        topics it reads and those it left (a group's count is its members' together)."""
+        if self.broker._closing:
+            return self._lagged
+        return self._lagged + sum(sub.topic.log.lagged(sub.reader) for sub in self._order)
 
     def stats(self) -> SubscriberStats:
         """This subscriber's own counts."""
@@ -343,6 +363,13 @@ class SharedMemorySubscriber:
     def __repr__(self) -> str:
         group = "" if self.group is None else f", group={self.group!r}"
         return f"SharedMemorySubscriber({self.broker!r}{group}, topics={list(self._subs)!r})"
+
+
+def _topic_of(item: Any) -> str | None:
+    """The topic of a buffered message, or of the message a buffered DecodeError stands for."""
+    message = item.message if isinstance(item, DecodeError) else item
+    topic: str | None = message.topic
+    return topic
 
 
 def _check_batch(max_messages: Any) -> None:

@@ -104,7 +104,8 @@ def _check_json(path: Path, keys: list[str], repeat: int) -> dict[str, Any]:
     assert [w["id"] for w in data["workloads"]] == keys
     for workload in data["workloads"]:
         assert workload["error"] is None, workload
-        assert [row["id"] for row in workload["rows"]] == ROWS[workload["id"]]
+        left_out = workload["id"] in _shm_left_out()
+        assert [row["id"] for row in workload["rows"]] == ([] if left_out else ROWS[workload["id"]])
         for row in workload["rows"]:
             for measurement in row["measurements"]:
                 assert math.isfinite(measurement["median"]) and measurement["median"] > 0
@@ -139,10 +140,20 @@ def test_quick_run_prints_and_writes_the_selected_workloads(
 def test_every_workload_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bench.json"
     out, _ = bench_ok(capsys, "--quick", "--repeat", "2", "--scale", "0.002", "--json", str(path))
-    assert sorted(table_rows(out)) == sorted(r for rows in ROWS.values() for r in rows)
+    expected = {key: rows for key, rows in ROWS.items() if key not in _shm_left_out()}
+    assert sorted(table_rows(out)) == sorted(r for rows in expected.values() for r in rows)
     data = _check_json(path, list(ROWS), repeat=2)
     # one goal per row, except the rows the project set no goal for
-    assert data["goals_total"] == sum(len(rows) for rows in ROWS.values()) - len(GOALLESS)
+    assert data["goals_total"] == sum(len(rows) for rows in expected.values()) - len(GOALLESS)
+
+
+def _shm_left_out() -> tuple[str, ...]:
+    """The process workloads, whose kincir side needs kincir.shm (Linux, compiled engine)."""
+    try:
+        import kincir.shm  # noqa: F401
+    except ImportError:
+        return ("W8", "W8b", "W9", "W10")
+    return ()
 
 
 def test_library_returns_results_without_printing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
-import importlib.util
+import importlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -208,10 +208,11 @@ class Context:
             return True
         if side.needs == "janus":
             return self.janus is not None
-        try:
-            return importlib.util.find_spec(side.needs) is not None
+        try:  # imported, not just found: kincir.shm is there but refuses on the twin
+            importlib.import_module(side.needs)
         except ImportError:
             return False
+        return True
 
     def measure(self, sides: Sequence[Side]) -> Samples:
         """Warm each side up, then run the timed repetitions; samples by name.

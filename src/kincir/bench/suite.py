@@ -431,7 +431,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W8",
         "process -> process, a message per call",
         (
-            one("kincir.shm", w8.kincir_messages, needs="kincir_core._shm_log"),
+            one("kincir.shm", w8.kincir_messages, needs="kincir.shm"),
             one("mp.Queue", w8.mp_queue),
         ),
         (
@@ -456,7 +456,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W8b",
         f"process -> process, batches of {BATCH}",
         (
-            one("kincir.shm", w8.kincir_batches, needs="kincir_core._shm_log"),
+            one("kincir.shm", w8.kincir_batches, needs="kincir.shm"),
             one("faster-fifo", w8.faster_fifo, optional=True, needs="faster_fifo"),
             one("pyzmq", w8.pyzmq, optional=True, needs="zmq"),
         ),
@@ -489,7 +489,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W9",
         f"fan-out, 1 process -> {w9.FANOUT} processes",
         (
-            one("kincir.shm", w9.kincir_fanout, needs="kincir_core._shm_log"),
+            one("kincir.shm", w9.kincir_fanout, needs="kincir.shm"),
             one("mp.Queues", w9.mp_queues),
         ),
         (
@@ -508,7 +508,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "W10",
         "ping-pong between two processes",
         (
-            one("kincir.shm", w10.kincir_round_trips, needs="kincir_core._shm_log"),
+            one("kincir.shm", w10.kincir_round_trips, needs="kincir.shm"),
             one("mp.Pipe", w10.pipe_round_trips),
         ),
         (

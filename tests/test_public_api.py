@@ -282,3 +282,20 @@ def test_public_methods_have_docstrings(k):
             attr = getattr(cls, name)
             if callable(attr):
                 assert attr.__doc__, f"{cls.__name__}.{name} has no docstring"
+
+
+def test_every_package_of_the_source_tree_is_in_the_distribution() -> None:
+    """``pyproject.toml`` lists the packages a wheel carries: a subpackage missing there would
+    work from the checkout and be absent once installed."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root / "src").parts)
+        for init in (root / "src").rglob("__init__.py")
+    }
+    assert found - listed == set(), "packages missing from pyproject.toml"
